@@ -1,0 +1,1 @@
+"""The read side: serves the hourly projections from Redis."""

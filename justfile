@@ -1,0 +1,42 @@
+# Hourglass recipes. Run them through the ./just wrapper, which installs everything first.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments
+
+python := ".venv/bin/python"
+
+# List the recipes.
+default:
+    @just --list
+
+# Run the whole stack in the foreground: nats-server, valkey-server, projector, HTTP server.
+up *args:
+    exec {{python}} -m deploy.supervisor "$@"
+
+# Lint, format check, type check, then unit and integration tests against real servers.
+test *args:
+    ruff check .
+    ruff format --check .
+    mypy
+    {{python}} -m pytest "$@"
+
+# Only the fast, pure unit tests.
+unit *args:
+    {{python}} -m pytest tests/unit "$@"
+
+# Rebuild every projection from the stream (zero downtime), against the configured servers.
+replay *args:
+    {{python}} -m projector replay "$@"
+
+# Start one more projector process against the configured servers.
+projector *args:
+    {{python}} -m projector run "$@"
+
+# Stream state, messages per hour subject, consumer lag, and the last events decoded.
+inspect *args:
+    {{python}} -m projector inspect "$@"
+
+# Apply ruff's fixes and formatting.
+fmt:
+    ruff check --fix .
+    ruff format .

@@ -1,0 +1,1 @@
+"""Folds the event log into hourly Redis projections, live and by replay."""

@@ -1,0 +1,88 @@
+"""Command line of the projector: `run` (live), `replay`, `inspect`; settings from ANALYTICS_* variables."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from contract.settings import Settings
+from projector.inspect import inspect
+from projector.replay import replay
+from projector.runner import run_projector
+
+log = logging.getLogger("projector")
+
+
+async def _connect(settings: Settings, name: str, wait: bool) -> NATS:
+    delay = 0.2
+    while True:
+        try:
+            return await nats.connect(**settings.nats_options(name))
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            if not wait:
+                raise SystemExit(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
+            log.warning("NATS not reachable yet (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    nc = await _connect(settings, f"hourglass-{args.command}", wait=args.command == "run")
+    redis_client = Redis.from_url(**settings.redis_options())
+    try:
+        if args.command == "run":
+            partitions = _partitions(args.partitions, settings)
+            log.info("projecting partitions %s of %s", partitions, settings.stream_name)
+            await run_projector(settings, nc, redis_client, stop, partitions)
+        elif args.command == "replay":
+            report = await replay(settings, nc, redis_client)
+            print(
+                f"replayed {report.events} events ({report.messages} messages) into generation "
+                f"{report.generation} in {report.seconds:.2f}s; generation {report.previous} retired"
+            )
+        else:
+            sys.stdout.write(await inspect(settings, nc, last=args.last))
+    finally:
+        await redis_client.aclose()
+        await nc.close()
+    return 0
+
+
+def _partitions(raw: str | None, settings: Settings) -> list[int]:
+    if not raw:
+        return list(range(settings.partitions))
+    return [int(p) for p in raw.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m projector", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="fold the stream into Redis, live")
+    run.add_argument("--partitions", help="comma-separated partitions (default: all)")
+    sub.add_parser("replay", help="rebuild every projection from the stream, switch atomically")
+    ins = sub.add_parser("inspect", help="stream, subjects, consumer lag, last events")
+    ins.add_argument("--last", type=int, default=10, help="how many of the last messages to decode")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    sys.exit(asyncio.run(_main(args)))
+
+
+if __name__ == "__main__":
+    main()

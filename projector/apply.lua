@@ -1,0 +1,36 @@
+-- Applies one partition's folded deltas and advances its watermark in one atomic step.
+-- KEYS: generation, fence, watermark, then (users HLL, counts hash) per hour.
+-- ARGV: gen, epoch ("" = unfenced), expected watermark, new watermark, mode ("live" | "build"),
+--       then per hour: clicks, impressions, user count, users...
+-- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced.
+local gen = ARGV[1]
+local current_gen = redis.call('GET', KEYS[1])
+if ARGV[5] == 'live' and current_gen ~= gen then
+  return {2, 0, current_gen or ''}
+end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return {3, 0, current_gen or ''}
+end
+local wm = tonumber(redis.call('GET', KEYS[3]) or '0')
+if wm ~= tonumber(ARGV[3]) then
+  return {1, wm, current_gen or ''}
+end
+local arg = 6
+for k = 4, #KEYS, 2 do
+  local clicks = tonumber(ARGV[arg])
+  local impressions = tonumber(ARGV[arg + 1])
+  local n = tonumber(ARGV[arg + 2])
+  arg = arg + 3
+  -- unpack() is limited by the Lua stack, so add users in chunks.
+  local i = 0
+  while i < n do
+    local j = math.min(i + 4000, n)
+    redis.call('PFADD', KEYS[k], unpack(ARGV, arg + i, arg + j - 1))
+    i = j
+  end
+  arg = arg + n
+  if clicks > 0 then redis.call('HINCRBY', KEYS[k + 1], 'clicks', clicks) end
+  if impressions > 0 then redis.call('HINCRBY', KEYS[k + 1], 'impressions', impressions) end
+end
+redis.call('SET', KEYS[3], ARGV[4])
+return {0, tonumber(ARGV[4]), current_gen or ''}

@@ -1,0 +1,78 @@
+"""NATS adapter of the projector: connecting, positioning durable consumers, decoding messages."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from contract import schema
+from contract.hours import partition_filter
+from contract.settings import Settings
+from contract.stream import consumer_name
+
+log = logging.getLogger("projector")
+
+ACK_WAIT_S = 30.0
+
+
+def decode(msg: Msg) -> tuple[int, schema.AnyBatch]:
+    """(stream sequence, batch); an undecodable message folds as an empty batch so it is not retried."""
+    seq = msg.metadata.sequence.stream
+    try:
+        return seq, schema.decode(msg.data)
+    except msgspec.DecodeError as exc:
+        log.error("stream seq %d on %s is not a valid event batch (%s); skipping", seq, msg.subject, exc)
+        return seq, schema.Batch(events=())
+
+
+async def position_consumer(
+    js: JetStreamContext, settings: Settings, partition: int, watermark: int, batch: int
+) -> None:
+    """Make the partition's durable consumer deliver everything after `watermark`.
+
+    Redis holds the truth about what was applied; the consumer is kept when it agrees (nothing in
+    flight, acked no further than the watermark) and recreated at watermark + 1 otherwise.
+    """
+    stream, durable = settings.stream_name, consumer_name(partition)
+    subject_filter = partition_filter(settings.subject_prefix, partition)
+    try:
+        info = await js.consumer_info(stream, durable)
+    except NotFoundError:
+        info = None
+    if (
+        info is not None
+        and info.config.filter_subject == subject_filter
+        and not info.num_ack_pending
+        and info.ack_floor is not None
+        and info.ack_floor.stream_seq <= watermark
+    ):
+        return
+    if info is not None:
+        log.info(
+            "p%d: moving consumer %s to stream seq %d (it had acked up to %d)",
+            partition,
+            durable,
+            watermark + 1,
+            info.ack_floor.stream_seq if info.ack_floor else 0,
+        )
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(stream, durable)
+    await js.add_consumer(
+        stream,
+        ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subject_filter,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ACK_WAIT_S,
+            max_ack_pending=max(20_000, batch * 4),
+            max_deliver=-1,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if watermark else DeliverPolicy.ALL,
+            opt_start_seq=watermark + 1 if watermark else None,
+        ),
+    )

@@ -1,0 +1,63 @@
+"""`./just inspect`: the stream, its hour subjects, the projector consumers and the last events, readably."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
+
+from contract import schema
+from contract.settings import Settings
+from contract.stream import consumer_name
+
+
+async def inspect(settings: Settings, nc: NATS, last: int = 10) -> str:
+    js = nc.jetstream()
+    lines: list[str] = []
+    try:
+        info = await js.stream_info(settings.stream_name, subjects_filter=">")
+    except NotFoundError:
+        return f"stream {settings.stream_name} does not exist yet (start the stack: ./just up)\n"
+    state = info.state
+    lines.append(
+        f"stream {settings.stream_name}: {state.messages} messages, {state.bytes} bytes, "
+        f"seq {state.first_seq}..{state.last_seq}, subjects {', '.join(info.config.subjects or [])}"
+    )
+    lines.append("")
+    lines.append("messages per hour subject (<prefix>.<YYYYMMDDHH>.<partition>):")
+    subjects = state.subjects or {}
+    for name in sorted(subjects):
+        lines.append(f"  {name:<40} {subjects[name]:>10}")
+    lines.append("")
+    lines.append("projector consumers (durable, one per partition):")
+    for partition in range(settings.partitions):
+        name = consumer_name(partition)
+        try:
+            c = await js.consumer_info(settings.stream_name, name)
+        except NotFoundError:
+            lines.append(f"  {name:<16} (not created yet: is a projector running?)")
+            continue
+        acked = c.ack_floor.stream_seq if c.ack_floor else 0
+        lines.append(
+            f"  {name:<16} lag {c.num_pending or 0:>8} unprocessed, {c.num_ack_pending or 0:>6} in flight, "
+            f"acked up to seq {acked}"
+        )
+    lines.append("")
+    lines.append(f"last {last} messages:")
+    seq = state.last_seq
+    while seq >= state.first_seq and seq > 0 and last > 0:
+        try:
+            raw = await js.get_msg(settings.stream_name, seq)
+        except NotFoundError:
+            seq -= 1
+            continue
+        batch = schema.decode(raw.data or b"")
+        lines.append(f"  #{seq} {raw.subject}  ({len(batch.events)} event(s))")
+        for event in batch.events:
+            when = dt.datetime.fromtimestamp(event.ts / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
+            key = f" key={event.key}" if event.key else ""
+            lines.append(f"      {when} {event.kind.value:<10} user={event.user!r}{key}")
+        seq -= 1
+        last -= 1
+    return "\n".join(lines) + "\n"

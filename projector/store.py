@@ -1,0 +1,92 @@
+"""Redis adapter of the projector: the atomic apply script, generations and watermarks."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from importlib.resources import files
+
+from redis.asyncio import Redis
+
+from contract.keys import Keys
+from projector.fold import Deltas
+
+
+class Outcome(enum.IntEnum):
+    APPLIED = 0
+    WATERMARK_MOVED = 1
+    GENERATION_MOVED = 2
+    FENCED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    outcome: Outcome
+    watermark: int
+
+
+class ProjectionStore:
+    """Applies deltas for one partition at a time; every write goes through apply.lua."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self.keys = keys
+        self._apply = redis.register_script(files("projector").joinpath("apply.lua").read_text())
+
+    async def current_generation(self) -> int:
+        """The live generation, creating generation 1 when Redis is new or was wiped."""
+        await self._redis.set(self.keys.generation, 1, nx=True)
+        # The counter must stay above every generation in use, also after a wipe.
+        gen = await self.live_generation() or 1
+        await self._redis.eval(
+            "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
+            "redis.call('SET', KEYS[1], ARGV[1]) end",
+            1,
+            self.keys.generation_counter,
+            gen,
+        )
+        return gen
+
+    async def live_generation(self) -> int | None:
+        raw = await self._redis.get(self.keys.generation)
+        return int(raw) if raw is not None else None
+
+    async def watermark(self, gen: int, partition: int) -> int:
+        raw = await self._redis.get(self.keys.watermark(gen, partition))
+        return int(raw) if raw is not None else 0
+
+    async def apply(
+        self,
+        gen: int,
+        partition: int,
+        expected: int,
+        deltas: Deltas,
+        *,
+        epoch: str = "",
+        live: bool = True,
+    ) -> ApplyResult:
+        keys = [
+            self.keys.generation,
+            self.keys.fence(partition),
+            self.keys.watermark(gen, partition),
+        ]
+        args: list[str | int] = [gen, epoch, expected, deltas.last_seq, "live" if live else "build"]
+        for hour, delta in deltas.hours.items():
+            keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
+            args += [delta.clicks, delta.impressions, len(delta.users), *delta.users]
+        status, watermark, _ = await self._apply(keys=keys, args=args)
+        return ApplyResult(Outcome(int(status)), int(watermark))
+
+    async def new_generation(self) -> int:
+        return int(await self._redis.incr(self.keys.generation_counter))
+
+    async def switch_generation(self, gen: int) -> int | None:
+        """Make `gen` the live generation; returns the one it replaced."""
+        old = await self._redis.getset(self.keys.generation, gen)
+        return int(old) if old is not None else None
+
+    async def drop_generation(self, gen: int) -> int:
+        dropped = 0
+        async for key in self._redis.scan_iter(match=self.keys.gen_pattern(gen), count=1000):
+            dropped += await self._redis.unlink(key)
+        return dropped

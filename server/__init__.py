@@ -1,0 +1,1 @@
+"""The HTTP process: serves ingest's POST and api's GET on one port and owns their connections."""

@@ -1,0 +1,195 @@
+"""`create_app`: the Litestar app, its error mapping, health checks, and connection lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+from litestar import Litestar, Request, Response, get
+from litestar.exceptions import HTTPException
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from api.reader import Reader
+from api.routes import TEXT, Api
+from contract.errors import ParamError, Unavailable
+from contract.hours import system_now_ms
+from contract.keys import Keys
+from contract.settings import Settings
+from ingest.publisher import Publisher, ensure_stream
+from ingest.routes import Ingest
+
+log = logging.getLogger("server")
+
+
+@dataclass
+class Clients:
+    """Connections the app uses. Passed in (tests) they stay the caller's; otherwise the lifespan's."""
+
+    nc: NATS | None = None
+    redis: Redis | None = None
+
+
+def create_app(
+    settings: Settings,
+    clients: Clients | None = None,
+    clock: Callable[[], int] = system_now_ms,
+) -> Litestar:
+    ingest = Ingest(settings, clock)
+    api = Api()
+    state = Clients() if clients is None else clients
+    owned = clients is None
+
+    def attach_nats(nc: NATS) -> None:
+        state.nc = nc
+        ingest.publisher = Publisher(nc, settings)
+
+    def attach_redis(client: Redis) -> None:
+        state.redis = client
+        api.reader = Reader(client, Keys(settings.key_prefix), settings.partitions)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        if state.redis is None:
+            state.redis = redis_client(settings)
+        attach_redis(state.redis)
+        connecting: asyncio.Task[None] | None = None
+        if state.nc is None:
+            connecting = asyncio.create_task(_connect_nats_forever(settings, attach_nats))
+        else:
+            attach_nats(state.nc)
+            await ensure_stream(state.nc, settings)
+        try:
+            yield
+        finally:
+            if connecting is not None:
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connecting
+            if owned:
+                if state.nc is not None:
+                    with contextlib.suppress(Exception):
+                        await state.nc.drain()
+                if state.redis is not None:
+                    await state.redis.aclose()
+
+    @get("/healthz")
+    async def healthz() -> Response[bytes]:
+        return Response(content=b"ok\n", media_type=TEXT)
+
+    @get("/readyz")
+    async def readyz() -> Response[bytes]:
+        problems = await _readiness_problems(settings, state)
+        if problems:
+            body = "".join(f"{p}\n" for p in problems).encode()
+            return Response(
+                content=body,
+                status_code=503,
+                media_type=TEXT,
+                headers={"Retry-After": str(settings.retry_after_s)},
+            )
+        return Response(content=b"ready\n", media_type=TEXT)
+
+    def bad_request(request: Request[Any, Any, Any], exc: ParamError) -> Response[bytes]:
+        return _error(request, 400, str(exc), {"parameter": exc.param})
+
+    def unavailable(request: Request[Any, Any, Any], exc: Unavailable) -> Response[bytes]:
+        log.warning("503: %s", exc)
+        return _error(
+            request,
+            503,
+            f"{exc.dependency} is unavailable; nothing was stored or read, retry later",
+            {"dependency": exc.dependency},
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+
+    def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+        return _error(request, exc.status_code, str(exc.detail), {}, headers=exc.headers)
+
+    def internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(request, 500, "internal error; it has been logged", {})
+
+    return Litestar(
+        route_handlers=[ingest.route(), api.route(), healthz, readyz],
+        lifespan=[lifespan],
+        exception_handlers={
+            ParamError: bad_request,
+            Unavailable: unavailable,
+            HTTPException: http_error,
+            Exception: internal,
+        },
+        openapi_config=None,
+        debug=False,
+    )
+
+
+def redis_client(settings: Settings) -> Redis:
+    return Redis.from_url(**settings.redis_options())
+
+
+async def _connect_nats_forever(settings: Settings, attach: Callable[[NATS], None]) -> None:
+    """nats-py does not retry a failed first connect, so the app starts anyway and keeps trying."""
+    delay = 0.2
+    while True:
+        try:
+            nc = await nats.connect(**settings.nats_options("hourglass-http"))
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            log.warning("NATS not reachable yet (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        attach(nc)
+        while True:
+            try:
+                await ensure_stream(nc, settings)
+                return
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                log.warning("could not ensure stream (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+
+
+async def _readiness_problems(settings: Settings, state: Clients) -> list[str]:
+    problems: list[str] = []
+    if state.nc is None or not state.nc.is_connected:
+        problems.append("nats: not connected")
+    else:
+        try:
+            await state.nc.jetstream().stream_info(settings.stream_name)
+        except Exception as exc:  # any failure means not ready; the reason goes in the body
+            problems.append(f"nats: stream {settings.stream_name}: {type(exc).__name__} {exc}")
+    try:
+        if state.redis is None:
+            problems.append("redis: not connected")
+        else:
+            await state.redis.ping()
+    except Exception as exc:
+        problems.append(f"redis: {type(exc).__name__} {exc}")
+    return problems
+
+
+class _ErrorJSON(msgspec.Struct, frozen=True):
+    status: int
+    error: str
+    parameter: str | None = None
+    dependency: str | None = None
+
+
+def _error(
+    request: Request[Any, Any, Any],
+    status: int,
+    message: str,
+    extra: dict[str, str],
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
+    if "application/json" in request.headers.get("accept", ""):
+        body = msgspec.json.encode(_ErrorJSON(status=status, error=message, **extra))
+        return Response(content=body, status_code=status, media_type="application/json", headers=headers)
+    return Response(content=f"{message}\n".encode(), status_code=status, media_type=TEXT, headers=headers)
