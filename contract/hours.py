@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 HOUR_MS = 3_600_000
-MAX_TIMESTAMP_MS = 253_402_300_799_999
-"""The last millisecond of year 9999: the largest instant an hour token can name."""
+MAX_TIMESTAMP_MS = 253_402_297_199_999
+"""The largest timestamp whose hour still ends before year 10000 (datetime's limit)."""
 
 
 def hour_of(timestamp_ms: int) -> int:

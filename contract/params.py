@@ -53,7 +53,11 @@ def parse_timestamp(query: dict[str, list[str]]) -> int:
     if not (raw.isascii() and raw.isdigit()):
         raise ParamError("timestamp", f"must be a plain decimal integer of milliseconds, got {_show(raw)}")
     if len(raw) > 19 or int(raw) > MAX_TIMESTAMP_MS:
-        raise ParamError("timestamp", f"{_show(raw)} is out of range (at most {MAX_TIMESTAMP_MS}, year 9999)")
+        raise ParamError(
+            "timestamp",
+            f"{_show(raw)} is out of range: at most {MAX_TIMESTAMP_MS} milliseconds since the epoch "
+            "(year 9999); is it in micro- or nanoseconds?",
+        )
     return int(raw)
 
 

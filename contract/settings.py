@@ -55,7 +55,7 @@ class Settings:
     """JetStream replicas of the stream (3 on a cluster)."""
 
     partitions: int = 4
-    """Partitions per hour, chosen by a hash of the user. Change it only together with a replay."""
+    """Partitions per hour, chosen by a hash of the user; fixed for the life of a stream."""
 
     key_prefix: str = "hg"
     """Prefix of every Redis key Hourglass writes."""

@@ -1,0 +1,113 @@
+"""Real servers for the tests: store_dir -> nats_server -> nc, and redis_dir -> redis_server -> redis."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from contract.settings import Settings
+from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
+from tests.helpers import isolated_settings
+
+
+@dataclass
+class Server:
+    """A real server process on a free loopback port."""
+
+    kind: str
+    port: int
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        scheme = "nats" if self.kind == "nats" else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}" + ("/0" if scheme == "redis" else "")
+
+    def command(self) -> list[str]:
+        if self.kind == "nats":
+            return nats_command(self.port, self.data_dir)
+        return valkey_command(self.port, self.data_dir)
+
+    def start(self) -> None:
+        log = (self.data_dir / f"{self.kind}.log").open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port("127.0.0.1", self.port, 20, self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_server(kind: str, data_dir: Path) -> Server:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = Server(kind, free_port(), data_dir, proc=None)  # type: ignore[arg-type]
+    server.start()
+    return server
+
+
+@contextlib.contextmanager
+def running(kind: str, data_dir: Path) -> Iterator[Server]:
+    server = start_server(kind, data_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nats-store")
+
+
+@pytest.fixture(scope="session")
+def nats_server(store_dir: Path) -> Iterator[Server]:
+    with running("nats", store_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("valkey")
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_dir: Path) -> Iterator[Server]:
+    with running("valkey", redis_dir) as server:
+        yield server
+
+
+@pytest.fixture
+async def nc(nats_server: Server) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def redis(redis_server: Server) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(nats_server: Server, redis_server: Server) -> Settings:
+    return isolated_settings(nats_server.url, redis_server.url)

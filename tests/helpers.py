@@ -1,0 +1,64 @@
+"""Test helpers: polling with a deadline (never fixed sleeps) and per-test settings."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from contract.settings import Settings
+
+T = TypeVar("T")
+_ids = itertools.count(1)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    until: Callable[[T], bool],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+) -> T:
+    """Poll `probe` until `until(result)` holds; fail with the last result after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        try:
+            last = await probe()
+            if until(last):
+                return last
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"probe kept failing: {exc!r}") from exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+        await asyncio.sleep(interval)
+
+
+def isolated_settings(nats_url: str, redis_url: str, **overrides: object) -> Settings:
+    """Settings whose stream, subjects and keys no other test touches, on shared servers."""
+    n = next(_ids)
+    base = Settings(
+        nats_url=nats_url,
+        redis_url=redis_url,
+        stream_name=f"T{n}",
+        subject_prefix=f"t{n}.events",
+        key_prefix=f"t{n}",
+        projector_idle_s=0.2,
+        publish_timeout_s=1.0,
+        redis_timeout_s=0.5,
+    )
+    return base.replace(**overrides)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ANALYTICS_* environment that makes a subprocess read exactly these settings."""
+    import dataclasses
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+    for f in dataclasses.fields(settings):
+        env[f"ANALYTICS_{f.name.upper()}"] = str(getattr(settings, f.name))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,61 @@
+"""Fixtures for integration tests: the in-process app and projector, wired to the real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from litestar import Litestar
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from contract.settings import Settings
+from projector.runner import run_projector
+from server.app import Clients, create_app
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Drive the ASGI lifespan on this event loop (Litestar's TestClient uses another thread's loop)."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    task = asyncio.create_task(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
+    await inbox.put({"type": "lifespan.startup"})
+    started = await outbox.get()
+    assert started["type"] == "lifespan.startup.complete", started
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await outbox.get()
+        await task
+
+
+async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://hourglass") as http:
+        yield http
+
+
+@pytest.fixture
+async def client(settings: Settings, nc: NATS, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    async for http in serve(create_app(settings, Clients(nc=nc, redis=redis))):
+        yield http
+
+
+@pytest.fixture
+async def projector(settings: Settings, client: httpx.AsyncClient, redis: Redis) -> AsyncIterator[None]:
+    """A live projector over all partitions, running beside the app (the stream exists by now)."""
+    own = await nats.connect(settings.nats_url)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_projector(settings, own, redis, stop))
+    yield
+    stop.set()
+    await task
+    await own.close()

@@ -1,0 +1,84 @@
+"""Dependencies going away: prompt 503s with Retry-After, never a hang or a false 204, and recovery."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from contract.settings import Settings
+from server.app import create_app
+from tests.conftest import Server, running
+from tests.helpers import eventually, isolated_settings
+from tests.integration.conftest import serve
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[Server]:
+    with running("nats", tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Server]:
+    with running("valkey", tmp_path / "valkey") as server:
+        yield server
+
+
+@pytest.fixture
+def own_settings(own_nats: Server, own_redis: Server) -> Settings:
+    return isolated_settings(own_nats.url, own_redis.url)
+
+
+@pytest.fixture
+async def app_client(own_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app owning its connections, as in production (it connects in its lifespan)."""
+    async for http in serve(create_app(own_settings)):
+        await eventually(functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200)
+        yield http
+
+
+async def test_post_answers_503_promptly_while_nats_is_down_and_recovers(
+    app_client: httpx.AsyncClient, own_nats: Server
+) -> None:
+    assert (await app_client.post("/analytics?timestamp=1&user=a&click")).status_code == 204
+    own_nats.kill()
+    for _ in range(3):
+        started = time.monotonic()
+        response = await app_client.post("/analytics?timestamp=1&user=b&click")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 3.0
+    assert (await app_client.get("/readyz")).status_code == 503
+    own_nats.start()  # same port, same store: the stream is still there
+    response = await eventually(
+        lambda: app_client.post("/analytics?timestamp=1&user=c&click"),
+        lambda r: r.status_code == 204,
+        timeout=30,
+    )
+    assert response.status_code == 204
+
+
+async def test_get_answers_503_promptly_while_redis_is_down_and_recovers(
+    app_client: httpx.AsyncClient, own_redis: Server, own_settings: Settings
+) -> None:
+    assert (await app_client.get("/analytics?timestamp=1")).status_code == 200
+    own_redis.kill()
+    started = time.monotonic()
+    response = await app_client.get("/analytics?timestamp=1")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "Traceback" not in response.text
+    assert time.monotonic() - started < 3.0
+    own_redis.start()
+    await eventually(
+        lambda: app_client.get("/analytics?timestamp=1"), lambda r: r.status_code == 200, timeout=30
+    )
+    assert await Redis.from_url(own_settings.redis_url).ping()

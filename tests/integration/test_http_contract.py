@@ -1,0 +1,156 @@
+"""The HTTP contract on real NATS and Valkey: POST stores, GET reads its hour, bad input stores nothing."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+
+from contract.hours import HOUR_MS, hour_of, system_now_ms
+from contract.settings import Settings
+from tests.helpers import eventually
+from tests.integration.workload import Truth, mixed_events, parse_text, post_path
+
+Client = httpx.AsyncClient
+
+pytestmark = pytest.mark.usefixtures("projector")
+
+
+async def hour_text(client: Client, ts: int) -> tuple[int, int, int]:
+    response = await client.get(f"/analytics?timestamp={ts}")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.text.endswith("\n")
+    assert not response.text.endswith("\n\n")
+    return parse_text(response.text)
+
+
+async def stream_messages(nc: NATS, settings: Settings) -> int:
+    return int((await nc.jetstream().stream_info(settings.stream_name)).state.messages)
+
+
+async def test_seed_example_is_counted_in_the_first_hour_of_1970(client: Client) -> None:
+    response = await client.post("/analytics?timestamp=123&user=kek&click")
+    assert response.status_code == 204
+    assert response.content == b""
+    assert await eventually(lambda: hour_text(client, 0), lambda t: t == (1, 1, 0)) == (1, 1, 0)
+
+
+async def test_mixed_workload_lands_each_event_in_its_own_hour(client: Client) -> None:
+    now = system_now_ms()
+    truth = Truth()
+    for ts, user, kind in mixed_events(now, 400):
+        assert (await client.post(post_path(ts, user, kind))).status_code == 204
+        truth.add(ts, user, kind)
+    assert len(truth.hours()) > 2
+    for hour in truth.hours():
+        users, clicks, impressions = truth.text(hour)
+        got = await eventually(
+            lambda h=hour: hour_text(client, h * HOUR_MS),  # type: ignore[misc]
+            lambda t, c=clicks, i=impressions: t[1:] == (c, i),  # type: ignore[misc]
+        )
+        assert abs(got[0] - users) <= max(1, users * 0.03), (hour, got, users)
+
+
+async def test_event_parameter_is_accepted_like_the_bare_flag(client: Client) -> None:
+    ts = 5 * HOUR_MS
+    assert (await client.post(f"/analytics?timestamp={ts}&user=a&event=impression")).status_code == 204
+    assert (await client.post(f"/analytics?timestamp={ts}&user=b&event=click")).status_code == 204
+    await eventually(lambda: hour_text(client, ts), lambda t: t == (2, 1, 1))
+
+
+async def test_json_answer_carries_the_hour_bounds(client: Client) -> None:
+    ts = 1_764_079_200_000 + 1234  # 2025-11-25T14:00:01.234Z
+    await client.post(f"/analytics?timestamp={ts}&user=u&click")
+    await eventually(lambda: hour_text(client, ts), lambda t: t == (1, 1, 0))
+    response = await client.get(f"/analytics?timestamp={ts}", headers={"Accept": "application/json"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {
+        "hour_start": "2025-11-25T14:00:00Z",
+        "hour_end": "2025-11-25T15:00:00Z",
+        "unique_users": 1,
+        "clicks": 1,
+        "impressions": 0,
+    }
+
+
+async def test_an_hour_nobody_wrote_to_answers_zeros(client: Client) -> None:
+    assert await hour_text(client, 42 * HOUR_MS) == (0, 0, 0)
+
+
+BAD_POSTS = [
+    ("user=kek&click", "timestamp"),
+    ("timestamp=abc&user=kek&click", "timestamp"),
+    ("timestamp=1e12&user=kek&click", "timestamp"),
+    ("timestamp=-5&user=kek&click", "timestamp"),
+    ("timestamp=12.5&user=kek&click", "timestamp"),
+    ("timestamp=18446744073709551616&user=kek&click", "timestamp"),
+    ("timestamp={future}&user=kek&click", "timestamp"),
+    ("timestamp={micros}&user=kek&click", "timestamp"),
+    ("timestamp=1&click", "user"),
+    ("timestamp=1&user=&click", "user"),
+    ("timestamp=1&user=" + "x" * 257 + "&click", "user"),
+    ("timestamp=1&user=a%01b&click", "user"),
+    ("timestamp=1&user=kek", "event"),
+    ("timestamp=1&user=kek&click&impression", "event"),
+]
+
+
+async def test_every_bad_post_is_a_400_naming_the_parameter_and_stores_nothing(
+    client: Client, nc: NATS, settings: Settings
+) -> None:
+    await client.post("/analytics?timestamp=1&user=before&click")
+    await eventually(lambda: hour_text(client, 1), lambda t: t == (1, 1, 0))
+    before = await stream_messages(nc, settings)
+    now = system_now_ms()
+    for template, param in BAD_POSTS:
+        query = template.format(future=now + 2 * 86_400_000, micros=now * 1000)
+        response = await client.post(f"/analytics?{query}")
+        assert response.status_code == 400, query
+        assert response.text.startswith(f"{param}:"), (query, response.text)
+        assert "Traceback" not in response.text
+    assert await stream_messages(nc, settings) == before
+    assert await hour_text(client, 1) == (1, 1, 0)
+
+
+async def test_bad_idempotency_key_is_a_400(client: Client) -> None:
+    response = await client.post(
+        "/analytics?timestamp=1&user=u&click", headers=[(b"Idempotency-Key", "é".encode())]
+    )
+    assert response.status_code == 400
+    assert response.text.startswith("Idempotency-Key:")
+
+
+@pytest.mark.parametrize("query", ["", "timestamp=", "timestamp=-1", "timestamp=x", "timestamp=1.5"])
+async def test_get_refuses_bad_timestamps_with_a_400(client: Client, query: str) -> None:
+    response = await client.get(f"/analytics?{query}")
+    assert response.status_code == 400
+    assert response.text.startswith("timestamp:")
+
+
+async def test_errors_are_json_when_json_is_asked_for(client: Client) -> None:
+    response = await client.get("/analytics?timestamp=x", headers={"Accept": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["parameter"] == "timestamp"
+
+
+async def test_odd_methods_and_paths_get_a_4xx_never_a_5xx(client: Client) -> None:
+    for method, path in [
+        ("PUT", "/analytics?timestamp=1"),
+        ("DELETE", "/analytics"),
+        ("GET", "/nope"),
+        ("POST", "/analytics?%zz"),
+    ]:
+        response = await client.request(method, path)
+        assert 400 <= response.status_code < 500, (method, path, response.status_code)
+
+
+async def test_health_and_readiness(client: Client) -> None:
+    assert (await client.get("/healthz")).status_code == 200
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+
+
+def test_hour_helper_matches_contract() -> None:
+    assert hour_of(HOUR_MS) == 1

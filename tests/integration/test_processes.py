@@ -1,0 +1,140 @@
+"""Crash tests in real subprocesses: SIGKILL the projector, and run, replay and restart the whole stack."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from contract.hours import HOUR_MS, system_now_ms
+from contract.keys import Keys
+from contract.settings import Settings
+from deploy.servers import ROOT, free_port, port_open
+from tests.helpers import eventually, settings_env
+from tests.integration.workload import Truth, mixed_events, parse_text, post_path
+
+pytestmark = pytest.mark.slow
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture
+def reaper() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def answers(http: httpx.AsyncClient, truth: Truth) -> dict[int, tuple[int, int, int]]:
+    out = {}
+    for hour in truth.hours():
+        response = await http.get(f"/analytics?timestamp={hour * HOUR_MS}")
+        assert response.status_code == 200, response.text
+        out[hour] = parse_text(response.text)
+    return out
+
+
+def exact(truth: Truth) -> object:
+    return lambda got: all(got[h][1:] == truth.text(h)[1:] for h in truth.hours())
+
+
+async def test_projector_killed_with_sigkill_mid_load_counts_every_event_once(
+    settings: Settings,
+    client: httpx.AsyncClient,
+    redis: Redis,
+    tmp_path: Path,
+    reaper: list[subprocess.Popen[bytes]],
+) -> None:
+    env = settings_env(settings.replace(projector_batch=10))
+    log = tmp_path / "projector.log"
+    events = mixed_events(system_now_ms(), 600, seed=11)
+    truth = Truth()
+    keys = Keys(settings.key_prefix)
+
+    async def applied() -> int:
+        values = await redis.mget([keys.watermark(1, p) for p in range(settings.partitions)])
+        return sum(int(v) for v in values if v is not None)
+
+    projector = spawn(["-m", "projector", "run"], env, log)
+    reaper.append(projector)
+    kills = 0
+    for i, (ts, user, kind) in enumerate(events):
+        assert (await client.post(post_path(ts, user, kind))).status_code == 204
+        truth.add(ts, user, kind)
+        if i in (200, 400):
+            await eventually(applied, lambda n: n > 0)
+            projector.send_signal(signal.SIGKILL)
+            projector.wait()
+            kills += 1
+            projector = spawn(["-m", "projector", "run"], env, log)
+            reaper.append(projector)
+    assert kills == 2
+    got = await eventually(lambda: answers(client, truth), exact(truth), timeout=60)  # type: ignore[arg-type]
+    for hour in truth.hours():
+        users = truth.text(hour)[0]
+        assert abs(got[hour][0] - users) <= max(1, users * 0.03)
+
+
+async def test_stack_serves_replays_and_restarts_with_identical_answers(
+    tmp_path: Path, reaper: list[subprocess.Popen[bytes]]
+) -> None:
+    http_port, nats_port, redis_port = free_port(), free_port(), free_port()
+    settings = Settings(
+        http_port=http_port,
+        http_workers=1,
+        nats_url=f"nats://127.0.0.1:{nats_port}",
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        data_dir=tmp_path / "data",
+    )
+    env = settings_env(settings)
+    log = tmp_path / "up.log"
+
+    def up() -> subprocess.Popen[bytes]:
+        proc = spawn(["-m", "deploy.supervisor"], env, log)
+        reaper.append(proc)
+        return proc
+
+    stack = up()
+    truth = Truth()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as http:
+        await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, timeout=60)
+        for ts, user, kind in mixed_events(system_now_ms(), 300, seed=13):
+            assert (await http.post(post_path(ts, user, kind))).status_code == 204
+            truth.add(ts, user, kind)
+        live = await eventually(lambda: answers(http, truth), exact(truth), timeout=60)  # type: ignore[arg-type]
+
+        replay = subprocess.run(
+            [sys.executable, "-m", "projector", "replay"], env=env, cwd=ROOT, capture_output=True, timeout=120
+        )
+        assert replay.returncode == 0, replay.stderr.decode()
+        assert b"replayed 300 events" in replay.stdout
+        assert await answers(http, truth) == live
+
+        stack.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(stack.wait, 30) == 0
+        for port in (http_port, nats_port, redis_port):
+            assert not port_open("127.0.0.1", port), f"port {port} still served after Ctrl-C"
+
+        up()
+        await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, timeout=60)
+        assert await answers(http, truth) == live

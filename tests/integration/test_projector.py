@@ -1,0 +1,152 @@
+"""The projector against real servers: exactly-once apply, self-healing, and replay == live."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from contract.hours import HOUR_MS, partition_of, system_now_ms
+from contract.keys import Keys
+from contract.schema import Batch, Event, Kind
+from contract.settings import Settings
+from contract.stream import consumer_name
+from projector.consumer import decode, position_consumer
+from projector.fold import fold
+from projector.replay import replay
+from projector.runner import run_projector
+from projector.store import Outcome, ProjectionStore
+from tests.helpers import eventually
+from tests.integration.workload import Truth, mixed_events, parse_text, post_path
+
+
+async def answers(client: httpx.AsyncClient, hours: list[int]) -> dict[int, tuple[int, int, int]]:
+    out = {}
+    for hour in hours:
+        response = await client.get(f"/analytics?timestamp={hour * HOUR_MS}")
+        out[hour] = parse_text(response.text)
+    return out
+
+
+async def post_workload(client: httpx.AsyncClient, n: int, seed: int = 1) -> Truth:
+    truth = Truth()
+    for ts, user, kind in mixed_events(system_now_ms(), n, seed):
+        assert (await client.post(post_path(ts, user, kind))).status_code == 204
+        truth.add(ts, user, kind)
+    return truth
+
+
+def counts_match(truth: Truth) -> object:
+    def check(got: dict[int, tuple[int, int, int]]) -> bool:
+        return all(got[h][1:] == truth.text(h)[1:] for h in truth.hours())
+
+    return check
+
+
+@pytest.fixture
+async def store(redis: Redis, settings: Settings) -> ProjectionStore:
+    return ProjectionStore(redis, Keys(settings.key_prefix))
+
+
+@pytest.fixture
+async def projector_task(settings: Settings, client: httpx.AsyncClient, redis: Redis) -> AsyncIterator[None]:
+    own = await nats.connect(settings.nats_url)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_projector(settings, own, redis, stop))
+    yield
+    stop.set()
+    await task
+    await own.close()
+
+
+async def test_redelivered_batch_is_not_counted_twice(store: ProjectionStore) -> None:
+    gen = await store.current_generation()
+    deltas = fold([(1, Batch(events=(Event(1, "a", Kind.CLICK), Event(2, "b", Kind.IMPRESSION))))])
+    first = await store.apply(gen, 0, 0, deltas)
+    again = await store.apply(gen, 0, 0, deltas)
+    assert first.outcome is Outcome.APPLIED
+    assert again.outcome is Outcome.WATERMARK_MOVED
+    assert again.watermark == 1
+    assert await store.watermark(gen, 0) == 1
+    redis = store._redis
+    assert await redis.hgetall(store.keys.counts(gen, 0, 0)) == {b"clicks": b"1", b"impressions": b"1"}
+
+
+async def test_apply_into_a_stale_generation_is_refused(store: ProjectionStore) -> None:
+    gen = await store.current_generation()
+    deltas = fold([(1, Batch(events=(Event(1, "a", Kind.CLICK),)))])
+    result = await store.apply(gen + 1, 0, 0, deltas)
+    assert result.outcome is Outcome.GENERATION_MOVED
+
+
+async def test_crash_between_apply_and_ack_counts_each_event_once(
+    settings: Settings, client: httpx.AsyncClient, store: ProjectionStore, redis: Redis
+) -> None:
+    truth = await post_workload(client, 120)
+    own = await nats.connect(settings.nats_url)
+    js = own.jetstream()
+    gen = await store.current_generation()
+    # A projector that applied its first fetch of every partition, then died before acking.
+    for p in range(settings.partitions):
+        await position_consumer(js, settings, p, 0, 50)
+        sub = await js.pull_subscribe_bind(durable=consumer_name(p), stream=settings.stream_name)
+        msgs = await sub.fetch(50, timeout=2)
+        result = await store.apply(gen, p, 0, fold(decode(m) for m in msgs))
+        assert result.outcome is Outcome.APPLIED
+        await sub.unsubscribe()
+    await own.close()
+
+    stop = asyncio.Event()
+    restarted = await nats.connect(settings.nats_url)
+    task = asyncio.create_task(run_projector(settings, restarted, redis, stop))
+    await eventually(lambda: answers(client, truth.hours()), counts_match(truth))  # type: ignore[arg-type]
+    stop.set()
+    await task
+    await restarted.close()
+
+
+@pytest.mark.usefixtures("projector_task")
+async def test_wiped_redis_is_rebuilt_from_the_stream_without_being_asked(
+    settings: Settings, client: httpx.AsyncClient, redis: Redis
+) -> None:
+    truth = await post_workload(client, 150, seed=3)
+    before = await eventually(lambda: answers(client, truth.hours()), counts_match(truth))  # type: ignore[arg-type]
+    keys = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:*")]
+    assert keys
+    await redis.delete(*keys)  # this test's share of a FLUSHALL
+    after = await eventually(lambda: answers(client, truth.hours()), counts_match(truth))  # type: ignore[arg-type]
+    assert after == before
+
+
+@pytest.mark.usefixtures("projector_task")
+async def test_replay_ends_with_exactly_the_live_answers(
+    settings: Settings, client: httpx.AsyncClient, nc: NATS, redis: Redis
+) -> None:
+    truth = await post_workload(client, 300, seed=5)
+    live = await eventually(lambda: answers(client, truth.hours()), counts_match(truth))  # type: ignore[arg-type]
+    report = await replay(settings, nc, redis)
+    assert report.events == 300
+    assert await answers(client, truth.hours()) == live
+    # The live projector follows the new generation: later events still count.
+    await client.post(post_path(truth.hours()[-1] * HOUR_MS, "late-user", "click"))
+    truth.add(truth.hours()[-1] * HOUR_MS, "late-user", "click")
+    await eventually(lambda: answers(client, truth.hours()), counts_match(truth))  # type: ignore[arg-type]
+    assert await redis.get(f"{settings.key_prefix}:gen") == str(report.generation).encode()
+    stale = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:g{report.previous}:*")]
+    assert stale == []
+
+
+@pytest.mark.usefixtures("projector_task")
+async def test_undecodable_message_is_skipped_and_does_not_stop_the_partition(
+    settings: Settings, client: httpx.AsyncClient, nc: NATS
+) -> None:
+    await nc.jetstream().publish(f"{settings.subject_prefix}.1970010100.0", b"not json")
+    ts = 7 * HOUR_MS
+    assert partition_of("bob", settings.partitions) == 0
+    await client.post(f"/analytics?timestamp={ts}&user=bob&click")
+    await eventually(lambda: answers(client, [7]), lambda a: a[7] == (1, 1, 0))

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import contextlib
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contract.errors import ParamError
+from contract.params import parse_query, parse_timestamp
+from contract.schema import Event, Kind
+from ingest.validation import parse_event, parse_idempotency_key
+
+NOW = 1_764_079_200_000  # 2025-11-25T14:00Z
+DAY = 86_400_000
+
+
+def parse(query: str, now: int = NOW) -> Event:
+    return parse_event(query.encode(), now_ms=now, future_skew_ms=DAY)
+
+
+def refused(query: str) -> ParamError:
+    with pytest.raises(ParamError) as info:
+        parse(query)
+    return info.value
+
+
+def test_seed_example_is_valid() -> None:
+    assert parse("timestamp=123&user=kek&click") == Event(123, "kek", Kind.CLICK)
+
+
+def test_impression_flag_and_event_parameter_are_accepted() -> None:
+    assert parse("timestamp=1&user=u&impression").kind is Kind.IMPRESSION
+    assert parse("timestamp=1&user=u&event=click").kind is Kind.CLICK
+    assert parse("timestamp=1&user=u&event=impression&impression").kind is Kind.IMPRESSION
+
+
+def test_user_is_percent_decoded() -> None:
+    assert parse("timestamp=1&user=a%20b%C3%A9&click").user == "a bé"
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("user=kek&click", "timestamp"),
+        ("timestamp=&user=kek&click", "timestamp"),
+        ("timestamp=abc&user=kek&click", "timestamp"),
+        ("timestamp=1e12&user=kek&click", "timestamp"),
+        ("timestamp=-5&user=kek&click", "timestamp"),
+        ("timestamp=12.5&user=kek&click", "timestamp"),
+        ("timestamp=+5&user=kek&click", "timestamp"),
+        ("timestamp=%205&user=kek&click", "timestamp"),
+        ("timestamp=0x10&user=kek&click", "timestamp"),
+        ("timestamp=99999999999999999999&user=kek&click", "timestamp"),
+        ("timestamp=9223372036854775808&user=kek&click", "timestamp"),
+        ("timestamp=1&timestamp=2&user=kek&click", "timestamp"),
+        ("timestamp=1&click", "user"),
+        ("timestamp=1&user=&click", "user"),
+        ("timestamp=1&user=a%00b&click", "user"),
+        ("timestamp=1&user=a%0Ab&click", "user"),
+        ("timestamp=1&user=a%7Fb&click", "user"),
+        ("timestamp=1&user=a%C2%85b&click", "user"),
+        ("timestamp=1&user=" + "x" * 257 + "&click", "user"),
+        ("timestamp=1&user=a&user=b&click", "user"),
+        ("timestamp=1&user=kek", "event"),
+        ("timestamp=1&user=kek&clik", "event"),
+        ("timestamp=1&user=kek&click&impression", "event"),
+        ("timestamp=1&user=kek&event=click&impression", "event"),
+        ("timestamp=1&user=kek&event=view", "event"),
+        ("timestamp=1&user=kek&click=0", "click"),
+        ("timestamp=1&user=%FF&click", "query"),
+    ],
+)
+def test_bad_input_names_the_parameter(query: str, param: str) -> None:
+    assert refused(query).param == param
+
+
+def test_user_of_256_bytes_is_accepted_but_not_257() -> None:
+    assert parse("timestamp=1&click&user=" + quote("é" * 128)).user == "é" * 128
+    assert refused("timestamp=1&click&user=" + quote("é" * 128 + "x")).param == "user"
+
+
+def test_future_timestamps_beyond_the_skew_are_refused() -> None:
+    assert parse(f"timestamp={NOW + DAY}&user=u&click").ts == NOW + DAY
+    error = refused(f"timestamp={NOW + DAY + 1}&user=u&click")
+    assert error.param == "timestamp"
+    assert "future" in error.problem
+    micros = refused(f"timestamp={NOW * 1000}&user=u&click")
+    assert "micro" in micros.problem
+
+
+@given(st.binary(max_size=300))
+def test_any_query_bytes_either_parse_or_raise_param_error(raw: bytes) -> None:
+    with contextlib.suppress(ParamError):
+        parse_event(raw, now_ms=NOW, future_skew_ms=DAY)
+
+
+def test_get_timestamp_refuses_negative_and_non_integer() -> None:
+    for bad in ("", "timestamp=-1", "timestamp=x", "timestamp=1.0"):
+        with pytest.raises(ParamError):
+            parse_timestamp(parse_query(bad.encode()))
+    assert parse_timestamp(parse_query(b"timestamp=007")) == 7
+
+
+def test_idempotency_key_must_be_printable_ascii_up_to_128() -> None:
+    assert parse_idempotency_key(None) is None
+    assert parse_idempotency_key("a" * 128) == "a" * 128
+    for bad in ("", "a" * 129, "é", "a\tb"):
+        with pytest.raises(ParamError):
+            parse_idempotency_key(bad)
