@@ -34,6 +34,19 @@ class Keys:
     def watermark(self, gen: int, partition: int) -> str:
         return f"{self.prefix}:g{gen}:wm:{partition}"
 
+    def idempotency(self, gen: int, key: str) -> str:
+        """When an Idempotency-Key was last counted (stream time, ms); expires after the window."""
+        return f"{self.prefix}:g{gen}:idem:{key}"
+
+    def lease(self, partition: int) -> str:
+        """Which projector applies the partition now; expires unless renewed."""
+        return f"{self.prefix}:lease:{partition}"
+
+    @property
+    def members(self) -> str:
+        """Live projectors (sorted set, score = heartbeat expiry in ms), to share partitions fairly."""
+        return f"{self.prefix}:projectors"
+
     def fence(self, partition: int) -> str:
         """The lease epoch of a partition; an apply carrying another epoch is refused."""
         return f"{self.prefix}:fence:{partition}"

@@ -63,6 +63,9 @@ class Settings:
     publish_timeout_s: float = 2.0
     """How long a POST waits for JetStream's PubAck before it answers 503."""
 
+    dedup_window_s: float = 600.0
+    """A retried POST with the same Idempotency-Key within this many seconds counts once."""
+
     redis_timeout_s: float = 1.0
     """Socket timeout for Redis commands; a GET answers 503 when Redis does not answer in time."""
 
@@ -74,6 +77,9 @@ class Settings:
 
     projector_batch: int = 1000
     """Stream messages one projector fetch asks for."""
+
+    lease_ttl_s: float = 3.0
+    """A projector's hold on a partition lapses this long after its last renewal (renewed every third)."""
 
     projector_idle_s: float = 1.0
     """How long a projector fetch waits for messages before it checks Redis health."""

@@ -1,7 +1,8 @@
 -- Applies one partition's folded deltas and advances its watermark in one atomic step.
--- KEYS: generation, fence, watermark, then (users HLL, counts hash) per hour.
+-- KEYS: generation, fence, watermark, then (users HLL, counts hash) per hour, then one key per keyed event.
 -- ARGV: gen, epoch ("" = unfenced), expected watermark, new watermark, mode ("live" | "build"),
---       then per hour: clicks, impressions, user count, users...
+--       hour count, dedup window ms, then per hour: clicks, impressions, user count, users...,
+--       then per keyed event: stream ms, hour number (1-based), kind ("c" | "i").
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced.
 local gen = ARGV[1]
 local current_gen = redis.call('GET', KEYS[1])
@@ -15,8 +16,11 @@ local wm = tonumber(redis.call('GET', KEYS[3]) or '0')
 if wm ~= tonumber(ARGV[3]) then
   return {1, wm, current_gen or ''}
 end
-local arg = 6
-for k = 4, #KEYS, 2 do
+local hours = tonumber(ARGV[6])
+local window = tonumber(ARGV[7])
+local arg = 8
+for h = 0, hours - 1 do
+  local k = 4 + 2 * h
   local clicks = tonumber(ARGV[arg])
   local impressions = tonumber(ARGV[arg + 1])
   local n = tonumber(ARGV[arg + 2])
@@ -31,6 +35,20 @@ for k = 4, #KEYS, 2 do
   arg = arg + n
   if clicks > 0 then redis.call('HINCRBY', KEYS[k + 1], 'clicks', clicks) end
   if impressions > 0 then redis.call('HINCRBY', KEYS[k + 1], 'impressions', impressions) end
+end
+-- Keyed events count only if their key was not counted within the window, measured on stream time,
+-- so a replay decides exactly as the live path did.
+local first_idem = 4 + 2 * hours
+for e = first_idem, #KEYS do
+  local at = tonumber(ARGV[arg])
+  local counts = KEYS[4 + 2 * (tonumber(ARGV[arg + 1]) - 1) + 1]
+  local field = ARGV[arg + 2] == 'c' and 'clicks' or 'impressions'
+  arg = arg + 3
+  local last = redis.call('GET', KEYS[e])
+  if not last or at - tonumber(last) > window then
+    redis.call('SET', KEYS[e], at, 'PX', 2 * window)
+    redis.call('HINCRBY', counts, field, 1)
+  end
 end
 redis.call('SET', KEYS[3], ARGV[4])
 return {0, tonumber(ARGV[4]), current_gen or ''}

@@ -15,20 +15,23 @@ from contract import schema
 from contract.hours import partition_filter
 from contract.settings import Settings
 from contract.stream import consumer_name
+from projector.fold import Message
 
 log = logging.getLogger("projector")
 
 ACK_WAIT_S = 30.0
 
 
-def decode(msg: Msg) -> tuple[int, schema.AnyBatch]:
-    """(stream sequence, batch); an undecodable message folds as an empty batch so it is not retried."""
-    seq = msg.metadata.sequence.stream
+def decode(msg: Msg) -> Message:
+    """The fold's view of a message; an undecodable one folds as an empty batch so it is not retried."""
+    meta = msg.metadata
+    seq = meta.sequence.stream
+    stream_ms = int(meta.timestamp.timestamp() * 1000)
     try:
-        return seq, schema.decode(msg.data)
+        return Message(seq, schema.decode(msg.data), stream_ms)
     except msgspec.DecodeError as exc:
         log.error("stream seq %d on %s is not a valid event batch (%s); skipping", seq, msg.subject, exc)
-        return seq, schema.Batch(events=())
+        return Message(seq, schema.Batch(events=()), stream_ms)
 
 
 async def position_consumer(

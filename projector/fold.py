@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from contract.hours import hour_of
 from contract.schema import AnyBatch, Kind
+
+
+class Message(NamedTuple):
+    """One stream message as the fold sees it."""
+
+    seq: int
+    batch: AnyBatch
+    stream_ms: int = 0
+    """When JetStream stored it: the clock that idempotency windows are measured on."""
 
 
 @dataclass(slots=True)
@@ -21,11 +31,21 @@ class HourDelta:
         self.impressions += other.impressions
 
 
+class Keyed(NamedTuple):
+    """An event that carried an Idempotency-Key: it counts only if the key is new within the window."""
+
+    key: str
+    stream_ms: int
+    hour: int
+    kind: Kind
+
+
 @dataclass(slots=True)
 class Deltas:
     """What a run of stream messages adds to the projections, and the last sequence it covers."""
 
     hours: dict[int, HourDelta] = field(default_factory=dict)
+    keyed: list[Keyed] = field(default_factory=list)
     last_seq: int = 0
     events: int = 0
 
@@ -39,27 +59,34 @@ class Deltas:
         return self.last_seq > 0
 
 
-def fold(messages: Iterable[tuple[int, AnyBatch]], after: int = 0) -> Deltas:
-    """Fold (stream sequence, batch) pairs in order, skipping every sequence at or below `after`."""
-    deltas = Deltas(last_seq=0)
-    for seq, batch in messages:
+def fold(messages: Iterable[Message], after: int = 0) -> Deltas:
+    """Fold messages in stream order, skipping every sequence at or below `after`.
+
+    Users always go into the hour's set (adding a user twice changes nothing); the clicks and
+    impressions of keyed events are left to the apply, which alone knows which keys it has seen.
+    """
+    deltas = Deltas()
+    for seq, batch, stream_ms in messages:
         if seq <= after:
             continue
         deltas.last_seq = max(deltas.last_seq, seq)
         for event in batch.events:
-            delta = deltas.hour(hour_of(event.ts))
+            hour = hour_of(event.ts)
+            delta = deltas.hour(hour)
             delta.users.add(event.user)
-            if event.kind is Kind.CLICK:
+            deltas.events += 1
+            if event.key is not None:
+                deltas.keyed.append(Keyed(event.key, stream_ms, hour, event.kind))
+            elif event.kind is Kind.CLICK:
                 delta.clicks += 1
             else:
                 delta.impressions += 1
-            deltas.events += 1
     return deltas
 
 
 def merge(a: Deltas, b: Deltas) -> Deltas:
-    """Combine two folds as if their messages had been folded together."""
-    out = Deltas(last_seq=max(a.last_seq, b.last_seq), events=a.events + b.events)
+    """Combine two folds as if their messages had been folded together (a's before b's)."""
+    out = Deltas(keyed=a.keyed + b.keyed, last_seq=max(a.last_seq, b.last_seq), events=a.events + b.events)
     for source in (a, b):
         for hour, delta in source.hours.items():
             out.hour(hour).merge(delta)

@@ -14,7 +14,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from redis.asyncio import Redis
 
 from contract.hours import partition_filter
-from contract.keys import Keys
 from contract.settings import Settings
 from projector.consumer import decode
 from projector.fold import fold
@@ -35,7 +34,7 @@ class ReplayReport:
 async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayReport:
     """Reads keep serving the old generation until the new one holds the whole stream."""
     started = time.perf_counter()
-    store = ProjectionStore(redis_client, Keys(settings.key_prefix))
+    store = ProjectionStore.from_settings(redis_client, settings)
     await store.current_generation()
     gen = await store.new_generation()
     log.info("building generation %d from stream %s", gen, settings.stream_name)

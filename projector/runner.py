@@ -1,11 +1,16 @@
-"""The live projector: one worker per partition, fetching batches, folding, applying, acking."""
+"""The live projector: leases partitions, and per partition fetches batches, folds, applies and acks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
-from collections.abc import Iterable
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import nats.errors
 import redis.exceptions
@@ -13,11 +18,13 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
+from contract.hours import system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
 from contract.stream import consumer_name
 from projector.consumer import decode, position_consumer
 from projector.fold import fold
+from projector.leases import Leases, fair_share
 from projector.store import Outcome, ProjectionStore
 
 log = logging.getLogger("projector")
@@ -33,34 +40,47 @@ TRANSIENT = (
 )
 
 
-class PartitionWorker:
-    """Applies one partition. Its position lives in Redis, so it can always start over from there."""
+class Stopped(enum.Enum):
+    RESYNC = "resync"
+    FENCED = "fenced"
+    STOPPED = "stopped"
 
-    def __init__(self, settings: Settings, nc: NATS, store: ProjectionStore, partition: int) -> None:
+
+class PartitionWorker:
+    """Applies one partition under a lease epoch. Its position lives in Redis, so it can always
+    start over from there; it ends when stopped or when the fence says another projector took over."""
+
+    def __init__(
+        self, settings: Settings, nc: NATS, store: ProjectionStore, partition: int, epoch: str = ""
+    ) -> None:
         self.settings = settings
-        self.nc = nc
         self.js = nc.jetstream()
         self.store = store
         self.partition = partition
+        self.epoch = epoch
         self.gen = 0
         self.watermark = 0
         self.applied_events = 0
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event) -> Stopped:
         backoff = 0.2
         while not stop.is_set():
             try:
-                await self._follow(stop)
+                outcome = await self._follow(stop)
+                if outcome is Stopped.FENCED:
+                    return outcome
                 backoff = 0.2
+                continue
             except NotFoundError:
                 log.warning("p%d: stream %s not found yet", self.partition, self.settings.stream_name)
             except TRANSIENT as exc:
-                log.warning("p%d: %s: %s; retrying", self.partition, type(exc).__name__, exc)
+                log.warning("p%d: %s %s; retrying", self.partition, type(exc).__name__, exc)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, 5.0)
+        return Stopped.STOPPED
 
-    async def _follow(self, stop: asyncio.Event) -> None:
+    async def _follow(self, stop: asyncio.Event) -> Stopped:
         """Position from Redis, then apply batches until stopped or until Redis disagrees."""
         self.gen = await self.store.current_generation()
         self.watermark = await self.store.watermark(self.gen, self.partition)
@@ -68,10 +88,11 @@ class PartitionWorker:
             self.js, self.settings, self.partition, self.watermark, self.settings.projector_batch
         )
         log.info(
-            "p%d: following from stream seq %d (generation %d)",
+            "p%d: following from stream seq %d (generation %d, epoch %s)",
             self.partition,
             self.watermark + 1,
             self.gen,
+            self.epoch or "-",
         )
         sub = await self.js.pull_subscribe_bind(
             durable=consumer_name(self.partition), stream=self.settings.stream_name
@@ -84,11 +105,16 @@ class PartitionWorker:
                     )
                 except nats.errors.TimeoutError:
                     if not await self._position_still_true():
-                        return
+                        return Stopped.RESYNC
                     continue
                 deltas = fold((decode(m) for m in msgs), after=self.watermark)
                 if deltas:
-                    result = await self.store.apply(self.gen, self.partition, self.watermark, deltas)
+                    result = await self.store.apply(
+                        self.gen, self.partition, self.watermark, deltas, epoch=self.epoch
+                    )
+                    if result.outcome is Outcome.FENCED:
+                        log.warning("p%d: fenced: another projector holds it now; letting go", self.partition)
+                        return Stopped.FENCED
                     if result.outcome is not Outcome.APPLIED:
                         log.warning(
                             "p%d: apply refused (%s; redis watermark %d, ours %d); resyncing",
@@ -97,11 +123,12 @@ class PartitionWorker:
                             result.watermark,
                             self.watermark,
                         )
-                        return
+                        return Stopped.RESYNC
                     self.watermark = result.watermark
                     self.applied_events += deltas.events
                 for msg in msgs:
                     await msg.ack()
+            return Stopped.STOPPED
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -124,6 +151,93 @@ class PartitionWorker:
         return True
 
 
+@dataclass
+class _Running:
+    worker: PartitionWorker
+    stop: asyncio.Event
+    task: asyncio.Task[Stopped]
+
+
+class Projector:
+    """Holds a fair share of the partitions' leases and runs a worker for each one it holds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        nc: NATS,
+        redis_client: Redis,
+        partitions: Iterable[int] | None = None,
+        clock: Callable[[], int] = system_now_ms,
+    ) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.store = ProjectionStore.from_settings(redis_client, settings)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.leases = Leases(redis_client, Keys(settings.key_prefix), self.owner, settings.lease_ttl_s)
+        self.candidates = list(range(settings.partitions)) if partitions is None else list(partitions)
+        self.clock = clock
+        self.running: dict[int, _Running] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("projector %s may take partitions %s", self.owner, self.candidates)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._balance()
+                except TRANSIENT as exc:
+                    log.warning("lease upkeep failed (%s %s); retrying", type(exc).__name__, exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.lease_ttl_s / 3)
+        finally:
+            for running in self.running.values():
+                running.stop.set()  # all at once: each may be waiting out a fetch
+            await asyncio.gather(*(self._let_go(p, release=True) for p in list(self.running)))
+            with contextlib.suppress(*TRANSIENT):
+                await self.leases.leave()
+
+    async def _balance(self) -> None:
+        for partition, running in list(self.running.items()):
+            if running.task.done():
+                await self._let_go(partition, release=False)
+            elif not await self.leases.renew(partition):
+                log.warning("p%d: lease lost; stopping", partition)
+                await self._let_go(partition, release=False)
+        live = await self.leases.heartbeat(self.clock())
+        share = min(len(self.candidates), fair_share(self.settings.partitions, live))
+        for partition in sorted(self.running, reverse=True)[: max(0, len(self.running) - share)]:
+            log.info(
+                "p%d: handing over (%d projectors share %d partitions)", partition, live, len(self.candidates)
+            )
+            await self._let_go(partition, release=True)
+        if len(self.running) >= share:
+            return
+        start = hash(self.owner) % len(self.candidates)
+        for partition in self.candidates[start:] + self.candidates[:start]:
+            if partition in self.running:
+                continue
+            epoch = await self.leases.acquire(partition)
+            if epoch is None:
+                continue
+            worker = PartitionWorker(self.settings, self.nc, self.store, partition, str(epoch))
+            stop = asyncio.Event()
+            self.running[partition] = _Running(worker, stop, asyncio.create_task(worker.run(stop)))
+            if len(self.running) >= share:
+                return
+
+    async def _let_go(self, partition: int, release: bool) -> None:
+        running = self.running.pop(partition)
+        running.stop.set()
+        with contextlib.suppress(Exception):
+            await running.task
+        if release:
+            with contextlib.suppress(*TRANSIENT):
+                await self.leases.release(partition)
+
+    @property
+    def applied_events(self) -> int:
+        return sum(r.worker.applied_events for r in self.running.values())
+
+
 async def run_projector(
     settings: Settings,
     nc: NATS,
@@ -131,7 +245,4 @@ async def run_projector(
     stop: asyncio.Event,
     partitions: Iterable[int] | None = None,
 ) -> None:
-    store = ProjectionStore(redis_client, Keys(settings.key_prefix))
-    parts = list(range(settings.partitions)) if partitions is None else list(partitions)
-    workers = [PartitionWorker(settings, nc, store, p) for p in parts]
-    await asyncio.gather(*(w.run(stop) for w in workers))
+    await Projector(settings, nc, redis_client, partitions).run(stop)

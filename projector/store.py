@@ -9,6 +9,8 @@ from importlib.resources import files
 from redis.asyncio import Redis
 
 from contract.keys import Keys
+from contract.schema import Kind
+from contract.settings import Settings
 from projector.fold import Deltas
 
 
@@ -28,10 +30,15 @@ class ApplyResult:
 class ProjectionStore:
     """Applies deltas for one partition at a time; every write goes through apply.lua."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, dedup_window_s: float = 600.0) -> None:
         self._redis = redis
         self.keys = keys
+        self.window_ms = int(dedup_window_s * 1000)
         self._apply = redis.register_script(files("projector").joinpath("apply.lua").read_text())
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> ProjectionStore:
+        return cls(redis, Keys(settings.key_prefix), settings.dedup_window_s)
 
     async def current_generation(self) -> int:
         """The live generation, creating generation 1 when Redis is new or was wiped."""
@@ -70,10 +77,17 @@ class ProjectionStore:
             self.keys.fence(partition),
             self.keys.watermark(gen, partition),
         ]
-        args: list[str | int] = [gen, epoch, expected, deltas.last_seq, "live" if live else "build"]
+        mode = "live" if live else "build"
+        args: list[str | int] = [gen, epoch, expected, deltas.last_seq, mode]
+        args += [len(deltas.hours), self.window_ms]
+        slot: dict[int, int] = {}
         for hour, delta in deltas.hours.items():
+            slot[hour] = len(slot) + 1
             keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
             args += [delta.clicks, delta.impressions, len(delta.users), *delta.users]
+        for event in deltas.keyed:
+            keys.append(self.keys.idempotency(gen, event.key))
+            args += [event.stream_ms, slot[event.hour], "c" if event.kind is Kind.CLICK else "i"]
         status, watermark, _ = await self._apply(keys=keys, args=args)
         return ApplyResult(Outcome(int(status)), int(watermark))
 

@@ -12,12 +12,11 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, partition_of, system_now_ms
-from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
 from contract.settings import Settings
 from contract.stream import consumer_name
 from projector.consumer import decode, position_consumer
-from projector.fold import fold
+from projector.fold import Message, fold
 from projector.replay import replay
 from projector.runner import run_projector
 from projector.store import Outcome, ProjectionStore
@@ -50,7 +49,7 @@ def counts_match(truth: Truth) -> object:
 
 @pytest.fixture
 async def store(redis: Redis, settings: Settings) -> ProjectionStore:
-    return ProjectionStore(redis, Keys(settings.key_prefix))
+    return ProjectionStore.from_settings(redis, settings)
 
 
 @pytest.fixture
@@ -66,7 +65,7 @@ async def projector_task(settings: Settings, client: httpx.AsyncClient, redis: R
 
 async def test_redelivered_batch_is_not_counted_twice(store: ProjectionStore) -> None:
     gen = await store.current_generation()
-    deltas = fold([(1, Batch(events=(Event(1, "a", Kind.CLICK), Event(2, "b", Kind.IMPRESSION))))])
+    deltas = fold([Message(1, Batch(events=(Event(1, "a", Kind.CLICK), Event(2, "b", Kind.IMPRESSION))))])
     first = await store.apply(gen, 0, 0, deltas)
     again = await store.apply(gen, 0, 0, deltas)
     assert first.outcome is Outcome.APPLIED
@@ -79,7 +78,7 @@ async def test_redelivered_batch_is_not_counted_twice(store: ProjectionStore) ->
 
 async def test_apply_into_a_stale_generation_is_refused(store: ProjectionStore) -> None:
     gen = await store.current_generation()
-    deltas = fold([(1, Batch(events=(Event(1, "a", Kind.CLICK),)))])
+    deltas = fold([Message(1, Batch(events=(Event(1, "a", Kind.CLICK),)))])
     result = await store.apply(gen + 1, 0, 0, deltas)
     assert result.outcome is Outcome.GENERATION_MOVED
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from contract.hours import hour_of
 from contract.schema import Batch, Event, Kind
-from projector.fold import Deltas, fold, merge
+from projector.fold import Deltas, Keyed, Message, fold, merge
 
 HOUR = 3_600_000
 events = st.builds(
@@ -15,18 +15,21 @@ events = st.builds(
     ts=st.integers(min_value=0, max_value=5 * HOUR),
     user=st.sampled_from(["a", "b", "c", "d", "e"]),
     kind=st.sampled_from(Kind),
+    key=st.none() | st.sampled_from(["k1", "k2", "k3"]),
 )
 messages = st.lists(st.lists(events, min_size=0, max_size=5), max_size=12).map(
-    lambda batches: [(seq, Batch(events=tuple(evs))) for seq, evs in enumerate(batches, start=1)]
+    lambda batches: [
+        Message(seq, Batch(events=tuple(evs)), stream_ms=seq * 1000) for seq, evs in enumerate(batches, 1)
+    ]
 )
 
 
-def as_plain(d: Deltas) -> dict[int, tuple[frozenset[str], int, int]]:
-    return {h: (frozenset(v.users), v.clicks, v.impressions) for h, v in d.hours.items()}
+def as_plain(d: Deltas) -> tuple[dict[int, tuple[frozenset[str], int, int]], list[Keyed]]:
+    return {h: (frozenset(v.users), v.clicks, v.impressions) for h, v in d.hours.items()}, d.keyed
 
 
 @given(messages, st.integers(min_value=0, max_value=12))
-def test_fold_of_a_concatenation_is_the_merge_of_the_folds(msgs: list[tuple[int, Batch]], cut: int) -> None:
+def test_fold_of_a_concatenation_is_the_merge_of_the_folds(msgs: list[Message], cut: int) -> None:
     whole = fold(msgs)
     parts = merge(fold(msgs[:cut]), fold(msgs[cut:]))
     assert as_plain(whole) == as_plain(parts)
@@ -35,23 +38,34 @@ def test_fold_of_a_concatenation_is_the_merge_of_the_folds(msgs: list[tuple[int,
 
 
 @given(messages)
-def test_fold_counts_every_event_in_its_own_hour(msgs: list[tuple[int, Batch]]) -> None:
+def test_fold_counts_every_unkeyed_event_in_its_own_hour(msgs: list[Message]) -> None:
     clicks: Counter[int] = Counter()
     impressions: Counter[int] = Counter()
     users: dict[int, set[str]] = {}
-    for _, batch in msgs:
+    keyed = []
+    for _, batch, stream_ms in msgs:
         for e in batch.events:
-            (clicks if e.kind is Kind.CLICK else impressions)[hour_of(e.ts)] += 1
             users.setdefault(hour_of(e.ts), set()).add(e.user)
+            if e.key is not None:
+                keyed.append(Keyed(e.key, stream_ms, hour_of(e.ts), e.kind))
+            else:
+                (clicks if e.kind is Kind.CLICK else impressions)[hour_of(e.ts)] += 1
     expected = {h: (frozenset(u), clicks[h], impressions[h]) for h, u in users.items()}
-    assert as_plain(fold(msgs)) == expected
+    assert as_plain(fold(msgs)) == (expected, keyed)
 
 
 @given(messages, st.integers(min_value=0, max_value=12))
-def test_messages_at_or_below_the_watermark_are_skipped(msgs: list[tuple[int, Batch]], wm: int) -> None:
-    assert as_plain(fold(msgs, after=wm)) == as_plain(fold([m for m in msgs if m[0] > wm]))
+def test_messages_at_or_below_the_watermark_are_skipped(msgs: list[Message], wm: int) -> None:
+    assert as_plain(fold(msgs, after=wm)) == as_plain(fold([m for m in msgs if m.seq > wm]))
 
 
 def test_redelivery_after_apply_folds_to_nothing() -> None:
-    msgs = [(1, Batch(events=(Event(1, "a", Kind.CLICK),)))]
+    msgs = [Message(1, Batch(events=(Event(1, "a", Kind.CLICK),)))]
     assert not fold(msgs, after=1)
+
+
+def test_keyed_events_leave_counting_to_the_apply_but_still_add_their_user() -> None:
+    deltas = fold([Message(3, Batch(events=(Event(5, "u", Kind.CLICK, key="k"),)), stream_ms=77)])
+    assert deltas.hours[0].users == {"u"}
+    assert deltas.hours[0].clicks == 0
+    assert deltas.keyed == [Keyed("k", 77, 0, Kind.CLICK)]

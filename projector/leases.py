@@ -1,0 +1,50 @@
+"""Redis adapter for partition leases: one projector applies a partition at a time, fenced by epoch."""
+
+from __future__ import annotations
+
+import math
+from importlib.resources import files
+
+from redis.asyncio import Redis
+
+from contract.keys import Keys
+
+
+class Leases:
+    def __init__(self, redis: Redis, keys: Keys, owner: str, ttl_s: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.owner = owner
+        self._ttl_ms = int(ttl_s * 1000)
+        self._script = redis.register_script(files("projector").joinpath("lease.lua").read_text())
+
+    async def _call(self, op: str, partition: int) -> int:
+        keys = [self._keys.lease(partition), self._keys.fence(partition)]
+        return int(await self._script(keys=keys, args=[op, self.owner, self._ttl_ms]))
+
+    async def acquire(self, partition: int) -> int | None:
+        """The fencing epoch if the partition is now ours, None if another projector holds it."""
+        epoch = await self._call("acquire", partition)
+        return epoch or None
+
+    async def renew(self, partition: int) -> bool:
+        return bool(await self._call("renew", partition))
+
+    async def release(self, partition: int) -> None:
+        await self._call("release", partition)
+
+    async def heartbeat(self, now_ms: int) -> int:
+        """Announce this projector and count the live ones, itself included."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._keys.members, {self.owner: now_ms + self._ttl_ms})
+            pipe.zremrangebyscore(self._keys.members, "-inf", now_ms)
+            pipe.zcard(self._keys.members)
+            _, _, live = await pipe.execute()
+        return max(1, int(live))
+
+    async def leave(self) -> None:
+        await self._redis.zrem(self._keys.members, self.owner)
+
+
+def fair_share(partitions: int, projectors: int) -> int:
+    return math.ceil(partitions / max(1, projectors))
