@@ -2,16 +2,16 @@
 --   acquire: take a free lease (or keep ours) and, when newly taken, raise the fence to a new epoch.
 --   renew:   extend our lease; 0 if it is no longer ours.
 --   release: drop our lease.
--- The epoch is max(previous + 1, server time in ms), so it keeps rising even after Redis was wiped.
+-- The epoch is max(previous + 1, server time in µs), so it keeps rising even after Redis was wiped.
 local op, owner, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local holder = redis.call('GET', KEYS[1])
 if op == 'acquire' then
   if holder and holder ~= owner then return 0 end
   redis.call('SET', KEYS[1], owner, 'PX', ttl)
-  if holder == owner then return tonumber(redis.call('GET', KEYS[2]) or '0') end
+  if holder == owner then return redis.call('GET', KEYS[2]) or '0' end
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local epoch = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now)
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local epoch = string.format('%d', math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now))
   redis.call('SET', KEYS[2], epoch)
   return epoch
 elseif op == 'renew' then

@@ -33,18 +33,22 @@ class Leases:
     async def release(self, partition: int) -> None:
         await self._call("release", partition)
 
-    async def heartbeat(self, now_ms: int) -> int:
-        """Announce this projector and count the live ones, itself included."""
+    async def heartbeat(self, now_ms: int) -> list[str]:
+        """Announce this projector; returns the live projectors, itself included, in a stable order."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.zadd(self._keys.members, {self.owner: now_ms + self._ttl_ms})
             pipe.zremrangebyscore(self._keys.members, "-inf", now_ms)
-            pipe.zcard(self._keys.members)
+            pipe.zrange(self._keys.members, 0, -1)
             _, _, live = await pipe.execute()
-        return max(1, int(live))
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in live)
 
     async def leave(self) -> None:
         await self._redis.zrem(self._keys.members, self.owner)
 
 
-def fair_share(partitions: int, projectors: int) -> int:
-    return math.ceil(partitions / max(1, projectors))
+def fair_share(partitions: int, members: list[str], me: str) -> int:
+    """How many partitions `me` should hold so that the shares differ by at most one and add up."""
+    if me not in members:
+        return math.ceil(partitions / max(1, len(members) + 1))
+    base, extra = divmod(partitions, len(members))
+    return base + (1 if members.index(me) < extra else 0)

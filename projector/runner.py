@@ -203,11 +203,9 @@ class Projector:
                 log.warning("p%d: lease lost; stopping", partition)
                 await self._let_go(partition, release=False)
         live = await self.leases.heartbeat(self.clock())
-        share = min(len(self.candidates), fair_share(self.settings.partitions, live))
+        share = min(len(self.candidates), fair_share(self.settings.partitions, live, self.owner))
         for partition in sorted(self.running, reverse=True)[: max(0, len(self.running) - share)]:
-            log.info(
-                "p%d: handing over (%d projectors share %d partitions)", partition, live, len(self.candidates)
-            )
+            log.info("p%d: handing over (%d projectors share the partitions)", partition, len(live))
             await self._let_go(partition, release=True)
         if len(self.running) >= share:
             return

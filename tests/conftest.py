@@ -111,3 +111,10 @@ async def redis(redis_server: Server) -> AsyncIterator[Redis]:
 @pytest.fixture
 def settings(nats_server: Server, redis_server: Server) -> Settings:
     return isolated_settings(nats_server.url, redis_server.url)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_http_client_logs() -> None:
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,95 @@
+"""A load driver for fault tests: every event has its own Idempotency-Key and is retried until a 204."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from tests.integration.workload import Truth, mixed_events, post_path
+
+
+@dataclass
+class Tally:
+    events: int = 0
+    """Distinct events, each with its own key: what the counts must converge to."""
+    acked: int = 0
+    """204s, including those of deliberate and retried duplicates."""
+    unavailable: int = 0
+    """503s (each followed by a retry with the same key)."""
+    transport_errors: int = 0
+    """Requests that got no answer at all (server process gone), also retried."""
+    duplicates: int = 0
+    """Events sent again on purpose after their 204, with the same key."""
+    done: int = 0
+    truth: Truth = field(default_factory=Truth)
+
+    def report(self) -> str:
+        return (
+            f"events={self.events} 204s={self.acked} 503s={self.unavailable} "
+            f"no-answer={self.transport_errors} deliberate-duplicates={self.duplicates}"
+        )
+
+
+async def post_until_stored(
+    http: httpx.AsyncClient, path: str, key: str, tally: Tally, deadline: float
+) -> None:
+    backoff = 0.05
+    while True:
+        try:
+            response = await http.post(path, headers={"Idempotency-Key": key})
+            if response.status_code == 204:
+                tally.acked += 1
+                return
+            assert response.status_code == 503, (response.status_code, response.text)
+            assert response.headers.get("retry-after")
+            tally.unavailable += 1
+        except httpx.TransportError:
+            tally.transport_errors += 1
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} not stored before the deadline; {tally.report()}")
+        await asyncio.sleep(backoff)  # a client's retry backoff, not a wait for consistency
+        backoff = min(backoff * 2, 0.5)
+
+
+async def drive(
+    http: httpx.AsyncClient,
+    now_ms: int,
+    n: int,
+    concurrency: int = 8,
+    duplicate_every: int = 0,
+    seed: int = 21,
+    timeout: float = 120.0,
+    tally: Tally | None = None,
+) -> Tally:
+    """Send `n` events (95% current hour), every `duplicate_every`-th one twice on purpose."""
+    tally = Tally() if tally is None else tally
+    queue: asyncio.Queue[tuple[int, int, str, str]] = asyncio.Queue()
+    for i, (ts, user, kind) in enumerate(mixed_events(now_ms, n, seed)):
+        queue.put_nowait((i, ts, user, kind))
+        tally.truth.add(ts, user, kind)
+    tally.events = n
+    deadline = time.monotonic() + timeout
+
+    async def worker() -> None:
+        while not queue.empty():
+            i, ts, user, kind = queue.get_nowait()
+            key = f"ev-{seed}-{i}"
+            await post_until_stored(http, post_path(ts, user, kind), key, tally, deadline)
+            if duplicate_every and i % duplicate_every == 0:
+                tally.duplicates += 1
+                await post_until_stored(http, post_path(ts, user, kind), key, tally, deadline)
+            tally.done += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return tally
+
+
+async def wait_until_done(tally: Tally, at_least: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while tally.done < at_least:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"load stalled at {tally.done} events; {tally.report()}")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,105 @@
+"""Faults under load, each ending in exact counts checked against the 204s the client saw."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from redis.asyncio import Redis
+
+from contract.hours import HOUR_MS, system_now_ms
+from contract.settings import Settings
+from projector.runner import run_projector
+from server.app import create_app
+from tests.conftest import Server, running
+from tests.helpers import eventually, isolated_settings
+from tests.integration.conftest import serve
+from tests.integration.load import Tally, drive, wait_until_done
+from tests.integration.workload import parse_text
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[Server]:
+    with running("nats", tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Server]:
+    with running("valkey", tmp_path / "valkey") as server:
+        yield server
+
+
+@pytest.fixture
+def own_settings(own_nats: Server, own_redis: Server) -> Settings:
+    return isolated_settings(own_nats.url, own_redis.url, projector_batch=50)
+
+
+@pytest.fixture
+async def stack(own_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """App and projector as in production: they own their connections and must ride out the faults."""
+    async for http in serve(create_app(own_settings)):
+        await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200)  # noqa: B023
+        nc = await nats.connect(**own_settings.nats_options("test-projector"))
+        redis = Redis.from_url(**own_settings.redis_options())
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_projector(own_settings, nc, redis, stop))
+        yield http
+        stop.set()
+        await task
+        await nc.close()
+        await redis.aclose()
+
+
+async def converged(http: httpx.AsyncClient, tally: Tally) -> dict[int, tuple[int, int, int]]:
+    truth = tally.truth
+
+    async def answers() -> dict[int, tuple[int, int, int]]:
+        out = {}
+        for hour in truth.hours():
+            response = await http.get(f"/analytics?timestamp={hour * HOUR_MS}")
+            out[hour] = parse_text(response.text) if response.status_code == 200 else (-1, -1, -1)
+        return out
+
+    got = await eventually(
+        answers, lambda a: all(a[h][1:] == truth.text(h)[1:] for h in truth.hours()), timeout=60
+    )
+    for hour in truth.hours():
+        users = truth.text(hour)[0]
+        assert abs(got[hour][0] - users) <= max(1, users * 0.03), (hour, got[hour], users)
+    return got
+
+
+async def test_nats_server_killed_during_load_loses_no_acknowledged_event(
+    stack: httpx.AsyncClient, own_nats: Server
+) -> None:
+    tally = Tally()
+    load = asyncio.create_task(drive(stack, system_now_ms(), 800, duplicate_every=10, tally=tally))
+    await wait_until_done(tally, 250)
+    own_nats.kill()
+    await eventually(lambda: asyncio.sleep(0, tally.unavailable), lambda n: n >= 20)
+    own_nats.start()  # same port and store: what was acknowledged must all be there
+    await load
+    await converged(stack, tally)
+    assert tally.unavailable >= 20
+    print(f"\nnats-server SIGKILL under load: {tally.report()} counted=exact")
+
+
+async def test_redis_flushed_during_load_converges_to_exact_counts(
+    stack: httpx.AsyncClient, own_redis: Server, own_settings: Settings
+) -> None:
+    tally = Tally()
+    load = asyncio.create_task(drive(stack, system_now_ms(), 800, duplicate_every=10, tally=tally))
+    await wait_until_done(tally, 300)
+    admin = Redis.from_url(own_redis.url)
+    await admin.flushall()
+    await admin.aclose()
+    await load
+    await converged(stack, tally)
+    print(f"\nRedis FLUSHALL under load: {tally.report()} counted=exact")

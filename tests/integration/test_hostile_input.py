@@ -1,0 +1,154 @@
+"""Random methods, queries and headers against the real HTTP server: never a 5xx, never a stray event."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import nats
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contract.settings import Settings
+from deploy.servers import ROOT, free_port
+from tests.conftest import Server
+from tests.helpers import isolated_settings, settings_env
+
+KNOWN = ["timestamp", "user", "click", "impression", "event", "_"]
+pieces = st.sampled_from(
+    [
+        "%",
+        "%2",
+        "%zz",
+        "%00",
+        "%C3%A9",
+        "%FF",
+        "+",
+        "&",
+        "=",
+        "==",
+        ";",
+        "-",
+        ".",
+        "e",
+        "1",
+        "0",
+        "9" * 25,
+        "é",
+    ]
+)
+values = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=30),
+    st.lists(pieces, max_size=6).map("".join),
+    st.just(""),
+)
+pairs = st.tuples(st.sampled_from(KNOWN) | st.text(max_size=8), st.none() | values)
+queries = st.lists(pairs, max_size=8).map(lambda ps: "&".join(k if v is None else f"{k}={v}" for k, v in ps))
+near_valid = st.builds(
+    lambda ts, user, kind, extra: f"timestamp={ts}&user={user}&{kind}{extra}",
+    st.integers(min_value=-5, max_value=2_000_000_000_000).map(str) | values,
+    st.text(alphabet=st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=10) | values,
+    st.sampled_from(["click", "impression", "event=click", "event=impression", "click&impression", "clack"]),
+    st.sampled_from(["", "&_=1", "&user=again", "&timestamp=1"]),
+)
+methods = st.sampled_from(["POST"] * 6 + ["GET"] * 4 + ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+header_values = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20
+) | st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=140)
+headers = st.dictionaries(st.sampled_from(["Idempotency-Key", "Accept", "Content-Type"]), header_values)
+
+
+@pytest.fixture(scope="module")
+def http_server(
+    nats_server: Server, redis_server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Settings]]:
+    """The real thing: granian in a subprocess, so the HTTP parser is under test too."""
+    s = isolated_settings(nats_server.url, redis_server.url, http_port=free_port(), http_workers=1)
+    log = tmp_path_factory.mktemp("http") / "server.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server"],
+        env=settings_env(s),
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{s.http_port}"
+    try:
+        wait_ready(base, proc)
+        yield base, s
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=base) as probe:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "server exited"
+            try:
+                if probe.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    raise AssertionError("server not ready")
+
+
+def stream_messages(s: Settings) -> int:
+    async def count() -> int:
+        nc = await nats.connect(s.nats_url)
+        try:
+            return int((await nc.jetstream().stream_info(s.stream_name)).state.messages)
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
+
+
+def test_random_requests_never_get_a_5xx_and_refused_ones_store_nothing(
+    http_server: tuple[str, Settings],
+) -> None:
+    base, s = http_server
+    before = stream_messages(s)
+    stored = 0
+    seen: dict[int, int] = {}
+
+    with httpx.Client(base_url=base, timeout=10) as client:
+
+        @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            method=methods,
+            path=st.sampled_from(["/analytics"] * 6 + ["/healthz", "/readyz", "/x", "/analytics/"]),
+            query=near_valid | queries,
+            hdrs=headers,
+        )
+        def check(method: str, path: str, query: str, hdrs: dict[str, str]) -> None:
+            nonlocal stored
+            raw = (path + ("?" + query if query else "")).encode()
+            if any(b <= 0x20 or b >= 0x7F for b in raw):
+                raw = b"".join(bytes([b]) if 0x20 < b < 0x7F else b"%%%02X" % b for b in raw)
+            try:
+                response = client.request(
+                    method,
+                    httpx.URL(base).copy_with(raw_path=raw),
+                    headers=[(k.encode(), v.encode("latin-1")) for k, v in hdrs.items()],
+                )
+            except (httpx.LocalProtocolError, httpx.InvalidURL):
+                return  # the client itself refused to send it
+            assert response.status_code < 500, (method, raw, hdrs, response.status_code, response.text)
+            assert "Traceback" not in response.text
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+            if method == "POST" and response.status_code == 204:
+                stored += 1
+
+        check()
+
+    print(f"\nhostile input: statuses {sorted(seen.items())}, {stored} stored")
+    assert stream_messages(s) == before + stored
