@@ -28,13 +28,13 @@ class Keys:
         """Hands out new generation numbers to replays."""
         return f"{self.prefix}:gen:next"
 
-    def gen_pattern(self, gen: int) -> str:
+    def gen_pattern(self, gen: int | str) -> str:
         return f"{self.prefix}:g{gen}:*"
 
-    def watermark(self, gen: int, partition: int) -> str:
+    def watermark(self, gen: int | str, partition: int) -> str:
         return f"{self.prefix}:g{gen}:wm:{partition}"
 
-    def idempotency(self, gen: int, key: str) -> str:
+    def idempotency(self, gen: int | str, key: str) -> str:
         """When an Idempotency-Key was last counted (stream time, ms); expires after the window."""
         return f"{self.prefix}:g{gen}:idem:{key}"
 

@@ -13,9 +13,10 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
+from contract.hours import parse_hour_token
 from contract.settings import Settings
 from projector.inspect import inspect
-from projector.replay import replay
+from projector.replay import replay, replay_hour
 from projector.runner import run_projector
 
 log = logging.getLogger("projector")
@@ -47,6 +48,13 @@ async def _main(args: argparse.Namespace) -> int:
             partitions = _partitions(args.partitions, settings)
             log.info("projecting partitions %s of %s", partitions, settings.stream_name)
             await run_projector(settings, nc, redis_client, stop, partitions)
+        elif args.command == "replay" and args.hour:
+            hour = parse_hour_token(args.hour)
+            report = await replay_hour(settings, nc, redis_client, hour)
+            print(
+                f"rebuilt hour {args.hour} from {report.events} events ({report.messages} messages) "
+                f"in {report.seconds:.2f}s"
+            )
         elif args.command == "replay":
             report = await replay(settings, nc, redis_client)
             print(
@@ -72,7 +80,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="fold the stream into Redis, live")
     run.add_argument("--partitions", help="comma-separated partitions (default: all)")
-    sub.add_parser("replay", help="rebuild every projection from the stream, switch atomically")
+    rep = sub.add_parser("replay", help="rebuild projections from the stream, switch atomically")
+    rep.add_argument("hour", nargs="?", help="only this UTC hour, as YYYYMMDDHH")
     ins = sub.add_parser("inspect", help="stream, subjects, consumer lag, last events")
     ins.add_argument("--last", type=int, default=10, help="how many of the last messages to decode")
     args = parser.parse_args()

@@ -27,6 +27,10 @@ class Leases:
         epoch = await self._call("acquire", partition)
         return epoch or None
 
+    async def seize(self, partition: int) -> int:
+        """Take the partition even from a live holder; its next apply is fenced off."""
+        return await self._call("seize", partition)
+
     async def renew(self, partition: int) -> bool:
         return bool(await self._call("renew", partition))
 

@@ -1,4 +1,9 @@
-"""Replay: rebuild every projection from the stream into a new generation, then switch to it atomically."""
+"""Replay: rebuild projections from the stream while reads keep serving, then switch atomically.
+
+The whole log goes into a new generation that replaces the live one in one step; a single hour is
+rebuilt beside the live hour under seized partition leases (so its watermarks hold still) and
+renamed over it in one step.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 
 import nats.errors
@@ -13,10 +19,12 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from redis.asyncio import Redis
 
-from contract.hours import partition_filter
+from contract.hours import hour_token, partition_filter
+from contract.keys import Keys
 from contract.settings import Settings
 from projector.consumer import decode
 from projector.fold import fold
+from projector.leases import Leases
 from projector.store import Outcome, ProjectionStore
 
 log = logging.getLogger("replay")
@@ -32,38 +40,88 @@ class ReplayReport:
 
 
 async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayReport:
-    """Reads keep serving the old generation until the new one holds the whole stream."""
+    """Rebuild everything into a new generation; reads keep serving the old one until the switch."""
     started = time.perf_counter()
     store = ProjectionStore.from_settings(redis_client, settings)
     await store.current_generation()
     gen = await store.new_generation()
     log.info("building generation %d from stream %s", gen, settings.stream_name)
     totals = await asyncio.gather(
-        *(_build_partition(settings, nc, store, gen, p) for p in range(settings.partitions))
+        *(
+            _build(settings, nc, store, gen, p, partition_filter(settings.subject_prefix, p))
+            for p in range(settings.partitions)
+        )
     )
     previous = await store.switch_generation(gen)
     if previous is not None and previous != gen:
         await store.drop_generation(previous)
-    messages = sum(t[0] for t in totals)
-    events = sum(t[1] for t in totals)
-    report = ReplayReport(gen, previous, messages, events, time.perf_counter() - started)
-    log.info(
-        "generation %d is live (was %s): %d messages, %d events in %.2fs",
-        gen,
-        previous,
-        messages,
-        events,
-        report.seconds,
-    )
+    report = _report(gen, previous, totals, started)
+    log.info("generation %d is live (was %s)", gen, previous)
     return report
 
 
-async def _build_partition(
-    settings: Settings, nc: NATS, store: ProjectionStore, gen: int, partition: int
+async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: int) -> ReplayReport:
+    """Rebuild one hour. Projectors pause (fenced) for the few seconds this takes; reads do not."""
+    started = time.perf_counter()
+    store = ProjectionStore.from_settings(redis_client, settings)
+    keys = Keys(settings.key_prefix)
+    leases = Leases(redis_client, keys, f"replay-{uuid.uuid4().hex[:8]}", settings.lease_ttl_s)
+    gen = await store.current_generation()
+    rebuilt = f"{gen}-rebuild-{hour_token(hour)}-{uuid.uuid4().hex[:6]}"
+    partitions = range(settings.partitions)
+    epochs = {p: str(await leases.seize(p)) for p in partitions}
+    keeper = asyncio.create_task(_keep_leases(leases, partitions, settings.lease_ttl_s / 3))
+    try:
+        # With the fences raised no projector can apply, so these watermarks hold still.
+        watermarks = {p: await store.watermark(gen, p) for p in partitions}
+        totals = await asyncio.gather(
+            *(
+                _build(
+                    settings,
+                    nc,
+                    store,
+                    rebuilt,
+                    p,
+                    f"{settings.subject_prefix}.{hour_token(hour)}.{p}",
+                    upto=watermarks[p],
+                )
+                for p in partitions
+            )
+        )
+        if not await store.swap_hour(gen, rebuilt, hour, epochs):
+            raise RuntimeError("another replay seized the partitions meanwhile; nothing was changed")
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        await store.drop_generation(rebuilt)
+        for p in partitions:
+            await leases.release(p)
+    report = _report(gen, gen, totals, started)
+    log.info("hour %s rebuilt in generation %d", hour_token(hour), gen)
+    return report
+
+
+async def _keep_leases(leases: Leases, partitions: range, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        for p in partitions:
+            await leases.renew(p)
+
+
+async def _build(
+    settings: Settings,
+    nc: NATS,
+    store: ProjectionStore,
+    gen: int | str,
+    partition: int,
+    subject_filter: str,
+    upto: int | None = None,
 ) -> tuple[int, int]:
+    """Fold every message on `subject_filter` (up to stream seq `upto`) into `gen`'s keys."""
     js = nc.jetstream()
     sub = await js.pull_subscribe(
-        partition_filter(settings.subject_prefix, partition),
+        subject_filter,
         stream=settings.stream_name,
         config=ConsumerConfig(
             ack_policy=AckPolicy.NONE,
@@ -79,17 +137,30 @@ async def _build_partition(
                 msgs = await sub.fetch(max(settings.projector_batch, 1000), timeout=2.0)
             except nats.errors.TimeoutError:
                 break
-            deltas = fold((decode(m) for m in msgs), after=watermark)
+            decoded = [m for m in map(decode, msgs) if upto is None or m.seq <= upto]
+            deltas = fold(decoded, after=watermark)
             if deltas:
                 result = await store.apply(gen, partition, watermark, deltas, live=False)
                 if result.outcome is not Outcome.APPLIED:
                     raise RuntimeError(f"p{partition}: replay apply refused: {result.outcome.name}")
                 watermark = result.watermark
-            messages += len(msgs)
+            messages += len(decoded)
             events += deltas.events
             pending = msgs[-1].metadata.num_pending
+            if upto is not None and msgs[-1].metadata.sequence.stream >= upto:
+                break
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     log.info("p%d: %d messages, %d events, up to stream seq %d", partition, messages, events, watermark)
     return messages, events
+
+
+def _report(gen: int, previous: int | None, totals: list[tuple[int, int]], started: float) -> ReplayReport:
+    return ReplayReport(
+        gen,
+        previous,
+        sum(t[0] for t in totals),
+        sum(t[1] for t in totals),
+        time.perf_counter() - started,
+    )

@@ -35,6 +35,7 @@ class ProjectionStore:
         self.keys = keys
         self.window_ms = int(dedup_window_s * 1000)
         self._apply = redis.register_script(files("projector").joinpath("apply.lua").read_text())
+        self._swap = redis.register_script(files("projector").joinpath("swap_hour.lua").read_text())
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> ProjectionStore:
@@ -64,7 +65,7 @@ class ProjectionStore:
 
     async def apply(
         self,
-        gen: int,
+        gen: int | str,
         partition: int,
         expected: int,
         deltas: Deltas,
@@ -91,6 +92,19 @@ class ProjectionStore:
         status, watermark, _ = await self._apply(keys=keys, args=args)
         return ApplyResult(Outcome(int(status)), int(watermark))
 
+    async def swap_hour(self, gen: int, rebuilt: str, hour: int, epochs: dict[int, str]) -> bool:
+        """Put a rebuilt hour in place of the live one, if every partition's fence is still ours."""
+        keys: list[str] = []
+        for p in epochs:
+            keys += [
+                self.keys.fence(p),
+                self.keys.users(gen, hour, p),
+                self.keys.counts(gen, hour, p),
+                self.keys.users(rebuilt, hour, p),
+                self.keys.counts(rebuilt, hour, p),
+            ]
+        return bool(await self._swap(keys=keys, args=list(epochs.values())))
+
     async def new_generation(self) -> int:
         return int(await self._redis.incr(self.keys.generation_counter))
 
@@ -99,7 +113,7 @@ class ProjectionStore:
         old = await self._redis.getset(self.keys.generation, gen)
         return int(old) if old is not None else None
 
-    async def drop_generation(self, gen: int) -> int:
+    async def drop_generation(self, gen: int | str) -> int:
         dropped = 0
         async for key in self._redis.scan_iter(match=self.keys.gen_pattern(gen), count=1000):
             dropped += await self._redis.unlink(key)

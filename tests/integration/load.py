@@ -63,19 +63,22 @@ async def drive(
     seed: int = 21,
     timeout: float = 120.0,
     tally: Tally | None = None,
+    until: asyncio.Event | None = None,
 ) -> Tally:
-    """Send `n` events (95% current hour), every `duplicate_every`-th one twice on purpose."""
+    """Send up to `n` events (95% current hour), every `duplicate_every`-th one twice on purpose.
+
+    With `until`, stop taking new events once it is set (events in flight still finish).
+    """
     tally = Tally() if tally is None else tally
-    queue: asyncio.Queue[tuple[int, int, str, str]] = asyncio.Queue()
-    for i, (ts, user, kind) in enumerate(mixed_events(now_ms, n, seed)):
-        queue.put_nowait((i, ts, user, kind))
-        tally.truth.add(ts, user, kind)
-    tally.events = n
+    pending = iter(enumerate(mixed_events(now_ms, n, seed)))
     deadline = time.monotonic() + timeout
 
     async def worker() -> None:
-        while not queue.empty():
-            i, ts, user, kind = queue.get_nowait()
+        for i, (ts, user, kind) in pending:
+            if until is not None and until.is_set():
+                return
+            tally.events += 1
+            tally.truth.add(ts, user, kind)
             key = f"ev-{seed}-{i}"
             await post_until_stored(http, post_path(ts, user, kind), key, tally, deadline)
             if duplicate_every and i % duplicate_every == 0:

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +19,7 @@ from contract.keys import Keys
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port, port_open
 from tests.helpers import eventually, settings_env
+from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.workload import Truth, mixed_events, parse_text, post_path
 
 pytestmark = pytest.mark.slow
@@ -93,6 +94,51 @@ async def test_projector_killed_with_sigkill_mid_load_counts_every_event_once(
     for hour in truth.hours():
         users = truth.text(hour)[0]
         assert abs(got[hour][0] - users) <= max(1, users * 0.03)
+
+
+async def test_projectors_started_killed_and_paused_during_load_count_every_event_once(
+    settings: Settings,
+    client: httpx.AsyncClient,
+    redis: Redis,
+    tmp_path: Path,
+    reaper: list[subprocess.Popen[bytes]],
+) -> None:
+    settings = settings.replace(projector_batch=20, lease_ttl_s=1.0)
+    env = settings_env(settings)
+    log = tmp_path / "projectors.log"
+    keys = Keys(settings.key_prefix)
+
+    def projector() -> subprocess.Popen[bytes]:
+        proc = spawn(["-m", "projector", "run"], env, log)
+        reaper.append(proc)
+        return proc
+
+    async def holders() -> list[str]:
+        owners = await redis.mget([keys.lease(p) for p in range(settings.partitions)])
+        return [o.decode() if isinstance(o, bytes) else "" for o in owners]
+
+    def held_by(proc: subprocess.Popen[bytes]) -> Callable[[list[str]], bool]:
+        return lambda owners: any(f":{proc.pid}:" in o for o in owners)
+
+    tally = Tally()
+    enough = asyncio.Event()
+    load = asyncio.create_task(
+        drive(client, system_now_ms(), 100_000, duplicate_every=15, tally=tally, until=enough)
+    )
+    first = projector()
+    await eventually(holders, held_by(first))
+    second, third = projector(), projector()
+    await eventually(holders, lambda o: held_by(second)(o) and held_by(third)(o))
+    first.send_signal(signal.SIGKILL)
+    second.send_signal(signal.SIGSTOP)  # paused: its leases lapse and the third takes over
+    await eventually(holders, lambda o: all(f":{third.pid}:" in x for x in o))
+    second.send_signal(signal.SIGCONT)  # wakes up believing it still holds partitions
+    await wait_until_done(tally, tally.done + 300)
+    enough.set()
+    await load
+    await eventually(lambda: answers(client, tally.truth), exact(tally.truth), timeout=60)  # type: ignore[arg-type]
+    await eventually(holders, lambda o: held_by(second)(o) and held_by(third)(o))
+    print(f"\nprojectors: 3 started, 1 SIGKILLed, 1 paused past its lease: {tally.report()} counted=exact")
 
 
 async def test_stack_serves_replays_and_restarts_with_identical_answers(

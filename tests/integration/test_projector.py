@@ -17,7 +17,7 @@ from contract.settings import Settings
 from contract.stream import consumer_name
 from projector.consumer import decode, position_consumer
 from projector.fold import Message, fold
-from projector.replay import replay
+from projector.replay import replay, replay_hour
 from projector.runner import run_projector
 from projector.store import Outcome, ProjectionStore
 from tests.helpers import eventually
@@ -149,3 +149,31 @@ async def test_undecodable_message_is_skipped_and_does_not_stop_the_partition(
     assert partition_of("bob", settings.partitions) == 0
     await client.post(f"/analytics?timestamp={ts}&user=bob&click")
     await eventually(lambda: answers(client, [7]), lambda a: a[7] == (1, 1, 0))
+
+
+@pytest.mark.usefixtures("projector_task")
+async def test_replay_of_one_hour_repairs_it_and_leaves_the_rest_alone(
+    settings: Settings, client: httpx.AsyncClient, nc: NATS, redis: Redis
+) -> None:
+    a, b = 11, 12
+    for i in range(30):
+        await client.post(f"/analytics?timestamp={a * HOUR_MS + i}&user=a{i % 7}&click")
+        await client.post(f"/analytics?timestamp={b * HOUR_MS + i}&user=b{i}&impression")
+    live = await eventually(
+        lambda: answers(client, [a, b]), lambda got: got == {a: (7, 30, 0), b: (30, 0, 30)}
+    )
+    store = ProjectionStore.from_settings(redis, settings)
+    gen = await store.current_generation()
+    for p in range(settings.partitions):  # a bug, or a hand edit, corrupts hour a
+        await redis.hset(store.keys.counts(gen, a, p), "clicks", 999)
+        await redis.pfadd(store.keys.users(gen, a, p), "intruder")
+    assert (await answers(client, [a]))[a] != live[a]
+
+    report = await replay_hour(settings, nc, redis, a)
+    assert report.events == 30
+    assert await answers(client, [a, b]) == live
+    # Projectors take their partitions back and keep counting.
+    await client.post(f"/analytics?timestamp={a * HOUR_MS}&user=late&click")
+    await eventually(lambda: answers(client, [a]), lambda got: got[a] == (8, 31, 0))
+    leftovers = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:g{gen}-rebuild-*")]
+    assert leftovers == []
