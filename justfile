@@ -13,6 +13,10 @@ default:
 up *args:
     exec {{python}} -m deploy.supervisor "$@"
 
+# The stack on a 3-node JetStream cluster (loopback ports 4222-4224, stream at R3, data in .data/cluster).
+cluster-up *args:
+    exec {{python}} -m deploy.supervisor --cluster "$@"
+
 # Lint, format check, type check, then unit and integration tests against real servers.
 test *args:
     ruff check .

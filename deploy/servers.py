@@ -42,6 +42,20 @@ def nats_command(port: int, store_dir: Path, config: Path = NATS_CONF) -> list[s
     ]
 
 
+def nats_cluster_command(
+    name: str, port: int, cluster_port: int, peer_cluster_ports: list[int], store_dir: Path
+) -> list[str]:
+    """One node of a loopback JetStream cluster: nats.conf plus name, cluster listen and routes."""
+    routes = ",".join(f"nats-route://127.0.0.1:{p}" for p in peer_cluster_ports)
+    return [
+        *nats_command(port, store_dir),
+        "-n", name,
+        "--cluster_name", "hourglass",
+        "--cluster", f"nats://127.0.0.1:{cluster_port}",
+        "--routes", routes,
+    ]  # fmt: skip
+
+
 def valkey_command(port: int, data_dir: Path) -> list[str]:
     return [
         valkey_server_binary(),

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.settings import Settings
-from deploy.servers import loopback_port, nats_command, port_open, valkey_command
+from deploy.servers import loopback_port, nats_cluster_command, nats_command, port_open, valkey_command
 
 COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[31m"]
 RESET = "\033[0m"
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 20.0
+CLUSTER_URL = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
 
 
 def _die_with_parent() -> None:
@@ -152,17 +153,22 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
     env["PYTHONUNBUFFERED"] = "1"
     data = settings.data_dir.resolve()
     children: list[Child] = []
-    nats_port = loopback_port(settings.nats_url, 4222)
-    if nats_port is not None:
+    nats_ports = [loopback_port(url, 4222) for url in settings.nats_url.split(",")]
+    if len(nats_ports) > 1 and all(nats_ports):
+        # A loopback cluster: node i takes client port p_i and cluster port p_i + 2000.
+        ports = [p for p in nats_ports if p is not None]
+        for i, port in enumerate(ports, start=1):
+            store = data / f"nats-{i}"
+            store.mkdir(parents=True, exist_ok=True)
+            peers = [p + 2000 for p in ports if p != port]
+            argv = nats_cluster_command(f"hourglass-{i}", port, port + 2000, peers, store)
+            children.append(Child(f"nats{i}", argv, env, functools.partial(port_open, "127.0.0.1", port)))
+    elif nats_ports[0] is not None:
         store = data / "nats"
         store.mkdir(parents=True, exist_ok=True)
+        port = nats_ports[0]
         children.append(
-            Child(
-                "nats",
-                nats_command(nats_port, store),
-                env,
-                functools.partial(port_open, "127.0.0.1", nats_port),
-            )
+            Child("nats", nats_command(port, store), env, functools.partial(port_open, "127.0.0.1", port))
         )
     redis_port = loopback_port(settings.redis_url, 6379)
     if redis_port is not None:
@@ -202,7 +208,17 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="./just up", description=__doc__)
     parser.add_argument("--projectors", type=int, default=1, help="projector processes to run")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run a 3-node JetStream cluster on loopback (4222-4224) with the stream at R3",
+    )
     args = parser.parse_args()
+    if args.cluster:
+        # Its own data dir: a cluster's event log is a different log from the single node's.
+        os.environ.setdefault("ANALYTICS_DATA_DIR", ".data/cluster")
+        os.environ.setdefault("ANALYTICS_NATS_URL", CLUSTER_URL)
+        os.environ.setdefault("ANALYTICS_STREAM_REPLICAS", "3")
     _die_with_parent()  # if `just` (our parent) is killed, stop everything rather than linger
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,9 @@ async def inspect(settings: Settings, nc: NATS, last: int = 10) -> str:
     state = info.state
     lines.append(
         f"stream {settings.stream_name}: {state.messages} messages, {state.bytes} bytes, "
-        f"seq {state.first_seq}..{state.last_seq}, subjects {', '.join(info.config.subjects or [])}"
+        f"seq {state.first_seq}..{state.last_seq}, subjects {', '.join(info.config.subjects or [])}, "
+        f"R{info.config.num_replicas or 1}"
+        + (f", leader {info.cluster.leader}" if info.cluster and info.cluster.leader else "")
     )
     lines.append("")
     lines.append("messages per hour subject (<prefix>.<YYYYMMDDHH>.<partition>):")
