@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -168,6 +169,16 @@ async def test_stack_serves_replays_and_restarts_with_identical_answers(
             assert (await http.post(post_path(ts, user, kind))).status_code == 204
             truth.add(ts, user, kind)
         live = await eventually(lambda: answers(http, truth), exact(truth), timeout=60)  # type: ignore[arg-type]
+
+        # The supervisor restarts a child that dies, and says so.
+        pid = int(re.findall(r"projector \| started \(pid (\d+)\)", log.read_text())[-1])
+        os.kill(pid, signal.SIGKILL)
+        await eventually(
+            lambda: asyncio.to_thread(log.read_text),
+            lambda text: (
+                "projector | exited with -9; restarting" in text and text.count("projector | started") == 2
+            ),
+        )
 
         replay = subprocess.run(
             [sys.executable, "-m", "projector", "replay"], env=env, cwd=ROOT, capture_output=True, timeout=120
