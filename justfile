@@ -44,3 +44,7 @@ inspect *args:
 fmt:
     ruff check --fix .
     ruff format .
+
+# Measure what the strict JetStream durability setting (sync_interval: always) costs.
+bench-durability:
+    {{python}} -m tests.bench.durability

@@ -90,7 +90,7 @@ async def test_every_fault_within_a_minute_and_the_counts_still_converge_exactly
                     system_now_ms(),
                     200_000,
                     concurrency=16,
-                    duplicate_every=12,
+                    duplicate_every=5,
                     tally=tally,
                     until=enough,
                 )

