@@ -66,6 +66,15 @@ class Settings:
     dedup_window_s: float = 600.0
     """A retried POST with the same Idempotency-Key within this many seconds counts once."""
 
+    publish_max_batch: int = 1000
+    """Group commit: the most events one stream message carries."""
+
+    publish_linger_ms: float = 0.0
+    """Group commit: how long a batch waits for company; 0 flushes at the end of the event-loop tick."""
+
+    publish_max_in_flight: int = 2
+    """Group commit: appends per subject awaiting their PubAck at once; more events wait and batch up."""
+
     redis_timeout_s: float = 1.0
     """Socket timeout for Redis commands; a GET answers 503 when Redis does not answer in time."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -13,6 +14,7 @@ from contract.errors import Unavailable
 from contract.hours import hour_of, partition_of, subject
 from contract.settings import Settings
 from contract.stream import stream_config
+from ingest.batcher import Batcher
 
 log = logging.getLogger("ingest")
 
@@ -34,10 +36,21 @@ async def ensure_stream(nc: NATS, settings: Settings) -> None:
 
 
 class Publisher:
-    def __init__(self, nc: NATS, settings: Settings) -> None:
+    """Appends events with group commit: a 204 waits for the PubAck of the message holding its event."""
+
+    def __init__(
+        self, nc: NATS, settings: Settings, on_batch: Callable[[int, float], None] | None = None
+    ) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=settings.publish_timeout_s)
         self._settings = settings
+        self._batcher = Batcher(
+            self._send,
+            max_events=settings.publish_max_batch,
+            linger_s=settings.publish_linger_ms / 1000,
+            max_in_flight=settings.publish_max_in_flight,
+            on_batch=on_batch,
+        )
 
     async def publish(self, event: schema.Event) -> None:
         """Returns once JetStream has stored the event; raises Unavailable otherwise."""
@@ -49,10 +62,15 @@ class Publisher:
             hour_of(event.ts),
             partition_of(event.user, settings.partitions),
         )
-        payload = schema.encode(schema.Batch(events=(event,)))
+        await self._batcher.submit(subj, event)
+
+    async def _send(self, subj: str, payload: bytes) -> None:
         try:
             await self._js.publish(
-                subj, payload, timeout=settings.publish_timeout_s, stream=settings.stream_name
+                subj, payload, timeout=self._settings.publish_timeout_s, stream=self._settings.stream_name
             )
         except (TimeoutError, nats.errors.Error, APIError, OSError) as exc:
             raise Unavailable("NATS", f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._batcher.close()

@@ -73,6 +73,8 @@ def create_app(
                 connecting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await connecting
+            if ingest.publisher is not None:
+                await ingest.publisher.close()  # answer every request still waiting for a PubAck
             if owned:
                 if state.nc is not None:
                     with contextlib.suppress(Exception):
