@@ -48,3 +48,8 @@ fmt:
 # Measure what the strict JetStream durability setting (sync_interval: always) costs.
 bench-durability:
     {{python}} -m tests.bench.durability
+
+# Hourglass against a bare Litestar app with wrk: throughput ratios, latency, freshness, projector,
+# replay and RSS; prints the table and writes docs/benchmarks.md.
+bench *args:
+    {{python}} -m tests.bench.run "$@"
