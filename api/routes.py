@@ -1,37 +1,33 @@
-"""HTTP handler of the read side: GET /analytics answers one UTC hour's totals."""
+"""HTTP handler of the read side: GET /analytics answers one UTC hour's totals, from the hour cache."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-import msgspec
 import redis.exceptions
 from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
 
+from api.cache import HourCache, View
 from api.reader import HourTotals, Reader
 from contract.errors import Unavailable
-from contract.hours import hour_end, hour_of, hour_start
-from contract.params import parse_query, parse_timestamp
+from contract.hours import hour_of
+from contract.params import parse_query, parse_timestamp, timestamp_only
 
 TEXT = "text/plain"
-
-
-class HourJSON(msgspec.Struct, frozen=True):
-    hour_start: str
-    hour_end: str
-    unique_users: int
-    clicks: int
-    impressions: int
+JSON = "application/json"
 
 
 class Api:
     """The GET route; `reader` is attached by the app's lifespan once Redis is connected."""
 
-    def __init__(self) -> None:
+    def __init__(self, staleness_s: float) -> None:
         self.reader: Reader | None = None
+        self.cache = HourCache(self._fetch, staleness_s)
+        self._cache_control = f"public, max-age={int(staleness_s)}"
 
-    async def totals(self, hour: int) -> HourTotals:
+    async def _fetch(self, hour: int) -> HourTotals:
         if self.reader is None:
             raise Unavailable("Redis", "not connected yet")
         try:
@@ -40,30 +36,36 @@ class Api:
             raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
 
     def route(self) -> HTTPRouteHandler:
+        cache_control = self._cache_control
+
         @get("/analytics")
         async def get_analytics(request: Request[Any, Any, Any]) -> Response[bytes]:
-            hour = hour_of(parse_timestamp(parse_query(request.scope["query_string"])))
-            totals = await self.totals(hour)
-            if "application/json" in request.headers.get("accept", ""):
-                body = msgspec.json.encode(
-                    HourJSON(
-                        hour_start=_iso(hour_start(hour).isoformat()),
-                        hour_end=_iso(hour_end(hour).isoformat()),
-                        unique_users=totals.unique_users,
-                        clicks=totals.clicks,
-                        impressions=totals.impressions,
-                    )
-                )
-                return Response(content=body, media_type="application/json")
-            body = (
-                f"unique_users,{totals.unique_users}\n"
-                f"clicks,{totals.clicks}\n"
-                f"impressions,{totals.impressions}\n"
-            ).encode()
-            return Response(content=body, media_type=TEXT)
+            raw = request.scope["query_string"]
+            ts = timestamp_only(raw)
+            if ts is None:
+                ts = parse_timestamp(parse_query(raw))
+            view = await self.cache.view(hour_of(ts))
+            wants_json, if_none_match = _negotiation(request.scope["headers"])
+            body, etag, media = (
+                (view.json, view.etag_json, JSON) if wants_json else (view.text, view.etag_text, TEXT)
+            )
+            headers = {"etag": etag, "cache-control": cache_control, "vary": "Accept"}
+            if if_none_match is not None and etag in if_none_match:
+                return Response(content=b"", status_code=304, headers=headers)
+            return Response(content=body, media_type=media, headers=headers)
 
         return get_analytics
 
 
-def _iso(value: str) -> str:
-    return value.replace("+00:00", "Z")
+def _negotiation(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bool, str | None]:
+    """(client asked for JSON, its If-None-Match) from the raw ASGI headers, in one pass."""
+    wants_json, if_none_match = False, None
+    for name, value in headers:
+        if name == b"accept":
+            wants_json = b"application/json" in value
+        elif name == b"if-none-match":
+            if_none_match = value.decode("latin-1")
+    return wants_json, if_none_match
+
+
+__all__ = ["Api", "View"]

@@ -72,3 +72,8 @@ def parse_subject(prefix: str, subj: str) -> tuple[int, int]:
 def system_now_ms() -> int:
     """The real clock, in epoch milliseconds; logic takes a clock argument so tests can pass their own."""
     return time.time_ns() // 1_000_000
+
+
+def changes_subject(stream_name: str) -> str:
+    """Core NATS subject (outside the stream) on which projections announce changed hours."""
+    return f"hourglass.changed.{stream_name}"

@@ -64,3 +64,12 @@ def parse_timestamp(query: dict[str, list[str]]) -> int:
 def _show(value: str, limit: int = 40) -> str:
     shown = value if len(value) <= limit else value[:limit] + "..."
     return repr(shown)
+
+
+def timestamp_only(raw: bytes) -> int | None:
+    """Fast path for the common `timestamp=<digits>` query; None means "use the full parser"."""
+    if raw[:10] == b"timestamp=" and 10 < len(raw) <= 29 and raw[10:].isdigit():
+        value = int(raw[10:])
+        if value <= MAX_TIMESTAMP_MS:
+            return value
+    return None

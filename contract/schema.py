@@ -50,3 +50,20 @@ def encode(batch: Batch) -> bytes:
 def decode(payload: bytes) -> AnyBatch:
     """Raises msgspec.DecodeError (a ValueError) for a payload no version understands."""
     return _decoder.decode(payload)
+
+
+class HoursChanged(msgspec.Struct, frozen=True):
+    """Core-NATS notice from a projector or replay: these hours' projections changed (None: all)."""
+
+    hours: tuple[int, ...] | None = None
+
+
+_changed_decoder = msgspec.json.Decoder(HoursChanged)
+
+
+def encode_changed(notice: HoursChanged) -> bytes:
+    return _encoder.encode(notice)
+
+
+def decode_changed(payload: bytes) -> HoursChanged:
+    return _changed_decoder.decode(payload)

@@ -75,6 +75,9 @@ class Settings:
     publish_max_in_flight: int = 2
     """Group commit: appends per subject awaiting their PubAck at once; more events wait and batch up."""
 
+    read_staleness_s: float = 1.0
+    """A GET may serve an hour from a worker's memory only if Redis confirmed it this recently."""
+
     redis_timeout_s: float = 1.0
     """Socket timeout for Redis commands; a GET answers 503 when Redis does not answer in time."""
 

@@ -6,13 +6,14 @@ import contextlib
 import logging
 
 import msgspec
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contract import schema
-from contract.hours import partition_filter
+from contract.hours import changes_subject, partition_filter
 from contract.settings import Settings
 from contract.stream import consumer_name
 from projector.fold import Message
@@ -20,6 +21,12 @@ from projector.fold import Message
 log = logging.getLogger("projector")
 
 ACK_WAIT_S = 30.0
+
+
+async def announce(nc: NATS, settings: Settings, hours: tuple[int, ...] | None) -> None:
+    """Tell the read side which hours changed (None: all), so caches refresh at once."""
+    notice = schema.encode_changed(schema.HoursChanged(hours))
+    await nc.publish(changes_subject(settings.stream_name), notice)
 
 
 def decode(msg: Msg) -> Message:

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from contract.hours import hour_token, partition_filter
 from contract.keys import Keys
 from contract.settings import Settings
-from projector.consumer import decode
+from projector.consumer import announce, decode
 from projector.fold import fold
 from projector.leases import Leases
 from projector.store import Outcome, ProjectionStore
@@ -53,6 +53,7 @@ async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayRep
         )
     )
     previous = await store.switch_generation(gen)
+    await announce(nc, settings, None)
     if previous is not None and previous != gen:
         await store.drop_generation(previous)
     report = _report(gen, previous, totals, started)
@@ -90,6 +91,7 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
         )
         if not await store.swap_hour(gen, rebuilt, hour, epochs):
             raise RuntimeError("another replay seized the partitions meanwhile; nothing was changed")
+        await announce(nc, settings, (hour,))
     finally:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -22,7 +22,7 @@ from contract.hours import system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
 from contract.stream import consumer_name
-from projector.consumer import decode, position_consumer
+from projector.consumer import announce, decode, position_consumer
 from projector.fold import fold
 from projector.leases import Leases, fair_share
 from projector.store import Outcome, ProjectionStore
@@ -54,6 +54,7 @@ class PartitionWorker:
         self, settings: Settings, nc: NATS, store: ProjectionStore, partition: int, epoch: str = ""
     ) -> None:
         self.settings = settings
+        self.nc = nc
         self.js = nc.jetstream()
         self.store = store
         self.partition = partition
@@ -126,6 +127,7 @@ class PartitionWorker:
                         return Stopped.RESYNC
                     self.watermark = result.watermark
                     self.applied_events += deltas.events
+                    await announce(self.nc, self.settings, tuple(deltas.hours))
                 for msg in msgs:
                     await msg.ack()
             return Stopped.STOPPED

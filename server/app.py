@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,13 +15,15 @@ import nats.errors
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
 from api.reader import Reader
 from api.routes import TEXT, Api
 from contract.errors import ParamError, Unavailable
-from contract.hours import system_now_ms
+from contract.hours import changes_subject, system_now_ms
 from contract.keys import Keys
+from contract.schema import decode_changed
 from contract.settings import Settings
 from ingest.publisher import Publisher, ensure_stream
 from ingest.routes import Ingest
@@ -43,13 +45,18 @@ def create_app(
     clock: Callable[[], int] = system_now_ms,
 ) -> Litestar:
     ingest = Ingest(settings, clock)
-    api = Api()
+    api = Api(settings.read_staleness_s)
     state = Clients() if clients is None else clients
     owned = clients is None
 
-    def attach_nats(nc: NATS) -> None:
+    async def on_change(msg: Msg) -> None:
+        with contextlib.suppress(ValueError):
+            api.cache.changed(decode_changed(msg.data).hours)
+
+    async def attach_nats(nc: NATS) -> None:
         state.nc = nc
         ingest.publisher = Publisher(nc, settings)
+        await nc.subscribe(changes_subject(settings.stream_name), cb=on_change)
 
     def attach_redis(client: Redis) -> None:
         state.redis = client
@@ -64,7 +71,7 @@ def create_app(
         if state.nc is None:
             connecting = asyncio.create_task(_connect_nats_forever(settings, attach_nats))
         else:
-            attach_nats(state.nc)
+            await attach_nats(state.nc)
             await ensure_stream(state.nc, settings)
         try:
             yield
@@ -137,7 +144,7 @@ def redis_client(settings: Settings) -> Redis:
     return Redis.from_url(**settings.redis_options())
 
 
-async def _connect_nats_forever(settings: Settings, attach: Callable[[NATS], None]) -> None:
+async def _connect_nats_forever(settings: Settings, attach: Callable[[NATS], Awaitable[None]]) -> None:
     """nats-py does not retry a failed first connect, so the app starts anyway and keeps trying."""
     delay = 0.2
     while True:
@@ -148,7 +155,7 @@ async def _connect_nats_forever(settings: Settings, attach: Callable[[NATS], Non
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
-        attach(nc)
+        await attach(nc)
         while True:
             try:
                 await ensure_stream(nc, settings)

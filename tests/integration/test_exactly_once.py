@@ -20,7 +20,9 @@ from projector.leases import Leases
 from projector.replay import replay
 from projector.runner import Projector
 from projector.store import Outcome, ProjectionStore
+from server.app import Clients, create_app
 from tests.helpers import eventually
+from tests.integration.conftest import serve
 from tests.integration.workload import parse_text
 
 TS = 9 * HOUR_MS
@@ -153,3 +155,38 @@ async def test_projectors_share_partitions_and_each_is_applied_by_one(
 
 async def held(projectors: list[Projector]) -> list[list[int]]:
     return [sorted(p.running) for p in projectors]
+
+
+@pytest.fixture
+async def slow_expiring_client(
+    settings: Settings, nc: NATS, redis: Redis
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Reads may stay cached for a minute, so any freshness must come from change notices."""
+    async for http in serve(create_app(settings.replace(read_staleness_s=60.0), Clients(nc=nc, redis=redis))):
+        yield http
+
+
+async def test_cached_reads_follow_change_notices_and_never_run_ahead_of_the_writes(
+    slow_expiring_client: httpx.AsyncClient, pool: Pool
+) -> None:
+    http = slow_expiring_client
+    await pool.start()
+    sent = 0
+    seen: list[int] = []
+
+    async def writer() -> None:
+        nonlocal sent
+        for i in range(300):
+            sent += 1  # counted before it is sent: a stored event may be applied before its 204 arrives
+            assert (await http.post(f"/analytics?timestamp={TS}&user=w{i}&click")).status_code == 204
+
+    async def reader() -> None:
+        while sent < 300:
+            clicks = (await hour9(http))[1]
+            assert clicks <= sent
+            seen.append(clicks)
+            await asyncio.sleep(0)  # an in-process cached GET may never yield on its own
+
+    await asyncio.gather(writer(), reader())
+    await eventually(lambda: hour9(http), lambda t: t[1] == 300)
+    assert len(set(seen)) > 3, "reads should have followed the writes, not sat on one cached value"

@@ -154,3 +154,15 @@ async def test_health_and_readiness(client: Client) -> None:
 
 def test_hour_helper_matches_contract() -> None:
     assert hour_of(HOUR_MS) == 1
+
+
+async def test_get_carries_validators_and_answers_304_when_unchanged(client: Client) -> None:
+    first = await client.get("/analytics?timestamp=3")
+    assert first.headers["cache-control"] == "public, max-age=1"
+    assert first.headers["vary"] == "Accept"
+    etag = first.headers["etag"]
+    again = await client.get("/analytics?timestamp=3", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    as_json = await client.get("/analytics?timestamp=3", headers={"Accept": "application/json"})
+    assert as_json.headers["etag"] != etag
