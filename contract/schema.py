@@ -16,7 +16,7 @@ class Kind(StrEnum):
     IMPRESSION = "impression"
 
 
-class Event(msgspec.Struct, frozen=True, array_like=True):
+class Event(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One tracked event. Encoded as a compact array: `[timestamp_ms, user, kind, key]`."""
 
     ts: int
@@ -27,7 +27,7 @@ class Event(msgspec.Struct, frozen=True, array_like=True):
     """The client's Idempotency-Key, when it sent one (later versions dedupe on it)."""
 
 
-class BatchV1(msgspec.Struct, frozen=True, tag=1, tag_field="v"):
+class BatchV1(msgspec.Struct, frozen=True, tag=1, tag_field="v", gc=False):
     """One stream message: events of one subject (one hour, one partition) appended together."""
 
     events: tuple[Event, ...]

@@ -69,7 +69,7 @@ class Settings:
     publish_max_batch: int = 1000
     """Group commit: the most events one stream message carries."""
 
-    publish_linger_ms: float = 0.0
+    publish_linger_ms: float = 1.0
     """Group commit: how long a batch waits for company; 0 flushes at the end of the event-loop tick."""
 
     publish_max_in_flight: int = 2

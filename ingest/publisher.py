@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 import nats.errors
 from nats.aio.client import Client as NATS
-from nats.js.errors import APIError, BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from contract import schema
 from contract.errors import Unavailable
 from contract.hours import hour_of, partition_of, subject
 from contract.settings import Settings
 from contract.stream import stream_config
+from ingest.appender import Appender
 from ingest.batcher import Batcher
 
 log = logging.getLogger("ingest")
@@ -42,7 +43,7 @@ class Publisher:
         self, nc: NATS, settings: Settings, on_batch: Callable[[int, float], None] | None = None
     ) -> None:
         self._nc = nc
-        self._js = nc.jetstream(timeout=settings.publish_timeout_s)
+        self._appender = Appender(nc)
         self._settings = settings
         self._batcher = Batcher(
             self._send,
@@ -66,10 +67,8 @@ class Publisher:
 
     async def _send(self, subj: str, payload: bytes) -> None:
         try:
-            await self._js.publish(
-                subj, payload, timeout=self._settings.publish_timeout_s, stream=self._settings.stream_name
-            )
-        except (TimeoutError, nats.errors.Error, APIError, OSError) as exc:
+            await self._appender.append(subj, payload, self._settings.publish_timeout_s)
+        except (nats.errors.Error, OSError) as exc:
             raise Unavailable("NATS", f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:

@@ -1,7 +1,8 @@
 -- Applies one partition's folded deltas and advances its watermark in one atomic step.
 -- KEYS: generation, fence, watermark, then (users HLL, counts hash) per hour, then one key per keyed event.
 -- ARGV: gen, epoch ("" = unfenced), expected watermark, new watermark, mode ("live" | "build"),
---       hour count, dedup window ms, then per hour: clicks, impressions, user count, users...,
+--       hour count, dedup window ms, then per hour: clicks, impressions, users joined by "\n"
+--       (user names cannot hold control characters, so the newline is a safe separator),
 --       then per keyed event: stream ms, hour number (1-based), kind ("c" | "i").
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced.
 local gen = ARGV[1]
@@ -23,16 +24,19 @@ for h = 0, hours - 1 do
   local k = 4 + 2 * h
   local clicks = tonumber(ARGV[arg])
   local impressions = tonumber(ARGV[arg + 1])
-  local n = tonumber(ARGV[arg + 2])
-  arg = arg + 3
-  -- unpack() is limited by the Lua stack, so add users in chunks.
-  local i = 0
-  while i < n do
-    local j = math.min(i + 4000, n)
-    redis.call('PFADD', KEYS[k], unpack(ARGV, arg + i, arg + j - 1))
-    i = j
+  -- One string instead of one argument per user: far cheaper to send than 100k arguments.
+  -- unpack() is limited by the Lua stack, so users go to PFADD in chunks.
+  local chunk, n = {}, 0
+  for user in string.gmatch(ARGV[arg + 2], '[^\n]+') do
+    n = n + 1
+    chunk[n] = user
+    if n == 4000 then
+      redis.call('PFADD', KEYS[k], unpack(chunk, 1, n))
+      n = 0
+    end
   end
-  arg = arg + n
+  if n > 0 then redis.call('PFADD', KEYS[k], unpack(chunk, 1, n)) end
+  arg = arg + 3
   if clicks > 0 then redis.call('HINCRBY', KEYS[k + 1], 'clicks', clicks) end
   if impressions > 0 then redis.call('HINCRBY', KEYS[k + 1], 'impressions', impressions) end
 end

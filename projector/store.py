@@ -85,7 +85,7 @@ class ProjectionStore:
         for hour, delta in deltas.hours.items():
             slot[hour] = len(slot) + 1
             keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
-            args += [delta.clicks, delta.impressions, len(delta.users), *delta.users]
+            args += [delta.clicks, delta.impressions, "\n".join(delta.users)]
         for event in deltas.keyed:
             keys.append(self.keys.idempotency(gen, event.key))
             args += [event.stream_ms, slot[event.hour], "c" if event.kind is Kind.CLICK else "i"]

@@ -1,0 +1,74 @@
+"""JetStream appends over core NATS request/reply: one reply subscription, one future per append.
+
+nats-py's `js.publish` is a general request (a fresh random token and a `wait_for` task each time);
+with group commit every HTTP request waits on one of these, so the ingest uses this thin form of
+the same protocol: publish with a reply subject, and JetStream answers on it with a PubAck
+(`{"stream":..,"seq":..}`) or an error (`{"error":{..}}`), or the server says "no responders".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from contract.errors import Unavailable
+
+
+class _PubAck(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, object] | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_PubAck).decode
+
+
+class Appender:
+    def __init__(self, nc: NATS) -> None:
+        self._nc = nc
+        self._prefix = f"{nc.new_inbox()}."
+        self._pending: dict[str, asyncio.Future[int]] = {}
+        self._counter = itertools.count(1)
+        self._sub: Subscription | None = None
+
+    async def _subscribe(self) -> None:
+        self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+
+    async def append(self, subject: str, payload: bytes, timeout_s: float) -> int:
+        """The stream sequence of the stored message; Unavailable if it was not acknowledged in time."""
+        if self._sub is None:
+            await self._subscribe()
+        token = str(next(self._counter))
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[token] = future
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token)
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError as exc:
+            raise Unavailable("NATS", f"no PubAck within {timeout_s}s") from exc
+        finally:
+            self._pending.pop(token, None)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._pending.get(msg.subject[len(self._prefix) :])
+        if future is None or future.done():
+            return
+        if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(Unavailable("NATS", "no stream is listening on this subject"))
+            return
+        try:
+            ack = _decode_ack(msg.data)
+        except msgspec.DecodeError:
+            future.set_exception(Unavailable("NATS", f"unexpected reply {msg.data[:80]!r}"))
+            return
+        if ack.error is not None or not ack.seq:
+            future.set_exception(Unavailable("NATS", f"JetStream refused the append: {ack.error}"))
+        else:
+            future.set_result(ack.seq)
