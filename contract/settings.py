@@ -93,6 +93,12 @@ class Settings:
     lease_ttl_s: float = 3.0
     """A projector's hold on a partition lapses this long after its last renewal (renewed every third)."""
 
+    projector_coalesce_ms: float = 10.0
+    """After catching up, a projector waits this long before its next fetch, so applies carry more."""
+
+    projector_metrics_port: int = 0
+    """Port of a projector's own /metrics (apply duration, events applied); 0 turns it off."""
+
     projector_idle_s: float = 1.0
     """How long a projector fetch waits for messages before it checks Redis health."""
 

@@ -194,14 +194,11 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
             ),
         )
     )
+    metrics_base = int(os.environ.get("ANALYTICS_PROJECTOR_METRICS_PORT", "9464"))
     for i in range(projectors):
-        children.append(
-            Child(
-                f"projector{i + 1}" if projectors > 1 else "projector",
-                [py, "-m", "projector", "run"],
-                env,
-            )
-        )
+        penv = {**env, "ANALYTICS_PROJECTOR_METRICS_PORT": str(metrics_base + i if metrics_base else 0)}
+        name = f"projector{i + 1}" if projectors > 1 else "projector"
+        children.append(Child(name, [py, "-m", "projector", "run"], penv))
     return children
 
 

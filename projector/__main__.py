@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from contract.hours import parse_hour_token
 from contract.settings import Settings
+from projector import metrics
 from projector.inspect import inspect
 from projector.replay import replay, replay_hour
 from projector.runner import run_projector
@@ -45,6 +46,7 @@ async def _main(args: argparse.Namespace) -> int:
     redis_client = Redis.from_url(**settings.redis_options())
     try:
         if args.command == "run":
+            metrics.serve(settings.projector_metrics_port)
             partitions = _partitions(args.partitions, settings)
             log.info("projecting partitions %s of %s", partitions, settings.stream_name)
             await run_projector(settings, nc, redis_client, stop, partitions)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import msgspec
@@ -20,7 +19,7 @@ from projector.fold import Message
 
 log = logging.getLogger("projector")
 
-ACK_WAIT_S = 30.0
+ACK_WAIT_S = 10.0
 
 
 async def announce(nc: NATS, settings: Settings, hours: tuple[int, ...] | None) -> None:
@@ -46,33 +45,25 @@ async def position_consumer(
 ) -> None:
     """Make the partition's durable consumer deliver everything after `watermark`.
 
-    Redis holds the truth about what was applied; the consumer is kept when it agrees (nothing in
-    flight, acked no further than the watermark) and recreated at watermark + 1 otherwise.
+    Redis holds the truth about what was applied, so the consumer is recreated at watermark + 1 each
+    time a projector takes the partition up: that also drops pull requests a previous holder left
+    waiting on the server, which would otherwise swallow messages until their ack wait ran out.
     """
     stream, durable = settings.stream_name, consumer_name(partition)
     subject_filter = partition_filter(settings.subject_prefix, partition)
     try:
         info = await js.consumer_info(stream, durable)
+        acked = info.ack_floor.stream_seq if info.ack_floor else 0
+        if acked > watermark:
+            log.warning(
+                "p%d: consumer had acked up to %d but Redis holds only %d: rebuilding from there",
+                partition,
+                acked,
+                watermark,
+            )
+        await js.delete_consumer(stream, durable)
     except NotFoundError:
-        info = None
-    if (
-        info is not None
-        and info.config.filter_subject == subject_filter
-        and not info.num_ack_pending
-        and info.ack_floor is not None
-        and info.ack_floor.stream_seq <= watermark
-    ):
-        return
-    if info is not None:
-        log.info(
-            "p%d: moving consumer %s to stream seq %d (it had acked up to %d)",
-            partition,
-            durable,
-            watermark + 1,
-            info.ack_floor.stream_seq if info.ack_floor else 0,
-        )
-        with contextlib.suppress(NotFoundError):
-            await js.delete_consumer(stream, durable)
+        pass
     await js.add_consumer(
         stream,
         ConsumerConfig(

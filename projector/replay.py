@@ -14,7 +14,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from redis.asyncio import Redis
@@ -137,7 +136,7 @@ async def _build(
         while pending > 0:
             try:
                 msgs = await sub.fetch(max(settings.projector_batch, 1000), timeout=2.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own subclass or the builtin
                 break
             decoded = [m for m in map(decode, msgs) if upto is None or m.seq <= upto]
             deltas = fold(decoded, after=watermark)

@@ -8,6 +8,7 @@ import enum
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import nats.errors
 import redis.exceptions
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
@@ -22,6 +24,7 @@ from contract.hours import system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
 from contract.stream import consumer_name
+from projector import metrics
 from projector.consumer import announce, decode, position_consumer
 from projector.fold import fold
 from projector.leases import Leases, fair_share
@@ -98,21 +101,29 @@ class PartitionWorker:
         sub = await self.js.pull_subscribe_bind(
             durable=consumer_name(self.partition), stream=self.settings.stream_name
         )
+        delivered = 0  # the consumer is new, so its first delivery is number 1
         try:
             while not stop.is_set():
                 try:
-                    msgs = await sub.fetch(
+                    fetched = await sub.fetch(
                         self.settings.projector_batch, timeout=self.settings.projector_idle_s
                     )
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises its own subclass or the builtin, depending on timing
                     if not await self._position_still_true():
                         return Stopped.RESYNC
                     continue
+                # The watermark is only sound over a gap-free run of first deliveries: a message
+                # delivered to an abandoned pull request, or redelivered, ends the run, and the
+                # consumer is then recreated at the watermark instead.
+                msgs = _contiguous(fetched, delivered)
+                delivered += len(msgs)
                 deltas = fold((decode(m) for m in msgs), after=self.watermark)
                 if deltas:
+                    started = time.perf_counter()
                     result = await self.store.apply(
                         self.gen, self.partition, self.watermark, deltas, epoch=self.epoch
                     )
+                    metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
                     if result.outcome is Outcome.FENCED:
                         log.warning("p%d: fenced: another projector holds it now; letting go", self.partition)
                         return Stopped.FENCED
@@ -127,9 +138,18 @@ class PartitionWorker:
                         return Stopped.RESYNC
                     self.watermark = result.watermark
                     self.applied_events += deltas.events
+                    metrics.APPLIED_EVENTS.inc(deltas.events)
+                    metrics.APPLIED_SEQ.labels(str(self.partition)).set(self.watermark)
                     await announce(self.nc, self.settings, tuple(deltas.hours))
                 for msg in msgs:
-                    await msg.ack()
+                    await msg.ack()  # fire-and-forget: acks are pipelined, not awaited one by one
+                if len(msgs) < len(fetched):
+                    log.info("p%d: delivery gap after consumer seq %d; resyncing", self.partition, delivered)
+                    return Stopped.RESYNC
+                if len(msgs) < self.settings.projector_batch and self.settings.projector_coalesce_ms > 0:
+                    # Caught up: let a few milliseconds of events gather so each apply carries more.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.settings.projector_coalesce_ms / 1000)
             return Stopped.STOPPED
         finally:
             with contextlib.suppress(Exception):
@@ -151,6 +171,14 @@ class PartitionWorker:
             )
             return False
         return True
+
+
+def _contiguous(msgs: list[Msg], delivered: int) -> list[Msg]:
+    """The leading messages that continue the consumer's delivery sequence without a gap."""
+    for i, msg in enumerate(msgs):
+        if msg.metadata.sequence.consumer != delivered + i + 1 or msg.metadata.num_delivered != 1:
+            return msgs[:i]
+    return msgs
 
 
 @dataclass

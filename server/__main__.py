@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+from pathlib import Path
 
 from granian import Granian
 from granian.constants import Interfaces
@@ -21,6 +24,7 @@ def app_from_env() -> Litestar:
 
 def main() -> None:
     settings = Settings.from_env()
+    _prepare_multiprocess_metrics()
     Granian(
         "server.__main__:app_from_env",
         factory=True,
@@ -32,6 +36,18 @@ def main() -> None:
         respawn_failed_workers=True,
         log_access=False,
     ).serve()
+
+
+def _prepare_multiprocess_metrics() -> None:
+    """Workers share counters through files here; set before any worker imports prometheus_client."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hourglass-metrics-")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ from contract.hours import changes_subject, system_now_ms
 from contract.keys import Keys
 from contract.schema import decode_changed
 from contract.settings import Settings
+from contract.stream import consumer_name
 from ingest.publisher import Publisher, ensure_stream
 from ingest.routes import Ingest
+from server import metrics
 
 log = logging.getLogger("server")
 
@@ -55,7 +57,7 @@ def create_app(
 
     async def attach_nats(nc: NATS) -> None:
         state.nc = nc
-        ingest.publisher = Publisher(nc, settings)
+        ingest.publisher = Publisher(nc, settings, on_batch=metrics.on_batch)
         await nc.subscribe(changes_subject(settings.stream_name), cb=on_change)
 
     def attach_redis(client: Redis) -> None:
@@ -106,6 +108,11 @@ def create_app(
             )
         return Response(content=b"ready\n", media_type=TEXT)
 
+    @get("/metrics")
+    async def metrics_endpoint() -> Response[bytes]:
+        body, content_type = metrics.exposition(await _live_metrics(settings, state))
+        return Response(content=body, media_type=content_type)
+
     def bad_request(request: Request[Any, Any, Any], exc: ParamError) -> Response[bytes]:
         return _error(request, 400, str(exc), {"parameter": exc.param})
 
@@ -127,7 +134,8 @@ def create_app(
         return _error(request, 500, "internal error; it has been logged", {})
 
     return Litestar(
-        route_handlers=[ingest.route(), api.route(), healthz, readyz],
+        route_handlers=[ingest.route(), api.route(), healthz, readyz, metrics_endpoint],
+        middleware=[metrics.count_requests],
         lifespan=[lifespan],
         exception_handlers={
             ParamError: bad_request,
@@ -163,6 +171,25 @@ async def _connect_nats_forever(settings: Settings, attach: Callable[[NATS], Awa
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 log.warning("could not ensure stream (%s); retrying", exc)
                 await asyncio.sleep(1.0)
+
+
+async def _live_metrics(settings: Settings, state: Clients) -> metrics.Live:
+    """Applied watermark and consumer lag per partition; whatever cannot be read now is left out."""
+    applied: dict[int, int] = {}
+    lag: dict[int, int] = {}
+    keys = Keys(settings.key_prefix)
+    with contextlib.suppress(Exception):
+        if state.redis is not None:
+            gen = int(await state.redis.get(keys.generation) or 1)
+            marks = await state.redis.mget([keys.watermark(gen, p) for p in range(settings.partitions)])
+            applied = {p: int(m) for p, m in enumerate(marks) if m is not None}
+    with contextlib.suppress(Exception):
+        if state.nc is not None and state.nc.is_connected:
+            js = state.nc.jetstream(timeout=0.5)
+            for p in range(settings.partitions):
+                info = await js.consumer_info(settings.stream_name, consumer_name(p))
+                lag[p] = int(info.num_pending or 0)
+    return metrics.Live(applied, lag)
 
 
 async def _readiness_problems(settings: Settings, state: Clients) -> list[str]:

@@ -166,3 +166,16 @@ async def test_get_carries_validators_and_answers_304_when_unchanged(client: Cli
     assert again.content == b""
     as_json = await client.get("/analytics?timestamp=3", headers={"Accept": "application/json"})
     assert as_json.headers["etag"] != etag
+
+
+async def test_metrics_count_requests_batches_and_projector_progress(client: Client) -> None:
+    assert (await client.post("/analytics?timestamp=1&user=m&click")).status_code == 204
+    await eventually(lambda: hour_text(client, 1), lambda t: t[1] >= 1)
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    text = response.text
+    assert 'hourglass_http_requests_total{method="POST",route="/analytics",status="204"}' in text
+    assert "hourglass_publish_batch_events_bucket" in text
+    assert "hourglass_puback_seconds_bucket" in text
+    assert 'hourglass_projector_applied_seq{partition="' in text
+    assert 'hourglass_consumer_lag{partition="' in text
