@@ -95,6 +95,24 @@ def _latency(out: str, pct: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+PACED_CONNECTIONS = 32
+
+
+def pace(wrk: str, url: str, script: Path, target_rps: float, out: Path) -> Path:
+    """A script whose connections pause between requests so that wrk offers about `target_rps`.
+
+    wrk's delay() is in whole milliseconds and adds to each request's own latency, so the delay is
+    calibrated with two short runs rather than computed once.
+    """
+    delay = PACED_CONNECTIONS * 1000 / target_rps
+    for _ in range(2):
+        out.write_text(script.read_text() + PACED_LUA.replace("{delay_ms}", str(max(1, round(delay)))))
+        achieved = run_wrk(wrk, url, out, 2, connections=PACED_CONNECTIONS).rps
+        delay = max(1.0, delay * achieved / target_rps)
+    out.write_text(script.read_text() + PACED_LUA.replace("{delay_ms}", str(max(1, round(delay)))))
+    return out
+
+
 @contextmanager
 def process(argv: list[str], env: dict[str, str] | None, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT)
@@ -281,21 +299,18 @@ def main() -> None:
                     return float(statistics.median(getattr(x, attr) for x in results[(name, kind)]))
 
                 half: dict[str, WrkResult] = {}
+                paced: dict[str, Path] = {}
                 for kind in ("post", "get"):
-                    peak = med("hourglass", kind, "rps")
-                    conns = 32
-                    delay = max(1, round(conns * 1000 / (peak / 2)))
-                    paced = tmp / f"{kind}-paced.lua"
-                    paced.write_text(scripts[kind].read_text() + PACED_LUA.replace("{delay_ms}", str(delay)))
-                    half[kind] = run_wrk(wrk, hg, paced, args.seconds * 2, connections=conns)
+                    target = med("hourglass", kind, "rps") / 2
+                    paced[kind] = pace(wrk, hg, scripts[kind], target, tmp / f"{kind}-paced.lua")
+                    half[kind] = run_wrk(
+                        wrk, hg, paced[kind], args.seconds * 2, connections=PACED_CONNECTIONS
+                    )
 
                 # Freshness under load: half-peak POST load in the background while probing.
-                peak_post = med("hourglass", "post", "rps")
-                delay = max(1, round(32 * 1000 / (peak_post / 2)))
-                bg = tmp / "bg.lua"
-                bg.write_text(scripts["post"].read_text() + PACED_LUA.replace("{delay_ms}", str(delay)))
                 background = subprocess.Popen(
-                    [wrk, "-t1", "-c32", "-d600s", "-s", str(bg), hg], stdout=subprocess.DEVNULL
+                    [wrk, "-t1", f"-c{PACED_CONNECTIONS}", "-d600s", "-s", str(paced["post"]), hg],
+                    stdout=subprocess.DEVNULL,
                 )
                 try:
                     fresh = asyncio.run(freshness(hg, args.freshness_samples))
