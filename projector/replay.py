@@ -28,6 +28,10 @@ from projector.store import Outcome, ProjectionStore
 
 log = logging.getLogger("replay")
 
+REPLAY_FETCH = 200
+"""Messages per fetch: a group-committed message can hold 1000 events, so this bounds a fetch to
+about 12 MB and keeps the connection clear of nats-server's slow-consumer limit."""
+
 
 @dataclass(frozen=True, slots=True)
 class ReplayReport:
@@ -130,14 +134,20 @@ async def _build(
             inactive_threshold=60.0,
         ),
     )
-    watermark = messages = events = 0
+    watermark = messages = events = stalls = 0
     try:
         pending = (await sub.consumer_info()).num_pending or 0
         while pending > 0:
             try:
-                msgs = await sub.fetch(max(settings.projector_batch, 1000), timeout=2.0)
+                msgs = await sub.fetch(REPLAY_FETCH, timeout=5.0)
             except TimeoutError:  # nats-py raises its own subclass or the builtin
-                break
+                # Never take a quiet moment for the end: ask the server what is left.
+                pending = (await sub.consumer_info()).num_pending or 0
+                stalls += 1
+                if pending and stalls > 5:
+                    raise RuntimeError(f"p{partition}: replay stalled with {pending} messages left") from None
+                continue
+            stalls = 0
             decoded = [m for m in map(decode, msgs) if upto is None or m.seq <= upto]
             deltas = fold(decoded, after=watermark)
             if deltas:

@@ -301,8 +301,8 @@ def main() -> None:
                 half: dict[str, WrkResult] = {}
                 paced: dict[str, Path] = {}
                 for kind in ("post", "get"):
-                    target = med("hourglass", kind, "rps") / 2
-                    paced[kind] = pace(wrk, hg, scripts[kind], target, tmp / f"{kind}-paced.lua")
+                    half_peak = med("hourglass", kind, "rps") / 2
+                    paced[kind] = pace(wrk, hg, scripts[kind], half_peak, tmp / f"{kind}-paced.lua")
                     half[kind] = run_wrk(
                         wrk, hg, paced[kind], args.seconds * 2, connections=PACED_CONNECTIONS
                     )
@@ -330,13 +330,15 @@ def main() -> None:
             rep = settings.replace(stream_name="BENCHR", subject_prefix="benchr.events", key_prefix="br")
             asyncio.run(fill_stream(rep, args.replay_events))
             started = time.perf_counter()
-            subprocess.run(
+            replayed = subprocess.run(
                 [sys.executable, "-m", "projector", "replay"],
                 env=settings_env(rep),
                 cwd=ROOT,
-                check=True,
                 capture_output=True,
+                text=True,
             )
+            if replayed.returncode != 0 or f"replayed {args.replay_events} events" not in replayed.stdout:
+                raise RuntimeError(f"replay failed:\n{replayed.stdout}\n{replayed.stderr}")
             replay_seconds = time.perf_counter() - started
 
     def pair(name: str, kind: str) -> str:
