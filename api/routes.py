@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.exceptions
@@ -22,7 +22,8 @@ JSON = "application/json"
 class Api:
     """The GET route; `reader` is attached by the app's lifespan once Redis is connected."""
 
-    def __init__(self, staleness_s: float) -> None:
+    def __init__(self, staleness_s: float, answered: Callable[[int], None] = lambda _: None) -> None:
+        self.answered = answered
         self.reader: Reader | None = None
         self.cache = HourCache(self._fetch, staleness_s)
         self._cache_control = f"public, max-age={int(staleness_s)}"
@@ -51,7 +52,9 @@ class Api:
             )
             headers = {"etag": etag, "cache-control": cache_control, "vary": "Accept"}
             if if_none_match is not None and etag in if_none_match:
+                self.answered(304)
                 return Response(content=b"", status_code=304, headers=headers)
+            self.answered(200)
             return Response(content=body, media_type=media, headers=headers)
 
         return get_analytics

@@ -17,9 +17,12 @@ from ingest.validation import parse_event, parse_idempotency_key
 class Ingest:
     """The POST route; `publisher` is attached by the app's lifespan once NATS is connected."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], int], answered: Callable[[int], None] = lambda _: None
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.answered = answered
         self.publisher: Publisher | None = None
 
     def route(self) -> HTTPRouteHandler:
@@ -36,6 +39,7 @@ class Ingest:
             if self.publisher is None:
                 raise Unavailable("NATS", "not connected yet")
             await self.publisher.publish(event)
+            self.answered(204)
             return Response(content=None, status_code=204)
 
         return post_analytics

@@ -46,8 +46,8 @@ def create_app(
     clients: Clients | None = None,
     clock: Callable[[], int] = system_now_ms,
 ) -> Litestar:
-    ingest = Ingest(settings, clock)
-    api = Api(settings.read_staleness_s)
+    ingest = Ingest(settings, clock, metrics.counter("/analytics", "POST"))
+    api = Api(settings.read_staleness_s, metrics.counter("/analytics", "GET"))
     state = Clients() if clients is None else clients
     owned = clients is None
 
@@ -93,11 +93,13 @@ def create_app(
 
     @get("/healthz")
     async def healthz() -> Response[bytes]:
+        metrics.count("/healthz", "GET", 200)
         return Response(content=b"ok\n", media_type=TEXT)
 
     @get("/readyz")
     async def readyz() -> Response[bytes]:
         problems = await _readiness_problems(settings, state)
+        metrics.count("/readyz", "GET", 503 if problems else 200)
         if problems:
             body = "".join(f"{p}\n" for p in problems).encode()
             return Response(
@@ -110,6 +112,7 @@ def create_app(
 
     @get("/metrics")
     async def metrics_endpoint() -> Response[bytes]:
+        metrics.count("/metrics", "GET", 200)
         body, content_type = metrics.exposition(await _live_metrics(settings, state))
         return Response(content=body, media_type=content_type)
 
@@ -135,7 +138,6 @@ def create_app(
 
     return Litestar(
         route_handlers=[ingest.route(), api.route(), healthz, readyz, metrics_endpoint],
-        middleware=[metrics.count_requests],
         lifespan=[lifespan],
         exception_handlers={
             ParamError: bad_request,
@@ -225,6 +227,7 @@ def _error(
     extra: dict[str, str],
     headers: dict[str, str] | None = None,
 ) -> Response[bytes]:
+    metrics.count(request.scope["path"], request.method, status)
     if "application/json" in request.headers.get("accept", ""):
         body = msgspec.json.encode(_ErrorJSON(status=status, error=message, **extra))
         return Response(content=body, status_code=status, media_type="application/json", headers=headers)

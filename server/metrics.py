@@ -8,7 +8,7 @@ answer a scrape with the sum. Projector position and consumer lag are read live 
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -37,36 +37,27 @@ PUBACK_SECONDS = Histogram(
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5),
 )
 
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
-
 
 def on_batch(events: int, seconds: float) -> None:
     PUBLISH_BATCH.observe(events)
     PUBACK_SECONDS.observe(seconds)
 
 
-def count_requests(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware: one counter increment per answered request, labelled by its status."""
-    children: dict[tuple[str, str, int], Any] = {}
+_children: dict[tuple[str, str, int], Any] = {}
 
-    async def middleware(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
 
-        async def send_counting(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                path = scope["path"]
-                key = (path if path in ROUTES else "other", scope["method"], message["status"])
-                child = children.get(key)
-                if child is None:
-                    child = children[key] = REQUESTS.labels(key[0], key[1], str(key[2]))
-                child.inc()
-            await send(message)
+def count(route: str, method: str, status: int) -> None:
+    """One answered request. Called where responses are made: a middleware wrapping every `send`
+    cost about a tenth of the GET throughput in `./just bench`."""
+    key = (route if route in ROUTES else "other", method, status)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = REQUESTS.labels(key[0], key[1], str(status))
+    child.inc()
 
-        await app(scope, receive, send_counting)
 
-    return middleware
+def counter(route: str, method: str) -> Callable[[int], None]:
+    return lambda status: count(route, method, status)
 
 
 class Live(Collector):
