@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +19,8 @@ from redis.asyncio import Redis
 from contract.settings import Settings
 from projector.runner import run_projector
 from server.app import Clients, create_app
+from tests.conftest import Server, running
+from tests.helpers import eventually
 
 
 @contextlib.asynccontextmanager
@@ -41,6 +45,36 @@ async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://hourglass") as http:
         yield http
+
+
+async def production_stack(settings: Settings, ready_timeout: float = 20) -> AsyncIterator[httpx.AsyncClient]:
+    """App and projector as in production: each owns its connections and must ride out faults."""
+    async for http in serve(create_app(settings)):
+        await eventually(
+            functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200, ready_timeout
+        )
+        nc = await nats.connect(**settings.nats_options("test-projector"))
+        redis = Redis.from_url(**settings.redis_options())
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_projector(settings, nc, redis, stop))
+        yield http
+        stop.set()
+        await task
+        await nc.close()
+        await redis.aclose()
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[Server]:
+    """A nats-server of this test's own, for tests that kill it."""
+    with running("nats", tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Server]:
+    with running("valkey", tmp_path / "valkey") as server:
+        yield server
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,24 +16,12 @@ from redis.asyncio import Redis
 from contract.hours import system_now_ms
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port
-from tests.conftest import Server, running
+from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.test_faults import converged
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[Server]:
-    with running("nats", tmp_path / "nats") as server:
-        yield server
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[Server]:
-    with running("valkey", tmp_path / "valkey") as server:
-        yield server
 
 
 class Processes:

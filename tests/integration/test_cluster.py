@@ -11,16 +11,13 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from redis.asyncio import Redis
 
 from contract.hours import system_now_ms
 from contract.settings import Settings
 from deploy.servers import free_port, nats_cluster_command, wait_for_port
-from projector.runner import run_projector
-from server.app import create_app
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings
-from tests.integration.conftest import serve
+from tests.integration.conftest import production_stack
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.test_faults import converged
 
@@ -64,17 +61,8 @@ def cluster_settings(cluster: list[Node], redis_server: Server) -> Settings:
 
 @pytest.fixture
 async def stack(cluster_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async for http in serve(create_app(cluster_settings)):
-        await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, timeout=60)  # noqa: B023
-        nc = await nats.connect(**cluster_settings.nats_options("test-projector"))
-        redis = Redis.from_url(**cluster_settings.redis_options())
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_projector(cluster_settings, nc, redis, stop))
+    async for http in production_stack(cluster_settings, ready_timeout=60):
         yield http
-        stop.set()
-        await task
-        await nc.close()
-        await redis.aclose()
 
 
 async def test_a_cluster_node_killed_under_load_loses_no_acknowledged_event(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -13,23 +12,11 @@ from redis.asyncio import Redis
 
 from contract.settings import Settings
 from server.app import create_app
-from tests.conftest import Server, running
+from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings
 from tests.integration.conftest import serve
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[Server]:
-    with running("nats", tmp_path / "nats") as server:
-        yield server
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[Server]:
-    with running("valkey", tmp_path / "valkey") as server:
-        yield server
 
 
 @pytest.fixture

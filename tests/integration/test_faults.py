@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
-import nats
 import pytest
 from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, system_now_ms
 from contract.settings import Settings
-from projector.runner import run_projector
-from server.app import create_app
-from tests.conftest import Server, running
+from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings
-from tests.integration.conftest import serve
+from tests.integration.conftest import production_stack
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.workload import parse_text
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[Server]:
-    with running("nats", tmp_path / "nats") as server:
-        yield server
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[Server]:
-    with running("valkey", tmp_path / "valkey") as server:
-        yield server
 
 
 @pytest.fixture
@@ -43,18 +27,8 @@ def own_settings(own_nats: Server, own_redis: Server) -> Settings:
 
 @pytest.fixture
 async def stack(own_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """App and projector as in production: they own their connections and must ride out the faults."""
-    async for http in serve(create_app(own_settings)):
-        await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200)  # noqa: B023
-        nc = await nats.connect(**own_settings.nats_options("test-projector"))
-        redis = Redis.from_url(**own_settings.redis_options())
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_projector(own_settings, nc, redis, stop))
+    async for http in production_stack(own_settings):
         yield http
-        stop.set()
-        await task
-        await nc.close()
-        await redis.aclose()
 
 
 async def converged(http: httpx.AsyncClient, tally: Tally) -> dict[int, tuple[int, int, int]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import nats
@@ -53,17 +52,6 @@ async def store(redis: Redis, settings: Settings) -> ProjectionStore:
     return ProjectionStore.from_settings(redis, settings)
 
 
-@pytest.fixture
-async def projector_task(settings: Settings, client: httpx.AsyncClient, redis: Redis) -> AsyncIterator[None]:
-    own = await nats.connect(settings.nats_url)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_projector(settings, own, redis, stop))
-    yield
-    stop.set()
-    await task
-    await own.close()
-
-
 async def test_redelivered_batch_is_not_counted_twice(store: ProjectionStore) -> None:
     gen = await store.current_generation()
     deltas = fold([Message(1, Batch(events=(Event(1, "a", Kind.CLICK), Event(2, "b", Kind.IMPRESSION))))])
@@ -110,7 +98,7 @@ async def test_crash_between_apply_and_ack_counts_each_event_once(
     await restarted.close()
 
 
-@pytest.mark.usefixtures("projector_task")
+@pytest.mark.usefixtures("projector")
 async def test_wiped_redis_is_rebuilt_from_the_stream_without_being_asked(
     settings: Settings, client: httpx.AsyncClient, redis: Redis
 ) -> None:
@@ -123,7 +111,7 @@ async def test_wiped_redis_is_rebuilt_from_the_stream_without_being_asked(
     assert after == before
 
 
-@pytest.mark.usefixtures("projector_task")
+@pytest.mark.usefixtures("projector")
 async def test_replay_ends_with_exactly_the_live_answers(
     settings: Settings, client: httpx.AsyncClient, nc: NATS, redis: Redis
 ) -> None:
@@ -141,7 +129,7 @@ async def test_replay_ends_with_exactly_the_live_answers(
     assert stale == []
 
 
-@pytest.mark.usefixtures("projector_task")
+@pytest.mark.usefixtures("projector")
 async def test_undecodable_message_is_skipped_and_does_not_stop_the_partition(
     settings: Settings, client: httpx.AsyncClient, nc: NATS
 ) -> None:
@@ -152,7 +140,7 @@ async def test_undecodable_message_is_skipped_and_does_not_stop_the_partition(
     await eventually(lambda: answers(client, [7]), lambda a: a[7] == (1, 1, 0))
 
 
-@pytest.mark.usefixtures("projector_task")
+@pytest.mark.usefixtures("projector")
 async def test_replay_of_one_hour_repairs_it_and_leaves_the_rest_alone(
     settings: Settings, client: httpx.AsyncClient, nc: NATS, redis: Redis
 ) -> None:
