@@ -9,7 +9,7 @@ import redis.exceptions
 from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
 
-from api.cache import HourCache, View
+from api.cache import HourCache
 from api.reader import HourTotals, Reader
 from contract.errors import Unavailable
 from contract.hours import hour_of
@@ -69,6 +69,3 @@ def _negotiation(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bool, str | No
         elif name == b"if-none-match":
             if_none_match = value.decode("latin-1")
     return wants_json, if_none_match
-
-
-__all__ = ["Api", "View"]

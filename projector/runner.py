@@ -64,7 +64,6 @@ class PartitionWorker:
         self.epoch = epoch
         self.gen = 0
         self.watermark = 0
-        self.applied_events = 0
 
     async def run(self, stop: asyncio.Event) -> Stopped:
         backoff = 0.2
@@ -137,7 +136,6 @@ class PartitionWorker:
                         )
                         return Stopped.RESYNC
                     self.watermark = result.watermark
-                    self.applied_events += deltas.events
                     metrics.APPLIED_EVENTS.inc(deltas.events)
                     metrics.APPLIED_SEQ.labels(str(self.partition)).set(self.watermark)
                     await announce(self.nc, self.settings, tuple(deltas.hours))
@@ -260,10 +258,6 @@ class Projector:
         if release:
             with contextlib.suppress(*TRANSIENT):
                 await self.leases.release(partition)
-
-    @property
-    def applied_events(self) -> int:
-        return sum(r.worker.applied_events for r in self.running.values())
 
 
 async def run_projector(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -54,9 +56,6 @@ def isolated_settings(nats_url: str, redis_url: str, **overrides: object) -> Set
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The ANALYTICS_* environment that makes a subprocess read exactly these settings."""
-    import dataclasses
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
     for f in dataclasses.fields(settings):
         env[f"ANALYTICS_{f.name.upper()}"] = str(getattr(settings, f.name))
