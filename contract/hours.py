@@ -57,11 +57,6 @@ def partition_filter(prefix: str, partition: int) -> str:
     return f"{prefix}.*.{partition}"
 
 
-def hour_filter(prefix: str, hour: int) -> str:
-    """Every partition of one hour."""
-    return f"{prefix}.{hour_token(hour)}.*"
-
-
 def parse_subject(prefix: str, subj: str) -> tuple[int, int]:
     """(hour, partition) of a subject written by `subject`."""
     rest = subj.removeprefix(prefix + ".")

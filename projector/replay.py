@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from redis.asyncio import Redis
 
-from contract.hours import hour_token, partition_filter
+from contract.hours import hour_token, partition_filter, subject
 from contract.keys import Keys
 from contract.settings import Settings
 from projector.consumer import announce, decode
@@ -86,7 +86,7 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
                     store,
                     rebuilt,
                     p,
-                    f"{settings.subject_prefix}.{hour_token(hour)}.{p}",
+                    subject(settings.subject_prefix, hour, p),
                     upto=watermarks[p],
                 )
                 for p in partitions
