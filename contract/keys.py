@@ -34,9 +34,10 @@ class Keys:
     def watermark(self, gen: int | str, partition: int) -> str:
         return f"{self.prefix}:g{gen}:wm:{partition}"
 
-    def idempotency(self, gen: int | str, key: str) -> str:
-        """When an Idempotency-Key was last counted (stream time, ms); expires after the window."""
-        return f"{self.prefix}:g{gen}:idem:{key}"
+    def dedup(self, gen: int | str, partition: int) -> str:
+        """Sorted set of the partition's `user\nkey` pairs, scored by the stream time (ms) each was last
+        counted; the apply trims it to the dedup window, so it holds only keys inside the window."""
+        return f"{self.prefix}:g{gen}:dedup:{partition}"
 
     def lease(self, partition: int) -> str:
         """Which projector applies the partition now; expires unless renewed."""

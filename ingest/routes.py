@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 
-from contract.errors import Unavailable
+from contract.errors import ParamError, Unavailable
 from contract.settings import Settings
 from ingest.publisher import Publisher
 from ingest.validation import parse_event, parse_idempotency_key
@@ -16,10 +16,13 @@ from ingest.validation import parse_event, parse_idempotency_key
 
 def _idempotency_header(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """Read from the raw ASGI headers: building Litestar's Headers costs more on this hot path."""
+    found: str | None = None
     for name, value in headers:
         if name == b"idempotency-key":
-            return value.decode("latin-1")
-    return None
+            if found is not None:
+                raise ParamError("Idempotency-Key", "is given more than once")
+            found = value.decode("latin-1")
+    return found
 
 
 class Ingest:

@@ -1,9 +1,10 @@
 -- Applies one partition's folded deltas and advances its watermark in one atomic step.
--- KEYS: generation, fence, watermark, then (users HLL, counts hash) per hour, then one key per keyed event.
+-- KEYS: generation, fence, watermark, dedup (sorted set), then (users HLL, counts hash) per hour.
 -- ARGV: gen, epoch ("" = unfenced), expected watermark, new watermark, mode ("live" | "build"),
---       hour count, dedup window ms, then per hour: clicks, impressions, users joined by "\n"
+--       hour count, dedup window ms, newest stream ms of the deltas,
+--       then per hour: clicks, impressions, users joined by "\n"
 --       (user names cannot hold control characters, so the newline is a safe separator),
---       then per keyed event: stream ms, hour number (1-based), kind ("c" | "i").
+--       then per keyed event: stream ms, hour number (1-based), kind ("c" | "i"), user, dedup member.
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced.
 local gen = ARGV[1]
 local current_gen = redis.call('GET', KEYS[1])
@@ -19,9 +20,10 @@ if wm ~= tonumber(ARGV[3]) then
 end
 local hours = tonumber(ARGV[6])
 local window = tonumber(ARGV[7])
-local arg = 8
+local newest = tonumber(ARGV[8])
+local arg = 9
 for h = 0, hours - 1 do
-  local k = 4 + 2 * h
+  local k = 5 + 2 * h
   local clicks = tonumber(ARGV[arg])
   local impressions = tonumber(ARGV[arg + 1])
   -- One string instead of one argument per user: far cheaper to send than 100k arguments.
@@ -40,19 +42,22 @@ for h = 0, hours - 1 do
   if clicks > 0 then redis.call('HINCRBY', KEYS[k + 1], 'clicks', clicks) end
   if impressions > 0 then redis.call('HINCRBY', KEYS[k + 1], 'impressions', impressions) end
 end
--- Keyed events count only if their key was not counted within the window, measured on stream time,
--- so a replay decides exactly as the live path did.
-local first_idem = 4 + 2 * hours
-for e = first_idem, #KEYS do
+-- A keyed event counts (its user and its click or impression) only if its user did not send its key
+-- within the window, measured on stream time, so live, rebuild and replay decide exactly alike.
+while arg <= #ARGV do
   local at = tonumber(ARGV[arg])
-  local counts = KEYS[4 + 2 * (tonumber(ARGV[arg + 1]) - 1) + 1]
+  local slot = 5 + 2 * (tonumber(ARGV[arg + 1]) - 1)
   local field = ARGV[arg + 2] == 'c' and 'clicks' or 'impressions'
-  arg = arg + 3
-  local last = redis.call('GET', KEYS[e])
+  local user, member = ARGV[arg + 3], ARGV[arg + 4]
+  arg = arg + 5
+  local last = redis.call('ZSCORE', KEYS[4], member)
   if not last or at - tonumber(last) > window then
-    redis.call('SET', KEYS[e], at, 'PX', 2 * window)
-    redis.call('HINCRBY', counts, field, 1)
+    redis.call('ZADD', KEYS[4], at, member)
+    redis.call('PFADD', KEYS[slot], user)
+    redis.call('HINCRBY', KEYS[slot + 1], field, 1)
   end
 end
+-- Entries older than the window can no longer refuse anything: keep only the window's keys.
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%d', newest - window))
 redis.call('SET', KEYS[3], ARGV[4])
 return {0, tonumber(ARGV[4]), current_gen or ''}

@@ -33,12 +33,19 @@ class HourDelta:
 
 
 class Keyed(NamedTuple):
-    """An event that carried an Idempotency-Key: it counts only if the key is new within the window."""
+    """An event that carried an Idempotency-Key: it counts only if its user has not sent the key within
+    the window. Its user and its click or impression are left to the apply, which alone knows the keys."""
 
     key: str
+    user: str
     stream_ms: int
     hour: int
     kind: Kind
+
+    @property
+    def member(self) -> str:
+        """The dedup identity: a key is scoped to its user (user names hold no control characters)."""
+        return f"{self.user}\n{self.key}"
 
 
 @dataclass(slots=True)
@@ -48,6 +55,8 @@ class Deltas:
     hours: dict[int, HourDelta] = field(default_factory=dict)
     keyed: list[Keyed] = field(default_factory=list)
     last_seq: int = 0
+    last_ms: int = 0
+    """The newest stream time folded: dedup entries older than it minus the window can be pruned."""
     events: int = 0
 
     def hour(self, hour: int) -> HourDelta:
@@ -63,14 +72,15 @@ class Deltas:
 def fold(messages: Iterable[Message], after: int = 0) -> Deltas:
     """Fold messages in stream order, skipping every sequence at or below `after`.
 
-    Users always go into the hour's set (adding a user twice changes nothing); the clicks and
-    impressions of keyed events are left to the apply, which alone knows which keys it has seen.
+    Users of unkeyed events go into the hour's set (adding a user twice changes nothing); keyed
+    events are left whole to the apply, so a refused duplicate changes neither counts nor uniques.
     """
     deltas = Deltas()
     for seq, batch, stream_ms in messages:
         if seq <= after:
             continue
         deltas.last_seq = max(deltas.last_seq, seq)
+        deltas.last_ms = max(deltas.last_ms, stream_ms)
         events = batch.events
         if not events:
             continue
@@ -100,10 +110,11 @@ def _fold_one_hour(deltas: Deltas, events: tuple[Event, ...]) -> bool:
 def _fold_event(deltas: Deltas, event: Event, stream_ms: int) -> None:
     hour = hour_of(event.ts)
     delta = deltas.hour(hour)
-    delta.users.add(event.user)
     if event.key is not None:
-        deltas.keyed.append(Keyed(event.key, stream_ms, hour, event.kind))
-    elif event.kind is Kind.CLICK:
+        deltas.keyed.append(Keyed(event.key, event.user, stream_ms, hour, event.kind))
+        return
+    delta.users.add(event.user)
+    if event.kind is Kind.CLICK:
         delta.clicks += 1
     else:
         delta.impressions += 1
@@ -114,7 +125,12 @@ _ts, _key, _kind, _user = (attrgetter(name) for name in ("ts", "key", "kind", "u
 
 def merge(a: Deltas, b: Deltas) -> Deltas:
     """Combine two folds as if their messages had been folded together (a's before b's)."""
-    out = Deltas(keyed=a.keyed + b.keyed, last_seq=max(a.last_seq, b.last_seq), events=a.events + b.events)
+    out = Deltas(
+        keyed=a.keyed + b.keyed,
+        last_seq=max(a.last_seq, b.last_seq),
+        last_ms=max(a.last_ms, b.last_ms),
+        events=a.events + b.events,
+    )
     for source in (a, b):
         for hour, delta in source.hours.items():
             out.hour(hour).merge(delta)

@@ -77,18 +77,19 @@ class ProjectionStore:
             self.keys.generation,
             self.keys.fence(partition),
             self.keys.watermark(gen, partition),
+            self.keys.dedup(gen, partition),
         ]
         mode = "live" if live else "build"
         args: list[str | int] = [gen, epoch, expected, deltas.last_seq, mode]
-        args += [len(deltas.hours), self.window_ms]
+        args += [len(deltas.hours), self.window_ms, deltas.last_ms]
         slot: dict[int, int] = {}
         for hour, delta in deltas.hours.items():
             slot[hour] = len(slot) + 1
             keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
             args += [delta.clicks, delta.impressions, "\n".join(delta.users)]
         for event in deltas.keyed:
-            keys.append(self.keys.idempotency(gen, event.key))
-            args += [event.stream_ms, slot[event.hour], "c" if event.kind is Kind.CLICK else "i"]
+            kind = "c" if event.kind is Kind.CLICK else "i"
+            args += [event.stream_ms, slot[event.hour], kind, event.user, event.member]
         status, watermark, _ = await self._apply(keys=keys, args=args)
         return ApplyResult(Outcome(int(status)), int(watermark))
 

@@ -66,7 +66,7 @@ async def test_a_key_counts_again_only_after_the_window_on_stream_time(store: Pr
     watermark = 0
     for seq, at in enumerate([0, window, window + 1, 2 * window + 1, 2 * window + 2], start=1):
         deltas = fold([Message(seq, Batch(events=evs), stream_ms=at)])
-        assert deltas.keyed == [Keyed("k", at, 9, Kind.CLICK)]
+        assert deltas.keyed == [Keyed("k", "u", at, 9, Kind.CLICK)]
         result = await store.apply(gen, 0, watermark, deltas)
         assert result.outcome is Outcome.APPLIED
         watermark = result.watermark

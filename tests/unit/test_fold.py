@@ -45,10 +45,11 @@ def test_fold_counts_every_unkeyed_event_in_its_own_hour(msgs: list[Message]) ->
     keyed = []
     for _, batch, stream_ms in msgs:
         for e in batch.events:
-            users.setdefault(hour_of(e.ts), set()).add(e.user)
+            hour_users = users.setdefault(hour_of(e.ts), set())
             if e.key is not None:
-                keyed.append(Keyed(e.key, stream_ms, hour_of(e.ts), e.kind))
+                keyed.append(Keyed(e.key, e.user, stream_ms, hour_of(e.ts), e.kind))
             else:
+                hour_users.add(e.user)
                 (clicks if e.kind is Kind.CLICK else impressions)[hour_of(e.ts)] += 1
     expected = {h: (frozenset(u), clicks[h], impressions[h]) for h, u in users.items()}
     assert as_plain(fold(msgs)) == (expected, keyed)
@@ -64,8 +65,10 @@ def test_redelivery_after_apply_folds_to_nothing() -> None:
     assert not fold(msgs, after=1)
 
 
-def test_keyed_events_leave_counting_to_the_apply_but_still_add_their_user() -> None:
+def test_keyed_events_are_left_whole_to_the_apply_user_included() -> None:
     deltas = fold([Message(3, Batch(events=(Event(5, "u", Kind.CLICK, key="k"),)), stream_ms=77)])
-    assert deltas.hours[0].users == {"u"}
+    assert deltas.hours[0].users == set()
     assert deltas.hours[0].clicks == 0
-    assert deltas.keyed == [Keyed("k", 77, 0, Kind.CLICK)]
+    assert deltas.keyed == [Keyed("k", "u", 77, 0, Kind.CLICK)]
+    assert deltas.keyed[0].member == "u\nk"
+    assert deltas.last_ms == 77
