@@ -32,6 +32,10 @@ unit *args:
 replay *args:
     {{python}} -m projector replay "$@"
 
+# Create the stream, or apply configuration changes from ANALYTICS_* (retention, replicas); never the partition count.
+stream:
+    {{python}} -m projector stream
+
 # Start one more projector process against the configured servers.
 projector *args:
     {{python}} -m projector run "$@"

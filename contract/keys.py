@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from contract.hours import hour_token
 
 GEN_PLACEHOLDER = "{gen}"
+FIRST_GENERATION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,10 @@ class Keys:
     def generation(self) -> str:
         """The generation that reads and live projectors use; missing means Redis lost its data."""
         return f"{self.prefix}:gen"
+
+    def live_generation(self, raw: bytes | str | None) -> int:
+        """The generation a GET of `generation` names: a missing key means 1, the first one."""
+        return int(raw) if raw is not None else FIRST_GENERATION
 
     @property
     def generation_counter(self) -> str:
@@ -51,6 +56,19 @@ class Keys:
     def fence(self, partition: int) -> str:
         """The lease epoch of a partition; an apply carrying another epoch is refused."""
         return f"{self.prefix}:fence:{partition}"
+
+    def trouble(self, partition: int) -> str:
+        """Why the partition's projector is not applying (stalled, failing); expires unless restated."""
+        return f"{self.prefix}:trouble:{partition}"
+
+    def gap(self, gen: int | str, partition: int) -> str:
+        """Set when retention dropped events of the partition before this generation applied them."""
+        return f"{self.prefix}:g{gen}:gap:{partition}"
+
+    @property
+    def replay_lock(self) -> str:
+        """Held by the one replay that may run at a time (full or single-hour)."""
+        return f"{self.prefix}:replay"
 
     def users(self, gen: int | str, hour: int, partition: int) -> str:
         return f"{self.prefix}:g{gen}:{hour_token(hour)}:{partition}:users"

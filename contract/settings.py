@@ -129,6 +129,10 @@ class Settings:
             raise SettingsError("ANALYTICS_HTTP_WORKERS must be at least 1")
         if not self.subject_prefix or "*" in self.subject_prefix or ">" in self.subject_prefix:
             raise SettingsError("ANALYTICS_SUBJECT_PREFIX must be a plain subject without wildcards")
+        if self.subject_prefix == "hourglass" or self.subject_prefix.startswith("hourglass."):
+            raise SettingsError(
+                "ANALYTICS_SUBJECT_PREFIX must not be under `hourglass.`: notices and dead letters use it"
+            )
 
     def nats_options(self, name: str) -> dict[str, Any]:
         """Keyword arguments for `nats.connect`: reconnect forever, fail a connect attempt fast."""

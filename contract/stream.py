@@ -1,31 +1,36 @@
-"""The event log's JetStream definition, derived from settings (a description, not a connection)."""
+"""Names and facts about the event log that every process must agree on (plain values, no client library)."""
 
 from __future__ import annotations
 
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from collections.abc import Mapping
 
-from contract.hours import stream_subjects
-from contract.settings import Settings
+PARTITIONS_METADATA = "hourglass_partitions"
+"""Stream metadata key recording the partition count the stream was created with."""
 
 DUPLICATE_WINDOW_S = 120.0
-
-
-def stream_config(settings: Settings) -> StreamConfig:
-    return StreamConfig(
-        name=settings.stream_name,
-        description="Hourglass events, one subject per UTC hour and partition",
-        subjects=stream_subjects(settings.subject_prefix),
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
-        max_age=settings.stream_max_age_s or None,
-        max_bytes=settings.stream_max_bytes,
-        num_replicas=settings.stream_replicas,
-        duplicate_window=DUPLICATE_WINDOW_S,
-        allow_direct=True,
-    )
 
 
 def consumer_name(partition: int) -> str:
     """The durable consumer that feeds one partition's projector."""
     return f"projector-p{partition}"
+
+
+def dead_letter_stream(stream_name: str) -> str:
+    """Where the projector puts messages and events it cannot apply, so nothing is skipped silently."""
+    return f"{stream_name}_DEAD"
+
+
+def dead_letter_subject(stream_name: str, partition: int) -> str:
+    """Outside every event subject: settings refuse a subject prefix under `hourglass.`."""
+    return f"hourglass.dead.{stream_name}.{partition}"
+
+
+def partition_mismatch(stream_name: str, metadata: Mapping[str, str] | None, configured: int) -> str | None:
+    """Why a process configured with `configured` partitions must not touch this stream, or None."""
+    recorded = (metadata or {}).get(PARTITIONS_METADATA)
+    if recorded is None or recorded == str(configured):
+        return None
+    return (
+        f"stream {stream_name} was created with {recorded} partitions, but ANALYTICS_PARTITIONS is "
+        f"{configured}; the partition count is fixed for the life of a stream"
+    )

@@ -42,6 +42,8 @@ class Child:
     color: str = ""
     started: float = field(default=0.0)
     pump: asyncio.Task[None] | None = None
+    oneshot: bool = False
+    """A setup step: it runs to completion before the children after it start, and must succeed."""
 
 
 class Supervisor:
@@ -69,6 +71,15 @@ class Supervisor:
         tasks = []
         for child in self.children:
             await self._spawn(child)
+            if child.oneshot:
+                assert child.proc is not None
+                code = await child.proc.wait()
+                if child.pump is not None:
+                    await child.pump
+                if code != 0:
+                    await self._stop_all()
+                    raise SystemExit(f"{child.name} failed ({code}); see its log lines above")
+                continue
             if child.ready is not None:
                 await self._wait_ready(child)
             tasks.append(asyncio.create_task(self._watch(child)))
@@ -183,6 +194,8 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
             )
         )
     py = sys.executable
+    # The one place the stream is created or reconfigured; HTTP workers and projectors only check it.
+    children.append(Child("stream", [py, "-m", "projector", "stream"], env, oneshot=True))
     children.append(
         Child(
             "http",
@@ -194,7 +207,8 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
             ),
         )
     )
-    metrics_base = int(os.environ.get("ANALYTICS_PROJECTOR_METRICS_PORT", "9464"))
+    # Off unless asked for: a fixed default port would collide when two stacks share a host.
+    metrics_base = settings.projector_metrics_port
     for i in range(projectors):
         penv = {**env, "ANALYTICS_PROJECTOR_METRICS_PORT": str(metrics_base + i if metrics_base else 0)}
         name = f"projector{i + 1}" if projectors > 1 else "projector"

@@ -1,4 +1,4 @@
-"""NATS adapter of the write side: keeps the stream defined and appends events, awaiting the PubAck."""
+"""NATS adapter of the write side: appends events to the stream, awaiting the PubAck."""
 
 from __future__ import annotations
 
@@ -7,33 +7,15 @@ from collections.abc import Callable
 
 import nats.errors
 from nats.aio.client import Client as NATS
-from nats.js.errors import BadRequestError, NotFoundError
 
 from contract import schema
 from contract.errors import Unavailable
 from contract.hours import hour_of, partition_of, subject
 from contract.settings import Settings
-from contract.stream import stream_config
 from ingest.appender import Appender
 from ingest.batcher import Batcher
 
 log = logging.getLogger("ingest")
-
-
-async def ensure_stream(nc: NATS, settings: Settings) -> None:
-    """Create the stream, or bring its configuration up to date; safe to run from every process."""
-    js = nc.jetstream()
-    config = stream_config(settings)
-    try:
-        await js.stream_info(settings.stream_name)
-    except NotFoundError:
-        try:
-            await js.add_stream(config)
-            log.info("created stream %s", settings.stream_name)
-            return
-        except BadRequestError:
-            pass  # another process created it first
-    await js.update_stream(config)
 
 
 class Publisher:

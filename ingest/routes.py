@@ -35,6 +35,7 @@ class Ingest:
         self.clock = clock
         self.answered = answered
         self.publisher: Publisher | None = None
+        self.refused: Callable[[], str | None] = lambda: None
 
     def route(self) -> HTTPRouteHandler:
         settings, clock = self.settings, self.clock
@@ -49,6 +50,9 @@ class Ingest:
             )
             if self.publisher is None:
                 raise Unavailable("NATS", "not connected yet")
+            refused = self.refused()
+            if refused is not None:
+                raise Unavailable("NATS", refused)
             await self.publisher.publish(event)
             self.answered(204)
             return Response(content=None, status_code=204)

@@ -1,9 +1,10 @@
-"""Command line of the projector: `run` (live), `replay`, `inspect`; settings from ANALYTICS_* variables."""
+"""Command line of the projector: `run`, `replay`, `inspect`, `stream`; settings from ANALYTICS_* vars."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -11,6 +12,7 @@ import sys
 import nats
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
 from contract.hours import parse_hour_token
@@ -19,6 +21,7 @@ from projector import metrics
 from projector.inspect import inspect
 from projector.replay import replay, replay_hour
 from projector.runner import run_projector
+from projector.stream import check_partitions, ensure_stream
 
 log = logging.getLogger("projector")
 
@@ -42,7 +45,16 @@ async def _main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    nc = await _connect(settings, f"hourglass-{args.command}", wait=args.command == "run")
+    nc = await _connect(settings, f"hourglass-{args.command}", wait=args.command in ("run", "stream"))
+    if args.command == "stream":
+        try:
+            print(await ensure_stream(nc, settings))
+        finally:
+            await nc.close()
+        return 0
+    if args.command in ("run", "replay"):
+        # Before anything touches Redis: a projector with the wrong partition count must write nothing.
+        await _wait_for_stream(nc, settings, stop, wait=args.command == "run")
     redis_client = Redis.from_url(**settings.redis_options())
     try:
         if args.command == "run":
@@ -71,6 +83,30 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _wait_for_stream(nc: NATS, settings: Settings, stop: asyncio.Event, wait: bool) -> None:
+    """Returns once the stream exists with our partition count; exits on a mismatch."""
+    said = False
+    while not stop.is_set():
+        try:
+            await check_partitions(nc.jetstream(), settings)
+            return
+        except NotFoundError:
+            if not wait:
+                raise SystemExit(
+                    f"stream {settings.stream_name} does not exist (./just stream creates it)"
+                ) from None
+            if not said:
+                log.warning(
+                    "stream %s does not exist yet (./just stream creates it); waiting", settings.stream_name
+                )
+                said = True
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("cannot read stream %s yet (%s); retrying", settings.stream_name, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    raise SystemExit(0)
+
+
 def _partitions(raw: str | None, settings: Settings) -> list[int]:
     if not raw:
         return list(range(settings.partitions))
@@ -84,6 +120,9 @@ def main() -> None:
     run.add_argument("--partitions", help="comma-separated partitions (default: all)")
     rep = sub.add_parser("replay", help="rebuild projections from the stream, switch atomically")
     rep.add_argument("hour", nargs="?", help="only this UTC hour, as YYYYMMDDHH")
+    sub.add_parser(
+        "stream", help="create the stream, or apply configuration changes (not the partition count)"
+    )
     ins = sub.add_parser("inspect", help="stream, subjects, consumer lag, last events")
     ins.add_argument("--last", type=int, default=10, help="how many of the last messages to decode")
     args = parser.parse_args()

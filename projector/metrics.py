@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 APPLY_SECONDS = Histogram(
@@ -16,5 +18,12 @@ APPLIED_SEQ = Gauge(
 
 
 def serve(port: int) -> None:
-    if port:
+    """Metrics are worth less than projecting: a port that is taken is logged, not fatal."""
+    if not port:
+        return
+    try:
         start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        logging.getLogger("projector").error(
+            "metrics port %d unavailable (%s); serving no metrics", port, exc
+        )

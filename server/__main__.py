@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
 from pathlib import Path
 
+import nats
 from granian import Granian
 from granian.constants import Interfaces
 from litestar import Litestar
 
 from contract.settings import Settings
+from contract.stream import partition_mismatch
 
 
 def app_from_env() -> Litestar:
@@ -24,6 +27,9 @@ def app_from_env() -> Litestar:
 
 def main() -> None:
     settings = Settings.from_env()
+    problem = asyncio.run(_partition_problem(settings))
+    if problem:
+        raise SystemExit(f"hourglass http: refusing to start: {problem}")
     _prepare_multiprocess_metrics()
     Granian(
         "server.__main__:app_from_env",
@@ -36,6 +42,22 @@ def main() -> None:
         respawn_failed_workers=True,
         log_access=False,
     ).serve()
+
+
+async def _partition_problem(settings: Settings) -> str | None:
+    """Refuse to start against a stream made for another partition count. When NATS or the stream is
+    not there yet the workers start anyway; they check again and refuse to publish on a mismatch."""
+    try:
+        nc = await nats.connect(**{**settings.nats_options("hourglass-http-check"), "allow_reconnect": False})
+    except Exception:
+        return None
+    try:
+        info = await nc.jetstream(timeout=2).stream_info(settings.stream_name)
+        return partition_mismatch(settings.stream_name, info.config.metadata, settings.partitions)
+    except Exception:
+        return None
+    finally:
+        await nc.close()
 
 
 def _prepare_multiprocess_metrics() -> None:

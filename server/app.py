@@ -26,9 +26,10 @@ from contract.keys import Keys
 from contract.schema import decode_changed
 from contract.settings import Settings
 from contract.stream import consumer_name
-from ingest.publisher import Publisher, ensure_stream
+from ingest.publisher import Publisher
 from ingest.routes import Ingest
 from server import metrics
+from server.readiness import Readiness
 
 log = logging.getLogger("server")
 
@@ -50,6 +51,8 @@ def create_app(
     api = Api(settings.read_staleness_s, metrics.counter("/analytics", "GET"))
     state = Clients() if clients is None else clients
     owned = clients is None
+    readiness = Readiness(settings, lambda: state.nc, lambda: state.redis, clock)
+    ingest.refused = lambda: readiness.refused
 
     async def on_change(msg: Msg) -> None:
         with contextlib.suppress(ValueError):
@@ -74,14 +77,17 @@ def create_app(
             connecting = asyncio.create_task(_connect_nats_forever(settings, attach_nats))
         else:
             await attach_nats(state.nc)
-            await ensure_stream(state.nc, settings)
+        with contextlib.suppress(Exception):
+            readiness.problems = await readiness.check()  # a first answer before the first probe
+        checking = asyncio.create_task(readiness.run())
         try:
             yield
         finally:
-            if connecting is not None:
-                connecting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await connecting
+            for task in (connecting, checking):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if ingest.publisher is not None:
                 await ingest.publisher.close()  # answer every request still waiting for a PubAck
             if owned:
@@ -98,7 +104,7 @@ def create_app(
 
     @get("/readyz")
     async def readyz() -> Response[bytes]:
-        problems = await _readiness_problems(settings, state)
+        problems = readiness.current()
         metrics.count("/readyz", "GET", 503 if problems else 200)
         if problems:
             body = "".join(f"{p}\n" for p in problems).encode()
@@ -166,13 +172,7 @@ async def _connect_nats_forever(settings: Settings, attach: Callable[[NATS], Awa
             delay = min(delay * 2, 5.0)
             continue
         await attach(nc)
-        while True:
-            try:
-                await ensure_stream(nc, settings)
-                return
-            except (TimeoutError, nats.errors.Error, OSError) as exc:
-                log.warning("could not ensure stream (%s); retrying", exc)
-                await asyncio.sleep(1.0)
+        return
 
 
 async def _live_metrics(settings: Settings, state: Clients) -> metrics.Live:
@@ -182,7 +182,7 @@ async def _live_metrics(settings: Settings, state: Clients) -> metrics.Live:
     keys = Keys(settings.key_prefix)
     with contextlib.suppress(Exception):
         if state.redis is not None:
-            gen = int(await state.redis.get(keys.generation) or 1)
+            gen = keys.live_generation(await state.redis.get(keys.generation))
             marks = await state.redis.mget([keys.watermark(gen, p) for p in range(settings.partitions)])
             applied = {p: int(m) for p, m in enumerate(marks) if m is not None}
     with contextlib.suppress(Exception):
@@ -192,25 +192,6 @@ async def _live_metrics(settings: Settings, state: Clients) -> metrics.Live:
                 info = await js.consumer_info(settings.stream_name, consumer_name(p))
                 lag[p] = int(info.num_pending or 0)
     return metrics.Live(applied, lag)
-
-
-async def _readiness_problems(settings: Settings, state: Clients) -> list[str]:
-    problems: list[str] = []
-    if state.nc is None or not state.nc.is_connected:
-        problems.append("nats: not connected")
-    else:
-        try:
-            await state.nc.jetstream().stream_info(settings.stream_name)
-        except Exception as exc:  # any failure means not ready; the reason goes in the body
-            problems.append(f"nats: stream {settings.stream_name}: {type(exc).__name__} {exc}")
-    try:
-        if state.redis is None:
-            problems.append("redis: not connected")
-        else:
-            await state.redis.ping()
-    except Exception as exc:
-        problems.append(f"redis: {type(exc).__name__} {exc}")
-    return problems
 
 
 class _ErrorJSON(msgspec.Struct, frozen=True):

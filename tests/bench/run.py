@@ -34,7 +34,7 @@ from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_m
 from contract.keys import Keys
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port, nats_command, valkey_command, wait_for_port
-from ingest.publisher import ensure_stream
+from projector.stream import ensure_stream
 from tests.helpers import settings_env
 
 POST_LUA = """
@@ -265,6 +265,7 @@ def main() -> None:
         ):
             wait_for_port("127.0.0.1", nats_port, 20)
             wait_for_port("127.0.0.1", redis_port, 20)
+            subprocess.run([sys.executable, "-m", "projector", "stream"], env=env, check=True, timeout=60)
             bare_cmd = [
                 sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--workers", "1",
                 "--host", "127.0.0.1", "--port", str(bare_port), "--no-access-log",

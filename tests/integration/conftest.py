@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from contract.settings import Settings
 from projector.runner import run_projector
+from projector.stream import ensure_stream
 from server.app import Clients, create_app
 from tests.conftest import Server, running
 from tests.helpers import eventually
@@ -47,16 +48,26 @@ async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+async def make_stream(settings: Settings, timeout: float = 20) -> None:
+    """What `./just up` does first: the stream's one owner creates it."""
+    nc = await nats.connect(**settings.nats_options("test-admin"))
+    try:
+        await eventually(lambda: ensure_stream(nc, settings), lambda _: True, timeout)
+    finally:
+        await nc.close()
+
+
 async def production_stack(settings: Settings, ready_timeout: float = 20) -> AsyncIterator[httpx.AsyncClient]:
     """App and projector as in production: each owns its connections and must ride out faults."""
+    await make_stream(settings, ready_timeout)
     async for http in serve(create_app(settings)):
-        await eventually(
-            functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200, ready_timeout
-        )
         nc = await nats.connect(**settings.nats_options("test-projector"))
         redis = Redis.from_url(**settings.redis_options())
         stop = asyncio.Event()
         task = asyncio.create_task(run_projector(settings, nc, redis, stop))
+        await eventually(
+            functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200, ready_timeout
+        )
         yield http
         stop.set()
         await task
@@ -79,6 +90,7 @@ def own_redis(tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture
 async def client(settings: Settings, nc: NATS, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    await ensure_stream(nc, settings)
     async for http in serve(create_app(settings, Clients(nc=nc, redis=redis))):
         yield http
 

@@ -65,6 +65,8 @@ async def test_every_fault_within_a_minute_and_the_counts_still_converge_exactly
     faults: list[str] = []
     started = time.monotonic()
     try:
+        make_stream = [sys.executable, "-m", "projector", "stream"]
+        subprocess.run(make_stream, env=settings_env(settings), cwd=ROOT, check=True, timeout=60)
         procs.start("-m", "server")
         first = procs.start("-m", "projector", "run")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=10) as http:

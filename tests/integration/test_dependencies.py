@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncIterator
 
@@ -11,10 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from contract.settings import Settings
-from server.app import create_app
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings
-from tests.integration.conftest import serve
+from tests.integration.conftest import production_stack
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +25,7 @@ def own_settings(own_nats: Server, own_redis: Server) -> Settings:
 @pytest.fixture
 async def app_client(own_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app owning its connections, as in production (it connects in its lifespan)."""
-    async for http in serve(create_app(own_settings)):
-        await eventually(functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200)
+    async for http in production_stack(own_settings):
         yield http
 
 

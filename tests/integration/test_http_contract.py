@@ -146,10 +146,15 @@ async def test_odd_methods_and_paths_get_a_4xx_never_a_5xx(client: Client) -> No
         assert 400 <= response.status_code < 500, (method, path, response.status_code)
 
 
+@pytest.mark.usefixtures("projector")
 async def test_health_and_readiness(client: Client) -> None:
     assert (await client.get("/healthz")).status_code == 200
-    ready = await client.get("/readyz")
-    assert ready.status_code == 200, ready.text
+    await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
+
+
+async def test_readiness_names_a_missing_projector(client: Client) -> None:
+    ready = await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 503)
+    assert "projector: none is running" in ready.text
 
 
 def test_hour_helper_matches_contract() -> None:

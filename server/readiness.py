@@ -1,0 +1,102 @@
+"""What `/readyz` answers: NATS, the stream, Redis and the projectors, as refreshed in the background.
+
+A probe reads the last refresh instead of calling JetStream and Redis itself, so probes cost nothing and
+a hung dependency shows up as a stale refresh rather than a hung probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
+from redis.asyncio import Redis
+
+from contract.hours import system_now_ms
+from contract.keys import Keys
+from contract.settings import Settings
+from contract.stream import partition_mismatch
+
+REFRESH_S = 1.0
+"""How often the state is refreshed; a refresh older than three of these counts as a failure."""
+
+
+@dataclass
+class Readiness:
+    settings: Settings
+    nc: Callable[[], NATS | None]
+    redis: Callable[[], Redis | None]
+    clock: Callable[[], int] = system_now_ms
+    problems: list[str] = field(default_factory=lambda: ["starting: not checked yet"])
+    refused: str | None = None
+    """Set when the stream was made for another partition count: this process must not publish."""
+    checked_at: float = 0.0
+
+    def current(self) -> list[str]:
+        nc = self.nc()
+        live = [] if nc is not None and nc.is_connected else ["nats: not connected"]
+        if time.monotonic() - self.checked_at > 3 * REFRESH_S and self.checked_at:
+            live.append(
+                f"checks: last refresh {time.monotonic() - self.checked_at:.1f}s ago (hung dependency?)"
+            )
+        return live + [p for p in self.problems if not (live and p.startswith("nats:"))]
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.problems = await asyncio.wait_for(self.check(), 2 * REFRESH_S)
+            except TimeoutError:
+                self.problems = [f"checks: no answer within {2 * REFRESH_S:.0f}s (a dependency hangs)"]
+            except Exception as exc:
+                self.problems = [f"checks: {type(exc).__name__} {exc}"]
+            self.checked_at = time.monotonic()
+            await asyncio.sleep(REFRESH_S)
+
+    async def check(self) -> list[str]:
+        return await self._nats() + await self._redis()
+
+    async def _nats(self) -> list[str]:
+        s = self.settings
+        nc = self.nc()
+        if nc is None or not nc.is_connected:
+            return ["nats: not connected"]
+        try:
+            info = await nc.jetstream(timeout=REFRESH_S).stream_info(s.stream_name)
+        except NotFoundError:
+            return [f"nats: stream {s.stream_name} does not exist (./just stream creates it)"]
+        except Exception as exc:
+            return [f"nats: stream {s.stream_name}: {type(exc).__name__} {exc}"]
+        self.refused = partition_mismatch(s.stream_name, info.config.metadata, s.partitions)
+        return [f"nats: {self.refused}"] if self.refused else []
+
+    async def _redis(self) -> list[str]:
+        client = self.redis()
+        if client is None:
+            return ["redis: not connected"]
+        keys = Keys(self.settings.key_prefix)
+        parts = range(self.settings.partitions)
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.get(keys.generation)
+                pipe.zcount(keys.members, self.clock(), "+inf")
+                pipe.mget([keys.trouble(p) for p in parts])
+                raw_gen, projectors, trouble = await pipe.execute()
+            gen = keys.live_generation(raw_gen)
+            gaps = await client.mget([keys.gap(gen, p) for p in parts])
+        except Exception as exc:
+            return [f"redis: {type(exc).__name__} {exc}"]
+        problems = [] if projectors else ["projector: none is running (no heartbeat within its lease)"]
+        for p, why in enumerate(trouble):
+            if why is not None:
+                problems.append(f"projector: partition {p} {_text(why)}")
+        for p, why in enumerate(gaps):
+            if why is not None:
+                problems.append(f"projector: partition {p}: {_text(why)}")
+        return problems
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else raw
