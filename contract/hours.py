@@ -31,6 +31,7 @@ def hour_end(hour: int) -> datetime:
     return hour_start(hour) + timedelta(hours=1)
 
 
+@lru_cache(maxsize=4096)
 def parse_hour_token(token: str) -> int:
     """Inverse of `hour_token`; raises ValueError for anything but `YYYYMMDDHH`."""
     if len(token) != 10 or not token.isascii() or not token.isdigit():

@@ -39,17 +39,69 @@ Batch = BatchV1
 AnyBatch = BatchV1
 """Every version a reader must still decode; becomes a Union when a version is added."""
 
+KNOWN_VERSIONS = frozenset({1})
+
+
+class UnknownVersion(ValueError):
+    """A batch written by a newer schema than this reader knows: never skip it, upgrade the reader."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"unknown schema version {version}")
+        self.version = version
+
+
+class _Versioned(msgspec.Struct):
+    v: int
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyBatch)
+_version_decoder = msgspec.json.Decoder(_Versioned)
 
 
 def encode(batch: Batch) -> bytes:
     return _encoder.encode(batch)
 
 
+def encode_event(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
 def decode(payload: bytes) -> AnyBatch:
-    """Raises msgspec.DecodeError (a ValueError) for a payload no version understands."""
-    return _decoder.decode(payload)
+    """Raises UnknownVersion for a batch of a version this reader does not know, and
+    msgspec.DecodeError (a ValueError) for a payload that is not a batch at all."""
+    try:
+        return _decoder.decode(payload)
+    except msgspec.DecodeError:
+        try:
+            version = _version_decoder.decode(payload).v
+        except msgspec.DecodeError:
+            version = None
+        if version is not None and version not in KNOWN_VERSIONS:
+            raise UnknownVersion(version) from None
+        raise
+
+
+MAX_USER_BYTES = 256
+MAX_KEY_CHARS = 128
+
+
+def user_problem(user: str) -> str | None:
+    """Why a user name breaks the rules ingest enforces, or None."""
+    if user == "":
+        return "is empty"
+    if len(user) * 4 > MAX_USER_BYTES and len(user.encode()) > MAX_USER_BYTES:
+        return f"is longer than {MAX_USER_BYTES} bytes"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in user):
+        return "contains control characters"
+    return None
+
+
+def key_problem(key: str) -> str | None:
+    """Why an Idempotency-Key breaks the rules ingest enforces, or None."""
+    if not 1 <= len(key) <= MAX_KEY_CHARS or not all(0x20 <= ord(c) <= 0x7E for c in key):
+        return f"must be 1 to {MAX_KEY_CHARS} printable ASCII characters"
+    return None
 
 
 class HoursChanged(msgspec.Struct, frozen=True):

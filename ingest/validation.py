@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from contract.errors import ParamError
 from contract.params import parse_query, parse_timestamp, single
-from contract.schema import Event, Kind
+from contract.schema import Event, Kind, key_problem, user_problem
 
-MAX_USER_BYTES = 256
-MAX_KEY_CHARS = 128
 _KINDS = {kind.value: kind for kind in Kind}
 
 
@@ -30,12 +28,9 @@ def _user(query: dict[str, list[str]]) -> str:
     user = single(query, "user")
     if user is None:
         raise ParamError("user", "is required")
-    if user == "":
-        raise ParamError("user", "is empty")
-    if len(user.encode()) > MAX_USER_BYTES:
-        raise ParamError("user", f"is longer than {MAX_USER_BYTES} bytes")
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in user):
-        raise ParamError("user", "contains control characters")
+    problem = user_problem(user)
+    if problem is not None:
+        raise ParamError("user", problem)
     return user
 
 
@@ -64,6 +59,7 @@ def parse_idempotency_key(value: str | None) -> str | None:
     """The Idempotency-Key header: 1 to 128 printable ASCII characters."""
     if value is None:
         return None
-    if not 1 <= len(value) <= MAX_KEY_CHARS or not all(0x20 <= ord(c) <= 0x7E for c in value):
-        raise ParamError("Idempotency-Key", f"must be 1 to {MAX_KEY_CHARS} printable ASCII characters")
+    problem = key_problem(value)
+    if problem is not None:
+        raise ParamError("Idempotency-Key", problem)
     return value

@@ -1,8 +1,10 @@
-"""NATS adapter of the projector: connecting, positioning durable consumers, decoding messages."""
+"""NATS adapter of the projector: positioning durable consumers, reading messages, filing dead letters."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import NamedTuple
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -12,10 +14,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contract import schema
-from contract.hours import changes_subject, partition_filter
+from contract.hours import changes_subject, parse_subject, partition_filter
 from contract.settings import Settings
-from contract.stream import consumer_name
+from contract.stream import consumer_name, dead_letter_stream, dead_letter_subject
+from projector import metrics
 from projector.fold import Message
+from projector.screen import Rejected, screen
+
+Decoder = Callable[[bytes], schema.AnyBatch]
 
 log = logging.getLogger("projector")
 
@@ -28,16 +34,65 @@ async def announce(nc: NATS, settings: Settings, hours: tuple[int, ...] | None) 
     await nc.publish(changes_subject(settings.stream_name), notice)
 
 
-def decode(msg: Msg) -> Message:
-    """The fold's view of a message; an undecodable one folds as an empty batch so it is not retried."""
+class Read(NamedTuple):
+    """A stream message as the projector takes it: what the fold may see, and what is dead."""
+
+    message: Message
+    rejected: list[Rejected]
+    raw: Msg
+
+
+def read(msg: Msg, settings: Settings, decoder: Decoder = schema.decode) -> Read:
+    """Decode and screen one message. Raises UnknownVersion: such a batch is never skipped."""
     meta = msg.metadata
     seq = meta.sequence.stream
     stream_ms = int(meta.timestamp.timestamp() * 1000)
     try:
-        return Message(seq, schema.decode(msg.data), stream_ms)
-    except msgspec.DecodeError as exc:
-        log.error("stream seq %d on %s is not a valid event batch (%s); skipping", seq, msg.subject, exc)
-        return Message(seq, schema.Batch(events=()), stream_ms)
+        batch = decoder(msg.data)
+    except schema.UnknownVersion:
+        raise
+    except (msgspec.DecodeError, ValueError) as exc:
+        return Read(
+            Message(seq, schema.Batch(events=()), stream_ms), [Rejected(-1, f"not a batch: {exc}")], msg
+        )
+    try:
+        hour, partition = parse_subject(settings.subject_prefix, msg.subject)
+    except ValueError:
+        reason = f"subject {msg.subject} is not <prefix>.<YYYYMMDDHH>.<partition>"
+        return Read(Message(seq, schema.Batch(events=()), stream_ms), [Rejected(-1, reason)], msg)
+    kept, rejected = screen(batch, hour, partition, settings.partitions)
+    return Read(Message(seq, kept, stream_ms), rejected, msg)
+
+
+async def dead_letter(js: JetStreamContext, settings: Settings, partition: int, item: Read) -> None:
+    """File each rejected part of a message in the dead-letter stream, awaiting its PubAck.
+
+    The message id makes a second filing of the same dead letter (after a crash, or by a replay)
+    a duplicate that JetStream drops within its duplicate window.
+    """
+    msg = item.raw
+    seq = item.message.seq
+    for index, reason in item.rejected:
+        whole = index < 0
+        payload = msg.data if whole else schema.encode_event(schema.decode(msg.data).events[index])
+        headers = {
+            "Nats-Msg-Id": f"{settings.stream_name}:{seq}:{index}",
+            "Hourglass-Stream-Seq": str(seq),
+            "Hourglass-Subject": msg.subject,
+            "Hourglass-Event-Index": str(index),
+            "Hourglass-Reason": " ".join(reason.split()),
+        }
+        await js.publish(
+            dead_letter_subject(settings.stream_name, partition),
+            payload,
+            headers=headers,
+            stream=dead_letter_stream(settings.stream_name),
+        )
+        metrics.DEAD_LETTERS.inc()
+        what = "message" if whole else f"event {index} of message"
+        log.warning(
+            "p%d: dead-lettered %s at stream seq %d on %s: %s", partition, what, seq, msg.subject, reason
+        )
 
 
 async def position_consumer(

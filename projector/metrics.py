@@ -16,6 +16,27 @@ APPLIED_SEQ = Gauge(
     "hourglass_projector_applied_seq", "Last stream sequence this process applied", ["partition"]
 )
 
+DEAD_LETTERS = Counter(
+    "hourglass_projector_dead_letters",
+    "Stream messages or events this process filed in the dead-letter stream instead of applying",
+)
+STALLED_AT = Gauge(
+    "hourglass_projector_stalled_seq",
+    "Stream sequence a partition is stopped in front of (unknown schema version); 0 when applying",
+    ["partition"],
+)
+ERRORS = Counter(
+    "hourglass_projector_errors",
+    "Unexpected exceptions in a partition worker (logged with traceback)",
+    ["partition"],
+)
+REDIS_OOM = Counter("hourglass_projector_redis_oom", "Applies refused by Redis for lack of memory (retried)")
+RETENTION_GAPS = Counter(
+    "hourglass_projector_retention_gaps",
+    "Times a partition found events dropped by retention before they were applied",
+    ["partition"],
+)
+
 
 def serve(port: int) -> None:
     """Metrics are worth less than projecting: a port that is taken is logged, not fatal."""

@@ -20,8 +20,9 @@ from redis.asyncio import Redis
 
 from contract.hours import hour_token, partition_filter, subject
 from contract.keys import Keys
+from contract.schema import UnknownVersion
 from contract.settings import Settings
-from projector.consumer import announce, decode
+from projector.consumer import announce, dead_letter, read
 from projector.fold import fold
 from projector.leases import Leases
 from projector.store import Outcome, ProjectionStore
@@ -122,6 +123,7 @@ async def _build(
     partition: int,
     subject_filter: str,
     upto: int | None = None,
+    dead_letter_above: int = 0,
 ) -> tuple[int, int]:
     """Fold every message on `subject_filter` (up to stream seq `upto`) into `gen`'s keys."""
     js = nc.jetstream()
@@ -148,7 +150,20 @@ async def _build(
                     raise RuntimeError(f"p{partition}: replay stalled with {pending} messages left") from None
                 continue
             stalls = 0
-            decoded = [m for m in map(decode, msgs) if upto is None or m.seq <= upto]
+            decoded = []
+            for msg in msgs:
+                try:
+                    item = read(msg, settings)
+                except UnknownVersion as exc:
+                    seq = msg.metadata.sequence.stream
+                    raise RuntimeError(
+                        f"p{partition}: stream seq {seq}: {exc}; upgrade this projector first"
+                    ) from None
+                if upto is not None and item.message.seq > upto:
+                    continue
+                if item.rejected and item.message.seq > dead_letter_above:
+                    await dead_letter(js, settings, partition, item)
+                decoded.append(item.message)
             deltas = fold(decoded, after=watermark)
             if deltas:
                 result = await store.apply(gen, partition, watermark, deltas, live=False)

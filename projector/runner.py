@@ -20,12 +20,13 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
+from contract import schema
 from contract.hours import system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
 from contract.stream import consumer_name
 from projector import metrics
-from projector.consumer import announce, decode, position_consumer
+from projector.consumer import Decoder, Read, announce, dead_letter, position_consumer, read
 from projector.fold import fold
 from projector.leases import Leases, fair_share
 from projector.store import Outcome, ProjectionStore
@@ -43,6 +44,12 @@ TRANSIENT = (
 )
 
 
+STALL_RETRY_S = 5.0
+"""How often a stopped partition tries again (and says so again)."""
+TROUBLE_TTL_S = 15.0
+"""How long a reported problem stays on `/readyz` unless restated."""
+
+
 class Stopped(enum.Enum):
     RESYNC = "resync"
     FENCED = "fenced"
@@ -54,7 +61,13 @@ class PartitionWorker:
     start over from there; it ends when stopped or when the fence says another projector took over."""
 
     def __init__(
-        self, settings: Settings, nc: NATS, store: ProjectionStore, partition: int, epoch: str = ""
+        self,
+        settings: Settings,
+        nc: NATS,
+        store: ProjectionStore,
+        partition: int,
+        epoch: str = "",
+        decoder: Decoder = schema.decode,
     ) -> None:
         self.settings = settings
         self.nc = nc
@@ -62,8 +75,11 @@ class PartitionWorker:
         self.store = store
         self.partition = partition
         self.epoch = epoch
+        self.decoder = decoder
         self.gen = 0
         self.watermark = 0
+        self.troubled = False
+        self.errors = 0
 
     async def run(self, stop: asyncio.Event) -> Stopped:
         backoff = 0.2
@@ -78,10 +94,57 @@ class PartitionWorker:
                 log.warning("p%d: stream %s not found yet", self.partition, self.settings.stream_name)
             except TRANSIENT as exc:
                 log.warning("p%d: %s %s; retrying", self.partition, type(exc).__name__, exc)
+            except redis.exceptions.ResponseError as exc:
+                if not str(exc).startswith("OOM"):
+                    await self._failed(exc)
+                else:
+                    metrics.REDIS_OOM.inc()
+                    log.warning(
+                        "p%d: Redis is out of memory (%s); retrying in %.1fs", self.partition, exc, backoff
+                    )
+                    await self._report(f"cannot apply: Redis is out of memory ({exc})")
+            except Exception as exc:
+                await self._failed(exc)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, 5.0)
         return Stopped.STOPPED
+
+    async def _failed(self, exc: Exception) -> None:
+        """Anything unexpected: loud (traceback, metric, `/readyz`), then retried with backoff."""
+        self.errors += 1
+        metrics.ERRORS.labels(str(self.partition)).inc()
+        log.exception("p%d: worker failed (%d errors so far); restarting it", self.partition, self.errors)
+        await self._report(f"is failing: {type(exc).__name__}: {exc} ({self.errors} errors)")
+
+    async def _report(self, why: str) -> None:
+        self.troubled = True
+        with contextlib.suppress(Exception):
+            await self.store.report_trouble(self.partition, why, TROUBLE_TTL_S)
+
+    async def _recovered(self) -> None:
+        if self.troubled:
+            await self.store.clear_trouble(self.partition)
+            metrics.STALLED_AT.labels(str(self.partition)).set(0)
+            self.troubled = False
+            self.errors = 0
+
+    async def _stall(self, msg: Msg, exc: schema.UnknownVersion, stop: asyncio.Event) -> None:
+        """A batch this projector cannot read is never skipped: stop in front of it and say so."""
+        seq = msg.metadata.sequence.stream
+        metrics.STALLED_AT.labels(str(self.partition)).set(seq)
+        log.error(
+            "p%d: stopped at stream seq %d on %s: %s. It will not be skipped: run a projector that knows "
+            "this version (upgrade projectors before ingest); retrying in %.0fs",
+            self.partition,
+            seq,
+            msg.subject,
+            exc,
+            STALL_RETRY_S,
+        )
+        await self._report(f"stopped at stream seq {seq}: {exc}")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), STALL_RETRY_S)
 
     async def _follow(self, stop: asyncio.Event) -> Stopped:
         """Position from Redis, then apply batches until stopped or until Redis disagrees."""
@@ -116,7 +179,18 @@ class PartitionWorker:
                 # consumer is then recreated at the watermark instead.
                 msgs = _contiguous(fetched, delivered)
                 delivered += len(msgs)
-                deltas = fold((decode(m) for m in msgs), after=self.watermark)
+                reads: list[Read] = []
+                unknown: schema.UnknownVersion | None = None
+                for msg in msgs:
+                    try:
+                        reads.append(read(msg, self.settings, self.decoder))
+                    except schema.UnknownVersion as exc:
+                        unknown = exc
+                        break
+                for item in reads:
+                    if item.rejected and item.message.seq > self.watermark:
+                        await dead_letter(self.js, self.settings, self.partition, item)
+                deltas = fold((item.message for item in reads), after=self.watermark)
                 if deltas:
                     started = time.perf_counter()
                     result = await self.store.apply(
@@ -139,6 +213,13 @@ class PartitionWorker:
                     metrics.APPLIED_EVENTS.inc(deltas.events)
                     metrics.APPLIED_SEQ.labels(str(self.partition)).set(self.watermark)
                     await announce(self.nc, self.settings, tuple(deltas.hours))
+                if unknown is not None:
+                    for item in reads:
+                        await item.raw.ack()
+                    await self._stall(msgs[len(reads)], unknown, stop)
+                    return Stopped.RESYNC
+                if deltas:
+                    await self._recovered()
                 for msg in msgs:
                     await msg.ack()  # fire-and-forget: acks are pipelined, not awaited one by one
                 if len(msgs) < len(fetched):
@@ -196,8 +277,10 @@ class Projector:
         redis_client: Redis,
         partitions: Iterable[int] | None = None,
         clock: Callable[[], int] = system_now_ms,
+        decoder: Decoder = schema.decode,
     ) -> None:
         self.settings = settings
+        self.decoder = decoder
         self.nc = nc
         self.store = ProjectionStore.from_settings(redis_client, settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -244,7 +327,7 @@ class Projector:
             epoch = await self.leases.acquire(partition)
             if epoch is None:
                 continue
-            worker = PartitionWorker(self.settings, self.nc, self.store, partition, str(epoch))
+            worker = PartitionWorker(self.settings, self.nc, self.store, partition, str(epoch), self.decoder)
             stop = asyncio.Event()
             self.running[partition] = _Running(worker, stop, asyncio.create_task(worker.run(stop)))
             if len(self.running) >= share:

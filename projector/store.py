@@ -93,6 +93,13 @@ class ProjectionStore:
         status, watermark, _ = await self._apply(keys=keys, args=args)
         return ApplyResult(Outcome(int(status)), int(watermark))
 
+    async def report_trouble(self, partition: int, why: str, ttl_s: float) -> None:
+        """Tell `/readyz` why the partition is not applying; it lapses unless restated."""
+        await self._redis.set(self.keys.trouble(partition), why, px=int(ttl_s * 1000))
+
+    async def clear_trouble(self, partition: int) -> None:
+        await self._redis.delete(self.keys.trouble(partition))
+
     async def swap_hour(self, gen: int, rebuilt: str, hour: int, epochs: dict[int, str]) -> bool:
         """Put a rebuilt hour in place of the live one, if every partition's fence is still ours."""
         keys: list[str] = []

@@ -15,7 +15,7 @@ from contract.hours import HOUR_MS, partition_of, system_now_ms
 from contract.schema import Batch, Event, Kind
 from contract.settings import Settings
 from contract.stream import consumer_name
-from projector.consumer import decode, position_consumer
+from projector.consumer import position_consumer, read
 from projector.fold import Message, fold
 from projector.replay import replay, replay_hour
 from projector.runner import run_projector
@@ -84,7 +84,7 @@ async def test_crash_between_apply_and_ack_counts_each_event_once(
         await position_consumer(js, settings, p, 0, 50)
         sub = await js.pull_subscribe_bind(durable=consumer_name(p), stream=settings.stream_name)
         msgs = await sub.fetch(50, timeout=2)
-        result = await store.apply(gen, p, 0, fold(decode(m) for m in msgs))
+        result = await store.apply(gen, p, 0, fold(read(m, settings).message for m in msgs))
         assert result.outcome is Outcome.APPLIED
         await sub.unsubscribe()
     await own.close()

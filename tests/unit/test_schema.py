@@ -37,8 +37,15 @@ def test_v1_without_the_optional_key_decodes() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"{}", b'{"v":99,"events":[]}', b'{"v":1,"events":[[1,"a","purchase"]]}', b"\xff"],
+    [b"", b"{}", b'{"v":"x"}', b'{"v":1,"events":[[1,"a","purchase"]]}', b"\xff", b"[1]"],
 )
 def test_unknown_payloads_are_refused(payload: bytes) -> None:
     with pytest.raises(msgspec.DecodeError):
         schema.decode(payload)
+
+
+@pytest.mark.parametrize("payload", [b'{"v":99,"events":[]}', b'{"v":2}', b'{"v":0,"x":1}'])
+def test_a_batch_of_an_unknown_version_is_told_apart_from_garbage(payload: bytes) -> None:
+    with pytest.raises(schema.UnknownVersion) as caught:
+        schema.decode(payload)
+    assert str(caught.value).startswith("unknown schema version")

@@ -1,0 +1,77 @@
+"""Pure checks of stream messages against the rules ingest enforces: what may be folded, what is dead.
+
+Anyone with NATS access can publish to an event subject, so the projector trusts nothing it reads: an
+event that breaks a rule ingest would have refused, or that sits on another hour's or partition's
+subject, is rejected on its own while the rest of its batch applies.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from operator import attrgetter
+from typing import NamedTuple
+
+from contract.hours import HOUR_MS
+from contract.schema import MAX_USER_BYTES, AnyBatch, Batch, Event, key_problem, user_problem
+
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+"""Control characters but the newline, which joins the users (and is counted separately)."""
+_ts, _user, _key = attrgetter("ts"), attrgetter("user"), attrgetter("key")
+
+
+class Rejected(NamedTuple):
+    """One event (position >= 0) or a whole message (position -1) that must go to the dead letters."""
+
+    position: int
+    reason: str
+
+
+def screen(batch: AnyBatch, hour: int, partition: int, partitions: int) -> tuple[AnyBatch, list[Rejected]]:
+    """The batch without its rule-breaking events, and why each of those was rejected.
+
+    `hour` and `partition` are those of the subject the message was read from.
+    """
+    events = batch.events
+    if not events or _all_good(events, hour, partition, partitions):
+        return batch, []
+    kept: list[Event] = []
+    rejected: list[Rejected] = []
+    for i, event in enumerate(events):
+        reason = event_problem(event, hour, partition, partitions)
+        if reason is None:
+            kept.append(event)
+        else:
+            rejected.append(Rejected(i, reason))
+    return Batch(events=tuple(kept)), rejected
+
+
+def event_problem(event: Event, hour: int, partition: int, partitions: int) -> str | None:
+    if not hour * HOUR_MS <= event.ts < (hour + 1) * HOUR_MS:
+        return f"timestamp {event.ts} is not in the hour of its subject"
+    problem = user_problem(event.user)
+    if problem is not None:
+        return f"user {problem}"
+    if zlib.crc32(event.user.encode()) % partitions != partition:
+        return f"user belongs to partition {zlib.crc32(event.user.encode()) % partitions}, not {partition}"
+    if event.key is not None:
+        problem = key_problem(event.key)
+        if problem is not None:
+            return f"Idempotency-Key {problem}"
+    return None
+
+
+def _all_good(events: tuple[Event, ...], hour: int, partition: int, partitions: int) -> bool:
+    """The common case, checked at C speed where it can be: every event passes."""
+    stamps = list(map(_ts, events))
+    if min(stamps) < hour * HOUR_MS or max(stamps) >= (hour + 1) * HOUR_MS:
+        return False
+    users = set(map(_user, events))
+    joined = "\n".join(users)
+    if "" in users or max(map(len, users)) * 4 > MAX_USER_BYTES or _CONTROL.search(joined):
+        return False
+    if joined.count("\n") != len(users) - 1:
+        return False
+    if any(zlib.crc32(u.encode()) % partitions != partition for u in users):
+        return False
+    return not any(map(_key, events)) or all(e.key is None or key_problem(e.key) is None for e in events)

@@ -1,0 +1,208 @@
+"""Nothing is skipped silently: dead letters for what cannot apply, a stop in front of what cannot be read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from api.reader import HourTotals, Reader
+from contract import schema
+from contract.hours import HOUR_MS, partition_of, subject
+from contract.keys import Keys
+from contract.schema import Event
+from contract.settings import Settings
+from contract.stream import dead_letter_stream
+from projector.runner import Projector
+from tests.helpers import eventually
+
+HOUR = 13
+TS = HOUR * HOUR_MS
+
+
+def user_in(partition: int, settings: Settings, tag: str = "u") -> str:
+    return next(
+        f"{tag}{i}" for i in range(1000) if partition_of(f"{tag}{i}", settings.partitions) == partition
+    )
+
+
+async def totals(redis: Redis, settings: Settings, hour: int = HOUR) -> HourTotals:
+    return await Reader(redis, Keys(settings.key_prefix), settings.partitions).hour(hour)
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+@pytest.mark.usefixtures("projector")
+async def test_garbage_and_rule_breaking_events_are_dead_lettered_while_later_events_count(
+    client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="projector")
+    before = sample("hourglass_projector_dead_letters_total")
+    good = user_in(0, settings)
+    where = subject(settings.subject_prefix, HOUR, 0)
+    js = nc.jetstream()
+    garbage = await js.publish(where, b"this is not a batch")
+    mixed = schema.Batch(
+        events=(
+            Event(TS, good, schema.Kind.CLICK),
+            Event(TS - HOUR_MS, good, schema.Kind.CLICK),  # another hour than its subject's
+            Event(TS, "x" * 300, schema.Kind.CLICK),  # longer than ingest allows
+        )
+    )
+    mixed_ack = await js.publish(where, schema.encode(mixed))
+    for i in range(5):
+        assert (await client.post(f"/analytics?timestamp={TS}&user=later{i}&impression")).status_code == 204
+
+    expected = HourTotals(unique_users=6, clicks=1, impressions=5)
+    assert await eventually(lambda: totals(redis, settings), lambda t: t == expected) == expected
+    dead = await eventually(lambda: dead_letters(nc, settings), lambda d: len(d) == 3)
+    assert [(h["Hourglass-Stream-Seq"], h["Hourglass-Event-Index"]) for h, _ in dead] == [
+        (str(garbage.seq), "-1"),
+        (str(mixed_ack.seq), "1"),
+        (str(mixed_ack.seq), "2"),
+    ]
+    assert all(h["Hourglass-Subject"] == where for h, _ in dead)
+    assert dead[0][1] == b"this is not a batch"
+    assert "not a batch" in dead[0][0]["Hourglass-Reason"]
+    assert "not in the hour of its subject" in dead[1][0]["Hourglass-Reason"]
+    assert json.loads(dead[2][1]) == [TS, "x" * 300, "click", None]
+    assert "longer than 256 bytes" in dead[2][0]["Hourglass-Reason"]
+    assert sample("hourglass_projector_dead_letters_total") - before == 3
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "dead-lettered" in r.getMessage()
+    ]
+    assert len(warnings) == 3
+
+
+async def dead_letters(nc: NATS, settings: Settings) -> list[tuple[dict[str, str], bytes]]:
+    js = nc.jetstream()
+    info = await js.stream_info(dead_letter_stream(settings.stream_name))
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(dead_letter_stream(settings.stream_name), seq)
+        out.append((dict(msg.headers or {}), msg.data or b""))
+    return out
+
+
+class BatchV99(msgspec.Struct, frozen=True, tag=99, tag_field="v"):
+    events: tuple[Event, ...]
+
+
+_newer = msgspec.json.Decoder(schema.BatchV1 | BatchV99)
+
+
+def newer_decoder(payload: bytes) -> schema.AnyBatch:
+    """What a projector of a later release would decode: version 99 as well as version 1."""
+    return schema.Batch(events=_newer.decode(payload).events)
+
+
+class Running:
+    """Projectors started and stopped inside a test, each on its own NATS connection."""
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings, self.redis = settings, redis
+        self.members: list[tuple[asyncio.Event, asyncio.Task[None], NATS]] = []
+
+    async def start(self, decoder: Callable[[bytes], schema.AnyBatch] = schema.decode) -> None:
+        own = await nats.connect(self.settings.nats_url)
+        stop = asyncio.Event()
+        projector = Projector(self.settings, own, self.redis, decoder=decoder)
+        self.members.append((stop, asyncio.create_task(projector.run(stop)), own))
+
+    async def stop_all(self) -> None:
+        for stop, task, own in self.members:
+            stop.set()
+            await task
+            await own.close()
+        self.members.clear()
+
+
+@pytest.fixture
+async def running(settings: Settings, redis: Redis, client: httpx.AsyncClient) -> AsyncIterator[Running]:
+    projectors = Running(settings, redis)
+    yield projectors
+    await projectors.stop_all()
+
+
+async def test_a_batch_of_an_unknown_version_stops_its_partition_until_a_projector_knows_it(
+    client: httpx.AsyncClient,
+    nc: NATS,
+    redis: Redis,
+    settings: Settings,
+    running: Running,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="projector")
+    stuck, other = 2, 1
+    first = user_in(stuck, settings, "first")
+    newer = await nc.jetstream().publish(
+        subject(settings.subject_prefix, HOUR, stuck),
+        json.dumps({"v": 99, "events": [[TS, user_in(stuck, settings, "v99-"), "click", None]]}).encode(),
+    )
+    for user in (first, user_in(stuck, settings, "after"), user_in(other, settings, "elsewhere")):
+        assert (await client.post(f"/analytics?timestamp={TS}&user={user}&impression")).status_code == 204
+    await running.start()
+
+    # The other partition applies; the stopped one holds its watermark in front of the v99 batch.
+    await eventually(lambda: totals(redis, settings), lambda t: t.impressions == 1)
+    why = f"projector: partition {stuck} stopped at stream seq {newer.seq}: unknown schema version 99"
+    ready = await eventually(lambda: client.get("/readyz"), lambda r: why in r.text)
+    assert ready.status_code == 503
+    assert sample("hourglass_projector_stalled_seq", {"partition": str(stuck)}) == newer.seq
+    keys = Keys(settings.key_prefix)
+    assert int(await redis.get(keys.watermark(1, stuck)) or 0) < newer.seq
+    assert any(
+        "unknown schema version 99" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
+    )
+    assert (await totals(redis, settings)).impressions == 1
+
+    # Upgrade: the old projector goes, one that knows version 99 comes; nothing was lost.
+    await running.stop_all()
+    await running.start(newer_decoder)
+    expected = HourTotals(unique_users=4, clicks=1, impressions=3)
+    assert await eventually(lambda: totals(redis, settings), lambda t: t == expected) == expected
+    await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
+
+
+async def test_a_crash_looping_worker_is_logged_counted_and_makes_readyz_fail(
+    client: httpx.AsyncClient,
+    redis: Redis,
+    settings: Settings,
+    running: Running,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="projector")
+
+    def broken(payload: bytes) -> schema.AnyBatch:
+        raise RuntimeError("boom")
+
+    user = user_in(3, settings, "crash")
+    assert (await client.post(f"/analytics?timestamp={TS}&user={user}&click")).status_code == 204
+    before = sample("hourglass_projector_errors_total", {"partition": "3"})
+    await running.start(broken)
+    ready = await eventually(lambda: client.get("/readyz"), lambda r: "partition 3 is failing" in r.text)
+    assert ready.status_code == 503
+    assert "RuntimeError: boom" in ready.text
+    await eventually(
+        lambda: asyncio.sleep(0, sample("hourglass_projector_errors_total", {"partition": "3"})),
+        lambda n: n - before >= 2,
+    )
+    failures = [r for r in caplog.records if "worker failed" in r.getMessage()]
+    assert failures
+    assert all(r.exc_info is not None for r in failures)
+
+    await running.stop_all()
+    await running.start()  # fixed: the partition applies again and readiness comes back
+    await eventually(lambda: totals(redis, settings), lambda t: t.clicks == 1)
+    await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
