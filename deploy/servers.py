@@ -66,6 +66,7 @@ def valkey_command(port: int, data_dir: Path) -> list[str]:
         "--appendfsync", "everysec",
         "--save", "",
         "--protected-mode", "no",
+        "--maxmemory-policy", "noeviction",
     ]  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from projector import metrics
 from projector.inspect import inspect
 from projector.replay import replay, replay_hour
 from projector.runner import run_projector
+from projector.store import ProjectionStore
 from projector.stream import check_partitions, ensure_stream
 
 log = logging.getLogger("projector")
@@ -57,6 +58,8 @@ async def _main(args: argparse.Namespace) -> int:
         await _wait_for_stream(nc, settings, stop, wait=args.command == "run")
     redis_client = Redis.from_url(**settings.redis_options())
     try:
+        if args.command in ("run", "replay"):
+            await _check_eviction(ProjectionStore.from_settings(redis_client, settings))
         if args.command == "run":
             metrics.serve(settings.projector_metrics_port)
             partitions = _partitions(args.partitions, settings)
@@ -105,6 +108,21 @@ async def _wait_for_stream(nc: NATS, settings: Settings, stop: asyncio.Event, wa
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
     raise SystemExit(0)
+
+
+async def _check_eviction(store: ProjectionStore) -> None:
+    """A Redis that may evict keys would silently drop projections or dedup entries."""
+    policy = await store.eviction_policy()
+    if policy is None:
+        log.warning(
+            "cannot read Redis maxmemory-policy (CONFIG GET is not allowed); it must be noeviction, "
+            "or Redis may silently drop counts and dedup entries"
+        )
+    elif policy != "noeviction":
+        raise SystemExit(
+            f"Redis maxmemory-policy is {policy}: it may evict projection and dedup keys. "
+            "Refusing to start; set it to noeviction (CONFIG SET maxmemory-policy noeviction)"
+        )
 
 
 def _partitions(raw: str | None, settings: Settings) -> list[int]:

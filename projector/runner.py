@@ -17,6 +17,7 @@ import nats.errors
 import redis.exceptions
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
@@ -27,7 +28,7 @@ from contract.settings import Settings
 from contract.stream import consumer_name
 from projector import metrics
 from projector.consumer import Decoder, Read, announce, dead_letter, position_consumer, read
-from projector.fold import fold
+from projector.fold import Deltas, fold
 from projector.leases import Leases, fair_share
 from projector.store import Outcome, ProjectionStore
 
@@ -95,7 +96,7 @@ class PartitionWorker:
             except TRANSIENT as exc:
                 log.warning("p%d: %s %s; retrying", self.partition, type(exc).__name__, exc)
             except redis.exceptions.ResponseError as exc:
-                if not str(exc).startswith("OOM"):
+                if not _out_of_memory(exc):
                     await self._failed(exc)
                 else:
                     metrics.REDIS_OOM.inc()
@@ -150,6 +151,9 @@ class PartitionWorker:
         """Position from Redis, then apply batches until stopped or until Redis disagrees."""
         self.gen = await self.store.current_generation()
         self.watermark = await self.store.watermark(self.gen, self.partition)
+        first = (await self.js.stream_info(self.settings.stream_name)).state.first_seq
+        if self.watermark + 1 < first:
+            await self._retention_gap(first)
         await position_consumer(
             self.js, self.settings, self.partition, self.watermark, self.settings.projector_batch
         )
@@ -171,7 +175,7 @@ class PartitionWorker:
                         self.settings.projector_batch, timeout=self.settings.projector_idle_s
                     )
                 except TimeoutError:  # nats-py raises its own subclass or the builtin, depending on timing
-                    if not await self._position_still_true():
+                    if not await self._position_still_true() or not await self._caught_up(sub):
                         return Stopped.RESYNC
                     continue
                 # The watermark is only sound over a gap-free run of first deliveries: a message
@@ -234,6 +238,39 @@ class PartitionWorker:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def _retention_gap(self, first: int) -> None:
+        """Events of this partition may have been dropped by retention before they were applied.
+        Never continue quietly: the alarm stays (on `/readyz`) for the rest of this generation."""
+        why = (
+            f"retention dropped stream seqs {self.watermark + 1}..{first - 1} before they were applied "
+            f"(watermark {self.watermark}, the stream starts at {first}); counts may miss those events. "
+            "./just replay rebuilds from what the log still holds and clears this"
+        )
+        metrics.RETENTION_GAPS.labels(str(self.partition)).inc()
+        log.error("p%d: %s", self.partition, why)
+        await self.store.record_gap(self.gen, self.partition, why)
+
+    async def _caught_up(self, sub: JetStreamContext.PullSubscription) -> bool:
+        """Idle: with nothing pending, every message of this partition up to the stream's last
+        sequence is applied, so the watermark may move there. That keeps an idle partition's watermark
+        near the head of the log, where retention cannot overtake it unnoticed."""
+        last = (await self.js.stream_info(self.settings.stream_name)).state.last_seq
+        if last <= self.watermark:
+            return True
+        info = await sub.consumer_info()  # read after `last`: nothing pending means nothing up to it
+        delivered = info.delivered.stream_seq if info.delivered else 0
+        if info.num_pending or info.num_ack_pending or (delivered or 0) > self.watermark:
+            return True
+        result = await self.store.apply(
+            self.gen, self.partition, self.watermark, Deltas(last_seq=last), epoch=self.epoch
+        )
+        if result.outcome is Outcome.FENCED:
+            return False
+        if result.outcome is not Outcome.APPLIED:
+            return False
+        self.watermark = result.watermark
+        return True
+
     async def _position_still_true(self) -> bool:
         """Idle check: Redis may have been wiped, restored or switched to a new generation."""
         gen = await self.store.live_generation()
@@ -250,6 +287,10 @@ class PartitionWorker:
             )
             return False
         return True
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM")
 
 
 def _contiguous(msgs: list[Msg], delivered: int) -> list[Msg]:
@@ -295,7 +336,9 @@ class Projector:
             while not stop.is_set():
                 try:
                     await self._balance()
-                except TRANSIENT as exc:
+                except (*TRANSIENT, redis.exceptions.ResponseError) as exc:
+                    if _out_of_memory(exc):
+                        metrics.REDIS_OOM.inc()
                     log.warning("lease upkeep failed (%s %s); retrying", type(exc).__name__, exc)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.lease_ttl_s / 3)

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 from importlib.resources import files
 
+import redis.exceptions
 from redis.asyncio import Redis
 
 from contract.keys import Keys
@@ -96,6 +97,21 @@ class ProjectionStore:
     async def report_trouble(self, partition: int, why: str, ttl_s: float) -> None:
         """Tell `/readyz` why the partition is not applying; it lapses unless restated."""
         await self._redis.set(self.keys.trouble(partition), why, px=int(ttl_s * 1000))
+
+    async def record_gap(self, gen: int, partition: int, why: str) -> None:
+        """Kept for the generation's life (the first report wins): only a replay clears it."""
+        await self._redis.set(self.keys.gap(gen, partition), why, nx=True)
+
+    async def eviction_policy(self) -> str | None:
+        """Redis's maxmemory-policy, or None when this user may not read the configuration."""
+        try:
+            found = await self._redis.config_get("maxmemory-policy")
+        except redis.exceptions.ResponseError:
+            return None
+        for name, value in dict(found).items():
+            if name in ("maxmemory-policy", b"maxmemory-policy"):
+                return value.decode() if isinstance(value, bytes) else str(value)
+        return None
 
     async def clear_trouble(self, partition: int) -> None:
         await self._redis.delete(self.keys.trouble(partition))

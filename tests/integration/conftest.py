@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,9 @@ from litestar import Litestar
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
+from contract import schema
 from contract.settings import Settings
-from projector.runner import run_projector
+from projector.runner import Projector, run_projector
 from projector.stream import ensure_stream
 from server.app import Clients, create_app
 from tests.conftest import Server, running
@@ -105,3 +106,33 @@ async def projector(settings: Settings, client: httpx.AsyncClient, redis: Redis)
     stop.set()
     await task
     await own.close()
+
+
+class Projectors:
+    """Projectors started and stopped inside a test, each on its own NATS connection."""
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings, self.redis = settings, redis
+        self.members: list[tuple[asyncio.Event, asyncio.Task[None], NATS]] = []
+
+    async def start(self, decoder: Callable[[bytes], schema.AnyBatch] = schema.decode) -> None:
+        own = await nats.connect(self.settings.nats_url)
+        stop = asyncio.Event()
+        projector = Projector(self.settings, own, self.redis, decoder=decoder)
+        self.members.append((stop, asyncio.create_task(projector.run(stop)), own))
+
+    async def stop_all(self) -> None:
+        for stop, task, own in self.members:
+            stop.set()
+            await task
+            await own.close()
+        self.members.clear()
+
+
+@pytest.fixture
+async def projectors(
+    settings: Settings, redis: Redis, client: httpx.AsyncClient
+) -> AsyncIterator[Projectors]:
+    started = Projectors(settings, redis)
+    yield started
+    await started.stop_all()

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
 
 import httpx
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY
@@ -22,8 +20,8 @@ from contract.keys import Keys
 from contract.schema import Event
 from contract.settings import Settings
 from contract.stream import dead_letter_stream
-from projector.runner import Projector
 from tests.helpers import eventually
+from tests.integration.conftest import Projectors
 
 HOUR = 13
 TS = HOUR * HOUR_MS
@@ -107,40 +105,12 @@ def newer_decoder(payload: bytes) -> schema.AnyBatch:
     return schema.Batch(events=_newer.decode(payload).events)
 
 
-class Running:
-    """Projectors started and stopped inside a test, each on its own NATS connection."""
-
-    def __init__(self, settings: Settings, redis: Redis) -> None:
-        self.settings, self.redis = settings, redis
-        self.members: list[tuple[asyncio.Event, asyncio.Task[None], NATS]] = []
-
-    async def start(self, decoder: Callable[[bytes], schema.AnyBatch] = schema.decode) -> None:
-        own = await nats.connect(self.settings.nats_url)
-        stop = asyncio.Event()
-        projector = Projector(self.settings, own, self.redis, decoder=decoder)
-        self.members.append((stop, asyncio.create_task(projector.run(stop)), own))
-
-    async def stop_all(self) -> None:
-        for stop, task, own in self.members:
-            stop.set()
-            await task
-            await own.close()
-        self.members.clear()
-
-
-@pytest.fixture
-async def running(settings: Settings, redis: Redis, client: httpx.AsyncClient) -> AsyncIterator[Running]:
-    projectors = Running(settings, redis)
-    yield projectors
-    await projectors.stop_all()
-
-
 async def test_a_batch_of_an_unknown_version_stops_its_partition_until_a_projector_knows_it(
     client: httpx.AsyncClient,
     nc: NATS,
     redis: Redis,
     settings: Settings,
-    running: Running,
+    projectors: Projectors,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.ERROR, logger="projector")
@@ -152,7 +122,7 @@ async def test_a_batch_of_an_unknown_version_stops_its_partition_until_a_project
     )
     for user in (first, user_in(stuck, settings, "after"), user_in(other, settings, "elsewhere")):
         assert (await client.post(f"/analytics?timestamp={TS}&user={user}&impression")).status_code == 204
-    await running.start()
+    await projectors.start()
 
     # The other partition applies; the stopped one holds its watermark in front of the v99 batch.
     await eventually(lambda: totals(redis, settings), lambda t: t.impressions == 1)
@@ -168,8 +138,8 @@ async def test_a_batch_of_an_unknown_version_stops_its_partition_until_a_project
     assert (await totals(redis, settings)).impressions == 1
 
     # Upgrade: the old projector goes, one that knows version 99 comes; nothing was lost.
-    await running.stop_all()
-    await running.start(newer_decoder)
+    await projectors.stop_all()
+    await projectors.start(newer_decoder)
     expected = HourTotals(unique_users=4, clicks=1, impressions=3)
     assert await eventually(lambda: totals(redis, settings), lambda t: t == expected) == expected
     await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
@@ -179,7 +149,7 @@ async def test_a_crash_looping_worker_is_logged_counted_and_makes_readyz_fail(
     client: httpx.AsyncClient,
     redis: Redis,
     settings: Settings,
-    running: Running,
+    projectors: Projectors,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.ERROR, logger="projector")
@@ -190,7 +160,7 @@ async def test_a_crash_looping_worker_is_logged_counted_and_makes_readyz_fail(
     user = user_in(3, settings, "crash")
     assert (await client.post(f"/analytics?timestamp={TS}&user={user}&click")).status_code == 204
     before = sample("hourglass_projector_errors_total", {"partition": "3"})
-    await running.start(broken)
+    await projectors.start(broken)
     ready = await eventually(lambda: client.get("/readyz"), lambda r: "partition 3 is failing" in r.text)
     assert ready.status_code == 503
     assert "RuntimeError: boom" in ready.text
@@ -202,7 +172,7 @@ async def test_a_crash_looping_worker_is_logged_counted_and_makes_readyz_fail(
     assert failures
     assert all(r.exc_info is not None for r in failures)
 
-    await running.stop_all()
-    await running.start()  # fixed: the partition applies again and readiness comes back
+    await projectors.stop_all()
+    await projectors.start()  # fixed: the partition applies again and readiness comes back
     await eventually(lambda: totals(redis, settings), lambda t: t.clicks == 1)
     await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)

@@ -1,0 +1,133 @@
+"""The log and Redis losing data underneath the projector: never quietly, and never fatally."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import subprocess
+import sys
+
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from api.reader import HourTotals, Reader
+from contract.hours import HOUR_MS
+from contract.keys import Keys
+from contract.settings import Settings
+from deploy.servers import ROOT
+from projector.stream import ensure_stream
+from tests.conftest import Server
+from tests.helpers import eventually, isolated_settings, settings_env
+from tests.integration.conftest import Projectors, production_stack
+
+HOUR = 17
+TS = HOUR * HOUR_MS
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def totals(redis: Redis, settings: Settings) -> HourTotals:
+    return await Reader(redis, Keys(settings.key_prefix), settings.partitions).hour(HOUR)
+
+
+async def test_events_dropped_by_retention_before_they_were_applied_are_reported_loudly(
+    client: httpx.AsyncClient,
+    nc: NATS,
+    redis: Redis,
+    settings: Settings,
+    projectors: Projectors,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="projector")
+    for i in range(40):
+        assert (await client.post(f"/analytics?timestamp={TS}&user=early{i}&click")).status_code == 204
+    js = nc.jetstream()
+    last = (await js.stream_info(settings.stream_name)).state.last_seq
+    await js.purge_stream(settings.stream_name, seq=last + 1)  # retention took everything, unapplied
+    before = sum(sample("hourglass_projector_retention_gaps_total", {"partition": str(p)}) for p in range(4))
+    for i in range(8):
+        assert (await client.post(f"/analytics?timestamp={TS}&user=late{i}&impression")).status_code == 204
+    await projectors.start()
+
+    ready = await eventually(lambda: client.get("/readyz"), lambda r: "retention dropped" in r.text)
+    assert ready.status_code == 503
+    assert "./just replay rebuilds" in ready.text
+    after = sum(sample("hourglass_projector_retention_gaps_total", {"partition": str(p)}) for p in range(4))
+    assert after > before
+    assert any("retention dropped stream seqs" in r.getMessage() for r in caplog.records)
+    # What the log still holds is applied: the alarm is about what it no longer holds.
+    await eventually(lambda: totals(redis, settings), lambda t: t.impressions == 8)
+    assert (await totals(redis, settings)).clicks == 0
+
+
+async def test_an_idle_partition_keeps_its_watermark_at_the_head_of_the_log(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings, projectors: Projectors
+) -> None:
+    await projectors.start()
+    for i in range(30):
+        assert (await client.post(f"/analytics?timestamp={TS}&user=only{i % 2}&click")).status_code == 204
+    keys = Keys(settings.key_prefix)
+
+    async def marks() -> list[int]:
+        return [int(m or 0) for m in await redis.mget([keys.watermark(1, p) for p in range(4)])]
+
+    # Two users touch at most two partitions, yet every partition's watermark reaches the last message.
+    await eventually(marks, lambda m: len(set(m)) == 1 and m[0] > 0)
+
+
+@pytest.fixture
+def eviction_settings(own_nats: Server, own_redis: Server) -> Settings:
+    return isolated_settings(own_nats.url, own_redis.url)
+
+
+async def test_a_redis_that_may_evict_keys_is_refused_at_start(eviction_settings: Settings) -> None:
+    nc = await nats.connect(eviction_settings.nats_url)
+    await ensure_stream(nc, eviction_settings)
+    await nc.close()
+    r = AsyncRedis.from_url(eviction_settings.redis_url)
+    await r.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "projector", "run"],
+            env=settings_env(eviction_settings),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode != 0
+        assert "maxmemory-policy is allkeys-lru" in result.stderr
+        assert "noeviction" in result.stderr
+        assert [k async for k in r.scan_iter(match=f"{eviction_settings.key_prefix}:*")] == []
+    finally:
+        await r.aclose()
+
+
+async def test_redis_out_of_memory_is_retried_and_counted_then_everything_applies(
+    eviction_settings: Settings,
+) -> None:
+    settings = eviction_settings
+    async for http in production_stack(settings):
+        redis = AsyncRedis.from_url(settings.redis_url)
+        before = sample("hourglass_projector_redis_oom_total")
+        await redis.config_set("maxmemory", 1)  # every write is refused with OOM
+        try:
+            for i in range(12):
+                assert (await http.post(f"/analytics?timestamp={TS}&user=m{i}&click")).status_code == 204
+            await eventually(functools.partial(_value, before), lambda n: n > 0)
+        finally:
+            await redis.config_set("maxmemory", 0)
+        expected = HourTotals(unique_users=12, clicks=12, impressions=0)
+        assert await eventually(functools.partial(totals, redis, settings), expected.__eq__) == expected
+        await redis.aclose()
+
+
+async def _value(before: float) -> float:
+    return sample("hourglass_projector_redis_oom_total") - before
