@@ -53,6 +53,10 @@ fmt:
 bench-durability:
     {{python}} -m tests.bench.durability
 
+# Redis memory of idempotency dedup after replaying 1M keyed events, default window against a 1 s one.
+bench-dedup *args:
+    {{python}} -m tests.bench.dedup_memory "$@"
+
 # Hourglass against a bare Litestar app with wrk: throughput ratios, latency, freshness, projector,
 # replay and RSS; prints the table and writes docs/benchmarks.md.
 bench *args:

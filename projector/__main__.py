@@ -19,7 +19,7 @@ from contract.hours import parse_hour_token
 from contract.settings import Settings
 from projector import metrics
 from projector.inspect import inspect
-from projector.replay import replay, replay_hour
+from projector.replay import ReplayRefused, replay, replay_hour
 from projector.runner import run_projector
 from projector.store import ProjectionStore
 from projector.stream import check_partitions, ensure_stream
@@ -80,6 +80,8 @@ async def _main(args: argparse.Namespace) -> int:
             )
         else:
             sys.stdout.write(await inspect(settings, nc, last=args.last))
+    except ReplayRefused as exc:
+        raise SystemExit(f"replay refused: {exc}") from None
     finally:
         await redis_client.aclose()
         await nc.close()

@@ -2,7 +2,8 @@
 
 The whole log goes into a new generation that replaces the live one in one step; a single hour is
 rebuilt beside the live hour under seized partition leases (so its watermarks hold still) and
-renamed over it in one step.
+renamed over it in one step. One replay runs at a time (a lock in Redis), and each one first
+removes what a killed replay left behind.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
@@ -23,15 +25,19 @@ from contract.keys import Keys
 from contract.schema import UnknownVersion
 from contract.settings import Settings
 from projector.consumer import announce, dead_letter, read
-from projector.fold import fold
+from projector.fold import Deltas, fold
 from projector.leases import Leases
-from projector.store import Outcome, ProjectionStore
+from projector.store import Outcome, ProjectionStore, SwapOutcome
 
 log = logging.getLogger("replay")
 
 REPLAY_FETCH = 200
 """Messages per fetch: a group-committed message can hold 1000 events, so this bounds a fetch to
 about 12 MB and keeps the connection clear of nats-server's slow-consumer limit."""
+
+
+class ReplayRefused(RuntimeError):
+    """The replay could not be done as asked; nothing live was changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,24 +49,51 @@ class ReplayReport:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class Built:
+    messages: int
+    events: int
+    watermark: int
+
+
 async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayReport:
-    """Rebuild everything into a new generation; reads keep serving the old one until the switch."""
+    """Rebuild everything into a new generation; reads keep serving the old one until the switch.
+
+    The bulk of the log is folded while live projectors keep applying. Then their leases are seized
+    (they pause, their watermarks freeze), every partition of the new generation folds its tail past
+    them, and only then does the generation switch: no count can go backwards at the switch.
+    """
     started = time.perf_counter()
     store = ProjectionStore.from_settings(redis_client, settings)
-    await store.current_generation()
-    gen = await store.new_generation()
-    log.info("building generation %d from stream %s", gen, settings.stream_name)
-    totals = await asyncio.gather(
-        *(
-            _build(settings, nc, store, gen, p, partition_filter(settings.subject_prefix, p))
-            for p in range(settings.partitions)
-        )
-    )
-    previous = await store.switch_generation(gen)
+    owner = f"replay-{uuid.uuid4().hex[:8]}"
+    partitions = range(settings.partitions)
+    async with _replay_lock(store, owner, settings.lease_ttl_s):
+        live = await store.current_generation()
+        await store.drop_orphans(live)
+        # Dead letters below the live watermarks were filed by the live path already.
+        filed = {p: await store.watermark(live, p) for p in partitions}
+        gen = await store.new_generation()
+        log.info("building generation %d from stream %s", gen, settings.stream_name)
+        switched = False
+        try:
+            bulk = await asyncio.gather(*(_build(settings, nc, store, gen, p, filed[p]) for p in partitions))
+            leases = Leases(redis_client, Keys(settings.key_prefix), owner, settings.lease_ttl_s)
+            async with _seized(leases, partitions, settings.lease_ttl_s):
+                tail = await asyncio.gather(
+                    *(
+                        _build(settings, nc, store, gen, p, filed[p], after=bulk[p].watermark)
+                        for p in partitions
+                    )
+                )
+                previous = await store.switch_generation(gen)
+                switched = True
+        finally:
+            if not switched:
+                await store.drop_generation(gen)
     await announce(nc, settings, None)
     if previous is not None and previous != gen:
         await store.drop_generation(previous)
-    report = _report(gen, previous, totals, started)
+    report = _report(gen, previous, [*bulk, *tail], started)
     log.info("generation %d is live (was %s)", gen, previous)
     return report
 
@@ -69,74 +102,123 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
     """Rebuild one hour. Projectors pause (fenced) for the few seconds this takes; reads do not."""
     started = time.perf_counter()
     store = ProjectionStore.from_settings(redis_client, settings)
-    keys = Keys(settings.key_prefix)
-    leases = Leases(redis_client, keys, f"replay-{uuid.uuid4().hex[:8]}", settings.lease_ttl_s)
-    gen = await store.current_generation()
-    rebuilt = f"{gen}-rebuild-{hour_token(hour)}-{uuid.uuid4().hex[:6]}"
+    owner = f"replay-{uuid.uuid4().hex[:8]}"
+    leases = Leases(redis_client, Keys(settings.key_prefix), owner, settings.lease_ttl_s)
     partitions = range(settings.partitions)
-    epochs = {p: str(await leases.seize(p)) for p in partitions}
-    keeper = asyncio.create_task(_keep_leases(leases, partitions, settings.lease_ttl_s / 3))
-    try:
-        # With the fences raised no projector can apply, so these watermarks hold still.
-        watermarks = {p: await store.watermark(gen, p) for p in partitions}
-        totals = await asyncio.gather(
-            *(
-                _build(
-                    settings,
-                    nc,
-                    store,
-                    rebuilt,
-                    p,
-                    subject(settings.subject_prefix, hour, p),
-                    upto=watermarks[p],
+    async with _replay_lock(store, owner, settings.lease_ttl_s):
+        gen = await store.current_generation()
+        await store.drop_orphans(gen)
+        rebuilt = await store.new_generation()  # a scratch generation of its own, swapped in by hour
+        try:
+            async with _seized(leases, partitions, settings.lease_ttl_s) as epochs:
+                # With the fences raised no projector can apply, so these watermarks hold still.
+                watermarks = {p: await store.watermark(gen, p) for p in partitions}
+                built = await asyncio.gather(
+                    *(
+                        _build(
+                            settings,
+                            nc,
+                            store,
+                            rebuilt,
+                            p,
+                            watermarks[p],
+                            subject_filter=subject(settings.subject_prefix, hour, p),
+                            upto=watermarks[p],
+                        )
+                        for p in partitions
+                    )
                 )
-                for p in partitions
-            )
-        )
-        if not await store.swap_hour(gen, rebuilt, hour, epochs):
-            raise RuntimeError("another replay seized the partitions meanwhile; nothing was changed")
-        await announce(nc, settings, (hour,))
-    finally:
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper
-        await store.drop_generation(rebuilt)
-        for p in partitions:
-            await leases.release(p)
-    report = _report(gen, gen, totals, started)
+                outcome = await store.swap_hour(gen, rebuilt, hour, epochs)
+                if outcome is SwapOutcome.GENERATION_MOVED:
+                    raise ReplayRefused(
+                        f"a full replay switched generations while hour {hour_token(hour)} was rebuilt; "
+                        "nothing was written (the new generation already holds the hour)"
+                    )
+                if outcome is SwapOutcome.FENCED:
+                    raise ReplayRefused("another replay seized the partitions meanwhile; nothing was changed")
+            await announce(nc, settings, (hour,))
+        finally:
+            await store.drop_generation(rebuilt)
+    report = _report(gen, gen, built, started)
     log.info("hour %s rebuilt in generation %d", hour_token(hour), gen)
     return report
 
 
-async def _keep_leases(leases: Leases, partitions: range, every: float) -> None:
-    while True:
-        await asyncio.sleep(every)
+@contextlib.asynccontextmanager
+async def _replay_lock(store: ProjectionStore, owner: str, ttl_s: float) -> AsyncIterator[None]:
+    if not await store.lock(owner, ttl_s):
+        raise ReplayRefused(
+            f"another replay is running ({await store.lock_holder()}); try again when it ends"
+        )
+    keeper = asyncio.create_task(_renew(lambda: store.renew_lock(owner, ttl_s), ttl_s / 3))
+    try:
+        yield
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        await store.unlock(owner)
+
+
+@contextlib.asynccontextmanager
+async def _seized(leases: Leases, partitions: range, ttl_s: float) -> AsyncIterator[dict[int, str]]:
+    """Every partition's lease, taken from whoever holds it: their next apply is fenced off."""
+    epochs = {p: str(await leases.seize(p)) for p in partitions}
+
+    async def renew_all() -> None:
         for p in partitions:
             await leases.renew(p)
+
+    keeper = asyncio.create_task(_renew(renew_all, ttl_s / 3))
+    try:
+        yield epochs
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        for p in partitions:
+            await leases.release(p)
+
+
+async def _renew(renew: Callable[[], Awaitable[object]], every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await renew()
 
 
 async def _build(
     settings: Settings,
     nc: NATS,
     store: ProjectionStore,
-    gen: int | str,
+    gen: int,
     partition: int,
-    subject_filter: str,
+    dead_letter_above: int,
+    *,
+    after: int = 0,
+    subject_filter: str | None = None,
     upto: int | None = None,
-    dead_letter_above: int = 0,
-) -> tuple[int, int]:
-    """Fold every message on `subject_filter` (up to stream seq `upto`) into `gen`'s keys."""
+) -> Built:
+    """Fold every message on the partition (or `subject_filter`) after stream seq `after`, up to
+    `upto`, into `gen`'s keys, whose watermark for the partition is `after` to begin with.
+
+    A whole-partition build ends with the watermark at the stream's last sequence as it was when the
+    build began: everything of the partition up to there is applied, so no retention gap is seen later.
+    """
     js = nc.jetstream()
+    whole = subject_filter is None
+    last = (await js.stream_info(settings.stream_name)).state.last_seq
     sub = await js.pull_subscribe(
-        subject_filter,
+        subject_filter or partition_filter(settings.subject_prefix, partition),
         stream=settings.stream_name,
         config=ConsumerConfig(
             ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
+            opt_start_seq=after + 1 if after else None,
             inactive_threshold=60.0,
         ),
     )
-    watermark = messages = events = stalls = 0
+    watermark = after
+    messages = events = stalls = 0
     try:
         pending = (await sub.consumer_info()).num_pending or 0
         while pending > 0:
@@ -147,7 +229,9 @@ async def _build(
                 pending = (await sub.consumer_info()).num_pending or 0
                 stalls += 1
                 if pending and stalls > 5:
-                    raise RuntimeError(f"p{partition}: replay stalled with {pending} messages left") from None
+                    raise ReplayRefused(
+                        f"p{partition}: replay stalled with {pending} messages left"
+                    ) from None
                 continue
             stalls = 0
             decoded = []
@@ -156,7 +240,7 @@ async def _build(
                     item = read(msg, settings)
                 except UnknownVersion as exc:
                     seq = msg.metadata.sequence.stream
-                    raise RuntimeError(
+                    raise ReplayRefused(
                         f"p{partition}: stream seq {seq}: {exc}; upgrade this projector first"
                     ) from None
                 if upto is not None and item.message.seq > upto:
@@ -166,10 +250,7 @@ async def _build(
                 decoded.append(item.message)
             deltas = fold(decoded, after=watermark)
             if deltas:
-                result = await store.apply(gen, partition, watermark, deltas, live=False)
-                if result.outcome is not Outcome.APPLIED:
-                    raise RuntimeError(f"p{partition}: replay apply refused: {result.outcome.name}")
-                watermark = result.watermark
+                watermark = await _apply(store, gen, partition, watermark, deltas)
             messages += len(decoded)
             events += deltas.events
             pending = msgs[-1].metadata.num_pending
@@ -178,15 +259,24 @@ async def _build(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+    if whole and last > watermark:
+        watermark = await _apply(store, gen, partition, watermark, Deltas(last_seq=last))
     log.info("p%d: %d messages, %d events, up to stream seq %d", partition, messages, events, watermark)
-    return messages, events
+    return Built(messages, events, watermark)
 
 
-def _report(gen: int, previous: int | None, totals: list[tuple[int, int]], started: float) -> ReplayReport:
+async def _apply(store: ProjectionStore, gen: int, partition: int, watermark: int, deltas: Deltas) -> int:
+    result = await store.apply(gen, partition, watermark, deltas, live=False)
+    if result.outcome is not Outcome.APPLIED:
+        raise ReplayRefused(f"p{partition}: replay apply refused: {result.outcome.name}")
+    return result.watermark
+
+
+def _report(gen: int, previous: int | None, built: list[Built], started: float) -> ReplayReport:
     return ReplayReport(
         gen,
         previous,
-        sum(t[0] for t in totals),
-        sum(t[1] for t in totals),
+        sum(b.messages for b in built),
+        sum(b.events for b in built),
         time.perf_counter() - started,
     )

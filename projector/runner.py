@@ -332,6 +332,7 @@ class Projector:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("projector %s may take partitions %s", self.owner, self.candidates)
+        await self._drop_orphans()
         try:
             while not stop.is_set():
                 try:
@@ -348,6 +349,19 @@ class Projector:
             await asyncio.gather(*(self._let_go(p, release=True) for p in list(self.running)))
             with contextlib.suppress(*TRANSIENT):
                 await self.leases.leave()
+
+    async def _drop_orphans(self) -> None:
+        """What a killed replay left behind goes at start, unless a replay is running now. Only
+        generations handed out before the check are touched: a replay starting meanwhile gets a newer one."""
+        try:
+            upto = await self.store.last_generation_handed_out()
+            if await self.store.lock_holder() is not None:
+                return
+            dropped = await self.store.drop_orphans(await self.store.current_generation(), upto)
+            if dropped:
+                log.info("removed %d keys of generations a killed replay left behind", dropped)
+        except (*TRANSIENT, redis.exceptions.ResponseError) as exc:
+            log.warning("could not look for orphaned generations (%s); continuing", exc)
 
     async def _balance(self) -> None:
         for partition, running in list(self.running.items()):

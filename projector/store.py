@@ -15,6 +15,12 @@ from contract.settings import Settings
 from projector.fold import Deltas
 
 
+class SwapOutcome(enum.IntEnum):
+    SWAPPED = 1
+    FENCED = 0
+    GENERATION_MOVED = -1
+
+
 class Outcome(enum.IntEnum):
     APPLIED = 0
     WATERMARK_MOVED = 1
@@ -37,6 +43,7 @@ class ProjectionStore:
         self.window_ms = int(dedup_window_s * 1000)
         self._apply = redis.register_script(files("projector").joinpath("apply.lua").read_text())
         self._swap = redis.register_script(files("projector").joinpath("swap_hour.lua").read_text())
+        self._lock = redis.register_script(files("projector").joinpath("lock.lua").read_text())
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> ProjectionStore:
@@ -116,9 +123,10 @@ class ProjectionStore:
     async def clear_trouble(self, partition: int) -> None:
         await self._redis.delete(self.keys.trouble(partition))
 
-    async def swap_hour(self, gen: int, rebuilt: str, hour: int, epochs: dict[int, str]) -> bool:
-        """Put a rebuilt hour in place of the live one, if every partition's fence is still ours."""
-        keys: list[str] = []
+    async def swap_hour(self, gen: int, rebuilt: int, hour: int, epochs: dict[int, str]) -> SwapOutcome:
+        """Put a rebuilt hour in place of the live one, if `gen` is still live and every partition's
+        fence is still ours."""
+        keys: list[str] = [self.keys.generation]
         for p in epochs:
             keys += [
                 self.keys.fence(p),
@@ -127,7 +135,39 @@ class ProjectionStore:
                 self.keys.users(rebuilt, hour, p),
                 self.keys.counts(rebuilt, hour, p),
             ]
-        return bool(await self._swap(keys=keys, args=list(epochs.values())))
+        return SwapOutcome(int(await self._swap(keys=keys, args=[gen, *epochs.values()])))
+
+    async def last_generation_handed_out(self) -> int:
+        return int(await self._redis.get(self.keys.generation_counter) or 0)
+
+    async def lock(self, owner: str, ttl_s: float) -> bool:
+        return bool(
+            await self._lock(keys=[self.keys.replay_lock], args=["acquire", owner, int(ttl_s * 1000)])
+        )
+
+    async def renew_lock(self, owner: str, ttl_s: float) -> bool:
+        return bool(await self._lock(keys=[self.keys.replay_lock], args=["renew", owner, int(ttl_s * 1000)]))
+
+    async def unlock(self, owner: str) -> None:
+        await self._lock(keys=[self.keys.replay_lock], args=["release", owner, 0])
+
+    async def lock_holder(self) -> str | None:
+        raw = await self._redis.get(self.keys.replay_lock)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def drop_orphans(self, live: int, upto: int | None = None) -> int:
+        """Remove every generation but the live one that a replay handed out (up to `upto`, default all
+        so far): what a killed replay left behind. Returns the keys removed."""
+        if upto is None:
+            upto = await self.last_generation_handed_out()
+        head = f"{self.keys.prefix}:g"
+        dropped = 0
+        async for raw in self._redis.scan_iter(match=f"{head}*", count=1000):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            token = key[len(head) :].partition(":")[0]
+            if token.isdigit() and int(token) != live and int(token) <= upto:
+                dropped += await self._redis.unlink(key)
+        return dropped
 
     async def new_generation(self) -> int:
         return int(await self._redis.incr(self.keys.generation_counter))

@@ -1,12 +1,14 @@
 -- Swaps one hour's rebuilt projections in for the live ones, for every partition at once.
--- KEYS: per partition: fence, live users, live counts, rebuilt users, rebuilt counts.
--- ARGV: per partition, the epoch the rebuild holds. Returns 1 if swapped, 0 if a fence moved.
-local n = #ARGV
+-- KEYS: the generation key, then per partition: fence, live users, live counts, rebuilt users, rebuilt counts.
+-- ARGV: the generation the rebuild was made for, then per partition the epoch the rebuild holds.
+-- Returns 1 if swapped, 0 if a fence moved, -1 if the live generation is no longer the one rebuilt for.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local n = #ARGV - 1
 for p = 1, n do
-  if redis.call('GET', KEYS[5 * (p - 1) + 1]) ~= ARGV[p] then return 0 end
+  if redis.call('GET', KEYS[1 + 5 * (p - 1) + 1]) ~= ARGV[1 + p] then return 0 end
 end
 for p = 1, n do
-  local base = 5 * (p - 1)
+  local base = 1 + 5 * (p - 1)
   for i = 2, 3 do
     local live, rebuilt = KEYS[base + i], KEYS[base + i + 2]
     if redis.call('EXISTS', rebuilt) == 1 then

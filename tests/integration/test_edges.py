@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from api.reader import HourTotals, Reader
-from contract.hours import HOUR_MS
+from contract.hours import HOUR_MS, partition_of, subject
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind
+from contract.schema import Batch, Event, Kind, encode
 from contract.settings import Settings
 from projector.fold import Message, fold
-from projector.replay import replay
-from projector.store import Outcome, ProjectionStore
+from projector.leases import Leases
+from projector.replay import ReplayRefused, replay
+from projector.store import Outcome, ProjectionStore, SwapOutcome
 from tests.helpers import eventually
+from tests.integration.conftest import Projectors
 
 TS = 11 * HOUR_MS
 
@@ -102,3 +107,115 @@ async def test_dedup_memory_holds_only_the_keys_inside_the_window(redis: Redis, 
         watermark = result.watermark
     assert await redis.zcard(store.keys.dedup(gen, 0)) <= 110
     assert await redis.hget(store.keys.counts(gen, 11, 0), "clicks") == b"2000"
+
+
+async def test_counts_never_decrease_while_a_replay_runs_under_load(
+    client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: Settings, projectors: Projectors
+) -> None:
+    await projectors.start()
+    # History worth replaying, written straight to the stream in ingest's shape.
+    js = nc.jetstream()
+    history = 0
+    for batch in range(150):
+        by_partition: dict[int, list[Event]] = {}
+        for i in range(40):
+            user = f"h{batch}-{i}"
+            by_partition.setdefault(partition_of(user, settings.partitions), []).append(
+                Event(TS, user, Kind.CLICK)
+            )
+        for p, events in by_partition.items():
+            await js.publish(subject(settings.subject_prefix, 11, p), encode(Batch(events=tuple(events))))
+            history += len(events)
+    await eventually(lambda: truth_in_redis(redis, settings, 11), lambda t: t.clicks == history, timeout=60)
+
+    done = asyncio.Event()
+    sent = 0
+    seen: list[tuple[int, int]] = []
+
+    async def write() -> None:
+        nonlocal sent
+        while not done.is_set():
+            sent += 1
+            assert (
+                await client.post(f"/analytics?timestamp={TS}&user=live{sent}&impression")
+            ).status_code == 204
+
+    async def watch() -> None:
+        while not done.is_set():
+            t = await truth_in_redis(redis, settings, 11)
+            seen.append((t.clicks, t.impressions))
+            await asyncio.sleep(0)
+
+    async def run_replays() -> None:
+        try:
+            for _ in range(3):
+                await replay(settings, nc, redis)
+        finally:
+            done.set()
+
+    await asyncio.gather(write(), watch(), run_replays())
+    decreases = [(a, b) for a, b in itertools.pairwise(seen) if b[0] < a[0] or b[1] < a[1]]
+    assert not decreases, f"counts went backwards {len(decreases)} times, e.g. {decreases[:3]}"
+    assert len(seen) > 20
+    final = await eventually(
+        lambda: truth_in_redis(redis, settings, 11), lambda t: (t.clicks, t.impressions) == (history, sent)
+    )
+    assert abs(final.unique_users - (history + sent)) <= 0.02 * (history + sent)  # HyperLogLog
+
+
+async def test_a_single_hour_replay_never_writes_into_a_generation_that_was_switched_out(
+    redis: Redis, settings: Settings
+) -> None:
+    store = ProjectionStore.from_settings(redis, settings)
+    gen = await store.current_generation()
+    scratch = await store.new_generation()
+    await redis.pfadd(store.keys.users(scratch, 11, 0), "rebuilt-user")
+    leases = Leases(redis, store.keys, "single-hour", ttl_s=5)
+    epochs = {p: str(await leases.seize(p)) for p in range(settings.partitions)}
+    await store.switch_generation(await store.new_generation())  # a full replay finished meanwhile
+    assert await store.swap_hour(gen, scratch, 11, epochs) is SwapOutcome.GENERATION_MOVED
+    assert not await redis.exists(store.keys.users(gen, 11, 0))
+    assert await redis.exists(store.keys.users(scratch, 11, 0))
+
+
+@pytest.mark.usefixtures("projector")
+async def test_generations_left_by_a_killed_replay_are_removed_by_the_next_replay(
+    client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: Settings
+) -> None:
+    assert (await client.post(f"/analytics?timestamp={TS}&user=keep&click")).status_code == 204
+    await eventually(lambda: truth_in_redis(redis, settings, 11), lambda t: t.clicks == 1)
+    store = ProjectionStore.from_settings(redis, settings)
+    orphan = await store.new_generation()  # what a replay killed halfway leaves
+    await redis.set(store.keys.watermark(orphan, 0), 5)
+    await redis.pfadd(store.keys.users(orphan, 11, 0), "half-built")
+    report = await replay(settings, nc, redis)
+    assert not [k async for k in redis.scan_iter(match=store.keys.gen_pattern(orphan))]
+    assert await truth_in_redis(redis, settings, 11) == HourTotals(1, 1, 0)
+    assert report.generation > orphan
+
+
+async def test_a_projector_removes_orphaned_generations_at_start_unless_a_replay_runs(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings, projectors: Projectors
+) -> None:
+    store = ProjectionStore.from_settings(redis, settings)
+    await store.current_generation()
+    orphan = await store.new_generation()
+    await redis.set(store.keys.watermark(orphan, 0), 5)
+    assert await store.lock("a-running-replay", 30)
+    await projectors.start()
+    await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
+    assert await redis.exists(store.keys.watermark(orphan, 0))  # a replay holds it: left alone
+    await projectors.stop_all()
+    await store.unlock("a-running-replay")
+    await projectors.start()
+    await eventually(lambda: redis.exists(store.keys.watermark(orphan, 0)), lambda n: n == 0)
+
+
+async def test_only_one_replay_runs_at_a_time(
+    client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: Settings
+) -> None:
+    store = ProjectionStore.from_settings(redis, settings)
+    assert await store.lock("someone-else", 30)
+    with pytest.raises(ReplayRefused, match="another replay is running"):
+        await replay(settings, nc, redis)
+    await store.unlock("someone-else")
