@@ -6,8 +6,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.exceptions
-from litestar import Request, Response, get
+from litestar import HttpMethod, Request, Response, route
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.spec import Operation
 
 from api.cache import HourCache
 from api.reader import HourTotals, Reader
@@ -36,10 +37,10 @@ class Api:
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
 
-    def route(self) -> HTTPRouteHandler:
+    def route(self, operation_class: type[Operation] = Operation) -> HTTPRouteHandler:
         cache_control = self._cache_control
 
-        @get("/analytics")
+        @route("/analytics", http_method=[HttpMethod.GET, HttpMethod.HEAD], operation_class=operation_class)
         async def get_analytics(request: Request[Any, Any, Any]) -> Response[bytes]:
             raw = request.scope["query_string"]
             ts = timestamp_only(raw)

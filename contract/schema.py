@@ -90,6 +90,8 @@ def user_problem(user: str) -> str | None:
     """Why a user name breaks the rules ingest enforces, or None."""
     if user == "":
         return "is empty"
+    if user.isspace():
+        return "is only whitespace"
     if len(user) * 4 > MAX_USER_BYTES and len(user.encode()) > MAX_USER_BYTES:
         return f"is longer than {MAX_USER_BYTES} bytes"
     if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in user):

@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.spec import Operation
 
 from contract.errors import ParamError, Unavailable
 from contract.settings import Settings
@@ -37,10 +38,10 @@ class Ingest:
         self.publisher: Publisher | None = None
         self.refused: Callable[[], str | None] = lambda: None
 
-    def route(self) -> HTTPRouteHandler:
+    def route(self, operation_class: type[Operation] = Operation) -> HTTPRouteHandler:
         settings, clock = self.settings, self.clock
 
-        @post("/analytics", status_code=204)
+        @post("/analytics", status_code=204, operation_class=operation_class)
         async def post_analytics(request: Request[Any, Any, Any]) -> Response[None]:
             event = parse_event(
                 request.scope["query_string"],

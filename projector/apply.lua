@@ -44,18 +44,52 @@ for h = 0, hours - 1 do
 end
 -- A keyed event counts (its user and its click or impression) only if its user did not send its key
 -- within the window, measured on stream time, so live, rebuild and replay decide exactly alike.
-while arg <= #ARGV do
-  local at = tonumber(ARGV[arg])
-  local slot = 5 + 2 * (tonumber(ARGV[arg + 1]) - 1)
-  local field = ARGV[arg + 2] == 'c' and 'clicks' or 'impressions'
-  local user, member = ARGV[arg + 3], ARGV[arg + 4]
-  arg = arg + 5
-  local last = redis.call('ZSCORE', KEYS[4], member)
-  if not last or at - tonumber(last) > window then
-    redis.call('ZADD', KEYS[4], at, member)
-    redis.call('PFADD', KEYS[slot], user)
-    redis.call('HINCRBY', KEYS[slot + 1], field, 1)
+-- Scores are read in one ZMSCORE and writes grouped per hour: a handful of calls, not four per event.
+local CHUNK = 4000
+local first_keyed = arg
+local keyed = (#ARGV - first_keyed + 1) / 5
+if keyed > 0 then
+  local last = {}
+  for c = 0, keyed - 1, CHUNK do
+    local members = {}
+    for i = c, math.min(c + CHUNK, keyed) - 1 do
+      members[#members + 1] = ARGV[first_keyed + 5 * i + 4]
+    end
+    local scores = redis.call('ZMSCORE', KEYS[4], unpack(members))
+    for j = 1, #members do
+      if scores[j] then last[members[j]] = tonumber(scores[j]) end
+    end
   end
+  local zadd, users, clicks, impressions = {}, {}, {}, {}
+  for i = 0, keyed - 1 do
+    local a = first_keyed + 5 * i
+    local at = tonumber(ARGV[a])
+    local member = ARGV[a + 4]
+    local seen = last[member]
+    if not seen or at - seen > window then
+      last[member] = at
+      zadd[#zadd + 1] = at
+      zadd[#zadd + 1] = member
+      local slot = 5 + 2 * (tonumber(ARGV[a + 1]) - 1)
+      users[slot] = users[slot] or {}
+      table.insert(users[slot], ARGV[a + 3])
+      if ARGV[a + 2] == 'c' then
+        clicks[slot] = (clicks[slot] or 0) + 1
+      else
+        impressions[slot] = (impressions[slot] or 0) + 1
+      end
+    end
+  end
+  for c = 1, #zadd, CHUNK do  -- CHUNK is even, so score and member stay together
+    redis.call('ZADD', KEYS[4], unpack(zadd, c, math.min(c + CHUNK - 1, #zadd)))
+  end
+  for slot, list in pairs(users) do
+    for c = 1, #list, CHUNK do
+      redis.call('PFADD', KEYS[slot], unpack(list, c, math.min(c + CHUNK - 1, #list)))
+    end
+  end
+  for slot, n in pairs(clicks) do redis.call('HINCRBY', KEYS[slot + 1], 'clicks', n) end
+  for slot, n in pairs(impressions) do redis.call('HINCRBY', KEYS[slot + 1], 'impressions', n) end
 end
 -- Entries older than the window can no longer refuse anything: keep only the window's keys.
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%d', newest - window))

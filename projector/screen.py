@@ -74,4 +74,4 @@ def _all_good(events: tuple[Event, ...], hour: int, partition: int, partitions: 
         return False
     if any(zlib.crc32(u.encode()) % partitions != partition for u in users):
         return False
-    return not any(map(_key, events)) or all(e.key is None or key_problem(e.key) is None for e in events)
+    return all(key is None or key_problem(key) is None for key in map(_key, events))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,7 +31,15 @@ def main() -> None:
     problem = asyncio.run(_partition_problem(settings))
     if problem:
         raise SystemExit(f"hourglass http: refusing to start: {problem}")
-    _prepare_multiprocess_metrics()
+    own_directory = _prepare_multiprocess_metrics()
+    try:
+        _serve(settings)
+    finally:
+        if own_directory is not None:
+            shutil.rmtree(own_directory, ignore_errors=True)
+
+
+def _serve(settings: Settings) -> None:
     Granian(
         "server.__main__:app_from_env",
         factory=True,
@@ -60,16 +69,37 @@ async def _partition_problem(settings: Settings) -> str | None:
         await nc.close()
 
 
-def _prepare_multiprocess_metrics() -> None:
-    """Workers share counters through files here; set before any worker imports prometheus_client."""
+METRICS_DIR_PREFIX = "hourglass-metrics-"
+
+
+def _prepare_multiprocess_metrics() -> Path | None:
+    """Workers share counters through files in one directory; set it before any worker imports
+    prometheus_client. Returns the directory when this process made it (and must remove it)."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("*.db"):
             stale.unlink()
-    else:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hourglass-metrics-")
+        return None
+    # Directories of servers that died without cleaning up (SIGKILL) carry their pid: remove them.
+    for stale in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*"):
+        pid = stale.name.removeprefix(METRICS_DIR_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 if __name__ == "__main__":

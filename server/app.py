@@ -12,8 +12,10 @@ from typing import Any
 import msgspec
 import nats
 import nats.errors
-from litestar import Litestar, Request, Response, get
+from litestar import HttpMethod, Litestar, Request, Response, route
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from redis.asyncio import Redis
@@ -28,10 +30,13 @@ from contract.settings import Settings
 from contract.stream import consumer_name
 from ingest.publisher import Publisher
 from ingest.routes import Ingest
-from server import metrics
+from server import metrics, openapi
 from server.readiness import Readiness
 
 log = logging.getLogger("server")
+
+READ_METHODS = [HttpMethod.GET, HttpMethod.HEAD]
+ANALYTICS_ALLOW = "GET, HEAD, POST, OPTIONS"
 
 
 @dataclass
@@ -97,12 +102,17 @@ def create_app(
                 if state.redis is not None:
                     await state.redis.aclose()
 
-    @get("/healthz")
+    @route("/analytics", http_method=[HttpMethod.OPTIONS], include_in_schema=False)
+    async def analytics_options() -> Response[None]:
+        # Registered before the two analytics handlers: Litestar's own would name only one of them.
+        return Response(content=None, status_code=204, headers={"Allow": ANALYTICS_ALLOW})
+
+    @route("/healthz", http_method=READ_METHODS, include_in_schema=False)
     async def healthz() -> Response[bytes]:
         metrics.count("/healthz", "GET", 200)
         return Response(content=b"ok\n", media_type=TEXT)
 
-    @get("/readyz")
+    @route("/readyz", http_method=READ_METHODS, include_in_schema=False)
     async def readyz() -> Response[bytes]:
         problems = readiness.current()
         metrics.count("/readyz", "GET", 503 if problems else 200)
@@ -116,7 +126,7 @@ def create_app(
             )
         return Response(content=b"ready\n", media_type=TEXT)
 
-    @get("/metrics")
+    @route("/metrics", http_method=READ_METHODS, include_in_schema=False)
     async def metrics_endpoint() -> Response[bytes]:
         metrics.count("/metrics", "GET", 200)
         body, content_type = metrics.exposition(await _live_metrics(settings, state))
@@ -143,7 +153,14 @@ def create_app(
         return _error(request, 500, "internal error; it has been logged", {})
 
     return Litestar(
-        route_handlers=[ingest.route(), api.route(), healthz, readyz, metrics_endpoint],
+        route_handlers=[
+            analytics_options,
+            ingest.route(openapi.PostAnalytics),
+            api.route(openapi.GetAnalytics),
+            healthz,
+            readyz,
+            metrics_endpoint,
+        ],
         lifespan=[lifespan],
         exception_handlers={
             ParamError: bad_request,
@@ -151,7 +168,14 @@ def create_app(
             HTTPException: http_error,
             Exception: internal,
         },
-        openapi_config=None,
+        openapi_config=OpenAPIConfig(
+            title="Hourglass",
+            version="1",
+            description="Counts ad clicks, impressions and unique users per UTC hour.",
+            path="/schema",
+            # The document itself, as JSON, at /schema and /schema/openapi.json: no UI that loads from a CDN.
+            render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
+        ),
         debug=False,
     )
 
@@ -194,7 +218,7 @@ async def _live_metrics(settings: Settings, state: Clients) -> metrics.Live:
     return metrics.Live(applied, lag)
 
 
-class _ErrorJSON(msgspec.Struct, frozen=True):
+class _ErrorJSON(msgspec.Struct, frozen=True, omit_defaults=True):
     status: int
     error: str
     parameter: str | None = None

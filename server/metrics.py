@@ -24,6 +24,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 ROUTES = frozenset({"/analytics", "/healthz", "/readyz", "/metrics"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+"""RFC 9110's methods and PATCH; any other token a client makes up is counted as `other`, so label
+values (and /metrics) stay bounded whatever clients send."""
 
 REQUESTS = Counter("hourglass_http_requests", "HTTP requests answered", ["route", "method", "status"])
 PUBLISH_BATCH = Histogram(
@@ -49,7 +52,7 @@ _children: dict[tuple[str, str, int], Any] = {}
 def count(route: str, method: str, status: int) -> None:
     """One answered request. Called where responses are made: a middleware wrapping every `send`
     cost about a tenth of the GET throughput in `./just bench`."""
-    key = (route if route in ROUTES else "other", method, status)
+    key = (route if route in ROUTES else "other", method if method in METHODS else "other", status)
     child = _children.get(key)
     if child is None:
         child = _children[key] = REQUESTS.labels(key[0], key[1], str(status))

@@ -59,8 +59,12 @@ async def publish(settings: Settings, events: int) -> float:
 
 async def measure(settings: Settings) -> tuple[float, int, int, int]:
     """(replay seconds, used_memory after, dedup sets' bytes, dedup entries) for a fresh Redis."""
-    redis = Redis.from_url(settings.redis_url)
-    await redis.flushall()
+    redis = Redis.from_url(settings.redis_url, socket_timeout=60)
+    await redis.flushall(asynchronous=False)
+    for _ in range(300):  # a bench polling the server: let the flush free its memory first
+        if not int((await redis.info("memory")).get("lazyfree_pending_objects", 0)):
+            break
+        await asyncio.sleep(0.1)
     base = int((await redis.info("memory"))["used_memory"])
     nc = await nats.connect(settings.nats_url)
     report = await replay(settings, nc, redis)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,12 @@ from redis.asyncio import Redis
 
 from contract import schema
 from contract.settings import Settings
+from deploy.servers import ROOT, free_port
 from projector.runner import Projector, run_projector
 from projector.stream import ensure_stream
 from server.app import Clients, create_app
 from tests.conftest import Server, running
-from tests.helpers import eventually
+from tests.helpers import eventually, isolated_settings, settings_env
 
 
 @contextlib.asynccontextmanager
@@ -136,3 +140,45 @@ async def projectors(
     started = Projectors(settings, redis)
     yield started
     await started.stop_all()
+
+
+@pytest.fixture(scope="module")
+def http_server(
+    nats_server: Server, redis_server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Settings]]:
+    """The real thing: granian in a subprocess, so the HTTP parser is under test too."""
+    s = isolated_settings(nats_server.url, redis_server.url, http_port=free_port(), http_workers=1)
+    make_stream = [sys.executable, "-m", "projector", "stream"]
+    subprocess.run(make_stream, env=settings_env(s), cwd=ROOT, check=True, timeout=60)
+    log = tmp_path_factory.mktemp("http") / "server.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server"],
+        env=settings_env(s),
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{s.http_port}"
+    try:
+        wait_ready(base, proc)
+        yield base, s
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=base) as probe:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "server exited"
+            try:
+                ready = probe.get("/readyz")
+                # No projector runs here: everything else must be ready.
+                problems = [line for line in ready.text.splitlines() if not line.startswith("projector:")]
+                if ready.status_code == 200 or (ready.status_code == 503 and not problems):
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    raise AssertionError("server not ready")

@@ -219,3 +219,31 @@ async def test_only_one_replay_runs_at_a_time(
     with pytest.raises(ReplayRefused, match="another replay is running"):
         await replay(settings, nc, redis)
     await store.unlock("someone-else")
+
+
+async def test_duplicates_inside_one_apply_count_once(redis: Redis, settings: Settings) -> None:
+    store = ProjectionStore.from_settings(redis, settings)
+    gen = await store.current_generation()
+    events = (
+        Event(TS, "ann", Kind.CLICK, key="k1"),
+        Event(TS, "ann", Kind.CLICK, key="k1"),  # the retry, in the same batch
+        Event(TS, "bob", Kind.CLICK, key="k1"),  # another user's k1
+        Event(TS + HOUR_MS, "ann", Kind.IMPRESSION, key="k1"),  # a retry naming another hour
+        Event(TS, "ann", Kind.IMPRESSION, key="k2"),
+    )
+    result = await store.apply(gen, 0, 0, fold([Message(1, Batch(events=events), stream_ms=5)]))
+    assert result.outcome is Outcome.APPLIED
+    assert await truth_in_redis(redis, settings, 11) == HourTotals(2, 2, 1)
+    assert await truth_in_redis(redis, settings, 12) == HourTotals(0, 0, 0)
+
+
+async def test_an_apply_with_more_keyed_events_than_lua_can_unpack_at_once(
+    redis: Redis, settings: Settings
+) -> None:
+    store = ProjectionStore.from_settings(redis, settings)
+    gen = await store.current_generation()
+    events = tuple(Event(TS, f"user{i}", Kind.CLICK, key=f"k{i}") for i in range(9_000))
+    retried = events[:3_000]  # the same requests again, in the same apply
+    deltas = fold([Message(1, Batch(events=events)), Message(2, Batch(events=retried))])
+    assert (await store.apply(gen, 0, 0, deltas)).outcome is Outcome.APPLIED
+    assert (await truth_in_redis(redis, settings, 11)).clicks == 9_000

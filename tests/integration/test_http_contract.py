@@ -92,6 +92,7 @@ BAD_POSTS = [
     ("timestamp=1&user=&click", "user"),
     ("timestamp=1&user=" + "x" * 257 + "&click", "user"),
     ("timestamp=1&user=a%01b&click", "user"),
+    ("timestamp=1&user=%20%09%20&click", "user"),
     ("timestamp=1&user=kek", "event"),
     ("timestamp=1&user=kek&click&impression", "event"),
 ]
@@ -184,3 +185,38 @@ async def test_metrics_count_requests_batches_and_projector_progress(client: Cli
     assert "hourglass_puback_seconds_bucket" in text
     assert 'hourglass_projector_applied_seq{partition="' in text
     assert 'hourglass_consumer_lag{partition="' in text
+
+
+async def test_unknown_parameters_are_ignored_and_the_event_still_counts(client: Client) -> None:
+    ts = 6 * HOUR_MS
+    response = await client.post(f"/analytics?timestamp={ts}&user=cb&click&_=1764079200123&utm_source=x")
+    assert response.status_code == 204
+    assert await eventually(lambda: hour_text(client, ts), lambda t: t == (1, 1, 0)) == (1, 1, 0)
+    got = await client.get(f"/analytics?timestamp={ts}&_=99")
+    assert parse_text(got.text) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/analytics?timestamp=7", "/metrics"])
+async def test_head_answers_like_get_without_a_body(client: Client, path: str) -> None:
+    await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
+    got, head = await client.get(path), await client.head(path)
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+
+
+async def test_options_and_405_name_every_method_of_analytics(client: Client) -> None:
+    options = await client.options("/analytics")
+    assert options.status_code == 204
+    assert {m.strip() for m in options.headers["allow"].split(",")} == {"GET", "HEAD", "POST", "OPTIONS"}
+    refused = await client.put("/analytics")
+    assert refused.status_code == 405
+    assert {m.strip() for m in refused.headers["allow"].split(",")} == {"GET", "HEAD", "POST", "OPTIONS"}
+
+
+async def test_made_up_methods_share_one_metric_label(client: Client) -> None:
+    for i in range(40):
+        assert (await client.request(f"BREW{i}", "/analytics")).status_code == 405
+    text = (await client.get("/metrics")).text
+    assert "BREW" not in text
+    assert 'method="other",route="/analytics",status="405"' in text

@@ -26,6 +26,27 @@ from tests.integration.workload import Truth, mixed_events, parse_text, post_pat
 pytestmark = pytest.mark.slow
 
 
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _descendants_seen(pids: list[int]) -> list[int]:
+    """Children of those processes that are still around (granian's workers, for instance)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue
+        if ppid in pids:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, *args],
@@ -192,10 +213,15 @@ async def test_stack_serves_replays_and_restarts_with_identical_answers(
         assert b"replayed 300 events" in replay.stdout
         assert await answers(http, truth) == live
 
+        children = [int(pid) for pid in re.findall(r"\| started \(pid (\d+)\)", log.read_text())]
         stack.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(stack.wait, 30) == 0
         for port in (http_port, nats_port, redis_port):
             assert not port_open("127.0.0.1", port), f"port {port} still served after Ctrl-C"
+        # Every process the stack started is gone: the servers, the stream step, HTTP and its workers.
+        assert len(children) >= 5
+        left = [pid for pid in children + _descendants_seen(children) if _running(pid)]
+        assert not left, f"still running after Ctrl-C: {left}"
 
         up()
         await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, timeout=60)

@@ -59,6 +59,12 @@ def test_an_event_on_another_partitions_subject_is_rejected() -> None:
     assert rejected == [Rejected(0, "user belongs to partition 1, not 0")]
 
 
+def test_an_empty_idempotency_key_is_rejected_even_in_a_clean_batch() -> None:
+    user = next(f"user{i}" for i in range(100) if partition(f"user{i}") == 0)
+    _, rejected = screen(Batch(events=(Event(HOUR * HOUR_MS, user, Kind.CLICK, key=""),)), HOUR, 0, PARTS)
+    assert [r.position for r in rejected] == [0]
+
+
 def test_a_clean_batch_passes_untouched() -> None:
     user = next(f"user{i}" for i in range(100) if partition(f"user{i}") == 2)
     batch = Batch(events=(Event(HOUR * HOUR_MS, user, Kind.IMPRESSION, key="k-1"),))
