@@ -57,6 +57,10 @@ bench-durability:
 bench-dedup *args:
     {{python}} -m tests.bench.dedup_memory "$@"
 
+# Reading the log through a durable consumer with acks against an ephemeral one without.
+bench-consumers *args:
+    {{python}} -m tests.bench.consumers "$@"
+
 # Hourglass against a bare Litestar app with wrk: throughput ratios, latency, freshness, projector,
 # replay and RSS; prints the table and writes docs/benchmarks.md.
 bench *args:

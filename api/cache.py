@@ -3,7 +3,7 @@
 A view is served from memory only while it was confirmed by Redis within `staleness_s`; otherwise the
 request waits for one refresh, shared by every request for that hour (single flight). Change notices
 refresh cached hours in the background, so the current hour stays fresh without readers waiting.
-Every value served came from Redis, so a GET never shows more than the projections held.
+Every value served came from Redis, but a cached view can outlive a wipe of Redis by up to `staleness_s`.
 """
 
 from __future__ import annotations

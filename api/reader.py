@@ -7,7 +7,7 @@ from importlib.resources import files
 
 from redis.asyncio import Redis
 
-from contract.keys import Keys
+from contract.keys import FIRST_GENERATION, Keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,7 @@ class Reader:
 
     async def hour(self, hour: int) -> HourTotals:
         parts = range(self._partitions)
-        args: list[str | int] = [self._partitions]
+        args: list[str | int] = [FIRST_GENERATION, self._partitions]
         args += [self._keys.users_template(hour, p) for p in parts]
         args += [self._keys.counts_template(hour, p) for p in parts]
         users, clicks, impressions = await self._read(keys=[self._keys.generation], args=args)

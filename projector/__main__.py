@@ -15,12 +15,13 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
+from contract.backoff import with_backoff
 from contract.hours import parse_hour_token
 from contract.settings import Settings
 from projector import metrics
+from projector.balancer import run_projector
 from projector.inspect import inspect
 from projector.replay import ReplayRefused, replay, replay_hour
-from projector.runner import run_projector
 from projector.store import ProjectionStore
 from projector.stream import check_partitions, ensure_stream
 
@@ -28,16 +29,18 @@ log = logging.getLogger("projector")
 
 
 async def _connect(settings: Settings, name: str, wait: bool) -> NATS:
-    delay = 0.2
-    while True:
-        try:
-            return await nats.connect(**settings.nats_options(name))
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
-            if not wait:
-                raise SystemExit(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
-            log.warning("NATS not reachable yet (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    options = settings.nats_options(name)
+    if wait:
+        return await with_backoff(
+            lambda: nats.connect(**options), NATS_DOWN, f"NATS at {settings.nats_url}", log
+        )
+    try:
+        return await nats.connect(**options)
+    except NATS_DOWN as exc:
+        raise SystemExit(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
+
+
+NATS_DOWN = (TimeoutError, nats.errors.Error, OSError)
 
 
 async def _main(args: argparse.Namespace) -> int:

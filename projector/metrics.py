@@ -16,6 +16,11 @@ APPLIED_SEQ = Gauge(
     "hourglass_projector_applied_seq", "Last stream sequence this process applied", ["partition"]
 )
 
+CONSUMER_LAG = Gauge(
+    "hourglass_consumer_lag",
+    "Messages of the partition in the stream that this process has not received yet (at its last fetch)",
+    ["partition"],
+)
 DEAD_LETTERS = Counter(
     "hourglass_projector_dead_letters",
     "Stream messages or events this process filed in the dead-letter stream instead of applying",

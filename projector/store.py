@@ -9,7 +9,7 @@ from importlib.resources import files
 import redis.exceptions
 from redis.asyncio import Redis
 
-from contract.keys import Keys
+from contract.keys import FIRST_GENERATION, Keys
 from contract.schema import Kind
 from contract.settings import Settings
 from projector.fold import Deltas
@@ -50,10 +50,10 @@ class ProjectionStore:
         return cls(redis, Keys(settings.key_prefix), settings.dedup_window_s)
 
     async def current_generation(self) -> int:
-        """The live generation, creating generation 1 when Redis is new or was wiped."""
-        await self._redis.set(self.keys.generation, 1, nx=True)
+        """The live generation, recording the first one when Redis is new or was wiped."""
+        await self._redis.set(self.keys.generation, FIRST_GENERATION, nx=True)
+        gen = self.keys.live_generation(await self._redis.get(self.keys.generation))
         # The counter must stay above every generation in use, also after a wipe.
-        gen = await self.live_generation() or 1
         await self._redis.eval(
             "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
             "redis.call('SET', KEYS[1], ARGV[1]) end",
@@ -64,8 +64,9 @@ class ProjectionStore:
         return gen
 
     async def live_generation(self) -> int | None:
+        """The generation key as it is: None when Redis lost it (a wipe)."""
         raw = await self._redis.get(self.keys.generation)
-        return int(raw) if raw is not None else None
+        return None if raw is None else self.keys.live_generation(raw)
 
     async def watermark(self, gen: int, partition: int) -> int:
         raw = await self._redis.get(self.keys.watermark(gen, partition))

@@ -22,12 +22,12 @@ from redis.asyncio import Redis
 
 from api.reader import Reader
 from api.routes import TEXT, Api
+from contract.backoff import with_backoff
 from contract.errors import ParamError, Unavailable
 from contract.hours import changes_subject, system_now_ms
 from contract.keys import Keys
 from contract.schema import decode_changed
 from contract.settings import Settings
-from contract.stream import consumer_name
 from ingest.publisher import Publisher
 from ingest.routes import Ingest
 from server import metrics, openapi
@@ -35,6 +35,8 @@ from server.readiness import Readiness
 
 log = logging.getLogger("server")
 
+DRAIN_TIMEOUT_S = 5.0
+"""A shutdown never waits longer than this for NATS to take what is still buffered."""
 READ_METHODS = [HttpMethod.GET, HttpMethod.HEAD]
 ANALYTICS_ALLOW = "GET, HEAD, POST, OPTIONS"
 
@@ -98,7 +100,7 @@ def create_app(
             if owned:
                 if state.nc is not None:
                     with contextlib.suppress(Exception):
-                        await state.nc.drain()
+                        await asyncio.wait_for(state.nc.drain(), DRAIN_TIMEOUT_S)
                 if state.redis is not None:
                     await state.redis.aclose()
 
@@ -129,7 +131,7 @@ def create_app(
     @route("/metrics", http_method=READ_METHODS, include_in_schema=False)
     async def metrics_endpoint() -> Response[bytes]:
         metrics.count("/metrics", "GET", 200)
-        body, content_type = metrics.exposition(await _live_metrics(settings, state))
+        body, content_type = metrics.exposition()
         return Response(content=body, media_type=content_type)
 
     def bad_request(request: Request[Any, Any, Any], exc: ParamError) -> Response[bytes]:
@@ -186,36 +188,11 @@ def redis_client(settings: Settings) -> Redis:
 
 async def _connect_nats_forever(settings: Settings, attach: Callable[[NATS], Awaitable[None]]) -> None:
     """nats-py does not retry a failed first connect, so the app starts anyway and keeps trying."""
-    delay = 0.2
-    while True:
-        try:
-            nc = await nats.connect(**settings.nats_options("hourglass-http"))
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
-            log.warning("NATS not reachable yet (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            continue
-        await attach(nc)
-        return
-
-
-async def _live_metrics(settings: Settings, state: Clients) -> metrics.Live:
-    """Applied watermark and consumer lag per partition; whatever cannot be read now is left out."""
-    applied: dict[int, int] = {}
-    lag: dict[int, int] = {}
-    keys = Keys(settings.key_prefix)
-    with contextlib.suppress(Exception):
-        if state.redis is not None:
-            gen = keys.live_generation(await state.redis.get(keys.generation))
-            marks = await state.redis.mget([keys.watermark(gen, p) for p in range(settings.partitions)])
-            applied = {p: int(m) for p, m in enumerate(marks) if m is not None}
-    with contextlib.suppress(Exception):
-        if state.nc is not None and state.nc.is_connected:
-            js = state.nc.jetstream(timeout=0.5)
-            for p in range(settings.partitions):
-                info = await js.consumer_info(settings.stream_name, consumer_name(p))
-                lag[p] = int(info.num_pending or 0)
-    return metrics.Live(applied, lag)
+    options = settings.nats_options("hourglass-http")
+    nc = await with_backoff(
+        lambda: nats.connect(**options), (TimeoutError, nats.errors.Error, OSError), "NATS", log
+    )
+    await attach(nc)
 
 
 class _ErrorJSON(msgspec.Struct, frozen=True, omit_defaults=True):

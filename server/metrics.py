@@ -1,8 +1,8 @@
-"""Prometheus metrics of the HTTP process: requests, group-commit batches, PubAck latency, projector lag.
+"""Prometheus metrics of the HTTP process: requests, group-commit batches, PubAck latency.
 
 Granian runs several worker processes, so counters go through prometheus-client's multiprocess mode
 (`PROMETHEUS_MULTIPROC_DIR`, set by `python -m server` before the workers start) and any worker can
-answer a scrape with the sum. Projector position and consumer lag are read live at scrape time.
+answer a scrape with the sum. What projectors do is on their own metrics port.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 ROUTES = frozenset({"/analytics", "/healthz", "/readyz", "/metrics"})
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
@@ -63,38 +61,11 @@ def counter(route: str, method: str) -> Callable[[int], None]:
     return lambda status: count(route, method, status)
 
 
-class Live(Collector):
-    """Gauges read at scrape time: each partition's applied sequence and consumer lag."""
-
-    def __init__(self, applied: dict[int, int], lag: dict[int, int]) -> None:
-        self.applied, self.lag = applied, lag
-
-    def collect(self) -> Any:
-        applied = GaugeMetricFamily(
-            "hourglass_projector_applied_seq",
-            "Watermark in Redis: last stream sequence applied",
-            labels=["partition"],
-        )
-        lag = GaugeMetricFamily(
-            "hourglass_consumer_lag",
-            "Messages the partition's projector consumer has not yet received",
-            labels=["partition"],
-        )
-        for p, seq in sorted(self.applied.items()):
-            applied.add_metric([str(p)], seq)
-        for p, n in sorted(self.lag.items()):
-            lag.add_metric([str(p)], n)
-        yield applied
-        yield lag
-
-
-def exposition(live: Live) -> tuple[bytes, str]:
+def exposition() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         body = generate_latest(registry)
     else:
         body = generate_latest(REGISTRY)
-    extra = CollectorRegistry()
-    extra.register(live)
-    return body + generate_latest(extra), CONTENT_TYPE_LATEST
+    return body, CONTENT_TYPE_LATEST

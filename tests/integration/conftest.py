@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from contract import schema
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port
-from projector.runner import Projector, run_projector
+from projector.balancer import Projector, run_projector
 from projector.stream import ensure_stream
 from server.app import Clients, create_app
 from tests.conftest import Server, running

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -55,6 +57,8 @@ async def test_get_answers_503_promptly_while_redis_is_down_and_recovers(
 ) -> None:
     assert (await app_client.get("/analytics?timestamp=1")).status_code == 200
     own_redis.kill()
+    ready = await eventually(lambda: app_client.get("/readyz"), lambda r: "redis:" in r.text)
+    assert ready.status_code == 503
     started = time.monotonic()
     response = await app_client.get("/analytics?timestamp=7200000")  # an hour no worker has cached
     assert response.status_code == 503
@@ -72,3 +76,39 @@ async def test_get_answers_503_promptly_while_redis_is_down_and_recovers(
         lambda: app_client.get("/analytics?timestamp=1"), lambda r: r.status_code == 200, timeout=30
     )
     assert await Redis.from_url(own_settings.redis_url).ping()
+
+
+async def test_a_hung_nats_server_gets_503_within_the_publish_timeout(
+    app_client: httpx.AsyncClient, own_nats: Server, own_settings: Settings
+) -> None:
+    assert (await app_client.post("/analytics?timestamp=1&user=a&click")).status_code == 204
+    os.kill(own_nats.proc.pid, signal.SIGSTOP)  # alive but silent: the socket stays open
+    try:
+        started = time.monotonic()
+        response = await app_client.post("/analytics?timestamp=1&user=b&click")
+        took = time.monotonic() - started
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert took < own_settings.publish_timeout_s + 2.0  # the contract: no hang past the timeout
+    finally:
+        os.kill(own_nats.proc.pid, signal.SIGCONT)
+    await eventually(
+        lambda: app_client.post("/analytics?timestamp=1&user=c&click"), lambda r: r.status_code == 204
+    )
+
+
+async def test_a_hung_redis_gets_503_within_the_redis_timeout(
+    app_client: httpx.AsyncClient, own_redis: Server, own_settings: Settings
+) -> None:
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = await app_client.get("/analytics?timestamp=10800000")  # not cached anywhere
+        took = time.monotonic() - started
+        assert response.status_code == 503
+        assert took < own_settings.redis_timeout_s + 2.0
+        ready = await eventually(lambda: app_client.get("/readyz"), lambda r: r.status_code == 503)
+        assert "redis" in ready.text or "checks:" in ready.text
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+    await eventually(lambda: app_client.get("/analytics?timestamp=10800000"), lambda r: r.status_code == 200)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY, generate_latest
 
 from contract.hours import HOUR_MS, hour_of, system_now_ms
 from contract.settings import Settings
@@ -183,8 +184,9 @@ async def test_metrics_count_requests_batches_and_projector_progress(client: Cli
     assert 'hourglass_http_requests_total{method="POST",route="/analytics",status="204"}' in text
     assert "hourglass_publish_batch_events_bucket" in text
     assert "hourglass_puback_seconds_bucket" in text
-    assert 'hourglass_projector_applied_seq{partition="' in text
-    assert 'hourglass_consumer_lag{partition="' in text
+    projector = generate_latest(REGISTRY).decode()  # the in-process projector's registry
+    assert 'hourglass_projector_applied_seq{partition="' in projector
+    assert 'hourglass_consumer_lag{partition="' in projector
 
 
 async def test_unknown_parameters_are_ignored_and_the_event_still_counts(client: Client) -> None:

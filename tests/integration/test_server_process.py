@@ -35,7 +35,7 @@ def metrics_dirs(tmp: Path) -> list[Path]:
 def test_the_metrics_directory_goes_with_the_server(
     nats_server: Server, redis_server: Server, tmp_path: Path
 ) -> None:
-    settings = isolated_settings(nats_server.url, redis_server.url, http_port=free_port(), http_workers=2)
+    settings = isolated_settings(nats_server.url, redis_server.url, http_port=free_port(), http_workers=1)
     proc = start(settings, tmp_path)
     assert len(metrics_dirs(tmp_path)) == 1
     proc.send_signal(signal.SIGTERM)

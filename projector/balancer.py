@@ -1,0 +1,137 @@
+"""The live projector process: holds a fair share of the partitions' leases, one worker for each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import redis.exceptions
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from contract import schema
+from contract.hours import system_now_ms
+from contract.keys import Keys
+from contract.settings import Settings
+from projector import metrics
+from projector.consumer import Decoder
+from projector.leases import Leases, fair_share
+from projector.store import ProjectionStore
+from projector.worker import TRANSIENT, PartitionWorker, Stopped, out_of_memory
+
+log = logging.getLogger("projector")
+
+
+@dataclass
+class _Running:
+    worker: PartitionWorker
+    stop: asyncio.Event
+    task: asyncio.Task[Stopped]
+
+
+class Projector:
+    """Holds a fair share of the partitions' leases and runs a worker for each one it holds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        nc: NATS,
+        redis_client: Redis,
+        partitions: Iterable[int] | None = None,
+        clock: Callable[[], int] = system_now_ms,
+        decoder: Decoder = schema.decode,
+    ) -> None:
+        self.settings = settings
+        self.decoder = decoder
+        self.nc = nc
+        self.store = ProjectionStore.from_settings(redis_client, settings)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.leases = Leases(redis_client, Keys(settings.key_prefix), self.owner, settings.lease_ttl_s)
+        self.candidates = list(range(settings.partitions)) if partitions is None else list(partitions)
+        self.clock = clock
+        self.running: dict[int, _Running] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("projector %s may take partitions %s", self.owner, self.candidates)
+        await self._drop_orphans()
+        try:
+            while not stop.is_set():
+                try:
+                    await self._balance()
+                except (*TRANSIENT, redis.exceptions.ResponseError) as exc:
+                    if out_of_memory(exc):
+                        metrics.REDIS_OOM.inc()
+                    log.warning("lease upkeep failed (%s %s); retrying", type(exc).__name__, exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.lease_ttl_s / 3)
+        finally:
+            for running in self.running.values():
+                running.stop.set()  # all at once: each may be waiting out a fetch
+            await asyncio.gather(*(self._let_go(p, release=True) for p in list(self.running)))
+            with contextlib.suppress(*TRANSIENT):
+                await self.leases.leave()
+
+    async def _drop_orphans(self) -> None:
+        """What a killed replay left behind goes at start, unless a replay is running now. Only
+        generations handed out before the check are touched: a replay starting meanwhile gets a newer one."""
+        try:
+            upto = await self.store.last_generation_handed_out()
+            if await self.store.lock_holder() is not None:
+                return
+            dropped = await self.store.drop_orphans(await self.store.current_generation(), upto)
+            if dropped:
+                log.info("removed %d keys of generations a killed replay left behind", dropped)
+        except (*TRANSIENT, redis.exceptions.ResponseError) as exc:
+            log.warning("could not look for orphaned generations (%s); continuing", exc)
+
+    async def _balance(self) -> None:
+        for partition, running in list(self.running.items()):
+            if running.task.done():
+                await self._let_go(partition, release=False)
+            elif not await self.leases.renew(partition):
+                log.warning("p%d: lease lost; stopping", partition)
+                await self._let_go(partition, release=False)
+        live = await self.leases.heartbeat(self.clock())
+        share = min(len(self.candidates), fair_share(self.settings.partitions, live, self.owner))
+        for partition in sorted(self.running, reverse=True)[: max(0, len(self.running) - share)]:
+            log.info("p%d: handing over (%d projectors share the partitions)", partition, len(live))
+            await self._let_go(partition, release=True)
+        if len(self.running) >= share:
+            return
+        start = hash(self.owner) % len(self.candidates)
+        for partition in self.candidates[start:] + self.candidates[:start]:
+            if partition in self.running:
+                continue
+            epoch = await self.leases.acquire(partition)
+            if epoch is None:
+                continue
+            worker = PartitionWorker(self.settings, self.nc, self.store, partition, str(epoch), self.decoder)
+            stop = asyncio.Event()
+            self.running[partition] = _Running(worker, stop, asyncio.create_task(worker.run(stop)))
+            if len(self.running) >= share:
+                return
+
+    async def _let_go(self, partition: int, release: bool) -> None:
+        running = self.running.pop(partition)
+        running.stop.set()
+        with contextlib.suppress(Exception):
+            await running.task
+        if release:
+            with contextlib.suppress(*TRANSIENT):
+                await self.leases.release(partition)
+
+
+async def run_projector(
+    settings: Settings,
+    nc: NATS,
+    redis_client: Redis,
+    stop: asyncio.Event,
+    partitions: Iterable[int] | None = None,
+) -> None:
+    await Projector(settings, nc, redis_client, partitions).run(stop)
