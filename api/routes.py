@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis.exceptions
@@ -11,7 +11,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Operation
 
 from api.cache import HourCache
-from api.reader import HourTotals, Reader
+from api.reader import HourTotals
 from contract.errors import Unavailable
 from contract.hours import hour_of
 from contract.params import parse_query, parse_timestamp, timestamp_only
@@ -21,19 +21,19 @@ JSON = "application/json"
 
 
 class Api:
-    """The GET route; `reader` is attached by the app's lifespan once Redis is connected."""
+    """The GET route; `read` (Redis in production) is attached by the app's lifespan."""
 
     def __init__(self, staleness_s: float, answered: Callable[[int], None] = lambda _: None) -> None:
         self.answered = answered
-        self.reader: Reader | None = None
+        self.read: Callable[[int], Awaitable[HourTotals]] | None = None
         self.cache = HourCache(self._fetch, staleness_s)
         self._cache_control = f"public, max-age={int(staleness_s)}"
 
     async def _fetch(self, hour: int) -> HourTotals:
-        if self.reader is None:
+        if self.read is None:
             raise Unavailable("Redis", "not connected yet")
         try:
-            return await self.reader.hour(hour)
+            return await self.read(hour)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
 

@@ -42,19 +42,23 @@ def single(query: dict[str, list[str]], name: str) -> str | None:
 
 
 def parse_timestamp(query: dict[str, list[str]]) -> int:
+    return parse_timestamp_param(query, "timestamp")
+
+
+def parse_timestamp_param(query: dict[str, list[str]], name: str) -> int:
     """Milliseconds since the epoch: a plain non-negative decimal integer, nothing else."""
-    raw = single(query, "timestamp")
+    raw = single(query, name)
     if raw is None:
-        raise ParamError("timestamp", "is required (milliseconds since the epoch)")
+        raise ParamError(name, "is required (milliseconds since the epoch)")
     if raw == "":
-        raise ParamError("timestamp", "is empty; expected milliseconds since the epoch")
+        raise ParamError(name, "is empty; expected milliseconds since the epoch")
     if raw.startswith("-") and raw[1:].isdigit() and raw[1:].isascii():
-        raise ParamError("timestamp", f"must not be negative, got {_show(raw)}")
+        raise ParamError(name, f"must not be negative, got {_show(raw)}")
     if not (raw.isascii() and raw.isdigit()):
-        raise ParamError("timestamp", f"must be a plain decimal integer of milliseconds, got {_show(raw)}")
+        raise ParamError(name, f"must be a plain decimal integer of milliseconds, got {_show(raw)}")
     if len(raw) > 19 or int(raw) > MAX_TIMESTAMP_MS:
         raise ParamError(
-            "timestamp",
+            name,
             f"{_show(raw)} is out of range: at most {MAX_TIMESTAMP_MS} milliseconds since the epoch "
             "(year 9999); is it in micro- or nanoseconds?",
         )

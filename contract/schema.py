@@ -6,6 +6,7 @@ msgpack at these sizes, and batching (many events per message) amortises the ext
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 import msgspec
@@ -83,6 +84,7 @@ def decode(payload: bytes) -> AnyBatch:
 
 
 MAX_USER_BYTES = 256
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 MAX_KEY_CHARS = 128
 
 
@@ -94,14 +96,15 @@ def user_problem(user: str) -> str | None:
         return "is only whitespace"
     if len(user) * 4 > MAX_USER_BYTES and len(user.encode()) > MAX_USER_BYTES:
         return f"is longer than {MAX_USER_BYTES} bytes"
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in user):
+    if _CONTROL.search(user):
         return "contains control characters"
     return None
 
 
 def key_problem(key: str) -> str | None:
     """Why an Idempotency-Key breaks the rules ingest enforces, or None."""
-    if not 1 <= len(key) <= MAX_KEY_CHARS or not all(0x20 <= ord(c) <= 0x7E for c in key):
+    # For ASCII, printable is exactly 0x20 to 0x7E.
+    if not 1 <= len(key) <= MAX_KEY_CHARS or not (key.isascii() and key.isprintable()):
         return f"must be 1 to {MAX_KEY_CHARS} printable ASCII characters"
     return None
 

@@ -14,6 +14,7 @@ from contract.hours import hour_of, partition_of, subject
 from contract.settings import Settings
 from ingest.appender import Appender
 from ingest.batcher import Batcher
+from ingest.seams import EventLog
 
 log = logging.getLogger("ingest")
 
@@ -22,10 +23,14 @@ class Publisher:
     """Appends events with group commit: a 204 waits for the PubAck of the message holding its event."""
 
     def __init__(
-        self, nc: NATS, settings: Settings, on_batch: Callable[[int, float], None] | None = None
+        self,
+        log: EventLog,
+        settings: Settings,
+        on_batch: Callable[[int, float], None] | None = None,
+        connected: Callable[[], bool] = lambda: True,
     ) -> None:
-        self._nc = nc
-        self._appender = Appender(nc)
+        self._log = log
+        self._connected = connected
         self._settings = settings
         self._batcher = Batcher(
             self._send,
@@ -35,9 +40,15 @@ class Publisher:
             on_batch=on_batch,
         )
 
+    @classmethod
+    def over_nats(
+        cls, nc: NATS, settings: Settings, on_batch: Callable[[int, float], None] | None = None
+    ) -> Publisher:
+        return cls(Appender(nc), settings, on_batch, connected=lambda: nc.is_connected)
+
     async def publish(self, event: schema.Event) -> None:
         """Returns once JetStream has stored the event; raises Unavailable otherwise."""
-        if not self._nc.is_connected:
+        if not self._connected():
             raise Unavailable("NATS", "not connected")
         settings = self._settings
         subj = subject(
@@ -49,7 +60,7 @@ class Publisher:
 
     async def _send(self, subj: str, payload: bytes) -> None:
         try:
-            await self._appender.append(subj, payload, self._settings.publish_timeout_s)
+            await self._log.append(subj, payload, self._settings.publish_timeout_s)
         except (nats.errors.Error, OSError) as exc:
             raise Unavailable("NATS", f"{type(exc).__name__}: {exc}") from exc
 

@@ -1,17 +1,11 @@
-"""The projector's I/O seams: the log it reads and the projections it writes (JetStream and Redis)."""
+"""The projector's write seam: the projections it keeps (Redis in production, a dict in unit tests)."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from projector.fold import Deltas, Message
+from projector.fold import Deltas
 from projector.store import ApplyResult
-
-
-class EventLog(Protocol):
-    async def read(self, subject_filter: str, after: int, limit: int) -> list[Message]:
-        """Up to `limit` decoded messages on `subject_filter` with stream sequence above `after`."""
-        ...
 
 
 class Projections(Protocol):

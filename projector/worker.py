@@ -172,7 +172,8 @@ class PartitionWorker:
                 # The watermark is only sound over a gap-free run of first deliveries: a message
                 # delivered to an abandoned pull request, or redelivered, ends the run, and the
                 # consumer is then recreated at the watermark instead.
-                metrics.CONSUMER_LAG.labels(str(self.partition)).set(fetched[-1].metadata.num_pending)
+                if fetched:  # nats-py can hand back an empty batch
+                    metrics.CONSUMER_LAG.labels(str(self.partition)).set(fetched[-1].metadata.num_pending)
                 msgs = _contiguous(fetched, delivered)
                 delivered += len(msgs)
                 reads: list[Read] = []

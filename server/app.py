@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
-from api.reader import Reader
+from api.reader import HourTotals, Reader
 from api.routes import TEXT, Api
 from contract.backoff import with_backoff
 from contract.errors import ParamError, Unavailable
@@ -30,6 +30,7 @@ from contract.schema import decode_changed
 from contract.settings import Settings
 from ingest.publisher import Publisher
 from ingest.routes import Ingest
+from ingest.seams import EventLog
 from server import metrics, openapi
 from server.readiness import Readiness
 
@@ -43,10 +44,15 @@ ANALYTICS_ALLOW = "GET, HEAD, POST, OPTIONS"
 
 @dataclass
 class Clients:
-    """Connections the app uses. Passed in (tests) they stay the caller's; otherwise the lifespan's."""
+    """Connections the app uses. Passed in (tests) they stay the caller's; otherwise the lifespan's.
+
+    `log` and `hours` replace the NATS append and the Redis read with stand-ins (unit tests), as an
+    httpx transport replaces the network."""
 
     nc: NATS | None = None
     redis: Redis | None = None
+    log: EventLog | None = None
+    hours: Callable[[int], Awaitable[HourTotals]] | None = None
 
 
 def create_app(
@@ -67,20 +73,25 @@ def create_app(
 
     async def attach_nats(nc: NATS) -> None:
         state.nc = nc
-        ingest.publisher = Publisher(nc, settings, on_batch=metrics.on_batch)
+        ingest.publisher = Publisher.over_nats(nc, settings, on_batch=metrics.on_batch)
         await nc.subscribe(changes_subject(settings.stream_name), cb=on_change)
 
     def attach_redis(client: Redis) -> None:
         state.redis = client
-        api.reader = Reader(client, Keys(settings.key_prefix), settings.partitions)
+        api.read = Reader(client, Keys(settings.key_prefix), settings.partitions).hour
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        if state.redis is None:
-            state.redis = redis_client(settings)
-        attach_redis(state.redis)
+        if state.hours is not None:
+            api.read = state.hours
+        else:
+            if state.redis is None:
+                state.redis = redis_client(settings)
+            attach_redis(state.redis)
         connecting: asyncio.Task[None] | None = None
-        if state.nc is None:
+        if state.log is not None:
+            ingest.publisher = Publisher(state.log, settings)
+        elif state.nc is None:
             connecting = asyncio.create_task(_connect_nats_forever(settings, attach_nats))
         else:
             await attach_nats(state.nc)

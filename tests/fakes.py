@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from contract import schema
 from contract.errors import Unavailable
 from contract.schema import Kind
-from projector.fold import Deltas, Message
+from projector.fold import Deltas
 from projector.store import ApplyResult, Outcome
 
 
@@ -28,11 +27,6 @@ class MemoryEventLog:
             raise Unavailable("NATS", "the fake log is down")
         self.messages.append((len(self.messages) + 1, subject, payload))
         return len(self.messages)
-
-    async def read(self, subject_filter: str, after: int, limit: int) -> list[Message]:
-        prefix = subject_filter.rstrip(">").rstrip("*")
-        picked = [m for m in self.messages if m[0] > after and m[1].startswith(prefix)][:limit]
-        return [Message(seq, schema.decode(data), stream_ms=seq) for seq, _, data in picked]
 
 
 @dataclass

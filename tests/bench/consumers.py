@@ -50,10 +50,10 @@ async def read_all(url: str, acks: bool, messages: int) -> float:
         ack_policy=AckPolicy.EXPLICIT if acks else AckPolicy.NONE,
         deliver_policy=DeliverPolicy.ALL,
         max_ack_pending=20_000 if acks else None,
-        durable_name="bench-durable" if acks else None,
         inactive_threshold=None if acks else 30.0,
     )
-    sub = await js.pull_subscribe(f"{PREFIX}.>", stream=STREAM, config=config)
+    durable = "bench-durable" if acks else None
+    sub = await js.pull_subscribe(f"{PREFIX}.>", durable=durable, stream=STREAM, config=config)
     got = 0
     started = time.perf_counter()
     while got < messages:

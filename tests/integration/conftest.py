@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import nats
 import pytest
-from litestar import Litestar
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
@@ -26,31 +23,7 @@ from projector.balancer import Projector, run_projector
 from projector.stream import ensure_stream
 from server.app import Clients, create_app
 from tests.conftest import Server, running
-from tests.helpers import eventually, isolated_settings, settings_env
-
-
-@contextlib.asynccontextmanager
-async def lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Drive the ASGI lifespan on this event loop (Litestar's TestClient uses another thread's loop)."""
-    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.create_task(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
-    await inbox.put({"type": "lifespan.startup"})
-    started = await outbox.get()
-    assert started["type"] == "lifespan.startup.complete", started
-    try:
-        yield
-    finally:
-        await inbox.put({"type": "lifespan.shutdown"})
-        await outbox.get()
-        await task
-
-
-async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://hourglass") as http:
-        yield http
+from tests.helpers import eventually, isolated_settings, serve, settings_env
 
 
 async def make_stream(settings: Settings, timeout: float = 20) -> None:

@@ -22,8 +22,7 @@ from projector.leases import Leases
 from projector.replay import replay
 from projector.store import Outcome, ProjectionStore
 from server.app import Clients, create_app
-from tests.helpers import eventually
-from tests.integration.conftest import serve
+from tests.helpers import eventually, serve
 from tests.integration.workload import parse_text
 
 TS = 9 * HOUR_MS

@@ -16,8 +16,7 @@ from contract.stream import PARTITIONS_METADATA, dead_letter_stream
 from deploy.servers import ROOT
 from projector.stream import PartitionMismatch, ensure_stream
 from server.app import create_app
-from tests.helpers import eventually, settings_env
-from tests.integration.conftest import serve
+from tests.helpers import eventually, serve, settings_env
 
 
 def run(args: list[str], settings: Settings) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,89 @@
+"""The HTTP contract with the I/O seams replaced by in-memory fakes: no servers, milliseconds per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from api.reader import HourTotals
+from contract import schema
+from contract.errors import Unavailable
+from contract.hours import HOUR_MS, hour_of, partition_of, subject
+from contract.settings import Settings
+from server.app import Clients, create_app
+from tests.fakes import MemoryEventLog
+from tests.helpers import serve
+
+SETTINGS = Settings(publish_linger_ms=0)
+NOW = 1_764_079_200_000
+
+
+class Hours:
+    def __init__(self) -> None:
+        self.totals: dict[int, HourTotals] = {}
+        self.down = False
+
+    async def __call__(self, hour: int) -> HourTotals:
+        if self.down:
+            raise Unavailable("Redis", "the fake is down")
+        return self.totals.get(hour, HourTotals(0, 0, 0))
+
+
+@pytest.fixture
+def log() -> MemoryEventLog:
+    return MemoryEventLog()
+
+
+@pytest.fixture
+def hours() -> Hours:
+    return Hours()
+
+
+@pytest.fixture
+async def http(log: MemoryEventLog, hours: Hours) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in serve(create_app(SETTINGS, Clients(log=log, hours=hours), clock=lambda: NOW)):
+        yield client
+
+
+async def test_a_post_is_appended_to_its_hour_and_partition_subject(
+    http: httpx.AsyncClient, log: MemoryEventLog
+) -> None:
+    response = await http.post(f"/analytics?timestamp={NOW}&user=ann&click", headers={"Idempotency-Key": "k"})
+    assert response.status_code == 204
+    [(_, subj, payload)] = log.messages
+    assert subj == subject(SETTINGS.subject_prefix, hour_of(NOW), partition_of("ann", SETTINGS.partitions))
+    assert schema.decode(payload).events == (schema.Event(NOW, "ann", schema.Kind.CLICK, "k"),)
+
+
+async def test_a_log_that_cannot_store_gets_a_503_and_nothing_is_appended(
+    http: httpx.AsyncClient, log: MemoryEventLog
+) -> None:
+    log.down = True
+    response = await http.post(f"/analytics?timestamp={NOW}&user=ann&click")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert log.messages == []
+
+
+async def test_a_bad_post_is_a_400_and_appends_nothing(http: httpx.AsyncClient, log: MemoryEventLog) -> None:
+    response = await http.post(f"/analytics?timestamp={NOW}&user=%20&click")
+    assert response.status_code == 400
+    assert response.text.startswith("user: is only whitespace")
+    assert log.messages == []
+
+
+async def test_a_get_renders_what_the_projections_hold(http: httpx.AsyncClient, hours: Hours) -> None:
+    hours.totals[hour_of(NOW)] = HourTotals(3, 2, 1)
+    response = await http.get(f"/analytics?timestamp={NOW}")
+    assert response.text == "unique_users,3\nclicks,2\nimpressions,1\n"
+    as_json = await http.get(f"/analytics?timestamp={NOW - HOUR_MS}", headers={"Accept": "application/json"})
+    assert as_json.json()["hour_start"] == "2025-11-25T13:00:00Z"
+
+
+async def test_projections_that_cannot_answer_give_a_503(http: httpx.AsyncClient, hours: Hours) -> None:
+    hours.down = True
+    response = await http.get(f"/analytics?timestamp={NOW}")
+    assert response.status_code == 503
+    assert "Traceback" not in response.text
