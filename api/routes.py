@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -11,21 +11,29 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Operation
 
 from api.cache import HourCache
+from api.ranges import parse_range, render_csv, render_json
 from api.reader import HourTotals
 from contract.errors import Unavailable
 from contract.hours import hour_of
 from contract.params import parse_query, parse_timestamp, timestamp_only
 
 TEXT = "text/plain"
+CSV = "text/csv"
 JSON = "application/json"
+
+ReadBuckets = Callable[[Sequence[Sequence[int]]], Awaitable[tuple[list[HourTotals], HourTotals]]]
 
 
 class Api:
     """The GET route; `read` (Redis in production) is attached by the app's lifespan."""
 
-    def __init__(self, staleness_s: float, answered: Callable[[int], None] = lambda _: None) -> None:
+    def __init__(
+        self, staleness_s: float, answered: Callable[[int], None] = lambda _: None, max_buckets: int = 8784
+    ) -> None:
         self.answered = answered
+        self.max_buckets = max_buckets
         self.read: Callable[[int], Awaitable[HourTotals]] | None = None
+        self.read_buckets: ReadBuckets | None = None
         self.cache = HourCache(self._fetch, staleness_s)
         self._cache_control = f"public, max-age={int(staleness_s)}"
 
@@ -45,7 +53,10 @@ class Api:
             raw = request.scope["query_string"]
             ts = timestamp_only(raw)
             if ts is None:
-                ts = parse_timestamp(parse_query(raw))
+                query = parse_query(raw)
+                if "from" in query or "to" in query:
+                    return await self._range(query, request, cache_control)
+                ts = parse_timestamp(query)
             view = await self.cache.view(hour_of(ts))
             wants_json, if_none_match = _negotiation(request.scope["headers"])
             body, etag, media = (
@@ -59,6 +70,25 @@ class Api:
             return Response(content=body, media_type=media, headers=headers)
 
         return get_analytics
+
+    async def _range(
+        self, query: dict[str, list[str]], request: Request[Any, Any, Any], cache_control: str
+    ) -> Response[bytes]:
+        q = parse_range(query, self.max_buckets)
+        if self.read_buckets is None:
+            raise Unavailable("Redis", "not connected yet")
+        try:
+            found, total = await self.read_buckets(q.buckets)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
+        rows = [(t.unique_users, t.clicks, t.impressions) for t in found]
+        whole = (total.unique_users, total.clicks, total.impressions)
+        wants_json, _ = _negotiation(request.scope["headers"])
+        body, media = (render_json(q, rows, whole), JSON) if wants_json else (render_csv(q, rows, whole), CSV)
+        self.answered(200)
+        return Response(
+            content=body, media_type=media, headers={"cache-control": cache_control, "vary": "Accept"}
+        )
 
 
 def _negotiation(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bool, str | None]:

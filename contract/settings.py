@@ -84,6 +84,9 @@ class Settings:
     future_skew_ms: int = 86_400_000
     """How far in the future a POSTed timestamp may be; refuses microseconds sent by mistake."""
 
+    range_max_buckets: int = 8784
+    """The most buckets (hours or days) one range read may ask for; 8,784 hours is a leap year."""
+
     retry_after_s: int = 1
     """Retry-After seconds sent with a 503."""
 

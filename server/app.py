@@ -61,7 +61,7 @@ def create_app(
     clock: Callable[[], int] = system_now_ms,
 ) -> Litestar:
     ingest = Ingest(settings, clock, metrics.counter("/analytics", "POST"))
-    api = Api(settings.read_staleness_s, metrics.counter("/analytics", "GET"))
+    api = Api(settings.read_staleness_s, metrics.counter("/analytics", "GET"), settings.range_max_buckets)
     state = Clients() if clients is None else clients
     owned = clients is None
     readiness = Readiness(settings, lambda: state.nc, lambda: state.redis, clock)
@@ -78,7 +78,8 @@ def create_app(
 
     def attach_redis(client: Redis) -> None:
         state.redis = client
-        api.read = Reader(client, Keys(settings.key_prefix), settings.partitions).hour
+        reader = Reader(client, Keys(settings.key_prefix), settings.partitions)
+        api.read, api.read_buckets = reader.hour, reader.buckets
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

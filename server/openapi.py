@@ -26,6 +26,7 @@ from contract.schema import MAX_KEY_CHARS
 
 TIMESTAMP = Schema(type=OpenAPIType.INTEGER, minimum=0, maximum=MAX_TIMESTAMP_MS)
 TEXT = "text/plain"
+CSV = "text/csv"
 JSON = "application/json"
 
 _error = {
@@ -127,8 +128,29 @@ _hour_json = Schema(
         "impressions": Schema(type=OpenAPIType.INTEGER, minimum=0),
     },
 )
+_counts: dict[str, Schema | Reference] = {
+    "unique_users": Schema(type=OpenAPIType.INTEGER, minimum=0),
+    "clicks": Schema(type=OpenAPIType.INTEGER, minimum=0),
+    "impressions": Schema(type=OpenAPIType.INTEGER, minimum=0),
+}
+_range_json = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["granularity", "buckets", "total"],
+    properties={
+        "granularity": Schema(type=OpenAPIType.STRING, enum=["hour", "day"]),
+        "buckets": Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["start", *_counts],
+                properties={"start": Schema(type=OpenAPIType.STRING), **_counts},
+            ),
+        ),
+        "total": Schema(type=OpenAPIType.OBJECT, required=list(_counts), properties=_counts),
+    },
+)
 _validators: dict[str, OpenAPIHeader | Reference] = {
-    "ETag": OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), required=True),
+    "ETag": OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description="On hour reads"),
     "Cache-Control": OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), required=True),
 }
 
@@ -145,9 +167,27 @@ class GetAnalytics(Operation):
             Parameter(
                 name="timestamp",
                 param_in="query",
-                required=True,
-                description="Any moment of the hour, in milliseconds since the epoch (UTC).",
+                description="Any moment of the hour, in milliseconds since the epoch (UTC). Required "
+                "unless `from` and `to` ask for a range.",
                 schema=TIMESTAMP,
+            ),
+            Parameter(
+                name="from",
+                param_in="query",
+                description="Range read: the first bucket is the one containing this moment (ms, UTC).",
+                schema=TIMESTAMP,
+            ),
+            Parameter(
+                name="to",
+                param_in="query",
+                description="Range read: buckets starting before this moment (ms, UTC; exclusive).",
+                schema=TIMESTAMP,
+            ),
+            Parameter(
+                name="granularity",
+                param_in="query",
+                description="Range read: `hour` (default) or `day` (UTC days) buckets.",
+                schema=Schema(type=OpenAPIType.STRING, enum=["hour", "day"]),
             ),
             Parameter(
                 name="Accept",
@@ -167,7 +207,14 @@ class GetAnalytics(Operation):
                             pattern=r"^unique_users,[0-9]+\nclicks,[0-9]+\nimpressions,[0-9]+\n$",
                         )
                     ),
-                    JSON: OpenAPIMediaType(schema=_hour_json),
+                    CSV: OpenAPIMediaType(
+                        schema=Schema(
+                            type=OpenAPIType.STRING,
+                            description="A range: a header, a row per bucket, then `total` (uniques are "
+                            "the union over the range)",
+                        )
+                    ),
+                    JSON: OpenAPIMediaType(schema=Schema(one_of=[_hour_json, _range_json])),
                 },
             ),
             "304": OpenAPIResponse(

@@ -69,6 +69,6 @@ def test_the_document_describes_both_endpoints_and_the_flags(http_server: tuple[
     assert all(p["allowEmptyValue"] for p in flags.values())
     assert set(post["responses"]) == {"204", "400", "503"}
     get = document["paths"]["/analytics"]["get"]
-    assert [p["name"] for p in get["parameters"]] == ["timestamp", "Accept"]
+    assert [p["name"] for p in get["parameters"]] == ["timestamp", "from", "to", "granularity", "Accept"]
     assert set(get["responses"]) == {"200", "304", "400", "503"}
     assert set(document["paths"]) == {"/analytics"}

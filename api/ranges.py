@@ -1,0 +1,110 @@
+"""Range reads, pure: which buckets `from`/`to` name, how each is labelled, and how rows are rendered."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+
+from contract.errors import ParamError
+from contract.hours import HOUR_MS, hour_start
+from contract.params import parse_timestamp_param, single
+
+
+class Granularity(enum.StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+
+
+HOURS_PER = {Granularity.HOUR: 1, Granularity.DAY: 24}
+
+
+@dataclass(frozen=True, slots=True)
+class RangeQuery:
+    granularity: Granularity
+    buckets: tuple[tuple[int, ...], ...]
+    """Each bucket's hours (hours since the epoch), in order."""
+
+
+def parse_range(query: dict[str, list[str]], max_buckets: int) -> RangeQuery:
+    """`from` (rounded down to its bucket) up to `to` (exclusive): every bucket starting in between."""
+    if single(query, "timestamp") is not None:
+        raise ParamError("timestamp", "give either timestamp, or from and to, not both")
+    start_ms = parse_timestamp_param(query, "from")
+    end_ms = parse_timestamp_param(query, "to")
+    raw = single(query, "granularity") or "hour"
+    try:
+        granularity = Granularity(raw)
+    except ValueError:
+        raise ParamError("granularity", f"must be 'hour' or 'day', got {raw[:20]!r}") from None
+    step = HOURS_PER[granularity]
+    first = start_ms // HOUR_MS // step * step
+    if end_ms <= first * HOUR_MS:
+        raise ParamError(
+            "to", f"must be after from rounded down to its {granularity.value} ({first * HOUR_MS})"
+        )
+    count = -(-(end_ms - first * HOUR_MS) // (step * HOUR_MS))  # buckets whose start is before `to`
+    if count > max_buckets:
+        raise ParamError(
+            "to",
+            f"the range holds {count} {granularity.value}s; at most {max_buckets} "
+            "(ANALYTICS_RANGE_MAX_BUCKETS) fit in one read",
+        )
+    buckets = tuple(tuple(range(first + i * step, first + (i + 1) * step)) for i in range(count))
+    return RangeQuery(granularity, buckets)
+
+
+def label(granularity: Granularity, first_hour: int) -> str:
+    start = hour_start(first_hour)
+    if granularity is Granularity.DAY:
+        return start.date().isoformat()
+    return _iso(start)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+Row = tuple[int, int, int]
+"""(unique users, clicks, impressions)"""
+
+
+def render_csv(q: RangeQuery, rows: list[Row], total: Row) -> bytes:
+    lines = [f"{q.granularity.value},unique_users,clicks,impressions"]
+    lines += [
+        f"{label(q.granularity, b[0])},{u},{c},{i}" for b, (u, c, i) in zip(q.buckets, rows, strict=True)
+    ]
+    lines.append(f"total,{total[0]},{total[1]},{total[2]}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+class BucketJSON(msgspec.Struct, frozen=True):
+    start: str
+    unique_users: int
+    clicks: int
+    impressions: int
+
+
+class TotalJSON(msgspec.Struct, frozen=True):
+    unique_users: int
+    clicks: int
+    impressions: int
+
+
+class RangeJSON(msgspec.Struct, frozen=True):
+    granularity: str
+    buckets: list[BucketJSON]
+    total: TotalJSON
+
+
+def render_json(q: RangeQuery, rows: list[Row], total: Row) -> bytes:
+    body = RangeJSON(
+        granularity=q.granularity.value,
+        buckets=[
+            BucketJSON(label(q.granularity, b[0]), *row) for b, row in zip(q.buckets, rows, strict=True)
+        ],
+        total=TotalJSON(*total),
+    )
+    return msgspec.json.encode(body)
