@@ -57,6 +57,11 @@ class Keys:
         """The lease epoch of a partition; an apply carrying another epoch is refused."""
         return f"{self.prefix}:fence:{partition}"
 
+    def dirty(self, gen: int | str, partition: int) -> str:
+        """Sorted set of the partition's hour tokens changed since the last snapshot, each scored by
+        the watermark of the apply that changed it last."""
+        return f"{self.prefix}:g{gen}:dirty:{partition}"
+
     def trouble(self, partition: int) -> str:
         """Why the partition's projector is not applying (stalled, failing); expires unless restated."""
         return f"{self.prefix}:trouble:{partition}"

@@ -124,3 +124,51 @@ def encode_changed(notice: HoursChanged) -> bytes:
 
 def decode_changed(payload: bytes) -> HoursChanged:
     return _changed_decoder.decode(payload)
+
+
+class HourState(msgspec.Struct, frozen=True, array_like=True):
+    """One hour of one partition in a snapshot: the HyperLogLog as Redis stores it, and the counters."""
+
+    hll: bytes | None
+    clicks: int
+    impressions: int
+
+
+class DedupState(msgspec.Struct, frozen=True, array_like=True):
+    entries: list[tuple[str, int]]
+    """(`user\nkey`, stream ms when last counted) inside the dedup window."""
+
+
+class ManifestV1(msgspec.Struct, frozen=True, tag=1, tag_field="v"):
+    """A consistent cut of one partition: restoring it means these entries plus the stream after
+    `watermark`, exactly. Entries are immutable; the manifest is written after all of them."""
+
+    watermark: int
+    hours: dict[str, int]
+    """Hour token -> watermark of the entry that holds it (`snapshot_hour_key`)."""
+    dedup: int
+    """Watermark of the dedup entry (`snapshot_dedup_key`)."""
+
+
+Manifest = ManifestV1
+
+_pack = msgspec.msgpack.Encoder()
+_unpack_hour = msgspec.msgpack.Decoder(HourState)
+_unpack_dedup = msgspec.msgpack.Decoder(DedupState)
+_unpack_manifest = msgspec.msgpack.Decoder(ManifestV1)
+
+
+def pack(value: HourState | DedupState | ManifestV1) -> bytes:
+    return _pack.encode(value)
+
+
+def unpack_hour(raw: bytes) -> HourState:
+    return _unpack_hour.decode(raw)
+
+
+def unpack_dedup(raw: bytes) -> DedupState:
+    return _unpack_dedup.decode(raw)
+
+
+def unpack_manifest(raw: bytes) -> ManifestV1:
+    return _unpack_manifest.decode(raw)

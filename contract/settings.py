@@ -84,6 +84,9 @@ class Settings:
     future_skew_ms: int = 86_400_000
     """How far in the future a POSTed timestamp may be; refuses microseconds sent by mistake."""
 
+    snapshot_interval_s: float = 60.0
+    """How often a projector writes the hours that changed to the snapshot store (0 turns it off)."""
+
     range_max_buckets: int = 8784
     """The most buckets (hours or days) one range read may ask for; 8,784 hours is a leap year."""
 

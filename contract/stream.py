@@ -34,3 +34,23 @@ def partition_mismatch(stream_name: str, metadata: Mapping[str, str] | None, con
         f"stream {stream_name} was created with {recorded} partitions, but ANALYTICS_PARTITIONS is "
         f"{configured}; the partition count is fixed for the life of a stream"
     )
+
+
+def snapshot_bucket(stream_name: str) -> str:
+    """The JetStream key-value bucket that holds the projections' snapshots."""
+    return f"{stream_name}_SNAPSHOTS"
+
+
+def snapshot_manifest_key(partition: int) -> str:
+    """The partition's manifest: its watermark and which entry holds each hour. Written last."""
+    return f"p{partition}.manifest"
+
+
+def snapshot_hour_key(partition: int, hour_token: str, watermark: int) -> str:
+    """One hour of one partition as it was at `watermark`; never overwritten."""
+    return f"p{partition}.h{hour_token}.w{watermark}"
+
+
+def snapshot_dedup_key(partition: int, watermark: int) -> str:
+    """The partition's idempotency entries inside the window, as they were at `watermark`."""
+    return f"p{partition}.dedup.w{watermark}"

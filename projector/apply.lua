@@ -1,9 +1,10 @@
 -- Applies one partition's folded deltas and advances its watermark in one atomic step.
--- KEYS: generation, fence, watermark, dedup (sorted set), then (users HLL, counts hash) per hour.
+-- KEYS: generation, fence, watermark, dedup (sorted set), dirty (sorted set), then (users HLL, counts
+--       hash) per hour.
 -- ARGV: gen, epoch ("" = unfenced), expected watermark, new watermark, mode ("live" | "build"),
 --       hour count, dedup window ms, newest stream ms of the deltas,
 --       then per hour: clicks, impressions, users joined by "\n"
---       (user names cannot hold control characters, so the newline is a safe separator),
+--       (user names cannot hold control characters, so the newline is a safe separator), hour token,
 --       then per keyed event: stream ms, hour number (1-based), kind ("c" | "i"), user, dedup member.
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced.
 local gen = ARGV[1]
@@ -22,8 +23,9 @@ local hours = tonumber(ARGV[6])
 local window = tonumber(ARGV[7])
 local newest = tonumber(ARGV[8])
 local arg = 9
+local dirty = {}
 for h = 0, hours - 1 do
-  local k = 5 + 2 * h
+  local k = 6 + 2 * h
   local clicks = tonumber(ARGV[arg])
   local impressions = tonumber(ARGV[arg + 1])
   -- One string instead of one argument per user: far cheaper to send than 100k arguments.
@@ -38,7 +40,10 @@ for h = 0, hours - 1 do
     end
   end
   if n > 0 then redis.call('PFADD', KEYS[k], unpack(chunk, 1, n)) end
-  arg = arg + 3
+  -- The snapshot writer takes every hour changed since its last cut; the score says by which apply.
+  dirty[#dirty + 1] = ARGV[4]
+  dirty[#dirty + 1] = ARGV[arg + 3]
+  arg = arg + 4
   if clicks > 0 then redis.call('HINCRBY', KEYS[k + 1], 'clicks', clicks) end
   if impressions > 0 then redis.call('HINCRBY', KEYS[k + 1], 'impressions', impressions) end
 end
@@ -70,7 +75,7 @@ if keyed > 0 then
       last[member] = at
       zadd[#zadd + 1] = at
       zadd[#zadd + 1] = member
-      local slot = 5 + 2 * (tonumber(ARGV[a + 1]) - 1)
+      local slot = 6 + 2 * (tonumber(ARGV[a + 1]) - 1)
       users[slot] = users[slot] or {}
       table.insert(users[slot], ARGV[a + 3])
       if ARGV[a + 2] == 'c' then
@@ -90,6 +95,9 @@ if keyed > 0 then
   end
   for slot, n in pairs(clicks) do redis.call('HINCRBY', KEYS[slot + 1], 'clicks', n) end
   for slot, n in pairs(impressions) do redis.call('HINCRBY', KEYS[slot + 1], 'impressions', n) end
+end
+for c = 1, #dirty, CHUNK do
+  redis.call('ZADD', KEYS[5], unpack(dirty, c, math.min(c + CHUNK - 1, #dirty)))
 end
 -- Entries older than the window can no longer refuse anything: keep only the window's keys.
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%d', newest - window))

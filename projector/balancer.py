@@ -13,15 +13,18 @@ from dataclasses import dataclass
 
 import redis.exceptions
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
 from contract import schema
 from contract.hours import system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
+from contract.stream import snapshot_bucket
 from projector import metrics
 from projector.consumer import Decoder
 from projector.leases import Leases, fair_share
+from projector.snapshots import Snapshots
 from projector.store import ProjectionStore
 from projector.worker import TRANSIENT, PartitionWorker, Stopped, out_of_memory
 
@@ -56,10 +59,13 @@ class Projector:
         self.candidates = list(range(settings.partitions)) if partitions is None else list(partitions)
         self.clock = clock
         self.running: dict[int, _Running] = {}
+        self.redis = redis_client
+        self.snapshots: Snapshots | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("projector %s may take partitions %s", self.owner, self.candidates)
         await self._drop_orphans()
+        self.snapshots = await self._snapshot_store()
         try:
             while not stop.is_set():
                 try:
@@ -76,6 +82,19 @@ class Projector:
             await asyncio.gather(*(self._let_go(p, release=True) for p in list(self.running)))
             with contextlib.suppress(*TRANSIENT):
                 await self.leases.leave()
+
+    async def _snapshot_store(self) -> Snapshots | None:
+        if self.settings.snapshot_interval_s <= 0:
+            return None
+        bucket = snapshot_bucket(self.settings.stream_name)
+        try:
+            kv = await self.nc.jetstream().key_value(bucket)
+        except (NotFoundError, *TRANSIENT) as exc:
+            log.warning(
+                "snapshot bucket %s unavailable (%s): no snapshots; ./just stream creates it", bucket, exc
+            )
+            return None
+        return Snapshots(kv, self.redis, Keys(self.settings.key_prefix))
 
     async def _drop_orphans(self) -> None:
         """What a killed replay left behind goes at start, unless a replay is running now. Only
@@ -111,7 +130,9 @@ class Projector:
             epoch = await self.leases.acquire(partition)
             if epoch is None:
                 continue
-            worker = PartitionWorker(self.settings, self.nc, self.store, partition, str(epoch), self.decoder)
+            worker = PartitionWorker(
+                self.settings, self.nc, self.store, partition, str(epoch), self.decoder, self.snapshots
+            )
             stop = asyncio.Event()
             self.running[partition] = _Running(worker, stop, asyncio.create_task(worker.run(stop)))
             if len(self.running) >= share:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 from nats.aio.client import Client as NATS
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from contract import schema
 from contract.settings import Settings
-from contract.stream import consumer_name
+from contract.stream import consumer_name, snapshot_bucket, snapshot_manifest_key
 
 
 async def inspect(settings: Settings, nc: NATS, last: int = 10) -> str:
@@ -45,6 +45,20 @@ async def inspect(settings: Settings, nc: NATS, last: int = 10) -> str:
             f"  {name:<16} lag {c.num_pending or 0:>8} unprocessed, {c.num_ack_pending or 0:>6} in flight, "
             f"acked up to seq {acked}"
         )
+    lines.append("")
+    lines.append(f"snapshots ({snapshot_bucket(settings.stream_name)}):")
+    try:
+        kv = await js.key_value(snapshot_bucket(settings.stream_name))
+        for partition in range(settings.partitions):
+            try:
+                entry = await kv.get(snapshot_manifest_key(partition))
+                manifest = schema.unpack_manifest(entry.value or b"")
+                hours = len(manifest.hours)
+                lines.append(f"  p{partition}: at stream seq {manifest.watermark}, {hours} hours")
+            except KeyNotFoundError:
+                lines.append(f"  p{partition}: none yet")
+    except NotFoundError:
+        lines.append("  (no bucket: ./just stream creates it)")
     lines.append("")
     lines.append(f"last {last} messages:")
     seq = state.last_seq

@@ -21,6 +21,19 @@ CONSUMER_LAG = Gauge(
     "Messages of the partition in the stream that this process has not received yet (at its last fetch)",
     ["partition"],
 )
+SNAPSHOT_SEQ = Gauge(
+    "hourglass_projector_snapshot_seq",
+    "Watermark of the partition's last snapshot this process wrote",
+    ["partition"],
+)
+SNAPSHOT_TIME = Gauge(
+    "hourglass_projector_snapshot_time_seconds",
+    "Unix time of the partition's last snapshot this process wrote (its age: time() - this)",
+    ["partition"],
+)
+RESTORES = Counter(
+    "hourglass_projector_restores", "Partitions restored from a snapshot after Redis lost them"
+)
 DEAD_LETTERS = Counter(
     "hourglass_projector_dead_letters",
     "Stream messages or events this process filed in the dead-letter stream instead of applying",

@@ -9,10 +9,18 @@ from importlib.resources import files
 import redis.exceptions
 from redis.asyncio import Redis
 
+from contract.hours import hour_token
 from contract.keys import FIRST_GENERATION, Keys
-from contract.schema import Kind
+from contract.schema import HourState, Kind
 from contract.settings import Settings
 from projector.fold import Deltas
+
+RESTORE_CHUNK = 50
+"""Hours per restore call: about 600 KB of HyperLogLogs at most."""
+
+
+class RestoreRefused(RuntimeError):
+    """Another projector, a replay or a wipe got in the way; start over from Redis."""
 
 
 class SwapOutcome(enum.IntEnum):
@@ -44,6 +52,7 @@ class ProjectionStore:
         self._apply = redis.register_script(files("projector").joinpath("apply.lua").read_text())
         self._swap = redis.register_script(files("projector").joinpath("swap_hour.lua").read_text())
         self._lock = redis.register_script(files("projector").joinpath("lock.lua").read_text())
+        self._restore = redis.register_script(files("projector").joinpath("restore.lua").read_text())
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> ProjectionStore:
@@ -87,6 +96,7 @@ class ProjectionStore:
             self.keys.fence(partition),
             self.keys.watermark(gen, partition),
             self.keys.dedup(gen, partition),
+            self.keys.dirty(gen, partition),
         ]
         mode = "live" if live else "build"
         args: list[str | int] = [gen, epoch, expected, deltas.last_seq, mode]
@@ -95,12 +105,43 @@ class ProjectionStore:
         for hour, delta in deltas.hours.items():
             slot[hour] = len(slot) + 1
             keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
-            args += [delta.clicks, delta.impressions, "\n".join(delta.users)]
+            args += [delta.clicks, delta.impressions, "\n".join(delta.users), hour_token(hour)]
         for event in deltas.keyed:
             kind = "c" if event.kind is Kind.CLICK else "i"
             args += [event.stream_ms, slot[event.hour], kind, event.user, event.member]
         status, watermark, _ = await self._apply(keys=keys, args=args)
         return ApplyResult(Outcome(int(status)), int(watermark))
+
+    async def restore(
+        self,
+        gen: int,
+        partition: int,
+        epoch: str,
+        watermark: int,
+        hours: list[tuple[int, HourState]],
+        dedup: list[tuple[str, int]],
+    ) -> None:
+        """Write a snapshot into `gen`, which must have no watermark for the partition; the watermark is
+        set last, so a restore cut short is simply done again. Raises RestoreRefused otherwise."""
+        head = [
+            self.keys.generation,
+            self.keys.fence(partition),
+            self.keys.watermark(gen, partition),
+            self.keys.dedup(gen, partition),
+        ]
+        for start in range(0, len(hours), RESTORE_CHUNK):
+            keys = list(head)
+            args: list[bytes | str | int] = [gen, epoch, "hours", watermark]
+            for hour, state in hours[start : start + RESTORE_CHUNK]:
+                keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
+                args += [state.hll or b"", state.clicks, state.impressions]
+            if not await self._restore(keys=keys, args=args):
+                raise RestoreRefused(f"p{partition}: restore refused (fence, generation or watermark moved)")
+        args = [gen, epoch, "commit", watermark]
+        for member, at in dedup:
+            args += [at, member]
+        if not await self._restore(keys=head, args=args):
+            raise RestoreRefused(f"p{partition}: restore refused (fence, generation or watermark moved)")
 
     async def report_trouble(self, partition: int, why: str, ttl_s: float) -> None:
         """Tell `/readyz` why the partition is not applying; it lapses unless restated."""

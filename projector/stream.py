@@ -10,7 +10,7 @@ import logging
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from contract.hours import stream_subjects
@@ -21,6 +21,7 @@ from contract.stream import (
     dead_letter_stream,
     dead_letter_subject,
     partition_mismatch,
+    snapshot_bucket,
 )
 
 log = logging.getLogger("stream")
@@ -82,6 +83,21 @@ async def ensure_stream(nc: NATS, settings: Settings) -> str:
             config.metadata = {**(info.config.metadata or {}), **(config.metadata or {})}
         await js.update_stream(config)
         said.append(f"stream {name} is configured")
+    bucket = snapshot_bucket(settings.stream_name)
+    try:
+        await js.key_value(bucket)
+        said.append(f"snapshot bucket {bucket} is there")
+    except NotFoundError:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                description="Hourglass snapshots: immutable hour entries, a manifest per partition",
+                history=1,
+                storage=StorageType.FILE,
+                replicas=settings.stream_replicas,
+            )
+        )
+        said.append(f"created snapshot bucket {bucket}")
     for line in said:
         log.info("%s", line)
     return "; ".join(said)

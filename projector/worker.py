@@ -9,6 +9,7 @@ import logging
 import time
 
 import nats.errors
+import nats.js.errors
 import redis.exceptions
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -21,7 +22,8 @@ from contract.stream import consumer_name
 from projector import metrics
 from projector.consumer import Decoder, Read, announce, dead_letter, position_consumer, read
 from projector.fold import Deltas, fold
-from projector.store import Outcome, ProjectionStore
+from projector.snapshots import Snapshots
+from projector.store import Outcome, ProjectionStore, RestoreRefused
 
 log = logging.getLogger("projector")
 
@@ -60,8 +62,11 @@ class PartitionWorker:
         partition: int,
         epoch: str = "",
         decoder: Decoder = schema.decode,
+        snapshots: Snapshots | None = None,
     ) -> None:
         self.settings = settings
+        self.snapshots = snapshots
+        self.next_snapshot = time.monotonic() + settings.snapshot_interval_s
         self.nc = nc
         self.js = nc.jetstream()
         self.store = store
@@ -142,6 +147,17 @@ class PartitionWorker:
         """Position from Redis, then apply batches until stopped or until Redis disagrees."""
         self.gen = await self.store.current_generation()
         self.watermark = await self.store.watermark(self.gen, self.partition)
+        if self.watermark == 0 and self.snapshots is not None:
+            # Redis lost the partition (a wipe, a new Redis): start from the last snapshot, not the log.
+            try:
+                self.watermark = await self.snapshots.restore(
+                    self.gen, self.partition, self.epoch, self.store
+                )
+            except RestoreRefused as exc:
+                log.warning("%s; resyncing", exc)
+                return Stopped.RESYNC
+            if self.watermark:
+                metrics.RESTORES.inc()
         first = (await self.js.stream_info(self.settings.stream_name)).state.first_seq
         if self.watermark + 1 < first:
             await self._retention_gap(first)
@@ -168,6 +184,7 @@ class PartitionWorker:
                 except TimeoutError:  # nats-py raises its own subclass or the builtin, depending on timing
                     if not await self._position_still_true() or not await self._caught_up(sub):
                         return Stopped.RESYNC
+                    await self._maybe_snapshot()
                     continue
                 # The watermark is only sound over a gap-free run of first deliveries: a message
                 # delivered to an abandoned pull request, or redelivered, ends the run, and the
@@ -219,6 +236,7 @@ class PartitionWorker:
                     await self._recovered()
                 for msg in msgs:
                     await msg.ack()  # fire-and-forget: acks are pipelined, not awaited one by one
+                await self._maybe_snapshot()
                 if len(msgs) < len(fetched):
                     log.info("p%d: delivery gap after consumer seq %d; resyncing", self.partition, delivered)
                     return Stopped.RESYNC
@@ -230,6 +248,35 @@ class PartitionWorker:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _maybe_snapshot(self) -> None:
+        """Between this worker's own applies, so nothing changes under the snapshot while it is read.
+        A failed snapshot is retried at the next interval; applying goes on regardless."""
+        if self.snapshots is None or self.settings.snapshot_interval_s <= 0:
+            return
+        if time.monotonic() < self.next_snapshot:
+            return
+        self.next_snapshot = time.monotonic() + self.settings.snapshot_interval_s
+        try:
+            written = await self.snapshots.write(self.gen, self.partition)
+        except (*TRANSIENT, nats.js.errors.Error, redis.exceptions.ResponseError) as exc:
+            log.warning(
+                "p%d: snapshot failed (%s %s); retrying in %.0fs",
+                self.partition,
+                type(exc).__name__,
+                exc,
+                self.settings.snapshot_interval_s,
+            )
+            return
+        if written is not None:
+            metrics.SNAPSHOT_SEQ.labels(str(self.partition)).set(written.watermark)
+            metrics.SNAPSHOT_TIME.labels(str(self.partition)).set(time.time())
+            log.info(
+                "p%d: snapshot at stream seq %d (%d hours changed)",
+                self.partition,
+                written.watermark,
+                written.hours,
+            )
 
     async def _retention_gap(self, first: int) -> None:
         """Events of this partition may have been dropped by retention before they were applied.

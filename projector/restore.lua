@@ -1,0 +1,28 @@
+-- Writes a snapshot into a generation that has lost the partition, in chunks; the watermark goes last.
+-- KEYS: generation, fence, watermark, dedup, then per hour: users HLL, counts hash.
+-- ARGV: gen, epoch ("" = unfenced), op ("hours" | "commit"), watermark,
+--       then for "hours", per hour: HLL bytes ("" = none), clicks, impressions;
+--       for "commit": dedup entries as score, member pairs.
+-- Returns 1 when written, 0 when refused: the generation moved, the fence moved, or the partition
+-- already has a watermark (someone else restored it, or applied to it).
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if ARGV[3] == 'hours' then
+  local h = 0
+  for a = 5, #ARGV, 3 do
+    local users, counts = KEYS[5 + 2 * h], KEYS[6 + 2 * h]
+    redis.call('DEL', users, counts)
+    if ARGV[a] ~= '' then redis.call('SET', users, ARGV[a]) end
+    if tonumber(ARGV[a + 1]) > 0 then redis.call('HSET', counts, 'clicks', ARGV[a + 1]) end
+    if tonumber(ARGV[a + 2]) > 0 then redis.call('HSET', counts, 'impressions', ARGV[a + 2]) end
+    h = h + 1
+  end
+  return 1
+end
+redis.call('DEL', KEYS[4])
+for c = 5, #ARGV, 4000 do
+  redis.call('ZADD', KEYS[4], unpack(ARGV, c, math.min(c + 3999, #ARGV)))
+end
+redis.call('SET', KEYS[3], ARGV[4])
+return 1

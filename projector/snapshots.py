@@ -1,0 +1,151 @@
+"""Snapshots of the projections in a JetStream key-value bucket: written by each partition's worker,
+restored by it when Redis has lost the partition.
+
+A snapshot is a consistent cut of one partition at one watermark: immutable hour entries (the
+HyperLogLog as Redis stores it, and the counters), the idempotency entries inside the window, and a
+manifest naming them, written last. Restoring it, then folding the stream after its watermark, gives
+exactly the projections the live path had. Only the partition's lease holder writes, between its own
+applies, so nothing changes under a snapshot while it is read; the manifest is updated with
+compare-and-set and never moves backwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from redis.asyncio import Redis
+
+from contract import schema
+from contract.hours import parse_hour_token
+from contract.keys import Keys
+from contract.stream import snapshot_dedup_key, snapshot_hour_key, snapshot_manifest_key
+
+log = logging.getLogger("projector")
+
+READ_CHUNK = 200
+"""Hours read from Redis per pipelined round trip."""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    watermark: int
+    hours: int
+
+
+class Snapshots:
+    def __init__(self, kv: KeyValue, redis: Redis, keys: Keys) -> None:
+        self._kv = kv
+        self._redis = redis
+        self._keys = keys
+
+    async def manifest(self, partition: int) -> tuple[schema.Manifest | None, int]:
+        """The partition's manifest and its revision (0: none yet)."""
+        try:
+            entry = await self._kv.get(snapshot_manifest_key(partition))
+        except KeyNotFoundError:
+            return None, 0
+        if entry.value is None:
+            return None, 0
+        return schema.unpack_manifest(entry.value), entry.revision or 0
+
+    async def write(self, gen: int, partition: int) -> Written | None:
+        """Snapshot the hours that changed since the last cut; None when nothing changed.
+
+        Call only between this partition's own applies: the reads below are several round trips.
+        """
+        keys, redis = self._keys, self._redis
+        raw_wm, dirty, dedup = await _read(redis, keys, gen, partition)
+        watermark = int(raw_wm or 0)
+        old, revision = await self.manifest(partition)
+        if not dirty or watermark == 0 or (old is not None and old.watermark >= watermark):
+            return None
+        tokens = [t.decode() if isinstance(t, bytes) else str(t) for t, _ in dirty]
+        for start in range(0, len(tokens), READ_CHUNK):
+            chunk = tokens[start : start + READ_CHUNK]
+            async with redis.pipeline(transaction=False) as pipe:
+                for token in chunk:
+                    hour = parse_hour_token(token)
+                    pipe.get(keys.users(gen, hour, partition))
+                    pipe.hmget(keys.counts(gen, hour, partition), "clicks", "impressions")
+                replies = await pipe.execute()
+            for i, token in enumerate(chunk):
+                hll, (clicks, impressions) = replies[2 * i], replies[2 * i + 1]
+                state = schema.HourState(hll, int(clicks or 0), int(impressions or 0))
+                await self._kv.put(snapshot_hour_key(partition, token, watermark), schema.pack(state))
+        entries = [(m.decode() if isinstance(m, bytes) else str(m), int(score)) for m, score in dedup]
+        await self._kv.put(snapshot_dedup_key(partition, watermark), schema.pack(schema.DedupState(entries)))
+        hours = dict(old.hours) if old is not None else {}
+        hours.update(dict.fromkeys(tokens, watermark))
+        manifest = schema.Manifest(watermark=watermark, hours=hours, dedup=watermark)
+        # Compare-and-set: a projector that lost this partition cannot move the manifest backwards.
+        await self._kv.update(snapshot_manifest_key(partition), schema.pack(manifest), last=revision)
+        await redis.zremrangebyscore(keys.dirty(gen, partition), "-inf", watermark)
+        if old is not None:
+            await self._forget(partition, old, manifest)
+        return Written(watermark, len(tokens))
+
+    async def _forget(self, partition: int, old: schema.Manifest, new: schema.Manifest) -> None:
+        """Entries the new manifest no longer names (best effort: a crash here leaves only garbage)."""
+        stale = [
+            snapshot_hour_key(partition, token, at)
+            for token, at in old.hours.items()
+            if new.hours.get(token) != at
+        ]
+        if old.dedup != new.dedup:
+            stale.append(snapshot_dedup_key(partition, old.dedup))
+        for key in stale:
+            await self._kv.purge(key)
+
+    async def restore(self, gen: int, partition: int, epoch: str, store: RestoreTarget) -> int:
+        """Put the partition's last snapshot into an empty generation; returns its watermark (0: none)."""
+        manifest, _ = await self.manifest(partition)
+        if manifest is None:
+            return 0
+        started = time.perf_counter()
+        hours: list[tuple[int, schema.HourState]] = []
+        for token, at in manifest.hours.items():
+            entry = await self._kv.get(snapshot_hour_key(partition, token, at))
+            if entry.value is None:
+                raise RuntimeError(f"snapshot entry {token}@{at} of p{partition} is missing")
+            hours.append((parse_hour_token(token), schema.unpack_hour(entry.value)))
+        dedup_entry = await self._kv.get(snapshot_dedup_key(partition, manifest.dedup))
+        dedup = schema.unpack_dedup(dedup_entry.value or b"")
+        await store.restore(gen, partition, epoch, manifest.watermark, hours, dedup.entries)
+        log.info(
+            "p%d: restored %d hours from the snapshot at stream seq %d in %.2fs",
+            partition,
+            len(hours),
+            manifest.watermark,
+            time.perf_counter() - started,
+        )
+        return manifest.watermark
+
+
+async def _read(
+    redis: Redis, keys: Keys, gen: int, partition: int
+) -> tuple[bytes | None, list[tuple[bytes, float]], list[tuple[bytes, float]]]:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.watermark(gen, partition))
+        pipe.zrange(keys.dirty(gen, partition), 0, -1, withscores=True)
+        pipe.zrange(keys.dedup(gen, partition), 0, -1, withscores=True)
+        raw_wm, dirty, dedup = await pipe.execute()
+    return raw_wm, dirty, dedup
+
+
+class RestoreTarget(Protocol):
+    """What `restore` writes into: the projection store."""
+
+    async def restore(
+        self,
+        gen: int,
+        partition: int,
+        epoch: str,
+        watermark: int,
+        hours: list[tuple[int, schema.HourState]],
+        dedup: list[tuple[str, int]],
+    ) -> None: ...

@@ -1,0 +1,174 @@
+"""Snapshots in JetStream KV: a wiped Redis comes back from the last cut plus the tail, exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from api.reader import HourTotals, Reader
+from contract import schema
+from contract.hours import HOUR_MS, partition_of, subject
+from contract.keys import Keys
+from contract.settings import Settings
+from contract.stream import snapshot_bucket, snapshot_manifest_key
+from deploy.servers import ROOT
+from tests.conftest import Server
+from tests.helpers import eventually, isolated_settings, settings_env
+from tests.integration.conftest import Projectors
+
+BASE = 493_000
+
+
+@pytest.fixture
+def settings(nats_server: Server, redis_server: Server) -> Settings:
+    return isolated_settings(nats_server.url, redis_server.url, snapshot_interval_s=0.2)
+
+
+async def totals(redis: Redis, settings: Settings, hours: range) -> list[HourTotals]:
+    reader = Reader(redis, Keys(settings.key_prefix), settings.partitions)
+    return [await reader.hour(h) for h in hours]
+
+
+async def snapshot_marks(nc: NATS, settings: Settings) -> dict[int, int]:
+    kv = await nc.jetstream().key_value(snapshot_bucket(settings.stream_name))
+    marks = {}
+    for p in range(settings.partitions):
+        try:
+            entry = await kv.get(snapshot_manifest_key(p))
+        except Exception:
+            continue
+        marks[p] = schema.unpack_manifest(entry.value or b"").watermark
+    return marks
+
+
+async def redis_marks(redis: Redis, settings: Settings) -> dict[int, int]:
+    keys = Keys(settings.key_prefix)
+    gen = keys.live_generation(await redis.get(keys.generation))
+    values = await redis.mget([keys.watermark(gen, p) for p in range(settings.partitions)])
+    return {p: int(v) for p, v in enumerate(values) if v is not None}
+
+
+async def wipe(redis: Redis, settings: Settings) -> None:
+    keys = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+async def test_a_wiped_redis_comes_back_from_the_snapshot_and_the_tail_even_without_the_log(
+    client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: Settings, projectors: Projectors
+) -> None:
+    await projectors.start()
+    hours = range(BASE, BASE + 3)
+    for i in range(30):
+        hour = hours[i % 3]
+        assert (
+            await client.post(f"/analytics?timestamp={hour * HOUR_MS}&user=u{i % 7}&click")
+        ).status_code == 204
+    key = {"Idempotency-Key": "order-1"}
+    assert (
+        await client.post(f"/analytics?timestamp={BASE * HOUR_MS}&user=k&impression", headers=key)
+    ).status_code == 204
+    await eventually(lambda: totals(redis, settings, hours), lambda t: sum(x.clicks for x in t) == 30)
+    # Every partition's snapshot catches up with what Redis applied.
+    await eventually(
+        lambda: asyncio.gather(snapshot_marks(nc, settings), redis_marks(redis, settings)),
+        lambda both: both[0] == both[1] and len(both[0]) == settings.partitions,
+    )
+    cut = min((await snapshot_marks(nc, settings)).values())
+    for i in range(6):  # the tail: after the snapshots
+        assert (
+            await client.post(f"/analytics?timestamp={BASE * HOUR_MS}&user=t{i}&impression")
+        ).status_code == 204
+    before = await eventually(lambda: totals(redis, settings, hours), lambda t: t[0].impressions == 7)
+
+    # The log before the cut is gone (as a compaction would do), then Redis loses everything.
+    await nc.jetstream().purge_stream(settings.stream_name, seq=cut + 1)
+    restores = REGISTRY.get_sample_value("hourglass_projector_restores_total") or 0
+    await wipe(redis, settings)
+    after = await eventually(lambda: totals(redis, settings, hours), lambda t: t == before, timeout=30)
+    assert after == before
+    assert (REGISTRY.get_sample_value("hourglass_projector_restores_total") or 0) > restores
+
+    # The idempotency entries came back too: the retry still counts once.
+    assert (
+        await client.post(f"/analytics?timestamp={BASE * HOUR_MS}&user=k&impression", headers=key)
+    ).status_code == 204
+    assert (await client.post(f"/analytics?timestamp={BASE * HOUR_MS}&user=last&click")).status_code == 204
+    final = await eventually(
+        lambda: totals(redis, settings, hours), lambda t: t[0].clicks == before[0].clicks + 1
+    )
+    assert final[0].impressions == before[0].impressions
+
+
+async def test_a_projector_killed_while_snapshotting_never_leaves_a_cut_that_miscounts(
+    client: httpx.AsyncClient,
+    nc: NATS,
+    redis: Redis,
+    settings: Settings,
+    tmp_path: Path,
+    projectors: Projectors,
+) -> None:
+    # Many hours make the first snapshot long enough to be killed in the middle of it.
+    js = nc.jetstream()
+    hours = range(BASE, BASE + 240)
+    for hour in hours:
+        for p in range(settings.partitions):
+            user = next(
+                f"h{hour}-{i}" for i in range(100) if partition_of(f"h{hour}-{i}", settings.partitions) == p
+            )
+            batch = schema.Batch(events=(schema.Event(hour * HOUR_MS, user, schema.Kind.CLICK),))
+            await js.publish(subject(settings.subject_prefix, hour, p), schema.encode(batch))
+    env = settings_env(settings.replace(snapshot_interval_s=0.05))
+    log = (tmp_path / "projector.log").open("ab")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "projector", "run", env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        # Kill while the partitions are being snapshotted: some manifests written, not all.
+        marks = await eventually(
+            lambda: snapshot_marks(nc, settings), lambda m: 0 < len(m) < settings.partitions, interval=0.002
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    await wipe(redis, settings)
+    restores = REGISTRY.get_sample_value("hourglass_projector_restores_total") or 0
+    await projectors.start()
+    expected = [HourTotals(4, 4, 0)] * len(hours)
+    assert (
+        await eventually(lambda: totals(redis, settings, hours), lambda t: t == expected, timeout=60)
+        == expected
+    )
+    # The partitions whose manifest was written came back from it; the others from the log.
+    assert len(marks) <= (REGISTRY.get_sample_value("hourglass_projector_restores_total") or 0) - restores
+
+
+async def test_inspect_shows_the_stream_its_subjects_consumers_snapshots_and_last_events(
+    client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: Settings, projectors: Projectors
+) -> None:
+    await projectors.start()
+    assert (await client.post(f"/analytics?timestamp={BASE * HOUR_MS}&user=seen&click")).status_code == 204
+    await eventually(lambda: snapshot_marks(nc, settings), lambda m: len(m) >= 1)
+    shown = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "projector", "inspect", env=settings_env(settings), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await shown.communicate()
+    text = out.decode()
+    assert shown.returncode == 0, err.decode()
+    assert f"stream {settings.stream_name}: 1 messages" in text
+    assert f"{settings.subject_prefix}.2026032916." in text  # the hour subject of BASE
+    assert "projector-p0" in text
+    assert "at stream seq 1, 1 hours" in text
+    assert "click      user='seen'" in text
