@@ -84,6 +84,9 @@ class Settings:
     future_skew_ms: int = 86_400_000
     """How far in the future a POSTed timestamp may be; refuses microseconds sent by mistake."""
 
+    log_keep_s: float = 604_800.0
+    """Raw events stay in the stream at least this long, even when snapshots cover them (7 days)."""
+
     snapshot_interval_s: float = 60.0
     """How often a projector writes the hours that changed to the snapshot store (0 turns it off)."""
 

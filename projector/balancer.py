@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,9 +23,10 @@ from contract.keys import Keys
 from contract.settings import Settings
 from contract.stream import snapshot_bucket
 from projector import metrics
+from projector.compaction import compact
 from projector.consumer import Decoder
 from projector.leases import Leases, fair_share
-from projector.snapshots import Snapshots
+from projector.snapshots import Snapshots, open_snapshots
 from projector.store import ProjectionStore
 from projector.worker import TRANSIENT, PartitionWorker, Stopped, out_of_memory
 
@@ -67,7 +69,11 @@ class Projector:
         await self._drop_orphans()
         self.snapshots = await self._snapshot_store()
         try:
+            next_compaction = time.monotonic() + self.settings.snapshot_interval_s
             while not stop.is_set():
+                if self.snapshots is not None and time.monotonic() >= next_compaction:
+                    next_compaction = time.monotonic() + self.settings.snapshot_interval_s
+                    await self._compact()
                 try:
                     await self._balance()
                 except (*TRANSIENT, redis.exceptions.ResponseError) as exc:
@@ -83,18 +89,29 @@ class Projector:
             with contextlib.suppress(*TRANSIENT):
                 await self.leases.leave()
 
+    async def _compact(self) -> None:
+        assert self.snapshots is not None
+        try:
+            done = await compact(self.nc, self.settings, self.snapshots, self.clock())
+        except (*TRANSIENT, NotFoundError, redis.exceptions.ResponseError) as exc:
+            log.warning("compaction failed (%s %s); retrying later", type(exc).__name__, exc)
+            return
+        if done is not None:
+            metrics.COMPACTED_SEQ.set(done.first_seq)
+
     async def _snapshot_store(self) -> Snapshots | None:
         if self.settings.snapshot_interval_s <= 0:
             return None
-        bucket = snapshot_bucket(self.settings.stream_name)
         try:
-            kv = await self.nc.jetstream().key_value(bucket)
-        except (NotFoundError, *TRANSIENT) as exc:
-            log.warning(
-                "snapshot bucket %s unavailable (%s): no snapshots; ./just stream creates it", bucket, exc
-            )
-            return None
-        return Snapshots(kv, self.redis, Keys(self.settings.key_prefix))
+            found = await open_snapshots(self.nc, self.redis, self.settings)
+        except TRANSIENT as exc:
+            found, why = None, f"{type(exc).__name__} {exc}"
+        else:
+            why = "it does not exist"
+        if found is None:
+            bucket = snapshot_bucket(self.settings.stream_name)
+            log.warning("no snapshots: bucket %s unavailable (%s); ./just stream creates it", bucket, why)
+        return found
 
     async def _drop_orphans(self) -> None:
         """What a killed replay left behind goes at start, unless a replay is running now. Only

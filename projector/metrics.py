@@ -31,6 +31,9 @@ SNAPSHOT_TIME = Gauge(
     "Unix time of the partition's last snapshot this process wrote (its age: time() - this)",
     ["partition"],
 )
+COMPACTED_SEQ = Gauge(
+    "hourglass_projector_compacted_seq", "The stream's first sequence after this process's last compaction"
+)
 RESTORES = Counter(
     "hourglass_projector_restores", "Partitions restored from a snapshot after Redis lost them"
 )

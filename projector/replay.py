@@ -27,6 +27,7 @@ from contract.settings import Settings
 from projector.consumer import announce, dead_letter, read
 from projector.fold import Deltas, fold
 from projector.leases import Leases
+from projector.snapshots import open_snapshots
 from projector.store import Outcome, ProjectionStore, SwapOutcome
 
 log = logging.getLogger("replay")
@@ -76,7 +77,10 @@ async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayRep
         log.info("building generation %d from stream %s", gen, settings.stream_name)
         switched = False
         try:
-            bulk = await asyncio.gather(*(_build(settings, nc, store, gen, p, filed[p]) for p in partitions))
+            starts = await _restore_if_compacted(settings, nc, redis_client, store, gen)
+            bulk = await asyncio.gather(
+                *(_build(settings, nc, store, gen, p, filed[p], after=starts[p]) for p in partitions)
+            )
             leases = Leases(redis_client, Keys(settings.key_prefix), owner, settings.lease_ttl_s)
             async with _seized(leases, partitions, settings.lease_ttl_s):
                 tail = await asyncio.gather(
@@ -113,6 +117,9 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
             async with _seized(leases, partitions, settings.lease_ttl_s) as epochs:
                 # With the fences raised no projector can apply, so these watermarks hold still.
                 watermarks = {p: await store.watermark(gen, p) for p in partitions}
+                starts = await _restore_if_compacted(
+                    settings, nc, redis_client, store, rebuilt, only_hour=hour
+                )
                 built = await asyncio.gather(
                     *(
                         _build(
@@ -122,6 +129,7 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
                             rebuilt,
                             p,
                             watermarks[p],
+                            after=starts[p],
                             subject_filter=subject(settings.subject_prefix, hour, p),
                             upto=watermarks[p],
                         )
@@ -142,6 +150,45 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
     report = _report(gen, gen, built, started)
     log.info("hour %s rebuilt in generation %d", hour_token(hour), gen)
     return report
+
+
+async def _restore_if_compacted(
+    settings: Settings,
+    nc: NATS,
+    redis_client: Redis,
+    store: ProjectionStore,
+    gen: int,
+    only_hour: int | None = None,
+) -> dict[int, int]:
+    """Where each partition's fold starts: 0 while the log is whole; once compaction has purged its
+    beginning, the partition's snapshot is put into `gen` first and the fold starts after it."""
+    partitions = range(settings.partitions)
+    first = (await nc.jetstream().stream_info(settings.stream_name)).state.first_seq
+    if first <= 1:
+        return dict.fromkeys(partitions, 0)
+    snapshots = await open_snapshots(nc, redis_client, settings)
+    if snapshots is None:
+        raise ReplayRefused(
+            f"the log starts at stream seq {first} and there is no snapshot store to cover the rest"
+        )
+    starts = {}
+    for p in partitions:
+        manifest, _ = await snapshots.manifest(p)
+        if manifest is None or manifest.watermark + 1 < first:
+            raise ReplayRefused(
+                f"p{p}: the log starts at stream seq {first} but no snapshot covers what came before; "
+                "nothing was changed"
+            )
+        starts[p] = await snapshots.restore(gen, p, "", store, live=False, only_hour=only_hour)
+    what = f"hour {hour_token(only_hour)}" if only_hour is not None else "every hour"
+    log.info(
+        "events before stream seq %d were compacted: %s restored from the snapshots (at seqs %s), "
+        "then the rest of the log folded",
+        first,
+        what,
+        ", ".join(str(starts[p]) for p in partitions),
+    )
+    return starts
 
 
 @contextlib.asynccontextmanager

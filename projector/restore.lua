@@ -1,11 +1,12 @@
 -- Writes a snapshot into a generation that has lost the partition, in chunks; the watermark goes last.
 -- KEYS: generation, fence, watermark, dedup, then per hour: users HLL, counts hash.
--- ARGV: gen, epoch ("" = unfenced), op ("hours" | "commit"), watermark,
+-- ARGV: gen ("" = a generation being built, not checked), epoch ("" = unfenced), op ("hours" | "commit"),
+--       watermark,
 --       then for "hours", per hour: HLL bytes ("" = none), clicks, impressions;
 --       for "commit": dedup entries as score, member pairs.
 -- Returns 1 when written, 0 when refused: the generation moved, the fence moved, or the partition
 -- already has a watermark (someone else restored it, or applied to it).
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if ARGV[3] == 'hours' then

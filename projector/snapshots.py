@@ -16,14 +16,16 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from nats.js.errors import KeyNotFoundError
+from nats.aio.client import Client as NATS
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 
 from contract import schema
 from contract.hours import parse_hour_token
 from contract.keys import Keys
-from contract.stream import snapshot_dedup_key, snapshot_hour_key, snapshot_manifest_key
+from contract.settings import Settings
+from contract.stream import snapshot_bucket, snapshot_dedup_key, snapshot_hour_key, snapshot_manifest_key
 
 log = logging.getLogger("projector")
 
@@ -62,8 +64,14 @@ class Snapshots:
         raw_wm, dirty, dedup = await _read(redis, keys, gen, partition)
         watermark = int(raw_wm or 0)
         old, revision = await self.manifest(partition)
-        if not dirty or watermark == 0 or (old is not None and old.watermark >= watermark):
+        if watermark == 0 or (old is not None and old.watermark >= watermark):
             return None
+        if not dirty and old is not None:
+            # Nothing changed but the position (a quiet partition following the log's head): move the
+            # cut forward, so that compaction is not held back by partitions nobody writes to.
+            moved = schema.Manifest(watermark=watermark, hours=old.hours, dedup=old.dedup)
+            await self._kv.update(snapshot_manifest_key(partition), schema.pack(moved), last=revision)
+            return Written(watermark, 0)
         tokens = [t.decode() if isinstance(t, bytes) else str(t) for t, _ in dirty]
         for start in range(0, len(tokens), READ_CHUNK):
             chunk = tokens[start : start + READ_CHUNK]
@@ -101,21 +109,33 @@ class Snapshots:
         for key in stale:
             await self._kv.purge(key)
 
-    async def restore(self, gen: int, partition: int, epoch: str, store: RestoreTarget) -> int:
-        """Put the partition's last snapshot into an empty generation; returns its watermark (0: none)."""
+    async def restore(
+        self,
+        gen: int,
+        partition: int,
+        epoch: str,
+        store: RestoreTarget,
+        *,
+        live: bool = True,
+        only_hour: int | None = None,
+    ) -> int:
+        """Put the partition's last snapshot (or one hour of it) into a generation that has no
+        watermark for it; returns the snapshot's watermark (0: there is none)."""
         manifest, _ = await self.manifest(partition)
         if manifest is None:
             return 0
         started = time.perf_counter()
         hours: list[tuple[int, schema.HourState]] = []
         for token, at in manifest.hours.items():
+            if only_hour is not None and parse_hour_token(token) != only_hour:
+                continue
             entry = await self._kv.get(snapshot_hour_key(partition, token, at))
             if entry.value is None:
                 raise RuntimeError(f"snapshot entry {token}@{at} of p{partition} is missing")
             hours.append((parse_hour_token(token), schema.unpack_hour(entry.value)))
         dedup_entry = await self._kv.get(snapshot_dedup_key(partition, manifest.dedup))
         dedup = schema.unpack_dedup(dedup_entry.value or b"")
-        await store.restore(gen, partition, epoch, manifest.watermark, hours, dedup.entries)
+        await store.restore(gen, partition, epoch, manifest.watermark, hours, dedup.entries, live=live)
         log.info(
             "p%d: restored %d hours from the snapshot at stream seq %d in %.2fs",
             partition,
@@ -148,4 +168,15 @@ class RestoreTarget(Protocol):
         watermark: int,
         hours: list[tuple[int, schema.HourState]],
         dedup: list[tuple[str, int]],
+        *,
+        live: bool = True,
     ) -> None: ...
+
+
+async def open_snapshots(nc: NATS, redis: Redis, settings: Settings) -> Snapshots | None:
+    """The snapshot store of the stream, or None when its bucket does not exist (yet)."""
+    try:
+        kv = await nc.jetstream().key_value(snapshot_bucket(settings.stream_name))
+    except NotFoundError:
+        return None
+    return Snapshots(kv, redis, Keys(settings.key_prefix))

@@ -120,9 +120,13 @@ class ProjectionStore:
         watermark: int,
         hours: list[tuple[int, HourState]],
         dedup: list[tuple[str, int]],
+        *,
+        live: bool = True,
     ) -> None:
         """Write a snapshot into `gen`, which must have no watermark for the partition; the watermark is
-        set last, so a restore cut short is simply done again. Raises RestoreRefused otherwise."""
+        set last, so a restore cut short is simply done again. Raises RestoreRefused otherwise.
+        `live=False` writes into a generation being built (by a replay), which is not live yet."""
+        checked = gen if live else ""
         head = [
             self.keys.generation,
             self.keys.fence(partition),
@@ -131,13 +135,13 @@ class ProjectionStore:
         ]
         for start in range(0, len(hours), RESTORE_CHUNK):
             keys = list(head)
-            args: list[bytes | str | int] = [gen, epoch, "hours", watermark]
+            args: list[bytes | str | int] = [checked, epoch, "hours", watermark]
             for hour, state in hours[start : start + RESTORE_CHUNK]:
                 keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
                 args += [state.hll or b"", state.clicks, state.impressions]
             if not await self._restore(keys=keys, args=args):
                 raise RestoreRefused(f"p{partition}: restore refused (fence, generation or watermark moved)")
-        args = [gen, epoch, "commit", watermark]
+        args = [checked, epoch, "commit", watermark]
         for member, at in dedup:
             args += [at, member]
         if not await self._restore(keys=head, args=args):

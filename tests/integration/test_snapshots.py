@@ -22,9 +22,10 @@ from contract.keys import Keys
 from contract.settings import Settings
 from contract.stream import snapshot_bucket, snapshot_manifest_key
 from deploy.servers import ROOT
+from projector.replay import replay, replay_hour
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
-from tests.integration.conftest import Projectors
+from tests.integration.conftest import Projectors, production_stack
 
 BASE = 493_000
 
@@ -120,7 +121,7 @@ async def test_a_projector_killed_while_snapshotting_never_leaves_a_cut_that_mis
 ) -> None:
     # Many hours make the first snapshot long enough to be killed in the middle of it.
     js = nc.jetstream()
-    hours = range(BASE, BASE + 240)
+    hours = range(BASE, BASE + 480)
     for hour in hours:
         for p in range(settings.partitions):
             user = next(
@@ -135,13 +136,18 @@ async def test_a_projector_killed_while_snapshotting_never_leaves_a_cut_that_mis
         start_new_session=True,
     )  # fmt: skip
     try:
-        # Kill while the partitions are being snapshotted: some manifests written, not all.
-        marks = await eventually(
-            lambda: snapshot_marks(nc, settings), lambda m: 0 < len(m) < settings.partitions, interval=0.002
-        )
+        # Kill while the partitions are being snapshotted: hour entries written, not every manifest.
+        kv = await js.key_value(snapshot_bucket(settings.stream_name))
+
+        def midway(names: list[str]) -> bool:
+            manifests = sum(name.endswith(".manifest") for name in names)
+            return manifests < settings.partitions and any(".h" in name for name in names)
+
+        await eventually(kv.keys, midway, timeout=60, interval=0.001)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
+    marks = await snapshot_marks(nc, settings)
     await wipe(redis, settings)
     restores = REGISTRY.get_sample_value("hourglass_projector_restores_total") or 0
     await projectors.start()
@@ -172,3 +178,56 @@ async def test_inspect_shows_the_stream_its_subjects_consumers_snapshots_and_las
     assert "projector-p0" in text
     assert "at stream seq 1, 1 hours" in text
     assert "click      user='seen'" in text
+
+
+@pytest.fixture
+def compacting(nats_server: Server, redis_server: Server) -> Settings:
+    return isolated_settings(nats_server.url, redis_server.url, snapshot_interval_s=0.2, log_keep_s=0.5)
+
+
+async def test_the_compacted_log_with_its_snapshots_keeps_every_answer_through_wipe_and_replays(
+    compacting: Settings, nc: NATS, redis: Redis
+) -> None:
+    async for http in production_stack(compacting):
+        await compacted_scenario(http, compacting, nc, redis)
+
+
+async def compacted_scenario(http: httpx.AsyncClient, settings: Settings, nc: NATS, redis: Redis) -> None:
+    hours = range(BASE, BASE + 3)
+    for i in range(24):
+        kind = "click" if i % 2 else "impression"
+        path = f"/analytics?timestamp={hours[i % 3] * HOUR_MS}&user=c{i % 5}&{kind}"
+        assert (await http.post(path)).status_code == 204
+    key = {"Idempotency-Key": "once"}
+    assert (
+        await http.post(f"/analytics?timestamp={BASE * HOUR_MS}&user=k&click", headers=key)
+    ).status_code == 204
+    expected = await eventually(
+        lambda: totals(redis, settings, hours), lambda t: sum(x.clicks for x in t) == 13
+    )
+    js = nc.jetstream()
+    # Every partition snapshotted, the keep period passed: the log is purged below the snapshots.
+    await eventually(
+        lambda: js.stream_info(settings.stream_name), lambda i: i.state.first_seq > 1, timeout=30
+    )
+
+    await wipe(redis, settings)
+    assert await eventually(lambda: totals(redis, settings, hours), lambda t: t == expected) == expected
+
+    report = await replay(settings, nc, redis)
+    assert await totals(redis, settings, hours) == expected
+    assert report.generation >= 2
+
+    await replay_hour(settings, nc, redis, BASE)
+    assert await totals(redis, settings, hours) == expected
+
+    # A late event for a compacted hour adds to it; a retry of a key from before the cut does not.
+    assert (await http.post(f"/analytics?timestamp={BASE * HOUR_MS}&user=late&click")).status_code == 204
+    assert (
+        await http.post(f"/analytics?timestamp={BASE * HOUR_MS}&user=k&click", headers=key)
+    ).status_code == 204
+    late = await eventually(
+        lambda: totals(redis, settings, hours), lambda t: t[0].clicks == expected[0].clicks + 1
+    )
+    assert late[0].unique_users == expected[0].unique_users + 1
+    assert late[1:] == expected[1:]

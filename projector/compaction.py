@@ -1,0 +1,78 @@
+"""The compacted log: the stream is purged below what every partition's snapshot covers, but raw events
+younger than ANALYTICS_LOG_KEEP_S always stay.
+
+Any projector may run it (a purge only ever moves the stream's first sequence forward). It never
+passes a durable manifest, so the stream plus the snapshots always hold every event: a restore, or a
+replay, gets every hour exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contract.hours import stream_subjects
+from contract.settings import Settings
+from projector.snapshots import Snapshots
+
+log = logging.getLogger("projector")
+
+
+@dataclass(frozen=True, slots=True)
+class Compacted:
+    first_seq: int
+    """The stream's first sequence after the purge."""
+    covered: int
+    """The lowest snapshot watermark over the partitions."""
+
+
+async def compact(nc: NATS, settings: Settings, snapshots: Snapshots, now_ms: int) -> Compacted | None:
+    """Purge what both the snapshots and the keep period allow; None when nothing may go yet."""
+    covered: int | None = None
+    for partition in range(settings.partitions):
+        manifest, _ = await snapshots.manifest(partition)
+        if manifest is None:
+            return None  # a partition without a cut needs its whole log
+        covered = manifest.watermark if covered is None else min(covered, manifest.watermark)
+    if covered is None:
+        return None
+    js = nc.jetstream()
+    state = (await js.stream_info(settings.stream_name)).state
+    keep_from = await _first_seq_since(nc, settings, now_ms - int(settings.log_keep_s * 1000), state.last_seq)
+    upto = min(covered + 1, keep_from)
+    if upto <= state.first_seq:
+        return None
+    await js.purge_stream(settings.stream_name, seq=upto)  # removes every message below `upto`
+    log.info(
+        "compacted the log: stream now starts at seq %d (snapshots cover up to %d; events of the last "
+        "%.0fs are kept)",
+        upto,
+        covered,
+        settings.log_keep_s,
+    )
+    return Compacted(upto, covered)
+
+
+async def _first_seq_since(nc: NATS, settings: Settings, since_ms: int, last_seq: int) -> int:
+    """The first stream sequence stored at or after `since_ms` (last_seq + 1 when there is none)."""
+    js = nc.jetstream()
+    start = dt.datetime.fromtimestamp(max(since_ms, 0) / 1000, tz=dt.UTC)
+    sub = await js.pull_subscribe(
+        stream_subjects(settings.subject_prefix)[0],
+        stream=settings.stream_name,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=start,
+            inactive_threshold=10.0,
+        ),
+    )
+    try:
+        pending = (await sub.consumer_info()).num_pending or 0
+    finally:
+        await sub.unsubscribe()
+    return last_seq - pending + 1
