@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,7 @@ from tests.helpers import isolated_settings, settings_env
 pytestmark = pytest.mark.slow
 
 
-def start(settings: Settings, tmp: Path) -> subprocess.Popen[bytes]:
+def launch(settings: Settings, tmp: Path) -> subprocess.Popen[bytes]:
     env = {**settings_env(settings), "TMPDIR": str(tmp)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen([sys.executable, "-m", "server"], env=env, cwd=ROOT, start_new_session=True)
@@ -32,10 +33,26 @@ def metrics_dirs(tmp: Path) -> list[Path]:
     return sorted(tmp.glob("hourglass-metrics-*"))
 
 
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:  # whatever the test did, nothing outlives it
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def test_the_metrics_directory_goes_with_the_server(
-    nats_server: Server, redis_server: Server, tmp_path: Path
+    nats_server: Server, redis_server: Server, tmp_path: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
     settings = isolated_settings(nats_server.url, redis_server.url, http_port=free_port(), http_workers=1)
+
+    def start(settings: Settings, tmp: Path) -> subprocess.Popen[bytes]:
+        proc = launch(settings, tmp)
+        started.append(proc)
+        return proc
+
     proc = start(settings, tmp_path)
     assert len(metrics_dirs(tmp_path)) == 1
     proc.send_signal(signal.SIGTERM)
