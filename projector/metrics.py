@@ -6,6 +6,8 @@ import logging
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from projector.fold import Deltas
+
 APPLY_SECONDS = Histogram(
     "hourglass_projector_apply_seconds",
     "Duration of one atomic apply (deltas + watermark) in Redis",
@@ -57,6 +59,25 @@ RETENTION_GAPS = Counter(
     "Times a partition found events dropped by retention before they were applied",
     ["partition"],
 )
+
+
+LATE_EVENTS = Counter(
+    "hourglass_projector_late_events",
+    "Events folded into an hour before the current one, by how old the hour was",
+    ["age"],
+)
+_AGES = ((1, "1h"), (24, "1d"), (168, "7d"), (720, "30d"))
+
+
+def count_late(deltas: Deltas, current_hour: int) -> None:
+    """Events of past hours, by the hour's age: `1h` the previous hour, `1d` within a day, and so on."""
+    events = {hour: delta.clicks + delta.impressions for hour, delta in deltas.hours.items()}
+    for keyed in deltas.keyed:
+        events[keyed.hour] += 1  # a refused retry included: it arrived late all the same
+    for hour, n in events.items():
+        age = current_hour - hour
+        if age > 0 and n:
+            LATE_EVENTS.labels(next((name for limit, name in _AGES if age <= limit), "older")).inc(n)
 
 
 def serve(port: int) -> None:

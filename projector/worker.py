@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from contract import schema
+from contract.hours import hour_of, system_now_ms
 from contract.settings import Settings
 from contract.stream import consumer_name
 from projector import metrics
@@ -225,6 +226,7 @@ class PartitionWorker:
                         return Stopped.RESYNC
                     self.watermark = result.watermark
                     metrics.APPLIED_EVENTS.inc(deltas.events)
+                    metrics.count_late(deltas, hour_of(system_now_ms()))
                     metrics.APPLIED_SEQ.labels(str(self.partition)).set(self.watermark)
                     await announce(self.nc, self.settings, tuple(deltas.hours))
                 if unknown is not None:

@@ -72,3 +72,23 @@ def test_keyed_events_are_left_whole_to_the_apply_user_included() -> None:
     assert deltas.keyed == [Keyed("k", "u", 77, 0, Kind.CLICK)]
     assert deltas.keyed[0].member == "u\nk"
     assert deltas.last_ms == 77
+
+
+def test_late_events_are_counted_by_the_age_of_their_hour() -> None:
+    from prometheus_client import REGISTRY
+
+    from projector.metrics import count_late
+
+    def seen(age: str) -> float:
+        return REGISTRY.get_sample_value("hourglass_projector_late_events_total", {"age": age}) or 0.0
+
+    before = {age: seen(age) for age in ("1h", "1d", "older")}
+    now_hour = 1000
+    msgs = [
+        Message(1, Batch(events=(Event(now_hour * HOUR, "a", Kind.CLICK),))),  # the current hour: not late
+        Message(2, Batch(events=(Event((now_hour - 1) * HOUR, "b", Kind.CLICK, key="k"),))),
+        Message(3, Batch(events=(Event((now_hour - 5) * HOUR, "c", Kind.IMPRESSION),) * 2)),
+        Message(4, Batch(events=(Event(0, "d", Kind.CLICK),))),
+    ]
+    count_late(fold(msgs), now_hour)
+    assert {age: seen(age) - before[age] for age in before} == {"1h": 1, "1d": 2, "older": 1}
