@@ -12,6 +12,9 @@ from redis.asyncio import Redis
 from contract.errors import Unavailable
 from contract.keys import FIRST_GENERATION, Keys
 
+SCRIPT_MAX_KEYS = 7000
+"""Lua's unpack() stops near 8,000 values: ranges naming more HyperLogLogs than this use a pipeline."""
+
 
 @dataclass(frozen=True, slots=True)
 class HourTotals:
@@ -26,13 +29,33 @@ class Reader:
         self._keys = keys
         self._partitions = partitions
         self._read = redis.register_script(files("api").joinpath("read.lua").read_text())
+        self._range = redis.register_script(files("api").joinpath("range.lua").read_text())
 
     async def buckets(self, buckets: Sequence[Sequence[int]]) -> tuple[list[HourTotals], HourTotals]:
-        """Each bucket's totals (a bucket is some hours) and the whole range's, uniques as unions.
+        """Each bucket's totals (a bucket is some hours) and the whole range's, uniques as unions."""
+        keys = sum(len(hours) for hours in buckets) * self._partitions
+        if keys <= SCRIPT_MAX_KEYS:
+            return await self._buckets_by_script(buckets)
+        return await self._buckets_by_pipeline(buckets)
 
-        Plain commands in one pipelined round trip rather than a script: a long range names more keys
-        than a script can unpack, and PFCOUNT over many keys counts their union without writing.
-        """
+    async def _buckets_by_script(
+        self, buckets: Sequence[Sequence[int]]
+    ) -> tuple[list[HourTotals], HourTotals]:
+        parts = range(self._partitions)
+        args: list[str | int] = [FIRST_GENERATION, len(buckets)]
+        for hours in buckets:
+            args.append(len(hours) * self._partitions)
+            args += [self._keys.users_template(h, p) for h in hours for p in parts]
+            args += [self._keys.counts_template(h, p) for h in hours for p in parts]
+        flat = [int(x) for x in await self._range(keys=[self._keys.generation], args=args)]
+        rows = [HourTotals(*flat[i : i + 3]) for i in range(0, len(flat) - 1, 3)]
+        return rows, HourTotals(flat[-1], sum(r.clicks for r in rows), sum(r.impressions for r in rows))
+
+    async def _buckets_by_pipeline(
+        self, buckets: Sequence[Sequence[int]]
+    ) -> tuple[list[HourTotals], HourTotals]:
+        """Plain commands in one pipelined round trip: a long range names more keys than a script can
+        unpack. The generation is read again at the end, and the read redone if a replay switched."""
         for _ in range(3):
             gen = self._keys.live_generation(await self._redis.get(self._keys.generation))
             async with self._redis.pipeline(transaction=False) as pipe:

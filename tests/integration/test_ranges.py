@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
+from api.reader import Reader
 from contract.hours import HOUR_MS
+from contract.keys import Keys
+from contract.settings import Settings
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.usefixtures("projector")
@@ -62,3 +66,14 @@ async def test_the_longest_range_allowed_reads_in_one_go(client: httpx.AsyncClie
     assert lines[0] == "hour,unique_users,clicks,impressions"
     assert lines[1].startswith("1970-01-01T00:00:00Z,")
     assert lines[-1].startswith("total,")
+
+
+async def test_the_script_and_the_pipeline_read_a_range_alike(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    for i, hour in enumerate(range(BASE + 10, BASE + 16)):
+        await post(client, hour, f"r{i % 3}", "click" if i % 2 else "impression")
+    reader = Reader(redis, Keys(settings.key_prefix), settings.partitions)
+    days = [tuple(range(BASE + 10, BASE + 13)), tuple(range(BASE + 13, BASE + 16))]
+    await eventually(lambda: reader.buckets(days), lambda r: r[1].clicks + r[1].impressions == 6)
+    assert await reader._buckets_by_script(days) == await reader._buckets_by_pipeline(days)
