@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import nats
@@ -131,3 +133,36 @@ async def test_redis_out_of_memory_is_retried_and_counted_then_everything_applie
 
 async def _value(before: float) -> float:
     return sample("hourglass_projector_redis_oom_total") - before
+
+
+async def test_a_redis_that_hides_its_configuration_gets_a_warning_and_the_projector_runs(
+    eviction_settings: Settings, tmp_path: Path
+) -> None:
+    admin = AsyncRedis.from_url(eviction_settings.redis_url)
+    await admin.acl_setuser(
+        "noconfig",
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-config"],
+    )
+    host_port = eviction_settings.redis_url.removeprefix("redis://")
+    limited = eviction_settings.replace(redis_url=f"redis://noconfig:secret@{host_port}")
+    nc = await nats.connect(limited.nats_url)
+    await ensure_stream(nc, limited)
+    await nc.close()
+    log = tmp_path / "projector.log"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "projector", "run", env=settings_env(limited), cwd=ROOT,
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        members = Keys(limited.key_prefix).members
+        await eventually(lambda: admin.zcard(members), lambda n: n == 1)  # it runs: it has joined
+        assert "cannot read Redis maxmemory-policy" in log.read_text()
+        assert proc.returncode is None
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await admin.aclose()
