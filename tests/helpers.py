@@ -13,7 +13,11 @@ from typing import Any, TypeVar
 
 import httpx
 from litestar import Litestar
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 
+from api.reader import HourTotals, Reader
+from contract.keys import Keys
 from contract.settings import Settings
 
 T = TypeVar("T")
@@ -40,6 +44,17 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
         await asyncio.sleep(interval)
+
+
+async def stored_hour(redis: Redis, settings: Settings, hour: int) -> HourTotals:
+    """What Redis holds for the hour in the live generation, past every read cache: for tests that
+    mean Redis state, not what a GET may still serve."""
+    return await Reader(redis, Keys(settings.key_prefix), settings.partitions).hour(hour)
+
+
+def metric(name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample from this process's Prometheus registry (0 when nothing was recorded yet)."""
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
 def isolated_settings(nats_url: str, redis_url: str, **overrides: object) -> Settings:

@@ -10,7 +10,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
-from api.reader import HourTotals, Reader
+from api.reader import HourTotals
 from contract.hours import HOUR_MS, partition_of, subject
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
@@ -19,15 +19,10 @@ from projector.fold import Message, fold
 from projector.leases import Leases
 from projector.replay import ReplayRefused, replay
 from projector.store import Outcome, ProjectionStore, SwapOutcome
-from tests.helpers import eventually
+from tests.helpers import eventually, stored_hour
 from tests.integration.conftest import Projectors
 
 TS = 11 * HOUR_MS
-
-
-async def truth_in_redis(redis: Redis, settings: Settings, hour: int) -> HourTotals:
-    """What Redis holds for the hour in the live generation, past any read cache."""
-    return await Reader(redis, Keys(settings.key_prefix), settings.partitions).hour(hour)
 
 
 @pytest.mark.usefixtures("projector")
@@ -40,7 +35,7 @@ async def test_one_idempotency_key_from_two_users_is_two_events(
         )
         assert response.status_code == 204
     expected = HourTotals(unique_users=2, clicks=2, impressions=0)
-    assert await eventually(lambda: truth_in_redis(redis, settings, 11), lambda t: t == expected)
+    assert await eventually(lambda: stored_hour(redis, settings, 11), lambda t: t == expected)
 
 
 @pytest.mark.usefixtures("projector")
@@ -54,9 +49,9 @@ async def test_a_refused_duplicate_adds_neither_a_count_nor_a_user(
     retry = await client.post(f"/analytics?timestamp={later}&user=carol&click", headers=key)
     assert retry.status_code == 204
     assert (await client.post(f"/analytics?timestamp={later}&user=dave&impression")).status_code == 204
-    await eventually(lambda: truth_in_redis(redis, settings, 12), lambda t: t.impressions == 1)
-    assert await truth_in_redis(redis, settings, 12) == HourTotals(1, 0, 1)
-    assert await truth_in_redis(redis, settings, 11) == HourTotals(1, 1, 0)
+    await eventually(lambda: stored_hour(redis, settings, 12), lambda t: t.impressions == 1)
+    assert await stored_hour(redis, settings, 12) == HourTotals(1, 0, 1)
+    assert await stored_hour(redis, settings, 11) == HourTotals(1, 1, 0)
 
 
 async def test_two_idempotency_key_headers_are_a_400(client: httpx.AsyncClient) -> None:
@@ -78,14 +73,14 @@ async def test_retries_after_a_replay_count_once_and_leave_no_per_key_entries(
 
     for i in range(20):
         await send(f"u{i}", f"k{i}")
-    await eventually(lambda: truth_in_redis(redis, settings, 11), lambda t: t.impressions == 20)
+    await eventually(lambda: stored_hour(redis, settings, 11), lambda t: t.impressions == 20)
     await replay(settings, nc, redis)
-    assert await truth_in_redis(redis, settings, 11) == HourTotals(20, 0, 20)
+    assert await stored_hour(redis, settings, 11) == HourTotals(20, 0, 20)
     for i in range(20):
         await send(f"u{i}", f"k{i}")  # every retry lands after the replay
     await send("late", "k-late")
-    await eventually(lambda: truth_in_redis(redis, settings, 11), lambda t: t.impressions == 21)
-    assert await truth_in_redis(redis, settings, 11) == HourTotals(21, 0, 21)
+    await eventually(lambda: stored_hour(redis, settings, 11), lambda t: t.impressions == 21)
+    assert await stored_hour(redis, settings, 11) == HourTotals(21, 0, 21)
     keys = Keys(settings.key_prefix)
     gen = int(await redis.get(keys.generation) or 0)
     members = sum([await redis.zcard(keys.dedup(gen, p)) for p in range(settings.partitions)])
@@ -126,7 +121,7 @@ async def test_counts_never_decrease_while_a_replay_runs_under_load(
         for p, events in by_partition.items():
             await js.publish(subject(settings.subject_prefix, 11, p), encode(Batch(events=tuple(events))))
             history += len(events)
-    await eventually(lambda: truth_in_redis(redis, settings, 11), lambda t: t.clicks == history, timeout=60)
+    await eventually(lambda: stored_hour(redis, settings, 11), lambda t: t.clicks == history, timeout=60)
 
     done = asyncio.Event()
     sent = 0
@@ -142,7 +137,7 @@ async def test_counts_never_decrease_while_a_replay_runs_under_load(
 
     async def watch() -> None:
         while not done.is_set():
-            t = await truth_in_redis(redis, settings, 11)
+            t = await stored_hour(redis, settings, 11)
             seen.append((t.clicks, t.impressions))
             await asyncio.sleep(0)
 
@@ -158,7 +153,7 @@ async def test_counts_never_decrease_while_a_replay_runs_under_load(
     assert not decreases, f"counts went backwards {len(decreases)} times, e.g. {decreases[:3]}"
     assert len(seen) > 20
     final = await eventually(
-        lambda: truth_in_redis(redis, settings, 11), lambda t: (t.clicks, t.impressions) == (history, sent)
+        lambda: stored_hour(redis, settings, 11), lambda t: (t.clicks, t.impressions) == (history, sent)
     )
     assert abs(final.unique_users - (history + sent)) <= 0.02 * (history + sent)  # HyperLogLog
 
@@ -183,14 +178,14 @@ async def test_generations_left_by_a_killed_replay_are_removed_by_the_next_repla
     client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: Settings
 ) -> None:
     assert (await client.post(f"/analytics?timestamp={TS}&user=keep&click")).status_code == 204
-    await eventually(lambda: truth_in_redis(redis, settings, 11), lambda t: t.clicks == 1)
+    await eventually(lambda: stored_hour(redis, settings, 11), lambda t: t.clicks == 1)
     store = ProjectionStore.from_settings(redis, settings)
     orphan = await store.new_generation()  # what a replay killed halfway leaves
     await redis.set(store.keys.watermark(orphan, 0), 5)
     await redis.pfadd(store.keys.users(orphan, 11, 0), "half-built")
     report = await replay(settings, nc, redis)
     assert not [k async for k in redis.scan_iter(match=store.keys.gen_pattern(orphan))]
-    assert await truth_in_redis(redis, settings, 11) == HourTotals(1, 1, 0)
+    assert await stored_hour(redis, settings, 11) == HourTotals(1, 1, 0)
     assert report.generation > orphan
 
 
@@ -233,8 +228,8 @@ async def test_duplicates_inside_one_apply_count_once(redis: Redis, settings: Se
     )
     result = await store.apply(gen, 0, 0, fold([Message(1, Batch(events=events), stream_ms=5)]))
     assert result.outcome is Outcome.APPLIED
-    assert await truth_in_redis(redis, settings, 11) == HourTotals(2, 2, 1)
-    assert await truth_in_redis(redis, settings, 12) == HourTotals(0, 0, 0)
+    assert await stored_hour(redis, settings, 11) == HourTotals(2, 2, 1)
+    assert await stored_hour(redis, settings, 12) == HourTotals(0, 0, 0)
 
 
 async def test_an_apply_with_more_keyed_events_than_lua_can_unpack_at_once(
@@ -246,4 +241,4 @@ async def test_an_apply_with_more_keyed_events_than_lua_can_unpack_at_once(
     retried = events[:3_000]  # the same requests again, in the same apply
     deltas = fold([Message(1, Batch(events=events)), Message(2, Batch(events=retried))])
     assert (await store.apply(gen, 0, 0, deltas)).outcome is Outcome.APPLIED
-    assert (await truth_in_redis(redis, settings, 11)).clicks == 9_000
+    assert (await stored_hour(redis, settings, 11)).clicks == 9_000

@@ -10,17 +10,16 @@ import httpx
 import msgspec
 import pytest
 from nats.aio.client import Client as NATS
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from api.reader import HourTotals, Reader
+from api.reader import HourTotals
 from contract import schema
 from contract.hours import HOUR_MS, partition_of, subject
 from contract.keys import Keys
 from contract.schema import Event
 from contract.settings import Settings
 from contract.stream import dead_letter_stream
-from tests.helpers import eventually
+from tests.helpers import eventually, metric, stored_hour
 from tests.integration.conftest import Projectors
 
 HOUR = 13
@@ -33,20 +32,12 @@ def user_in(partition: int, settings: Settings, tag: str = "u") -> str:
     )
 
 
-async def totals(redis: Redis, settings: Settings, hour: int = HOUR) -> HourTotals:
-    return await Reader(redis, Keys(settings.key_prefix), settings.partitions).hour(hour)
-
-
-def sample(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
-
-
 @pytest.mark.usefixtures("projector")
 async def test_garbage_and_rule_breaking_events_are_dead_lettered_while_later_events_count(
     client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="projector")
-    before = sample("hourglass_projector_dead_letters_total")
+    before = metric("hourglass_projector_dead_letters_total")
     good = user_in(0, settings)
     where = subject(settings.subject_prefix, HOUR, 0)
     js = nc.jetstream()
@@ -63,7 +54,7 @@ async def test_garbage_and_rule_breaking_events_are_dead_lettered_while_later_ev
         assert (await client.post(f"/analytics?timestamp={TS}&user=later{i}&impression")).status_code == 204
 
     expected = HourTotals(unique_users=6, clicks=1, impressions=5)
-    assert await eventually(lambda: totals(redis, settings), lambda t: t == expected) == expected
+    assert await eventually(lambda: stored_hour(redis, settings, HOUR), lambda t: t == expected) == expected
     dead = await eventually(lambda: dead_letters(nc, settings), lambda d: len(d) == 3)
     assert [(h["Hourglass-Stream-Seq"], h["Hourglass-Event-Index"]) for h, _ in dead] == [
         (str(garbage.seq), "-1"),
@@ -76,7 +67,7 @@ async def test_garbage_and_rule_breaking_events_are_dead_lettered_while_later_ev
     assert "not in the hour of its subject" in dead[1][0]["Hourglass-Reason"]
     assert json.loads(dead[2][1]) == [TS, "x" * 300, "click", None]
     assert "longer than 256 bytes" in dead[2][0]["Hourglass-Reason"]
-    assert sample("hourglass_projector_dead_letters_total") - before == 3
+    assert metric("hourglass_projector_dead_letters_total") - before == 3
     warnings = [
         r for r in caplog.records if r.levelno == logging.WARNING and "dead-lettered" in r.getMessage()
     ]
@@ -125,23 +116,23 @@ async def test_a_batch_of_an_unknown_version_stops_its_partition_until_a_project
     await projectors.start()
 
     # The other partition applies; the stopped one holds its watermark in front of the v99 batch.
-    await eventually(lambda: totals(redis, settings), lambda t: t.impressions == 1)
+    await eventually(lambda: stored_hour(redis, settings, HOUR), lambda t: t.impressions == 1)
     why = f"projector: partition {stuck} stopped at stream seq {newer.seq}: unknown schema version 99"
     ready = await eventually(lambda: client.get("/readyz"), lambda r: why in r.text)
     assert ready.status_code == 503
-    assert sample("hourglass_projector_stalled_seq", {"partition": str(stuck)}) == newer.seq
+    assert metric("hourglass_projector_stalled_seq", {"partition": str(stuck)}) == newer.seq
     keys = Keys(settings.key_prefix)
     assert int(await redis.get(keys.watermark(1, stuck)) or 0) < newer.seq
     assert any(
         "unknown schema version 99" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
     )
-    assert (await totals(redis, settings)).impressions == 1
+    assert (await stored_hour(redis, settings, HOUR)).impressions == 1
 
     # Upgrade: the old projector goes, one that knows version 99 comes; nothing was lost.
     await projectors.stop_all()
     await projectors.start(newer_decoder)
     expected = HourTotals(unique_users=4, clicks=1, impressions=3)
-    assert await eventually(lambda: totals(redis, settings), lambda t: t == expected) == expected
+    assert await eventually(lambda: stored_hour(redis, settings, HOUR), lambda t: t == expected) == expected
     await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
 
 
@@ -159,13 +150,13 @@ async def test_a_crash_looping_worker_is_logged_counted_and_makes_readyz_fail(
 
     user = user_in(3, settings, "crash")
     assert (await client.post(f"/analytics?timestamp={TS}&user={user}&click")).status_code == 204
-    before = sample("hourglass_projector_errors_total", {"partition": "3"})
+    before = metric("hourglass_projector_errors_total", {"partition": "3"})
     await projectors.start(broken)
     ready = await eventually(lambda: client.get("/readyz"), lambda r: "partition 3 is failing" in r.text)
     assert ready.status_code == 503
     assert "RuntimeError: boom" in ready.text
     await eventually(
-        lambda: asyncio.sleep(0, sample("hourglass_projector_errors_total", {"partition": "3"})),
+        lambda: asyncio.sleep(0, metric("hourglass_projector_errors_total", {"partition": "3"})),
         lambda n: n - before >= 2,
     )
     failures = [r for r in caplog.records if "worker failed" in r.getMessage()]
@@ -174,5 +165,5 @@ async def test_a_crash_looping_worker_is_logged_counted_and_makes_readyz_fail(
 
     await projectors.stop_all()
     await projectors.start()  # fixed: the partition applies again and readiness comes back
-    await eventually(lambda: totals(redis, settings), lambda t: t.clicks == 1)
+    await eventually(lambda: stored_hour(redis, settings, HOUR), lambda t: t.clicks == 1)
     await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)

@@ -13,30 +13,21 @@ import httpx
 import nats
 import pytest
 from nats.aio.client import Client as NATS
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from api.reader import HourTotals, Reader
+from api.reader import HourTotals
 from contract.hours import HOUR_MS
 from contract.keys import Keys
 from contract.settings import Settings
 from deploy.servers import ROOT
 from projector.stream import ensure_stream
 from tests.conftest import Server
-from tests.helpers import eventually, isolated_settings, settings_env
+from tests.helpers import eventually, isolated_settings, metric, settings_env, stored_hour
 from tests.integration.conftest import Projectors, production_stack
 
 HOUR = 17
 TS = HOUR * HOUR_MS
-
-
-def sample(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
-
-
-async def totals(redis: Redis, settings: Settings) -> HourTotals:
-    return await Reader(redis, Keys(settings.key_prefix), settings.partitions).hour(HOUR)
 
 
 async def test_events_dropped_by_retention_before_they_were_applied_are_reported_loudly(
@@ -53,7 +44,7 @@ async def test_events_dropped_by_retention_before_they_were_applied_are_reported
     js = nc.jetstream()
     last = (await js.stream_info(settings.stream_name)).state.last_seq
     await js.purge_stream(settings.stream_name, seq=last + 1)  # retention took everything, unapplied
-    before = sum(sample("hourglass_projector_retention_gaps_total", {"partition": str(p)}) for p in range(4))
+    before = sum(metric("hourglass_projector_retention_gaps_total", {"partition": str(p)}) for p in range(4))
     for i in range(8):
         assert (await client.post(f"/analytics?timestamp={TS}&user=late{i}&impression")).status_code == 204
     await projectors.start()
@@ -61,12 +52,12 @@ async def test_events_dropped_by_retention_before_they_were_applied_are_reported
     ready = await eventually(lambda: client.get("/readyz"), lambda r: "retention dropped" in r.text)
     assert ready.status_code == 503
     assert "./just replay rebuilds" in ready.text
-    after = sum(sample("hourglass_projector_retention_gaps_total", {"partition": str(p)}) for p in range(4))
+    after = sum(metric("hourglass_projector_retention_gaps_total", {"partition": str(p)}) for p in range(4))
     assert after > before
     assert any("retention dropped stream seqs" in r.getMessage() for r in caplog.records)
     # What the log still holds is applied: the alarm is about what it no longer holds.
-    await eventually(lambda: totals(redis, settings), lambda t: t.impressions == 8)
-    assert (await totals(redis, settings)).clicks == 0
+    await eventually(lambda: stored_hour(redis, settings, HOUR), lambda t: t.impressions == 8)
+    assert (await stored_hour(redis, settings, HOUR)).clicks == 0
 
 
 async def test_an_idle_partition_keeps_its_watermark_at_the_head_of_the_log(
@@ -118,7 +109,7 @@ async def test_redis_out_of_memory_is_retried_and_counted_then_everything_applie
     settings = eviction_settings
     async for http in production_stack(settings):
         redis = AsyncRedis.from_url(settings.redis_url)
-        before = sample("hourglass_projector_redis_oom_total")
+        before = metric("hourglass_projector_redis_oom_total")
         await redis.config_set("maxmemory", 1)  # every write is refused with OOM
         try:
             for i in range(12):
@@ -127,12 +118,15 @@ async def test_redis_out_of_memory_is_retried_and_counted_then_everything_applie
         finally:
             await redis.config_set("maxmemory", 0)
         expected = HourTotals(unique_users=12, clicks=12, impressions=0)
-        assert await eventually(functools.partial(totals, redis, settings), expected.__eq__) == expected
+        assert (
+            await eventually(functools.partial(stored_hour, redis, settings, HOUR), expected.__eq__)
+            == expected
+        )
         await redis.aclose()
 
 
 async def _value(before: float) -> float:
-    return sample("hourglass_projector_redis_oom_total") - before
+    return metric("hourglass_projector_redis_oom_total") - before
 
 
 async def test_a_redis_that_hides_its_configuration_gets_a_warning_and_the_projector_runs(
