@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -50,6 +51,25 @@ async def stored_hour(redis: Redis, settings: Settings, hour: int) -> HourTotals
     """What Redis holds for the hour in the live generation, past every read cache: for tests that
     mean Redis state, not what a GET may still serve."""
     return await Reader(redis, Keys(settings.key_prefix), settings.partitions).hour(hour)
+
+
+def pause(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP a process and return only once every thread of it has stopped.
+
+    The signal is delivered asynchronously: without the wait, a request sent right after
+    `kill` can still be answered by a thread that has not stopped yet.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{task}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop within {timeout} s")
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from contract.settings import Settings
 from tests.conftest import Server
-from tests.helpers import eventually, isolated_settings
+from tests.helpers import eventually, isolated_settings, pause
 from tests.integration.conftest import production_stack
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ async def test_a_hung_nats_server_gets_503_within_the_publish_timeout(
     app_client: httpx.AsyncClient, own_nats: Server, own_settings: Settings
 ) -> None:
     assert (await app_client.post("/analytics?timestamp=1&user=a&click")).status_code == 204
-    os.kill(own_nats.proc.pid, signal.SIGSTOP)  # alive but silent: the socket stays open
+    pause(own_nats.proc.pid)  # alive but silent: the socket stays open
     try:
         started = time.monotonic()
         response = await app_client.post("/analytics?timestamp=1&user=b&click")
@@ -100,7 +100,7 @@ async def test_a_hung_nats_server_gets_503_within_the_publish_timeout(
 async def test_a_hung_redis_gets_503_within_the_redis_timeout(
     app_client: httpx.AsyncClient, own_redis: Server, own_settings: Settings
 ) -> None:
-    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    pause(own_redis.proc.pid)
     try:
         started = time.monotonic()
         response = await app_client.get("/analytics?timestamp=10800000")  # not cached anywhere
