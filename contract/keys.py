@@ -70,6 +70,14 @@ class Keys:
         """Set when retention dropped events of the partition before this generation applied them."""
         return f"{self.prefix}:g{gen}:gap:{partition}"
 
+    def cold(self, gen: int | str, partition: int) -> str:
+        """Hash of the partition's hours that left Redis: hour token -> the watermark of the snapshot
+        entry that holds the hour. Reads and late events go to that entry."""
+        return f"{self.prefix}:g{gen}:cold:{partition}"
+
+    def cold_template(self, partition: int) -> str:
+        return self.cold(GEN_PLACEHOLDER, partition)
+
     @property
     def replay_lock(self) -> str:
         """Held by the one replay that may run at a time (full or single-hour)."""

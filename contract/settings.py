@@ -90,6 +90,10 @@ class Settings:
     snapshot_interval_s: float = 60.0
     """How often a projector writes the hours that changed to the snapshot store (0 turns it off)."""
 
+    hot_hours: int = 168
+    """Redis holds the current hour and the `hot_hours - 1` before it (and any later ones); older hours
+    leave Redis once snapshotted, and reads go through to the snapshot store. 0 keeps every hour."""
+
     range_max_buckets: int = 8784
     """The most buckets (hours or days) one range read may ask for; 8,784 hours is a leap year."""
 
@@ -142,6 +146,8 @@ class Settings:
             raise SettingsError(
                 "ANALYTICS_SUBJECT_PREFIX must not be under `hourglass.`: notices and dead letters use it"
             )
+        if self.hot_hours < 0:
+            raise SettingsError("ANALYTICS_HOT_HOURS must be 0 (keep every hour) or more")
 
     def nats_options(self, name: str) -> dict[str, Any]:
         """Keyword arguments for `nats.connect`: reconnect forever, fail a connect attempt fast."""

@@ -1,12 +1,14 @@
 -- Applies one partition's folded deltas and advances its watermark in one atomic step.
--- KEYS: generation, fence, watermark, dedup (sorted set), dirty (sorted set), then (users HLL, counts
---       hash) per hour.
+-- KEYS: generation, fence, watermark, dedup (sorted set), dirty (sorted set), cold (hash), then
+--       (users HLL, counts hash) per hour.
 -- ARGV: gen, epoch ("" = unfenced), expected watermark, new watermark, mode ("live" | "build"),
 --       hour count, dedup window ms, newest stream ms of the deltas,
 --       then per hour: clicks, impressions, users joined by "\n"
 --       (user names cannot hold control characters, so the newline is a safe separator), hour token,
 --       then per keyed event: stream ms, hour number (1-based), kind ("c" | "i"), user, dedup member.
--- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced.
+-- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced;
+-- 4: some hours are cold (in the snapshot store, not in Redis), followed by their token, entry
+-- watermark pairs. Nothing is written then: the caller thaws those hours and applies again.
 local gen = ARGV[1]
 local current_gen = redis.call('GET', KEYS[1])
 if ARGV[5] == 'live' and current_gen ~= gen then
@@ -23,9 +25,21 @@ local hours = tonumber(ARGV[6])
 local window = tonumber(ARGV[7])
 local newest = tonumber(ARGV[8])
 local arg = 9
+if redis.call('HLEN', KEYS[6]) > 0 then
+  local cold = {4, wm, current_gen or ''}
+  for h = 0, hours - 1 do
+    local token = ARGV[arg + 4 * h + 3]
+    local at = redis.call('HGET', KEYS[6], token)
+    if at then
+      cold[#cold + 1] = token
+      cold[#cold + 1] = at
+    end
+  end
+  if #cold > 3 then return cold end
+end
 local dirty = {}
 for h = 0, hours - 1 do
-  local k = 6 + 2 * h
+  local k = 7 + 2 * h
   local clicks = tonumber(ARGV[arg])
   local impressions = tonumber(ARGV[arg + 1])
   -- One string instead of one argument per user: far cheaper to send than 100k arguments.
@@ -75,7 +89,7 @@ if keyed > 0 then
       last[member] = at
       zadd[#zadd + 1] = at
       zadd[#zadd + 1] = member
-      local slot = 6 + 2 * (tonumber(ARGV[a + 1]) - 1)
+      local slot = 7 + 2 * (tonumber(ARGV[a + 1]) - 1)
       users[slot] = users[slot] or {}
       table.insert(users[slot], ARGV[a + 3])
       if ARGV[a + 2] == 'c' then

@@ -36,6 +36,14 @@ SNAPSHOT_TIME = Gauge(
 COMPACTED_SEQ = Gauge(
     "hourglass_projector_compacted_seq", "The stream's first sequence after this process's last compaction"
 )
+EVICTED = Counter(
+    "hourglass_projector_hours_evicted",
+    "Hour-partitions moved out of Redis (older than ANALYTICS_HOT_HOURS and snapshotted)",
+)
+THAWED = Counter(
+    "hourglass_projector_hours_thawed",
+    "Cold hour-partitions brought back into Redis from the snapshot store for late events",
+)
 RESTORES = Counter(
     "hourglass_projector_restores", "Partitions restored from a snapshot after Redis lost them"
 )

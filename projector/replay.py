@@ -20,14 +20,15 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from redis.asyncio import Redis
 
-from contract.hours import hour_token, partition_filter, subject
+from contract.hours import hour_token, partition_filter, subject, system_now_ms
 from contract.keys import Keys
 from contract.schema import UnknownVersion
 from contract.settings import Settings
 from projector.consumer import announce, dead_letter, read
 from projector.fold import Deltas, fold
+from projector.history import apply_thawing, first_hot_hour
 from projector.leases import Leases
-from projector.snapshots import open_snapshots
+from projector.snapshots import Snapshots, open_snapshots
 from projector.store import Outcome, ProjectionStore, SwapOutcome
 
 log = logging.getLogger("replay")
@@ -77,15 +78,28 @@ async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayRep
         log.info("building generation %d from stream %s", gen, settings.stream_name)
         switched = False
         try:
-            starts = await _restore_if_compacted(settings, nc, redis_client, store, gen)
+            snapshots = await open_snapshots(nc, redis_client, settings)
+            starts = await _restore_if_compacted(settings, nc, snapshots, store, gen)
             bulk = await asyncio.gather(
-                *(_build(settings, nc, store, gen, p, filed[p], after=starts[p]) for p in partitions)
+                *(
+                    _build(settings, nc, store, gen, p, filed[p], after=starts[p], snapshots=snapshots)
+                    for p in partitions
+                )
             )
             leases = Leases(redis_client, Keys(settings.key_prefix), owner, settings.lease_ttl_s)
             async with _seized(leases, partitions, settings.lease_ttl_s):
                 tail = await asyncio.gather(
                     *(
-                        _build(settings, nc, store, gen, p, filed[p], after=bulk[p].watermark)
+                        _build(
+                            settings,
+                            nc,
+                            store,
+                            gen,
+                            p,
+                            filed[p],
+                            after=bulk[p].watermark,
+                            snapshots=snapshots,
+                        )
                         for p in partitions
                     )
                 )
@@ -117,9 +131,8 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
             async with _seized(leases, partitions, settings.lease_ttl_s) as epochs:
                 # With the fences raised no projector can apply, so these watermarks hold still.
                 watermarks = {p: await store.watermark(gen, p) for p in partitions}
-                starts = await _restore_if_compacted(
-                    settings, nc, redis_client, store, rebuilt, only_hour=hour
-                )
+                snapshots = await open_snapshots(nc, redis_client, settings)
+                starts = await _restore_if_compacted(settings, nc, snapshots, store, rebuilt, only_hour=hour)
                 built = await asyncio.gather(
                     *(
                         _build(
@@ -136,7 +149,7 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
                         for p in partitions
                     )
                 )
-                outcome = await store.swap_hour(gen, rebuilt, hour, epochs)
+                outcome = await store.swap_hour(gen, rebuilt, hour, epochs, watermarks)
                 if outcome is SwapOutcome.GENERATION_MOVED:
                     raise ReplayRefused(
                         f"a full replay switched generations while hour {hour_token(hour)} was rebuilt; "
@@ -155,18 +168,18 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
 async def _restore_if_compacted(
     settings: Settings,
     nc: NATS,
-    redis_client: Redis,
+    snapshots: Snapshots | None,
     store: ProjectionStore,
     gen: int,
     only_hour: int | None = None,
 ) -> dict[int, int]:
     """Where each partition's fold starts: 0 while the log is whole; once compaction has purged its
-    beginning, the partition's snapshot is put into `gen` first and the fold starts after it."""
+    beginning, the partition's snapshot is put into `gen` first (its hours older than the hot window
+    only named as cold) and the fold starts after it."""
     partitions = range(settings.partitions)
     first = (await nc.jetstream().stream_info(settings.stream_name)).state.first_seq
     if first <= 1:
         return dict.fromkeys(partitions, 0)
-    snapshots = await open_snapshots(nc, redis_client, settings)
     if snapshots is None:
         raise ReplayRefused(
             f"the log starts at stream seq {first} and there is no snapshot store to cover the rest"
@@ -179,7 +192,15 @@ async def _restore_if_compacted(
                 f"p{p}: the log starts at stream seq {first} but no snapshot covers what came before; "
                 "nothing was changed"
             )
-        starts[p] = await snapshots.restore(gen, p, "", store, live=False, only_hour=only_hour)
+        starts[p] = await snapshots.restore(
+            gen,
+            p,
+            "",
+            store,
+            live=False,
+            only_hour=only_hour,
+            hot_from=first_hot_hour(system_now_ms(), settings.hot_hours),
+        )
     what = f"hour {hour_token(only_hour)}" if only_hour is not None else "every hour"
     log.info(
         "events before stream seq %d were compacted: %s restored from the snapshots (at seqs %s), "
@@ -244,6 +265,7 @@ async def _build(
     after: int = 0,
     subject_filter: str | None = None,
     upto: int | None = None,
+    snapshots: Snapshots | None = None,
 ) -> Built:
     """Fold every message on the partition (or `subject_filter`) after stream seq `after`, up to
     `upto`, into `gen`'s keys, whose watermark for the partition is `after` to begin with.
@@ -297,7 +319,7 @@ async def _build(
                 decoded.append(item.message)
             deltas = fold(decoded, after=watermark)
             if deltas:
-                watermark = await _apply(store, gen, partition, watermark, deltas)
+                watermark = await _apply(store, gen, partition, watermark, deltas, snapshots)
             messages += len(decoded)
             events += deltas.events
             pending = msgs[-1].metadata.num_pending
@@ -312,8 +334,15 @@ async def _build(
     return Built(messages, events, watermark)
 
 
-async def _apply(store: ProjectionStore, gen: int, partition: int, watermark: int, deltas: Deltas) -> int:
-    result = await store.apply(gen, partition, watermark, deltas, live=False)
+async def _apply(
+    store: ProjectionStore,
+    gen: int,
+    partition: int,
+    watermark: int,
+    deltas: Deltas,
+    snapshots: Snapshots | None = None,
+) -> int:
+    result = await apply_thawing(store, snapshots, gen, partition, watermark, deltas, live=False)
     if result.outcome is not Outcome.APPLIED:
         raise ReplayRefused(f"p{partition}: replay apply refused: {result.outcome.name}")
     return result.watermark

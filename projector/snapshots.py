@@ -11,8 +11,10 @@ compare-and-set and never moves backwards.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,6 +111,13 @@ class Snapshots:
         for key in stale:
             await self._kv.purge(key)
 
+    async def entry(self, partition: int, token: str, at: int) -> schema.HourState:
+        """One hour of one partition as the snapshot at `at` holds it."""
+        found = await self._kv.get(snapshot_hour_key(partition, token, at))
+        if found.value is None:
+            raise KeyNotFoundError
+        return schema.unpack_hour(found.value)
+
     async def restore(
         self,
         gen: int,
@@ -118,30 +127,47 @@ class Snapshots:
         *,
         live: bool = True,
         only_hour: int | None = None,
+        hot_from: int | None = None,
     ) -> int:
         """Put the partition's last snapshot (or one hour of it) into a generation that has no
-        watermark for it; returns the snapshot's watermark (0: there is none)."""
+        watermark for it; returns the snapshot's watermark (0: there is none). Hours before `hot_from`
+        stay in the store: Redis only names them as cold."""
         manifest, _ = await self.manifest(partition)
         if manifest is None:
             return 0
         started = time.perf_counter()
-        hours: list[tuple[int, schema.HourState]] = []
+        wanted: list[tuple[int, str, int]] = []
+        cold: list[tuple[int, int]] = []
         for token, at in manifest.hours.items():
-            if only_hour is not None and parse_hour_token(token) != only_hour:
+            hour = parse_hour_token(token)
+            if only_hour is not None and hour != only_hour:
                 continue
-            entry = await self._kv.get(snapshot_hour_key(partition, token, at))
-            if entry.value is None:
-                raise RuntimeError(f"snapshot entry {token}@{at} of p{partition} is missing")
-            hours.append((parse_hour_token(token), schema.unpack_hour(entry.value)))
+            if only_hour is None and hot_from is not None and hour < hot_from:
+                cold.append((hour, at))
+            else:
+                wanted.append((hour, token, at))
+        hours: list[tuple[int, schema.HourState]] = []
+        for start in range(0, len(wanted), READ_CHUNK):
+            chunk = wanted[start : start + READ_CHUNK]
+            try:
+                states = await asyncio.gather(*(self.entry(partition, t, at) for _, t, at in chunk))
+            except KeyNotFoundError:
+                raise RuntimeError(
+                    f"a snapshot entry of p{partition} named by its manifest is missing"
+                ) from None
+            hours += [(hour, state) for (hour, _, _), state in zip(chunk, states, strict=True)]
         dedup_entry = await self._kv.get(snapshot_dedup_key(partition, manifest.dedup))
         dedup = schema.unpack_dedup(dedup_entry.value or b"")
-        await store.restore(gen, partition, epoch, manifest.watermark, hours, dedup.entries, live=live)
+        await store.restore(
+            gen, partition, epoch, manifest.watermark, hours, dedup.entries, live=live, cold=cold
+        )
         log.info(
-            "p%d: restored %d hours from the snapshot at stream seq %d in %.2fs",
+            "p%d: restored %d hours from the snapshot at stream seq %d in %.2fs (%d left cold in the store)",
             partition,
             len(hours),
             manifest.watermark,
             time.perf_counter() - started,
+            len(cold),
         )
         return manifest.watermark
 
@@ -170,6 +196,7 @@ class RestoreTarget(Protocol):
         dedup: list[tuple[str, int]],
         *,
         live: bool = True,
+        cold: Sequence[tuple[int, int]] = (),
     ) -> None: ...
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 
 import redis.exceptions
 from redis.asyncio import Redis
 
-from contract.hours import hour_token
+from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
 from contract.schema import HourState, Kind
 from contract.settings import Settings
@@ -17,6 +18,8 @@ from projector.fold import Deltas
 
 RESTORE_CHUNK = 50
 """Hours per restore call: about 600 KB of HyperLogLogs at most."""
+EVICT_CHUNK = 1000
+"""Hours per eviction call: each is two DELs and an HSET, so a call stays well under a millisecond."""
 
 
 class RestoreRefused(RuntimeError):
@@ -34,12 +37,24 @@ class Outcome(enum.IntEnum):
     WATERMARK_MOVED = 1
     GENERATION_MOVED = 2
     FENCED = 3
+    COLD = 4
 
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     outcome: Outcome
     watermark: int
+    cold: tuple[tuple[str, int], ...] = ()
+    """With COLD: the hours (token, snapshot entry watermark) to thaw before applying again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Thawed:
+    """A cold hour as its snapshot entry holds it, to be put back into Redis."""
+
+    hour: int
+    at: int
+    state: HourState
 
 
 class ProjectionStore:
@@ -53,6 +68,8 @@ class ProjectionStore:
         self._swap = redis.register_script(files("projector").joinpath("swap_hour.lua").read_text())
         self._lock = redis.register_script(files("projector").joinpath("lock.lua").read_text())
         self._restore = redis.register_script(files("projector").joinpath("restore.lua").read_text())
+        self._evict = redis.register_script(files("projector").joinpath("evict.lua").read_text())
+        self._thaw = redis.register_script(files("projector").joinpath("thaw.lua").read_text())
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> ProjectionStore:
@@ -97,6 +114,7 @@ class ProjectionStore:
             self.keys.watermark(gen, partition),
             self.keys.dedup(gen, partition),
             self.keys.dirty(gen, partition),
+            self.keys.cold(gen, partition),
         ]
         mode = "live" if live else "build"
         args: list[str | int] = [gen, epoch, expected, deltas.last_seq, mode]
@@ -109,8 +127,50 @@ class ProjectionStore:
         for event in deltas.keyed:
             kind = "c" if event.kind is Kind.CLICK else "i"
             args += [event.stream_ms, slot[event.hour], kind, event.user, event.member]
-        status, watermark, _ = await self._apply(keys=keys, args=args)
-        return ApplyResult(Outcome(int(status)), int(watermark))
+        status, watermark, _, *cold = await self._apply(keys=keys, args=args)
+        pairs = tuple((_text(cold[i]), int(cold[i + 1])) for i in range(0, len(cold), 2))
+        return ApplyResult(Outcome(int(status)), int(watermark), pairs)
+
+    async def evict(
+        self, gen: int, partition: int, epoch: str, watermark: int, hours: list[tuple[int, int]]
+    ) -> int:
+        """Move snapshotted, unchanged hours (hour, snapshot entry watermark) out of Redis; returns how
+        many moved, or -1 when the generation, fence or watermark moved meanwhile."""
+        moved = 0
+        for start in range(0, len(hours), EVICT_CHUNK):
+            keys = [
+                self.keys.generation,
+                self.keys.fence(partition),
+                self.keys.watermark(gen, partition),
+                self.keys.dirty(gen, partition),
+                self.keys.cold(gen, partition),
+            ]
+            args: list[str | int] = [gen, epoch, watermark]
+            for hour, at in hours[start : start + EVICT_CHUNK]:
+                keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
+                args += [hour_token(hour), at]
+            done = int(await self._evict(keys=keys, args=args))
+            if done < 0:
+                return -1
+            moved += done
+        return moved
+
+    async def thaw(
+        self, gen: int, partition: int, epoch: str, watermark: int, hours: list[Thawed], *, live: bool = True
+    ) -> bool:
+        """Put cold hours back into Redis as their snapshot entries hold them; False when refused."""
+        keys = [
+            self.keys.generation,
+            self.keys.fence(partition),
+            self.keys.watermark(gen, partition),
+            self.keys.cold(gen, partition),
+        ]
+        args: list[bytes | str | int] = [gen if live else "", epoch, watermark]
+        for item in hours:
+            keys += [self.keys.users(gen, item.hour, partition), self.keys.counts(gen, item.hour, partition)]
+            args += [hour_token(item.hour), item.at, item.state.hll or b"", item.state.clicks]
+            args.append(item.state.impressions)
+        return int(await self._thaw(keys=keys, args=args)) >= 0
 
     async def restore(
         self,
@@ -122,30 +182,47 @@ class ProjectionStore:
         dedup: list[tuple[str, int]],
         *,
         live: bool = True,
+        cold: Sequence[tuple[int, int]] = (),
     ) -> None:
         """Write a snapshot into `gen`, which must have no watermark for the partition; the watermark is
         set last, so a restore cut short is simply done again. Raises RestoreRefused otherwise.
-        `live=False` writes into a generation being built (by a replay), which is not live yet."""
+        `live=False` writes into a generation being built (by a replay), which is not live yet.
+        `cold` hours (hour, snapshot entry watermark) stay in the store and are only named in Redis."""
         checked = gen if live else ""
         head = [
             self.keys.generation,
             self.keys.fence(partition),
             self.keys.watermark(gen, partition),
             self.keys.dedup(gen, partition),
+            self.keys.cold(gen, partition),
         ]
+        refused = f"p{partition}: restore refused (fence, generation or watermark moved)"
         for start in range(0, len(hours), RESTORE_CHUNK):
             keys = list(head)
             args: list[bytes | str | int] = [checked, epoch, "hours", watermark]
             for hour, state in hours[start : start + RESTORE_CHUNK]:
                 keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
-                args += [state.hll or b"", state.clicks, state.impressions]
+                args += [hour_token(hour), state.hll or b"", state.clicks, state.impressions]
             if not await self._restore(keys=keys, args=args):
-                raise RestoreRefused(f"p{partition}: restore refused (fence, generation or watermark moved)")
+                raise RestoreRefused(refused)
+        for start in range(0, len(cold), EVICT_CHUNK):
+            keys = list(head)
+            args = [checked, epoch, "cold", watermark]
+            for hour, at in cold[start : start + EVICT_CHUNK]:
+                keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
+                args += [hour_token(hour), at]
+            if not await self._restore(keys=keys, args=args):
+                raise RestoreRefused(refused)
         args = [checked, epoch, "commit", watermark]
         for member, at in dedup:
             args += [at, member]
         if not await self._restore(keys=head, args=args):
-            raise RestoreRefused(f"p{partition}: restore refused (fence, generation or watermark moved)")
+            raise RestoreRefused(refused)
+
+    async def cold_hours(self, gen: int, partition: int) -> dict[int, int]:
+        """The partition's cold hours: hour -> the watermark of the snapshot entry holding it."""
+        raw = await self._redis.hgetall(self.keys.cold(gen, partition))
+        return {parse_hour_token(_text(t)): int(at) for t, at in raw.items()}
 
     async def report_trouble(self, partition: int, why: str, ttl_s: float) -> None:
         """Tell `/readyz` why the partition is not applying; it lapses unless restated."""
@@ -169,19 +246,25 @@ class ProjectionStore:
     async def clear_trouble(self, partition: int) -> None:
         await self._redis.delete(self.keys.trouble(partition))
 
-    async def swap_hour(self, gen: int, rebuilt: int, hour: int, epochs: dict[int, str]) -> SwapOutcome:
+    async def swap_hour(
+        self, gen: int, rebuilt: int, hour: int, epochs: dict[int, str], watermarks: dict[int, int]
+    ) -> SwapOutcome:
         """Put a rebuilt hour in place of the live one, if `gen` is still live and every partition's
-        fence is still ours."""
+        fence is still ours. The hour is in Redis afterwards, marked for the next snapshot."""
         keys: list[str] = [self.keys.generation]
-        for p in epochs:
+        args: list[str | int] = [gen, hour_token(hour)]
+        for p, epoch in epochs.items():
             keys += [
                 self.keys.fence(p),
                 self.keys.users(gen, hour, p),
                 self.keys.counts(gen, hour, p),
                 self.keys.users(rebuilt, hour, p),
                 self.keys.counts(rebuilt, hour, p),
+                self.keys.cold(gen, p),
+                self.keys.dirty(gen, p),
             ]
-        return SwapOutcome(int(await self._swap(keys=keys, args=[gen, *epochs.values()])))
+            args += [epoch, watermarks[p]]
+        return SwapOutcome(int(await self._swap(keys=keys, args=args)))
 
     async def last_generation_handed_out(self) -> int:
         return int(await self._redis.get(self.keys.generation_counter) or 0)
@@ -228,3 +311,7 @@ class ProjectionStore:
         async for key in self._redis.scan_iter(match=self.keys.gen_pattern(gen), count=1000):
             dropped += await self._redis.unlink(key)
         return dropped
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw

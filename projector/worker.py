@@ -7,6 +7,7 @@ import contextlib
 import enum
 import logging
 import time
+from collections.abc import Callable
 
 import nats.errors
 import nats.js.errors
@@ -23,6 +24,7 @@ from contract.stream import consumer_name
 from projector import metrics
 from projector.consumer import Decoder, Read, announce, dead_letter, position_consumer, read
 from projector.fold import Deltas, fold
+from projector.history import Evictor, apply_thawing, first_hot_hour
 from projector.snapshots import Snapshots
 from projector.store import Outcome, ProjectionStore, RestoreRefused
 
@@ -64,8 +66,11 @@ class PartitionWorker:
         epoch: str = "",
         decoder: Decoder = schema.decode,
         snapshots: Snapshots | None = None,
+        clock: Callable[[], int] = system_now_ms,
     ) -> None:
         self.settings = settings
+        self.clock = clock
+        self.evictor: Evictor | None = None
         self.snapshots = snapshots
         self.next_snapshot = time.monotonic() + settings.snapshot_interval_s
         self.nc = nc
@@ -152,13 +157,15 @@ class PartitionWorker:
             # Redis lost the partition (a wipe, a new Redis): start from the last snapshot, not the log.
             try:
                 self.watermark = await self.snapshots.restore(
-                    self.gen, self.partition, self.epoch, self.store
+                    self.gen, self.partition, self.epoch, self.store, hot_from=self._hot_from()
                 )
             except RestoreRefused as exc:
                 log.warning("%s; resyncing", exc)
                 return Stopped.RESYNC
             if self.watermark:
                 metrics.RESTORES.inc()
+        if self.snapshots is not None and (self.evictor is None or self.evictor.gen != self.gen):
+            self.evictor = Evictor(self.store, self.snapshots, self.gen, self.partition)
         first = (await self.js.stream_info(self.settings.stream_name)).state.first_seq
         if self.watermark + 1 < first:
             await self._retention_gap(first)
@@ -208,8 +215,14 @@ class PartitionWorker:
                 deltas = fold((item.message for item in reads), after=self.watermark)
                 if deltas:
                     started = time.perf_counter()
-                    result = await self.store.apply(
-                        self.gen, self.partition, self.watermark, deltas, epoch=self.epoch
+                    result = await apply_thawing(
+                        self.store,
+                        self.snapshots,
+                        self.gen,
+                        self.partition,
+                        self.watermark,
+                        deltas,
+                        epoch=self.epoch,
                     )
                     metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
                     if result.outcome is Outcome.FENCED:
@@ -226,7 +239,7 @@ class PartitionWorker:
                         return Stopped.RESYNC
                     self.watermark = result.watermark
                     metrics.APPLIED_EVENTS.inc(deltas.events)
-                    metrics.count_late(deltas, hour_of(system_now_ms()))
+                    metrics.count_late(deltas, hour_of(self.clock()))
                     metrics.APPLIED_SEQ.labels(str(self.partition)).set(self.watermark)
                     await announce(self.nc, self.settings, tuple(deltas.hours))
                 if unknown is not None:
@@ -261,6 +274,10 @@ class PartitionWorker:
         self.next_snapshot = time.monotonic() + self.settings.snapshot_interval_s
         try:
             written = await self.snapshots.write(self.gen, self.partition)
+            hot_from = self._hot_from()
+            moved = 0
+            if self.evictor is not None and hot_from is not None:
+                moved = await self.evictor.run(self.epoch, self.watermark, hot_from)
         except (*TRANSIENT, nats.js.errors.Error, redis.exceptions.ResponseError) as exc:
             log.warning(
                 "p%d: snapshot failed (%s %s); retrying in %.0fs",
@@ -270,6 +287,8 @@ class PartitionWorker:
                 self.settings.snapshot_interval_s,
             )
             return
+        if moved > 0:
+            log.info("p%d: %d hours older than the hot window left Redis", self.partition, moved)
         if written is not None:
             metrics.SNAPSHOT_SEQ.labels(str(self.partition)).set(written.watermark)
             metrics.SNAPSHOT_TIME.labels(str(self.partition)).set(time.time())
@@ -279,6 +298,9 @@ class PartitionWorker:
                 written.watermark,
                 written.hours,
             )
+
+    def _hot_from(self) -> int | None:
+        return first_hot_hour(self.clock(), self.settings.hot_hours)
 
     async def _retention_gap(self, first: int) -> None:
         """Events of this partition may have been dropped by retention before they were applied.

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
+from api.cold import ColdStore
 from api.reader import HourTotals, Reader
 from api.routes import TEXT, Api
 from contract.backoff import with_backoff
@@ -71,14 +72,22 @@ def create_app(
         with contextlib.suppress(ValueError):
             api.cache.changed(decode_changed(msg.data).hours)
 
+    reader: Reader | None = None
+    cold: ColdStore | None = None
+
     async def attach_nats(nc: NATS) -> None:
+        nonlocal cold
         state.nc = nc
         ingest.publisher = Publisher.over_nats(nc, settings, on_batch=metrics.on_batch)
         await nc.subscribe(changes_subject(settings.stream_name), cb=on_change)
+        cold = ColdStore(nc, settings.stream_name, settings.publish_timeout_s)
+        if reader is not None:
+            reader.cold = cold
 
     def attach_redis(client: Redis) -> None:
+        nonlocal reader
         state.redis = client
-        reader = Reader(client, Keys(settings.key_prefix), settings.partitions)
+        reader = Reader(client, Keys(settings.key_prefix), settings.partitions, cold)
         api.read, api.read_buckets = reader.hour, reader.buckets
 
     @contextlib.asynccontextmanager

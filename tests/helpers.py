@@ -89,6 +89,9 @@ def isolated_settings(nats_url: str, redis_url: str, **overrides: object) -> Set
         projector_idle_s=0.2,
         publish_timeout_s=1.0,
         redis_timeout_s=0.5,
+        # Most tests write fixed historic hours and look at Redis itself: keep them all there, and let
+        # the hot-window tests turn the window on.
+        hot_hours=0,
     )
     return base.replace(**overrides)
 

@@ -168,7 +168,8 @@ async def test_a_single_hour_replay_never_writes_into_a_generation_that_was_swit
     leases = Leases(redis, store.keys, "single-hour", ttl_s=5)
     epochs = {p: str(await leases.seize(p)) for p in range(settings.partitions)}
     await store.switch_generation(await store.new_generation())  # a full replay finished meanwhile
-    assert await store.swap_hour(gen, scratch, 11, epochs) is SwapOutcome.GENERATION_MOVED
+    watermarks = dict.fromkeys(epochs, 0)
+    assert await store.swap_hour(gen, scratch, 11, epochs, watermarks) is SwapOutcome.GENERATION_MOVED
     assert not await redis.exists(store.keys.users(gen, 11, 0))
     assert await redis.exists(store.keys.users(scratch, 11, 0))
 

@@ -1,0 +1,86 @@
+"""Cold hours, read through: hours the projector moved out of Redis, read from their snapshot entries
+in NATS and kept decoded in a bounded cache (an entry is immutable, so a cached one is never stale)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from prometheus_client import Counter
+
+from api import hll
+from contract import schema
+from contract.errors import Unavailable
+from contract.stream import snapshot_bucket, snapshot_hour_key
+
+COLD_READS = Counter(
+    "hourglass_cold_reads",
+    "Hour-partitions read through to the snapshot store (source: store = fetched, memory = cached)",
+    ["source"],
+)
+
+
+class EntryGone(LookupError):
+    """The entry was replaced (the hour was thawed and snapshotted again) since Redis named it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ColdHour:
+    registers: bytes
+    """The HyperLogLog's registers, one byte each (see api.hll)."""
+    clicks: int
+    impressions: int
+
+
+class ColdSource(Protocol):
+    async def hour(self, partition: int, token: str, at: int) -> ColdHour: ...
+
+
+class ColdStore:
+    """The stream's snapshot bucket, opened on the first cold read (the stream owner creates it)."""
+
+    def __init__(self, nc: NATS, stream_name: str, timeout_s: float = 2.0, max_entries: int = 1024) -> None:
+        self._nc = nc
+        self._timeout_s = timeout_s
+        self._bucket = snapshot_bucket(stream_name)
+        self._kv: KeyValue | None = None
+        self._max = max_entries
+        self._cache: OrderedDict[tuple[int, str, int], ColdHour] = OrderedDict()
+
+    async def _store(self) -> KeyValue:
+        if self._kv is None:
+            try:
+                self._kv = await self._nc.jetstream().key_value(self._bucket)
+            except NotFoundError:
+                raise Unavailable("NATS", f"snapshot bucket {self._bucket} does not exist") from None
+        return self._kv
+
+    async def hour(self, partition: int, token: str, at: int) -> ColdHour:
+        key = (partition, token, at)
+        found = self._cache.get(key)
+        if found is not None:
+            self._cache.move_to_end(key)
+            COLD_READS.labels("memory").inc()
+            return found
+        try:
+            kv = await asyncio.wait_for(self._store(), self._timeout_s)
+            entry = await asyncio.wait_for(kv.get(snapshot_hour_key(partition, token, at)), self._timeout_s)
+        except KeyNotFoundError:
+            raise EntryGone(f"p{partition}.h{token}.w{at}") from None
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise Unavailable("NATS", f"snapshot store: {type(exc).__name__}: {exc}") from exc
+        if entry.value is None:
+            raise EntryGone(f"p{partition}.h{token}.w{at}")
+        state = schema.unpack_hour(entry.value)
+        cold = ColdHour(hll.registers(state.hll or b""), state.clicks, state.impressions)
+        COLD_READS.labels("store").inc()
+        self._cache[key] = cold
+        if len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return cold

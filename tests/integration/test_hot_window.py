@@ -1,0 +1,150 @@
+"""The hot window: hours older than ANALYTICS_HOT_HOURS leave Redis once snapshotted, and every read,
+range, wipe, replay, restart and late event still gives exact answers through the snapshot store."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from api.cold import ColdStore
+from api.reader import HourTotals, Reader
+from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
+from contract.keys import Keys
+from contract.settings import Settings
+from projector.replay import replay
+from tests.conftest import Server
+from tests.helpers import eventually, isolated_settings, metric
+from tests.integration.conftest import production_stack
+
+
+@pytest.fixture
+def settings(nats_server: Server, own_redis: Server) -> Settings:
+    # A Redis of this test's own: it is FLUSHALLed.
+    return isolated_settings(
+        nats_server.url, own_redis.url, log_keep_s=1, snapshot_interval_s=1, hot_hours=2, read_staleness_s=0.2
+    )
+
+
+def users_by_hour(now: int) -> dict[int, list[str]]:
+    return {
+        now: ["ann", "bob", "cy"],
+        now - 1: ["bob", "cy", "dee"],
+        now - 3: ["ann", "eve"],
+        now - 10: ["fay"],
+        now - 30: ["gus", "gus2"],
+        0: ["ida", "jo", "kim", "lu"],  # 1970-01-01T00
+    }
+
+
+def expected(users: dict[int, list[str]]) -> dict[int, HourTotals]:
+    # Each user clicks once and is shown one impression per hour.
+    return {h: HourTotals(len(u), len(u), len(u)) for h, u in users.items()}
+
+
+async def answers(http: httpx.AsyncClient, hours: Iterable[int]) -> dict[int, HourTotals]:
+    found = {}
+    for hour in hours:
+        response = await http.get(f"/analytics?timestamp={hour * HOUR_MS + 1}")
+        assert response.status_code == 200, response.text
+        values = dict(line.split(",") for line in response.text.splitlines())
+        found[hour] = HourTotals(
+            int(values["unique_users"]), int(values["clicks"]), int(values["impressions"])
+        )
+    return found
+
+
+async def direct(redis: Redis, nc: NATS, settings: Settings, hours: Iterable[int]) -> dict[int, HourTotals]:
+    """What a fresh reader (no HTTP cache) answers."""
+    reader = Reader(
+        redis, Keys(settings.key_prefix), settings.partitions, ColdStore(nc, settings.stream_name)
+    )
+    return {h: await reader.hour(h) for h in hours}
+
+
+def cold_reads(source: str) -> float:
+    return metric("hourglass_cold_reads_total", {"source": source})
+
+
+def cold_reads_above(source: str, before: float, _: object) -> bool:
+    return cold_reads(source) > before
+
+
+async def keys_naming(redis: Redis, settings: Settings, hours: Iterable[int]) -> list[str]:
+    tokens = [hour_token(h) for h in hours]
+    return [
+        key.decode()
+        async for key in redis.scan_iter(match=f"{settings.key_prefix}:*")
+        if any(t in key.decode() for t in tokens)
+    ]
+
+
+async def test_hours_outside_the_window_leave_redis_and_every_answer_stays_exact(
+    settings: Settings, nc: NATS, own_redis: Server
+) -> None:
+    redis = Redis.from_url(own_redis.url)
+    now = hour_of(system_now_ms())
+    users = users_by_hour(now)
+    want = expected(users)
+    cold = [now - 3, now - 10, now - 30, 0]
+    async for http in production_stack(settings):
+        for hour, names in users.items():
+            for user in names:
+                for kind in ("click", "impression"):
+                    path = f"/analytics?timestamp={hour * HOUR_MS + 5}&user={user}&{kind}"
+                    assert (await http.post(path)).status_code == 204
+
+        # The log is compacted below the snapshots, and the cold hours leave Redis entirely.
+        info = functools.partial(nc.jetstream().stream_info, settings.stream_name)
+        await eventually(info, lambda i: i.state.first_seq > 1, 30)
+        assert await eventually(lambda: keys_naming(redis, settings, cold), lambda k: k == [], 30) == []
+        assert await keys_naming(redis, settings, [now]) != []
+
+        # Every hour answers exactly, the cold ones read through; later reads are served from memory.
+        read = functools.partial(answers, http, want)
+        assert await eventually(read, lambda a: a == want) == want
+        from_store, from_memory = cold_reads("store"), cold_reads("memory")
+        assert from_store >= len(cold)
+        await eventually(read, functools.partial(cold_reads_above, "memory", from_memory))
+        assert cold_reads("store") == from_store
+        assert await direct(redis, nc, settings, want) == want
+
+        # A range over the last four hours: four rows, and a total whose uniques are the union.
+        frm, to = (now - 3) * HOUR_MS, (now + 1) * HOUR_MS
+        response = await http.get(f"/analytics?from={frm}&to={to}")
+        assert response.status_code == 200
+        rows = response.text.splitlines()
+        assert len(rows) == 6  # header, four hours, total
+        assert [row.split(",", 1)[1] for row in rows[1:5]] == ["2,2,2", "0,0,0", "3,3,3", "3,3,3"]
+        assert rows[5] == "total,5,8,8"  # ann, bob, cy, dee, eve: not 2 + 3 + 3
+
+        # FLUSHALL: the hot hours come back from the snapshots and the tail; the cold stay cold.
+        await redis.flushall()
+        assert await eventually(lambda: direct(redis, nc, settings, want), lambda a: a == want) == want
+        assert await keys_naming(redis, settings, cold) == []
+
+        await replay(settings, nc, redis)
+        assert await direct(redis, nc, settings, want) == want
+
+    # A full restart of app and projector.
+    async for http in production_stack(settings):
+        read = functools.partial(answers, http, want)
+        assert await eventually(read, lambda a: a == want) == want
+
+        # A late event for the hour 30 hours ago adds to it, and it leaves Redis again.
+        thawed = metric("hourglass_projector_hours_thawed_total")
+        gus = partition_of("gus", settings.partitions)
+        # A user of the partition that holds the hour's users, so that partition's part of it thaws.
+        late = next(f"late{i}" for i in range(1000) if partition_of(f"late{i}", settings.partitions) == gus)
+        path = f"/analytics?timestamp={(now - 30) * HOUR_MS}&user={late}&click"
+        assert (await http.post(path)).status_code == 204
+        want[now - 30] = HourTotals(3, 3, 2)
+        assert await eventually(read, lambda a: a == want) == want
+        assert metric("hourglass_projector_hours_thawed_total") == thawed + 1
+        assert await eventually(lambda: keys_naming(redis, settings, cold), lambda k: k == [], 30) == []
+        assert await direct(redis, nc, settings, want) == want
+    await redis.aclose()
