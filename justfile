@@ -61,6 +61,10 @@ bench-dedup *args:
 bench-consumers *args:
     {{python}} -m tests.bench.consumers "$@"
 
+# History at scale: Redis memory with and without the hot window, FLUSHALL to exact, cold-read latency.
+bench-history *args:
+    {{python}} -m tests.bench.history "$@"
+
 # Hourglass against a bare Litestar app with wrk: throughput ratios, latency, freshness, projector,
 # replay and RSS; prints the table and writes docs/benchmarks.md.
 bench *args:

@@ -1,43 +1,75 @@
 -- Reads a range of buckets in the live generation, in one round trip and one consistent view.
--- KEYS: the generation key. ARGV: the generation a missing key means, n partitions, the number of
--- cold-hash templates and then those templates, then the range's hour tokens count and tokens, the
--- number of buckets, then per bucket: k, k users-key templates, k counts-key templates (each template
--- with {gen} where the generation goes).
+-- KEYS: the generation key. ARGV: the generation a missing key means, n partitions, n cold-hash
+-- templates, the number of buckets, then per bucket: k hours, then per hour its token, then n
+-- users-key templates and n counts-key templates (each template with {gen} where the generation goes).
 -- Returns per bucket {unique users, clicks, impressions}, then the unique users of the whole range:
--- PFCOUNT over many keys counts their union without writing anything. Returns {-1} when any hour of
--- the range is cold in some partition: the caller then reads the range through.
+-- PFCOUNT over many keys counts their union without writing anything. When any hour of the range is
+-- cold in some partition it returns {-1} and then, per bucket, hour and partition, {cold entry
+-- watermark or '', the HyperLogLog's bytes or '', clicks, impressions}: the caller counts the unions.
 local gen = redis.call('GET', KEYS[1]) or ARGV[1]
-local a = 2
-local colds = tonumber(ARGV[a])
-local tokens = tonumber(ARGV[a + colds + 1])
-for c = 1, colds do
-  local cold = string.gsub(ARGV[a + c], '{gen}', gen)
-  if redis.call('HLEN', cold) > 0 then
-    local found = redis.call('HMGET', cold, unpack(ARGV, a + colds + 2, a + colds + 1 + tokens))
-    for t = 1, tokens do
-      if found[t] then return {-1} end
+local n = tonumber(ARGV[2])
+local colds = {}
+for p = 1, n do
+  colds[p] = string.gsub(ARGV[2 + p], '{gen}', gen)
+  if redis.call('HLEN', colds[p]) == 0 then colds[p] = false end  -- nothing cold: skip the lookups
+end
+local buckets = tonumber(ARGV[3 + n])
+local cells = {}  -- per hour and partition: cold entry (or false), users key, counts key
+local per_bucket = {}
+local a = 4 + n
+for b = 1, buckets do
+  local k = tonumber(ARGV[a])
+  per_bucket[b] = k
+  a = a + 1
+  for h = 1, k do
+    local token = ARGV[a]
+    for p = 1, n do
+      cells[#cells + 1] = {
+        colds[p] and redis.call('HGET', colds[p], token),
+        (string.gsub(ARGV[a + p], '{gen}', gen)),
+        (string.gsub(ARGV[a + n + p], '{gen}', gen)),
+      }
     end
+    a = a + 1 + 2 * n
   end
 end
-a = a + colds + 2 + tokens
+local any = false
+for _, cell in ipairs(cells) do
+  if cell[1] then any = true break end
+end
+if any then
+  local raw = {-1}
+  for _, cell in ipairs(cells) do
+    local counts = redis.call('HMGET', cell[3], 'clicks', 'impressions')
+    if cell[1] then
+      raw[#raw + 1] = cell[1]
+      raw[#raw + 1] = ''
+    else
+      raw[#raw + 1] = ''
+      raw[#raw + 1] = redis.call('GET', cell[2]) or ''
+    end
+    raw[#raw + 1] = tonumber(counts[1] or '0')
+    raw[#raw + 1] = tonumber(counts[2] or '0')
+  end
+  return raw
+end
 local out, every = {}, {}
-local buckets = tonumber(ARGV[a])
-a = a + 1
+local c = 1
 for b = 1, buckets do
-  local n = tonumber(ARGV[a])
   local users = {}
   local clicks, impressions = 0, 0
-  for i = 1, n do
-    users[i] = string.gsub(ARGV[a + i], '{gen}', gen)
-    every[#every + 1] = users[i]
-    local counts = redis.call('HMGET', (string.gsub(ARGV[a + n + i], '{gen}', gen)), 'clicks', 'impressions')
+  for i = 1, per_bucket[b] * n do
+    local cell = cells[c]
+    c = c + 1
+    users[i] = cell[2]
+    every[#every + 1] = cell[2]
+    local counts = redis.call('HMGET', cell[3], 'clicks', 'impressions')
     clicks = clicks + tonumber(counts[1] or '0')
     impressions = impressions + tonumber(counts[2] or '0')
   end
   out[#out + 1] = redis.call('PFCOUNT', unpack(users))
   out[#out + 1] = clicks
   out[#out + 1] = impressions
-  a = a + 1 + 2 * n
 end
 out[#out + 1] = redis.call('PFCOUNT', unpack(every))
 return out

@@ -49,17 +49,20 @@ class Reader:
         self, buckets: Sequence[Sequence[int]]
     ) -> tuple[list[HourTotals], HourTotals]:
         parts = range(self._partitions)
-        tokens = sorted({hour_token(h) for hours in buckets for h in hours})
         args: list[str | int] = [FIRST_GENERATION, self._partitions]
         args += [self._keys.cold_template(p) for p in parts]
-        args += [len(tokens), *tokens, len(buckets)]
+        args.append(len(buckets))
         for hours in buckets:
-            args.append(len(hours) * self._partitions)
-            args += [self._keys.users_template(h, p) for h in hours for p in parts]
-            args += [self._keys.counts_template(h, p) for h in hours for p in parts]
-        flat = [int(x) for x in await self._range(keys=[self._keys.generation], args=args)]
-        if flat == [-1]:
-            return await self._through(buckets)
+            args.append(len(hours))
+            for h in hours:
+                args.append(hour_token(h))
+                args += [self._keys.users_template(h, p) for p in parts]
+                args += [self._keys.counts_template(h, p) for p in parts]
+        found = await self._range(keys=[self._keys.generation], args=args)
+        if int(found[0]) < 0:
+            cells = [(h, p) for hours in buckets for h in hours for p in parts]
+            return await self._count(buckets, _cells(cells, found))
+        flat = [int(x) for x in found]
         rows = [HourTotals(*flat[i : i + 3]) for i in range(0, len(flat) - 1, 3)]
         return rows, HourTotals(flat[-1], sum(r.clicks for r in rows), sum(r.impressions for r in rows))
 
@@ -96,7 +99,7 @@ class Reader:
         args += [self._keys.cold_template(p) for p in parts]
         found = await self._read(keys=[self._keys.generation], args=args)
         if int(found[0]) < 0:
-            rows, _ = await self._through([[hour]])
+            rows, _ = await self._count([[hour]], _cells([(hour, p) for p in parts], found))
             return rows[0]
         users, clicks, impressions = found
         return HourTotals(int(users), int(clicks), int(impressions))
@@ -112,11 +115,11 @@ class Reader:
             {t: int(at) for t, at in zip(tokens, found, strict=True) if at is not None} for found in replies
         ]
 
-    async def _through(self, buckets: Sequence[Sequence[int]]) -> tuple[list[HourTotals], HourTotals]:
-        """Some hours are cold: read the hot ones' HyperLogLogs and counters from Redis and the cold ones
-        from the snapshot store, and count the unions here (api.hll gives what PFCOUNT gives)."""
-        if self.cold is None:
-            raise Unavailable("NATS", "cold hours are read from the snapshot store, which is not connected")
+    async def _through(
+        self, buckets: Sequence[Sequence[int]], attempt: int = 0
+    ) -> tuple[list[HourTotals], HourTotals]:
+        """The pipelined read of a range with cold hours: each hour's HyperLogLog bytes and counters
+        from Redis, or the snapshot entry that holds it cold."""
         parts = range(self._partitions)
         hours = sorted({h for bucket in buckets for h in bucket})
         for _ in range(3):
@@ -131,42 +134,67 @@ class Reader:
                 replies = await pipe.execute()
             if self._keys.live_generation(replies[-1]) != gen:
                 continue  # a replay switched meanwhile: again
-            cells: dict[tuple[int, int], tuple[bytes, int, int]] = {}
-            fetches = []
-            for i, h in enumerate(hours):
-                token = hour_token(h)
-                for p in parts:
-                    at = cold[p].get(token)
-                    if at is None:
-                        raw, (c, m) = replies[
-                            2 * (i * self._partitions + p) : 2 * (i * self._partitions + p) + 2
-                        ]
-                        cells[h, p] = (hll.registers(raw or b""), int(c or 0), int(m or 0))
-                    else:
-                        fetches.append(((h, p), self.cold.hour(p, token, at)))
-            try:
-                found = await asyncio.gather(*(f for _, f in fetches))
-            except EntryGone:
-                continue  # thawed and snapshotted again meanwhile: Redis names the new entry now
-            for (cell, _), c in zip(fetches, found, strict=True):
-                cells[cell] = (c.registers, c.clicks, c.impressions)
-            rows: list[HourTotals] = []
-            unions: list[bytes] = []
-            for bucket in buckets:
-                union = hll.merge(cells[h, p][0] for h in bucket for p in parts)
-                unions.append(union)
-                rows.append(
-                    HourTotals(
-                        hll.count(union),
-                        sum(cells[h, p][1] for h in bucket for p in parts),
-                        sum(cells[h, p][2] for h in bucket for p in parts),
-                    )
-                )
-            total = HourTotals(
-                hll.count(hll.merge(unions)), sum(r.clicks for r in rows), sum(r.impressions for r in rows)
-            )
-            return rows, total
+            cells: dict[tuple[int, int], Cell] = {}
+            for i, (h, p) in enumerate((h, p) for h in hours for p in parts):
+                raw, (clicks, impressions) = replies[2 * i], replies[2 * i + 1]
+                at = cold[p].get(hour_token(h))
+                cells[h, p] = Cell(at, raw or b"", int(clicks or 0), int(impressions or 0))
+            return await self._count(buckets, cells, attempt)
         raise Unavailable("Redis", "the generation kept switching during a read")
+
+    async def _count(
+        self, buckets: Sequence[Sequence[int]], cells: dict[tuple[int, int], Cell], attempt: int = 0
+    ) -> tuple[list[HourTotals], HourTotals]:
+        """Totals of buckets some of whose hours are cold: the cold parts come from the snapshot store,
+        and the unions are counted here (api.hll gives what PFCOUNT gives)."""
+        if self.cold is None:
+            raise Unavailable("NATS", "cold hours are read from the snapshot store, which is not connected")
+        cold = [(cell, c) for cell, c in cells.items() if c.at is not None]
+        try:
+            found = await asyncio.gather(*(self.cold.hour(p, hour_token(h), c.at or 0) for (h, p), c in cold))
+        except EntryGone as gone:
+            # Thawed and snapshotted again since Redis named the entry: Redis names the new one now.
+            if attempt >= 3:
+                raise Unavailable("NATS", f"snapshot entry {gone} is missing") from None
+            return await self._through(buckets, attempt + 1)
+        sketches: dict[tuple[int, int], tuple[bytes, int, int]] = {}
+        for (cell, _), hour in zip(cold, found, strict=True):
+            sketches[cell] = (hour.registers, hour.clicks, hour.impressions)
+        for cell, c in cells.items():
+            if c.at is None:
+                sketches[cell] = (hll.registers(c.raw), c.clicks, c.impressions)
+        parts = range(self._partitions)
+        rows: list[HourTotals] = []
+        unions: list[bytes] = []
+        for bucket in buckets:
+            union = hll.merge(sketches[h, p][0] for h in bucket for p in parts)
+            unions.append(union)
+            clicks = sum(sketches[h, p][1] for h in bucket for p in parts)
+            impressions = sum(sketches[h, p][2] for h in bucket for p in parts)
+            rows.append(HourTotals(hll.count(union), clicks, impressions))
+        total = hll.count(hll.merge(unions))
+        return rows, HourTotals(total, sum(r.clicks for r in rows), sum(r.impressions for r in rows))
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One hour of one partition as a read found it: cold (the snapshot entry's watermark), or its
+    HyperLogLog's bytes (b"": none) and counters."""
+
+    at: int | None
+    raw: bytes
+    clicks: int
+    impressions: int
+
+
+def _cells(order: Sequence[tuple[int, int]], found: list[Any]) -> dict[tuple[int, int], Cell]:
+    """The cells of a script's cold answer: -1, then per cell {entry watermark or '', bytes or '',
+    clicks, impressions} in `order`."""
+    cells = {}
+    for i, cell in enumerate(order):
+        at, raw, clicks, impressions = found[1 + 4 * i : 5 + 4 * i]
+        cells[cell] = Cell(int(at) if at else None, raw or b"", int(clicks), int(impressions))
+    return cells
 
 
 def _totals(

@@ -148,7 +148,14 @@ class Projector:
             if epoch is None:
                 continue
             worker = PartitionWorker(
-                self.settings, self.nc, self.store, partition, str(epoch), self.decoder, self.snapshots
+                self.settings,
+                self.nc,
+                self.store,
+                partition,
+                str(epoch),
+                self.decoder,
+                self.snapshots,
+                self.clock,
             )
             stop = asyncio.Event()
             self.running[partition] = _Running(worker, stop, asyncio.create_task(worker.run(stop)))

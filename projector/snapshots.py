@@ -66,7 +66,12 @@ class Snapshots:
         raw_wm, dirty, dedup = await _read(redis, keys, gen, partition)
         watermark = int(raw_wm or 0)
         old, revision = await self.manifest(partition)
-        if watermark == 0 or (old is not None and old.watermark >= watermark):
+        if watermark == 0 or (old is not None and old.watermark > watermark):
+            return None
+        if old is not None and old.watermark == watermark:
+            # The cut already exists: the projections at a watermark are a function of the log up to it,
+            # so hours a replay rebuilt (all dirty in its new generation) equal what the cut holds.
+            await redis.zremrangebyscore(keys.dirty(gen, partition), "-inf", watermark)
             return None
         if not dirty and old is not None:
             # Nothing changed but the position (a quiet partition following the log's head): move the

@@ -16,7 +16,7 @@ from api.reader import HourTotals, Reader
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
-from projector.replay import replay
+from projector.replay import replay, replay_hour
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, metric
 from tests.integration.conftest import production_stack
@@ -121,6 +121,11 @@ async def test_hours_outside_the_window_leave_redis_and_every_answer_stays_exact
         assert len(rows) == 6  # header, four hours, total
         assert [row.split(",", 1)[1] for row in rows[1:5]] == ["2,2,2", "0,0,0", "3,3,3", "3,3,3"]
         assert rows[5] == "total,5,8,8"  # ann, bob, cy, dee, eve: not 2 + 3 + 3
+        # A range too long for one script (2,000 hours by day) is read by the pipelined path.
+        frm = (now - 2000) * HOUR_MS
+        response = await http.get(f"/analytics?from={frm}&to={to}&granularity=day")
+        assert response.status_code == 200
+        assert response.text.splitlines()[-1] == "total,8,11,11"  # everyone but 1970's users
 
         # FLUSHALL: the hot hours come back from the snapshots and the tail; the cold stay cold.
         await redis.flushall()
@@ -128,6 +133,12 @@ async def test_hours_outside_the_window_leave_redis_and_every_answer_stays_exact
         assert await keys_naming(redis, settings, cold) == []
 
         await replay(settings, nc, redis)
+        assert await direct(redis, nc, settings, want) == want
+
+        # One cold hour rebuilt: it is back in Redis, exact, and leaves again after its next snapshot.
+        await replay_hour(settings, nc, redis, now - 10)
+        assert await direct(redis, nc, settings, want) == want
+        assert await eventually(lambda: keys_naming(redis, settings, cold), lambda k: k == [], 30) == []
         assert await direct(redis, nc, settings, want) == want
 
     # A full restart of app and projector.
