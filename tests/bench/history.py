@@ -266,7 +266,7 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=10_000)
     parser.add_argument("--events-per-hour", type=int, default=1_000)
     parser.add_argument("--window", type=int, default=48)
-    parser.add_argument("--reads", type=int, default=300)
+    parser.add_argument("--reads", type=int, default=200)  # 800 entries: inside the 1,024 cached
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
