@@ -7,12 +7,14 @@ from typing import Any
 
 import redis.exceptions
 from litestar import HttpMethod, Request, Response, route
+from litestar.exceptions import NotAuthorizedException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Operation
 
 from api.cache import HourCache
 from api.ranges import parse_range, render_csv, render_json
 from api.reader import HourTotals
+from api.tokens import ReadTokens
 from contract.errors import Unavailable
 from contract.hours import hour_of
 from contract.params import parse_query, parse_timestamp, timestamp_only
@@ -28,9 +30,14 @@ class Api:
     """The GET route; `read` (Redis in production) is attached by the app's lifespan."""
 
     def __init__(
-        self, staleness_s: float, answered: Callable[[int], None] = lambda _: None, max_buckets: int = 8784
+        self,
+        staleness_s: float,
+        answered: Callable[[int], None] = lambda _: None,
+        max_buckets: int = 8784,
+        tokens: ReadTokens | None = None,
     ) -> None:
         self.answered = answered
+        self.tokens = tokens if tokens is not None and tokens.required else None
         self.max_buckets = max_buckets
         self.read: Callable[[int], Awaitable[HourTotals]] | None = None
         self.read_buckets: ReadBuckets | None = None
@@ -50,6 +57,8 @@ class Api:
 
         @route("/analytics", http_method=[HttpMethod.GET, HttpMethod.HEAD], operation_class=operation_class)
         async def get_analytics(request: Request[Any, Any, Any]) -> Response[bytes]:
+            if self.tokens is not None:
+                self._authorize(request.scope["headers"])
             raw = request.scope["query_string"]
             ts = timestamp_only(raw)
             if ts is None:
@@ -70,6 +79,15 @@ class Api:
             return Response(content=body, media_type=media, headers=headers)
 
         return get_analytics
+
+    def _authorize(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        assert self.tokens is not None
+        authorization = next((v for k, v in headers if k == b"authorization"), None)
+        if not self.tokens.allow(authorization):
+            raise NotAuthorizedException(
+                detail="a read token is required: send Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": 'Bearer realm="hourglass"'},
+            )
 
     async def _range(
         self, query: dict[str, list[str]], request: Request[Any, Any, Any], cache_control: str

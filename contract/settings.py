@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import ipaddress
 import itertools
 import os
 from collections.abc import Mapping
@@ -29,6 +30,30 @@ class Settings:
 
     http_workers: int = 1
     """HTTP worker processes; `./just up` defaults it to the number of cores."""
+
+    http_idle_timeout_s: float = 10.0
+    """A connection that does not finish sending a request's headers within this is closed."""
+
+    admin_host: str = "127.0.0.1"
+    """Address of the admin port (`/metrics`); keep it private."""
+
+    admin_port: int = 9180
+    """Port of `/metrics` for the HTTP process (0 turns it off); the public port answers 404 there."""
+
+    read_tokens: str = ""
+    """Comma-separated bearer tokens; when any is set (here or in the file), GETs of analytics need one."""
+
+    read_tokens_file: str = ""
+    """A file of read tokens, one per line (`#` comments allowed); read at start."""
+
+    post_rate_per_s: float = 0.0
+    """Events per second one client address may POST, per HTTP worker (0: no limit); over it, 429."""
+
+    post_burst: int = 50
+    """How many POSTs a client may send at once before the rate applies."""
+
+    trusted_proxies: str = ""
+    """Comma-separated addresses or CIDRs of proxies whose X-Forwarded-For names the client."""
 
     nats_url: str = "nats://127.0.0.1:4222"
     """NATS server(s), comma separated. A loopback URL makes `./just up` run nats-server itself."""
@@ -146,6 +171,16 @@ class Settings:
             raise SettingsError(
                 "ANALYTICS_SUBJECT_PREFIX must not be under `hourglass.`: notices and dead letters use it"
             )
+        try:
+            [
+                ipaddress.ip_network(p.strip(), strict=False)
+                for p in self.trusted_proxies.split(",")
+                if p.strip()
+            ]
+        except ValueError as exc:
+            raise SettingsError(f"ANALYTICS_TRUSTED_PROXIES: {exc}") from None
+        if self.post_rate_per_s < 0:
+            raise SettingsError("ANALYTICS_POST_RATE_PER_S must be 0 (no limit) or more")
         if self.hot_hours < 0:
             raise SettingsError("ANALYTICS_HOT_HOURS must be 0 (keep every hour) or more")
 

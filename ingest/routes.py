@@ -6,11 +6,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from litestar import Request, Response, post
+from litestar.exceptions import TooManyRequestsException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Operation
 
 from contract.errors import ParamError, Unavailable
 from contract.settings import Settings
+from ingest.limits import RateLimiter, client_address, parse_networks, retry_after
 from ingest.publisher import Publisher
 from ingest.validation import parse_event, parse_idempotency_key
 
@@ -37,12 +39,31 @@ class Ingest:
         self.answered = answered
         self.publisher: Publisher | None = None
         self.refused: Callable[[], str | None] = lambda: None
+        self.limiter = (
+            RateLimiter(settings.post_rate_per_s, settings.post_burst) if settings.post_rate_per_s else None
+        )
+        self.trusted = parse_networks(settings.trusted_proxies)
+
+    def _limit(self, scope: Any) -> None:
+        """Over the client's rate: 429 before anything is parsed or stored."""
+        assert self.limiter is not None
+        peer = scope.get("client")
+        forwarded = (v for k, v in scope["headers"] if k == b"x-forwarded-for")
+        client = client_address(peer[0] if peer else None, forwarded, self.trusted)
+        wait = self.limiter.wait_s(client)
+        if wait > 0:
+            raise TooManyRequestsException(
+                detail=f"rate limit: {self.limiter.rate:g} events a second per client; nothing was stored",
+                headers={"Retry-After": retry_after(wait)},
+            )
 
     def route(self, operation_class: type[Operation] = Operation) -> HTTPRouteHandler:
         settings, clock = self.settings, self.clock
 
         @post("/analytics", status_code=204, operation_class=operation_class)
         async def post_analytics(request: Request[Any, Any, Any]) -> Response[None]:
+            if self.limiter is not None:
+                self._limit(request.scope)
             event = parse_event(
                 request.scope["query_string"],
                 now_ms=clock(),

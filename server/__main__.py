@@ -11,7 +11,8 @@ from pathlib import Path
 
 import nats
 from granian import Granian
-from granian.constants import Interfaces
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
 from litestar import Litestar
 
 from contract.settings import Settings
@@ -32,9 +33,16 @@ def main() -> None:
     if problem:
         raise SystemExit(f"hourglass http: refusing to start: {problem}")
     own_directory = _prepare_multiprocess_metrics()
+    # Only now: prometheus_client picks its multiprocess mode when first imported, and the workers
+    # inherit this process's modules.
+    from server.admin import serve_admin
+
+    admin = serve_admin(settings.admin_host, settings.admin_port) if settings.admin_port else None
     try:
         _serve(settings)
     finally:
+        if admin is not None:
+            admin.shutdown()
         if own_directory is not None:
             shutil.rmtree(own_directory, ignore_errors=True)
 
@@ -46,10 +54,14 @@ def _serve(settings: Settings) -> None:
         address=settings.http_host,
         port=settings.http_port,
         interface=Interfaces.ASGI,
+        # HTTP/1 only: with `auto`, granian waits for a protocol preface with no timeout, so a connection
+        # that never sends a byte would be held forever; hyper's header-read timeout covers it here.
+        http=HTTPModes.http1,
         workers=settings.http_workers,
         backlog=2048,
         respawn_failed_workers=True,
         log_access=False,
+        http1_settings=HTTP1Settings(header_read_timeout=max(1, int(settings.http_idle_timeout_s * 1000))),
     ).serve()
 
 

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from api.cold import ColdStore
 from api.reader import HourTotals, Reader
 from api.routes import TEXT, Api
+from api.tokens import ReadTokens
 from contract.backoff import with_backoff
 from contract.errors import ParamError, Unavailable
 from contract.hours import changes_subject, system_now_ms
@@ -62,7 +63,10 @@ def create_app(
     clock: Callable[[], int] = system_now_ms,
 ) -> Litestar:
     ingest = Ingest(settings, clock, metrics.counter("/analytics", "POST"))
-    api = Api(settings.read_staleness_s, metrics.counter("/analytics", "GET"), settings.range_max_buckets)
+    tokens = ReadTokens.from_settings(settings.read_tokens, settings.read_tokens_file)
+    api = Api(
+        settings.read_staleness_s, metrics.counter("/analytics", "GET"), settings.range_max_buckets, tokens
+    )
     state = Clients() if clients is None else clients
     owned = clients is None
     readiness = Readiness(settings, lambda: state.nc, lambda: state.redis, clock)
@@ -149,12 +153,6 @@ def create_app(
             )
         return Response(content=b"ready\n", media_type=TEXT)
 
-    @route("/metrics", http_method=READ_METHODS, include_in_schema=False)
-    async def metrics_endpoint() -> Response[bytes]:
-        metrics.count("/metrics", "GET", 200)
-        body, content_type = metrics.exposition()
-        return Response(content=body, media_type=content_type)
-
     def bad_request(request: Request[Any, Any, Any], exc: ParamError) -> Response[bytes]:
         return _error(request, 400, str(exc), {"parameter": exc.param})
 
@@ -182,7 +180,6 @@ def create_app(
             api.route(openapi.GetAnalytics),
             healthz,
             readyz,
-            metrics_endpoint,
         ],
         lifespan=[lifespan],
         exception_handlers={

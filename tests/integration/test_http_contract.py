@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from contract.hours import HOUR_MS, hour_of, system_now_ms
 from contract.settings import Settings
+from server.metrics import exposition
 from tests.helpers import eventually
 from tests.integration.workload import Truth, mixed_events, parse_text, post_path
 
@@ -178,9 +179,7 @@ async def test_get_carries_validators_and_answers_304_when_unchanged(client: Cli
 async def test_metrics_count_requests_batches_and_projector_progress(client: Client) -> None:
     assert (await client.post("/analytics?timestamp=1&user=m&click")).status_code == 204
     await eventually(lambda: hour_text(client, 1), lambda t: t[1] >= 1)
-    response = await client.get("/metrics")
-    assert response.status_code == 200
-    text = response.text
+    text = exposition()[0].decode()  # what the admin port serves
     assert 'hourglass_http_requests_total{method="POST",route="/analytics",status="204"}' in text
     assert "hourglass_publish_batch_events_bucket" in text
     assert "hourglass_puback_seconds_bucket" in text
@@ -198,7 +197,7 @@ async def test_unknown_parameters_are_ignored_and_the_event_still_counts(client:
     assert parse_text(got.text) == (1, 1, 0)
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/analytics?timestamp=7", "/metrics"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/analytics?timestamp=7"])
 async def test_head_answers_like_get_without_a_body(client: Client, path: str) -> None:
     await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
     got, head = await client.get(path), await client.head(path)
@@ -219,6 +218,6 @@ async def test_options_and_405_name_every_method_of_analytics(client: Client) ->
 async def test_made_up_methods_share_one_metric_label(client: Client) -> None:
     for i in range(40):
         assert (await client.request(f"BREW{i}", "/analytics")).status_code == 405
-    text = (await client.get("/metrics")).text
+    text = exposition()[0].decode()
     assert "BREW" not in text
     assert 'method="other",route="/analytics",status="405"' in text

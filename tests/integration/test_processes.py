@@ -172,6 +172,7 @@ async def test_stack_serves_replays_and_restarts_with_identical_answers(
     http_port, nats_port, redis_port = free_port(), free_port(), free_port()
     settings = Settings(
         http_port=http_port,
+        admin_port=free_port(),
         http_workers=2,
         nats_url=f"nats://127.0.0.1:{nats_port}",
         redis_url=f"redis://127.0.0.1:{redis_port}/0",
@@ -193,7 +194,9 @@ async def test_stack_serves_replays_and_restarts_with_identical_answers(
             assert (await http.post(post_path(ts, user, kind))).status_code == 204
             truth.add(ts, user, kind)
         live = await eventually(lambda: answers(http, truth), exact(truth), timeout=60)  # type: ignore[arg-type]
-        scraped = (await http.get("/metrics")).text  # any worker answers for all of them
+        # The admin port answers for every worker.
+        admin = f"http://127.0.0.1:{settings.admin_port}/metrics"
+        scraped = (await asyncio.to_thread(httpx.get, admin)).text
         assert 'hourglass_http_requests_total{method="POST",route="/analytics",status="204"} 300.0' in scraped
 
         # The supervisor restarts a child that dies, and says so.

@@ -28,6 +28,7 @@ def stacks(tmp_path: Path) -> Iterator[list[tuple[Settings, Path]]]:
     for name in ("a", "b"):
         settings = Settings(
             http_port=free_port(),
+            admin_port=free_port(),
             http_workers=1,
             nats_url=f"nats://127.0.0.1:{free_port()}",
             redis_url=f"redis://127.0.0.1:{free_port()}/0",
@@ -68,6 +69,9 @@ async def test_two_stacks_run_side_by_side_and_each_counts_only_its_own(
                 functools.partial(_shows, (want, want, 0)),
             )
             assert got.status_code == 200
+    for settings, _ in stacks:  # each stack's own admin port counts its own requests
+        scraped = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{settings.admin_port}/metrics")
+        assert 'route="/analytics",status="204"' in scraped.text
     for _, log in stacks:
         text = await asyncio.to_thread(log.read_text)
         assert text.count("projector | started") == 1, "a projector restarted: " + text[-2000:]
