@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "ANALYTICS_"
 
@@ -57,6 +58,10 @@ class Settings:
 
     nats_url: str = "nats://127.0.0.1:4222"
     """NATS server(s), comma separated. A loopback URL makes `./just up` run nats-server itself."""
+
+    nats_api_url: str = ""
+    """The HTTP process's second NATS connection, for reads (change notices, cold hours) under the
+    `api` role; empty: the same as ANALYTICS_NATS_URL."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis (or Valkey) URL. A loopback URL makes `./just up` run valkey-server itself."""
@@ -141,8 +146,11 @@ class Settings:
     """How long a projector fetch waits for messages before it checks Redis health."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ANALYTICS_<FIELD> variables; unknown ANALYTICS_ names are an error."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, role: str | None = None) -> Settings:
+        """Build settings from ANALYTICS_<FIELD> variables; unknown ANALYTICS_ names are an error.
+
+        With a `role` (`http`, `projector`, `admin`), URLs that carry no credentials take the role's
+        from `$ANALYTICS_DATA_DIR/secrets/` when `./just up` made them, so every recipe just works."""
         env = os.environ if environ is None else environ
         known = {f.name for f in fields(cls)}
         unknown = sorted(
@@ -157,8 +165,29 @@ class Settings:
                 continue
             values[f.name] = _parse(f.name, raw, type(getattr(cls(), f.name)))
         settings = cls(**values)
+        if role is not None:
+            settings = settings.with_credentials(role)
         settings.validate()
         return settings
+
+    def with_credentials(self, role: str) -> Settings:
+        """The role's credentials from the secrets directory, put into URLs that carry none."""
+        nats_role, api_role, redis_role = ROLES[role]
+        directory = self.data_dir / "secrets"
+
+        def add(url: str, kind: str, who: str | None) -> str:
+            secret = directory / f"{kind}-{who}.url"
+            if who is None or not secret.exists():
+                return url
+            return credentials_into(url, secret.read_text().strip())
+
+        return self.replace(
+            nats_url=add(self.nats_url, "nats", nats_role),
+            nats_api_url=add(self.nats_api_url or self.nats_url, "nats", api_role)
+            if api_role
+            else self.nats_api_url,
+            redis_url=add(self.redis_url, "redis", redis_role),
+        )
 
     def validate(self) -> None:
         if self.partitions < 1:
@@ -183,6 +212,10 @@ class Settings:
             raise SettingsError("ANALYTICS_POST_RATE_PER_S must be 0 (no limit) or more")
         if self.hot_hours < 0:
             raise SettingsError("ANALYTICS_HOT_HOURS must be 0 (keep every hour) or more")
+
+    def nats_read_options(self, name: str) -> dict[str, Any]:
+        """Like `nats_options`, for the HTTP process's reading connection."""
+        return {**self.nats_options(name), "servers": (self.nats_api_url or self.nats_url).split(",")}
 
     def nats_options(self, name: str) -> dict[str, Any]:
         """Keyword arguments for `nats.connect`: reconnect forever, fail a connect attempt fast."""
@@ -237,3 +270,40 @@ def field_docs() -> dict[str, str]:
         ):
             docs[node.target.id] = str(after.value.value)
     return docs
+
+
+ROLES: dict[str, tuple[str, str | None, str | None]] = {
+    "http": ("ingest", "api", "api"),
+    "projector": ("projector", None, "projector"),
+    "admin": ("admin", None, "admin"),
+}
+"""Process role -> (its NATS user, its reading NATS user, its Redis user)."""
+
+
+def credentials_into(url: str, secret_url: str) -> str:
+    """`url` (one or more, comma separated) with the user and password of `secret_url`, unless it
+    carries its own."""
+    found = urlsplit(secret_url)
+    if not found.username:
+        return url
+    userinfo = f"{found.username}:{found.password}@" if found.password else f"{found.username}@"
+    out = []
+    for one in url.split(","):
+        parts = urlsplit(one)
+        if parts.username or not parts.netloc:
+            out.append(one)
+        else:
+            out.append(urlunsplit(parts._replace(netloc=userinfo + parts.netloc)))
+    return ",".join(out)
+
+
+def redacted(url: str) -> str:
+    """A URL (or several) fit for logs: any password replaced by `***`."""
+    out = []
+    for one in url.split(","):
+        parts = urlsplit(one)
+        if parts.password:
+            host = parts.netloc.rpartition("@")[2]
+            one = urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+        out.append(one)
+    return ",".join(out)

@@ -43,20 +43,29 @@ def nats_command(port: int, store_dir: Path, config: Path = NATS_CONF) -> list[s
 
 
 def nats_cluster_command(
-    name: str, port: int, cluster_port: int, peer_cluster_ports: list[int], store_dir: Path
+    name: str,
+    port: int,
+    cluster_port: int,
+    peer_cluster_ports: list[int],
+    store_dir: Path,
+    config: Path = NATS_CONF,
+    route_credentials: str = "",
 ) -> list[str]:
-    """One node of a loopback JetStream cluster: nats.conf plus name, cluster listen and routes."""
-    routes = ",".join(f"nats-route://127.0.0.1:{p}" for p in peer_cluster_ports)
+    """One node of a loopback JetStream cluster: nats.conf plus name, cluster listen and routes.
+    `route_credentials` (`user:password`) makes the routes authenticate, both ways."""
+    auth = f"{route_credentials}@" if route_credentials else ""
+    routes = ",".join(f"nats-route://{auth}127.0.0.1:{p}" for p in peer_cluster_ports)
     return [
-        *nats_command(port, store_dir),
+        *nats_command(port, store_dir, config),
         "-n", name,
         "--cluster_name", "hourglass",
-        "--cluster", f"nats://127.0.0.1:{cluster_port}",
+        "--cluster", f"nats://{auth}127.0.0.1:{cluster_port}",
         "--routes", routes,
     ]  # fmt: skip
 
 
-def valkey_command(port: int, data_dir: Path) -> list[str]:
+def valkey_command(port: int, data_dir: Path, aclfile: Path | None = None) -> list[str]:
+    acl = ["--aclfile", str(aclfile)] if aclfile is not None else []
     return [
         valkey_server_binary(),
         "--bind", "127.0.0.1",
@@ -67,6 +76,7 @@ def valkey_command(port: int, data_dir: Path) -> list[str]:
         "--save", "",
         "--protected-mode", "no",
         "--maxmemory-policy", "noeviction",
+        *acl,
     ]  # fmt: skip
 
 

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.settings import Settings
-from deploy.servers import loopback_port, nats_cluster_command, nats_command, port_open, valkey_command
+from deploy.secrets import ensure_secrets, write_nats_config, write_redis_acl, write_urls
+from deploy.servers import (
+    NATS_CONF,
+    loopback_port,
+    nats_cluster_command,
+    nats_command,
+    port_open,
+    valkey_command,
+)
 
 COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[31m"]
 RESET = "\033[0m"
@@ -165,6 +173,12 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
     data = settings.data_dir.resolve()
     children: list[Child] = []
     nats_ports = [loopback_port(url, 4222) for url in settings.nats_url.split(",")]
+    redis_port = loopback_port(settings.redis_url, 6379)
+    # Servers this stack runs get users per role; the credentials are made once and kept.
+    found = ensure_secrets(data)
+    write_urls(found, nats_ports[0] or 4222, redis_port or 6379)
+    nats_config = write_nats_config(found, settings, NATS_CONF)
+    acl = write_redis_acl(found, settings)
     if len(nats_ports) > 1 and all(nats_ports):
         # A loopback cluster: node i takes client port p_i and cluster port p_i + 2000.
         ports = [p for p in nats_ports if p is not None]
@@ -172,23 +186,30 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
             store = data / f"nats-{i}"
             store.mkdir(parents=True, exist_ok=True)
             peers = [p + 2000 for p in ports if p != port]
-            argv = nats_cluster_command(f"hourglass-{i}", port, port + 2000, peers, store)
+            routes = f"route:{found.nats['admin']}"
+            argv = nats_cluster_command(
+                f"hourglass-{i}", port, port + 2000, peers, store, nats_config, routes
+            )
             children.append(Child(f"nats{i}", argv, env, functools.partial(port_open, "127.0.0.1", port)))
     elif nats_ports[0] is not None:
         store = data / "nats"
         store.mkdir(parents=True, exist_ok=True)
         port = nats_ports[0]
         children.append(
-            Child("nats", nats_command(port, store), env, functools.partial(port_open, "127.0.0.1", port))
+            Child(
+                "nats",
+                nats_command(port, store, nats_config),
+                env,
+                functools.partial(port_open, "127.0.0.1", port),
+            )
         )
-    redis_port = loopback_port(settings.redis_url, 6379)
     if redis_port is not None:
         vdir = data / "valkey"
         vdir.mkdir(parents=True, exist_ok=True)
         children.append(
             Child(
                 "valkey",
-                valkey_command(redis_port, vdir),
+                valkey_command(redis_port, vdir, acl),
                 env,
                 functools.partial(port_open, "127.0.0.1", redis_port),
             )

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from contract.backoff import with_backoff
 from contract.hours import parse_hour_token
-from contract.settings import Settings
+from contract.settings import Settings, redacted
 from projector import metrics
 from projector.balancer import run_projector
 from projector.inspect import inspect
@@ -32,19 +32,20 @@ async def _connect(settings: Settings, name: str, wait: bool) -> NATS:
     options = settings.nats_options(name)
     if wait:
         return await with_backoff(
-            lambda: nats.connect(**options), NATS_DOWN, f"NATS at {settings.nats_url}", log
+            lambda: nats.connect(**options), NATS_DOWN, f"NATS at {redacted(settings.nats_url)}", log
         )
     try:
         return await nats.connect(**options)
     except NATS_DOWN as exc:
-        raise SystemExit(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
+        raise SystemExit(f"cannot reach NATS at {redacted(settings.nats_url)}: {exc}") from exc
 
 
 NATS_DOWN = (TimeoutError, nats.errors.Error, OSError)
 
 
 async def _main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    # The stream's configuration is the admin's to change; everything else runs as the projector.
+    settings = Settings.from_env(role="admin" if args.command == "stream" else "projector")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

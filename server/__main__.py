@@ -24,11 +24,11 @@ def app_from_env() -> Litestar:
     from server.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(role="http"))
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    settings = Settings.from_env(role="http")
     problem = asyncio.run(_partition_problem(settings))
     if problem:
         raise SystemExit(f"hourglass http: refusing to start: {problem}")

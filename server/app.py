@@ -53,6 +53,8 @@ class Clients:
 
     nc: NATS | None = None
     redis: Redis | None = None
+    reads: NATS | None = None
+    """The reading connection (`api` role) when it is not `nc`."""
     log: EventLog | None = None
     hours: Callable[[int], Awaitable[HourTotals]] | None = None
 
@@ -79,10 +81,18 @@ def create_app(
     reader: Reader | None = None
     cold: ColdStore | None = None
 
+    separate_reads = bool(settings.nats_api_url) and settings.nats_api_url != settings.nats_url
+
     async def attach_nats(nc: NATS) -> None:
-        nonlocal cold
         state.nc = nc
         ingest.publisher = Publisher.over_nats(nc, settings, on_batch=metrics.on_batch)
+        if not separate_reads:
+            await attach_reads(nc)
+
+    async def attach_reads(nc: NATS) -> None:
+        """Change notices and cold hours: under the `api` role, on a connection of their own."""
+        nonlocal cold
+        state.reads = nc
         await nc.subscribe(changes_subject(settings.stream_name), cb=on_change)
         cold = ColdStore(nc, settings.stream_name, settings.publish_timeout_s)
         if reader is not None:
@@ -103,19 +113,27 @@ def create_app(
                 state.redis = redis_client(settings)
             attach_redis(state.redis)
         connecting: asyncio.Task[None] | None = None
+        connecting_reads: asyncio.Task[None] | None = None
         if state.log is not None:
             ingest.publisher = Publisher(state.log, settings)
         elif state.nc is None:
-            connecting = asyncio.create_task(_connect_nats_forever(settings, attach_nats))
+            connecting = asyncio.create_task(
+                _connect_nats_forever(settings.nats_options("hourglass-http"), attach_nats)
+            )
+            if separate_reads:
+                options = settings.nats_read_options("hourglass-http-reads")
+                connecting_reads = asyncio.create_task(_connect_nats_forever(options, attach_reads))
         else:
             await attach_nats(state.nc)
+            if separate_reads:
+                await attach_reads(state.reads or state.nc)
         with contextlib.suppress(Exception):
             readiness.problems = await readiness.check()  # a first answer before the first probe
         checking = asyncio.create_task(readiness.run())
         try:
             yield
         finally:
-            for task in (connecting, checking):
+            for task in (connecting, connecting_reads, checking):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -123,9 +141,10 @@ def create_app(
             if ingest.publisher is not None:
                 await ingest.publisher.close()  # answer every request still waiting for a PubAck
             if owned:
-                if state.nc is not None:
+                for nc in {state.nc, state.reads} - {None}:
+                    assert nc is not None
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(state.nc.drain(), DRAIN_TIMEOUT_S)
+                        await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT_S)
                 if state.redis is not None:
                     await state.redis.aclose()
 
@@ -204,9 +223,8 @@ def redis_client(settings: Settings) -> Redis:
     return Redis.from_url(**settings.redis_options())
 
 
-async def _connect_nats_forever(settings: Settings, attach: Callable[[NATS], Awaitable[None]]) -> None:
+async def _connect_nats_forever(options: dict[str, Any], attach: Callable[[NATS], Awaitable[None]]) -> None:
     """nats-py does not retry a failed first connect, so the app starts anyway and keeps trying."""
-    options = settings.nats_options("hourglass-http")
     nc = await with_backoff(
         lambda: nats.connect(**options), (TimeoutError, nats.errors.Error, OSError), "NATS", log
     )

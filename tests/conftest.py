@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,7 +16,8 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.settings import Settings
-from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
+from deploy.secrets import Secrets, ensure_secrets, write_nats_config, write_redis_acl, write_urls
+from deploy.servers import NATS_CONF, free_port, nats_command, valkey_command, wait_for_port
 from tests.helpers import isolated_settings
 
 
@@ -26,16 +29,37 @@ class Server:
     port: int
     data_dir: Path
     proc: subprocess.Popen[bytes]
+    settings: Settings = dataclasses.field(default_factory=Settings)
+    """Whose roles the server's users are made for (stream, subjects, key prefix)."""
+
+    @functools.cached_property
+    def secrets(self) -> Secrets:
+        """Auth is on, as `./just up` runs it: users per role, nothing anonymous."""
+        found = ensure_secrets(self.data_dir)
+        write_urls(found, self.port, self.port)  # the passwords are kept in these files
+        return found
 
     @property
     def url(self) -> str:
+        """As the admin, who may do anything: what most tests need."""
+        return self.role_url("admin")
+
+    def role_url(self, role: str) -> str:
+        if self.kind == "nats":
+            return self.secrets.nats_url(role, "127.0.0.1", self.port)
+        return self.secrets.redis_url(role, "127.0.0.1", self.port)
+
+    @property
+    def anonymous_url(self) -> str:
         scheme = "nats" if self.kind == "nats" else "redis"
         return f"{scheme}://127.0.0.1:{self.port}" + ("/0" if scheme == "redis" else "")
 
     def command(self) -> list[str]:
         if self.kind == "nats":
-            return nats_command(self.port, self.data_dir)
-        return valkey_command(self.port, self.data_dir)
+            return nats_command(
+                self.port, self.data_dir, write_nats_config(self.secrets, self.settings, NATS_CONF)
+            )
+        return valkey_command(self.port, self.data_dir, write_redis_acl(self.secrets, self.settings))
 
     def start(self) -> None:
         log = (self.data_dir / f"{self.kind}.log").open("ab")
@@ -56,16 +80,16 @@ class Server:
                 self.kill()
 
 
-def start_server(kind: str, data_dir: Path) -> Server:
+def start_server(kind: str, data_dir: Path, settings: Settings | None = None) -> Server:
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = Server(kind, free_port(), data_dir, proc=None)  # type: ignore[arg-type]
+    server = Server(kind, free_port(), data_dir, proc=None, settings=settings or Settings())  # type: ignore[arg-type]
     server.start()
     return server
 
 
 @contextlib.contextmanager
-def running(kind: str, data_dir: Path) -> Iterator[Server]:
-    server = start_server(kind, data_dir)
+def running(kind: str, data_dir: Path, settings: Settings | None = None) -> Iterator[Server]:
+    server = start_server(kind, data_dir, settings)
     try:
         yield server
     finally:

@@ -14,7 +14,8 @@ import pytest
 
 from contract.hours import system_now_ms
 from contract.settings import Settings
-from deploy.servers import free_port, nats_cluster_command, wait_for_port
+from deploy.secrets import ensure_secrets, write_nats_config
+from deploy.servers import NATS_CONF, free_port, nats_cluster_command, wait_for_port
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings
 from tests.integration.conftest import production_stack
@@ -28,10 +29,14 @@ pytestmark = pytest.mark.slow
 class Node:
     port: int
     proc: subprocess.Popen[bytes]
+    url: str
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[Node]]:
+    # As `./just cluster-up` runs it: users per role, and routes that authenticate.
+    secrets = ensure_secrets(tmp_path)
+    config = write_nats_config(secrets, Settings(), NATS_CONF)
     ports = [free_port() for _ in range(3)]
     cluster_ports = [free_port() for _ in range(3)]
     nodes = []
@@ -39,9 +44,11 @@ def cluster(tmp_path: Path) -> Iterator[list[Node]]:
         store = tmp_path / f"n{i}"
         store.mkdir()
         peers = [p for p in cluster_ports if p != cport]
-        argv = nats_cluster_command(f"n{i}", port, cport, peers, store)
+        routes = f"route:{secrets.nats['admin']}"
+        argv = nats_cluster_command(f"n{i}", port, cport, peers, store, config, routes)
         log = (tmp_path / f"n{i}.log").open("wb")
-        nodes.append(Node(port, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)))
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        nodes.append(Node(port, proc, secrets.nats_url("admin", "127.0.0.1", port)))
     for node in nodes:
         wait_for_port("127.0.0.1", node.port, 20, node.proc)
     yield nodes
@@ -53,7 +60,7 @@ def cluster(tmp_path: Path) -> Iterator[list[Node]]:
 
 @pytest.fixture
 def cluster_settings(cluster: list[Node], redis_server: Server) -> Settings:
-    url = ",".join(f"nats://127.0.0.1:{n.port}" for n in cluster)
+    url = ",".join(n.url for n in cluster)
     return isolated_settings(
         url, redis_server.url, stream_replicas=3, projector_batch=50, publish_timeout_s=2.0
     )

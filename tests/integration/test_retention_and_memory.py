@@ -141,7 +141,7 @@ async def test_a_redis_that_hides_its_configuration_gets_a_warning_and_the_proje
         channels=["*"],
         commands=["+@all", "-config"],
     )
-    host_port = eviction_settings.redis_url.removeprefix("redis://")
+    host_port = eviction_settings.redis_url.rpartition("@")[2]
     limited = eviction_settings.replace(redis_url=f"redis://noconfig:secret@{host_port}")
     nc = await nats.connect(limited.nats_url)
     await ensure_stream(nc, limited)

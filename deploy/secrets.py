@@ -1,0 +1,163 @@
+"""Credentials of the local stack: generated once under `$ANALYTICS_DATA_DIR/secrets/`, one NATS user and
+one Redis ACL user per role, each allowed only what its role needs.
+
+The directory is 0700 and every file 0600. Passwords live in the role URL files themselves
+(`nats-<role>.url`, `redis-<role>.url`), so they stay the same across restarts while the ports in the
+URLs follow the settings. Nothing here is ever written into the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from contract.hours import changes_subject
+from contract.settings import Settings
+from contract.stream import snapshot_bucket
+
+NATS_ROLES = ("admin", "ingest", "api", "projector")
+REDIS_ROLES = ("admin", "projector", "api")
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    directory: Path
+    nats: dict[str, str]
+    """Role -> password."""
+    redis: dict[str, str]
+
+    def nats_url(self, role: str, host: str, port: int) -> str:
+        return f"nats://{role}:{self.nats[role]}@{host}:{port}"
+
+    def redis_url(self, role: str, host: str, port: int) -> str:
+        return f"redis://{role}:{self.redis[role]}@{host}:{port}/0"
+
+
+def secrets_dir(data_dir: Path) -> Path:
+    return data_dir / "secrets"
+
+
+def ensure_secrets(data_dir: Path) -> Secrets:
+    """The stack's credentials, generated on the first call and read back on every later one."""
+    directory = secrets_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    return Secrets(
+        directory,
+        {role: _password(directory / f"nats-{role}.url") for role in NATS_ROLES},
+        {role: _password(directory / f"redis-{role}.url") for role in REDIS_ROLES},
+    )
+
+
+def _password(url_file: Path) -> str:
+    if url_file.exists():
+        found = urlsplit(url_file.read_text().strip()).password
+        if found:
+            return found
+    return secrets.token_urlsafe(24)  # URL-safe: it goes into URLs and config files unquoted
+
+
+def write_urls(found: Secrets, nats_port: int, redis_port: int, host: str = "127.0.0.1") -> None:
+    """The role URL files, for the processes, the recipes and `nats --server "$(cat ...)"`."""
+    for role in NATS_ROLES:
+        write_secret(found.directory / f"nats-{role}.url", found.nats_url(role, host, nats_port) + "\n")
+    for role in REDIS_ROLES:
+        write_secret(found.directory / f"redis-{role}.url", found.redis_url(role, host, redis_port) + "\n")
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Created 0600 from the start: never readable by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)
+
+
+def nats_permissions(settings: Settings) -> dict[str, dict[str, list[str]]]:
+    """What each role may publish and subscribe to, for this stream."""
+    stream, prefix = settings.stream_name, settings.subject_prefix
+    kv = f"KV_{snapshot_bucket(stream)}"
+    changes = changes_subject(stream)
+    read_snapshots = [
+        f"$JS.API.STREAM.INFO.{kv}",
+        f"$JS.API.DIRECT.GET.{kv}.>",
+        f"$JS.API.STREAM.MSG.GET.{kv}",
+    ]
+    consume = [f"$JS.API.CONSUMER.*.{name}{tail}" for name in (stream, kv) for tail in ("", ".>")] + [
+        f"$JS.API.CONSUMER.{op}.{name}.>" for name in (stream, kv) for op in ("DURABLE.CREATE", "MSG.NEXT")
+    ]
+    return {
+        "ingest": {
+            "publish": [f"{prefix}.>", f"$JS.API.STREAM.INFO.{stream}"],
+            "subscribe": ["_INBOX.>"],
+        },
+        "api": {
+            "publish": [f"$JS.API.STREAM.INFO.{stream}", *read_snapshots],
+            "subscribe": [changes, "_INBOX.>"],
+        },
+        "projector": {
+            "publish": [
+                f"$JS.API.STREAM.INFO.{stream}",
+                f"$JS.API.STREAM.PURGE.{stream}",  # compaction below the snapshots
+                f"$JS.API.STREAM.MSG.GET.{stream}",  # ./just inspect
+                f"$JS.API.DIRECT.GET.{stream}.>",
+                *consume,
+                f"$JS.ACK.{stream}.>",
+                f"$JS.ACK.{kv}.>",
+                "$JS.FC.>",
+                f"hourglass.dead.{stream}.>",
+                changes,
+                f"$KV.{snapshot_bucket(stream)}.>",
+                *read_snapshots,
+            ],
+            "subscribe": ["_INBOX.>", changes],
+        },
+    }
+
+
+def nats_auth_config(found: Secrets, settings: Settings) -> str:
+    """The `authorization` block: no anonymous access; admin may do anything, the rest their role."""
+    users = [f'    {{user: admin, password: "{found.nats["admin"]}"}}']
+    for role, allowed in nats_permissions(settings).items():
+        publish = ", ".join(f'"{s}"' for s in allowed["publish"])
+        subscribe = ", ".join(f'"{s}"' for s in allowed["subscribe"])
+        users.append(
+            f'    {{user: {role}, password: "{found.nats[role]}", permissions: {{'
+            f"publish: {{allow: [{publish}]}}, subscribe: {{allow: [{subscribe}]}}}}}}"
+        )
+    return "authorization {\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n"
+
+
+def write_nats_config(found: Secrets, settings: Settings, base: Path) -> Path:
+    """A config for nats-server: `base` (nats.conf) included as it is, plus the users."""
+    path = found.directory / "nats.conf"
+    include = os.path.relpath(base, found.directory)  # nats-server resolves includes relatively
+    write_secret(path, f'include "{include}"\n\n{nats_auth_config(found, settings)}')
+    return path
+
+
+def redis_acl(found: Secrets, settings: Settings) -> str:
+    """The ACL file: `default` off. The projector may use any data command on the key prefix, none of
+    the dangerous or admin ones (FLUSHALL, KEYS, CONFIG SET, ACL...); the API may only read (a script
+    runs with its caller's permissions, so its scripts can only read too)."""
+    keys = f"~{settings.key_prefix}:*"
+    return "\n".join(
+        [
+            "user default off",
+            f"user admin on >{found.redis['admin']} ~* &* +@all",
+            f"user projector on >{found.redis['projector']} resetchannels {keys} +@all -@dangerous -@admin "
+            "+info +config|get",
+            f"user api on >{found.redis['api']} resetchannels {keys} -@all +@read -@dangerous "
+            "+@transaction +eval +evalsha +script|load +ping",
+            "",
+        ]
+    )
+
+
+def write_redis_acl(found: Secrets, settings: Settings) -> Path:
+    path = found.directory / "users.acl"
+    write_secret(path, redis_acl(found, settings))
+    return path

@@ -1,0 +1,171 @@
+"""Least privilege against real servers, configured as `./just up` configures them: nobody anonymous,
+and each role refused what it does not need."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+import redis.exceptions
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from redis.asyncio import Redis
+
+from contract.hours import changes_subject
+from contract.schema import Batch, Event, Kind, encode
+from contract.settings import Settings
+from deploy.secrets import NATS_ROLES, REDIS_ROLES, ensure_secrets
+from deploy.servers import ROOT
+from projector.stream import ensure_stream
+from tests.conftest import Server, running
+from tests.helpers import eventually, settings_env
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("secured")
+
+
+@pytest.fixture(scope="module")
+def servers(data_dir: Path) -> Iterator[tuple[Server, Server]]:
+    settings = Settings(data_dir=data_dir)
+    with (
+        running("nats", data_dir, settings) as nats_server,
+        running("valkey", data_dir / "v", settings) as valkey,
+    ):
+        yield nats_server, valkey
+
+
+@pytest.fixture
+async def admin(servers: tuple[Server, Server]) -> AsyncIterator[NATS]:
+    nc = await nats.connect(servers[0].role_url("admin"))
+    await ensure_stream(nc, Settings())
+    yield nc
+    await nc.close()
+
+
+async def connect_as(server: Server, role: str) -> tuple[NATS, list[Exception]]:
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    return await nats.connect(server.role_url(role), error_cb=on_error), errors
+
+
+async def test_anonymous_clients_are_refused_by_nats_and_redis(servers: tuple[Server, Server]) -> None:
+    nats_server, valkey = servers
+    with pytest.raises(nats.errors.Error):
+        await nats.connect(nats_server.anonymous_url, allow_reconnect=False, max_reconnect_attempts=0)
+    anonymous = Redis.from_url(valkey.anonymous_url)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        await anonymous.ping()
+    await anonymous.aclose()
+
+
+async def test_ingest_may_append_events_but_not_purge_delete_or_announce(
+    servers: tuple[Server, Server], admin: NATS
+) -> None:
+    settings = Settings()
+    nc, errors = await connect_as(servers[0], "ingest")
+    js = nc.jetstream(timeout=1)
+    batch = encode(Batch((Event(1, "u", Kind.CLICK),)))
+    ack = await js.publish(f"{settings.subject_prefix}.1970010100.0", batch)
+    assert ack.seq >= 1
+    with pytest.raises(nats.errors.TimeoutError):  # the request never reaches JetStream
+        await js.purge_stream(settings.stream_name)
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.delete_stream(settings.stream_name)
+    await nc.publish(changes_subject(settings.stream_name), b'{"hours":null}')
+    await nc.flush()
+    found = await eventually(lambda: _async(errors), lambda e: len(e) >= 3)
+    assert all("permissions violation" in str(e).lower() for e in found), found
+    info = await admin.jetstream().stream_info(settings.stream_name)
+    assert info.state.messages >= 1  # neither purged nor deleted
+    await nc.close()
+
+
+async def test_the_api_may_read_but_never_write_redis(servers: tuple[Server, Server]) -> None:
+    valkey = servers[1]
+    admin = Redis.from_url(valkey.role_url("admin"))
+    await admin.set("hg:gen", 1)
+    api = Redis.from_url(valkey.role_url("api"))
+    assert await api.get("hg:gen") == b"1"
+    script = api.register_script("return redis.call('GET', KEYS[1])")  # read-only scripts run
+    assert await script(keys=["hg:gen"]) == b"1"
+    for forbidden in (api.flushall(), api.set("hg:gen", 2), api.delete("hg:gen")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            await forbidden
+    with pytest.raises(redis.exceptions.ResponseError, match="no permissions"):
+        await api.eval("return redis.call('SET', 'hg:gen', 3)", 0)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        await api.get("another:key")  # only its key prefix
+    projector = Redis.from_url(valkey.role_url("projector"))
+    await projector.set("hg:x", 1)  # the projector writes...
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        await projector.flushall()  # ...but never wipes
+    assert await admin.get("hg:gen") == b"1"
+    for client in (admin, api, projector):
+        await client.aclose()
+
+
+async def test_the_api_reads_notices_and_snapshots_but_cannot_append_or_forge(
+    servers: tuple[Server, Server], admin: NATS
+) -> None:
+    settings = Settings()
+    nc, errors = await connect_as(servers[0], "api")
+    notices: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_notice(msg: Msg) -> None:
+        await notices.put(msg.data)
+
+    await nc.subscribe(changes_subject(settings.stream_name), cb=on_notice)
+    await nc.flush()
+    await admin.publish(changes_subject(settings.stream_name), b'{"hours":[1]}')
+    assert await asyncio.wait_for(notices.get(), 5) == b'{"hours":[1]}'
+    kv = await nc.jetstream().key_value(f"{settings.stream_name}_SNAPSHOTS")
+    assert kv is not None
+    await nc.publish(f"{settings.subject_prefix}.1970010100.0", b"forged")
+    await nc.publish(changes_subject(settings.stream_name), b"forged")
+    await nc.flush()
+    await eventually(lambda: _async(errors), lambda e: len(e) >= 2)
+    await nc.close()
+
+
+def test_secrets_are_private_and_stable(servers: tuple[Server, Server], data_dir: Path) -> None:
+    directory = data_dir / "secrets"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    files = list(directory.iterdir())
+    names = {f.name for f in files}
+    assert {f"nats-{r}.url" for r in NATS_ROLES} <= names
+    assert {f"redis-{r}.url" for r in REDIS_ROLES} <= names
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    before = {f.name: f.read_text() for f in files if f.name.endswith(".url")}
+    ensure_secrets(data_dir)  # a restart
+    assert {f.name: f.read_text() for f in files if f.name.endswith(".url")} == before
+
+
+def test_recipes_find_their_credentials_with_no_extra_step(
+    servers: tuple[Server, Server], data_dir: Path
+) -> None:
+    nats_server, valkey = servers
+    settings = Settings(data_dir=data_dir, nats_url=nats_server.anonymous_url, redis_url=valkey.anonymous_url)
+    env = settings_env(settings)
+    for command in (["stream"], ["inspect"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "projector", *command], env=env, cwd=ROOT, capture_output=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        passwords = [*ensure_secrets(data_dir).nats.values(), *ensure_secrets(data_dir).redis.values()]
+        assert not any(p.encode() in done.stdout + done.stderr for p in passwords)
+
+
+async def _async(errors: list[Exception]) -> list[Exception]:
+    return list(errors)
