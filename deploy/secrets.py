@@ -161,3 +161,35 @@ def write_redis_acl(found: Secrets, settings: Settings) -> Path:
     path = found.directory / "users.acl"
     write_secret(path, redis_acl(found, settings))
     return path
+
+
+def main() -> None:
+    """`python -m deploy.secrets`: make (or refresh) the credentials and server configs for a deployment
+    whose servers this process does not start itself, e.g. the compose example."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m deploy.secrets", description=main.__doc__)
+    parser.add_argument("--nats-host", default="127.0.0.1")
+    parser.add_argument("--nats-port", type=int, default=4222)
+    parser.add_argument("--redis-host", default="127.0.0.1")
+    parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument("--nats-conf", type=Path, default=None, help="nats.conf as the NATS server sees it")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    found = ensure_secrets(settings.data_dir)
+    for role in NATS_ROLES:
+        write_secret(
+            found.directory / f"nats-{role}.url", found.nats_url(role, args.nats_host, args.nats_port) + "\n"
+        )
+    for role in REDIS_ROLES:
+        url = found.redis_url(role, args.redis_host, args.redis_port)
+        write_secret(found.directory / f"redis-{role}.url", url + "\n")
+    from deploy.servers import NATS_CONF
+
+    write_nats_config(found, settings, args.nats_conf or NATS_CONF)
+    write_redis_acl(found, settings)
+    print(f"credentials in {found.directory}")
+
+
+if __name__ == "__main__":
+    main()

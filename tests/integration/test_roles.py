@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from contract.hours import changes_subject
 from contract.schema import Batch, Event, Kind, encode
 from contract.settings import Settings
-from deploy.secrets import NATS_ROLES, REDIS_ROLES, ensure_secrets
+from deploy.secrets import NATS_ROLES, REDIS_ROLES, ensure_secrets, write_urls
 from deploy.servers import ROOT
 from projector.stream import ensure_stream
 from tests.conftest import Server, running
@@ -169,3 +169,15 @@ def test_recipes_find_their_credentials_with_no_extra_step(
 
 async def _async(errors: list[Exception]) -> list[Exception]:
     return list(errors)
+
+
+def test_deleting_a_url_file_rotates_that_credential_only(tmp_path: Path) -> None:
+    first = ensure_secrets(tmp_path)
+    write_urls(first, 4222, 6379)
+    (tmp_path / "secrets" / "nats-api.url").unlink()
+    second = ensure_secrets(tmp_path)
+    assert second.nats["api"] != first.nats["api"]
+    assert {r: p for r, p in second.nats.items() if r != "api"} == {
+        r: p for r, p in first.nats.items() if r != "api"
+    }
+    assert second.redis == first.redis

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.settings import Settings, SettingsError, field_docs
+from contract.settings import Settings, SettingsError, field_docs, redacted
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -37,3 +37,25 @@ def test_every_setting_has_a_docstring_and_a_readme_row() -> None:
     for name in Settings.__dataclass_fields__:
         assert docs.get(name), f"{name} has no docstring"
         assert f"`ANALYTICS_{name.upper()}`" in readme, f"README config table lacks {name}"
+
+
+def test_a_role_takes_its_credentials_from_the_secrets_directory(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "nats-projector.url").write_text("nats://projector:pw1@127.0.0.1:4222\n")
+    (secrets / "redis-projector.url").write_text("redis://projector:pw2@127.0.0.1:6379/0\n")
+    env = {"ANALYTICS_DATA_DIR": str(tmp_path), "ANALYTICS_NATS_URL": "nats://127.0.0.1:5000,nats://h:5001"}
+    settings = Settings.from_env(env, role="projector")
+    assert settings.nats_url == "nats://projector:pw1@127.0.0.1:5000,nats://projector:pw1@h:5001"
+    assert settings.redis_url == "redis://projector:pw2@127.0.0.1:6379/0"
+    own = Settings.from_env({**env, "ANALYTICS_NATS_URL": "nats://me:mine@h:1"}, role="projector")
+    assert own.nats_url == "nats://me:mine@h:1"  # a URL with its own credentials keeps them
+    assert Settings.from_env(env).nats_url == env["ANALYTICS_NATS_URL"]  # no role: nothing added
+
+
+def test_logged_urls_never_show_a_password() -> None:
+    assert (
+        redacted("nats://admin:s3cret@127.0.0.1:4222,nats://h:1")
+        == "nats://admin:***@127.0.0.1:4222,nats://h:1"
+    )
+    assert "s3cret" not in redacted("redis://api:s3cret@h:6379/0")
