@@ -76,8 +76,18 @@ def write_secret(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
-def nats_permissions(settings: Settings) -> dict[str, dict[str, list[str]]]:
-    """What each role may publish and subscribe to, for this stream."""
+def nats_permissions(*stacks: Settings) -> dict[str, dict[str, list[str]]]:
+    """What each role may publish and subscribe to, for these streams (usually one)."""
+    merged: dict[str, dict[str, list[str]]] = {}
+    for settings in stacks:
+        for role, allowed in _permissions(settings).items():
+            into = merged.setdefault(role, {"publish": [], "subscribe": []})
+            for direction, subjects in allowed.items():
+                into[direction] += [s for s in subjects if s not in into[direction]]
+    return merged
+
+
+def _permissions(settings: Settings) -> dict[str, dict[str, list[str]]]:
     stream, prefix = settings.stream_name, settings.subject_prefix
     kv = f"KV_{snapshot_bucket(stream)}"
     changes = changes_subject(stream)
@@ -118,10 +128,10 @@ def nats_permissions(settings: Settings) -> dict[str, dict[str, list[str]]]:
     }
 
 
-def nats_auth_config(found: Secrets, settings: Settings) -> str:
+def nats_auth_config(found: Secrets, *stacks: Settings) -> str:
     """The `authorization` block: no anonymous access; admin may do anything, the rest their role."""
     users = [f'    {{user: admin, password: "{found.nats["admin"]}"}}']
-    for role, allowed in nats_permissions(settings).items():
+    for role, allowed in nats_permissions(*stacks).items():
         publish = ", ".join(f'"{s}"' for s in allowed["publish"])
         subscribe = ", ".join(f'"{s}"' for s in allowed["subscribe"])
         users.append(
@@ -131,19 +141,20 @@ def nats_auth_config(found: Secrets, settings: Settings) -> str:
     return "authorization {\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n"
 
 
-def write_nats_config(found: Secrets, settings: Settings, base: Path) -> Path:
-    """A config for nats-server: `base` (nats.conf) included as it is, plus the users."""
+def write_nats_config(found: Secrets, settings: Settings, base: Path, *more: Settings) -> Path:
+    """A config for nats-server: `base` (nats.conf) included as it is, plus the users (with roles on
+    the stream of `settings`, and of `more` stacks sharing the server)."""
     path = found.directory / "nats.conf"
     include = os.path.relpath(base, found.directory)  # nats-server resolves includes relatively
-    write_secret(path, f'include "{include}"\n\n{nats_auth_config(found, settings)}')
+    write_secret(path, f'include "{include}"\n\n{nats_auth_config(found, settings, *more)}')
     return path
 
 
-def redis_acl(found: Secrets, settings: Settings) -> str:
+def redis_acl(found: Secrets, settings: Settings, *more: Settings) -> str:
     """The ACL file: `default` off. The projector may use any data command on the key prefix, none of
     the dangerous or admin ones (FLUSHALL, KEYS, CONFIG SET, ACL...); the API may only read (a script
     runs with its caller's permissions, so its scripts can only read too)."""
-    keys = f"~{settings.key_prefix}:*"
+    keys = " ".join(f"~{s.key_prefix}:*" for s in (settings, *more))
     return "\n".join(
         [
             "user default off",
@@ -157,9 +168,9 @@ def redis_acl(found: Secrets, settings: Settings) -> str:
     )
 
 
-def write_redis_acl(found: Secrets, settings: Settings) -> Path:
+def write_redis_acl(found: Secrets, settings: Settings, *more: Settings) -> Path:
     path = found.directory / "users.acl"
-    write_secret(path, redis_acl(found, settings))
+    write_secret(path, redis_acl(found, settings, *more))
     return path
 
 

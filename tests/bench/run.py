@@ -33,7 +33,8 @@ from contract import schema
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
-from deploy.servers import ROOT, free_port, nats_command, valkey_command, wait_for_port
+from deploy.secrets import ensure_secrets, write_nats_config, write_redis_acl, write_urls
+from deploy.servers import NATS_CONF, ROOT, free_port, nats_command, valkey_command, wait_for_port
 from projector.stream import ensure_stream
 from tests.helpers import settings_env
 
@@ -238,6 +239,9 @@ def main() -> None:
     parser.add_argument("--replay-events", type=int, default=10_000_000)
     parser.add_argument("--freshness-samples", type=int, default=200)
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument(
+        "--no-auth", action="store_true", help="servers without users (to measure what auth costs)"
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
     command = "./just bench " + " ".join(sys.argv[1:])
@@ -252,8 +256,19 @@ def main() -> None:
             nats_url=f"nats://127.0.0.1:{nats_port}",
             redis_url=f"redis://127.0.0.1:{redis_port}/0",
             http_port=free_port(),
+            admin_port=0,
             http_workers=1,
+            data_dir=tmp,
         )
+        proj = settings.replace(stream_name="BENCHP", subject_prefix="benchp.events", key_prefix="bp")
+        rep = settings.replace(stream_name="BENCHR", subject_prefix="benchr.events", key_prefix="br")
+        nats_conf, acl = NATS_CONF, None
+        if not args.no_auth:
+            # As `./just up` runs them: a user per role; each process finds its own in tmp/secrets.
+            found = ensure_secrets(tmp)
+            write_urls(found, nats_port, redis_port)
+            nats_conf = write_nats_config(found, settings, NATS_CONF, proj, rep)
+            acl = write_redis_acl(found, settings, proj, rep)
         env = settings_env(settings)
         bare_port = free_port()
         now = system_now_ms()
@@ -270,8 +285,8 @@ def main() -> None:
         hg = f"http://127.0.0.1:{settings.http_port}"
         bare = f"http://127.0.0.1:{bare_port}"
         with (
-            process(nats_command(nats_port, tmp / "nats"), None, log),
-            process(valkey_command(redis_port, tmp / "valkey"), None, log),
+            process(nats_command(nats_port, tmp / "nats", nats_conf), None, log),
+            process(valkey_command(redis_port, tmp / "valkey", acl), None, log),
         ):
             wait_for_port("127.0.0.1", nats_port, 20)
             wait_for_port("127.0.0.1", redis_port, 20)
@@ -334,16 +349,14 @@ def main() -> None:
                     background.wait()
 
             # Projector throughput: a fresh stream of batched events, one projector from a cold start.
-            proj = settings.replace(stream_name="BENCHP", subject_prefix="benchp.events", key_prefix="bp")
-            asyncio.run(fill_stream(proj, args.projector_events))
+            asyncio.run(fill_stream(proj.with_credentials("admin"), args.projector_events))
             started = time.perf_counter()
             with process([sys.executable, "-m", "projector", "run"], settings_env(proj), log):
-                asyncio.run(wait_applied(proj))
+                asyncio.run(wait_applied(proj.with_credentials("admin")))
             projector_seconds = time.perf_counter() - started
 
             # Replay: a generated stream of N events, rebuilt by `python -m projector replay`.
-            rep = settings.replace(stream_name="BENCHR", subject_prefix="benchr.events", key_prefix="br")
-            asyncio.run(fill_stream(rep, args.replay_events))
+            asyncio.run(fill_stream(rep.with_credentials("admin"), args.replay_events))
             started = time.perf_counter()
             replayed = subprocess.run(
                 [sys.executable, "-m", "projector", "replay"],
@@ -395,7 +408,12 @@ def main() -> None:
         "",
         f"Measured {dt.datetime.now(tz=dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, one granian worker each, "
-        "nats-server, valkey-server and one projector on the same machine.",
+        "nats-server, valkey-server and one projector on the same machine, "
+        + (
+            "without users (--no-auth)."
+            if args.no_auth
+            else "with a user per role, as `./just up` runs them."
+        ),
         "",
         f"Command: `{command.strip()}`",
         "",
