@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import nats
 from redis.asyncio import Redis
@@ -23,9 +20,9 @@ from contract.hours import hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
 from contract.settings import Settings
-from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
 from projector.replay import replay
 from projector.stream import ensure_stream
+from tests.bench.servers import own_servers
 
 PER_MESSAGE = 1000
 
@@ -102,23 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="./just bench-dedup", description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        nats_port, redis_port = free_port(), free_port()
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
-        procs = [
-            subprocess.Popen(nats_command(nats_port, workdir / "nats"), **quiet),  # type: ignore[call-overload]
-            subprocess.Popen(valkey_command(redis_port, workdir), **quiet),  # type: ignore[call-overload]
-        ]
-        try:
-            wait_for_port("127.0.0.1", nats_port, 20)
-            wait_for_port("127.0.0.1", redis_port, 20)
-            url = f"redis://127.0.0.1:{redis_port}/0"
-            asyncio.run(run(args.events, Settings(nats_url=f"nats://127.0.0.1:{nats_port}", redis_url=url)))
-        finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(10)
+    with own_servers() as (_, settings):
+        asyncio.run(run(args.events, settings))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,10 +37,11 @@ from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_m
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
 from contract.settings import Settings
-from deploy.servers import ROOT, free_port, nats_command, valkey_command, wait_for_port
+from deploy.servers import ROOT, free_port, wait_for_port
 from projector.balancer import Projector
 from projector.replay import replay
 from projector.stream import ensure_stream
+from tests.bench.servers import own_servers
 from tests.helpers import settings_env
 
 
@@ -268,29 +268,11 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=48)
     parser.add_argument("--reads", type=int, default=200)  # 800 entries: inside the 1,024 cached
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        nats_port, redis_port = free_port(), free_port()
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
-        procs = [
-            subprocess.Popen(nats_command(nats_port, workdir / "nats"), **quiet),  # type: ignore[call-overload]
-            subprocess.Popen(valkey_command(redis_port, workdir), **quiet),  # type: ignore[call-overload]
-        ]
-        try:
-            wait_for_port("127.0.0.1", nats_port, 20)
-            wait_for_port("127.0.0.1", redis_port, 20)
-            settings = Settings(
-                nats_url=f"nats://127.0.0.1:{nats_port}",
-                redis_url=f"redis://127.0.0.1:{redis_port}/0",
-                # Raw events stay: what is measured is the snapshots, not compaction.
-                log_keep_s=10 * 365 * 86400.0,
-            )
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-            asyncio.run(run(args, settings, workdir))
-        finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(10)
+    with own_servers() as (workdir, settings):
+        # Raw events stay: what is measured is the snapshots, not compaction.
+        settings = settings.replace(log_keep_s=10 * 365 * 86400.0)
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        asyncio.run(run(args, settings, workdir))
 
 
 if __name__ == "__main__":
