@@ -63,7 +63,7 @@ bench-consumers *args:
 
 # Re-pin every dependency, with hashes, into requirements.lock (./just installs from it).
 lock:
-    uv pip compile pyproject.toml --extra dev --extra build --generate-hashes --python-version 3.11 --universal -o requirements.lock
+    uv pip compile --system-certs pyproject.toml --extra dev --extra build --generate-hashes --python-version 3.11 --universal -o requirements.lock
 
 # History at scale: Redis memory with and without the hot window, FLUSHALL to exact, cold-read latency.
 bench-history *args:
