@@ -8,6 +8,7 @@ import inspect
 import ipaddress
 import itertools
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -62,6 +63,9 @@ class Settings:
     nats_api_url: str = ""
     """The HTTP process's second NATS connection, for reads (change notices, cold hours) under the
     `api` role; empty: the same as ANALYTICS_NATS_URL."""
+
+    tls_ca_file: str = ""
+    """A CA bundle to trust for `tls://` NATS and `rediss://` Redis URLs, beside the system's."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis (or Valkey) URL. A loopback URL makes `./just up` run valkey-server itself."""
@@ -217,9 +221,17 @@ class Settings:
         """Like `nats_options`, for the HTTP process's reading connection."""
         return {**self.nats_options(name), "servers": (self.nats_api_url or self.nats_url).split(",")}
 
+    def tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if self.tls_ca_file:
+            context.load_verify_locations(cafile=self.tls_ca_file)
+        return context
+
     def nats_options(self, name: str) -> dict[str, Any]:
         """Keyword arguments for `nats.connect`: reconnect forever, fail a connect attempt fast."""
+        tls = {"tls": self.tls_context()} if "tls://" in self.nats_url or self.tls_ca_file else {}
         return {
+            **tls,
             "servers": self.nats_url.split(","),
             "name": name,
             "connect_timeout": 2,
@@ -235,6 +247,11 @@ class Settings:
             "socket_timeout": self.redis_timeout_s,
             "socket_connect_timeout": self.redis_timeout_s,
             "health_check_interval": 10,
+            **(
+                {"ssl_ca_certs": self.tls_ca_file}
+                if self.tls_ca_file and self.redis_url.startswith("rediss")
+                else {}
+            ),
         }
 
     def replace(self, **changes: Any) -> Settings:
