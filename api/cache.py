@@ -87,6 +87,14 @@ class HourCache:
             return entry.view
         return await asyncio.shield(self._load(hour))
 
+    async def latest(self, hour: int) -> View:
+        """Like `view`, but waits for a refresh under way (one a change notice started), so a live push
+        right after a notice carries the change."""
+        entry = self._entries.get(hour)
+        if entry is not None and entry.loading is not None:
+            return await asyncio.shield(entry.loading)
+        return await self.view(hour)
+
     def changed(self, hours: Iterable[int] | None) -> None:
         """A projector applied events to these hours (None: everything changed, e.g. a replay)."""
         targets = list(self._entries) if hours is None else [h for h in hours if h in self._entries]

@@ -6,12 +6,14 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import redis.exceptions
-from litestar import HttpMethod, Request, Response, route
-from litestar.exceptions import NotAuthorizedException
+from litestar import HttpMethod, Request, Response, get, route
+from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Operation
+from litestar.response import Stream
 
 from api.cache import HourCache
+from api.live import Full, LiveHub
 from api.ranges import parse_range, render_csv, render_json
 from api.reader import HourTotals
 from api.tokens import ReadTokens
@@ -51,6 +53,30 @@ class Api:
             return await self.read(hour)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
+
+    def live_route(self, hub: LiveHub) -> HTTPRouteHandler:
+        """`GET /analytics/live`: Server-Sent Events of the current hour (not in the OpenAPI document:
+        a stream that never ends is no request/response pair)."""
+
+        @get("/analytics/live", include_in_schema=False)
+        async def live(request: Request[Any, Any, Any]) -> Stream:
+            if self.tokens is not None:
+                self._authorize(request.scope["headers"])
+            try:
+                events = hub.subscribe()
+            except Full:
+                raise ServiceUnavailableException(
+                    detail=f"this worker already serves {hub.max_subscribers} live streams; retry later",
+                    headers={"Retry-After": "5"},
+                ) from None
+            self.answered(200)
+            return Stream(
+                events,
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            )
+
+        return live
 
     def route(self, operation_class: type[Operation] = Operation) -> HTTPRouteHandler:
         cache_control = self._cache_control

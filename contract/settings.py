@@ -42,6 +42,12 @@ class Settings:
     admin_port: int = 9180
     """Port of `/metrics` for the HTTP process (0 turns it off); the public port answers 404 there."""
 
+    live_max_subscribers: int = 100
+    """Live streams (`GET /analytics/live`) one HTTP worker serves at once; more get 503."""
+
+    live_heartbeat_s: float = 15.0
+    """A live stream sends a heartbeat comment after this long without a push."""
+
     read_tokens: str = ""
     """Comma-separated bearer tokens; when any is set (here or in the file), GETs of analytics need one."""
 

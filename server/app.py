@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
 from api.cold import ColdStore
+from api.live import LiveHub
 from api.reader import HourTotals, Reader
 from api.routes import TEXT, Api
 from api.tokens import ReadTokens
@@ -38,6 +39,8 @@ from server.readiness import Readiness
 
 log = logging.getLogger("server")
 
+LIVE_MIN_INTERVAL_S = 0.25
+"""At most four pushes a second per live stream, however busy the current hour."""
 DRAIN_TIMEOUT_S = 5.0
 """A shutdown never waits longer than this for NATS to take what is still buffered."""
 READ_METHODS = [HttpMethod.GET, HttpMethod.HEAD]
@@ -74,9 +77,18 @@ def create_app(
     readiness = Readiness(settings, lambda: state.nc, lambda: state.redis, clock)
     ingest.refused = lambda: readiness.refused
 
+    async def current_json(hour: int) -> bytes:
+        return (await api.cache.latest(hour)).json
+
+    live = LiveHub(
+        current_json, clock, settings.live_max_subscribers, settings.live_heartbeat_s, LIVE_MIN_INTERVAL_S
+    )
+
     async def on_change(msg: Msg) -> None:
         with contextlib.suppress(ValueError):
-            api.cache.changed(decode_changed(msg.data).hours)
+            hours = decode_changed(msg.data).hours
+            api.cache.changed(hours)
+            live.changed(hours)
 
     reader: Reader | None = None
     cold: ColdStore | None = None
@@ -133,6 +145,7 @@ def create_app(
         try:
             yield
         finally:
+            live.close()  # open live streams end, so shutdown does not wait on them
             for task in (connecting, connecting_reads, checking):
                 if task is not None:
                     task.cancel()
@@ -197,6 +210,7 @@ def create_app(
             analytics_options,
             ingest.route(openapi.PostAnalytics),
             api.route(openapi.GetAnalytics),
+            api.live_route(live),
             healthz,
             readyz,
         ],

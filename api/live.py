@@ -1,0 +1,95 @@
+"""`GET /analytics/live`: the current hour's counts as Server-Sent Events, pushed when projectors
+announce that the hour changed, coalesced, with heartbeats; a bounded number of subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+
+from contract.hours import hour_of
+
+HEARTBEAT = b": heartbeat\n\n"
+
+
+class Full(Exception):
+    """Every subscriber slot of this worker is taken."""
+
+
+class LiveHub:
+    """Wakes the live streams of this worker when the current hour changes.
+
+    Pushes are coalesced: after one, a stream waits `min_interval_s` before it looks again, so a busy
+    hour costs each subscriber at most 1 / min_interval_s pushes a second, whatever the event rate."""
+
+    def __init__(
+        self,
+        view: Callable[[int], Awaitable[bytes]],
+        clock: Callable[[], int],
+        max_subscribers: int = 100,
+        heartbeat_s: float = 15.0,
+        min_interval_s: float = 0.25,
+    ) -> None:
+        self._view = view
+        self._clock = clock
+        self.max_subscribers = max_subscribers
+        self.heartbeat_s = heartbeat_s
+        self.min_interval_s = min_interval_s
+        self._wakes: set[asyncio.Event] = set()
+        self.closing = asyncio.Event()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._wakes)
+
+    def changed(self, hours: Iterable[int] | None) -> None:
+        """A change notice: wake every stream if it names the current hour (None names every hour)."""
+        if hours is not None and hour_of(self._clock()) not in hours:
+            return
+        for wake in self._wakes:
+            wake.set()
+
+    def close(self) -> None:
+        """Shutdown: every stream ends after what it is sending now."""
+        self.closing.set()
+        for wake in self._wakes:
+            wake.set()
+
+    def subscribe(self) -> AsyncIterator[bytes]:
+        """A new stream, or Full. The slot is taken here, before the response starts."""
+        if len(self._wakes) >= self.max_subscribers:
+            raise Full
+        wake = asyncio.Event()
+        self._wakes.add(wake)
+        return self._stream(wake)
+
+    async def _stream(self, wake: asyncio.Event) -> AsyncIterator[bytes]:
+        try:
+            yield b"retry: 2000\n\n"
+            hour = hour_of(self._clock())
+            yield _event(await self._view(hour))
+            while not self.closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self._until_next(hour))
+                if self.closing.is_set():
+                    return
+                now_hour = hour_of(self._clock())
+                if not wake.is_set() and now_hour == hour:
+                    yield HEARTBEAT
+                    continue
+                wake.clear()
+                hour = now_hour  # a new hour starts at zero: push it too
+                yield _event(await self._view(hour))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.closing.wait(), self.min_interval_s)
+        finally:
+            self._wakes.discard(wake)
+
+    def _until_next(self, hour: int) -> float:
+        """Wait for a change, a heartbeat, or the next hour, whichever comes first."""
+        to_next_hour = ((hour + 1) * 3_600_000 - self._clock()) / 1000
+        return max(0.001, min(self.heartbeat_s, to_next_hour))
+
+
+def _event(json: bytes) -> bytes:
+    return b"data: " + json + b"\n\n"
