@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
 import msgspec
@@ -166,6 +167,18 @@ def create_app(
         # Registered before the two analytics handlers: Litestar's own would name only one of them.
         return Response(content=None, status_code=204, headers={"Allow": ANALYTICS_ALLOW})
 
+    dashboard_page = files("server").joinpath("dashboard.html").read_bytes()
+
+    @route("/", http_method=READ_METHODS, include_in_schema=False)
+    async def dashboard() -> Response[bytes]:
+        """The dashboard: one self-contained page (no build step, nothing fetched from elsewhere)."""
+        metrics.count("/", "GET", 200)
+        return Response(
+            content=dashboard_page,
+            media_type="text/html; charset=utf-8",
+            headers={"cache-control": "no-cache"},
+        )
+
     @route("/healthz", http_method=READ_METHODS, include_in_schema=False)
     async def healthz() -> Response[bytes]:
         metrics.count("/healthz", "GET", 200)
@@ -208,6 +221,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             analytics_options,
+            dashboard,
             ingest.route(openapi.PostAnalytics),
             api.route(openapi.GetAnalytics),
             api.live_route(live),

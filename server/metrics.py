@@ -21,7 +21,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-ROUTES = frozenset({"/analytics", "/healthz", "/readyz", "/metrics"})
+ROUTES = frozenset({"/", "/analytics", "/analytics/live", "/healthz", "/readyz", "/metrics"})
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 """RFC 9110's methods and PATCH; any other token a client makes up is counted as `other`, so label
 values (and /metrics) stay bounded whatever clients send."""

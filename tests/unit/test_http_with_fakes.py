@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -87,3 +88,24 @@ async def test_projections_that_cannot_answer_give_a_503(http: httpx.AsyncClient
     response = await http.get(f"/analytics?timestamp={NOW}")
     assert response.status_code == 503
     assert "Traceback" not in response.text
+
+
+async def test_the_dashboard_is_one_small_page_that_fetches_nothing_from_elsewhere(
+    http: httpx.AsyncClient,
+) -> None:
+    page = await http.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert len(page.content) <= 100_000
+    text = page.text
+    # No CDN, no second file: every URL it names is this server's (the SVG namespace is a name, not a fetch).
+    assert re.findall(r"https?://[^\s\"'`]+", text) == ["http://www.w3.org/2000/svg"] * text.count(
+        "w3.org/2000/svg"
+    )
+    assert "<script src" not in text
+    assert "<link" not in text
+    assert "/analytics?from=" in text  # drawn from the range API
+    assert "/analytics/live" in text  # and the live stream
+    assert "<table>" in text  # the numbers also as a table
+    assert "UTC" in text
+    assert (await http.head("/")).status_code == 200
