@@ -65,6 +65,10 @@ bench-consumers *args:
 lock:
     uv pip compile --system-certs pyproject.toml --extra dev --extra build --generate-hashes --python-version 3.11 --universal -o requirements.lock
 
+# From a POST's 204 to the push on /analytics/live: p50 and p99.
+bench-live *args:
+    {{python}} -m tests.bench.live "$@"
+
 # History at scale: Redis memory with and without the hot window, FLUSHALL to exact, cold-read latency.
 bench-history *args:
     {{python}} -m tests.bench.history "$@"

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from contract.hours import HOUR_MS, hour_of, system_now_ms
@@ -149,3 +150,36 @@ async def test_the_dashboard_shows_real_numbers_and_the_current_hour_live(
             await asyncio.to_thread(browser.save_screenshot, str(SCREENSHOT))
     finally:
         await projectors.stop_all()
+
+
+@pytest.fixture
+def guarded_server(nats_server: Server, redis_server: Server, tmp_path: Path) -> Iterator[str]:
+    settings = isolated_settings(
+        nats_server.url, redis_server.url, http_port=free_port(), http_workers=1, read_tokens="page-token"
+    )
+    env = settings_env(settings)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_port("127.0.0.1", settings.http_port, 30, proc)
+        yield f"http://127.0.0.1:{settings.http_port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_with_read_tokens_the_page_asks_for_one_once_and_then_reads(
+    guarded_server: str, browser: webdriver.Chrome
+) -> None:
+    await asyncio.to_thread(browser.get, guarded_server + "/")
+    alert = await asyncio.to_thread(WebDriverWait(browser, 10).until, expected_conditions.alert_is_present())
+    assert "read token" in alert.text
+    alert.send_keys("page-token")
+    alert.accept()
+    # The table fills (48 hourly rows and the total); the live stream, which needs the token too, connects.
+    await until(browser, 10, lambda d: len(cells(d)) == 49)
+    status = functools.partial(browser.execute_script, "return document.getElementById('status').textContent")
+    await until(browser, 10, lambda _: status() == "live")
