@@ -87,6 +87,15 @@ def _answers(start: str, response: httpx.Response) -> bool:
     return response.text.startswith(start)
 
 
+def heading(driver: webdriver.Chrome) -> str:
+    return str(driver.execute_script("return document.getElementById('bucket-head').textContent"))
+
+
+def switched(rows: int | None, driver: webdriver.Chrome) -> bool:
+    """`rows` table rows, or (None) the daily view."""
+    return len(cells(driver)) == rows if rows else "Day" in heading(driver)
+
+
 def shows(row: str, values: list[str]) -> Callable[[webdriver.Chrome], bool]:
     return lambda driver: cells(driver).get(row) == values
 
@@ -148,6 +157,18 @@ async def test_the_dashboard_shows_real_numbers_and_the_current_hour_live(
             assert "6 clicks" in browser.find_element(By.ID, "detail").text
             SCREENSHOT.parent.mkdir(exist_ok=True)
             await asyncio.to_thread(browser.save_screenshot, str(SCREENSHOT))
+            # The switch: 7 days of hours, then 30 days by day (a row per UTC day, and the total).
+            for button, rows in (("7 d", 168 + 1), ("30 d (daily)", None)):
+                pick = f"//div[@class='ranges']/button[text()='{button}']"
+                await asyncio.to_thread(browser.find_element(By.XPATH, pick).click)
+                await until(browser, 10, functools.partial(switched, rows))
+            days = await asyncio.to_thread(cells, browser)
+            assert 30 <= len(days) - 1 <= 31
+            # Today's row: every user above is distinct, so its union is the sum of its hours' users.
+            totals = {now: (7, 6, 1), now - 1: (5, 3, 2), now - 2: (2, 1, 1)}
+            today = [t for h, t in totals.items() if h // 24 == now // 24]
+            expected = [str(sum(t[i] for t in today)) for i in range(3)]
+            assert days[time.strftime("%Y-%m-%d", time.gmtime(now * 3600))] == expected
     finally:
         await projectors.stop_all()
 
