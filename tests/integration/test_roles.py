@@ -128,8 +128,13 @@ async def test_the_api_reads_notices_and_snapshots_but_cannot_append_or_forge(
 
     await nc.subscribe(changes_subject(settings.stream_name), cb=on_notice)
     await nc.flush()
-    await admin.publish(changes_subject(settings.stream_name), b'{"hours":[1]}')
-    assert await asyncio.wait_for(notices.get(), 5) == b'{"hours":[1]}'
+
+    async def announced() -> bytes:
+        await admin.publish(changes_subject(settings.stream_name), b'{"hours":[1]}')
+        await admin.flush()
+        return await asyncio.wait_for(notices.get(), 0.5)
+
+    assert await eventually(announced, lambda got: got == b'{"hours":[1]}') == b'{"hours":[1]}'
     kv = await nc.jetstream().key_value(f"{settings.stream_name}_SNAPSHOTS")
     assert kv is not None
     await nc.publish(f"{settings.subject_prefix}.1970010100.0", b"forged")
