@@ -4,6 +4,7 @@ Selenium) against a real server, showing real numbers and the current hour chang
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import shutil
@@ -46,20 +47,27 @@ def page_settings(nats_server: Server, redis_server: Server) -> Settings:
     return isolated_settings(nats_server.url, redis_server.url, http_port=free_port(), http_workers=1)
 
 
-@pytest.fixture
-def server(page_settings: Settings, tmp_path: Path) -> Iterator[str]:
-    env = settings_env(page_settings)
+@contextlib.contextmanager
+def running_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """`python -m server` with these settings; yields its base URL."""
+    env = settings_env(settings)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "server"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        wait_for_port("127.0.0.1", page_settings.http_port, 30, proc)
-        yield f"http://127.0.0.1:{page_settings.http_port}"
+        wait_for_port("127.0.0.1", settings.http_port, 30, proc)
+        yield f"http://127.0.0.1:{settings.http_port}"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def server(page_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    with running_server(page_settings, tmp_path) as base:
+        yield base
 
 
 @pytest.fixture
@@ -178,18 +186,8 @@ def guarded_server(nats_server: Server, redis_server: Server, tmp_path: Path) ->
     settings = isolated_settings(
         nats_server.url, redis_server.url, http_port=free_port(), http_workers=1, read_tokens="page-token"
     )
-    env = settings_env(settings)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_for_port("127.0.0.1", settings.http_port, 30, proc)
-        yield f"http://127.0.0.1:{settings.http_port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with running_server(settings, tmp_path) as base:
+        yield base
 
 
 async def test_with_read_tokens_the_page_asks_for_one_once_and_then_reads(
