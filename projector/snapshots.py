@@ -68,11 +68,10 @@ class Snapshots:
         old, revision = await self.manifest(partition)
         if watermark == 0 or (old is not None and old.watermark > watermark):
             return None
-        if old is not None and old.watermark == watermark:
-            # The cut already exists: the projections at a watermark are a function of the log up to it,
-            # so hours a replay rebuilt (all dirty in its new generation) equal what the cut holds.
-            await redis.zremrangebyscore(keys.dirty(gen, partition), "-inf", watermark)
+        if old is not None and old.watermark == watermark and not dirty:
             return None
+        # Hours changed at the cut's own watermark (a replay's new generation, an hour a single-hour
+        # replay swapped in) are written again under it: the cut then holds what Redis holds there.
         if not dirty and old is not None:
             # Nothing changed but the position (a quiet partition following the log's head): move the
             # cut forward, so that compaction is not held back by partitions nobody writes to.

@@ -17,12 +17,14 @@ from redis.asyncio import Redis
 
 from api.reader import HourTotals, Reader
 from contract import schema
-from contract.hours import HOUR_MS, partition_of, subject
+from contract.hours import HOUR_MS, hour_token, partition_of, subject
 from contract.keys import Keys
 from contract.settings import Settings
 from contract.stream import snapshot_bucket, snapshot_manifest_key
 from deploy.servers import ROOT
 from projector.replay import replay, replay_hour
+from projector.snapshots import open_snapshots
+from projector.stream import ensure_stream
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.conftest import Projectors, production_stack
@@ -231,3 +233,24 @@ async def compacted_scenario(http: httpx.AsyncClient, settings: Settings, nc: NA
     )
     assert late[0].unique_users == expected[0].unique_users + 1
     assert late[1:] == expected[1:]
+
+
+async def test_an_hour_changed_at_the_cuts_own_watermark_is_written_again(
+    nc: NATS, redis: Redis, settings: Settings
+) -> None:
+    # What a single-hour replay leaves: the hour rebuilt in place, marked changed at the same watermark.
+    await ensure_stream(nc, settings)
+    keys = Keys(settings.key_prefix)
+    gen, hour, token = 1, BASE, hour_token(BASE)
+    await redis.set(keys.watermark(gen, 0), 5)
+    await redis.pfadd(keys.users(gen, hour, 0), "a")
+    await redis.hset(keys.counts(gen, hour, 0), "clicks", 1)
+    await redis.zadd(keys.dirty(gen, 0), {token: 5})
+    snapshots = await open_snapshots(nc, redis, settings)
+    assert snapshots is not None
+    assert await snapshots.write(gen, 0) is not None
+    assert await snapshots.write(gen, 0) is None  # nothing changed: nothing written
+    await redis.hset(keys.counts(gen, hour, 0), "clicks", 7)  # rebuilt: it differs
+    await redis.zadd(keys.dirty(gen, 0), {token: 5})
+    assert await snapshots.write(gen, 0) is not None
+    assert (await snapshots.entry(0, token, 5)).clicks == 7
