@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from contract.hours import changes_subject
 from contract.settings import Settings
 from contract.stream import snapshot_bucket
+from deploy.servers import NATS_CONF
 
 NATS_ROLES = ("admin", "ingest", "api", "projector")
 REDIS_ROLES = ("admin", "projector", "api")
@@ -60,12 +61,20 @@ def _password(url_file: Path) -> str:
     return secrets.token_urlsafe(24)  # URL-safe: it goes into URLs and config files unquoted
 
 
-def write_urls(found: Secrets, nats_port: int, redis_port: int, host: str = "127.0.0.1") -> None:
+def write_urls(
+    found: Secrets,
+    nats_port: int,
+    redis_port: int,
+    nats_host: str = "127.0.0.1",
+    redis_host: str = "127.0.0.1",
+) -> None:
     """The role URL files, for the processes, the recipes and `nats --server "$(cat ...)"`."""
     for role in NATS_ROLES:
-        write_secret(found.directory / f"nats-{role}.url", found.nats_url(role, host, nats_port) + "\n")
+        url = found.nats_url(role, nats_host, nats_port)
+        write_secret(found.directory / f"nats-{role}.url", url + "\n")
     for role in REDIS_ROLES:
-        write_secret(found.directory / f"redis-{role}.url", found.redis_url(role, host, redis_port) + "\n")
+        url = found.redis_url(role, redis_host, redis_port)
+        write_secret(found.directory / f"redis-{role}.url", url + "\n")
 
 
 def write_secret(path: Path, text: str) -> None:
@@ -174,6 +183,26 @@ def write_redis_acl(found: Secrets, settings: Settings, *more: Settings) -> Path
     return path
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    secrets: Secrets
+    nats_config: Path
+    redis_acl: Path
+
+
+def prepare(data_dir: Path, settings: Settings, nats_port: int, redis_port: int, *more: Settings) -> Prepared:
+    """Everything a local nats-server and valkey-server with users need: the credentials (made once),
+    the role URL files for these ports, and the two server configs (roles on `settings`' stream and
+    on `more` stacks sharing the servers)."""
+    found = ensure_secrets(data_dir)
+    write_urls(found, nats_port, redis_port)
+    return Prepared(
+        found,
+        write_nats_config(found, settings, NATS_CONF, *more),
+        write_redis_acl(found, settings, *more),
+    )
+
+
 def main() -> None:
     """`python -m deploy.secrets`: make (or refresh) the credentials and server configs for a deployment
     whose servers this process does not start itself, e.g. the compose example."""
@@ -188,15 +217,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env()
     found = ensure_secrets(settings.data_dir)
-    for role in NATS_ROLES:
-        write_secret(
-            found.directory / f"nats-{role}.url", found.nats_url(role, args.nats_host, args.nats_port) + "\n"
-        )
-    for role in REDIS_ROLES:
-        url = found.redis_url(role, args.redis_host, args.redis_port)
-        write_secret(found.directory / f"redis-{role}.url", url + "\n")
-    from deploy.servers import NATS_CONF
-
+    write_urls(found, args.nats_port, args.redis_port, args.nats_host, args.redis_host)
     write_nats_config(found, settings, args.nats_conf or NATS_CONF)
     write_redis_acl(found, settings)
     print(f"credentials in {found.directory}")

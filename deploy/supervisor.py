@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.settings import Settings
-from deploy.secrets import ensure_secrets, write_nats_config, write_redis_acl, write_urls
+from deploy.secrets import prepare
 from deploy.servers import (
-    NATS_CONF,
     loopback_port,
     nats_cluster_command,
     nats_command,
@@ -175,10 +174,8 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
     nats_ports = [loopback_port(url, 4222) for url in settings.nats_url.split(",")]
     redis_port = loopback_port(settings.redis_url, 6379)
     # Servers this stack runs get users per role; the credentials are made once and kept.
-    found = ensure_secrets(data)
-    write_urls(found, nats_ports[0] or 4222, redis_port or 6379)
-    nats_config = write_nats_config(found, settings, NATS_CONF)
-    acl = write_redis_acl(found, settings)
+    prepared = prepare(data, settings, nats_ports[0] or 4222, redis_port or 6379)
+    found, nats_config, acl = prepared.secrets, prepared.nats_config, prepared.redis_acl
     if len(nats_ports) > 1 and all(nats_ports):
         # A loopback cluster: node i takes client port p_i and cluster port p_i + 2000.
         ports = [p for p in nats_ports if p is not None]

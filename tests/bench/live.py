@@ -26,8 +26,8 @@ import nats
 
 from contract.hours import system_now_ms
 from contract.settings import Settings
-from deploy.secrets import ensure_secrets, write_nats_config, write_redis_acl, write_urls
-from deploy.servers import NATS_CONF, ROOT, free_port, nats_command, valkey_command, wait_for_port
+from deploy.secrets import prepare
+from deploy.servers import ROOT, free_port, nats_command, valkey_command, wait_for_port
 from projector.stream import ensure_stream
 from tests.helpers import settings_env
 
@@ -66,8 +66,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         nats_port, redis_port, http_port = free_port(), free_port(), free_port()
-        found = ensure_secrets(workdir)
-        write_urls(found, nats_port, redis_port)
         settings = Settings(
             nats_url=f"nats://127.0.0.1:{nats_port}",
             redis_url=f"redis://127.0.0.1:{redis_port}/0",
@@ -84,9 +82,11 @@ def main() -> None:
                 command, env=environment, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
             )
 
+        prepared = prepare(workdir, settings, nats_port, redis_port)
+        found = prepared.secrets
         procs = [
-            start(nats_command(nats_port, workdir / "js", write_nats_config(found, settings, NATS_CONF))),
-            start(valkey_command(redis_port, workdir, write_redis_acl(found, settings))),
+            start(nats_command(nats_port, workdir / "js", prepared.nats_config)),
+            start(valkey_command(redis_port, workdir, prepared.redis_acl)),
         ]
         try:
             wait_for_port("127.0.0.1", nats_port, 20)

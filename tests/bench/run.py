@@ -33,7 +33,7 @@ from contract import schema
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
-from deploy.secrets import ensure_secrets, write_nats_config, write_redis_acl, write_urls
+from deploy.secrets import prepare
 from deploy.servers import NATS_CONF, ROOT, free_port, nats_command, valkey_command, wait_for_port
 from projector.stream import ensure_stream
 from tests.helpers import settings_env
@@ -265,10 +265,8 @@ def main() -> None:
         nats_conf, acl = NATS_CONF, None
         if not args.no_auth:
             # As `./just up` runs them: a user per role; each process finds its own in tmp/secrets.
-            found = ensure_secrets(tmp)
-            write_urls(found, nats_port, redis_port)
-            nats_conf = write_nats_config(found, settings, NATS_CONF, proj, rep)
-            acl = write_redis_acl(found, settings, proj, rep)
+            prepared = prepare(tmp, settings, nats_port, redis_port, proj, rep)
+            nats_conf, acl = prepared.nats_config, prepared.redis_acl
         env = settings_env(settings)
         bare_port = free_port()
         now = system_now_ms()

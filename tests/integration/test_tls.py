@@ -16,8 +16,8 @@ import pytest
 
 from contract.hours import HOUR_MS
 from contract.settings import Settings
-from deploy.secrets import ensure_secrets, write_nats_config, write_redis_acl, write_urls
-from deploy.servers import NATS_CONF, free_port, nats_command, valkey_command, wait_for_port
+from deploy.secrets import prepare
+from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
 from tests.helpers import eventually
 from tests.integration.conftest import production_stack
 
@@ -44,12 +44,11 @@ def tls_settings(tmp_path: Path) -> Iterator[Settings]:
     ca, cert, key = make_certificates(tmp_path)
     nats_port, redis_port = free_port(), free_port()
     settings = Settings(data_dir=tmp_path, stream_name="TLS", subject_prefix="tls.events", key_prefix="tls")
-    found = ensure_secrets(tmp_path)
-    write_urls(found, nats_port, redis_port)
-    config = write_nats_config(found, settings, NATS_CONF)
+    prepared = prepare(tmp_path, settings, nats_port, redis_port)
+    config = prepared.nats_config
     with config.open("a") as f:
         f.write(f'\ntls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n}}\n')
-    valkey = valkey_command(redis_port, tmp_path, write_redis_acl(found, settings))
+    valkey = valkey_command(redis_port, tmp_path, prepared.redis_acl)
     (tmp_path / "js").mkdir()
     log = (tmp_path / "servers.log").open("wb")
     procs = [
