@@ -183,6 +183,24 @@ def write_redis_acl(found: Secrets, settings: Settings, *more: Settings) -> Path
     return path
 
 
+def nats_cluster_config(
+    found: Secrets, settings: Settings, include: str, listen: str, routes: list[str]
+) -> str:
+    """One cluster node's config: `include` (the base config, relative to this file) as it is, the
+    users, and a cluster block whose routes authenticate both ways (a node without the route password
+    can neither join nor be joined). `listen` is this node's cluster `host:port`; `routes` the
+    `host:port` of every node."""
+    auth = f"route:{found.nats['admin']}"
+    urls = "\n".join(f"    nats-route://{auth}@{route}" for route in routes)
+    return (
+        f'include "{include}"\n\n{nats_auth_config(found, settings)}\n'
+        "cluster {\n  name: hourglass\n"
+        f"  listen: {listen}\n"
+        f'  authorization {{user: route, password: "{found.nats["admin"]}"}}\n'
+        f"  routes: [\n{urls}\n  ]\n}}\n"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     secrets: Secrets
@@ -214,12 +232,26 @@ def main() -> None:
     parser.add_argument("--redis-host", default="127.0.0.1")
     parser.add_argument("--redis-port", type=int, default=6379)
     parser.add_argument("--nats-conf", type=Path, default=None, help="nats.conf as the NATS server sees it")
+    parser.add_argument(
+        "--cluster-nodes",
+        default="",
+        help="also write nats-cluster.conf for these comma-separated node hosts (cluster port 6222)",
+    )
+    parser.add_argument(
+        "--cluster-conf", type=Path, default=None, help="nats-cluster.conf as the NATS servers see it"
+    )
     args = parser.parse_args()
     settings = Settings.from_env()
     found = ensure_secrets(settings.data_dir)
     write_urls(found, args.nats_port, args.redis_port, args.nats_host, args.redis_host)
     write_nats_config(found, settings, args.nats_conf or NATS_CONF)
     write_redis_acl(found, settings)
+    if args.cluster_nodes:
+        base = args.cluster_conf or Path(__file__).with_name("nats-cluster.conf")
+        include = os.path.relpath(base, found.directory)
+        routes = [f"{host}:6222" for host in args.cluster_nodes.split(",")]
+        config = nats_cluster_config(found, settings, include, "0.0.0.0:6222", routes)
+        write_secret(found.directory / "nats-cluster.conf", config)
     print(f"credentials in {found.directory}")
 
 

@@ -1,0 +1,88 @@
+"""The compose cluster's NATS config (deploy/nats-cluster.conf plus what `python -m deploy.secrets
+--cluster-nodes` adds): three real nodes form a cluster over authenticated routes, and nobody without
+the route password gets in."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.api import StreamConfig
+
+from contract.settings import Settings
+from deploy.secrets import Secrets, ensure_secrets, nats_cluster_config, write_secret
+from deploy.servers import ROOT, free_port, nats_command, wait_for_port
+from tests.helpers import eventually
+
+BASE = ROOT / "deploy" / "nats-cluster.conf"
+
+
+@pytest.fixture
+def secrets(tmp_path: Path) -> Secrets:
+    return ensure_secrets(tmp_path)
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, secrets: Secrets) -> Iterator[list[tuple[int, int]]]:
+    """(client port, cluster port) of three nodes, each started from its generated config."""
+    ports = [(free_port(), free_port()) for _ in range(3)]
+    routes = [f"127.0.0.1:{cport}" for _, cport in ports]
+    include = os.path.relpath(BASE, secrets.directory)
+    procs = []
+    for i, (port, cport) in enumerate(ports, start=1):
+        config = secrets.directory / f"node-{i}.conf"
+        text = nats_cluster_config(secrets, Settings(), include, f"127.0.0.1:{cport}", routes)
+        write_secret(config, text)
+        store = tmp_path / f"n{i}"
+        store.mkdir()
+        log = (tmp_path / f"n{i}.log").open("wb")
+        env = {**os.environ, "NATS_NAME": f"node-{i}"}
+        procs.append(subprocess.Popen(nats_command(port, store, config), stdout=log, stderr=log, env=env))
+    for (port, _), proc in zip(ports, procs, strict=True):
+        wait_for_port("127.0.0.1", port, 20, proc)
+    yield ports
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_the_compose_cluster_config_forms_a_cluster_over_authenticated_routes(
+    nodes: list[tuple[int, int]], secrets: Secrets
+) -> None:
+    nc = await nats.connect(secrets.nats_url("admin", "127.0.0.1", nodes[0][0]))
+    try:
+        js = nc.jetstream()
+        # An R3 stream can only be placed once all three nodes have routed to each other.
+        info = await eventually(
+            lambda: js.add_stream(StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3)),
+            lambda info: info.config.num_replicas == 3,
+            timeout=30,
+            interval=0.5,
+        )
+        assert info.cluster is not None
+        assert len(info.cluster.replicas or []) == 2
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("password", ["wrong", None])
+def test_a_route_without_the_route_password_is_refused(
+    nodes: list[tuple[int, int]], password: str | None
+) -> None:
+    with socket.create_connection(("127.0.0.1", nodes[0][1]), timeout=5) as sock:
+        stream = sock.makefile("rb")
+        assert stream.readline().startswith(b"INFO ")
+        creds = f'"user":"route","pass":"{password}",' if password else ""
+        sock.sendall(b"CONNECT {" + creds.encode() + b'"verbose":false,"pedantic":false}\r\nPING\r\n')
+        assert b"Authorization Violation" in stream.readline()
+
+
+async def test_the_cluster_refuses_anonymous_clients(nodes: list[tuple[int, int]]) -> None:
+    with pytest.raises((nats.errors.Error, OSError, asyncio.TimeoutError)):
+        await nats.connect(f"nats://127.0.0.1:{nodes[1][0]}", allow_reconnect=False, connect_timeout=2)
