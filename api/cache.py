@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -38,9 +39,11 @@ class View:
     json: bytes
     etag_text: str
     etag_json: str
+    raw_text: RawAnswer
+    raw_json: RawAnswer
 
     @classmethod
-    def of(cls, hour: int, totals: HourTotals) -> View:
+    def of(cls, hour: int, totals: HourTotals, staleness_s: float = 1.0) -> View:
         text = (
             f"unique_users,{totals.unique_users}\nclicks,{totals.clicks}\nimpressions,{totals.impressions}\n"
         ).encode()
@@ -52,7 +55,47 @@ class View:
             impressions=totals.impressions,
         )
         tag = f"{hour}-{totals.unique_users}-{totals.clicks}-{totals.impressions}"
-        return cls(hour, totals, text, msgspec.json.encode(body), f'"{tag}-t"', f'"{tag}-j"')
+        json = msgspec.json.encode(body)
+        etag_text, etag_json = f'"{tag}-t"', f'"{tag}-j"'
+        return cls(
+            hour,
+            totals,
+            text,
+            json,
+            etag_text,
+            etag_json,
+            RawAnswer.of(text, etag_text, b"text/plain; charset=utf-8", staleness_s),
+            RawAnswer.of(json, etag_json, b"application/json", staleness_s),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    """A view's 200 and 304 as prebuilt ASGI messages, byte for byte what the Litestar route sends."""
+
+    etag: str
+    ok_start: dict[str, Any]
+    ok_body: dict[str, Any]
+    not_modified_start: dict[str, Any]
+
+    @classmethod
+    def of(cls, body: bytes, etag: str, media: bytes, staleness_s: float) -> RawAnswer:
+        common = [
+            (b"etag", etag.encode()),
+            (b"cache-control", cache_control(staleness_s).encode()),
+            (b"vary", b"Accept"),
+        ]
+        full = [*common, (b"content-type", media), (b"content-length", str(len(body)).encode())]
+        return cls(
+            etag,
+            {"type": "http.response.start", "status": 200, "headers": full},
+            {"type": "http.response.body", "body": body, "more_body": False},
+            {"type": "http.response.start", "status": 304, "headers": common},
+        )
+
+
+def cache_control(staleness_s: float) -> str:
+    return f"public, max-age={int(staleness_s)}"
 
 
 @dataclass(slots=True)
@@ -119,7 +162,7 @@ class HourCache:
             while True:
                 entry.dirty = False
                 asked_at = self._clock()
-                view = View.of(hour, await self._fetch(hour))
+                view = View.of(hour, await self._fetch(hour), self._staleness_s)
                 entry.view, entry.confirmed_at = view, asked_at
                 if not entry.dirty:
                     return view

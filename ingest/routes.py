@@ -10,11 +10,13 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Operation
 
+from contract import schema
 from contract.errors import ParamError, Unavailable
+from contract.schema import key_problem
 from contract.settings import Settings
 from ingest.limits import RateLimiter, client_address, parse_networks, retry_after
 from ingest.publisher import Publisher
-from ingest.validation import parse_event, parse_idempotency_key
+from ingest.validation import parse_event, parse_idempotency_key, plain_event
 
 
 def _idempotency_header(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
@@ -70,13 +72,32 @@ class Ingest:
                 future_skew_ms=settings.future_skew_ms,
                 idempotency_key=parse_idempotency_key(_idempotency_header(request.scope["headers"])),
             )
-            if self.publisher is None:
-                raise Unavailable("NATS", "not connected yet")
-            refused = self.refused()
-            if refused is not None:
-                raise Unavailable("NATS", refused)
-            await self.publisher.publish(event)
-            self.answered(204)
+            await self.store(event)
             return Response(content=None, status_code=204)
 
         return post_analytics
+
+    def plain(self, scope: Any) -> schema.Event | None:
+        """The event of a plain, valid POST (the fast path); None sends the request to the full route,
+        which parses it again and answers whatever is wrong with it."""
+        if self.limiter is not None:
+            return None
+        key: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"idempotency-key":
+                if key is not None:
+                    return None
+                key = value.decode("latin-1")
+        if key is not None and key_problem(key) is not None:
+            return None
+        return plain_event(scope["query_string"], self.clock(), self.settings.future_skew_ms, key)
+
+    async def store(self, event: schema.Event) -> None:
+        """Returns once JetStream has stored `event` (its PubAck); raises Unavailable otherwise."""
+        if self.publisher is None:
+            raise Unavailable("NATS", "not connected yet")
+        refused = self.refused()
+        if refused is not None:
+            raise Unavailable("NATS", refused)
+        await self.publisher.publish(event)
+        self.answered(204)

@@ -13,13 +13,13 @@ import nats
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
-from litestar import Litestar
+from litestar.types import ASGIApp
 
 from contract.settings import Settings
 from contract.stream import partition_mismatch
 
 
-def app_from_env() -> Litestar:
+def app_from_env() -> ASGIApp:
     """Granian's factory: each worker process reads its settings and builds its own app."""
     from server.app import create_app
 

@@ -1,4 +1,5 @@
-"""`create_app`: the Litestar app, its error mapping, health checks, and connection lifespan."""
+"""`create_app`: the Litestar app (behind its fast front), its error mapping, health checks, and connection
+lifespan."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import nats
@@ -17,6 +18,7 @@ from litestar import HttpMethod, Litestar, Request, Response, route
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.types import ASGIApp
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from redis.asyncio import Redis
@@ -36,6 +38,7 @@ from ingest.publisher import Publisher
 from ingest.routes import Ingest
 from ingest.seams import EventLog
 from server import metrics, openapi
+from server.fast import FastFront
 from server.readiness import Readiness
 
 log = logging.getLogger("server")
@@ -67,7 +70,7 @@ def create_app(
     settings: Settings,
     clients: Clients | None = None,
     clock: Callable[[], int] = system_now_ms,
-) -> Litestar:
+) -> ASGIApp:
     ingest = Ingest(settings, clock, metrics.counter("/analytics", "POST"))
     tokens = ReadTokens.from_settings(settings.read_tokens, settings.read_tokens_file)
     api = Api(
@@ -201,15 +204,17 @@ def create_app(
     def bad_request(request: Request[Any, Any, Any], exc: ParamError) -> Response[bytes]:
         return _error(request, 400, str(exc), {"parameter": exc.param})
 
-    def unavailable(request: Request[Any, Any, Any], exc: Unavailable) -> Response[bytes]:
+    def unavailable_error(exc: Unavailable) -> _Error:
         log.warning("503: %s", exc)
-        return _error(
-            request,
+        return _Error(
             503,
             f"{exc.dependency} is unavailable; nothing was stored or read, retry later",
             {"dependency": exc.dependency},
-            headers={"Retry-After": str(settings.retry_after_s)},
+            {"Retry-After": str(settings.retry_after_s)},
         )
+
+    def unavailable(request: Request[Any, Any, Any], exc: Unavailable) -> Response[bytes]:
+        return _error(request, *unavailable_error(exc))
 
     def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
         return _error(request, exc.status_code, str(exc.detail), {}, headers=exc.headers)
@@ -218,7 +223,14 @@ def create_app(
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(request, 500, "internal error; it has been logged", {})
 
-    return Litestar(
+    def failed(scope: Any, exc: Exception) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What `unavailable` and `internal` answer, as raw ASGI messages for the fast path."""
+        if isinstance(exc, Unavailable):
+            return _raw_error(scope, *unavailable_error(exc))
+        log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+        return _raw_error(scope, 500, "internal error; it has been logged", {})
+
+    app = Litestar(
         route_handlers=[
             analytics_options,
             dashboard,
@@ -245,6 +257,9 @@ def create_app(
         ),
         debug=False,
     )
+    if not settings.http_fast_path:
+        return app
+    return FastFront(app, ingest, api, failed)
 
 
 def redis_client(settings: Settings) -> Redis:
@@ -266,6 +281,19 @@ class _ErrorJSON(msgspec.Struct, frozen=True, omit_defaults=True):
     dependency: str | None = None
 
 
+class _Error(NamedTuple):
+    status: int
+    message: str
+    extra: dict[str, str]
+    headers: dict[str, str] | None = None
+
+
+def _error_body(status: int, message: str, extra: dict[str, str], accept: str) -> tuple[bytes, str]:
+    if "application/json" in accept:
+        return msgspec.json.encode(_ErrorJSON(status=status, error=message, **extra)), "application/json"
+    return f"{message}\n".encode(), TEXT
+
+
 def _error(
     request: Request[Any, Any, Any],
     status: int,
@@ -274,7 +302,25 @@ def _error(
     headers: dict[str, str] | None = None,
 ) -> Response[bytes]:
     metrics.count(request.scope["path"], request.method, status)
-    if "application/json" in request.headers.get("accept", ""):
-        body = msgspec.json.encode(_ErrorJSON(status=status, error=message, **extra))
-        return Response(content=body, status_code=status, media_type="application/json", headers=headers)
-    return Response(content=f"{message}\n".encode(), status_code=status, media_type=TEXT, headers=headers)
+    body, media = _error_body(status, message, extra, request.headers.get("accept", ""))
+    return Response(content=body, status_code=status, media_type=media, headers=headers)
+
+
+def _raw_error(
+    scope: Any,
+    status: int,
+    message: str,
+    extra: dict[str, str],
+    headers: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`_error`'s answer as ASGI messages, header for header."""
+    metrics.count(scope["path"], scope["method"], status)
+    accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), "")
+    body, media = _error_body(status, message, extra, accept)
+    content_type = f"{media}; charset=utf-8" if media.startswith("text/") else media
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    raw += [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    return (
+        {"type": "http.response.start", "status": status, "headers": raw},
+        {"type": "http.response.body", "body": body, "more_body": False},
+    )

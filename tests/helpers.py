@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
-from litestar import Litestar
+from litestar.types import ASGIApp
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
@@ -107,12 +107,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: Litestar) -> AsyncIterator[None]:
+async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
     """Drive the ASGI lifespan on this event loop (Litestar's TestClient uses another thread's loop)."""
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.create_task(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
+    task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
     await inbox.put({"type": "lifespan.startup"})
     started = await outbox.get()
     assert started["type"] == "lifespan.startup.complete", started
@@ -124,7 +124,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await task
 
 
-async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://hourglass") as http:
         yield http

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY, generate_latest
+from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_of, system_now_ms
 from contract.settings import Settings
+from projector.stream import ensure_stream
+from server.app import Clients, create_app
 from server.metrics import exposition
-from tests.helpers import eventually
+from tests.helpers import eventually, serve
 from tests.integration.workload import Truth, mixed_events, parse_text, post_path
 
 Client = httpx.AsyncClient
 
 pytestmark = pytest.mark.usefixtures("projector")
+
+
+@pytest.fixture(params=["fast path", "litestar only"])
+async def client(
+    request: pytest.FixtureRequest, settings: Settings, nc: NATS, redis: Redis
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Every contract test runs against both paths: the raw ASGI front and the Litestar routes alone."""
+    await ensure_stream(nc, settings)
+    config = settings.replace(http_fast_path=request.param == "fast path")
+    async for http in serve(create_app(config, Clients(nc=nc, redis=redis))):
+        yield http
 
 
 async def hour_text(client: Client, ts: int) -> tuple[int, int, int]:

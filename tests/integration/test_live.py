@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar
+from litestar.types import ASGIApp
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
@@ -42,7 +42,7 @@ class Opened:
 
 @contextlib.asynccontextmanager
 async def stream(
-    app: Litestar, path: str, headers: list[tuple[bytes, bytes]] | None = None
+    app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]] | None = None
 ) -> AsyncIterator[Opened]:
     """A GET through the raw ASGI interface, its body handed over chunk by chunk."""
     started: asyncio.Future[Opened] = asyncio.get_running_loop().create_future()
@@ -76,7 +76,7 @@ async def stream(
         "path": path_only, "raw_path": path_only.encode(), "query_string": query.encode(), "root_path": "",
         "headers": headers or [], "client": ("127.0.0.1", 1234), "server": ("hourglass", 80), "state": {},
     }  # fmt: skip
-    task = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]
+    task = asyncio.ensure_future(app(scope, receive, send))  # type: ignore[arg-type]
     try:
         yield await asyncio.wait_for(started, 5)
     finally:
@@ -91,7 +91,7 @@ def live_settings(nats_server: Server, redis_server: Server) -> Settings:
 
 
 @pytest.fixture
-async def live_app(live_settings: Settings, nc: NATS, redis: Redis) -> AsyncIterator[Litestar]:
+async def live_app(live_settings: Settings, nc: NATS, redis: Redis) -> AsyncIterator[ASGIApp]:
     app = create_app(live_settings, Clients(nc=nc, redis=redis))
     async with lifespan(app):
         yield app
@@ -103,7 +103,7 @@ def settings(live_settings: Settings) -> Settings:
 
 
 async def test_a_live_stream_sends_the_current_hour_then_every_change(
-    live_app: Litestar, client: httpx.AsyncClient, projectors: Projectors
+    live_app: ASGIApp, client: httpx.AsyncClient, projectors: Projectors
 ) -> None:
     await projectors.start()
     now = system_now_ms()
@@ -128,7 +128,7 @@ async def test_a_live_stream_sends_the_current_hour_then_every_change(
         assert chunk == b": heartbeat\n\n"
 
 
-async def test_live_subscribers_are_bounded_per_worker(live_app: Litestar) -> None:
+async def test_live_subscribers_are_bounded_per_worker(live_app: ASGIApp) -> None:
     async with stream(live_app, "/analytics/live") as one, stream(live_app, "/analytics/live") as two:
         assert one.status == two.status == 200
         async with stream(live_app, "/analytics/live") as three:

@@ -42,9 +42,12 @@ def hours() -> Hours:
     return Hours()
 
 
-@pytest.fixture
-async def http(log: MemoryEventLog, hours: Hours) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in serve(create_app(SETTINGS, Clients(log=log, hours=hours), clock=lambda: NOW)):
+@pytest.fixture(params=["fast path", "litestar only"])
+async def http(
+    request: pytest.FixtureRequest, log: MemoryEventLog, hours: Hours
+) -> AsyncIterator[httpx.AsyncClient]:
+    config = SETTINGS.replace(http_fast_path=request.param == "fast path")
+    async for client in serve(create_app(config, Clients(log=log, hours=hours), clock=lambda: NOW)):
         yield client
 
 

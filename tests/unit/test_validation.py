@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from contract.errors import ParamError
 from contract.params import parse_query, parse_timestamp
 from contract.schema import Event, Kind
-from ingest.validation import parse_event, parse_idempotency_key
+from ingest.validation import parse_event, parse_idempotency_key, plain_event
 
 NOW = 1_764_079_200_000  # 2025-11-25T14:00Z
 DAY = 86_400_000
@@ -109,3 +109,62 @@ def test_idempotency_key_must_be_printable_ascii_up_to_128() -> None:
     for bad in ("", "a" * 129, "é", "a\tb"):
         with pytest.raises(ParamError):
             parse_idempotency_key(bad)
+
+
+# The fast parser (`plain_event`) must agree with the full one wherever it answers at all.
+_PARTS = st.sampled_from(
+    [
+        "timestamp=123",
+        "timestamp=",
+        "timestamp=-5",
+        "timestamp=0009",
+        f"timestamp={NOW + DAY + 1}",
+        "timestamp=99999999999999999999",
+        "timestamp=253402300800000",
+        "user=kek",
+        "user=",
+        "user= ",
+        "user=a=b",
+        "user=%41",
+        "user=a+b",
+        "user=\x01",
+        "user=" + "u" * 300,
+        "click",
+        "click=",
+        "click=1",
+        "impression",
+        "event=click",
+        "other=1",
+        "",
+        "=x",
+    ]
+)
+
+
+@given(st.lists(_PARTS, max_size=6), st.sampled_from([None, "k-1"]))
+def test_the_fast_parser_answers_only_what_the_full_one_answers_the_same(
+    parts: list[str], key: str | None
+) -> None:
+    raw = "&".join(parts).encode()
+    fast = plain_event(raw, now_ms=NOW, future_skew_ms=DAY, idempotency_key=key)
+    try:
+        full: Event | None = parse_event(raw, now_ms=NOW, future_skew_ms=DAY, idempotency_key=key)
+    except ParamError:
+        full = None
+    assert fast is None or fast == full
+
+
+@given(
+    st.integers(0, NOW + DAY),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="%+&="), min_size=1),
+    st.sampled_from(["click", "impression"]),
+    st.permutations([0, 1, 2]),
+)
+def test_the_fast_parser_takes_every_plain_valid_post(
+    ts: int, user: str, kind: str, order: list[int]
+) -> None:
+    parts = [f"timestamp={ts}", f"user={user}", kind]
+    raw = "&".join(parts[i] for i in order).encode()
+    fast = plain_event(raw, now_ms=NOW, future_skew_ms=DAY)
+    assert fast is not None
+    assert fast == parse_event(raw, now_ms=NOW, future_skew_ms=DAY)
