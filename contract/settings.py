@@ -97,6 +97,9 @@ class Settings:
     stream_replicas: int = 1
     """JetStream replicas of the stream (3 on a cluster)."""
 
+    nats_sync_always: bool = False
+    """Durable mode for the nats-server `./just up` runs: fsync before every PubAck (sync_interval always)."""
+
     partitions: int = 4
     """Partitions per hour, chosen by a hash of the user; fixed for the life of a stream."""
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from contract.hours import changes_subject
 from contract.settings import Settings
 from contract.stream import snapshot_bucket
-from deploy.servers import NATS_CONF
+from deploy.servers import NATS_CONF, durable_nats_conf
 
 NATS_ROLES = ("admin", "ingest", "api", "projector")
 REDIS_ROLES = ("admin", "projector", "api")
@@ -214,9 +214,10 @@ def prepare(data_dir: Path, settings: Settings, nats_port: int, redis_port: int,
     on `more` stacks sharing the servers)."""
     found = ensure_secrets(data_dir)
     write_urls(found, nats_port, redis_port)
+    base = durable_nats_conf(data_dir) if settings.nats_sync_always else NATS_CONF
     return Prepared(
         found,
-        write_nats_config(found, settings, NATS_CONF, *more),
+        write_nats_config(found, settings, base, *more),
         write_redis_acl(found, settings, *more),
     )
 

@@ -28,6 +28,16 @@ def valkey_server_binary() -> str:
     return str(get_binary_path())
 
 
+def durable_nats_conf(directory: Path) -> Path:
+    """nats.conf in durable mode: JetStream fsyncs before every PubAck, so a 204 survives an OS crash."""
+    text = NATS_CONF.read_text().replace('  sync_interval: "2m"', '  sync_interval: "always"')
+    if 'sync_interval: "always"' not in text:
+        raise ValueError(f"{NATS_CONF} has no sync_interval line to turn into always")
+    path = directory / "nats-durable.conf"
+    path.write_text(text)
+    return path
+
+
 def nats_command(port: int, store_dir: Path, config: Path = NATS_CONF) -> list[str]:
     return [
         nats_server_binary(),

@@ -15,20 +15,12 @@ from pathlib import Path
 
 import nats
 
-from deploy.servers import NATS_CONF, free_port, nats_command, wait_for_port
+from deploy.servers import NATS_CONF, durable_nats_conf, free_port, nats_command, wait_for_port
 
 ROUNDS = 5
 MESSAGES = 4000
 IN_FLIGHT = 64
 PAYLOAD = b'{"v":1,"events":[[1764079200000,"user-12345","click",null]]}'
-
-
-def strict_conf(directory: Path) -> Path:
-    text = NATS_CONF.read_text().replace('  sync_interval: "2m"', '  sync_interval: "always"')
-    assert 'sync_interval: "always"' in text
-    path = directory / "nats-strict.conf"
-    path.write_text(text)
-    return path
 
 
 async def measure(url: str, stream: str) -> tuple[float, float]:
@@ -57,7 +49,7 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {"default (2m)": [], "always": []}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        confs = {"default (2m)": NATS_CONF, "always": strict_conf(base)}
+        confs = {"default (2m)": NATS_CONF, "always": durable_nats_conf(base)}
         servers = {}
         for name, conf in confs.items():
             port = free_port()
