@@ -115,10 +115,10 @@ class Settings:
     publish_max_batch: int = 1000
     """Group commit: the most events one stream message carries."""
 
-    publish_linger_ms: float = 1.0
+    publish_linger_ms: float = 0.0
     """Group commit: how long a batch waits for company; 0 flushes at the end of the event-loop tick."""
 
-    publish_max_in_flight: int = 2
+    publish_max_in_flight: int = 1
     """Group commit: appends per subject awaiting their PubAck at once; more events wait and batch up."""
 
     read_staleness_s: float = 1.0
@@ -152,7 +152,7 @@ class Settings:
     lease_ttl_s: float = 3.0
     """A projector's hold on a partition lapses this long after its last renewal (renewed every third)."""
 
-    projector_coalesce_ms: float = 10.0
+    projector_coalesce_ms: float = 50.0
     """After catching up, a projector waits this long before its next fetch, so applies carry more."""
 
     projector_metrics_port: int = 0

@@ -2,8 +2,12 @@
 
 Each subject keeps a buffer. It is flushed at the end of the event-loop tick in which it started
 (plus an optional linger), or at once when full, as long as fewer than `max_in_flight` appends of
-that subject await their PubAck; otherwise it keeps filling until one returns. Under light load that
-is one event per message and no added latency; under heavy load batches grow to fill the round trip.
+that subject await their PubAck; otherwise it keeps filling until one returns. With the defaults (no
+linger, one append in flight) the next batch leaves when the previous PubAck returns: under light
+load that is one event per message and no added latency; under heavy load batches grow with the load.
+
+Each request awaits a future of its own: a future shared by a batch would be cancelled for all of
+them when one waiting request is cancelled, and shielding it costs the same object per request.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class Batcher:
         send: Send,
         max_events: int = 1000,
         linger_s: float = 0.0,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._send = send

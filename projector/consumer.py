@@ -124,7 +124,7 @@ async def position_consumer(
         ConsumerConfig(
             durable_name=durable,
             filter_subject=subject_filter,
-            ack_policy=AckPolicy.EXPLICIT,
+            ack_policy=AckPolicy.ALL,  # one ack per fetch covers every message before it
             ack_wait=ACK_WAIT_S,
             max_ack_pending=max(20_000, batch * 4),
             max_deliver=-1,

@@ -243,14 +243,14 @@ class PartitionWorker:
                     metrics.APPLIED_SEQ.labels(str(self.partition)).set(self.watermark)
                     await announce(self.nc, self.settings, tuple(deltas.hours))
                 if unknown is not None:
-                    for item in reads:
-                        await item.raw.ack()
+                    if reads:
+                        await reads[-1].raw.ack()
                     await self._stall(msgs[len(reads)], unknown, stop)
                     return Stopped.RESYNC
                 if deltas:
                     await self._recovered()
-                for msg in msgs:
-                    await msg.ack()  # fire-and-forget: acks are pipelined, not awaited one by one
+                if msgs:
+                    await msgs[-1].ack()  # AckPolicy.ALL: acks every message up to this one
                 await self._maybe_snapshot()
                 if len(msgs) < len(fetched):
                     log.info("p%d: delivery gap after consumer seq %d; resyncing", self.partition, delivered)

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import os
 import platform
+import random
 import re
 import shutil
 import statistics
@@ -33,8 +34,16 @@ from contract import schema
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
-from deploy.secrets import prepare
-from deploy.servers import NATS_CONF, ROOT, free_port, nats_command, valkey_command, wait_for_port
+from deploy.secrets import nats_auth_config, prepare, write_secret
+from deploy.servers import (
+    NATS_CONF,
+    ROOT,
+    durable_nats_conf,
+    free_port,
+    nats_command,
+    valkey_command,
+    wait_for_port,
+)
 from projector.stream import ensure_stream
 from tests.helpers import settings_env
 
@@ -69,8 +78,13 @@ delay = function() return {delay_ms} end
 @dataclass
 class WrkResult:
     rps: float
+    """Successful (2xx/3xx) responses a second."""
     p50_ms: float
     p99_ms: float
+    failures: int = 0
+    """Non-2xx/3xx responses plus wrk's socket errors (connect, read, write) and timeouts."""
+    ok: int = 0
+    """Successful responses in all."""
 
 
 def ensure_wrk() -> str:
@@ -90,11 +104,18 @@ def run_wrk(wrk: str, url: str, script: Path, seconds: int, connections: int = 6
         text=True,
         check=True,
     ).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> WrkResult:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"wrk saw {errors.group(1)} error responses from {url}:\n{out}")
-    return WrkResult(rps, _latency(out, "50%"), _latency(out, "99%"))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    found = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    bad = int(found.group(1)) if found else 0
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failures = bad + (sum(int(n) for n in sockets.groups()) if sockets else 0)
+    ok_rps = rps * (requests - bad) / requests if requests else 0.0
+    return WrkResult(ok_rps, _latency(out, "50%"), _latency(out, "99%"), failures, requests - bad)
 
 
 def _latency(out: str, pct: str) -> float:
@@ -177,25 +198,38 @@ async def _clicks(http: httpx.AsyncClient, ts: int) -> int:
     return int(response.text.splitlines()[1].split(",")[1])
 
 
-async def fill_stream(settings: Settings, events: int, per_message: int = 1000) -> float:
-    """Append `events` synthetic events (95% one hour, 5% five earlier ones) in batches."""
+async def fill_stream(
+    settings: Settings, events: int, per_message: float = 1000, keyed_share: float = 0.0
+) -> float:
+    """Append `events` synthetic events (95% one hour, 5% five earlier ones) in batches of
+    `per_message` on average (batch sizes vary around it, as group commit's do), with a share of
+    them carrying an Idempotency-Key."""
     nc = await nats.connect(settings.nats_url)
     await ensure_stream(nc, settings)
     js = nc.jetstream()
     now = system_now_ms()
+    rng = random.Random(7)
     started = time.perf_counter()
     buffers: dict[str, list[schema.Event]] = {}
+    sizes: dict[str, int] = {}
     pending: list[asyncio.Future[Any]] = []
+    keyed_every = round(1 / keyed_share) if keyed_share else 0
+
+    def size() -> int:
+        return max(1, round(rng.uniform(0.5, 1.5) * per_message))
+
     for i in range(events):
         ts = now if i % 20 else now - HOUR_MS * (1 + i % 5)
         user = f"user{(i * 7919) % 200_000}"
-        ev = schema.Event(ts, user, schema.Kind.CLICK if i % 3 == 0 else schema.Kind.IMPRESSION)
+        kind = schema.Kind.CLICK if i % 3 == 0 else schema.Kind.IMPRESSION
+        key = f"k{i}" if keyed_every and i % keyed_every == 0 else None
         subj = subject(settings.subject_prefix, hour_of(ts), partition_of(user, settings.partitions))
         buf = buffers.setdefault(subj, [])
-        buf.append(ev)
-        if len(buf) >= per_message:
+        buf.append(schema.Event(ts, user, kind, key))
+        if len(buf) >= sizes.setdefault(subj, size()):
             pending.append(await js.publish_async(subj, schema.encode(schema.Batch(events=tuple(buf)))))
             buffers[subj] = []
+            sizes[subj] = size()
             if len(pending) > 256:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -205,6 +239,13 @@ async def fill_stream(settings: Settings, events: int, per_message: int = 1000) 
     await asyncio.gather(*pending)
     await nc.close()
     return time.perf_counter() - started
+
+
+async def stream_messages(settings: Settings) -> int:
+    nc = await nats.connect(settings.nats_url)
+    info = await nc.jetstream().stream_info(settings.stream_name)
+    await nc.close()
+    return int(info.state.messages)
 
 
 async def wait_applied(settings: Settings, timeout: float = 600) -> None:
@@ -231,13 +272,59 @@ async def wait_applied(settings: Settings, timeout: float = 600) -> None:
     await nc.close()
 
 
+def alternate(
+    wrk: str,
+    targets: dict[str, str],
+    scripts: dict[str, Path],
+    kinds: tuple[str, ...],
+    rounds: int,
+    seconds: int,
+    results: dict[tuple[str, str], list[WrkResult]],
+) -> None:
+    """`rounds` rounds of each kind against every target; the order rotates each round, so no target
+    always runs right after another's POST load."""
+    names = list(targets)
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for kind in kinds:
+            for name in order:
+                res = run_wrk(wrk, targets[name], scripts[kind], seconds)
+                results.setdefault((name, kind), []).append(res)
+                failed = f"  ({res.failures} failed)" if res.failures else ""
+                print(
+                    f"  round {r + 1} {kind.upper():4} {name:<14} {res.rps:>9,.0f} req/s{failed}", flush=True
+                )
+
+
+def granian(app: str, port: int, factory: bool = False) -> list[str]:
+    return [
+        sys.executable, "-m", "granian", "--interface", "asgi", *(["--factory"] if factory else []),
+        "--workers", "1", "--host", "127.0.0.1", "--port", str(port), "--no-access-log", app,
+    ]  # fmt: skip
+
+
+def wait_post(url: str, now: int, timeout: float = 60) -> None:
+    """Until a POST gets its 204 (the stream exists and the server is connected)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(f"{url}/analytics?timestamp={now}&user=probe&click", timeout=3).status_code == 204:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} never stored a POST")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="./just bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5, help="duration of one wrk round")
+    parser.add_argument("--side-rounds", type=int, default=3, help="rounds of the 2-worker and durable runs")
     parser.add_argument("--projector-events", type=int, default=2_000_000)
+    parser.add_argument("--live-events", type=int, default=1_000_000, help="events of the live-shaped stream")
     parser.add_argument("--replay-events", type=int, default=10_000_000)
-    parser.add_argument("--freshness-samples", type=int, default=200)
+    parser.add_argument("--freshness-samples", type=int, default=1000)
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument(
         "--no-auth", action="store_true", help="servers without users (to measure what auth costs)"
@@ -249,9 +336,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hourglass-bench-") as tmp_s:
         tmp = Path(tmp_s)
         log = tmp / "bench.log"
-        nats_port, redis_port = free_port(), free_port()
-        (tmp / "nats").mkdir()
-        (tmp / "valkey").mkdir()
+        nats_port, redis_port, durable_port = free_port(), free_port(), free_port()
+        for name in ("nats", "valkey", "nats-durable"):
+            (tmp / name).mkdir()
         settings = Settings(
             nats_url=f"nats://127.0.0.1:{nats_port}",
             redis_url=f"redis://127.0.0.1:{redis_port}/0",
@@ -261,27 +348,38 @@ def main() -> None:
             data_dir=tmp,
         )
         proj = settings.replace(stream_name="BENCHP", subject_prefix="benchp.events", key_prefix="bp")
+        live = settings.replace(stream_name="BENCHL", subject_prefix="benchl.events", key_prefix="bl")
         rep = settings.replace(stream_name="BENCHR", subject_prefix="benchr.events", key_prefix="br")
-        nats_conf, acl = NATS_CONF, None
+        two = settings.replace(http_port=free_port(), http_workers=2)
+        durable = settings.replace(
+            nats_url=f"nats://127.0.0.1:{durable_port}", http_port=free_port(), nats_sync_always=True
+        )
+        nats_conf, durable_conf, acl = NATS_CONF, durable_nats_conf(tmp), None
         if not args.no_auth:
             # As `./just up` runs them: a user per role; each process finds its own in tmp/secrets.
-            prepared = prepare(tmp, settings, nats_port, redis_port, proj, rep)
+            prepared = prepare(tmp, settings, nats_port, redis_port, proj, live, rep)
             nats_conf, acl = prepared.nats_config, prepared.redis_acl
+            durable_conf = prepared.secrets.directory / "nats-durable.conf"
+            include = os.path.relpath(tmp / "nats-durable.conf", durable_conf.parent)
+            write_secret(
+                durable_conf, f'include "{include}"\n\n{nats_auth_config(prepared.secrets, settings)}'
+            )
         env = settings_env(settings)
-        bare_port = free_port()
+        bare_port, raw_port = free_port(), free_port()
         now = system_now_ms()
-        scripts = {
-            "post": tmp / "post.lua",
-            "get": tmp / "get.lua",
-        }
+        scripts = {"post": tmp / "post.lua", "get": tmp / "get.lua", "range": tmp / "range.lua"}
         scripts["post"].write_text(POST_LUA.replace("{now}", str(now)))
         scripts["get"].write_text(GET_LUA.replace("{now}", str(now)))
-        scripts["range"] = tmp / "range.lua"
         scripts["range"].write_text(
             RANGE_LUA.replace("{now}", str(now)).replace("{start}", str(now - 24 * 3_600_000))
         )
         hg = f"http://127.0.0.1:{settings.http_port}"
-        bare = f"http://127.0.0.1:{bare_port}"
+        targets = {
+            "raw ASGI": f"http://127.0.0.1:{raw_port}",
+            "bare Litestar": f"http://127.0.0.1:{bare_port}",
+            "hourglass": hg,
+        }
+        results: dict[tuple[str, str], list[WrkResult]] = {}
         with (
             process(nats_command(nats_port, tmp / "nats", nats_conf), None, log),
             process(valkey_command(redis_port, tmp / "valkey", acl), None, log),
@@ -289,47 +387,43 @@ def main() -> None:
             wait_for_port("127.0.0.1", nats_port, 20)
             wait_for_port("127.0.0.1", redis_port, 20)
             subprocess.run([sys.executable, "-m", "projector", "stream"], env=env, check=True, timeout=60)
-            bare_cmd = [
-                sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--workers", "1",
-                "--host", "127.0.0.1", "--port", str(bare_port), "--no-access-log",
-                "tests.bench.bare:create_bare_app",
-            ]  # fmt: skip
             with (
                 process([sys.executable, "-m", "server"], env, log) as server,
                 process([sys.executable, "-m", "projector", "run"], env, log),
-                process(bare_cmd, env, log),
+                process(granian("tests.bench.bare:create_bare_app", bare_port, factory=True), env, log),
+                process(granian("tests.bench.raw:app", raw_port), env, log),
             ):
                 wait_http(hg, "/readyz")
-                wait_http(bare, f"/analytics?timestamp={now}")
-                print(
-                    f"warming up; then {args.rounds} alternating rounds of {args.seconds}s each", flush=True
-                )
-                for target in (hg, bare):
+                for url in targets.values():
+                    wait_http(url, f"/analytics?timestamp={now}")
+                print(f"warming up; then {args.rounds} rotating rounds of {args.seconds}s each", flush=True)
+                posted = 0
+                for url in targets.values():
                     for kind in ("post", "get"):
-                        run_wrk(wrk, target, scripts[kind], 2)
-                results: dict[tuple[str, str], list[WrkResult]] = {}
-                for r in range(args.rounds):
-                    for kind in ("post", "get"):
-                        for name, target in (("bare", bare), ("hourglass", hg)):
-                            res = run_wrk(wrk, target, scripts[kind], args.seconds)
-                            results.setdefault((name, kind), []).append(res)
-                            print(
-                                f"  round {r + 1} {kind.upper():4} {name:<9} {res.rps:>9,.0f} req/s",
-                                flush=True,
-                            )
+                        warm = run_wrk(wrk, url, scripts[kind], 2)
+                        posted += warm.ok if url == hg and kind == "post" else 0
+                alternate(wrk, targets, scripts, ("post", "get"), args.rounds, args.seconds, results)
+                posted += sum(r.ok for r in results[("hourglass", "post")]) + 1
+                messages = asyncio.run(stream_messages(settings.with_credentials("admin")))
+                per_message = posted / messages
                 rss = worker_rss_mb(server.pid)
 
                 def med(name: str, kind: str, attr: str) -> float:
                     return float(statistics.median(getattr(x, attr) for x in results[(name, kind)]))
 
-                half: dict[str, WrkResult] = {}
+                # Latency at half of Hourglass's peak, for Hourglass and for bare Litestar at that rate.
+                half: dict[tuple[str, str], WrkResult] = {}
                 paced: dict[str, Path] = {}
                 for kind in ("post", "get"):
-                    half_peak = med("hourglass", kind, "rps") / 2
-                    paced[kind] = pace(wrk, hg, scripts[kind], half_peak, tmp / f"{kind}-paced.lua")
-                    half[kind] = run_wrk(
-                        wrk, hg, paced[kind], args.seconds * 2, connections=PACED_CONNECTIONS
-                    )
+                    half_rps = med("hourglass", kind, "rps") / 2
+                    for name in ("bare Litestar", "hourglass"):
+                        script = pace(
+                            wrk, targets[name], scripts[kind], half_rps, tmp / f"{kind}-{name[:4]}.lua"
+                        )
+                        paced[kind] = script if name == "hourglass" else paced.get(kind, script)
+                        half[(name, kind)] = run_wrk(
+                            wrk, targets[name], script, args.seconds * 2, connections=PACED_CONNECTIONS
+                        )
 
                 # A 24-hour range over hot hours (the POSTs above wrote into several of them).
                 paced_range = pace(wrk, hg, scripts["range"], RANGE_RPS, tmp / "range-paced.lua")
@@ -346,67 +440,161 @@ def main() -> None:
                     background.terminate()
                     background.wait()
 
-            # Projector throughput: a fresh stream of batched events, one projector from a cold start.
-            asyncio.run(fill_stream(proj.with_credentials("admin"), args.projector_events))
-            started = time.perf_counter()
-            with process([sys.executable, "-m", "projector", "run"], settings_env(proj), log):
-                asyncio.run(wait_applied(proj.with_credentials("admin")))
-            projector_seconds = time.perf_counter() - started
+                # Two HTTP workers against one, alternating.
+                print(f"two workers: {args.side_rounds} rotating rounds", flush=True)
+                with process([sys.executable, "-m", "server"], settings_env(two), log):
+                    wait_http(f"http://127.0.0.1:{two.http_port}", "/readyz")
+                    pair = {"hourglass": hg, "hourglass 2w": f"http://127.0.0.1:{two.http_port}"}
+                    alternate(wrk, pair, scripts, ("post", "get"), args.side_rounds, args.seconds, results)
 
-            # Replay: a generated stream of N events, rebuilt by `python -m projector replay`.
+            # Durable mode: a nats-server that fsyncs before every PubAck, its own Hourglass.
+            print(f"durable mode: {args.side_rounds} rotating rounds", flush=True)
+            durable_env = settings_env(durable)
+            with process(nats_command(durable_port, tmp / "nats-durable", durable_conf), None, log):
+                wait_for_port("127.0.0.1", durable_port, 20)
+                subprocess.run(
+                    [sys.executable, "-m", "projector", "stream"], env=durable_env, check=True, timeout=60
+                )
+                with (
+                    process([sys.executable, "-m", "server"], env, log),
+                    process([sys.executable, "-m", "server"], durable_env, log),
+                    process(granian("tests.bench.bare:create_bare_app", bare_port, factory=True), env, log),
+                ):
+                    durable_url = f"http://127.0.0.1:{durable.http_port}"
+                    wait_post(hg, now)
+                    wait_post(durable_url, now)
+                    wait_http(targets["bare Litestar"], f"/analytics?timestamp={now}")
+                    trio = {
+                        "bare Litestar": targets["bare Litestar"],
+                        "hourglass": hg,
+                        "durable": durable_url,
+                    }
+                    side: dict[tuple[str, str], list[WrkResult]] = {}
+                    alternate(wrk, trio, scripts, ("post",), args.side_rounds, args.seconds, side)
+
+            # The projector from a cold start, on two shapes of stream: messages of 1,000 events, and
+            # messages as the live path writes them (its measured mean batch, a tenth of events keyed).
+            shapes = {}
+            for name, stack, events, size, keyed in (
+                ("1,000 events a message", proj, args.projector_events, 1000.0, 0.0),
+                (f"live-shaped, {per_message:.1f} events a message, 10% keyed", live, args.live_events,
+                 per_message, 0.1),
+            ):  # fmt: skip
+                asyncio.run(fill_stream(stack.with_credentials("admin"), events, size, keyed))
+                started = time.perf_counter()
+                with process([sys.executable, "-m", "projector", "run"], settings_env(stack), log):
+                    asyncio.run(wait_applied(stack.with_credentials("admin")))
+                shapes[name] = (events, time.perf_counter() - started)
+
+            # Replay: a generated stream of N events, rebuilt by `python -m projector replay`; then the
+            # live-shaped stream, and the stream the wrk POSTs above wrote through the real path.
             asyncio.run(fill_stream(rep.with_credentials("admin"), args.replay_events))
-            started = time.perf_counter()
-            replayed = subprocess.run(
-                [sys.executable, "-m", "projector", "replay"],
-                env=settings_env(rep),
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-            )
-            if replayed.returncode != 0 or f"replayed {args.replay_events} events" not in replayed.stdout:
-                raise RuntimeError(f"replay failed:\n{replayed.stdout}\n{replayed.stderr}")
-            replay_seconds = time.perf_counter() - started
+            replays = {}
+            for name, stack in (
+                (f"{args.replay_events:,} events, 1,000 a message", rep),
+                (f"{args.live_events:,} live-shaped events", live),
+                (f"the {posted:,} events the POST rounds wrote ({messages:,} messages)", settings),
+            ):
+                started = time.perf_counter()
+                replayed = subprocess.run(
+                    [sys.executable, "-m", "projector", "replay"],
+                    env=settings_env(stack),
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                )
+                if replayed.returncode != 0 or "replayed" not in replayed.stdout:
+                    raise RuntimeError(f"replay failed:\n{replayed.stdout}\n{replayed.stderr}")
+                replays[name] = time.perf_counter() - started
 
-    def pair(name: str, kind: str) -> str:
-        return f"{med(name, kind, 'p50_ms'):.2f} / {med(name, kind, 'p99_ms'):.2f}"
+    def pair_ms(res: list[WrkResult] | WrkResult) -> str:
+        if isinstance(res, WrkResult):
+            return f"{res.p50_ms:.2f} / {res.p99_ms:.2f}"
+        return (
+            f"{statistics.median(x.p50_ms for x in res):.2f} / {statistics.median(x.p99_ms for x in res):.2f}"
+        )
 
-    def rate(name: str, kind: str) -> str:
-        return f"{med(name, kind, 'rps'):,.0f}"
+    def rate(res: list[WrkResult]) -> str:
+        failures = sum(x.failures for x in res)
+        return f"{statistics.median(x.rps for x in res):,.0f}" + (f" ({failures} failed)" if failures else "")
 
-    post_ratio = med("hourglass", "post", "rps") / med("bare", "post", "rps")
-    get_ratio = med("hourglass", "get", "rps") / med("bare", "get", "rps")
+    def ratio(a: list[WrkResult], b: list[WrkResult]) -> float:
+        return statistics.median(x.rps for x in a) / statistics.median(x.rps for x in b)
+
+    def r(name: str, kind: str, source: dict[tuple[str, str], list[WrkResult]] = results) -> list[WrkResult]:
+        return source[(name, kind)]
+
     fresh_ms = sorted(x * 1000 for x in fresh)
     f50 = fresh_ms[len(fresh_ms) // 2]
     f99 = fresh_ms[min(len(fresh_ms) - 1, int(0.99 * len(fresh_ms)))]
-    projector_rate = args.projector_events / projector_seconds
     lines = [
-        "| measure | bare Litestar | Hourglass | ratio / target |",
-        "| --- | --- | --- | --- |",
-        f"| POST req/s (wrk -t1 -c64, median of {args.rounds}) | {rate('bare', 'post')} | "
-        f"{rate('hourglass', 'post')} | {post_ratio:.2f}x (target >= 0.85x) |",
-        f"| GET current hour req/s | {rate('bare', 'get')} | {rate('hourglass', 'get')} | "
-        f"{get_ratio:.2f}x (target >= 0.95x) |",
-        f"| POST p50 / p99 at peak (ms) | {pair('bare', 'post')} | {pair('hourglass', 'post')} | |",
-        f"| GET p50 / p99 at peak (ms) | {pair('bare', 'get')} | {pair('hourglass', 'get')} | |",
-        f"| POST p50 / p99 at half peak, {half['post'].rps:,.0f} req/s (ms) | | "
-        f"{half['post'].p50_ms:.2f} / {half['post'].p99_ms:.2f} | p99 target <= 5 ms |",
-        f"| GET p50 / p99 at half peak, {half['get'].rps:,.0f} req/s (ms) | | "
-        f"{half['get'].p50_ms:.2f} / {half['get'].p99_ms:.2f} | p99 target <= 2 ms |",
-        f"| GET of a 24-hour range, p50 / p99 at {ranged.rps:,.0f} req/s (ms) | | "
-        f"{ranged.p50_ms:.2f} / {ranged.p99_ms:.2f} | p99 target <= 5 ms |",
-        f"| freshness, 204 to visible in GET, p50 / p99 ({len(fresh_ms)} probes under half-peak POSTs) | | "
-        f"{f50:.1f} / {f99:.1f} ms | p99 target <= 250 ms |",
-        f"| projector, {args.projector_events:,} events from a cold start (1 process) | | "
-        f"{projector_rate:,.0f} events/s ({projector_seconds:.1f} s) | target >= 1,000,000/s |",
-        f"| `./just replay` of {args.replay_events:,} events | | {replay_seconds:.1f} s | target <= 20 s |",
-        f"| RSS of the HTTP worker after the load | | {rss:.0f} MB | target <= 150 MB |",
+        f"| measure (wrk -t1 -c64, medians of {args.rounds} rotating rounds) | raw ASGI | bare Litestar "
+        "| Hourglass | Hourglass / bare | Hourglass / raw | target |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    for kind, target in (("post", "POST >= 1.0x bare"), ("get", "GET >= 2.0x bare")):
+        lines.append(
+            f"| {kind.upper()} req/s | {rate(r('raw ASGI', kind))} | {rate(r('bare Litestar', kind))} | "
+            f"{rate(r('hourglass', kind))} | {ratio(r('hourglass', kind), r('bare Litestar', kind)):.2f}x | "
+            f"{ratio(r('hourglass', kind), r('raw ASGI', kind)):.2f}x | {target} |"
+        )
+    for kind in ("post", "get"):
+        lines.append(
+            f"| {kind.upper()} p50 / p99 at peak (ms) | {pair_ms(r('raw ASGI', kind))} | "
+            f"{pair_ms(r('bare Litestar', kind))} | {pair_ms(r('hourglass', kind))} | | | |"
+        )
+    for kind, target in (("post", "p99 <= 5 ms"), ("get", "p99 <= 2 ms")):
+        at = half[("hourglass", kind)].rps
+        lines.append(
+            f"| {kind.upper()} p50 / p99 at half Hourglass's peak, {at:,.0f} req/s (ms) | | "
+            f"{pair_ms(half[('bare Litestar', kind)])} | {pair_ms(half[('hourglass', kind)])} | | | "
+            f"{target} |"
+        )
+    lines += [
+        f"| GET of a 24-hour range, p50 / p99 at {ranged.rps:,.0f} req/s (ms) | | | {pair_ms(ranged)} "
+        "| | | |",
+        f"| freshness, 204 to visible in GET, p50 / p99 ({len(fresh_ms)} probes under half-peak POSTs) | | | "
+        f"{f50:.1f} / {f99:.1f} ms | | | p99 <= 250 ms |",
+        f"| RSS of the HTTP worker after the load | | | {rss:.0f} MB | | | <= 150 MB |",
+        "",
+        f"| side runs ({args.side_rounds} rotating rounds each) | req/s | ratio | |",
+        "| --- | --- | --- | --- |",
+    ]
+    for kind in ("post", "get"):
+        lines.append(
+            f"| {kind.upper()}, 2 HTTP workers against 1 | {rate(r('hourglass 2w', kind))} against "
+            f"{rate(r('hourglass', kind))} | {ratio(r('hourglass 2w', kind), r('hourglass', kind)):.2f}x | |"
+        )
+    lines += [
+        f"| POST in durable mode (sync_interval always), against bare Litestar | "
+        f"{rate(r('durable', 'post', side))} against {rate(r('bare Litestar', 'post', side))} | "
+        f"{ratio(r('durable', 'post', side), r('bare Litestar', 'post', side)):.2f}x | "
+        "default mode in the same rounds: "
+        f"{ratio(r('hourglass', 'post', side), r('bare Litestar', 'post', side)):.2f}x |",
+        "",
+        "| projector and replay | events | seconds | events/s | target |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, (events, seconds) in shapes.items():
+        lines.append(
+            f"| projector from a cold start (1 process), {name} | {events:,} | {seconds:.1f} | "
+            f"{events / seconds:,.0f} | >= 1,000,000/s |"
+        )
+    for (name, seconds), events in zip(
+        replays.items(), (args.replay_events, args.live_events, posted), strict=True
+    ):
+        per_10m = seconds * 10_000_000 / events
+        lines.append(
+            f"| `./just replay` of {name} | {events:,} | {seconds:.1f} | {events / seconds:,.0f} | "
+            f"<= 20 s per 10M (here {per_10m:.0f} s per 10M) |"
+        )
     header = [
         "# Benchmarks",
         "",
         f"Measured {dt.datetime.now(tz=dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, one granian worker each, "
-        "nats-server, valkey-server and one projector on the same machine, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, one granian worker each unless said, "
+        "nats-server, valkey-server and one projector on the same machine, no CPU pinning (every process "
+        "shares every core), "
         + (
             "without users (--no-auth)."
             if args.no_auth
