@@ -65,6 +65,10 @@ bench-consumers *args:
 lock:
     uv pip compile --system-certs pyproject.toml --extra dev --extra build --generate-hashes --python-version 3.11 --universal -o requirements.lock
 
+# What one of each engine handles here (JetStream R1/R3, Redis with the apply script), for docs/scaling.md.
+bench-components *args:
+    {{python}} -m tests.bench.components "$@"
+
 # From a POST's 204 to the push on /analytics/live: p50 and p99.
 bench-live *args:
     {{python}} -m tests.bench.live "$@"

@@ -19,6 +19,7 @@ from contract.settings import Settings
 from contract.stream import consumer_name, dead_letter_stream, dead_letter_subject
 from projector import metrics
 from projector.fold import Message
+from projector.pull import Meta, meta_of
 from projector.screen import Rejected, screen
 
 Decoder = Callable[[bytes], schema.AnyBatch]
@@ -42,11 +43,11 @@ class Read(NamedTuple):
     raw: Msg
 
 
-def read(msg: Msg, settings: Settings, decoder: Decoder = schema.decode) -> Read:
+def read(msg: Msg, settings: Settings, decoder: Decoder = schema.decode, meta: Meta | None = None) -> Read:
     """Decode and screen one message. Raises UnknownVersion: such a batch is never skipped."""
-    meta = msg.metadata
-    seq = meta.sequence.stream
-    stream_ms = int(meta.timestamp.timestamp() * 1000)
+    if meta is None:
+        meta = meta_of(msg.reply)
+    seq, stream_ms = meta.stream_seq, meta.stream_ms
     try:
         batch = decoder(msg.data)
     except schema.UnknownVersion:

@@ -28,6 +28,7 @@ from projector.consumer import announce, dead_letter, read
 from projector.fold import Deltas, fold
 from projector.history import apply_thawing, first_hot_hour
 from projector.leases import Leases
+from projector.pull import Puller
 from projector.snapshots import Snapshots, open_snapshots
 from projector.store import Outcome, ProjectionStore, SwapOutcome
 
@@ -276,26 +277,28 @@ async def _build(
     js = nc.jetstream()
     whole = subject_filter is None
     last = (await js.stream_info(settings.stream_name)).state.last_seq
-    sub = await js.pull_subscribe(
-        subject_filter or partition_filter(settings.subject_prefix, partition),
-        stream=settings.stream_name,
-        config=ConsumerConfig(
+    consumer = await js.add_consumer(
+        settings.stream_name,
+        ConsumerConfig(
+            filter_subject=subject_filter or partition_filter(settings.subject_prefix, partition),
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
             opt_start_seq=after + 1 if after else None,
             inactive_threshold=60.0,
         ),
     )
+    name = consumer.name
+    puller = Puller(nc, settings.stream_name, name)
     watermark = after
     messages = events = stalls = 0
     try:
-        pending = (await sub.consumer_info()).num_pending or 0
+        pending = consumer.num_pending or 0
         while pending > 0:
             try:
-                msgs = await sub.fetch(REPLAY_FETCH, timeout=5.0)
-            except TimeoutError:  # nats-py raises its own subclass or the builtin
+                pulled = await puller.fetch(REPLAY_FETCH, 5.0)
+            except TimeoutError:
                 # Never take a quiet moment for the end: ask the server what is left.
-                pending = (await sub.consumer_info()).num_pending or 0
+                pending = (await js.consumer_info(settings.stream_name, name)).num_pending or 0
                 stalls += 1
                 if pending and stalls > 5:
                     raise ReplayRefused(
@@ -304,13 +307,12 @@ async def _build(
                 continue
             stalls = 0
             decoded = []
-            for msg in msgs:
+            for msg, meta in pulled:
                 try:
-                    item = read(msg, settings)
+                    item = read(msg, settings, meta=meta)
                 except UnknownVersion as exc:
-                    seq = msg.metadata.sequence.stream
                     raise ReplayRefused(
-                        f"p{partition}: stream seq {seq}: {exc}; upgrade this projector first"
+                        f"p{partition}: stream seq {meta.stream_seq}: {exc}; upgrade this projector first"
                     ) from None
                 if upto is not None and item.message.seq > upto:
                     continue
@@ -322,12 +324,14 @@ async def _build(
                 watermark = await _apply(store, gen, partition, watermark, deltas, snapshots)
             messages += len(decoded)
             events += deltas.events
-            pending = msgs[-1].metadata.num_pending
-            if upto is not None and msgs[-1].metadata.sequence.stream >= upto:
+            last_meta = pulled[-1].meta
+            pending = last_meta.pending
+            if upto is not None and last_meta.stream_seq >= upto:
                 break
     finally:
+        await puller.close()
         with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+            await js.delete_consumer(settings.stream_name, name)
     if whole and last > watermark:
         watermark = await _apply(store, gen, partition, watermark, Deltas(last_seq=last))
     log.info("p%d: %d messages, %d events, up to stream seq %d", partition, messages, events, watermark)

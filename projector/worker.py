@@ -13,8 +13,6 @@ import nats.errors
 import nats.js.errors
 import redis.exceptions
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from contract import schema
@@ -25,6 +23,7 @@ from projector import metrics
 from projector.consumer import Decoder, Read, announce, dead_letter, position_consumer, read
 from projector.fold import Deltas, fold
 from projector.history import Evictor, apply_thawing, first_hot_hour
+from projector.pull import Pulled, Puller
 from projector.snapshots import Snapshots
 from projector.store import Outcome, ProjectionStore, RestoreRefused
 
@@ -132,9 +131,9 @@ class PartitionWorker:
             self.troubled = False
             self.errors = 0
 
-    async def _stall(self, msg: Msg, exc: schema.UnknownVersion, stop: asyncio.Event) -> None:
+    async def _stall(self, pulled: Pulled, exc: schema.UnknownVersion, stop: asyncio.Event) -> None:
         """A batch this projector cannot read is never skipped: stop in front of it and say so."""
-        seq = msg.metadata.sequence.stream
+        msg, seq = pulled.msg, pulled.meta.stream_seq
         metrics.STALLED_AT.labels(str(self.partition)).set(seq)
         log.error(
             "p%d: stopped at stream seq %d on %s: %s. It will not be skipped: run a projector that knows "
@@ -179,33 +178,30 @@ class PartitionWorker:
             self.gen,
             self.epoch or "-",
         )
-        sub = await self.js.pull_subscribe_bind(
-            durable=consumer_name(self.partition), stream=self.settings.stream_name
-        )
+        puller = Puller(self.nc, self.settings.stream_name, consumer_name(self.partition))
         delivered = 0  # the consumer is new, so its first delivery is number 1
         try:
             while not stop.is_set():
                 try:
-                    fetched = await sub.fetch(
-                        self.settings.projector_batch, timeout=self.settings.projector_idle_s
+                    fetched = await puller.fetch(
+                        self.settings.projector_batch, self.settings.projector_idle_s
                     )
-                except TimeoutError:  # nats-py raises its own subclass or the builtin, depending on timing
-                    if not await self._position_still_true() or not await self._caught_up(sub):
+                except TimeoutError:
+                    if not await self._position_still_true() or not await self._caught_up():
                         return Stopped.RESYNC
                     await self._maybe_snapshot()
                     continue
                 # The watermark is only sound over a gap-free run of first deliveries: a message
                 # delivered to an abandoned pull request, or redelivered, ends the run, and the
                 # consumer is then recreated at the watermark instead.
-                if fetched:  # nats-py can hand back an empty batch
-                    metrics.CONSUMER_LAG.labels(str(self.partition)).set(fetched[-1].metadata.num_pending)
+                metrics.CONSUMER_LAG.labels(str(self.partition)).set(fetched[-1].meta.pending)
                 msgs = _contiguous(fetched, delivered)
                 delivered += len(msgs)
                 reads: list[Read] = []
                 unknown: schema.UnknownVersion | None = None
-                for msg in msgs:
+                for msg, meta in msgs:
                     try:
-                        reads.append(read(msg, self.settings, self.decoder))
+                        reads.append(read(msg, self.settings, self.decoder, meta))
                     except schema.UnknownVersion as exc:
                         unknown = exc
                         break
@@ -250,7 +246,7 @@ class PartitionWorker:
                 if deltas:
                     await self._recovered()
                 if msgs:
-                    await msgs[-1].ack()  # AckPolicy.ALL: acks every message up to this one
+                    await msgs[-1].msg.ack()  # AckPolicy.ALL: acks every message up to this one
                 await self._maybe_snapshot()
                 if len(msgs) < len(fetched):
                     log.info("p%d: delivery gap after consumer seq %d; resyncing", self.partition, delivered)
@@ -262,7 +258,7 @@ class PartitionWorker:
             return Stopped.STOPPED
         finally:
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await puller.close()
 
     async def _maybe_snapshot(self) -> None:
         """Between this worker's own applies, so nothing changes under the snapshot while it is read.
@@ -314,14 +310,15 @@ class PartitionWorker:
         log.error("p%d: %s", self.partition, why)
         await self.store.record_gap(self.gen, self.partition, why)
 
-    async def _caught_up(self, sub: JetStreamContext.PullSubscription) -> bool:
+    async def _caught_up(self) -> bool:
         """Idle: with nothing pending, every message of this partition up to the stream's last
         sequence is applied, so the watermark may move there. That keeps an idle partition's watermark
         near the head of the log, where retention cannot overtake it unnoticed."""
         last = (await self.js.stream_info(self.settings.stream_name)).state.last_seq
         if last <= self.watermark:
             return True
-        info = await sub.consumer_info()  # read after `last`: nothing pending means nothing up to it
+        # Read after `last`: nothing pending means nothing up to it.
+        info = await self.js.consumer_info(self.settings.stream_name, consumer_name(self.partition))
         delivered = info.delivered.stream_seq if info.delivered else 0
         if info.num_pending or info.num_ack_pending or (delivered or 0) > self.watermark:
             return True
@@ -357,9 +354,9 @@ def out_of_memory(exc: Exception) -> bool:
     return isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM")
 
 
-def _contiguous(msgs: list[Msg], delivered: int) -> list[Msg]:
+def _contiguous(msgs: list[Pulled], delivered: int) -> list[Pulled]:
     """The leading messages that continue the consumer's delivery sequence without a gap."""
-    for i, msg in enumerate(msgs):
-        if msg.metadata.sequence.consumer != delivered + i + 1 or msg.metadata.num_delivered != 1:
+    for i, (_, meta) in enumerate(msgs):
+        if meta.consumer_seq != delivered + i + 1 or meta.delivered != 1:
             return msgs[:i]
     return msgs

@@ -1,0 +1,74 @@
+"""The lean pull reader against a real JetStream consumer: order, positions, waiting, and nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+from projector.pull import Puller
+
+
+@pytest.fixture
+async def puller(nc: NATS) -> AsyncIterator[Puller]:
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="PULL", subjects=["pull.>"]))
+    await js.add_consumer("PULL", ConsumerConfig(durable_name="c", ack_policy=AckPolicy.ALL))
+    yield Puller(nc, "PULL", "c")
+    await js.delete_stream("PULL")
+
+
+async def publish(nc: NATS, n: int, start: int = 0) -> None:
+    js = nc.jetstream()
+    for i in range(start, start + n):
+        await js.publish(f"pull.{i % 3}", str(i).encode())
+
+
+async def test_available_messages_come_in_order_with_their_positions(nc: NATS, puller: Puller) -> None:
+    await publish(nc, 10)
+    got = await puller.fetch(4, 2.0)
+    assert [p.msg.data for p in got] == [b"0", b"1", b"2", b"3"]
+    assert [p.meta.stream_seq for p in got] == [1, 2, 3, 4]
+    assert [p.meta.consumer_seq for p in got] == [1, 2, 3, 4]
+    assert got[-1].meta.pending == 6
+    rest = await puller.fetch(100, 2.0)
+    assert [p.msg.data for p in rest] == [str(i).encode() for i in range(4, 10)]
+    assert all(p.meta.delivered == 1 for p in rest)
+    await puller.close()
+
+
+async def test_an_empty_consumer_times_out_and_a_message_published_while_waiting_is_returned(
+    nc: NATS, puller: Puller
+) -> None:
+    with pytest.raises(TimeoutError):
+        await puller.fetch(10, 0.3)
+    waiting = asyncio.create_task(puller.fetch(10, 5.0))
+    await asyncio.sleep(0.2)
+    await publish(nc, 3)
+    got = await waiting
+    got += [] if len(got) == 3 else await puller.fetch(10, 2.0)
+    assert [p.msg.data for p in got] == [b"0", b"1", b"2"]
+    await puller.close()
+
+
+async def test_no_message_is_lost_or_repeated_across_many_small_fetches(nc: NATS, puller: Puller) -> None:
+    async def produce() -> None:
+        for start in range(0, 300, 30):
+            await publish(nc, 30, start)
+            await asyncio.sleep(0.01)
+
+    producing = asyncio.create_task(produce())
+    seen: list[int] = []
+    while len(seen) < 300:
+        try:
+            got = await puller.fetch(7, 0.5)
+        except TimeoutError:
+            continue
+        seen += [p.meta.stream_seq for p in got]
+        await got[-1].msg.ack()
+    await producing
+    assert seen == list(range(1, 301))
+    await puller.close()
