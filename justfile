@@ -65,6 +65,10 @@ bench-consumers *args:
 lock:
     uv pip compile --system-certs pyproject.toml --extra dev --extra build --generate-hashes --python-version 3.11 --universal -o requirements.lock
 
+# One projector process, then a replay, on a generated live-shaped stream (--events, --per-message).
+bench-projector *args:
+    {{python}} -m tests.bench.projector_speed "$@"
+
 # What one of each engine handles here (JetStream R1/R3, Redis with the apply script), for docs/scaling.md.
 bench-components *args:
     {{python}} -m tests.bench.components "$@"

@@ -1,0 +1,72 @@
+"""`./just bench-projector`: one projector process, then `./just replay`, on a generated stream.
+
+Run it at two commits to compare them on the same machine, minutes apart, e.g. the lean pull reader
+against nats-py's fetch: `./just bench-projector` here and at the commit before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from contract.settings import Settings
+from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
+from tests.bench.run import fill_stream, process, wait_applied
+from tests.helpers import settings_env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="./just bench-projector", description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--per-message", type=float, default=6.0, help="mean events a message")
+    parser.add_argument("--keyed", type=float, default=0.1, help="share of events with an Idempotency-Key")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hourglass-projector-") as tmp_s:
+        tmp = Path(tmp_s)
+        log = tmp / "log"
+        (tmp / "nats").mkdir()
+        (tmp / "valkey").mkdir()
+        nats_port, redis_port = free_port(), free_port()
+        settings = Settings(
+            nats_url=f"nats://127.0.0.1:{nats_port}",
+            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            data_dir=tmp,
+            admin_port=0,
+        )
+        env = settings_env(settings)
+        with (
+            process(nats_command(nats_port, tmp / "nats"), None, log),
+            process(valkey_command(redis_port, tmp / "valkey"), None, log),
+        ):
+            wait_for_port("127.0.0.1", nats_port, 20)
+            wait_for_port("127.0.0.1", redis_port, 20)
+            subprocess.run(
+                [sys.executable, "-m", "projector", "stream"], env=env, check=True, capture_output=True
+            )
+            asyncio.run(fill_stream(settings, args.events, args.per_message, args.keyed))
+            started = time.perf_counter()
+            with process([sys.executable, "-m", "projector", "run"], env, log):
+                asyncio.run(wait_applied(settings))
+            projector_s = time.perf_counter() - started
+            started = time.perf_counter()
+            replayed = subprocess.run(
+                [sys.executable, "-m", "projector", "replay"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            replay_s = time.perf_counter() - started
+    print(replayed.stdout.strip().splitlines()[-1])
+    print(f"{args.events:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed:")
+    print(f"  projector from a cold start: {args.events / projector_s:,.0f} events/s ({projector_s:.1f} s)")
+    print(f"  ./just replay:               {args.events / replay_s:,.0f} events/s ({replay_s:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
