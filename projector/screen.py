@@ -70,6 +70,8 @@ def _all_good(events: tuple[Event, ...], hour: int, partition: int, partitions: 
     joined = "\n".join(users)
     if "" in users or max(map(len, users)) * 4 > MAX_USER_BYTES or _CONTROL.search(joined):
         return False
+    if any(map(str.isspace, users)):
+        return False
     if joined.count("\n") != len(users) - 1:
         return False
     if any(zlib.crc32(u.encode()) % partitions != partition for u in users):

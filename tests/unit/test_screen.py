@@ -14,7 +14,9 @@ from projector.screen import Rejected, event_problem, screen
 HOUR = 7
 PARTS = 3
 
-users = st.sampled_from(["a", "b", "c", "dd", "e", "f", "", "x\ny", "bad\x01", "é" * 70, "z" * 257])
+users = st.sampled_from(
+    ["a", "b", "c", "dd", "e", "f", "", " ", "  ", "x\ny", "bad\x01", "é" * 70, "z" * 257]
+)
 stamps = st.sampled_from([HOUR * HOUR_MS, HOUR * HOUR_MS + 5, (HOUR + 1) * HOUR_MS - 1]) | st.integers(
     min_value=-5, max_value=10 * HOUR_MS
 )
@@ -69,3 +71,10 @@ def test_a_clean_batch_passes_untouched() -> None:
     user = next(f"user{i}" for i in range(100) if partition(f"user{i}") == 2)
     batch = Batch(events=(Event(HOUR * HOUR_MS, user, Kind.IMPRESSION, key="k-1"),))
     assert screen(batch, HOUR, 2, PARTS) == (batch, [])
+
+
+def test_a_user_of_only_whitespace_is_rejected_even_in_a_clean_batch() -> None:
+    ev = Event(HOUR * HOUR_MS, " ", Kind.CLICK)
+    kept, rejected = screen(Batch(events=(ev,)), HOUR, partition(" "), PARTS)
+    assert kept.events == ()
+    assert "only whitespace" in rejected[0].reason
