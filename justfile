@@ -81,7 +81,7 @@ bench-live *args:
 bench-history *args:
     {{python}} -m tests.bench.history "$@"
 
-# Hourglass against a bare Litestar app with wrk: throughput ratios, latency, freshness, projector,
-# replay and RSS; prints the table and writes docs/benchmarks.md.
+# Hourglass against bare Litestar and raw ASGI with wrk: throughput ratios, latency, freshness, two
+# workers, durable mode, projector, replay and RSS; prints the tables and writes docs/benchmarks.md.
 bench *args:
     {{python}} -m tests.bench.run "$@"
