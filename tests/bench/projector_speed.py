@@ -1,4 +1,4 @@
-"""`./just bench-projector`: one projector process, then `./just replay`, on a generated stream.
+"""`./just bench-projector`: projector processes, then `./just replay`, on a generated stream.
 
 Run it at two commits to compare them on the same machine, minutes apart, e.g. the lean pull reader
 against nats-py's fetch: `./just bench-projector` here and at the commit before it.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--per-message", type=float, default=6.0, help="mean events a message")
     parser.add_argument("--keyed", type=float, default=0.1, help="share of events with an Idempotency-Key")
+    parser.add_argument(
+        "--projectors", type=int, default=1, help="projector processes (they share the partitions)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hourglass-projector-") as tmp_s:
         tmp = Path(tmp_s)
@@ -50,7 +54,9 @@ def main() -> None:
             )
             asyncio.run(fill_stream(settings, args.events, args.per_message, args.keyed))
             started = time.perf_counter()
-            with process([sys.executable, "-m", "projector", "run"], env, log):
+            with contextlib.ExitStack() as running:
+                for _ in range(args.projectors):
+                    running.enter_context(process([sys.executable, "-m", "projector", "run"], env, log))
                 asyncio.run(wait_applied(settings))
             projector_s = time.perf_counter() - started
             started = time.perf_counter()
@@ -64,7 +70,8 @@ def main() -> None:
             replay_s = time.perf_counter() - started
     print(replayed.stdout.strip().splitlines()[-1])
     print(f"{args.events:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed:")
-    print(f"  projector from a cold start: {args.events / projector_s:,.0f} events/s ({projector_s:.1f} s)")
+    who = f"{args.projectors} projector processes" if args.projectors > 1 else "one projector process"
+    print(f"  {who} from a cold start: {args.events / projector_s:,.0f} events/s ({projector_s:.1f} s)")
     print(f"  ./just replay:               {args.events / replay_s:,.0f} events/s ({replay_s:.1f} s)")
 
 
