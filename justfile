@@ -65,7 +65,7 @@ bench-consumers *args:
 lock:
     uv pip compile --system-certs pyproject.toml --extra dev --extra build --generate-hashes --python-version 3.11 --universal -o requirements.lock
 
-# One projector process, then a replay, on a generated live-shaped stream (--events, --per-message).
+# Projector processes, then a replay, on a generated live-shaped stream (--events, --per-message, --projectors).
 bench-projector *args:
     {{python}} -m tests.bench.projector_speed "$@"
 
