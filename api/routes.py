@@ -112,10 +112,8 @@ class Api:
         """The ASGI messages answering a plain GET of one hour (the fast path), from the cache; None
         sends the request to the full route, which answers anything else (errors included)."""
         headers = scope["headers"]
-        if self.tokens is not None:
-            authorization = next((v for k, v in headers if k == b"authorization"), None)
-            if not self.tokens.allow(authorization):
-                return None
+        if self.tokens is not None and not self.tokens.allow(_authorization(headers)):
+            return None
         ts = timestamp_only(scope["query_string"])
         if ts is None:
             return None
@@ -133,8 +131,7 @@ class Api:
 
     def _authorize(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         assert self.tokens is not None
-        authorization = next((v for k, v in headers if k == b"authorization"), None)
-        if not self.tokens.allow(authorization):
+        if not self.tokens.allow(_authorization(headers)):
             raise NotAuthorizedException(
                 detail="a read token is required: send Authorization: Bearer <token>",
                 headers={"WWW-Authenticate": 'Bearer realm="hourglass"'},
@@ -158,6 +155,10 @@ class Api:
         return Response(
             content=body, media_type=media, headers={"cache-control": cache_control, "vary": "Accept"}
         )
+
+
+def _authorization(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    return next((v for k, v in headers if k == b"authorization"), None)
 
 
 def _negotiation(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bool, str | None]:

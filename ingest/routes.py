@@ -82,12 +82,10 @@ class Ingest:
         which parses it again and answers whatever is wrong with it."""
         if self.limiter is not None:
             return None
-        key: str | None = None
-        for name, value in scope["headers"]:
-            if name == b"idempotency-key":
-                if key is not None:
-                    return None
-                key = value.decode("latin-1")
+        try:
+            key = _idempotency_header(scope["headers"])
+        except ParamError:
+            return None
         if key is not None and key_problem(key) is not None:
             return None
         return plain_event(scope["query_string"], self.clock(), self.settings.future_skew_ms, key)
