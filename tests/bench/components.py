@@ -4,7 +4,8 @@
   appender, 64 in flight, of live-shaped messages (6 events) and of 1,000-event messages;
 - one Redis with the apply script: applies of a fetch's worth of live-shaped messages, as the client
   sees them and as Redis spends them (`INFO commandstats`, microseconds per call, one core);
-- two Redis servers, each holding half of the partitions, against one holding all of them.
+- two Redis servers, each holding half of the partitions, against one holding all of them;
+- the publish path: Hourglass's appender (`ingest/appender.py`) against nats-py's `js.publish`.
 
 The HTTP worker and the projector process are measured by `./just bench` (docs/benchmarks.md).
 """
@@ -59,11 +60,12 @@ def started(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(15)
 
 
-async def appends(urls: list[str], replicas: int, size: int, messages: int) -> float:
-    """Messages per second appended (each awaited to its PubAck), IN_FLIGHT at a time."""
+async def appends(urls: list[str], replicas: int, size: int, messages: int, nats_py: bool = False) -> float:
+    """Messages per second appended (each awaited to its PubAck), IN_FLIGHT at a time, through
+    Hourglass's appender or (`nats_py`) nats-py's `js.publish`."""
     nc = await nats.connect(urls)
     js = nc.jetstream()
-    name = f"C{replicas}S{size}"
+    name = f"C{replicas}S{size}{'N' if nats_py else 'A'}"
     for _ in range(100):  # a new cluster elects its meta leader first
         try:
             await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.>"], num_replicas=replicas))
@@ -78,7 +80,10 @@ async def appends(urls: list[str], replicas: int, size: int, messages: int) -> f
 
     async def one_at_a_time() -> None:
         for i in todo:
-            await appender.append(f"{name}.{i % PARTITIONS}", payloads[i % 64], 10.0)
+            if nats_py:
+                await js.publish(f"{name}.{i % PARTITIONS}", payloads[i % 64], timeout=10.0)
+            else:
+                await appender.append(f"{name}.{i % PARTITIONS}", payloads[i % 64], 10.0)
 
     t = time.perf_counter()
     await asyncio.gather(*(one_at_a_time() for _ in range(IN_FLIGHT)))
@@ -157,6 +162,17 @@ def main() -> None:
                     f"{rate:,.0f} messages/s | {rate * size:,.0f} events/s |"
                 )
                 print(rows[-1], flush=True)
+        # The publish path: Hourglass's appender against nats-py's js.publish, alternating rounds.
+        by: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(max(args.rounds, 5)):
+            for nats_py in (r % 2 == 0, r % 2 == 1):
+                by[nats_py].append(asyncio.run(appends(r1, 1, 6, args.messages, nats_py)))
+        ours, theirs = statistics.median(by[False]), statistics.median(by[True])
+        rows.append(
+            f"| publish path, R1, 6-event messages: Hourglass's appender against nats-py's `js.publish` | "
+            f"{ours:,.0f} against {theirs:,.0f} messages/s | {ours / theirs:.2f}x |"
+        )
+        print(rows[-1], flush=True)
         redis = [f"redis://127.0.0.1:{p}/0" for p in redis_ports]
         for label, urls in (("one Redis, 4 partitions", redis[:1]), ("two Redis, 2 partitions each", redis)):
             found = [asyncio.run(applies(urls, args.apply_rounds)) for _ in range(args.rounds)]
