@@ -5,7 +5,7 @@
 --       hour count, dedup window ms, newest stream ms of the deltas,
 --       then per hour: clicks, impressions, users joined by "\n"
 --       (user names cannot hold control characters, so the newline is a safe separator), hour token,
---       then per keyed event: stream ms, hour number (1-based), kind ("c" | "i"), user, dedup member.
+--       then the keyed events, all in one string (see below).
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced;
 -- 4: some hours are cold (in the snapshot store, not in Redis), followed by their token, entry
 -- watermark pairs. Nothing is written then: the caller thaws those hours and applies again.
@@ -65,34 +65,41 @@ end
 -- within the window, measured on stream time, so live, rebuild and replay decide exactly alike.
 -- Scores are read in one ZMSCORE and writes grouped per hour: a handful of calls, not four per event.
 local CHUNK = 4000
-local first_keyed = arg
-local keyed = (#ARGV - first_keyed + 1) / 5
+-- Keyed events come as one string, not five arguments each (arguments cost the client far more):
+-- per event "stream ms \31 hour number (1-based) \31 c|i \31 user \31 key \30". Neither a user
+-- nor a key can hold a control character, so the separators are safe.
+local ats, slots, kinds, kusers, members = {}, {}, {}, {}, {}
+local keyed = 0
+for at, slot, kind, user, key in string.gmatch(ARGV[arg] or '', '(%d+)\31(%d+)\31(%a)\31([^\31]*)\31([^\30]*)\30') do
+  keyed = keyed + 1
+  ats[keyed] = tonumber(at)
+  slots[keyed] = 7 + 2 * (tonumber(slot) - 1)
+  kinds[keyed] = kind
+  kusers[keyed] = user
+  members[keyed] = user .. '\n' .. key
+end
 if keyed > 0 then
   local last = {}
-  for c = 0, keyed - 1, CHUNK do
-    local members = {}
-    for i = c, math.min(c + CHUNK, keyed) - 1 do
-      members[#members + 1] = ARGV[first_keyed + 5 * i + 4]
-    end
-    local scores = redis.call('ZMSCORE', KEYS[4], unpack(members))
-    for j = 1, #members do
-      if scores[j] then last[members[j]] = tonumber(scores[j]) end
+  for c = 1, keyed, CHUNK do
+    local upto = math.min(c + CHUNK - 1, keyed)
+    local scores = redis.call('ZMSCORE', KEYS[4], unpack(members, c, upto))
+    for j = c, upto do
+      if scores[j - c + 1] then last[members[j]] = tonumber(scores[j - c + 1]) end
     end
   end
   local zadd, users, clicks, impressions = {}, {}, {}, {}
-  for i = 0, keyed - 1 do
-    local a = first_keyed + 5 * i
-    local at = tonumber(ARGV[a])
-    local member = ARGV[a + 4]
+  for i = 1, keyed do
+    local at = ats[i]
+    local member = members[i]
     local seen = last[member]
     if not seen or at - seen > window then
       last[member] = at
       zadd[#zadd + 1] = at
       zadd[#zadd + 1] = member
-      local slot = 7 + 2 * (tonumber(ARGV[a + 1]) - 1)
+      local slot = slots[i]
       users[slot] = users[slot] or {}
-      table.insert(users[slot], ARGV[a + 3])
-      if ARGV[a + 2] == 'c' then
+      table.insert(users[slot], kusers[i])
+      if kinds[i] == 'c' then
         clicks[slot] = (clicks[slot] or 0) + 1
       else
         impressions[slot] = (impressions[slot] or 0) + 1

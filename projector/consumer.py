@@ -18,8 +18,9 @@ from contract.hours import changes_subject, parse_subject, partition_filter
 from contract.settings import Settings
 from contract.stream import consumer_name, dead_letter_stream, dead_letter_subject
 from projector import metrics
+from projector.digest import Digest, digest
 from projector.fold import Message
-from projector.pull import Meta, meta_of
+from projector.pull import Meta, Pulled, meta_of
 from projector.screen import Rejected, screen
 
 Decoder = Callable[[bytes], schema.AnyBatch]
@@ -44,7 +45,9 @@ class Read(NamedTuple):
 
 
 def read(msg: Msg, settings: Settings, decoder: Decoder = schema.decode, meta: Meta | None = None) -> Read:
-    """Decode and screen one message. Raises UnknownVersion: such a batch is never skipped."""
+    """Decode and screen one message. Raises UnknownVersion: such a batch is never skipped.
+
+    The one-message definition that `digest_pulled` (what the projector and replay run) must equal."""
     if meta is None:
         meta = meta_of(msg.reply)
     seq, stream_ms = meta.stream_seq, meta.stream_ms
@@ -65,15 +68,31 @@ def read(msg: Msg, settings: Settings, decoder: Decoder = schema.decode, meta: M
     return Read(Message(seq, kept, stream_ms), rejected, msg)
 
 
-async def dead_letter(js: JetStreamContext, settings: Settings, partition: int, item: Read) -> None:
+def digest_pulled(
+    pulled: list[Pulled], settings: Settings, after: int, decoder: Decoder = schema.decode
+) -> Digest:
+    """`digest` of fetched messages: their deltas past stream seq `after`, and their dead letters."""
+    return digest(
+        [p.msg.subject for p in pulled],
+        [p.msg.data for p in pulled],
+        [p.meta.stream_seq for p in pulled],
+        [p.meta.stream_ms for p in pulled],
+        prefix=settings.subject_prefix,
+        partitions=settings.partitions,
+        after=after,
+        decoder=decoder,
+    )
+
+
+async def dead_letter(
+    js: JetStreamContext, settings: Settings, partition: int, msg: Msg, seq: int, rejected: list[Rejected]
+) -> None:
     """File each rejected part of a message in the dead-letter stream, awaiting its PubAck.
 
     The message id makes a second filing of the same dead letter (after a crash, or by a replay)
     a duplicate that JetStream drops within its duplicate window.
     """
-    msg = item.raw
-    seq = item.message.seq
-    for index, reason in item.rejected:
+    for index, reason in rejected:
         whole = index < 0
         payload = msg.data if whole else schema.encode_event(schema.decode(msg.data).events[index])
         headers = {

@@ -22,10 +22,9 @@ from redis.asyncio import Redis
 
 from contract.hours import hour_token, partition_filter, subject, system_now_ms
 from contract.keys import Keys
-from contract.schema import UnknownVersion
 from contract.settings import Settings
-from projector.consumer import announce, dead_letter, read
-from projector.fold import Deltas, fold
+from projector.consumer import announce, dead_letter, digest_pulled
+from projector.fold import Deltas
 from projector.history import apply_thawing, first_hot_hour
 from projector.leases import Leases
 from projector.pull import Puller
@@ -306,25 +305,24 @@ async def _build(
                     ) from None
                 continue
             stalls = 0
-            decoded = []
-            for msg, meta in pulled:
-                try:
-                    item = read(msg, settings, meta=meta)
-                except UnknownVersion as exc:
-                    raise ReplayRefused(
-                        f"p{partition}: stream seq {meta.stream_seq}: {exc}; upgrade this projector first"
-                    ) from None
-                if upto is not None and item.message.seq > upto:
-                    continue
-                if item.rejected and item.message.seq > dead_letter_above:
-                    await dead_letter(js, settings, partition, item)
-                decoded.append(item.message)
-            deltas = fold(decoded, after=watermark)
+            last_meta = pulled[-1].meta
+            if upto is not None:
+                pulled = [p for p in pulled if p.meta.stream_seq <= upto]
+            done = digest_pulled(pulled, settings, after=watermark)
+            if done.unknown is not None:
+                raise ReplayRefused(
+                    f"p{partition}: stream seq {pulled[done.digested].meta.stream_seq}: {done.unknown}; "
+                    "upgrade this projector first"
+                )
+            for i, why in done.rejected:
+                msg, meta = pulled[i]
+                if meta.stream_seq > dead_letter_above:
+                    await dead_letter(js, settings, partition, msg, meta.stream_seq, why)
+            deltas = done.deltas
             if deltas:
                 watermark = await _apply(store, gen, partition, watermark, deltas, snapshots)
-            messages += len(decoded)
+            messages += done.digested
             events += deltas.events
-            last_meta = pulled[-1].meta
             pending = last_meta.pending
             if upto is not None and last_meta.stream_seq >= upto:
                 break

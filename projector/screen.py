@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Sequence
 from operator import attrgetter
 from typing import NamedTuple
 
 from contract.hours import HOUR_MS
-from contract.schema import MAX_USER_BYTES, AnyBatch, Batch, Event, key_problem, user_problem
+from contract.schema import MAX_KEY_CHARS, MAX_USER_BYTES, AnyBatch, Batch, Event, key_problem, user_problem
 
 _CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 """Control characters but the newline, which joins the users (and is counted separately)."""
@@ -33,7 +34,7 @@ def screen(batch: AnyBatch, hour: int, partition: int, partitions: int) -> tuple
     `hour` and `partition` are those of the subject the message was read from.
     """
     events = batch.events
-    if not events or _all_good(events, hour, partition, partitions):
+    if not events or all_good(events, hour, partition, partitions):
         return batch, []
     kept: list[Event] = []
     rejected: list[Rejected] = []
@@ -61,8 +62,9 @@ def event_problem(event: Event, hour: int, partition: int, partitions: int) -> s
     return None
 
 
-def _all_good(events: tuple[Event, ...], hour: int, partition: int, partitions: int) -> bool:
-    """The common case, checked at C speed where it can be: every event passes."""
+def all_good(events: Sequence[Event], hour: int, partition: int, partitions: int) -> bool:
+    """The common case, checked at C speed where it can be: every event passes. True for some
+    events means True for any part of them, so one call can clear many messages of a subject."""
     stamps = list(map(_ts, events))
     if min(stamps) < hour * HOUR_MS or max(stamps) >= (hour + 1) * HOUR_MS:
         return False
@@ -74,6 +76,16 @@ def _all_good(events: tuple[Event, ...], hour: int, partition: int, partitions: 
         return False
     if joined.count("\n") != len(users) - 1:
         return False
-    if any(zlib.crc32(u.encode()) % partitions != partition for u in users):
+    if set(map(partitions.__rmod__, map(zlib.crc32, map(str.encode, users)))) != {partition}:
         return False
-    return all(key is None or key_problem(key) is None for key in map(_key, events))
+    keys = set(map(_key, events))
+    keys.discard(None)
+    if not keys:
+        return True
+    joined = "".join(keys)
+    return (
+        min(map(len, keys)) >= 1
+        and max(map(len, keys)) <= MAX_KEY_CHARS
+        and joined.isascii()
+        and joined.isprintable()
+    )

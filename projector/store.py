@@ -57,6 +57,9 @@ class Thawed:
     state: HourState
 
 
+_KIND = {Kind.CLICK: "c", Kind.IMPRESSION: "i"}
+
+
 class ProjectionStore:
     """Applies deltas for one partition at a time; every write goes through apply.lua."""
 
@@ -124,9 +127,12 @@ class ProjectionStore:
             slot[hour] = len(slot) + 1
             keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
             args += [delta.clicks, delta.impressions, "\n".join(delta.users), hour_token(hour)]
-        for event in deltas.keyed:
-            kind = "c" if event.kind is Kind.CLICK else "i"
-            args += [event.stream_ms, slot[event.hour], kind, event.user, event.member]
+        args.append(
+            "".join(
+                f"{k.stream_ms}\x1f{slot[k.hour]}\x1f{_KIND[k.kind]}\x1f{k.user}\x1f{k.key}\x1e"
+                for k in deltas.keyed
+            )
+        )
         status, watermark, _, *cold = await self._apply(keys=keys, args=args)
         pairs = tuple((_text(cold[i]), int(cold[i + 1])) for i in range(0, len(cold), 2))
         return ApplyResult(Outcome(int(status)), int(watermark), pairs)

@@ -20,8 +20,8 @@ from contract.hours import hour_of, system_now_ms
 from contract.settings import Settings
 from contract.stream import consumer_name
 from projector import metrics
-from projector.consumer import Decoder, Read, announce, dead_letter, position_consumer, read
-from projector.fold import Deltas, fold
+from projector.consumer import Decoder, announce, dead_letter, digest_pulled, position_consumer
+from projector.fold import Deltas
 from projector.history import Evictor, apply_thawing, first_hot_hour
 from projector.pull import Pulled, Puller
 from projector.snapshots import Snapshots
@@ -197,18 +197,12 @@ class PartitionWorker:
                 metrics.CONSUMER_LAG.labels(str(self.partition)).set(fetched[-1].meta.pending)
                 msgs = _contiguous(fetched, delivered)
                 delivered += len(msgs)
-                reads: list[Read] = []
-                unknown: schema.UnknownVersion | None = None
-                for msg, meta in msgs:
-                    try:
-                        reads.append(read(msg, self.settings, self.decoder, meta))
-                    except schema.UnknownVersion as exc:
-                        unknown = exc
-                        break
-                for item in reads:
-                    if item.rejected and item.message.seq > self.watermark:
-                        await dead_letter(self.js, self.settings, self.partition, item)
-                deltas = fold((item.message for item in reads), after=self.watermark)
+                done = digest_pulled(msgs, self.settings, self.watermark, self.decoder)
+                for i, why in done.rejected:
+                    msg, meta = msgs[i]
+                    if meta.stream_seq > self.watermark:
+                        await dead_letter(self.js, self.settings, self.partition, msg, meta.stream_seq, why)
+                deltas = done.deltas
                 if deltas:
                     started = time.perf_counter()
                     result = await apply_thawing(
@@ -238,10 +232,10 @@ class PartitionWorker:
                     metrics.count_late(deltas, hour_of(self.clock()))
                     metrics.APPLIED_SEQ.labels(str(self.partition)).set(self.watermark)
                     await announce(self.nc, self.settings, tuple(deltas.hours))
-                if unknown is not None:
-                    if reads:
-                        await reads[-1].raw.ack()
-                    await self._stall(msgs[len(reads)], unknown, stop)
+                if done.unknown is not None:
+                    if done.digested:
+                        await msgs[done.digested - 1].msg.ack()
+                    await self._stall(msgs[done.digested], done.unknown, stop)
                     return Stopped.RESYNC
                 if deltas:
                     await self._recovered()

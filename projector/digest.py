@@ -1,0 +1,151 @@
+"""Pure: a fetched run of raw stream messages to deltas and dead letters, checked and folded per subject.
+
+It gives exactly what `consumer.read` (decode and screen each message) followed by `fold.fold` give,
+which `tests/unit/test_digest.py` holds it to. What it saves is per-message work: a fetch from one
+partition is mostly a few subjects (the current hour and some late ones), so the rules are checked
+and the events counted once over each subject's events together, and a message is looked at on its
+own only when its subject's run breaks a rule or it carries Idempotency-Keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from itertools import chain
+from operator import attrgetter
+from typing import NamedTuple
+
+import msgspec
+
+from contract import schema
+from contract.hours import parse_subject
+from projector.fold import Deltas, Keyed
+from projector.screen import Rejected, all_good, screen
+
+Decoder = Callable[[bytes], schema.AnyBatch]
+
+_user, _kind, _key = attrgetter("user"), attrgetter("kind"), attrgetter("key")
+_NOTHING: tuple[schema.Event, ...] = ()
+
+
+class Digest(NamedTuple):
+    deltas: Deltas
+    rejected: list[tuple[int, list[Rejected]]]
+    """(index of the message in the run, what of it must go to the dead letters)."""
+    digested: int
+    """How many messages were digested: all of them, or those before one of an unknown version."""
+    unknown: schema.UnknownVersion | None
+    """Why the message at `digested` was not read: it is never skipped, the reader must be upgraded."""
+
+
+@lru_cache(maxsize=4096)
+def _place(prefix: str, subj: str) -> tuple[int, int] | None:
+    try:
+        return parse_subject(prefix, subj)
+    except ValueError:
+        return None
+
+
+def digest(
+    subjects: Sequence[str],
+    payloads: Sequence[bytes],
+    seqs: Sequence[int],
+    stamps: Sequence[int],
+    *,
+    prefix: str,
+    partitions: int,
+    after: int = 0,
+    decoder: Decoder = schema.decode,
+) -> Digest:
+    """Decode, screen and fold messages in stream order (`stamps`: when JetStream stored each, in ms),
+    folding nothing at or below stream seq `after`. Stops in front of a batch of an unknown version."""
+    batches: list[tuple[schema.Event, ...]] = []
+    rejected: list[tuple[int, list[Rejected]]] = []
+    unknown: schema.UnknownVersion | None = None
+    for i, payload in enumerate(payloads):
+        try:
+            batches.append(decoder(payload).events)
+        except schema.UnknownVersion as exc:
+            unknown = exc
+            break
+        except (msgspec.DecodeError, ValueError) as exc:
+            batches.append(_NOTHING)
+            rejected.append((i, [Rejected(-1, f"not a batch: {exc}")]))
+    count = len(batches)
+
+    runs: dict[str, list[int]] = {}
+    for i in range(count):
+        runs.setdefault(subjects[i], []).append(i)
+    kept: list[tuple[schema.Event, ...] | None] = [None] * count  # None: the batch as decoded
+    hours: list[int] = [0] * count
+    for subj, members in runs.items():
+        place = _place(prefix, subj)
+        if place is None:
+            reason = f"subject {subj} is not <prefix>.<YYYYMMDDHH>.<partition>"
+            for i in members:
+                if batches[i] or not _rejected_whole(rejected, i):
+                    rejected.append((i, [Rejected(-1, reason)]))
+                kept[i] = _NOTHING
+            continue
+        hour, partition = place
+        for i in members:
+            hours[i] = hour
+        events = list(chain.from_iterable(batches[i] for i in members))
+        if not events or all_good(events, hour, partition, partitions):
+            continue
+        for i in members:
+            if not batches[i]:
+                continue
+            good, why = screen(schema.Batch(events=batches[i]), hour, partition, partitions)
+            if why:
+                kept[i] = good.events
+                rejected.append((i, why))
+    rejected.sort(key=_first)
+
+    deltas = Deltas()
+    folded = [i for i in range(count) if seqs[i] > after]
+    if not folded:
+        return Digest(deltas, rejected, len(batches), unknown)
+    deltas.last_seq = max(seqs[i] for i in folded)
+    deltas.last_ms = max(stamps[i] for i in folded)
+    by_hour: dict[int, list[schema.Event]] = {}
+    for i in folded:
+        mine = batches[i] if kept[i] is None else kept[i]
+        if mine:
+            by_hour.setdefault(hours[i], []).extend(mine)
+    any_keyed = False
+    for hour, events in by_hour.items():
+        deltas.events += len(events)
+        delta = deltas.hour(hour)
+        if not any(map(_key, events)):
+            kinds = list(map(_kind, events))
+            clicks = kinds.count(schema.Kind.CLICK)
+            delta.users.update(map(_user, events))
+            delta.clicks += clicks
+            delta.impressions += len(kinds) - clicks
+            continue
+        any_keyed = True
+        for event in events:
+            if event.key is None:
+                delta.users.add(event.user)
+                if event.kind is schema.Kind.CLICK:
+                    delta.clicks += 1
+                else:
+                    delta.impressions += 1
+    if any_keyed:
+        # In stream order, across hours: the first of a key within the window is the one that counts.
+        for i in folded:
+            mine = batches[i] if kept[i] is None else kept[i]
+            if mine and any(map(_key, mine)):
+                for event in mine:
+                    if event.key is not None:
+                        deltas.keyed.append(Keyed(event.key, event.user, stamps[i], hours[i], event.kind))
+    return Digest(deltas, rejected, len(batches), unknown)
+
+
+def _first(item: tuple[int, list[Rejected]]) -> int:
+    return item[0]
+
+
+def _rejected_whole(rejected: list[tuple[int, list[Rejected]]], i: int) -> bool:
+    return any(at == i for at, _ in rejected)
