@@ -73,8 +73,8 @@ def digest_pulled(
 ) -> Digest:
     """`digest` of fetched messages: their deltas past stream seq `after`, and their dead letters."""
     return digest(
-        [p.msg.subject for p in pulled],
-        [p.msg.data for p in pulled],
+        [p.subject for p in pulled],
+        [p.data for p in pulled],
         [p.meta.stream_seq for p in pulled],
         [p.meta.stream_ms for p in pulled],
         prefix=settings.subject_prefix,
@@ -85,13 +85,14 @@ def digest_pulled(
 
 
 async def dead_letter(
-    js: JetStreamContext, settings: Settings, partition: int, msg: Msg, seq: int, rejected: list[Rejected]
+    js: JetStreamContext, settings: Settings, partition: int, msg: Pulled, rejected: list[Rejected]
 ) -> None:
     """File each rejected part of a message in the dead-letter stream, awaiting its PubAck.
 
     The message id makes a second filing of the same dead letter (after a crash, or by a replay)
     a duplicate that JetStream drops within its duplicate window.
     """
+    seq = msg.meta.stream_seq
     for index, reason in rejected:
         whole = index < 0
         payload = msg.data if whole else schema.encode_event(schema.decode(msg.data).events[index])

@@ -3,20 +3,28 @@
 nats-py's `fetch` awaits each message with its own timeout (a task and a timer per message), which
 made it most of the projector's time on a stream of small, live-written messages. This asks the
 consumer for a batch on the raw protocol (`$JS.API.CONSUMER.MSG.NEXT`) and takes whatever has
-arrived from its inbox in one go, waiting only when nothing has. Each message's position comes from
-its reply subject, parsed once.
+arrived for its inbox in one go, waiting only when nothing has. Messages for that inbox are taken
+straight from the client's protocol parser, before nats-py builds a `Msg` and queues it: on small
+messages those steps cost as much as everything the projector does with them. Each message's
+position comes from its reply subject, parsed once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+FETCH_MAX_BYTES = 4 << 20
+"""A fetch may ask for many small live-written messages, but never for more than this many bytes
+(messages of 1,000 events are about 60 kB each), so the connection stays clear of nats-server's
+slow-consumer limit."""
 
 
 class Meta(NamedTuple):
@@ -43,8 +51,60 @@ def meta_of(reply: str) -> Meta:
 
 
 class Pulled(NamedTuple):
-    msg: Msg
+    subject: str
+    data: bytes
+    reply: str
+    """Where its ack goes."""
     meta: Meta
+
+
+ProcessMsg = Callable[[int, bytes, bytes, bytes, bytes], Awaitable[None]]
+
+
+class _Inbox:
+    """What the protocol parser handed over for one subscription: (subject, reply, payload)."""
+
+    __slots__ = ("arrived", "waiter")
+
+    def __init__(self) -> None:
+        self.arrived: collections.deque[tuple[bytes, bytes, bytes]] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, subject: bytes, reply: bytes, data: bytes) -> None:
+        self.arrived.append((subject, reply, data))
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until something arrives or `timeout_s` passes."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.waiter
+        except TimeoutError:
+            pass
+        finally:
+            self.waiter = None
+
+
+def _taps(nc: NATS) -> dict[int, _Inbox]:
+    """The client's inboxes read raw, by subscription id. The hook goes in once per client."""
+    taps: dict[int, _Inbox] | None = getattr(nc, "_hourglass_taps", None)
+    if taps is not None:
+        return taps
+    found: dict[int, _Inbox] = {}
+    process: ProcessMsg = nc._process_msg
+
+    async def process_msg(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+        inbox = found.get(sid)
+        if inbox is None:
+            await process(sid, subject, reply, data, headers)
+        else:
+            inbox.put(subject, reply, data)
+
+    nc._hourglass_taps = found  # type: ignore[attr-defined]
+    nc._process_msg = process_msg  # type: ignore[method-assign]
+    return found
 
 
 class Puller:
@@ -55,83 +115,75 @@ class Puller:
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
+        self._tapped = _Inbox()
 
-    async def _queue(self) -> asyncio.Queue[Msg]:
+    async def _subscribe(self) -> None:
         if self._sub is None:
-            # Unbounded here: what arrives is bounded by the batches this reader asks for.
-            self._sub = await self._nc.subscribe(self._inbox, pending_msgs_limit=0, pending_bytes_limit=0)
-        return self._sub._pending_queue  # draining it whole is the point
+            taps = _taps(self._nc)
+            self._sub = await self._nc.subscribe(self._inbox)
+            taps[self._sub._id] = self._tapped
 
-    async def fetch(self, batch: int, wait_s: float) -> list[Pulled]:
-        """Up to `batch` messages: those available now, or, when there are none, the first to arrive
-        within `wait_s` seconds (then TimeoutError). Status replies are dropped; a message that arrives
-        after its request gave up is kept for the next call."""
-        queue = await self._queue()
-        got = self._drain(queue, batch, [])
+    async def fetch(self, batch: int, wait_s: float, max_bytes: int = FETCH_MAX_BYTES) -> list[Pulled]:
+        """Up to `batch` messages and about `max_bytes`: those available now, or, when there are none,
+        the first to arrive within `wait_s` seconds (then TimeoutError). Status replies are dropped; a
+        message that arrives after its request gave up is kept for the next call."""
+        await self._subscribe()
+        got = self._drain(batch, [])
         if got:
             return got
-        await self._ask({"batch": batch, "no_wait": True})
-        got = await self._until_status(queue, batch, wait_s)
+        await self._ask({"batch": batch, "no_wait": True, "max_bytes": max_bytes})
+        got = await self._until_status(batch, wait_s)
         if got:
             return got
         # Nothing there: wait for one message, then take what else has arrived.
         expires = max(0.05, wait_s - 0.05)
         await self._ask({"batch": 1, "expires": int(expires * 1e9)})
-        got = await self._until_status(queue, 1, wait_s)
+        got = await self._until_status(1, wait_s)
         if not got:
             raise TimeoutError(f"no message within {wait_s}s")
         if batch > 1:
-            await self._ask({"batch": batch - 1, "no_wait": True})
-            got += await self._until_status(queue, batch - 1, wait_s)
+            await self._ask({"batch": batch - 1, "no_wait": True, "max_bytes": max_bytes})
+            got += await self._until_status(batch - 1, wait_s)
         return got
+
+    async def ack(self, upto: Pulled) -> None:
+        """Acknowledge a message (with AckPolicy.ALL: every message up to it)."""
+        await self._nc.publish(upto.reply, b"+ACK")
 
     async def _ask(self, request: dict[str, object]) -> None:
         await self._nc.publish(self._next, msgspec.json.encode(request), reply=self._inbox)
 
-    async def _until_status(self, queue: asyncio.Queue[Msg], batch: int, wait_s: float) -> list[Pulled]:
+    async def _until_status(self, batch: int, wait_s: float) -> list[Pulled]:
         """Messages of the last request, until it has sent `batch` or a status says it is done."""
         got: list[Pulled] = []
         deadline = time.monotonic() + wait_s
         while len(got) < batch:
-            if queue.empty():
+            if not self._tapped.arrived:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                try:
-                    async with asyncio.timeout(left):
-                        msg = await queue.get()
-                except TimeoutError:
-                    break
-                if _status(msg) is not None:
-                    break
-                got.append(Pulled(msg, meta_of(msg.reply)))
-            if self._drain(queue, batch, got, stop_at_status=True) is None:
+                await self._tapped.wait(left)
+                continue
+            if self._drain(batch, got, stop_at_status=True) is None:
                 break
         return got
 
-    def _drain(
-        self, queue: asyncio.Queue[Msg], batch: int, into: list[Pulled], stop_at_status: bool = False
-    ) -> list[Pulled] | None:
+    def _drain(self, batch: int, into: list[Pulled], stop_at_status: bool = False) -> list[Pulled] | None:
         """Take what has arrived, up to `batch`; None when a status ended the request (if asked to
         stop there). Leftover statuses from earlier requests are skipped."""
-        while len(into) < batch and not queue.empty():
-            msg = queue.get_nowait()
-            if _status(msg) is not None:
+        arrived = self._tapped.arrived
+        while len(into) < batch and arrived:
+            subject, reply, data = arrived.popleft()
+            if not reply:  # only JetStream's own status replies come without a reply subject
                 if stop_at_status:
                     return None
                 continue
-            into.append(Pulled(msg, meta_of(msg.reply)))
+            text = reply.decode()
+            into.append(Pulled(subject.decode(), data, text, meta_of(text)))
         return into
 
     async def close(self) -> None:
         if self._sub is not None:
+            _taps(self._nc).pop(self._sub._id, None)
             await self._sub.unsubscribe()
             self._sub = None
-
-
-def _status(msg: Msg) -> str | None:
-    """The status code of a control reply, else None. Only JetStream's own replies lack a reply
-    subject: every delivered message carries its `$JS.ACK...` one, whatever a publisher put in it."""
-    if msg.reply or not msg.headers:
-        return None
-    return msg.headers.get("Status")

@@ -33,9 +33,8 @@ from projector.store import Outcome, ProjectionStore, SwapOutcome
 
 log = logging.getLogger("replay")
 
-REPLAY_FETCH = 200
-"""Messages per fetch: a group-committed message can hold 1000 events, so this bounds a fetch to
-about 12 MB and keeps the connection clear of nats-server's slow-consumer limit."""
+REPLAY_FETCH = 1000
+"""Messages per fetch (and at most `FETCH_MAX_BYTES`): many small live-written messages per apply."""
 
 
 class ReplayRefused(RuntimeError):
@@ -315,9 +314,8 @@ async def _build(
                     "upgrade this projector first"
                 )
             for i, why in done.rejected:
-                msg, meta = pulled[i]
-                if meta.stream_seq > dead_letter_above:
-                    await dead_letter(js, settings, partition, msg, meta.stream_seq, why)
+                if pulled[i].meta.stream_seq > dead_letter_above:
+                    await dead_letter(js, settings, partition, pulled[i], why)
             deltas = done.deltas
             if deltas:
                 watermark = await _apply(store, gen, partition, watermark, deltas, snapshots)

@@ -133,14 +133,14 @@ class PartitionWorker:
 
     async def _stall(self, pulled: Pulled, exc: schema.UnknownVersion, stop: asyncio.Event) -> None:
         """A batch this projector cannot read is never skipped: stop in front of it and say so."""
-        msg, seq = pulled.msg, pulled.meta.stream_seq
+        seq = pulled.meta.stream_seq
         metrics.STALLED_AT.labels(str(self.partition)).set(seq)
         log.error(
             "p%d: stopped at stream seq %d on %s: %s. It will not be skipped: run a projector that knows "
             "this version (upgrade projectors before ingest); retrying in %.0fs",
             self.partition,
             seq,
-            msg.subject,
+            pulled.subject,
             exc,
             STALL_RETRY_S,
         )
@@ -199,9 +199,8 @@ class PartitionWorker:
                 delivered += len(msgs)
                 done = digest_pulled(msgs, self.settings, self.watermark, self.decoder)
                 for i, why in done.rejected:
-                    msg, meta = msgs[i]
-                    if meta.stream_seq > self.watermark:
-                        await dead_letter(self.js, self.settings, self.partition, msg, meta.stream_seq, why)
+                    if msgs[i].meta.stream_seq > self.watermark:
+                        await dead_letter(self.js, self.settings, self.partition, msgs[i], why)
                 deltas = done.deltas
                 if deltas:
                     started = time.perf_counter()
@@ -234,18 +233,18 @@ class PartitionWorker:
                     await announce(self.nc, self.settings, tuple(deltas.hours))
                 if done.unknown is not None:
                     if done.digested:
-                        await msgs[done.digested - 1].msg.ack()
+                        await puller.ack(msgs[done.digested - 1])
                     await self._stall(msgs[done.digested], done.unknown, stop)
                     return Stopped.RESYNC
                 if deltas:
                     await self._recovered()
                 if msgs:
-                    await msgs[-1].msg.ack()  # AckPolicy.ALL: acks every message up to this one
+                    await puller.ack(msgs[-1])  # AckPolicy.ALL: acks every message up to this one
                 await self._maybe_snapshot()
                 if len(msgs) < len(fetched):
                     log.info("p%d: delivery gap after consumer seq %d; resyncing", self.partition, delivered)
                     return Stopped.RESYNC
-                if len(msgs) < self.settings.projector_batch and self.settings.projector_coalesce_ms > 0:
+                if fetched[-1].meta.pending == 0 and self.settings.projector_coalesce_ms > 0:
                     # Caught up: let a few milliseconds of events gather so each apply carries more.
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.settings.projector_coalesce_ms / 1000)
@@ -350,7 +349,8 @@ def out_of_memory(exc: Exception) -> bool:
 
 def _contiguous(msgs: list[Pulled], delivered: int) -> list[Pulled]:
     """The leading messages that continue the consumer's delivery sequence without a gap."""
-    for i, (_, meta) in enumerate(msgs):
+    for i, pulled in enumerate(msgs):
+        meta = pulled.meta
         if meta.consumer_seq != delivered + i + 1 or meta.delivered != 1:
             return msgs[:i]
     return msgs

@@ -30,12 +30,12 @@ async def publish(nc: NATS, n: int, start: int = 0) -> None:
 async def test_available_messages_come_in_order_with_their_positions(nc: NATS, puller: Puller) -> None:
     await publish(nc, 10)
     got = await puller.fetch(4, 2.0)
-    assert [p.msg.data for p in got] == [b"0", b"1", b"2", b"3"]
+    assert [p.data for p in got] == [b"0", b"1", b"2", b"3"]
     assert [p.meta.stream_seq for p in got] == [1, 2, 3, 4]
     assert [p.meta.consumer_seq for p in got] == [1, 2, 3, 4]
     assert got[-1].meta.pending == 6
     rest = await puller.fetch(100, 2.0)
-    assert [p.msg.data for p in rest] == [str(i).encode() for i in range(4, 10)]
+    assert [p.data for p in rest] == [str(i).encode() for i in range(4, 10)]
     assert all(p.meta.delivered == 1 for p in rest)
     await puller.close()
 
@@ -50,7 +50,7 @@ async def test_an_empty_consumer_times_out_and_a_message_published_while_waiting
     await publish(nc, 3)
     got = await waiting
     got += [] if len(got) == 3 else await puller.fetch(10, 2.0)
-    assert [p.msg.data for p in got] == [b"0", b"1", b"2"]
+    assert [p.data for p in got] == [b"0", b"1", b"2"]
     await puller.close()
 
 
@@ -68,7 +68,22 @@ async def test_no_message_is_lost_or_repeated_across_many_small_fetches(nc: NATS
         except TimeoutError:
             continue
         seen += [p.meta.stream_seq for p in got]
-        await got[-1].msg.ack()
+        await puller.ack(got[-1])
     await producing
     assert seen == list(range(1, 301))
     await puller.close()
+
+
+async def test_the_reader_leaves_every_other_subscription_of_its_connection_alone(
+    nc: NATS, puller: Puller
+) -> None:
+    await publish(nc, 2)
+    other = await nc.subscribe("elsewhere")
+    assert len(await puller.fetch(10, 2.0)) == 2
+    await nc.publish("elsewhere", b"still here")
+    assert (await other.next_msg(2.0)).data == b"still here"
+    await puller.close()
+    await publish(nc, 1, start=2)
+    second = Puller(nc, "PULL", "c")
+    assert [p.data for p in await second.fetch(10, 2.0)] == [b"2"]
+    await second.close()
