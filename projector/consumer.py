@@ -20,7 +20,7 @@ from contract.stream import consumer_name, dead_letter_stream, dead_letter_subje
 from projector import metrics
 from projector.digest import Digest, digest
 from projector.fold import Message
-from projector.pull import Meta, Pulled, meta_of
+from projector.pull import Fetched, Meta, Pulled, meta_of
 from projector.screen import Rejected, screen
 
 Decoder = Callable[[bytes], schema.AnyBatch]
@@ -68,15 +68,15 @@ def read(msg: Msg, settings: Settings, decoder: Decoder = schema.decode, meta: M
     return Read(Message(seq, kept, stream_ms), rejected, msg)
 
 
-def digest_pulled(
-    pulled: list[Pulled], settings: Settings, after: int, decoder: Decoder = schema.decode
+def digest_fetched(
+    fetched: Fetched, settings: Settings, after: int, decoder: Decoder = schema.decode
 ) -> Digest:
     """`digest` of fetched messages: their deltas past stream seq `after`, and their dead letters."""
     return digest(
-        [p.subject for p in pulled],
-        [p.data for p in pulled],
-        [p.meta.stream_seq for p in pulled],
-        [p.meta.stream_ms for p in pulled],
+        fetched.subjects,
+        fetched.payloads,
+        fetched.seqs,
+        fetched.stamps,
         prefix=settings.subject_prefix,
         partitions=settings.partitions,
         after=after,

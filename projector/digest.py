@@ -10,9 +10,9 @@ own only when its subject's run breaks a rule or it carries Idempotency-Keys.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import lru_cache
-from itertools import chain
-from operator import attrgetter
+from functools import lru_cache, partial
+from itertools import chain, compress
+from operator import attrgetter, is_
 from typing import NamedTuple
 
 import msgspec
@@ -25,6 +25,7 @@ from projector.screen import Rejected, all_good, screen
 Decoder = Callable[[bytes], schema.AnyBatch]
 
 _user, _kind, _key = attrgetter("user"), attrgetter("kind"), attrgetter("key")
+_is_none = partial(is_, None)
 _NOTHING: tuple[schema.Event, ...] = ()
 
 
@@ -125,21 +126,20 @@ def digest(
             delta.impressions += len(kinds) - clicks
             continue
         any_keyed = True
-        for event in events:
-            if event.key is None:
-                delta.users.add(event.user)
-                if event.kind is schema.Kind.CLICK:
-                    delta.clicks += 1
-                else:
-                    delta.impressions += 1
+        unkeyed = list(compress(events, map(_is_none, map(_key, events))))
+        kinds = list(map(_kind, unkeyed))
+        clicks = kinds.count(schema.Kind.CLICK)
+        delta.users.update(map(_user, unkeyed))
+        delta.clicks += clicks
+        delta.impressions += len(kinds) - clicks
     if any_keyed:
         # In stream order, across hours: the first of a key within the window is the one that counts.
+        keyed = deltas.keyed
         for i in folded:
             mine = batches[i] if kept[i] is None else kept[i]
             if mine and any(map(_key, mine)):
-                for event in mine:
-                    if event.key is not None:
-                        deltas.keyed.append(Keyed(event.key, event.user, stamps[i], hours[i], event.kind))
+                for event in compress(mine, map(_key, mine)):
+                    keyed.append(Keyed(event.key, event.user, stamps[i], hours[i], event.kind))  # type: ignore[arg-type]
     return Digest(deltas, rejected, len(batches), unknown)
 
 

@@ -58,6 +58,55 @@ class Pulled(NamedTuple):
     meta: Meta
 
 
+class Fetched:
+    """Fetched messages, column by column: the projector reads them as runs, never one object each."""
+
+    __slots__ = ("consumer_seqs", "delivered", "payloads", "pending", "replies", "seqs", "stamps", "subjects")
+
+    def __init__(self) -> None:
+        self.subjects: list[str] = []
+        self.payloads: list[bytes] = []
+        self.replies: list[bytes] = []
+        self.seqs: list[int] = []
+        """Stream sequences."""
+        self.consumer_seqs: list[int] = []
+        self.delivered: list[int] = []
+        """How many times each was delivered (1 the first time)."""
+        self.stamps: list[int] = []
+        """When JetStream stored each, in epoch ms."""
+        self.pending = 0
+        """Messages left for the consumer after the last one."""
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def add(self, subject: bytes, reply: bytes, data: bytes) -> None:
+        tokens = reply.split(b".")
+        at = 4 if len(tokens) == 9 else 6  # the older form has no domain and account hash
+        self.subjects.append(subject.decode())
+        self.payloads.append(data)
+        self.replies.append(reply)
+        self.delivered.append(int(tokens[at]))
+        self.seqs.append(int(tokens[at + 1]))
+        self.consumer_seqs.append(int(tokens[at + 2]))
+        self.stamps.append(int(tokens[at + 3]) // 1_000_000)
+        self.pending = int(tokens[at + 4])
+
+    def at(self, i: int) -> Pulled:
+        reply = self.replies[i].decode()
+        return Pulled(self.subjects[i], self.payloads[i], reply, meta_of(reply))
+
+    def head(self, n: int) -> Fetched:
+        """The first `n` messages (`pending` stays that of the whole fetch)."""
+        if n >= len(self):
+            return self
+        part = Fetched()
+        for name in self.__slots__:
+            value = getattr(self, name)
+            setattr(part, name, value[:n] if isinstance(value, list) else value)
+        return part
+
+
 ProcessMsg = Callable[[int, bytes, bytes, bytes, bytes], Awaitable[None]]
 
 
@@ -123,39 +172,40 @@ class Puller:
             self._sub = await self._nc.subscribe(self._inbox)
             taps[self._sub._id] = self._tapped
 
-    async def fetch(self, batch: int, wait_s: float, max_bytes: int = FETCH_MAX_BYTES) -> list[Pulled]:
+    async def fetch(self, batch: int, wait_s: float, max_bytes: int = FETCH_MAX_BYTES) -> Fetched:
         """Up to `batch` messages and about `max_bytes`: those available now, or, when there are none,
         the first to arrive within `wait_s` seconds (then TimeoutError). Status replies are dropped; a
         message that arrives after its request gave up is kept for the next call."""
         await self._subscribe()
-        got = self._drain(batch, [])
+        got = Fetched()
+        self._drain(batch, got)
         if got:
             return got
         await self._ask({"batch": batch, "no_wait": True, "max_bytes": max_bytes})
-        got = await self._until_status(batch, wait_s)
+        await self._until_status(batch, wait_s, got)
         if got:
             return got
         # Nothing there: wait for one message, then take what else has arrived.
         expires = max(0.05, wait_s - 0.05)
         await self._ask({"batch": 1, "expires": int(expires * 1e9)})
-        got = await self._until_status(1, wait_s)
+        await self._until_status(1, wait_s, got)
         if not got:
             raise TimeoutError(f"no message within {wait_s}s")
         if batch > 1:
             await self._ask({"batch": batch - 1, "no_wait": True, "max_bytes": max_bytes})
-            got += await self._until_status(batch - 1, wait_s)
+            await self._until_status(batch, wait_s, got)
         return got
 
-    async def ack(self, upto: Pulled) -> None:
-        """Acknowledge a message (with AckPolicy.ALL: every message up to it)."""
-        await self._nc.publish(upto.reply, b"+ACK")
+    async def ack(self, reply: bytes) -> None:
+        """Acknowledge the message of this reply subject (with AckPolicy.ALL: every one up to it)."""
+        await self._nc.publish(reply.decode(), b"+ACK")
 
     async def _ask(self, request: dict[str, object]) -> None:
         await self._nc.publish(self._next, msgspec.json.encode(request), reply=self._inbox)
 
-    async def _until_status(self, batch: int, wait_s: float) -> list[Pulled]:
-        """Messages of the last request, until it has sent `batch` or a status says it is done."""
-        got: list[Pulled] = []
+    async def _until_status(self, batch: int, wait_s: float, got: Fetched) -> None:
+        """Messages of the last request into `got`, until it holds `batch` or a status says the
+        request is done."""
         deadline = time.monotonic() + wait_s
         while len(got) < batch:
             if not self._tapped.arrived:
@@ -164,23 +214,24 @@ class Puller:
                     break
                 await self._tapped.wait(left)
                 continue
-            if self._drain(batch, got, stop_at_status=True) is None:
+            if not self._drain(batch, got, stop_at_status=True):
                 break
-        return got
 
-    def _drain(self, batch: int, into: list[Pulled], stop_at_status: bool = False) -> list[Pulled] | None:
-        """Take what has arrived, up to `batch`; None when a status ended the request (if asked to
+    def _drain(self, batch: int, into: Fetched, stop_at_status: bool = False) -> bool:
+        """Take what has arrived, up to `batch`; False when a status ended the request (if asked to
         stop there). Leftover statuses from earlier requests are skipped."""
         arrived = self._tapped.arrived
-        while len(into) < batch and arrived:
+        add = into.add
+        room = batch - len(into)
+        while room > 0 and arrived:
             subject, reply, data = arrived.popleft()
             if not reply:  # only JetStream's own status replies come without a reply subject
                 if stop_at_status:
-                    return None
+                    return False
                 continue
-            text = reply.decode()
-            into.append(Pulled(subject.decode(), data, text, meta_of(text)))
-        return into
+            add(subject, reply, data)
+            room -= 1
+        return True
 
     async def close(self) -> None:
         if self._sub is not None:

@@ -9,6 +9,7 @@ removes what a killed replay left behind.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -23,7 +24,7 @@ from redis.asyncio import Redis
 from contract.hours import hour_token, partition_filter, subject, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
-from projector.consumer import announce, dead_letter, digest_pulled
+from projector.consumer import announce, dead_letter, digest_fetched
 from projector.fold import Deltas
 from projector.history import apply_thawing, first_hot_hour
 from projector.leases import Leases
@@ -293,7 +294,7 @@ async def _build(
         pending = consumer.num_pending or 0
         while pending > 0:
             try:
-                pulled = await puller.fetch(REPLAY_FETCH, 5.0)
+                fetched = await puller.fetch(REPLAY_FETCH, 5.0)
             except TimeoutError:
                 # Never take a quiet moment for the end: ask the server what is left.
                 pending = (await js.consumer_info(settings.stream_name, name)).num_pending or 0
@@ -304,25 +305,26 @@ async def _build(
                     ) from None
                 continue
             stalls = 0
-            last_meta = pulled[-1].meta
+            last_seq = fetched.seqs[-1]
             if upto is not None:
-                pulled = [p for p in pulled if p.meta.stream_seq <= upto]
-            done = digest_pulled(pulled, settings, after=watermark)
+                # Without acks nothing is redelivered, so stream sequences only rise within a fetch.
+                fetched = fetched.head(bisect.bisect_right(fetched.seqs, upto))
+            done = digest_fetched(fetched, settings, after=watermark)
             if done.unknown is not None:
                 raise ReplayRefused(
-                    f"p{partition}: stream seq {pulled[done.digested].meta.stream_seq}: {done.unknown}; "
+                    f"p{partition}: stream seq {fetched.seqs[done.digested]}: {done.unknown}; "
                     "upgrade this projector first"
                 )
             for i, why in done.rejected:
-                if pulled[i].meta.stream_seq > dead_letter_above:
-                    await dead_letter(js, settings, partition, pulled[i], why)
+                if fetched.seqs[i] > dead_letter_above:
+                    await dead_letter(js, settings, partition, fetched.at(i), why)
             deltas = done.deltas
             if deltas:
                 watermark = await _apply(store, gen, partition, watermark, deltas, snapshots)
             messages += done.digested
             events += deltas.events
-            pending = last_meta.pending
-            if upto is not None and last_meta.stream_seq >= upto:
+            pending = fetched.pending
+            if upto is not None and last_seq >= upto:
                 break
     finally:
         await puller.close()

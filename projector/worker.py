@@ -20,10 +20,10 @@ from contract.hours import hour_of, system_now_ms
 from contract.settings import Settings
 from contract.stream import consumer_name
 from projector import metrics
-from projector.consumer import Decoder, announce, dead_letter, digest_pulled, position_consumer
+from projector.consumer import Decoder, announce, dead_letter, digest_fetched, position_consumer
 from projector.fold import Deltas
 from projector.history import Evictor, apply_thawing, first_hot_hour
-from projector.pull import Pulled, Puller
+from projector.pull import Fetched, Pulled, Puller
 from projector.snapshots import Snapshots
 from projector.store import Outcome, ProjectionStore, RestoreRefused
 
@@ -194,13 +194,13 @@ class PartitionWorker:
                 # The watermark is only sound over a gap-free run of first deliveries: a message
                 # delivered to an abandoned pull request, or redelivered, ends the run, and the
                 # consumer is then recreated at the watermark instead.
-                metrics.CONSUMER_LAG.labels(str(self.partition)).set(fetched[-1].meta.pending)
-                msgs = _contiguous(fetched, delivered)
+                metrics.CONSUMER_LAG.labels(str(self.partition)).set(fetched.pending)
+                msgs = fetched.head(_contiguous(fetched, delivered))
                 delivered += len(msgs)
-                done = digest_pulled(msgs, self.settings, self.watermark, self.decoder)
+                done = digest_fetched(msgs, self.settings, self.watermark, self.decoder)
                 for i, why in done.rejected:
-                    if msgs[i].meta.stream_seq > self.watermark:
-                        await dead_letter(self.js, self.settings, self.partition, msgs[i], why)
+                    if msgs.seqs[i] > self.watermark:
+                        await dead_letter(self.js, self.settings, self.partition, msgs.at(i), why)
                 deltas = done.deltas
                 if deltas:
                     started = time.perf_counter()
@@ -233,18 +233,18 @@ class PartitionWorker:
                     await announce(self.nc, self.settings, tuple(deltas.hours))
                 if done.unknown is not None:
                     if done.digested:
-                        await puller.ack(msgs[done.digested - 1])
-                    await self._stall(msgs[done.digested], done.unknown, stop)
+                        await puller.ack(msgs.replies[done.digested - 1])
+                    await self._stall(msgs.at(done.digested), done.unknown, stop)
                     return Stopped.RESYNC
                 if deltas:
                     await self._recovered()
                 if msgs:
-                    await puller.ack(msgs[-1])  # AckPolicy.ALL: acks every message up to this one
+                    await puller.ack(msgs.replies[-1])  # AckPolicy.ALL: acks every message up to this one
                 await self._maybe_snapshot()
                 if len(msgs) < len(fetched):
                     log.info("p%d: delivery gap after consumer seq %d; resyncing", self.partition, delivered)
                     return Stopped.RESYNC
-                if fetched[-1].meta.pending == 0 and self.settings.projector_coalesce_ms > 0:
+                if fetched.pending == 0 and self.settings.projector_coalesce_ms > 0:
                     # Caught up: let a few milliseconds of events gather so each apply carries more.
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.settings.projector_coalesce_ms / 1000)
@@ -347,10 +347,9 @@ def out_of_memory(exc: Exception) -> bool:
     return isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM")
 
 
-def _contiguous(msgs: list[Pulled], delivered: int) -> list[Pulled]:
-    """The leading messages that continue the consumer's delivery sequence without a gap."""
-    for i, pulled in enumerate(msgs):
-        meta = pulled.meta
-        if meta.consumer_seq != delivered + i + 1 or meta.delivered != 1:
-            return msgs[:i]
-    return msgs
+def _contiguous(fetched: Fetched, delivered: int) -> int:
+    """How many leading messages continue the consumer's delivery sequence without a gap."""
+    for i, (consumer_seq, times) in enumerate(zip(fetched.consumer_seqs, fetched.delivered, strict=True)):
+        if consumer_seq != delivered + i + 1 or times != 1:
+            return i
+    return len(fetched)

@@ -9,7 +9,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from projector.pull import Puller
+from projector.pull import Meta, Puller
 
 
 @pytest.fixture
@@ -30,13 +30,14 @@ async def publish(nc: NATS, n: int, start: int = 0) -> None:
 async def test_available_messages_come_in_order_with_their_positions(nc: NATS, puller: Puller) -> None:
     await publish(nc, 10)
     got = await puller.fetch(4, 2.0)
-    assert [p.data for p in got] == [b"0", b"1", b"2", b"3"]
-    assert [p.meta.stream_seq for p in got] == [1, 2, 3, 4]
-    assert [p.meta.consumer_seq for p in got] == [1, 2, 3, 4]
-    assert got[-1].meta.pending == 6
+    assert got.payloads == [b"0", b"1", b"2", b"3"]
+    assert got.seqs == [1, 2, 3, 4]
+    assert got.consumer_seqs == [1, 2, 3, 4]
+    assert got.at(3).meta == Meta(4, 4, 1, got.stamps[3], 6)
+    assert got.pending == 6
     rest = await puller.fetch(100, 2.0)
-    assert [p.data for p in rest] == [str(i).encode() for i in range(4, 10)]
-    assert all(p.meta.delivered == 1 for p in rest)
+    assert rest.payloads == [str(i).encode() for i in range(4, 10)]
+    assert rest.delivered == [1] * 6
     await puller.close()
 
 
@@ -48,9 +49,9 @@ async def test_an_empty_consumer_times_out_and_a_message_published_while_waiting
     waiting = asyncio.create_task(puller.fetch(10, 5.0))
     await asyncio.sleep(0.2)
     await publish(nc, 3)
-    got = await waiting
-    got += [] if len(got) == 3 else await puller.fetch(10, 2.0)
-    assert [p.data for p in got] == [b"0", b"1", b"2"]
+    got = (await waiting).payloads
+    got += [] if len(got) == 3 else (await puller.fetch(10, 2.0)).payloads
+    assert got == [b"0", b"1", b"2"]
     await puller.close()
 
 
@@ -67,8 +68,8 @@ async def test_no_message_is_lost_or_repeated_across_many_small_fetches(nc: NATS
             got = await puller.fetch(7, 0.5)
         except TimeoutError:
             continue
-        seen += [p.meta.stream_seq for p in got]
-        await puller.ack(got[-1])
+        seen += got.seqs
+        await puller.ack(got.replies[-1])
     await producing
     assert seen == list(range(1, 301))
     await puller.close()
@@ -85,5 +86,5 @@ async def test_the_reader_leaves_every_other_subscription_of_its_connection_alon
     await puller.close()
     await publish(nc, 1, start=2)
     second = Puller(nc, "PULL", "c")
-    assert [p.data for p in await second.fetch(10, 2.0)] == [b"2"]
+    assert (await second.fetch(10, 2.0)).payloads == [b"2"]
     await second.close()

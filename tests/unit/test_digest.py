@@ -24,7 +24,9 @@ HOUR = 490_000
 SETTINGS = Settings(partitions=PARTS)
 PREFIX = SETTINGS.subject_prefix
 
-users = st.sampled_from(["a", "b", "c", "dd", "e", "f", "", " ", "x\ny", "bad\x01", "z" * 257])
+users = st.sampled_from(
+    ["a", "b", "c", "dd", "e", "f", "", " ", "x\ny", "bad\x01", "soft\xadhyphen", "z" * 257]
+)
 stamps = st.sampled_from(
     [HOUR * HOUR_MS, HOUR * HOUR_MS + 5, (HOUR + 1) * HOUR_MS - 1, (HOUR + 1) * HOUR_MS, HOUR * HOUR_MS - 1]
 )

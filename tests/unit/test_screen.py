@@ -15,7 +15,7 @@ HOUR = 7
 PARTS = 3
 
 users = st.sampled_from(
-    ["a", "b", "c", "dd", "e", "f", "", " ", "  ", "x\ny", "bad\x01", "é" * 70, "z" * 257]
+    ["a", "b", "c", "dd", "e", "f", "", " ", "  ", "x\ny", "bad\x01", "soft\xadhyphen", "é" * 70, "z" * 257]
 )
 stamps = st.sampled_from([HOUR * HOUR_MS, HOUR * HOUR_MS + 5, (HOUR + 1) * HOUR_MS - 1]) | st.integers(
     min_value=-5, max_value=10 * HOUR_MS
