@@ -162,6 +162,10 @@ class Settings:
     projector_idle_s: float = 1.0
     """How long a projector fetch waits for messages before it checks Redis health."""
 
+    replay_processes: int = 0
+    """Processes a full replay folds the log in, each taking some of the partitions; 0: one per core
+    (at most one per partition) once the stream holds 100,000 messages, else one."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, role: str | None = None) -> Settings:
         """Build settings from ANALYTICS_<FIELD> variables; unknown ANALYTICS_ names are an error.
@@ -269,6 +273,10 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def as_env(self) -> dict[str, str]:
+        """The ANALYTICS_* variables that `from_env` reads back into exactly these settings."""
+        return {f"{ENV_PREFIX}{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
 
 
 def _parse(name: str, raw: str, kind: type) -> Any:

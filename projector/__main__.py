@@ -1,4 +1,4 @@
-"""Command line of the projector: `run`, `replay`, `inspect`, `stream`; settings from ANALYTICS_* vars."""
+"""Command line of the projector: `run`, `replay`, `inspect`, `stream` (and `build`, replay's helper)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
+import msgspec
 import nats
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -21,7 +23,7 @@ from contract.settings import Settings, redacted
 from projector import metrics
 from projector.balancer import run_projector
 from projector.inspect import inspect
-from projector.replay import ReplayRefused, replay, replay_hour
+from projector.replay import BuildJob, ReplayRefused, build_partitions, replay, replay_hour
 from projector.store import ProjectionStore
 from projector.stream import check_partitions, ensure_stream
 
@@ -41,6 +43,33 @@ async def _connect(settings: Settings, name: str, wait: bool) -> NATS:
 
 
 NATS_DOWN = (TimeoutError, nats.errors.Error, OSError)
+
+
+async def _build(job: BuildJob) -> int:
+    """A build process of a replay: fold the job's partitions, print what was built, as JSON."""
+    settings = Settings.from_env(job.settings)
+    watching = asyncio.create_task(_exit_with_parent(job.parent))
+    await asyncio.sleep(0)  # the first look, before anything is written
+    nc = await _connect(settings, "hourglass-replay-build", wait=False)
+    redis_client = Redis.from_url(**settings.redis_options())
+    try:
+        built = await build_partitions(job, nc, redis_client)
+    finally:
+        watching.cancel()
+        await redis_client.aclose()
+        await nc.close()
+    sys.stdout.buffer.write(msgspec.json.encode(built) + b"\n")
+    return 0
+
+
+async def _exit_with_parent(parent: int) -> None:
+    """A build outliving its replay (killed) would write into a generation the next replay drops."""
+    while True:
+        if os.getppid() != parent:
+            break
+        await asyncio.sleep(0.5)
+    log.error("the replay that started this build is gone; stopping")
+    os._exit(3)
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -149,12 +178,15 @@ def main() -> None:
     )
     ins = sub.add_parser("inspect", help="stream, subjects, consumer lag, last events")
     ins.add_argument("--last", type=int, default=10, help="how many of the last messages to decode")
+    sub.add_parser("build", help="(started by replay) fold the partitions of a job read from stdin")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "build":
+        sys.exit(asyncio.run(_build(msgspec.json.decode(sys.stdin.buffer.read(), type=BuildJob))))
     sys.exit(asyncio.run(_main(args)))
 
 

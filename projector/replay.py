@@ -12,11 +12,14 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from redis.asyncio import Redis
@@ -80,12 +83,7 @@ async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayRep
         try:
             snapshots = await open_snapshots(nc, redis_client, settings)
             starts = await _restore_if_compacted(settings, nc, snapshots, store, gen)
-            bulk = await asyncio.gather(
-                *(
-                    _build(settings, nc, store, gen, p, filed[p], after=starts[p], snapshots=snapshots)
-                    for p in partitions
-                )
-            )
+            bulk = await _bulk(settings, nc, store, gen, filed, starts, snapshots)
             leases = Leases(redis_client, Keys(settings.key_prefix), owner, settings.lease_ttl_s)
             async with _seized(leases, partitions, settings.lease_ttl_s):
                 tail = await asyncio.gather(
@@ -114,6 +112,110 @@ async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayRep
     report = _report(gen, previous, [*bulk, *tail], started)
     log.info("generation %d is live (was %s)", gen, previous)
     return report
+
+
+REPLAY_SPLIT_MESSAGES = 100_000
+"""Below this many messages in the stream, starting build processes costs more than it saves."""
+
+
+def replay_processes(settings: Settings, messages: int, cores: int | None) -> int:
+    """How many processes fold the bulk of the log: the setting, or one per core once it pays."""
+    if settings.replay_processes > 0:
+        return min(settings.replay_processes, settings.partitions)
+    if messages < REPLAY_SPLIT_MESSAGES:
+        return 1
+    return max(1, min(settings.partitions, cores or 1))
+
+
+async def _bulk(
+    settings: Settings,
+    nc: NATS,
+    store: ProjectionStore,
+    gen: int,
+    filed: dict[int, int],
+    starts: dict[int, int],
+    snapshots: Snapshots | None,
+) -> list[Built]:
+    """Every partition folded into `gen`: here, or split over build processes (one core each)."""
+    partitions = list(range(settings.partitions))
+    messages = (await nc.jetstream().stream_info(settings.stream_name)).state.messages
+    processes = replay_processes(settings, messages, os.cpu_count())
+    if processes <= 1:
+        return list(
+            await asyncio.gather(
+                *(
+                    _build(settings, nc, store, gen, p, filed[p], after=starts[p], snapshots=snapshots)
+                    for p in partitions
+                )
+            )
+        )
+    log.info("folding %d partitions in %d build processes", len(partitions), processes)
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(_build_elsewhere(settings, gen, partitions[i::processes], filed, starts))
+            for i in range(processes)
+        ]
+    built = {p: b for task in tasks for p, b in task.result().items()}
+    return [built[p] for p in partitions]
+
+
+class BuildJob(msgspec.Struct, frozen=True):
+    """What a build process (`python -m projector build`) reads from its stdin: never from its
+    arguments, which any user of the machine can list."""
+
+    settings: dict[str, str]
+    parent: int
+    """The replay's pid: a build whose replay is gone stops."""
+    generation: int
+    partitions: list[int]
+    after: list[int]
+    dead_letters_above: list[int]
+
+
+async def _build_elsewhere(
+    settings: Settings, gen: int, partitions: list[int], filed: dict[int, int], starts: dict[int, int]
+) -> dict[int, Built]:
+    job = BuildJob(
+        settings.as_env(),
+        os.getpid(),
+        gen,
+        partitions,
+        [starts[p] for p in partitions],
+        [filed[p] for p in partitions],
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "projector",
+        "build",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, _ = await proc.communicate(msgspec.json.encode(job))
+    finally:
+        if proc.returncode is None:  # cancelled: another build failed, or the replay was stopped
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise ReplayRefused(
+            f"the build process for partitions {partitions} failed (exit {proc.returncode}); its log is above"
+        )
+    return msgspec.json.decode(out.splitlines()[-1], type=dict[int, Built])
+
+
+async def build_partitions(job: BuildJob, nc: NATS, redis_client: Redis) -> dict[int, Built]:
+    """A build process's work: its partitions folded into the job's generation, as `replay` would."""
+    settings = Settings.from_env(job.settings)
+    store = ProjectionStore.from_settings(redis_client, settings)
+    snapshots = await open_snapshots(nc, redis_client, settings)
+    built = await asyncio.gather(
+        *(
+            _build(settings, nc, store, job.generation, p, above, after=after, snapshots=snapshots)
+            for p, after, above in zip(job.partitions, job.after, job.dead_letters_above, strict=True)
+        )
+    )
+    return dict(zip(job.partitions, built, strict=True))
 
 
 async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: int) -> ReplayReport:

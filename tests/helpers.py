@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import os
 import signal
@@ -100,8 +99,7 @@ def isolated_settings(nats_url: str, redis_url: str, **overrides: object) -> Set
 def settings_env(settings: Settings) -> dict[str, str]:
     """The ANALYTICS_* environment that makes a subprocess read exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
-    for f in dataclasses.fields(settings):
-        env[f"ANALYTICS_{f.name.upper()}"] = str(getattr(settings, f.name))
+    env.update(settings.as_env())
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -29,6 +29,13 @@ def main() -> None:
     parser.add_argument(
         "--projectors", type=int, default=1, help="projector processes (they share the partitions)"
     )
+    parser.add_argument(
+        "--replay-processes",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="ANALYTICS_REPLAY_PROCESSES of each replay, run in turn (e.g. 1 2 1 2 for an A/B)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hourglass-projector-") as tmp_s:
         tmp = Path(tmp_s)
@@ -59,20 +66,24 @@ def main() -> None:
                     running.enter_context(process([sys.executable, "-m", "projector", "run"], env, log))
                 asyncio.run(wait_applied(settings))
             projector_s = time.perf_counter() - started
-            started = time.perf_counter()
-            replayed = subprocess.run(
-                [sys.executable, "-m", "projector", "replay"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            replay_s = time.perf_counter() - started
+            replays = []
+            for processes in args.replay_processes:
+                started = time.perf_counter()
+                replayed = subprocess.run(
+                    [sys.executable, "-m", "projector", "replay"],
+                    env={**env, "ANALYTICS_REPLAY_PROCESSES": str(processes)},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                replays.append((processes, time.perf_counter() - started))
     print(replayed.stdout.strip().splitlines()[-1])
     print(f"{args.events:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed:")
     who = f"{args.projectors} projector processes" if args.projectors > 1 else "one projector process"
     print(f"  {who} from a cold start: {args.events / projector_s:,.0f} events/s ({projector_s:.1f} s)")
-    print(f"  ./just replay:               {args.events / replay_s:,.0f} events/s ({replay_s:.1f} s)")
+    for processes, replay_s in replays:
+        how = f"ANALYTICS_REPLAY_PROCESSES={processes}"
+        print(f"  ./just replay, {how}: {args.events / replay_s:,.0f} events/s ({replay_s:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -229,3 +229,57 @@ async def test_stack_serves_replays_and_restarts_with_identical_answers(
         up()
         await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, timeout=60)
         assert await answers(http, truth) == live
+
+
+async def test_a_replay_split_over_build_processes_answers_as_live_and_its_builds_end_with_it(
+    settings: Settings,
+    client: httpx.AsyncClient,
+    projector: None,
+    redis: Redis,
+    tmp_path: Path,
+    reaper: list[subprocess.Popen[bytes]],
+) -> None:
+    settings = settings.replace(replay_processes=2, lease_ttl_s=1.0)
+    env = settings_env(settings)
+    log = tmp_path / "replay.log"
+    truth = Truth()
+    for ts, user, kind in mixed_events(system_now_ms(), 300, seed=17):
+        assert (await client.post(post_path(ts, user, kind))).status_code == 204
+        truth.add(ts, user, kind)
+    live = await eventually(lambda: answers(client, truth), exact(truth), timeout=60)  # type: ignore[arg-type]
+
+    def replay() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "projector", "replay"], env=env, cwd=ROOT, capture_output=True, timeout=120
+        )
+
+    done = await asyncio.to_thread(replay)
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"replayed 300 events" in done.stdout
+    assert b"in 2 build processes" in done.stderr
+    assert await answers(client, truth) == live
+
+    # Killed while its builds start: they stop on their own, and the next replay goes through.
+    killed = spawn(["-m", "projector", "replay"], env, log)
+    reaper.append(killed)
+    builds = await eventually(
+        lambda: asyncio.to_thread(_descendants_seen, [killed.pid]),
+        lambda found: len(found) == 2,
+        interval=0.01,
+    )
+    for pid in builds:
+        os.kill(pid, signal.SIGSTOP)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    for pid in builds:
+        os.kill(pid, signal.SIGCONT)
+    await eventually(
+        lambda: asyncio.to_thread(lambda: [p for p in builds if _running(p)]), lambda left: not left
+    )
+    assert log.read_text().count("the replay that started this build is gone; stopping") == 2
+    again = await eventually(lambda: asyncio.to_thread(replay), lambda r: r.returncode == 0, timeout=30)
+    assert b"replayed 300 events" in again.stdout
+    assert await answers(client, truth) == live
+    keys = await redis.keys(f"{settings.key_prefix}:g*:wm:*")
+    generations = {(k.decode() if isinstance(k, bytes) else k).split(":")[1] for k in keys}
+    assert len(generations) == 1, f"watermarks of more than the live generation left: {generations}"
