@@ -3,10 +3,10 @@
 nats-py's `fetch` awaits each message with its own timeout (a task and a timer per message), which
 made it most of the projector's time on a stream of small, live-written messages. This asks the
 consumer for a batch on the raw protocol (`$JS.API.CONSUMER.MSG.NEXT`) and takes whatever has
-arrived for its inbox in one go, waiting only when nothing has. Messages for that inbox are taken
-straight from the client's protocol parser, before nats-py builds a `Msg` and queues it: on small
-messages those steps cost as much as everything the projector does with them. Each message's
-position comes from its reply subject, parsed once.
+arrived for its inbox in one go, waiting only when nothing has. Messages for that inbox are cut
+straight out of the connection's read buffer, many per read, before nats-py parses each one, builds
+a `Msg` and queues it: on small messages those steps cost as much as everything the projector does
+with them. Each message's position comes from its reply subject, parsed once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import NamedTuple
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
+from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD
 
 FETCH_MAX_BYTES = 4 << 20
 """A fetch may ask for many small live-written messages, but never for more than this many bytes
@@ -151,9 +152,72 @@ def _taps(nc: NATS) -> dict[int, _Inbox]:
         else:
             inbox.put(subject, reply, data)
 
+    parser = nc._ps
+    parse: Callable[[bytes], Awaitable[None]] = parser.parse
+
+    async def parse_fast(data: bytes = b"") -> None:
+        # Leading plain MSG frames for these inboxes are cut out of the buffer here, many per read;
+        # anything else (and whatever follows it) goes through nats-py's parser as before.
+        buffer = parser.buf
+        buffer.extend(data)
+        if parser.state == AWAITING_MSG_PAYLOAD and not parser.header_needed:
+            # nats-py read the frame's first line in an earlier read; finish the frame here.
+            inbox = found.get(parser.msg_arg["sid"])
+            if inbox is not None:
+                if len(buffer) < parser.needed + 2:
+                    return
+                inbox.put(parser.msg_arg["subject"], parser.msg_arg["reply"], bytes(buffer[: parser.needed]))
+                del buffer[: parser.needed + 2]
+                parser.state = AWAITING_CONTROL_LINE
+        if parser.state == AWAITING_CONTROL_LINE and buffer.startswith(b"MSG "):
+            taken, unfinished = _take_frames(buffer, found)
+            nc.stats["in_msgs"] += taken
+            if unfinished:
+                return  # the rest of that frame comes with the next read
+        if buffer:
+            await parse(b"")
+
     nc._hourglass_taps = found  # type: ignore[attr-defined]
     nc._process_msg = process_msg  # type: ignore[method-assign]
+    parser.parse = parse_fast  # type: ignore[method-assign]
     return found
+
+
+def _take_frames(buffer: bytearray, inboxes: dict[int, _Inbox]) -> tuple[int, bool]:
+    """Hand complete leading `MSG <subject> <sid> [<reply>] <size>` frames of these inboxes over,
+    and cut them from the buffer; stop at anything else. Returns how many were taken, and whether
+    the buffer now holds only the start of one more such frame."""
+    pos, end_of_data, taken, unfinished = 0, len(buffer), 0, False
+    with memoryview(buffer) as view:
+        while buffer.startswith(b"MSG ", pos):
+            end = buffer.find(b"\r\n", pos)
+            if end < 0:
+                unfinished = end_of_data - pos < 1024  # a control line is never that long
+                break
+            parts = bytes(view[pos + 4 : end]).split(b" ")
+            if len(parts) == 4:
+                subject, sid, reply, size = parts
+            elif len(parts) == 3:
+                subject, sid, size = parts
+                reply = b""
+            else:
+                break
+            if not (sid.isdigit() and size.isdigit()):
+                break
+            inbox = inboxes.get(int(sid))
+            if inbox is None:
+                break
+            start = end + 2
+            stop = start + int(size)
+            if stop + 2 > end_of_data:
+                unfinished = True
+                break
+            inbox.put(subject, reply, bytes(view[start:stop]))
+            pos = stop + 2
+            taken += 1
+    if pos:
+        del buffer[:pos]
+    return taken, unfinished
 
 
 class Puller:

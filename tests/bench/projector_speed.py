@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -51,24 +53,26 @@ def main() -> None:
         )
         env = settings_env(settings)
         with (
-            process(nats_command(nats_port, tmp / "nats"), None, log),
-            process(valkey_command(redis_port, tmp / "valkey"), None, log),
+            process(nats_command(nats_port, tmp / "nats"), None, log) as nats_server,
+            process(valkey_command(redis_port, tmp / "valkey"), None, log) as valkey,
         ):
+            servers = (nats_server.pid, valkey.pid)
             wait_for_port("127.0.0.1", nats_port, 20)
             wait_for_port("127.0.0.1", redis_port, 20)
             subprocess.run(
                 [sys.executable, "-m", "projector", "stream"], env=env, check=True, capture_output=True
             )
             asyncio.run(fill_stream(settings, args.events, args.per_message, args.keyed))
-            started = time.perf_counter()
+            started, before = time.perf_counter(), cpu(*servers)
             with contextlib.ExitStack() as running:
                 for _ in range(args.projectors):
                     running.enter_context(process([sys.executable, "-m", "projector", "run"], env, log))
                 asyncio.run(wait_applied(settings))
             projector_s = time.perf_counter() - started
+            used = {"projector": spent(before, cpu(*servers))}
             replays = []
             for processes in args.replay_processes:
-                started = time.perf_counter()
+                started, before = time.perf_counter(), cpu(*servers)
                 replayed = subprocess.run(
                     [sys.executable, "-m", "projector", "replay"],
                     env={**env, "ANALYTICS_REPLAY_PROCESSES": str(processes)},
@@ -77,6 +81,7 @@ def main() -> None:
                     check=True,
                 )
                 replays.append((processes, time.perf_counter() - started))
+                used[f"replay, ANALYTICS_REPLAY_PROCESSES={processes}"] = spent(before, cpu(*servers))
     print(replayed.stdout.strip().splitlines()[-1])
     print(f"{args.events:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed:")
     who = f"{args.projectors} projector processes" if args.projectors > 1 else "one projector process"
@@ -84,6 +89,31 @@ def main() -> None:
     for processes, replay_s in replays:
         how = f"ANALYTICS_REPLAY_PROCESSES={processes}"
         print(f"  ./just replay, {how}: {args.events / replay_s:,.0f} events/s ({replay_s:.1f} s)")
+    cores = os.cpu_count() or 1
+    print(f"CPU per event (user + system), and what it allows on {cores} cores with nothing else running:")
+    for name, (python_s, nats_s, redis_s) in used.items():
+        total = (python_s + nats_s + redis_s) / args.events * 1e6
+        print(
+            f"  {name}: Python {python_s / args.events * 1e6:.2f} µs, nats-server "
+            f"{nats_s / args.events * 1e6:.2f} µs, Redis {redis_s / args.events * 1e6:.2f} µs; "
+            f"{total:.2f} µs in all: at most {cores / total * 1e6:,.0f} events/s"
+        )
+
+
+def cpu(*pids: int) -> tuple[float, ...]:
+    """CPU seconds used so far by this process's waited-for children, then by each of `pids`."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tick = os.sysconf("SC_CLK_TCK")
+    own = []
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own.append((int(fields[11]) + int(fields[12])) / tick)
+    return (children.ru_utime + children.ru_stime, *own)
+
+
+def spent(before: tuple[float, ...], after: tuple[float, ...]) -> tuple[float, float, float]:
+    python_s, nats_s, redis_s = (b - a for a, b in zip(before, after, strict=True))
+    return python_s, nats_s, redis_s
 
 
 if __name__ == "__main__":

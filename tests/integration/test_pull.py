@@ -88,3 +88,15 @@ async def test_the_reader_leaves_every_other_subscription_of_its_connection_alon
     second = Puller(nc, "PULL", "c")
     assert (await second.fetch(10, 2.0)).payloads == [b"2"]
     await second.close()
+
+
+async def test_messages_split_across_socket_reads_arrive_whole_and_in_order(nc: NATS, puller: Puller) -> None:
+    js = nc.jetstream()
+    payloads = [bytes([65 + i % 26]) * (20_000 + 997 * i) for i in range(60)]  # 20-80 kB each
+    for i, payload in enumerate(payloads):
+        await js.publish(f"pull.{i % 3}", payload)
+    got: list[bytes] = []
+    while len(got) < len(payloads):
+        got += (await puller.fetch(7, 2.0)).payloads
+    assert got == payloads
+    await puller.close()

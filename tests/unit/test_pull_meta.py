@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from projector.pull import Fetched, Meta, meta_of
+from projector.pull import Fetched, Meta, _Inbox, _take_frames, meta_of
 
 
 def test_the_short_reply_form_is_read() -> None:
@@ -33,3 +33,26 @@ def test_fetched_columns_hold_what_meta_of_reads_from_either_form() -> None:
     assert fetched.pending == 0
     head = fetched.head(1)
     assert (len(head), head.seqs, head.subjects) == (1, [1234], ["analytics.events.2025112513.0"])
+
+
+def test_leading_frames_of_tapped_inboxes_are_cut_from_the_read_buffer_and_nothing_else() -> None:
+    inbox = _Inbox()
+    buffer = bytearray(
+        b"MSG a.b 7 $JS.ACK.x 3\r\nabc\r\n"
+        b"MSG a.c 7 0\r\n\r\n"
+        b"MSG other 9 2\r\nhi\r\n"  # another subscription's: nats-py's parser takes it from here
+        b"MSG a.d 7 5\r\nxy"
+    )
+    assert _take_frames(buffer, {7: inbox}) == (2, False)
+    assert list(inbox.arrived) == [(b"a.b", b"$JS.ACK.x", b"abc"), (b"a.c", b"", b"")]
+    assert buffer == bytearray(b"MSG other 9 2\r\nhi\r\nMSG a.d 7 5\r\nxy")
+
+    split = bytearray(b"MSG a.d 7 5\r\nxy")  # the rest of the payload is still on its way
+    assert _take_frames(split, {7: inbox}) == (0, True)
+    assert split == bytearray(b"MSG a.d 7 5\r\nxy")
+    split += b"zzz\r\nPING\r\n"
+    assert _take_frames(split, {7: inbox}) == (1, False)
+    assert inbox.arrived[-1] == (b"a.d", b"", b"xyzzz")
+    assert split == bytearray(b"PING\r\n")
+    line = bytearray(b"MSG a.e 7 $JS.ACK")  # even the first line is not all here yet
+    assert _take_frames(line, {7: inbox}) == (0, True)
