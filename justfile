@@ -65,7 +65,12 @@ bench-consumers *args:
 lock:
     uv pip compile --system-certs pyproject.toml --extra dev --extra build --generate-hashes --python-version 3.11 --universal -o requirements.lock
 
-# Projector processes, then a replay, on a generated live-shaped stream (--events, --per-message, --projectors).
+# Two HTTP servers differing only in the settings given (--a K=V, --b K=V), under the same paced load.
+bench-ab *args:
+    {{python}} -m tests.bench.paced_ab "$@"
+
+# Projector processes from a cold start, then replays, on a generated live-shaped stream
+# (--events, --per-message, --projectors, --replay-processes); prints CPU per event of each engine.
 bench-projector *args:
     {{python}} -m tests.bench.projector_speed "$@"
 

@@ -25,11 +25,13 @@ def app_from_env() -> ASGIApp:
     from server.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    app = create_app(Settings.from_env(role="http"))
-    # Everything built so far (modules, the app) lives as long as the worker: out of the collector's
-    # reach, a full collection under load no longer walks it, which trims the latency tail.
-    gc.collect()
-    gc.freeze()
+    settings = Settings.from_env(role="http")
+    app = create_app(settings)
+    if settings.http_gc_freeze:
+        # Everything built so far (modules, the app) lives as long as the worker: out of the
+        # collector's reach, a full collection under load no longer walks it.
+        gc.collect()
+        gc.freeze()
     return app
 
 
