@@ -12,12 +12,9 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 from contract.hours import system_now_ms
-from contract.settings import Settings
-from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
+from deploy.servers import free_port
 from tests.bench.run import (
     GET_LUA,
     PACED_CONNECTIONS,
@@ -29,6 +26,7 @@ from tests.bench.run import (
     run_wrk,
     wait_http,
 )
+from tests.bench.servers import scratch_servers
 from tests.helpers import settings_env
 
 
@@ -45,19 +43,9 @@ def main() -> None:
     wrk = ensure_wrk()
     rates = {"post": args.post_rps, "get": args.get_rps}
     kinds = args.kinds.split(",")
-    with tempfile.TemporaryDirectory(prefix="hourglass-ab-") as tmp_s:
-        tmp = Path(tmp_s)
-        log = tmp / "log"
-        (tmp / "nats").mkdir()
-        (tmp / "valkey").mkdir()
-        nats_port, redis_port = free_port(), free_port()
-        base = Settings(
-            nats_url=f"nats://127.0.0.1:{nats_port}",
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
-            admin_port=0,
-            http_workers=1,
-            data_dir=tmp,
-        )
+    with scratch_servers("hourglass-ab-") as scratch:
+        tmp, log = scratch.workdir, scratch.workdir / "log"
+        base = scratch.settings.replace(http_workers=1)
         servers = {"A": base.replace(http_port=free_port()), "B": base.replace(http_port=free_port())}
         changes = {"A": dict(kv.split("=", 1) for kv in args.a), "B": dict(kv.split("=", 1) for kv in args.b)}
         now = system_now_ms()
@@ -65,38 +53,28 @@ def main() -> None:
         scripts["post"].write_text(POST_LUA.replace("{now}", str(now)))
         scripts["get"].write_text(GET_LUA.replace("{now}", str(now)))
         urls = {name: f"http://127.0.0.1:{s.http_port}" for name, s in servers.items()}
+        env = settings_env(base)
+        subprocess.run([sys.executable, "-m", "projector", "stream"], env=env, check=True, timeout=60)
         with (
-            process(nats_command(nats_port, tmp / "nats"), None, log),
-            process(valkey_command(redis_port, tmp / "valkey"), None, log),
+            process([sys.executable, "-m", "server"], {**settings_env(servers["A"]), **changes["A"]}, log),
+            process([sys.executable, "-m", "server"], {**settings_env(servers["B"]), **changes["B"]}, log),
+            process([sys.executable, "-m", "projector", "run"], env, log),
         ):
-            wait_for_port("127.0.0.1", nats_port, 20)
-            wait_for_port("127.0.0.1", redis_port, 20)
-            env = settings_env(base)
-            subprocess.run([sys.executable, "-m", "projector", "stream"], env=env, check=True, timeout=60)
-            with (
-                process(
-                    [sys.executable, "-m", "server"], {**settings_env(servers["A"]), **changes["A"]}, log
-                ),
-                process(
-                    [sys.executable, "-m", "server"], {**settings_env(servers["B"]), **changes["B"]}, log
-                ),
-                process([sys.executable, "-m", "projector", "run"], env, log),
-            ):
+            for url in urls.values():
+                wait_http(url, "/readyz")
+            paced = {}
+            for kind in kinds:
                 for url in urls.values():
-                    wait_http(url, "/readyz")
-                paced = {}
+                    run_wrk(wrk, url, scripts[kind], 2)
+                paced[kind] = pace(wrk, urls["A"], scripts[kind], rates[kind], tmp / f"{kind}-paced.lua")
+            results: dict[tuple[str, str], list[WrkResult]] = {}
+            for r in range(args.rounds):
                 for kind in kinds:
-                    for url in urls.values():
-                        run_wrk(wrk, url, scripts[kind], 2)
-                    paced[kind] = pace(wrk, urls["A"], scripts[kind], rates[kind], tmp / f"{kind}-paced.lua")
-                results: dict[tuple[str, str], list[WrkResult]] = {}
-                for r in range(args.rounds):
-                    for kind in kinds:
-                        for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
-                            got = run_wrk(
-                                wrk, urls[name], paced[kind], args.seconds, connections=PACED_CONNECTIONS
-                            )
-                            results.setdefault((name, kind), []).append(got)
+                    for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
+                        got = run_wrk(
+                            wrk, urls[name], paced[kind], args.seconds, connections=PACED_CONNECTIONS
+                        )
+                        results.setdefault((name, kind), []).append(got)
     for name in ("A", "B"):
         print(f"{name}: {' '.join(f'{k}={v}' for k, v in changes[name].items()) or 'defaults'}")
     for (name, kind), runs in sorted(results.items(), key=lambda item: (item[0][1], item[0][0])):

@@ -13,13 +13,11 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from contract.settings import Settings
-from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
 from tests.bench.run import fill_stream, process, wait_applied
+from tests.bench.servers import scratch_servers
 from tests.helpers import settings_env
 
 
@@ -39,49 +37,34 @@ def main() -> None:
         help="ANALYTICS_REPLAY_PROCESSES of each replay, run in turn (e.g. 1 2 1 2 for an A/B)",
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hourglass-projector-") as tmp_s:
-        tmp = Path(tmp_s)
+    with scratch_servers("hourglass-projector-") as scratch:
+        tmp, settings = scratch.workdir, scratch.settings
         log = tmp / "log"
-        (tmp / "nats").mkdir()
-        (tmp / "valkey").mkdir()
-        nats_port, redis_port = free_port(), free_port()
-        settings = Settings(
-            nats_url=f"nats://127.0.0.1:{nats_port}",
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
-            data_dir=tmp,
-            admin_port=0,
-        )
         env = settings_env(settings)
-        with (
-            process(nats_command(nats_port, tmp / "nats"), None, log) as nats_server,
-            process(valkey_command(redis_port, tmp / "valkey"), None, log) as valkey,
-        ):
-            servers = (nats_server.pid, valkey.pid)
-            wait_for_port("127.0.0.1", nats_port, 20)
-            wait_for_port("127.0.0.1", redis_port, 20)
-            subprocess.run(
-                [sys.executable, "-m", "projector", "stream"], env=env, check=True, capture_output=True
-            )
-            asyncio.run(fill_stream(settings, args.events, args.per_message, args.keyed))
+        servers = (scratch.nats_pid, scratch.redis_pid)
+        subprocess.run(
+            [sys.executable, "-m", "projector", "stream"], env=env, check=True, capture_output=True
+        )
+        asyncio.run(fill_stream(settings, args.events, args.per_message, args.keyed))
+        started, before = time.perf_counter(), cpu(*servers)
+        with contextlib.ExitStack() as running:
+            for _ in range(args.projectors):
+                running.enter_context(process([sys.executable, "-m", "projector", "run"], env, log))
+            asyncio.run(wait_applied(settings))
+        projector_s = time.perf_counter() - started
+        used = {"projector": spent(before, cpu(*servers))}
+        replays = []
+        for processes in args.replay_processes:
             started, before = time.perf_counter(), cpu(*servers)
-            with contextlib.ExitStack() as running:
-                for _ in range(args.projectors):
-                    running.enter_context(process([sys.executable, "-m", "projector", "run"], env, log))
-                asyncio.run(wait_applied(settings))
-            projector_s = time.perf_counter() - started
-            used = {"projector": spent(before, cpu(*servers))}
-            replays = []
-            for processes in args.replay_processes:
-                started, before = time.perf_counter(), cpu(*servers)
-                replayed = subprocess.run(
-                    [sys.executable, "-m", "projector", "replay"],
-                    env={**env, "ANALYTICS_REPLAY_PROCESSES": str(processes)},
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                replays.append((processes, time.perf_counter() - started))
-                used[f"replay, ANALYTICS_REPLAY_PROCESSES={processes}"] = spent(before, cpu(*servers))
+            replayed = subprocess.run(
+                [sys.executable, "-m", "projector", "replay"],
+                env={**env, "ANALYTICS_REPLAY_PROCESSES": str(processes)},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            replays.append((processes, time.perf_counter() - started))
+            used[f"replay, ANALYTICS_REPLAY_PROCESSES={processes}"] = spent(before, cpu(*servers))
     print(replayed.stdout.strip().splitlines()[-1])
     print(f"{args.events:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed:")
     who = f"{args.projectors} projector processes" if args.projectors > 1 else "one projector process"
