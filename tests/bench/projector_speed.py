@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import redis as redis_lib
+
 from tests.bench.run import fill_stream, process, wait_applied
 from tests.bench.servers import scratch_servers
 from tests.helpers import settings_env
@@ -54,7 +56,9 @@ def main() -> None:
         projector_s = time.perf_counter() - started
         used = {"projector": spent(before, cpu(*servers))}
         replays = []
+        redis = redis_lib.Redis.from_url(settings.redis_url)
         for processes in args.replay_processes:
+            redis.config_resetstat()
             started, before = time.perf_counter(), cpu(*servers)
             replayed = subprocess.run(
                 [sys.executable, "-m", "projector", "replay"],
@@ -65,6 +69,8 @@ def main() -> None:
             )
             replays.append((processes, time.perf_counter() - started))
             used[f"replay, ANALYTICS_REPLAY_PROCESSES={processes}"] = spent(before, cpu(*servers))
+            commands = redis.info("commandstats")
+        redis.close()
     print(replayed.stdout.strip().splitlines()[-1])
     print(f"{args.events:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed:")
     who = f"{args.projectors} projector processes" if args.projectors > 1 else "one projector process"
@@ -81,6 +87,17 @@ def main() -> None:
             f"{nats_s / args.events * 1e6:.2f} µs, Redis {redis_s / args.events * 1e6:.2f} µs; "
             f"{total:.2f} µs in all: at most {cores / total * 1e6:,.0f} events/s"
         )
+    # Which commands Redis spent it on, in the last replay (calls from inside the apply script
+    # are counted both on their own and within EVALSHA).
+    busiest = sorted(commands.items(), key=lambda item: -item[1]["usec"])[:5]
+    print(
+        "Redis time in the last replay, per event: "
+        + ", ".join(
+            f"{name.removeprefix('cmdstat_').upper()} {stats['usec'] / args.events * 1000:.0f} ns"
+            f" ({stats['calls']:,} calls)"
+            for name, stats in busiest
+        )
+    )
 
 
 def cpu(*pids: int) -> tuple[float, ...]:
