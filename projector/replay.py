@@ -141,14 +141,8 @@ async def _bulk(
     messages = (await nc.jetstream().stream_info(settings.stream_name)).state.messages
     processes = replay_processes(settings, messages, os.cpu_count())
     if processes <= 1:
-        return list(
-            await asyncio.gather(
-                *(
-                    _build(settings, nc, store, gen, p, filed[p], after=starts[p], snapshots=snapshots)
-                    for p in partitions
-                )
-            )
-        )
+        here = await _build_each(settings, nc, store, gen, partitions, starts, filed, snapshots)
+        return [here[p] for p in partitions]
     log.info("folding %d partitions in %d build processes", len(partitions), processes)
     async with asyncio.TaskGroup() as group:
         tasks = [
@@ -209,13 +203,29 @@ async def build_partitions(job: BuildJob, nc: NATS, redis_client: Redis) -> dict
     settings = Settings.from_env(job.settings)
     store = ProjectionStore.from_settings(redis_client, settings)
     snapshots = await open_snapshots(nc, redis_client, settings)
+    starts = dict(zip(job.partitions, job.after, strict=True))
+    filed = dict(zip(job.partitions, job.dead_letters_above, strict=True))
+    return await _build_each(settings, nc, store, job.generation, job.partitions, starts, filed, snapshots)
+
+
+async def _build_each(
+    settings: Settings,
+    nc: NATS,
+    store: ProjectionStore,
+    gen: int,
+    partitions: list[int],
+    starts: dict[int, int],
+    filed: dict[int, int],
+    snapshots: Snapshots | None,
+) -> dict[int, Built]:
+    """These partitions folded into `gen` side by side, each from its start."""
     built = await asyncio.gather(
         *(
-            _build(settings, nc, store, job.generation, p, above, after=after, snapshots=snapshots)
-            for p, after, above in zip(job.partitions, job.after, job.dead_letters_above, strict=True)
+            _build(settings, nc, store, gen, p, filed[p], after=starts[p], snapshots=snapshots)
+            for p in partitions
         )
     )
-    return dict(zip(job.partitions, built, strict=True))
+    return dict(zip(partitions, built, strict=True))
 
 
 async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: int) -> ReplayReport:

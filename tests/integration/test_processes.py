@@ -269,6 +269,10 @@ async def test_a_replay_split_over_build_processes_answers_as_live_and_its_build
     )
     for pid in builds:
         os.kill(pid, signal.SIGSTOP)
+        # The job, with its URLs and their credentials, goes by stdin: nothing of it in the command line.
+        command = (await asyncio.to_thread(Path(f"/proc/{pid}/cmdline").read_bytes)).split(b"\0")
+        assert b"build" in command
+        assert not any(settings.nats_url.encode() in part or b"redis://" in part for part in command)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     for pid in builds:
