@@ -69,8 +69,11 @@ class LiveHub:
             hour = hour_of(self._clock())
             yield _event(await self._view(hour))
             while not self.closing.is_set():
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+                # (a client gone, a shutdown) when the event is set at the same moment.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self._until_next(hour))
+                    async with asyncio.timeout(self._until_next(hour)):
+                        await wake.wait()
                 if self.closing.is_set():
                     return
                 now_hour = hour_of(self._clock())
@@ -81,7 +84,8 @@ class LiveHub:
                 hour = now_hour  # a new hour starts at zero: push it too
                 yield _event(await self._view(hour))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.closing.wait(), self.min_interval_s)
+                    async with asyncio.timeout(self.min_interval_s):
+                        await self.closing.wait()
         finally:
             self._wakes.discard(wake)
 

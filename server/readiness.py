@@ -47,7 +47,11 @@ class Readiness:
     async def run(self) -> None:
         while True:
             try:
-                self.problems = await asyncio.wait_for(self.check(), 2 * REFRESH_S)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result instead of
+                # raising when it is cancelled just as the check finishes, and this loop would then
+                # never end (a shutdown waiting on it forever).
+                async with asyncio.timeout(2 * REFRESH_S):
+                    self.problems = await self.check()
             except TimeoutError:
                 self.problems = [f"checks: no answer within {2 * REFRESH_S:.0f}s (a dependency hangs)"]
             except Exception as exc:

@@ -1,0 +1,31 @@
+"""The background refresh behind `/readyz` ends when it is cancelled, whenever that comes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from contract.settings import Settings
+from server.readiness import Readiness
+
+
+class JustChecked(Readiness):
+    """A check that answers at once, and says when it has."""
+
+    checked: asyncio.Event
+
+    async def check(self) -> list[str]:
+        self.checked.set()
+        return []
+
+
+async def test_a_refresh_cancelled_just_as_its_check_finishes_still_ends() -> None:
+    readiness = JustChecked(Settings(), lambda: None, lambda: None)
+    readiness.checked = asyncio.Event()
+    running = asyncio.create_task(readiness.run())
+    await readiness.checked.wait()
+    # The check is done, and the refresh has not resumed yet: Python 3.11's wait_for swallowed a
+    # cancellation here and went on refreshing, so a shutdown waiting for it never ended.
+    running.cancel()
+    done, _ = await asyncio.wait([running], timeout=3 * 1.0)
+    assert done, "the refresh went on after it was cancelled"
+    assert running.cancelled()
