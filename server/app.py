@@ -150,6 +150,7 @@ def create_app(
             yield
         finally:
             live.close()  # open live streams end, so shutdown does not wait on them
+            readiness.stopped = True
             for task in (connecting, connecting_reads, checking):
                 if task is not None:
                     task.cancel()

@@ -34,6 +34,7 @@ class Readiness:
     refused: str | None = None
     """Set when the stream was made for another partition count: this process must not publish."""
     checked_at: float = 0.0
+    stopped: bool = False
 
     def current(self) -> list[str]:
         nc = self.nc()
@@ -45,13 +46,14 @@ class Readiness:
         return live + [p for p in self.problems if not (live and p.startswith("nats:"))]
 
     async def run(self) -> None:
-        while True:
+        # Ended by `stopped` as well as by cancelling: Python 3.11's wait_for returns the check's
+        # result instead of raising when it is cancelled just as the check finishes, and a loop that
+        # only a cancellation could end would then run on, with a shutdown waiting for it forever.
+        # (asyncio.timeout does not swallow it, but then a client library that turns a cancellation
+        # into its own error would.)
+        while not self.stopped:
             try:
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result instead of
-                # raising when it is cancelled just as the check finishes, and this loop would then
-                # never end (a shutdown waiting on it forever).
-                async with asyncio.timeout(2 * REFRESH_S):
-                    self.problems = await self.check()
+                self.problems = await asyncio.wait_for(self.check(), 2 * REFRESH_S)
             except TimeoutError:
                 self.problems = [f"checks: no answer within {2 * REFRESH_S:.0f}s (a dependency hangs)"]
             except Exception as exc:
