@@ -69,6 +69,10 @@ lock:
 bench-ab *args:
     {{python}} -m tests.bench.paced_ab "$@"
 
+# One Hourglass under paced POSTs (--rate, --seconds), and where the CPU went meanwhile.
+bench-tail *args:
+    {{python}} -m tests.bench.tail "$@"
+
 # Projector processes from a cold start, then replays, on a generated live-shaped stream
 # (--events, --per-message, --projectors, --replay-processes); prints CPU per event of each engine.
 bench-projector *args:
