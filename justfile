@@ -94,3 +94,12 @@ bench-history *args:
 # workers, durable mode, projector, replay and RSS; prints the tables and writes docs/benchmarks.md.
 bench *args:
     {{python}} -m tests.bench.run "$@"
+
+# Refresh docs/dashboard.png on purpose: the browser test, saving its screenshot there.
+screenshot:
+    HOURGLASS_SCREENSHOT="$PWD/docs/dashboard.png" {{python}} -m pytest -q tests/integration/test_dashboard_browser.py -k real_numbers
+
+# Another commit's HTTP server against this checkout's, same servers, alternating unpaced wrk rounds
+# (--base REV, --rounds, --seconds): median POST and GET rates and their ratio.
+bench-commits *args:
+    {{python}} -m tests.bench.commits "$@"
