@@ -327,6 +327,16 @@ def _listening(host: str, port: int, pid: int) -> bool | str:
 
 
 def main() -> None:
+    """Exit codes: 0 after a stop by Ctrl-C or SIGTERM; 1 with one line when it cannot start (a port
+    taken, a server on it that is not ours, a setup step failed) or a child cannot run as configured."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until the loop takes over: as Ctrl-C
+    try:
+        _main()
+    except KeyboardInterrupt:  # before the loop took the signals over: nothing was started yet
+        raise SystemExit(0) from None
+
+
+def _main() -> None:
     parser = argparse.ArgumentParser(prog="./just up", description=__doc__)
     parser.add_argument("--projectors", type=int, default=1, help="projector processes to run")
     parser.add_argument(

@@ -136,12 +136,18 @@ def test_a_cluster_with_a_taken_node_or_route_port_is_one_line(
     assert stack_processes(settings.data_dir) == []
 
 
+def someone_elses_nats(port: int, store: Path) -> subprocess.Popen[bytes]:
+    """A nats-server that is not ours: the project's plain config, no users, its own name."""
+    theirs = subprocess.Popen(nats_command(port, store), stderr=subprocess.DEVNULL)
+    wait_for_port("127.0.0.1", port, 20, theirs)
+    return theirs
+
+
 def test_a_nats_server_already_on_the_port_is_refused_in_one_line(tmp_path: Path) -> None:
     settings = stack_settings(tmp_path / "data")
     port = nats_port(settings)
-    theirs = subprocess.Popen(nats_command(port, tmp_path / "theirs"), stderr=subprocess.DEVNULL)
+    theirs = someone_elses_nats(port, tmp_path / "theirs")
     try:
-        wait_for_port("127.0.0.1", port, 20, theirs)
         assert_one_line(up(settings), f"port {port} is taken (ANALYTICS_NATS_URL moves it)")
     finally:
         theirs.terminate()
@@ -203,14 +209,20 @@ async def test_a_child_that_exits_because_its_port_is_taken_is_not_restarted(
     assert not any("restarting" in line for line in said.lines), said.lines
 
 
+@pytest.mark.parametrize("theirs", ["silent", "nats-server"])
 async def test_our_nats_server_failing_to_bind_is_one_line_even_past_the_port_check(
-    tmp_path: Path, listener: list[socket.socket]
+    tmp_path: Path, listener: list[socket.socket], theirs: str
 ) -> None:
-    """Someone takes the port between the check and our server's bind: readiness notices."""
+    """Someone takes the port between the check and our server's bind: readiness notices, whether
+    what holds it says nothing or answers as a NATS server."""
     data = tmp_path / "data"
     settings = stack_settings(data)
     port = nats_port(settings)
-    hold(listener, port)  # accepts connections and says nothing, as a foreign program might
+    foreign: subprocess.Popen[bytes] | None = None
+    if theirs == "silent":
+        hold(listener, port)
+    else:
+        foreign = someone_elses_nats(port, tmp_path / "theirs")
     prepared = prepare(data, settings, port, free_port())
     name = nats_server_name(data)
     argv = nats_command(port, data, prepared.nats_config, name)
@@ -223,9 +235,30 @@ async def test_our_nats_server_failing_to_bind_is_one_line_even_past_the_port_ch
         port=Port("127.0.0.1", port, "ANALYTICS_NATS_URL"),
     )
     sup, _ = supervised([child])
-    with pytest.raises(SystemExit) as refused:
-        await sup.run()
-    assert refused.value.code == f"port {port} is taken (ANALYTICS_NATS_URL moves it)"
+    try:
+        with pytest.raises(SystemExit) as refused:
+            await sup.run()
+    finally:
+        if foreign is not None:
+            foreign.terminate()
+            foreign.wait(10)
+    line = str(refused.value.code)
+    assert line.startswith(f"port {port} is taken"), line
+    assert line.endswith("(ANALYTICS_NATS_URL moves it)"), line
+    assert "\n" not in line
+
+
+def test_a_bad_setting_is_one_line(tmp_path: Path) -> None:
+    env = {**settings_env(stack_settings(tmp_path / "data")), "ANALYTICS_HTTP_PORT": "eighty"}
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.supervisor"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line(done, "ANALYTICS_HTTP_PORT='eighty'")
 
 
 def test_readiness_tells_our_servers_from_others_on_their_port(tmp_path: Path) -> None:
