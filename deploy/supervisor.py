@@ -138,10 +138,8 @@ class Supervisor:
             assert child.proc is not None
             if child.oneshot:
                 code = await child.proc.wait()
-                if child.pump is not None:
-                    await child.pump
                 if code != 0:
-                    raise Refused(f"{child.name} failed ({code}); see its log lines above")
+                    raise Refused(await self._exit_line(child, code))
                 continue
             if child.ready is not None:
                 await self._wait_ready(child, child.proc)
@@ -206,7 +204,7 @@ class Supervisor:
             return lines[-1]
         if child.port is not None and any(IN_USE in line.lower() for line in lines):
             return child.port.taken()
-        return f"{child.name} exited ({code}): {lines[-1] if lines else 'no output'}"
+        return f"{child.name} failed ({code}): {lines[-1] if lines else 'no output'}"
 
     async def _watch(self, child: Child) -> None:
         backoff = 0.5

@@ -122,6 +122,22 @@ def test_a_taken_port_is_one_line_naming_it_and_its_variable(
     assert stack_processes(settings.data_dir) == []
 
 
+def test_just_up_on_a_taken_port_is_that_one_line_too(tmp_path: Path, listener: list[socket.socket]) -> None:
+    just = Path(sys.executable).parent / "just"
+    if not just.exists():
+        pytest.skip("no `just` beside this Python")
+    settings = stack_settings(tmp_path / "data")
+    hold(listener, settings.http_port)
+    done = subprocess.run(
+        [str(just), "--justfile", str(ROOT / "justfile"), "--working-directory", str(ROOT), "up"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line(done, f"port {settings.http_port} is taken (ANALYTICS_HTTP_PORT moves it)")
+
+
 def test_a_cluster_with_a_taken_node_or_route_port_is_one_line(
     tmp_path: Path, listener: list[socket.socket]
 ) -> None:
