@@ -55,7 +55,7 @@ def planned(settings: Settings, projectors: int) -> list[Port]:
         for i in range(projectors):
             what = f"projector {i + 1}" if projectors > 1 else ""
             port = settings.projector_metrics_port + i
-            out.append(Port(settings.admin_host, port, "ANALYTICS_PROJECTOR_METRICS_PORT", what))
+            out.append(Port("127.0.0.1", port, "ANALYTICS_PROJECTOR_METRICS_PORT", what))
     return out
 
 

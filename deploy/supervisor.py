@@ -1,4 +1,5 @@
-"""`./just up`: runs nats-server, valkey-server, the projector and the HTTP server, restarting what dies."""
+"""`./just up`: runs nats-server, valkey-server, the projector and the HTTP server, restarting what dies
+and refusing, in one line, what cannot work (a port taken, a server on it that is not ours)."""
 
 from __future__ import annotations
 
