@@ -203,7 +203,8 @@ class Supervisor:
         lines = await self._drained(child)
         if code == EX_CONFIG and lines:
             return lines[-1]
-        if child.port is not None and any(IN_USE in line.lower() for line in lines):
+        if _says_taken(child, lines):
+            assert child.port is not None
             return child.port.taken()
         return f"{child.name} failed ({code}): {lines[-1] if lines else 'no output'}"
 
@@ -214,7 +215,7 @@ class Supervisor:
             code = await child.proc.wait()
             if self.stopping.is_set():
                 return
-            if code == EX_CONFIG or (child.port is not None and code != 0 and await self._in_use(child)):
+            if code == EX_CONFIG or (code != 0 and await self._in_use(child)):
                 # Restarting would fail the same way, every time: stop, and say why.
                 self.fail(await self._exit_line(child, code))
                 return
@@ -234,7 +235,7 @@ class Supervisor:
             await self._spawn(child)
 
     async def _in_use(self, child: Child) -> bool:
-        return any(IN_USE in line.lower() for line in await self._drained(child))
+        return _says_taken(child, await self._drained(child))
 
     async def _stop_all(self, grace: float) -> None:
         # Stop in reverse: HTTP and projector first, so they finish against live servers.
@@ -254,6 +255,13 @@ class Supervisor:
                     os.killpg(proc.pid, signal.SIGKILL)
                 await exited
             self.say(child.name, f"stopped ({proc.returncode})", child.color)
+
+
+def _says_taken(child: Child, lines: list[str]) -> bool:
+    """Whether a server said it could not bind its own port (nats-server and valkey-server both put
+    `host:port` and "address already in use" in one line); another port it could not bind is not it."""
+    port = child.port
+    return port is not None and any(IN_USE in line.lower() and f":{port.port}" in line for line in lines)
 
 
 def build_children(settings: Settings, projectors: int) -> list[Child]:

@@ -264,6 +264,27 @@ async def test_our_nats_server_failing_to_bind_is_one_line_even_past_the_port_ch
     assert "\n" not in line
 
 
+async def test_our_valkey_failing_to_bind_is_one_line_even_past_the_port_check(
+    tmp_path: Path, listener: list[socket.socket]
+) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    hold(listener, port)
+    prepared = prepare(data, stack_settings(data), free_port(), port)
+    password = prepared.secrets.redis["admin"]
+    child = Child(
+        "valkey",
+        valkey_command(port, data, prepared.redis_acl),
+        dict(os.environ),
+        lambda pid: redis_identity(port, password, pid),
+        port=Port("127.0.0.1", port, "ANALYTICS_REDIS_URL"),
+    )
+    sup, _ = supervised([child])
+    with pytest.raises(SystemExit) as refused:
+        await sup.run()
+    assert refused.value.code == f"port {port} is taken (ANALYTICS_REDIS_URL moves it)"
+
+
 def test_a_bad_setting_is_one_line(tmp_path: Path) -> None:
     env = {**settings_env(stack_settings(tmp_path / "data")), "ANALYTICS_HTTP_PORT": "eighty"}
     done = subprocess.run(
