@@ -187,3 +187,30 @@ def redis_identity(port: int, password: str, pid: int, timeout: float = 2.0) -> 
     if found != pid:
         return f"a Redis server in process {found}, not in {pid}"
     return True
+
+
+def jetstream_answers(port: int, user: str, password: str, stream: str, timeout: float = 2.0) -> bool:
+    """Whether JetStream on this node answers a request about `stream` ("not found" counts): a cluster
+    drops such requests until it has a meta leader, which takes seconds after a restart."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout)
+    except OSError:
+        return False
+    connect = {"user": user, "pass": password, "verbose": False, "pedantic": False, "name": "up"}
+    request = (
+        b"CONNECT " + json.dumps(connect).encode() + b"\r\nSUB _INBOX.up 1\r\n"
+        b"PUB $JS.API.STREAM.INFO." + stream.encode() + b" _INBOX.up 0\r\n\r\n"
+    )
+    with sock, sock.makefile("rb") as lines:
+        try:
+            lines.readline(1 << 16)  # the server's INFO
+            sock.sendall(request)
+            while line := lines.readline(1 << 16):
+                if line.startswith(b"-ERR"):
+                    return False
+                if line.startswith(b"MSG "):
+                    answer = json.loads(lines.readline(1 << 20)).get("error") or {}
+                    return answer.get("code") != 503  # JetStream "temporarily unavailable"
+        except (OSError, ValueError):
+            return False
+    return False

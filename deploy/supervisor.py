@@ -22,6 +22,7 @@ from deploy import ports
 from deploy.ports import CLUSTER_PORT_OFFSET, EX_CONFIG, IN_USE, Port
 from deploy.secrets import prepare
 from deploy.servers import (
+    jetstream_answers,
     loopback_port,
     nats_cluster_command,
     nats_command,
@@ -289,6 +290,8 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
                 name, port, port + CLUSTER_PORT_OFFSET, peers, store, nats_config, f"route:{admin}"
             )
             ready = functools.partial(_nats_ready, port, name, admin)
+            if i == len(all_ports):  # the stream step after it needs JetStream, not only the nodes
+                ready = functools.partial(_cluster_ready, port, name, admin, settings.stream_name)
             children.append(Child(f"nats{i}", argv, env, ready, port=_nats_port(port)))
     elif nats_ports[0] is not None:
         store = data / "nats"
@@ -327,6 +330,11 @@ def _nats_port(port: int) -> Port:
 
 def _nats_ready(port: int, name: str, admin_password: str, pid: int) -> bool | str:
     return nats_identity(port, name, "admin", admin_password)
+
+
+def _cluster_ready(port: int, name: str, admin_password: str, stream: str, pid: int) -> bool | str:
+    ours = nats_identity(port, name, "admin", admin_password)
+    return jetstream_answers(port, "admin", admin_password, stream) if ours is True else ours
 
 
 def _listening(host: str, port: int, pid: int) -> bool | str:

@@ -430,3 +430,18 @@ async def test_sigterm_during_cluster_start_up_stops_every_node(
     url = ",".join(f"nats://127.0.0.1:{free_port()}" for _ in range(3))
     settings = stack_settings(tmp_path / "data", nats_url=url, stream_replicas=3)
     await stopped_on(settings, tmp_path, reaper, "nats2 | started", signal.SIGTERM, "--cluster")
+
+
+async def test_cluster_up_starts_stops_on_ctrl_c_and_starts_again_on_its_data(
+    tmp_path: Path, reaper: list[subprocess.Popen[bytes]]
+) -> None:
+    """A restarted cluster answers JetStream requests only once it has elected its leaders: the
+    stream step waits for that rather than timing out."""
+    url = ",".join(f"nats://127.0.0.1:{free_port()}" for _ in range(3))
+    settings = stack_settings(tmp_path / "data", nats_url=url, stream_replicas=3)
+    for _ in range(2):
+        text = await stopped_on(
+            settings, tmp_path, reaper, "all processes started", signal.SIGINT, "--cluster"
+        )
+        assert "nats3 | stopped" in text
+        (tmp_path / "up.log").unlink()
