@@ -10,12 +10,14 @@ default:
     @just --list
 
 # Run the whole stack in the foreground: nats-server, valkey-server, projector, HTTP server.
+[no-exit-message]
 up *args:
-    exec {{python}} -m deploy.supervisor "$@"
+    @exec {{python}} -m deploy.supervisor "$@"
 
 # The stack on a 3-node JetStream cluster (loopback ports 4222-4224, stream at R3, data in .data/cluster).
+[no-exit-message]
 cluster-up *args:
-    exec {{python}} -m deploy.supervisor --cluster "$@"
+    @exec {{python}} -m deploy.supervisor --cluster "$@"
 
 # Lint, format check, type check, then unit and integration tests against real servers.
 test *args:

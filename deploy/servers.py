@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import socket
 import subprocess
@@ -38,7 +40,8 @@ def durable_nats_conf(directory: Path) -> Path:
     return path
 
 
-def nats_command(port: int, store_dir: Path, config: Path = NATS_CONF) -> list[str]:
+def nats_command(port: int, store_dir: Path, config: Path = NATS_CONF, name: str = "") -> list[str]:
+    """`name` overrides nats.conf's server_name, so a readiness check can tell this server from another."""
     return [
         nats_server_binary(),
         "-c",
@@ -49,7 +52,14 @@ def nats_command(port: int, store_dir: Path, config: Path = NATS_CONF) -> list[s
         str(port),
         "-sd",
         str(store_dir),
+        *(["-n", name] if name else []),
     ]
+
+
+def nats_server_name(data_dir: Path) -> str:
+    """The single node's name: one per data directory, so two stacks (or a stack and someone else's
+    nats-server) are told apart. A standalone JetStream server may change its name between runs."""
+    return "hourglass-" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
 
 
 def nats_cluster_command(
@@ -120,3 +130,87 @@ def loopback_port(url: str, default: int) -> int | None:
     if parts.hostname in {"127.0.0.1", "localhost", "::1"}:
         return parts.port or default
     return None
+
+
+def nats_identity(port: int, name: str, user: str, password: str, timeout: float = 2.0) -> bool | str:
+    """Is the server on this loopback port the nats-server we started? True when its INFO line carries
+    `name` and it accepts `user`; False while nothing (or nothing yet) answers; else why it is not."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout)
+    except OSError:
+        return False
+    with sock, sock.makefile("rb") as lines:
+        try:
+            first = lines.readline(1 << 16)
+            if not first.startswith(b"INFO "):
+                return "it does not speak NATS" if first else False
+            found = json.loads(first[5:]).get("server_name")
+            if found != name:
+                return f"a NATS server named {found!r}, not {name!r}"
+            connect = {"user": user, "pass": password, "verbose": False, "pedantic": False, "name": "up"}
+            sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+            reply = lines.readline(1 << 16)
+        except (OSError, ValueError):
+            return False
+    if reply.startswith(b"PONG"):
+        return True
+    return f"a NATS server named {name!r} that refuses this stack's credentials"
+
+
+def redis_identity(port: int, password: str, pid: int, timeout: float = 2.0) -> bool | str:
+    """Is the server on this loopback port the valkey-server we started (process `pid`)? True when it
+    accepts the stack's admin password and reports that pid; False while it does not answer yet."""
+    import redis
+
+    if not port_open("127.0.0.1", port):
+        return False
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        username="admin",
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+    try:
+        found = client.info("server").get("process_id")
+    except (redis.TimeoutError, redis.BusyLoadingError):
+        return False
+    except redis.AuthenticationError:
+        return "a Redis server that refuses this stack's credentials"
+    except redis.ConnectionError:
+        return False  # closed or reset: not ready, or gone (the supervisor sees that it exited)
+    except redis.RedisError as exc:
+        return f"something that is not a Redis server ({exc})"
+    finally:
+        client.close()
+    if found != pid:
+        return f"a Redis server in process {found}, not in {pid}"
+    return True
+
+
+def jetstream_answers(port: int, user: str, password: str, stream: str, timeout: float = 2.0) -> bool:
+    """Whether JetStream on this node answers a request about `stream` ("not found" counts): a cluster
+    drops such requests until it has a meta leader, which takes seconds after a restart."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout)
+    except OSError:
+        return False
+    connect = {"user": user, "pass": password, "verbose": False, "pedantic": False, "name": "up"}
+    request = (
+        b"CONNECT " + json.dumps(connect).encode() + b"\r\nSUB _INBOX.up 1\r\n"
+        b"PUB $JS.API.STREAM.INFO." + stream.encode() + b" _INBOX.up 0\r\n\r\n"
+    )
+    with sock, sock.makefile("rb") as lines:
+        try:
+            lines.readline(1 << 16)  # the server's INFO
+            sock.sendall(request)
+            while line := lines.readline(1 << 16):
+                if line.startswith(b"-ERR"):
+                    return False
+                if line.startswith(b"MSG "):
+                    answer = json.loads(lines.readline(1 << 20)).get("error") or {}
+                    return answer.get("code") != 503  # JetStream "temporarily unavailable"
+        except (OSError, ValueError):
+            return False
+    return False

@@ -1,4 +1,5 @@
-"""`./just up`: runs nats-server, valkey-server, the projector and the HTTP server, restarting what dies."""
+"""`./just up`: runs nats-server, valkey-server, the projector and the HTTP server, restarting what dies
+and refusing, in one line, what cannot work (a port taken, a server on it that is not ours)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,33 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract.settings import Settings
+from contract.settings import Settings, SettingsError
+from deploy import ports
+from deploy.ports import CLUSTER_PORT_OFFSET, EX_CONFIG, IN_USE, Port
 from deploy.secrets import prepare
 from deploy.servers import (
+    jetstream_answers,
     loopback_port,
     nats_cluster_command,
     nats_command,
+    nats_identity,
+    nats_server_name,
     port_open,
+    redis_identity,
     valkey_command,
 )
 
 COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[31m"]
 RESET = "\033[0m"
 STOP_GRACE_S = 10.0
+START_GRACE_S = 3.0
+"""A child stopped during start-up has nothing to finish: killed after this."""
+TAIL_LINES = 5
 READY_TIMEOUT_S = 20.0
 CLUSTER_URL = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
 
@@ -43,7 +54,8 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
-    ready: Callable[[], bool] | None = None
+    ready: Callable[[int], bool | str] | None = None
+    """Given the child's pid: True once it serves, False while not yet, or why what answers is not it."""
     proc: asyncio.subprocess.Process | None = None
     restarts: int = 0
     color: str = ""
@@ -51,12 +63,23 @@ class Child:
     pump: asyncio.Task[None] | None = None
     oneshot: bool = False
     """A setup step: it runs to completion before the children after it start, and must succeed."""
+    port: Port | None = None
+    """The port it listens on, named in the one line that says it is taken."""
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+
+
+class Refused(Exception):
+    """Start-up cannot go on; the message is the one line to print."""
 
 
 class Supervisor:
     def __init__(self, children: list[Child], log_file: Path | None) -> None:
         self.children = children
         self.stopping = asyncio.Event()
+        self.hurry = asyncio.Event()
+        """Set by a second Ctrl-C: kill what is still running rather than wait out its grace."""
+        self.failure: str | None = None
+        self.watchers: list[asyncio.Task[None]] = []
         self.tty = sys.stdout.isatty()
         self.log_file = log_file.open("a") if log_file else None
         for i, child in enumerate(children):
@@ -74,28 +97,55 @@ class Supervisor:
             self.log_file.write(f"{time.strftime('%H:%M:%S')} {prefix} {line}\n")
             self.log_file.flush()
 
+    def stop(self) -> None:
+        """Ctrl-C or SIGTERM, at any moment: start-up included."""
+        if self.stopping.is_set():
+            self.hurry.set()
+        self.stopping.set()
+
+    def fail(self, line: str) -> None:
+        if self.failure is None:
+            self.failure = line
+        self.stopping.set()
+
     async def run(self) -> None:
-        tasks = []
+        """Start every child, then keep them running until a signal or a fatal exit. Raises
+        SystemExit with the one line that says why when start-up was refused or a child cannot run."""
+        startup = asyncio.create_task(self._start())
+        stop = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({startup, stop}, return_when=asyncio.FIRST_COMPLETED)
+        startup.cancel()
+        grace = START_GRACE_S
+        try:
+            await startup
+        except asyncio.CancelledError:
+            pass
+        except Refused as exc:
+            self.fail(str(exc))
+        else:
+            self.say("up", "all processes started; Ctrl-C stops them all")
+            await self.stopping.wait()
+            grace = STOP_GRACE_S
+        stop.cancel()
+        await self._stop_all(grace)
+        for task in self.watchers:
+            task.cancel()
+        await asyncio.gather(*self.watchers, return_exceptions=True)
+        if self.failure is not None:
+            raise SystemExit(self.failure)
+
+    async def _start(self) -> None:
         for child in self.children:
             await self._spawn(child)
+            assert child.proc is not None
             if child.oneshot:
-                assert child.proc is not None
                 code = await child.proc.wait()
-                if child.pump is not None:
-                    await child.pump
                 if code != 0:
-                    await self._stop_all()
-                    raise SystemExit(f"{child.name} failed ({code}); see its log lines above")
+                    raise Refused(await self._exit_line(child, code))
                 continue
             if child.ready is not None:
-                await self._wait_ready(child)
-            tasks.append(asyncio.create_task(self._watch(child)))
-        self.say("up", "all processes started; Ctrl-C stops them all")
-        await self.stopping.wait()
-        await self._stop_all()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+                await self._wait_ready(child, child.proc)
+            self.watchers.append(asyncio.create_task(self._watch(child)))
 
     async def _spawn(self, child: Child) -> None:
         child.proc = await asyncio.create_subprocess_exec(
@@ -108,22 +158,56 @@ class Supervisor:
             preexec_fn=_die_with_parent,
         )
         child.started = time.monotonic()
+        child.tail.clear()
         self.say(child.name, f"started (pid {child.proc.pid})", child.color)
         child.pump = asyncio.create_task(self._pump(child, child.proc))
 
     async def _pump(self, child: Child, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         async for raw in proc.stdout:
-            self.say(child.name, raw.decode(errors="replace").rstrip(), child.color)
+            line = raw.decode(errors="replace").rstrip()
+            if line.strip():
+                child.tail.append(line)
+            self.say(child.name, line, child.color)
 
-    async def _wait_ready(self, child: Child) -> None:
+    async def _wait_ready(self, child: Child, proc: asyncio.subprocess.Process) -> None:
         assert child.ready is not None
-        assert child.proc is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not child.ready():
-            if child.proc.returncode is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{child.name} did not become ready; see its log lines above")
+        while True:
+            # In a thread: a check may wait a second or two for an answer, and a signal must not.
+            verdict = await asyncio.to_thread(child.ready, proc.pid)
+            if verdict is True:
+                return
+            if isinstance(verdict, str):
+                port = child.port
+                raise Refused(
+                    f"port {port.port} is taken by another server: {verdict} ({port.variable} moves it)"
+                    if port is not None
+                    else f"{child.name}: {verdict}"
+                )
+            if proc.returncode is not None:
+                raise Refused(await self._exit_line(child, proc.returncode))
+            if time.monotonic() > deadline:
+                raise Refused(f"{child.name} was not ready in {READY_TIMEOUT_S:.0f} s; see its log above")
             await asyncio.sleep(0.05)
+
+    async def _drained(self, child: Child) -> list[str]:
+        """The last lines of a child that exited, once its output is read to the end."""
+        if child.pump is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(child.pump), 2.0)
+        return list(child.tail)
+
+    async def _exit_line(self, child: Child, code: int) -> str:
+        """Why a child exited, in one line: its own when it said its configuration is wrong, the port
+        when it could not bind it, else its code and last line."""
+        lines = await self._drained(child)
+        if code == EX_CONFIG and lines:
+            return lines[-1]
+        if _says_taken(child, lines):
+            assert child.port is not None
+            return child.port.taken()
+        return f"{child.name} failed ({code}): {lines[-1] if lines else 'no output'}"
 
     async def _watch(self, child: Child) -> None:
         backoff = 0.5
@@ -131,6 +215,10 @@ class Supervisor:
             assert child.proc is not None
             code = await child.proc.wait()
             if self.stopping.is_set():
+                return
+            if code == EX_CONFIG or (code != 0 and await self._in_use(child)):
+                # Restarting would fail the same way, every time: stop, and say why.
+                self.fail(await self._exit_line(child, code))
                 return
             if time.monotonic() - child.started > 30:
                 backoff = 0.5
@@ -147,7 +235,10 @@ class Supervisor:
             backoff = min(backoff * 2, 10.0)
             await self._spawn(child)
 
-    async def _stop_all(self) -> None:
+    async def _in_use(self, child: Child) -> bool:
+        return _says_taken(child, await self._drained(child))
+
+    async def _stop_all(self, grace: float) -> None:
         # Stop in reverse: HTTP and projector first, so they finish against live servers.
         for child in reversed(self.children):
             proc = child.proc
@@ -155,14 +246,23 @@ class Supervisor:
                 continue
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
-            except TimeoutError:
+            exited = asyncio.create_task(proc.wait())
+            hurry = asyncio.create_task(self.hurry.wait())
+            await asyncio.wait({exited, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            hurry.cancel()
+            if not exited.done():
                 self.say(child.name, "did not stop in time; killing", child.color)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                await exited
             self.say(child.name, f"stopped ({proc.returncode})", child.color)
+
+
+def _says_taken(child: Child, lines: list[str]) -> bool:
+    """Whether a server said it could not bind its own port (nats-server and valkey-server both put
+    `host:port` and "address already in use" in one line); another port it could not bind is not it."""
+    port = child.port
+    return port is not None and any(IN_USE in line.lower() and f":{port.port}" in line for line in lines)
 
 
 def build_children(settings: Settings, projectors: int) -> list[Child]:
@@ -176,55 +276,45 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
     # Servers this stack runs get users per role; the credentials are made once and kept.
     prepared = prepare(data, settings, nats_ports[0] or 4222, redis_port or 6379)
     found, nats_config, acl = prepared.secrets, prepared.nats_config, prepared.redis_acl
+    admin = found.nats["admin"]
     if len(nats_ports) > 1 and all(nats_ports):
-        # A loopback cluster: node i takes client port p_i and cluster port p_i + 2000.
-        ports = [p for p in nats_ports if p is not None]
-        for i, port in enumerate(ports, start=1):
+        # A loopback cluster: node i takes client port p_i and cluster port p_i + 2000. Its name stays
+        # `hourglass-i`: a clustered JetStream server is known to its peers by name.
+        all_ports = [p for p in nats_ports if p is not None]
+        for i, port in enumerate(all_ports, start=1):
             store = data / f"nats-{i}"
             store.mkdir(parents=True, exist_ok=True)
-            peers = [p + 2000 for p in ports if p != port]
-            routes = f"route:{found.nats['admin']}"
+            peers = [p + CLUSTER_PORT_OFFSET for p in all_ports if p != port]
+            name = f"hourglass-{i}"
             argv = nats_cluster_command(
-                f"hourglass-{i}", port, port + 2000, peers, store, nats_config, routes
+                name, port, port + CLUSTER_PORT_OFFSET, peers, store, nats_config, f"route:{admin}"
             )
-            children.append(Child(f"nats{i}", argv, env, functools.partial(port_open, "127.0.0.1", port)))
+            ready = functools.partial(_nats_ready, port, name, admin)
+            if i == len(all_ports):  # the stream step after it needs JetStream, not only the nodes
+                ready = functools.partial(_cluster_ready, port, name, admin, settings.stream_name)
+            children.append(Child(f"nats{i}", argv, env, ready, port=_nats_port(port)))
     elif nats_ports[0] is not None:
         store = data / "nats"
         store.mkdir(parents=True, exist_ok=True)
-        port = nats_ports[0]
-        children.append(
-            Child(
-                "nats",
-                nats_command(port, store, nats_config),
-                env,
-                functools.partial(port_open, "127.0.0.1", port),
-            )
-        )
+        port, name = nats_ports[0], nats_server_name(data)
+        argv = nats_command(port, store, nats_config, name)
+        ready = functools.partial(_nats_ready, port, name, admin)
+        children.append(Child("nats", argv, env, ready, port=_nats_port(port)))
     if redis_port is not None:
         vdir = data / "valkey"
         vdir.mkdir(parents=True, exist_ok=True)
+        argv = valkey_command(redis_port, vdir, acl)
+        ready = functools.partial(redis_identity, redis_port, found.redis["admin"])
         children.append(
-            Child(
-                "valkey",
-                valkey_command(redis_port, vdir, acl),
-                env,
-                functools.partial(port_open, "127.0.0.1", redis_port),
-            )
+            Child("valkey", argv, env, ready, port=Port("127.0.0.1", redis_port, "ANALYTICS_REDIS_URL"))
         )
     py = sys.executable
     # The one place the stream is created or reconfigured; HTTP workers and projectors only check it.
     children.append(Child("stream", [py, "-m", "projector", "stream"], env, oneshot=True))
-    children.append(
-        Child(
-            "http",
-            [py, "-m", "server"],
-            env,
-            lambda: port_open(
-                settings.http_host if settings.http_host != "0.0.0.0" else "127.0.0.1",
-                settings.http_port,
-            ),
-        )
-    )
+    host = settings.http_host if settings.http_host != "0.0.0.0" else "127.0.0.1"
+    http = Port(settings.http_host, settings.http_port, "ANALYTICS_HTTP_PORT")
+    listening = functools.partial(_listening, host, settings.http_port)
+    children.append(Child("http", [py, "-m", "server"], env, listening, port=http))
     # Off unless asked for: a fixed default port would collide when two stacks share a host.
     metrics_base = settings.projector_metrics_port
     for i in range(projectors):
@@ -234,7 +324,34 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
     return children
 
 
+def _nats_port(port: int) -> Port:
+    return Port("127.0.0.1", port, "ANALYTICS_NATS_URL")
+
+
+def _nats_ready(port: int, name: str, admin_password: str, pid: int) -> bool | str:
+    return nats_identity(port, name, "admin", admin_password)
+
+
+def _cluster_ready(port: int, name: str, admin_password: str, stream: str, pid: int) -> bool | str:
+    ours = nats_identity(port, name, "admin", admin_password)
+    return jetstream_answers(port, "admin", admin_password, stream) if ours is True else ours
+
+
+def _listening(host: str, port: int, pid: int) -> bool | str:
+    return port_open(host, port)
+
+
 def main() -> None:
+    """Exit codes: 0 after a stop by Ctrl-C or SIGTERM; 1 with one line when it cannot start (a port
+    taken, a server on it that is not ours, a setup step failed) or a child cannot run as configured."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until the loop takes over: as Ctrl-C
+    try:
+        _main()
+    except KeyboardInterrupt:  # before the loop took the signals over: nothing was started yet
+        raise SystemExit(0) from None
+
+
+def _main() -> None:
     parser = argparse.ArgumentParser(prog="./just up", description=__doc__)
     parser.add_argument("--projectors", type=int, default=1, help="projector processes to run")
     parser.add_argument(
@@ -249,14 +366,21 @@ def main() -> None:
         os.environ.setdefault("ANALYTICS_NATS_URL", CLUSTER_URL)
         os.environ.setdefault("ANALYTICS_STREAM_REPLICAS", "3")
     _die_with_parent()  # if `just` (our parent) is killed, stop everything rather than linger
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+    # Before anything starts: a port someone else holds is one line, not a server failing to bind.
+    taken = ports.problems(ports.planned(settings, args.projectors))
+    if taken:
+        raise SystemExit("; ".join(taken))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sup = Supervisor(build_children(settings, args.projectors), settings.data_dir / "up.log")
 
     async def _run() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, sup.stopping.set)
+            loop.add_signal_handler(sig, sup.stop)
         await sup.run()
 
     asyncio.run(_run())

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
 import shutil
+import socket
+import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import nats
 from granian import Granian
@@ -18,6 +22,9 @@ from litestar.types import ASGIApp
 
 from contract.settings import Settings
 from contract.stream import partition_mismatch
+
+EX_CONFIG = 78
+"""Exit code when the port is taken: `./just up` (deploy.ports.EX_CONFIG) stops rather than restarts."""
 
 
 def app_from_env() -> ASGIApp:
@@ -37,6 +44,8 @@ def app_from_env() -> ASGIApp:
 
 def main() -> None:
     settings = Settings.from_env(role="http")
+    if _port_taken(settings.http_host, settings.http_port):
+        _refuse_port(settings.http_port)
     problem = asyncio.run(_partition_problem(settings))
     if problem:
         raise SystemExit(f"hourglass http: refusing to start: {problem}")
@@ -55,8 +64,25 @@ def main() -> None:
             shutil.rmtree(own_directory, ignore_errors=True)
 
 
+def _port_taken(host: str, port: int) -> bool:
+    """Bound as granian binds it (SO_REUSEADDR): only a listener, not a closing connection, counts."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _refuse_port(port: int) -> NoReturn:
+    """One line and EX_CONFIG, not granian's Rust traceback."""
+    print(f"hourglass http: port {port} is taken (ANALYTICS_HTTP_PORT moves it)", file=sys.stderr, flush=True)
+    raise SystemExit(EX_CONFIG)
+
+
 def _serve(settings: Settings) -> None:
-    Granian(
+    server = Granian(
         "server.__main__:app_from_env",
         factory=True,
         address=settings.http_host,
@@ -70,7 +96,14 @@ def _serve(settings: Settings) -> None:
         respawn_failed_workers=True,
         log_access=False,
         http1_settings=HTTP1Settings(header_read_timeout=max(1, int(settings.http_idle_timeout_s * 1000))),
-    ).serve()
+    )
+    try:
+        server.serve()
+    except RuntimeError as exc:
+        # Taken between the check and granian's bind: granian raises from Rust with the OS error.
+        if f"os error {errno.EADDRINUSE}" in str(exc):
+            _refuse_port(settings.http_port)
+        raise
 
 
 async def _partition_problem(settings: Settings) -> str | None:

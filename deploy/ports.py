@@ -1,0 +1,89 @@
+"""Every port `./just up` will bind, each with the variable that moves it, checked before anything starts."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+
+from contract.settings import Settings
+from deploy.servers import loopback_port
+
+CLUSTER_PORT_OFFSET = 2000
+"""A loopback cluster node listens for routes on its client port plus this."""
+
+EX_CONFIG = 78
+"""Exit code (sysexits' EX_CONFIG) of a child that cannot run as configured, e.g. its port is taken:
+the supervisor stops everything instead of restarting it."""
+
+IN_USE = "address already in use"
+"""How nats-server, valkey-server and granian say a port is taken (compared in lower case)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    host: str
+    port: int
+    variable: str
+    """The ANALYTICS_* variable that moves this port."""
+    what: str = ""
+    """Said after the port when the variable alone does not tell which port it is."""
+
+    def taken(self) -> str:
+        what = f" ({self.what})" if self.what else ""
+        return f"port {self.port}{what} is taken ({self.variable} moves it)"
+
+
+def planned(settings: Settings, projectors: int) -> list[Port]:
+    """The ports the stack will listen on, in the order it starts its processes."""
+    out: list[Port] = []
+    nats_ports = [loopback_port(url, 4222) for url in settings.nats_url.split(",")]
+    cluster = len(nats_ports) > 1 and all(nats_ports)
+    for port in nats_ports:
+        if port is not None:
+            out.append(Port("127.0.0.1", port, "ANALYTICS_NATS_URL"))
+        if port is not None and cluster:
+            route = port + CLUSTER_PORT_OFFSET
+            out.append(Port("127.0.0.1", route, "ANALYTICS_NATS_URL", f"cluster routes of {port}"))
+    redis_port = loopback_port(settings.redis_url, 6379)
+    if redis_port is not None:
+        out.append(Port("127.0.0.1", redis_port, "ANALYTICS_REDIS_URL"))
+    out.append(Port(settings.http_host, settings.http_port, "ANALYTICS_HTTP_PORT"))
+    if settings.admin_port:
+        out.append(Port(settings.admin_host, settings.admin_port, "ANALYTICS_ADMIN_PORT"))
+    if settings.projector_metrics_port:
+        for i in range(projectors):
+            what = f"projector {i + 1}" if projectors > 1 else ""
+            port = settings.projector_metrics_port + i
+            out.append(Port("127.0.0.1", port, "ANALYTICS_PROJECTOR_METRICS_PORT", what))
+    return out
+
+
+def problems(ports: list[Port]) -> list[str]:
+    """What stops these ports from being bound: set twice, taken, or privileged (empty: all free)."""
+    found: list[str] = []
+    seen: dict[int, Port] = {}
+    for port in ports:
+        first = seen.setdefault(port.port, port)
+        if first is not port:
+            found.append(f"port {port.port} is set twice ({first.variable} and {port.variable})")
+            continue
+        problem = bind_problem(port.host, port.port)
+        if problem == errno.EADDRINUSE:
+            found.append(port.taken())
+        elif problem == errno.EACCES:
+            found.append(f"port {port.port} needs privileges ({port.variable} moves it)")
+    return found
+
+
+def bind_problem(host: str, port: int) -> int | None:
+    """The errno binding host:port fails with, as the servers bind (SO_REUSEADDR, so a connection of
+    a stopped server still in TIME_WAIT does not count), or None when it binds."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno
+    return None

@@ -1,0 +1,67 @@
+"""The ports `./just up` checks before it starts anything, and how it names them."""
+
+from __future__ import annotations
+
+import socket
+
+from contract.settings import Settings
+from deploy.ports import Port, planned, problems
+from deploy.servers import free_port
+
+
+def test_the_default_stack_binds_these_ports_each_moved_by_its_variable() -> None:
+    found = {(p.port, p.variable) for p in planned(Settings(), projectors=1)}
+    assert found == {
+        (4222, "ANALYTICS_NATS_URL"),
+        (6379, "ANALYTICS_REDIS_URL"),
+        (8080, "ANALYTICS_HTTP_PORT"),
+        (9180, "ANALYTICS_ADMIN_PORT"),
+    }
+
+
+def test_a_cluster_checks_each_node_and_its_route_port_and_projectors_their_metrics() -> None:
+    url = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
+    settings = Settings(nats_url=url, admin_port=0, projector_metrics_port=9300)
+    found = {(p.port, p.variable, p.what) for p in planned(settings, projectors=2)}
+    assert found == {
+        (4222, "ANALYTICS_NATS_URL", ""),
+        (4223, "ANALYTICS_NATS_URL", ""),
+        (4224, "ANALYTICS_NATS_URL", ""),
+        (6222, "ANALYTICS_NATS_URL", "cluster routes of 4222"),
+        (6223, "ANALYTICS_NATS_URL", "cluster routes of 4223"),
+        (6224, "ANALYTICS_NATS_URL", "cluster routes of 4224"),
+        (6379, "ANALYTICS_REDIS_URL", ""),
+        (8080, "ANALYTICS_HTTP_PORT", ""),
+        (9300, "ANALYTICS_PROJECTOR_METRICS_PORT", "projector 1"),
+        (9301, "ANALYTICS_PROJECTOR_METRICS_PORT", "projector 2"),
+    }
+
+
+def test_servers_elsewhere_are_not_ours_to_check() -> None:
+    settings = Settings(nats_url="nats://nats.example:4222", redis_url="redis://cache.example:6379/0")
+    assert [p.variable for p in planned(settings, projectors=1)] == [
+        "ANALYTICS_HTTP_PORT",
+        "ANALYTICS_ADMIN_PORT",
+    ]
+
+
+def test_problems_name_a_taken_port_and_a_port_set_twice() -> None:
+    free, taken = free_port(), socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    try:
+        found = problems(
+            [
+                Port("127.0.0.1", free, "ANALYTICS_HTTP_PORT"),
+                Port("127.0.0.1", busy, "ANALYTICS_NATS_URL", "cluster routes of 4222"),
+                Port("127.0.0.1", free, "ANALYTICS_ADMIN_PORT"),
+            ]
+        )
+    finally:
+        taken.close()
+    assert found == [
+        f"port {busy} (cluster routes of 4222) is taken (ANALYTICS_NATS_URL moves it)",
+        f"port {free} is set twice (ANALYTICS_HTTP_PORT and ANALYTICS_ADMIN_PORT)",
+    ]
+    assert problems([Port("127.0.0.1", free, "ANALYTICS_HTTP_PORT")]) == []
