@@ -13,11 +13,11 @@ from litestar.types import ASGIApp
 from contract.hours import system_now_ms
 from contract.settings import Settings
 from server.fast import FastFront
-from server.link import Clients, redis_client
+from server.link import Clients
 from server.routes import HANDLERS
 from server.services import Services
 
-__all__ = ["Clients", "create_app", "redis_client"]
+__all__ = ["Clients", "create_app"]
 
 
 def create_app(
