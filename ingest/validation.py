@@ -74,7 +74,7 @@ def idempotency_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
             if found is not None:
                 raise ParamError("Idempotency-Key", "is given more than once")
             found = value.decode("latin-1")
-    return parse_idempotency_key(found)
+    return None if found is None else parse_idempotency_key(found)
 
 
 def parse_idempotency_key(value: str | None) -> str | None:

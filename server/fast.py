@@ -25,12 +25,18 @@ class FastFront:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/analytics":
             method = scope["method"]
-            if method == "POST" or method == "GET":
-                try:
-                    answer = await (self._post if method == "POST" else self._get)(scope)
-                except Exception as exc:
-                    answer = self._errors.answer(scope, exc)
-                await send(answer.start)
-                await send(answer.body_message)
+            if method == "POST":
+                answering = self._post
+            elif method == "GET":
+                answering = self._get
+            else:
+                await self.app(scope, receive, send)
                 return
+            try:
+                answer = await answering(scope)
+            except Exception as exc:
+                answer = self._errors.answer(scope, exc)
+            await send(answer.start)
+            await send(answer.body_message)
+            return
         await self.app(scope, receive, send)
