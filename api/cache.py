@@ -13,11 +13,11 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 
 from api.reader import HourTotals
+from contract.answer import JSON, TEXT, Answer
 from contract.hours import hour_end, hour_start
 
 
@@ -30,17 +30,27 @@ class HourJSON(msgspec.Struct, frozen=True):
 
 
 @dataclass(frozen=True, slots=True)
+class Rendering:
+    """A view in one media type: its 200 and its 304, the answers both HTTP paths send."""
+
+    etag: str
+    ok: Answer
+    not_modified: Answer
+
+    @classmethod
+    def of(cls, body: bytes, etag: str, media: str, staleness_s: float) -> Rendering:
+        headers = {"etag": etag, "cache-control": cache_control(staleness_s), "vary": "Accept"}
+        return cls(etag, Answer.of(200, body, media, headers), Answer.of(304, b"", None, headers))
+
+
+@dataclass(frozen=True, slots=True)
 class View:
-    """One hour's totals with their two renderings and validators, built once per change."""
+    """One hour's totals with their two renderings, built once per change."""
 
     hour: int
     totals: HourTotals
-    text: bytes
-    json: bytes
-    etag_text: str
-    etag_json: str
-    raw_text: RawAnswer
-    raw_json: RawAnswer
+    as_text: Rendering
+    as_json: Rendering
 
     @classmethod
     def of(cls, hour: int, totals: HourTotals, staleness_s: float = 1.0) -> View:
@@ -55,43 +65,28 @@ class View:
             impressions=totals.impressions,
         )
         tag = f"{hour}-{totals.unique_users}-{totals.clicks}-{totals.impressions}"
-        json = msgspec.json.encode(body)
-        etag_text, etag_json = f'"{tag}-t"', f'"{tag}-j"'
         return cls(
             hour,
             totals,
-            text,
-            json,
-            etag_text,
-            etag_json,
-            RawAnswer.of(text, etag_text, b"text/plain; charset=utf-8", staleness_s),
-            RawAnswer.of(json, etag_json, b"application/json", staleness_s),
+            Rendering.of(text, f'"{tag}-t"', TEXT, staleness_s),
+            Rendering.of(msgspec.json.encode(body), f'"{tag}-j"', JSON, staleness_s),
         )
 
+    @property
+    def text(self) -> bytes:
+        return self.as_text.ok.body
 
-@dataclass(frozen=True, slots=True)
-class RawAnswer:
-    """A view's 200 and 304 as prebuilt ASGI messages, byte for byte what the Litestar route sends."""
+    @property
+    def json(self) -> bytes:
+        return self.as_json.ok.body
 
-    etag: str
-    ok_start: dict[str, Any]
-    ok_body: dict[str, Any]
-    not_modified_start: dict[str, Any]
+    @property
+    def etag_text(self) -> str:
+        return self.as_text.etag
 
-    @classmethod
-    def of(cls, body: bytes, etag: str, media: bytes, staleness_s: float) -> RawAnswer:
-        common = [
-            (b"etag", etag.encode()),
-            (b"cache-control", cache_control(staleness_s).encode()),
-            (b"vary", b"Accept"),
-        ]
-        full = [*common, (b"content-type", media), (b"content-length", str(len(body)).encode())]
-        return cls(
-            etag,
-            {"type": "http.response.start", "status": 200, "headers": full},
-            {"type": "http.response.body", "body": body, "more_body": False},
-            {"type": "http.response.start", "status": 304, "headers": common},
-        )
+    @property
+    def etag_json(self) -> str:
+        return self.as_json.etag
 
 
 def cache_control(staleness_s: float) -> str:

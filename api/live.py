@@ -1,5 +1,8 @@
 """`GET /analytics/live`: the current hour's counts as Server-Sent Events, pushed when projectors
-announce that the hour changed, coalesced, with heartbeats; a bounded number of subscribers."""
+announce that the hour changed, coalesced, with heartbeats; a bounded number of subscribers.
+
+The hub decides what to send and when; Litestar's `ServerSentEvent` frames it. Messages are framed with
+a bare LF (`sep="\n"`, as before): the dashboard's reader splits events on a blank LF line."""
 
 from __future__ import annotations
 
@@ -7,9 +10,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
+from litestar.response import ServerSentEventMessage
+
 from contract.hours import hour_of
 
-HEARTBEAT = b": heartbeat\n\n"
+RETRY = ServerSentEventMessage(data=None, retry=2000, sep="\n")
+"""First on every stream: a client that loses it reconnects after 2 s."""
+HEARTBEAT = ServerSentEventMessage(data=None, comment="heartbeat", sep="\n")
 
 
 class Full(Exception):
@@ -55,7 +62,7 @@ class LiveHub:
         for wake in self._wakes:
             wake.set()
 
-    def subscribe(self) -> AsyncIterator[bytes]:
+    def subscribe(self) -> AsyncIterator[ServerSentEventMessage]:
         """A new stream, or Full. The slot is taken here, before the response starts."""
         if len(self._wakes) >= self.max_subscribers:
             raise Full
@@ -63,9 +70,9 @@ class LiveHub:
         self._wakes.add(wake)
         return self._stream(wake)
 
-    async def _stream(self, wake: asyncio.Event) -> AsyncIterator[bytes]:
+    async def _stream(self, wake: asyncio.Event) -> AsyncIterator[ServerSentEventMessage]:
         try:
-            yield b"retry: 2000\n\n"
+            yield RETRY
             hour = hour_of(self._clock())
             yield _event(await self._view(hour))
             while not self.closing.is_set():
@@ -95,5 +102,5 @@ class LiveHub:
         return max(0.001, min(self.heartbeat_s, to_next_hour))
 
 
-def _event(json: bytes) -> bytes:
-    return b"data: " + json + b"\n\n"
+def _event(json: bytes) -> ServerSentEventMessage:
+    return ServerSentEventMessage(data=json, sep="\n")

@@ -1,4 +1,5 @@
-"""Range reads, pure: which buckets `from`/`to` name, how each is labelled, and how rows are rendered."""
+"""What a GET asks for (one hour or a range), pure: which buckets `from`/`to` name, how each is labelled,
+and how a range's rows are rendered."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import msgspec
 
 from contract.errors import ParamError
 from contract.hours import HOUR_MS, hour_start
-from contract.params import parse_timestamp_param, single
+from contract.params import parse_query, parse_timestamp, parse_timestamp_param, single, timestamp_only
 
 
 class Granularity(enum.StrEnum):
@@ -26,6 +27,18 @@ class RangeQuery:
     granularity: Granularity
     buckets: tuple[tuple[int, ...], ...]
     """Each bucket's hours (hours since the epoch), in order."""
+
+
+def parse_read(raw_query: bytes, max_buckets: int) -> int | RangeQuery:
+    """A GET's query: the timestamp of the hour it asks for, or the range; a ParamError names what is
+    wrong. The common `timestamp=<digits>` is read without building the query dict."""
+    timestamp = timestamp_only(raw_query)
+    if timestamp is not None:
+        return timestamp
+    query = parse_query(raw_query)
+    if "from" in query or "to" in query:
+        return parse_range(query, max_buckets)
+    return parse_timestamp(query)
 
 
 def parse_range(query: dict[str, list[str]], max_buckets: int) -> RangeQuery:

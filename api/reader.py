@@ -33,8 +33,8 @@ class Reader:
         self._redis = redis
         self._keys = keys
         self._partitions = partitions
-        self.cold = cold
-        """Where cold hours are read from; None until NATS is connected."""
+        self._cold = cold
+        """Where cold hours are read from (None: nowhere, a cold hour is then unavailable)."""
         self._read = redis.register_script(files("api").joinpath("read.lua").read_text())
         self._range = redis.register_script(files("api").joinpath("range.lua").read_text())
 
@@ -147,11 +147,12 @@ class Reader:
     ) -> tuple[list[HourTotals], HourTotals]:
         """Totals of buckets some of whose hours are cold: the cold parts come from the snapshot store,
         and the unions are counted here (api.hll gives what PFCOUNT gives)."""
-        if self.cold is None:
+        if self._cold is None:
             raise Unavailable("NATS", "cold hours are read from the snapshot store, which is not connected")
         cold = [(cell, c) for cell, c in cells.items() if c.at is not None]
         try:
-            found = await asyncio.gather(*(self.cold.hour(p, hour_token(h), c.at or 0) for (h, p), c in cold))
+            source = self._cold
+            found = await asyncio.gather(*(source.hour(p, hour_token(h), c.at or 0) for (h, p), c in cold))
         except EntryGone as gone:
             # Thawed and snapshotted again since Redis named the entry: Redis names the new one now.
             if attempt >= 3:

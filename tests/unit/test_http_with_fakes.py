@@ -1,4 +1,7 @@
-"""The HTTP contract with the I/O seams replaced by in-memory fakes: no servers, milliseconds per test."""
+"""The HTTP contract with the I/O seams replaced by in-memory fakes: no servers, milliseconds per test.
+
+Every test runs on both paths (the raw front and Litestar alone): they share one parser, renderer and
+error renderer, and these tests hold each to the contract."""
 
 from __future__ import annotations
 
@@ -43,11 +46,20 @@ def hours() -> Hours:
 
 
 @pytest.fixture(params=["fast path", "litestar only"])
-async def http(
-    request: pytest.FixtureRequest, log: MemoryEventLog, hours: Hours
-) -> AsyncIterator[httpx.AsyncClient]:
-    config = SETTINGS.replace(http_fast_path=request.param == "fast path")
+def config(request: pytest.FixtureRequest) -> Settings:
+    return SETTINGS.replace(http_fast_path=request.param == "fast path")
+
+
+@pytest.fixture
+async def http(config: Settings, log: MemoryEventLog, hours: Hours) -> AsyncIterator[httpx.AsyncClient]:
     async for client in serve(create_app(config, Clients(log=log, hours=hours), clock=lambda: NOW)):
+        yield client
+
+
+@pytest.fixture
+async def guarded(config: Settings, log: MemoryEventLog, hours: Hours) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(config.replace(read_tokens="tok"), Clients(log=log, hours=hours), clock=lambda: NOW)
+    async for client in serve(app):
         yield client
 
 
@@ -78,6 +90,57 @@ async def test_a_bad_post_is_a_400_and_appends_nothing(http: httpx.AsyncClient, 
     assert log.messages == []
 
 
+async def test_errors_are_text_or_json_naming_what_is_wrong(
+    http: httpx.AsyncClient, log: MemoryEventLog
+) -> None:
+    json = {"Accept": "application/json"}
+    bad = await http.post(f"/analytics?timestamp={NOW}&user=ann", headers=json)
+    assert (bad.status_code, bad.headers["content-type"]) == (400, "application/json")
+    assert bad.json() == {
+        "status": 400,
+        "error": "event: is missing: add &click or &impression (or event=click|impression)",
+        "parameter": "event",
+    }
+    log.down = True
+    down = await http.post(f"/analytics?timestamp={NOW}&user=ann&click", headers=json)
+    assert down.json() == {
+        "status": 503,
+        "error": "NATS is unavailable; nothing was stored or read, retry later",
+        "dependency": "NATS",
+    }
+    text = await http.post(f"/analytics?timestamp={NOW}&user=ann&click")
+    assert text.headers["content-type"] == "text/plain; charset=utf-8"
+    assert text.text == "NATS is unavailable; nothing was stored or read, retry later\n"
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "application/json"])
+async def test_an_unchanged_hour_is_a_304_with_the_same_validators(
+    http: httpx.AsyncClient, accept: str
+) -> None:
+    first = await http.get(f"/analytics?timestamp={NOW}", headers={"Accept": accept})
+    assert first.status_code == 200
+    assert first.headers["vary"] == "Accept"
+    again = await http.get(
+        f"/analytics?timestamp={NOW}", headers={"Accept": accept, "If-None-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 304
+    assert again.content == b""
+    assert {k: again.headers[k] for k in ("etag", "cache-control")} == {
+        k: first.headers[k] for k in ("etag", "cache-control")
+    }
+
+
+async def test_read_tokens_guard_every_read(guarded: httpx.AsyncClient) -> None:
+    refused = await guarded.get(f"/analytics?timestamp={NOW}")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == 'Bearer realm="hourglass"'
+    assert refused.text == "a read token is required: send Authorization: Bearer <token>\n"
+    wrong = await guarded.get(f"/analytics?timestamp={NOW}", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    allowed = await guarded.get(f"/analytics?timestamp={NOW}", headers={"Authorization": "Bearer tok"})
+    assert allowed.status_code == 200
+
+
 async def test_a_get_renders_what_the_projections_hold(http: httpx.AsyncClient, hours: Hours) -> None:
     hours.totals[hour_of(NOW)] = HourTotals(3, 2, 1)
     response = await http.get(f"/analytics?timestamp={NOW}")
@@ -90,7 +153,8 @@ async def test_projections_that_cannot_answer_give_a_503(http: httpx.AsyncClient
     hours.down = True
     response = await http.get(f"/analytics?timestamp={NOW}")
     assert response.status_code == 503
-    assert "Traceback" not in response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.text == "Redis is unavailable; nothing was stored or read, retry later\n"
 
 
 async def test_the_dashboard_is_one_small_page_that_fetches_nothing_from_elsewhere(
