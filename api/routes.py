@@ -138,7 +138,11 @@ class Api:
             )
 
     async def _range(
-        self, query: dict[str, list[str]], request: Request[Any, Any, Any], cache_control: str
+        self,
+        query: dict[str, list[str]],
+        request: Request[Any, Any, Any],
+        cache_control: str,
+        answered: Callable[[int], None] | None = None,
     ) -> Response[bytes]:
         q = parse_range(query, self.max_buckets)
         if self.read_buckets is None:
@@ -151,7 +155,7 @@ class Api:
         whole = (total.unique_users, total.clicks, total.impressions)
         wants_json, _ = _negotiation(request.scope["headers"])
         body, media = (render_json(q, rows, whole), JSON) if wants_json else (render_csv(q, rows, whole), CSV)
-        self.answered(200)
+        (answered or self.answered)(200)
         return Response(
             content=body, media_type=media, headers={"cache-control": cache_control, "vary": "Accept"}
         )

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from api.cold import ColdStore
 from api.live import LiveHub
+from api.range_route import range_route
 from api.reader import HourTotals, Reader
 from api.routes import TEXT, Api
 from api.tokens import ReadTokens
@@ -237,6 +238,7 @@ def create_app(
             dashboard,
             ingest.route(openapi.PostAnalytics),
             api.route(openapi.GetAnalytics),
+            range_route(api, metrics.counter("/analytics/range", "GET"), openapi.GetRange),
             api.live_route(live),
             healthz,
             readyz,
