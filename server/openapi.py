@@ -134,8 +134,9 @@ class PostAnalytics(Operation):
             Parameter(
                 name="Idempotency-Key",
                 param_in="header",
-                description=f"1 to {MAX_KEY_CHARS} printable ASCII characters: retries with the same key "
-                "from the same user count once within the dedup window.",
+                description=f"1 to {MAX_KEY_CHARS} printable ASCII characters (HTTP drops spaces at "
+                "either end): retries with the same key from the same user count once within the dedup "
+                "window.",
                 schema=IDEMPOTENCY_KEY,
             ),
         ]

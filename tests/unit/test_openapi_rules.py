@@ -18,11 +18,15 @@ def allows(schema: Schema, value: str) -> bool:
         return any(allows(branch, value) for branch in schema.any_of if isinstance(branch, Schema))
     assert schema.pattern is not None
     assert schema.max_length is not None
-    return len(value) <= schema.max_length and re.search(schema.pattern, value) is not None
+    # ECMA-262, as OpenAPI reads patterns: `$` is the end of the text (Python's also matches before a
+    # final newline).
+    ecma = schema.pattern.removesuffix("$") + r"\Z"
+    return len(value) <= schema.max_length and re.search(ecma, value) is not None
 
 
 @given(st.text(max_size=300) | st.text(st.characters(max_codepoint=0x7F), max_size=300))
 @example(" ")
+@example("0\n")
 @example("\u00a0x")
 @example("a\x85")
 @example("é" * 64)
