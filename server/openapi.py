@@ -30,6 +30,9 @@ from api.cache import HourJSON
 from api.ranges import BucketJSON, Granularity, RangeJSON, TotalJSON
 from contract.hours import MAX_TIMESTAMP_MS
 from contract.schema import CONTROL, MAX_KEY_CHARS, MAX_USER_BYTES, Kind
+from contract.settings import Settings
+
+DEFAULTS = Settings()
 
 TIMESTAMP = Schema(type=OpenAPIType.INTEGER, minimum=0, maximum=MAX_TIMESTAMP_MS)
 TEXT = "text/plain"
@@ -126,8 +129,9 @@ class PostAnalytics(Operation):
                 "timestamp",
                 TIMESTAMP,
                 "When the event happened, in milliseconds since the epoch (UTC); its hour is where it "
-                "counts. At most `ANALYTICS_FUTURE_SKEW_MS` (default one day) ahead of the server's "
-                "clock: later is a 400 (a schema cannot say 'now').",
+                "counts. At most `ANALYTICS_FUTURE_SKEW_MS` (default "
+                f"{DEFAULTS.future_skew_ms} ms) ahead of the server's clock: later is a 400 (a schema "
+                "cannot say 'now').",
             ),
             _query("user", USER, "Who; unique users are counted per hour by this name."),
             _query("event", Schema(type=OpenAPIType.STRING, enum=kinds), "What happened."),
@@ -236,7 +240,7 @@ class GetRange(Operation):
             "Every bucket (UTC hour or day) from the one containing `from` up to, not including, "
             "`to`, and the total over the range (its unique users are the union, not a sum). `to` must "
             "be after `from` rounded down to its bucket, and the range at most "
-            "`ANALYTICS_RANGE_MAX_BUCKETS` buckets (default 8784, a leap year of hours): otherwise a "
+            f"`ANALYTICS_RANGE_MAX_BUCKETS` buckets (default {DEFAULTS.range_max_buckets}): otherwise a "
             "400 naming `to` (a schema cannot relate two parameters). CSV by default, JSON with "
             "`Accept: application/json`. `GET /analytics?from=&to=` answers the same, for older "
             "clients."
