@@ -1,4 +1,5 @@
-"""GET /analytics, whichever path it comes by: one hour's totals from the hour cache, or a range."""
+"""GET /analytics, whichever path it comes by: one hour's totals from the hour cache, or a range (also
+at GET /analytics/range, the range's documented path)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import redis.exceptions
 from litestar.exceptions import NotAuthorizedException
 
 from api.cache import HourCache, cache_control
-from api.ranges import RangeQuery, parse_read, render_csv, render_json
+from api.ranges import RangeQuery, parse_range, parse_read, render_csv, render_json
 from api.reader import HourTotals
 from api.tokens import ReadTokens
 from contract.answer import CSV, JSON, Answer
 from contract.errors import Unavailable
 from contract.hours import hour_of
+from contract.params import parse_query
 
 ReadBuckets = Callable[[Sequence[Sequence[int]]], Awaitable[tuple[list[HourTotals], HourTotals]]]
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -31,13 +33,16 @@ class Reads:
         max_buckets: int = 8784,
         tokens: ReadTokens | None = None,
         answered: Callable[[int], None] = lambda _: None,
+        range_answered: Callable[[int], None] = lambda _: None,
     ) -> None:
-        """`hours` and `buckets` read Redis (or raise Unavailable while it is not connected)."""
+        """`hours` and `buckets` read Redis (or raise Unavailable while it is not connected);
+        `answered` counts GET /analytics's answers, `range_answered` GET /analytics/range's."""
         self._hours = hours
         self._buckets = buckets
         self._max_buckets = max_buckets
         self._tokens = tokens if tokens is not None and tokens.required else None
         self._answered = answered
+        self._range_answered = range_answered
         self._cache_control = cache_control(staleness_s)
         self.cache = HourCache(self._fetch, staleness_s)
 
@@ -47,7 +52,7 @@ class Reads:
             self.authorize(headers)
         asked = parse_read(scope["query_string"], self._max_buckets)
         if isinstance(asked, RangeQuery):
-            return await self._range(asked, headers)
+            return await self._range(asked, headers, self._answered)
         view = await self.cache.view(hour_of(asked))
         wants_json, if_none_match = _negotiation(headers)
         rendering = view.as_json if wants_json else view.as_text
@@ -56,6 +61,14 @@ class Reads:
             return rendering.not_modified
         self._answered(200)
         return rendering.ok
+
+    async def range_answer(self, scope: Any) -> Answer:
+        """GET /analytics/range: `from`, `to` and `granularity`, nothing else."""
+        headers = scope["headers"]
+        if self._tokens is not None:
+            self.authorize(headers)
+        asked = parse_range(parse_query(scope["query_string"]), self._max_buckets)
+        return await self._range(asked, headers, self._range_answered)
 
     def authorize(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """401 unless read tokens are off or the request carries one."""
@@ -78,7 +91,9 @@ class Reads:
         except REDIS_ERRORS as exc:
             raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
 
-    async def _range(self, q: RangeQuery, headers: Iterable[tuple[bytes, bytes]]) -> Answer:
+    async def _range(
+        self, q: RangeQuery, headers: Iterable[tuple[bytes, bytes]], answered: Callable[[int], None]
+    ) -> Answer:
         try:
             found, total = await self._buckets(q.buckets)
         except REDIS_ERRORS as exc:
@@ -87,7 +102,7 @@ class Reads:
         whole = (total.unique_users, total.clicks, total.impressions)
         wants_json, _ = _negotiation(headers)
         body, media = (render_json(q, rows, whole), JSON) if wants_json else (render_csv(q, rows, whole), CSV)
-        self._answered(200)
+        answered(200)
         return Answer.of(200, body, media, {"cache-control": self._cache_control, "vary": "Accept"})
 
 

@@ -84,7 +84,8 @@ def decode(payload: bytes) -> AnyBatch:
 
 
 MAX_USER_BYTES = 256
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Control characters (C0, DEL, C1); escaped, so the OpenAPI document can reuse the pattern."""
 MAX_KEY_CHARS = 128
 
 
@@ -96,7 +97,7 @@ def user_problem(user: str) -> str | None:
         return "is only whitespace"
     if len(user) * 4 > MAX_USER_BYTES and len(user.encode()) > MAX_USER_BYTES:
         return f"is longer than {MAX_USER_BYTES} bytes"
-    if _CONTROL.search(user):
+    if CONTROL.search(user):
         return "contains control characters"
     return None
 

@@ -21,7 +21,9 @@ from prometheus_client import (
     multiprocess,
 )
 
-ROUTES = frozenset({"/", "/analytics", "/analytics/live", "/healthz", "/readyz", "/metrics"})
+ROUTES = frozenset(
+    {"/", "/analytics", "/analytics/range", "/analytics/live", "/healthz", "/readyz", "/metrics"}
+)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 """RFC 9110's methods and PATCH; any other token a client makes up is counted as `other`, so label
 values (and /metrics) stay bounded whatever clients send."""
@@ -61,11 +63,15 @@ def counter(route: str, method: str) -> Callable[[int], None]:
     return lambda status: count(route, method, status)
 
 
+def registry() -> CollectorRegistry:
+    """What a scrape reads: in multiprocess mode, every worker's files summed at each collect."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    summed = CollectorRegistry()
+    multiprocess.MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+    return summed
+
+
 def exposition() -> tuple[bytes, str]:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        body = generate_latest(registry)
-    else:
-        body = generate_latest(REGISTRY)
-    return body, CONTENT_TYPE_LATEST
+    """What the admin port's `/metrics` answers, in the text format."""
+    return generate_latest(registry()), CONTENT_TYPE_LATEST

@@ -1,14 +1,19 @@
-"""The OpenAPI description of the two analytics endpoints, served by Litestar at /schema.
+"""The OpenAPI description of the analytics endpoints, served by Litestar at /schema.
 
-The handlers read the raw query string themselves (it is faster, and the 400s name the parameter),
-so Litestar cannot see their parameters; these Operation classes add them, and the answers, to the
-document Litestar generates.
+The handlers read the raw query string with the parsers the fast front shares (faster, and each 400
+names the parameter), so Litestar cannot see typed parameters; these Operation classes add them and the
+answers to the document Litestar generates. Every limit comes from the module that enforces it, and
+every request the document allows is one the server accepts, but for what JSON Schema cannot say (a
+POST's timestamp against the server's clock, a range's `to` against its `from`), stated in prose.
+`tests/integration/test_schemathesis_cli.py` holds the document to that with `st run --checks all`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import msgspec
 from litestar.openapi.spec import (
     OpenAPIFormat,
     OpenAPIHeader,
@@ -21,13 +26,44 @@ from litestar.openapi.spec import (
     Schema,
 )
 
+from api.cache import HourJSON
+from api.ranges import BucketJSON, Granularity, RangeJSON, TotalJSON
 from contract.hours import MAX_TIMESTAMP_MS
-from contract.schema import MAX_KEY_CHARS
+from contract.schema import CONTROL, MAX_KEY_CHARS, MAX_USER_BYTES, Kind
+from contract.settings import Settings
+
+DEFAULTS = Settings()
 
 TIMESTAMP = Schema(type=OpenAPIType.INTEGER, minimum=0, maximum=MAX_TIMESTAMP_MS)
 TEXT = "text/plain"
 CSV = "text/csv"
 JSON = "application/json"
+
+_ALLOWED = "[^" + CONTROL.pattern.removeprefix("[")  # any character but a control character
+_VISIBLE = r"[^\s" + CONTROL.pattern.removeprefix("[")  # ... and not whitespace
+USER = Schema(
+    description=f"1 to {MAX_USER_BYTES} bytes of UTF-8, no control characters, not only whitespace: "
+    f"up to {MAX_USER_BYTES} printable ASCII characters, or up to {MAX_USER_BYTES // 4} of any "
+    f"others (longer non-ASCII names are accepted while they fit in {MAX_USER_BYTES} bytes).",
+    any_of=[
+        Schema(
+            type=OpenAPIType.STRING, min_length=1, max_length=MAX_USER_BYTES, pattern="^[ -~]*[!-~][ -~]*$"
+        ),
+        Schema(
+            type=OpenAPIType.STRING,
+            min_length=1,
+            max_length=MAX_USER_BYTES // 4,
+            pattern=f"^{_ALLOWED}*{_VISIBLE}{_ALLOWED}*$",
+        ),
+    ],
+)
+IDEMPOTENCY_KEY = Schema(
+    type=OpenAPIType.STRING,
+    min_length=1,
+    max_length=MAX_KEY_CHARS,
+    # Printable ASCII; HTTP strips spaces at either end, so a key starts and ends with a visible one.
+    pattern=f"^[!-~]([ -~]{{0,{MAX_KEY_CHARS - 2}}}[!-~])?$",
+)
 
 _error = {
     TEXT: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, description="`<parameter>: <why>`")),
@@ -50,151 +86,128 @@ _retry_after: dict[str, OpenAPIHeader | Reference] = {
     )
 }
 BAD_REQUEST = OpenAPIResponse(
-    description="A parameter is missing or malformed; the body names it.", content=_error
+    description="A parameter is missing or malformed, or breaks a rule stated in its description; "
+    "the body names it.",
+    content=_error,
 )
 UNAVAILABLE = OpenAPIResponse(
     description="NATS or Redis did not answer in time; nothing was stored or read. Retry later.",
     headers=_retry_after,
     content=_error,
 )
+UNAUTHORIZED = OpenAPIResponse(
+    description="Only when the server has read tokens (`ANALYTICS_READ_TOKENS`): send "
+    "`Authorization: Bearer <token>`.",
+    content=_error,
+)
+TOO_MANY = OpenAPIResponse(
+    description="Only when `ANALYTICS_POST_RATE_PER_S` is set: this client is over its rate; nothing "
+    "was stored.",
+    headers=_retry_after,
+    content=_error,
+)
 
 
-def _flag(name: str, what: str) -> Parameter:
-    return Parameter(
-        name=name,
-        param_in="query",
-        description=f"A flag without a value: the event is {what}. Give exactly one of `click`, "
-        "`impression` or `event`.",
-        allow_empty_value=True,
-        schema=Schema(type=OpenAPIType.STRING, enum=[""]),
-    )
+def _query(name: str, schema: Schema, description: str, required: bool = True) -> Parameter:
+    return Parameter(name=name, param_in="query", required=required, description=description, schema=schema)
 
 
 @dataclass
 class PostAnalytics(Operation):
     def __post_init__(self) -> None:
+        kinds = [kind.value for kind in Kind]
         self.summary = "Record one click or impression"
         self.description = (
             "Answers 204 only once the event is durably in the event log (JetStream's PubAck). "
-            "Unknown parameters are ignored."
+            "Unknown parameters are ignored.\n\n"
+            "Shorthand, for curl and logs: a value-less flag `&click` or `&impression` may stand in for "
+            "`event` (`POST /analytics?timestamp=1700000000000&user=ann&click`). Give exactly one of "
+            "`event`, `click` or `impression`; more than one is a 400."
         )
         self.parameters = [
-            Parameter(
-                name="timestamp",
-                param_in="query",
-                required=True,
-                description="When the event happened, in milliseconds since the epoch (UTC); its hour is "
-                "where it counts. At most one day in the future.",
-                schema=TIMESTAMP,
+            _query(
+                "timestamp",
+                TIMESTAMP,
+                "When the event happened, in milliseconds since the epoch (UTC); its hour is where it "
+                "counts. At most `ANALYTICS_FUTURE_SKEW_MS` (default "
+                f"{DEFAULTS.future_skew_ms} ms) ahead of the server's clock: later is a 400 (a schema "
+                "cannot say 'now').",
             ),
-            Parameter(
-                name="user",
-                param_in="query",
-                required=True,
-                description="Who: 1 to 256 bytes of UTF-8, no control characters, not only whitespace.",
-                schema=Schema(type=OpenAPIType.STRING, min_length=1),
-            ),
-            _flag("click", "a click"),
-            _flag("impression", "an impression"),
-            Parameter(
-                name="event",
-                param_in="query",
-                description="The same as the flags, spelled out.",
-                schema=Schema(type=OpenAPIType.STRING, enum=["click", "impression"]),
-            ),
+            _query("user", USER, "Who; unique users are counted per hour by this name."),
+            _query("event", Schema(type=OpenAPIType.STRING, enum=kinds), "What happened."),
             Parameter(
                 name="Idempotency-Key",
                 param_in="header",
-                description=f"1 to {MAX_KEY_CHARS} printable ASCII characters: retries with the same key "
-                "from the same user count once within the dedup window.",
-                schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_KEY_CHARS),
+                description=f"1 to {MAX_KEY_CHARS} printable ASCII characters (HTTP drops spaces at "
+                "either end): retries with the same key from the same user count once within the dedup "
+                "window.",
+                schema=IDEMPOTENCY_KEY,
             ),
         ]
         self.responses = {
             "204": OpenAPIResponse(description="Stored durably."),
             "400": BAD_REQUEST,
+            "429": TOO_MANY,
             "503": UNAVAILABLE,
         }
 
 
-_hour_json = Schema(
-    type=OpenAPIType.OBJECT,
-    required=["hour_start", "hour_end", "unique_users", "clicks", "impressions"],
-    properties={
-        "hour_start": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
-        "hour_end": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
-        "unique_users": Schema(type=OpenAPIType.INTEGER, minimum=0),
-        "clicks": Schema(type=OpenAPIType.INTEGER, minimum=0),
-        "impressions": Schema(type=OpenAPIType.INTEGER, minimum=0),
-    },
-)
-_counts: dict[str, Schema | Reference] = {
-    "unique_users": Schema(type=OpenAPIType.INTEGER, minimum=0),
-    "clicks": Schema(type=OpenAPIType.INTEGER, minimum=0),
-    "impressions": Schema(type=OpenAPIType.INTEGER, minimum=0),
-}
-_range_json = Schema(
-    type=OpenAPIType.OBJECT,
-    required=["granularity", "buckets", "total"],
-    properties={
-        "granularity": Schema(type=OpenAPIType.STRING, enum=["hour", "day"]),
-        "buckets": Schema(
-            type=OpenAPIType.ARRAY,
-            items=Schema(
-                type=OpenAPIType.OBJECT,
-                required=["start", *_counts],
-                properties={"start": Schema(type=OpenAPIType.STRING), **_counts},
+def _object(struct: type[msgspec.Struct], **special: Schema) -> Schema:
+    """A JSON body's schema from the msgspec Struct that renders it: counts are never negative."""
+    properties: dict[str, Schema | Reference] = {}
+    for field in msgspec.structs.fields(struct):
+        plain: dict[Any, Schema] = {
+            int: Schema(type=OpenAPIType.INTEGER, minimum=0),
+            str: Schema(type=OpenAPIType.STRING),
+        }
+        properties[field.encode_name] = special.get(field.name) or plain[field.type]
+    return Schema(type=OpenAPIType.OBJECT, required=list(properties), properties=properties)
+
+
+_moment = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME)
+_hour_json = _object(HourJSON, hour_start=_moment, hour_end=_moment)
+_range_json = _object(
+    RangeJSON,
+    granularity=Schema(type=OpenAPIType.STRING, enum=[g.value for g in Granularity]),
+    buckets=Schema(
+        type=OpenAPIType.ARRAY,
+        items=_object(
+            BucketJSON,
+            start=Schema(
+                type=OpenAPIType.STRING,
+                description="The bucket's start: an ISO 8601 UTC time (hours) or date (days).",
             ),
         ),
-        "total": Schema(type=OpenAPIType.OBJECT, required=list(_counts), properties=_counts),
-    },
+    ),
+    total=_object(TotalJSON),
+)
+_counts_csv = ",[0-9]+,[0-9]+,[0-9]+\n"
+_range_csv = (
+    "^(hour|day),unique_users,clicks,impressions\n([0-9TZ:-]+" + _counts_csv + ")*total" + _counts_csv
 )
 _validators: dict[str, OpenAPIHeader | Reference] = {
     "ETag": OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description="On hour reads"),
     "Cache-Control": OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), required=True),
 }
+_ranges = (
+    "Ranges are `GET /analytics/range`. With `Authorization: Bearer <token>` when the server has read tokens."
+)
+
+
+def _head(operation: Operation, summary: str) -> str:
+    return summary + (", headers only" if "Head" in (operation.operation_id or "") else "")
 
 
 @dataclass
 class GetAnalytics(Operation):
     def __post_init__(self) -> None:
-        head = "Head" in (self.operation_id or "")
-        self.summary = "Unique users, clicks and impressions of one UTC hour" + (
-            ", headers only" if head else ""
+        self.summary = _head(self, "Unique users, clicks and impressions of one UTC hour")
+        self.description = (
+            f"The hour that contains `timestamp`. JSON with `Accept: application/json`, text otherwise. "
+            f"Answers carry an ETag: send it back in `If-None-Match` for a 304. {_ranges}"
         )
-        self.description = "The hour that contains `timestamp`. JSON with `Accept: application/json`."
         self.parameters = [
-            Parameter(
-                name="timestamp",
-                param_in="query",
-                description="Any moment of the hour, in milliseconds since the epoch (UTC). Required "
-                "unless `from` and `to` ask for a range.",
-                schema=TIMESTAMP,
-            ),
-            Parameter(
-                name="from",
-                param_in="query",
-                description="Range read: the first bucket is the one containing this moment (ms, UTC).",
-                schema=TIMESTAMP,
-            ),
-            Parameter(
-                name="to",
-                param_in="query",
-                description="Range read: buckets starting before this moment (ms, UTC; exclusive).",
-                schema=TIMESTAMP,
-            ),
-            Parameter(
-                name="granularity",
-                param_in="query",
-                description="Range read: `hour` (default) or `day` (UTC days) buckets.",
-                schema=Schema(type=OpenAPIType.STRING, enum=["hour", "day"]),
-            ),
-            Parameter(
-                name="Accept",
-                param_in="header",
-                description="`application/json` for JSON; anything else gets text.",
-                schema=Schema(type=OpenAPIType.STRING, enum=[TEXT, JSON]),
-            ),
+            _query("timestamp", TIMESTAMP, "Any moment of the hour, in milliseconds since the epoch (UTC).")
         ]
         self.responses = {
             "200": OpenAPIResponse(
@@ -207,19 +220,55 @@ class GetAnalytics(Operation):
                             pattern=r"^unique_users,[0-9]+\nclicks,[0-9]+\nimpressions,[0-9]+\n$",
                         )
                     ),
-                    CSV: OpenAPIMediaType(
-                        schema=Schema(
-                            type=OpenAPIType.STRING,
-                            description="A range: a header, a row per bucket, then `total` (uniques are "
-                            "the union over the range)",
-                        )
-                    ),
-                    JSON: OpenAPIMediaType(schema=Schema(one_of=[_hour_json, _range_json])),
+                    JSON: OpenAPIMediaType(schema=_hour_json),
                 },
             ),
             "304": OpenAPIResponse(
                 description="Unchanged since the ETag in If-None-Match.", headers=_validators
             ),
             "400": BAD_REQUEST,
+            "401": UNAUTHORIZED,
+            "503": UNAVAILABLE,
+        }
+
+
+@dataclass
+class GetRange(Operation):
+    def __post_init__(self) -> None:
+        self.summary = _head(self, "Unique users, clicks and impressions per hour or day over a range")
+        self.description = (
+            "Every bucket (UTC hour or day) from the one containing `from` up to, not including, "
+            "`to`, and the total over the range (its unique users are the union, not a sum). `to` must "
+            "be after `from` rounded down to its bucket, and the range at most "
+            f"`ANALYTICS_RANGE_MAX_BUCKETS` buckets (default {DEFAULTS.range_max_buckets}): otherwise a "
+            "400 naming `to` (a schema cannot relate two parameters). CSV by default, JSON with "
+            "`Accept: application/json`. `GET /analytics?from=&to=` answers the same, for older "
+            "clients."
+        )
+        self.parameters = [
+            _query("from", TIMESTAMP, "The first bucket is the one containing this moment (ms, UTC)."),
+            _query("to", TIMESTAMP, "Buckets starting before this moment (ms, UTC; exclusive)."),
+            _query(
+                "granularity",
+                Schema(
+                    type=OpenAPIType.STRING,
+                    enum=[*(g.value for g in Granularity), ""],
+                    default=Granularity.HOUR.value,
+                ),
+                "Hour or (UTC) day buckets; empty or absent: hour.",
+                required=False,
+            ),
+        ]
+        self.responses = {
+            "200": OpenAPIResponse(
+                description="A row per bucket, then the total.",
+                headers={"Cache-Control": _validators["Cache-Control"]},
+                content={
+                    CSV: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, pattern=_range_csv)),
+                    JSON: OpenAPIMediaType(schema=_range_json),
+                },
+            ),
+            "400": BAD_REQUEST,
+            "401": UNAUTHORIZED,
             "503": UNAVAILABLE,
         }

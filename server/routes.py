@@ -37,6 +37,12 @@ async def get_analytics(
     return Rendered(await services.reads.answer(request.scope))
 
 
+@route("/analytics/range", http_method=READ_METHODS, operation_class=openapi.GetRange)
+async def get_range(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Response[bytes]:
+    """The documented path of range reads; `GET /analytics?from=&to=` answers the same, for older clients."""
+    return Rendered(await services.reads.range_answer(request.scope))
+
+
 @route("/analytics", http_method=[HttpMethod.OPTIONS], include_in_schema=False)
 async def analytics_options() -> Response[None]:
     # Registered before the two analytics handlers: Litestar's own would name only one of them.
@@ -91,5 +97,5 @@ async def readyz(services: NamedDependency[Services]) -> Response[bytes]:
     return Response(content=b"ready\n", media_type="text/plain")
 
 
-HANDLERS = [analytics_options, dashboard, post_analytics, get_analytics, live, healthz, readyz]
+HANDLERS = [analytics_options, dashboard, post_analytics, get_analytics, get_range, live, healthz, readyz]
 """In this order: OPTIONS /analytics before the two handlers that share its path."""

@@ -55,6 +55,7 @@ class Services:
             max_buckets=settings.range_max_buckets,
             tokens=ReadTokens.from_settings(settings.read_tokens, settings.read_tokens_file),
             answered=metrics.counter("/analytics", "GET"),
+            range_answered=metrics.counter("/analytics/range", "GET"),
         )
         live = LiveHub(
             reads.latest_json,

@@ -167,7 +167,7 @@ async def test_the_dashboard_shows_real_numbers_and_the_current_hour_live(
             await asyncio.to_thread(browser.find_element(By.CSS_SELECTOR, "#clicks rect.current").click)
             assert "6 clicks" in browser.find_element(By.ID, "detail").text
             await asyncio.to_thread(browser.save_screenshot, str(screenshot))
-            assert screenshot.stat().st_size > 10_000
+            assert (await asyncio.to_thread(screenshot.stat)).st_size > 10_000
             # The switch: 7 days of hours, then 30 days by day (a row per UTC day, and the total).
             for button, rows in (("7 d", 168 + 1), ("30 d (daily)", None)):
                 pick = f"//div[@class='ranges']/button[text()='{button}']"

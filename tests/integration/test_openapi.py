@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from contract.settings import Settings
+from tests.integration.st_hooks import mend
 
 CHECKS = [
     not_a_server_error,
@@ -30,6 +31,15 @@ CHECKS = [
 ]
 
 
+OPERATIONS = {
+    "GET /analytics",
+    "HEAD /analytics",
+    "POST /analytics",
+    "GET /analytics/range",
+    "HEAD /analytics/range",
+}
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_every_answer_matches_the_document_and_none_is_a_5xx(
     http_server: tuple[str, Settings], mode: GenerationMode
@@ -37,38 +47,64 @@ def test_every_answer_matches_the_document_and_none_is_a_5xx(
     base, _ = http_server
     api = schemathesis.openapi.from_url(f"{base}/schema/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]  # type: ignore[union-attr]
-    assert {op.label for op in operations} == {"GET /analytics", "HEAD /analytics", "POST /analytics"}
+    assert {op.label for op in operations} == OPERATIONS
     document = httpx.get(f"{base}/schema").json()
-    text_pattern = document["paths"]["/analytics"]["get"]["responses"]["200"]["content"]["text/plain"][
-        "schema"
-    ]["pattern"]
-    cases = st.one_of(*(op.as_strategy(generation_mode=mode) for op in operations))
+    # Schemathesis validates JSON bodies against the document; text ones are checked here.
+    text_patterns = {
+        (path, media): document["paths"][path]["get"]["responses"]["200"]["content"][media]["schema"][
+            "pattern"
+        ]
+        for path, media in (("/analytics", "text/plain"), ("/analytics/range", "text/csv"))
+    }
+    # Ranges kept short: a long one can outlast the test server's Redis timeout (a 503).
+    cases = st.one_of(*(op.as_strategy(generation_mode=mode).map(mend) for op in operations))
 
     @given(cases)
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     def check(case: Case) -> None:  # type: ignore[type-arg]
         response = case.call_and_validate(base_url=base, checks=CHECKS)
-        # Schemathesis validates JSON bodies against the document; text ones are checked here.
-        if (
-            case.method == "GET"
-            and response.status_code == 200
-            and "text/plain" in response.headers["content-type"][0]
-        ):
-            assert re.fullmatch(text_pattern, response.text), response.text
+        if case.method == "GET" and response.status_code == 200:
+            media = response.headers["content-type"][0].partition(";")[0]
+            pattern = text_patterns.get((case.path, media))
+            if pattern is not None:
+                assert re.fullmatch(pattern, response.text), response.text
 
     check()
 
 
-def test_the_document_describes_both_endpoints_and_the_flags(http_server: tuple[str, Settings]) -> None:
+def test_the_document_describes_each_operation_exactly(http_server: tuple[str, Settings]) -> None:
     base, _ = http_server
     document = httpx.get(f"{base}/schema").json()
+    assert set(document["paths"]) == {"/analytics", "/analytics/range"}
     post = document["paths"]["/analytics"]["post"]
-    names = {p["name"] for p in post["parameters"]}
-    assert {"timestamp", "user", "click", "impression", "event", "Idempotency-Key"} <= names
-    flags = {p["name"]: p for p in post["parameters"] if p["name"] in ("click", "impression")}
-    assert all(p["allowEmptyValue"] for p in flags.values())
-    assert set(post["responses"]) == {"204", "400", "503"}
+    params = {p["name"]: p for p in post["parameters"]}
+    assert set(params) == {"timestamp", "user", "event", "Idempotency-Key"}
+    assert params["event"]["required"]
+    assert params["event"]["schema"]["enum"] == ["click", "impression"]
+    assert "&click" in post["description"]  # the shorthand is prose, not a parameter
+    assert set(post["responses"]) == {"204", "400", "429", "503"}
     get = document["paths"]["/analytics"]["get"]
-    assert [p["name"] for p in get["parameters"]] == ["timestamp", "from", "to", "granularity", "Accept"]
-    assert set(get["responses"]) == {"200", "304", "400", "503"}
-    assert set(document["paths"]) == {"/analytics"}
+    assert [p["name"] for p in get["parameters"]] == ["timestamp"]
+    assert set(get["responses"]) == {"200", "304", "400", "401", "503"}
+    ranges = document["paths"]["/analytics/range"]["get"]
+    assert [(p["name"], p["required"]) for p in ranges["parameters"]] == [
+        ("from", True),
+        ("to", True),
+        ("granularity", False),
+    ]
+    assert set(ranges["responses"]) == {"200", "400", "401", "503"}
+    assert set(ranges["responses"]["200"]["content"]) == {"text/csv", "application/json"}
+
+
+def test_the_range_path_and_the_old_range_query_answer_the_same(http_server: tuple[str, Settings]) -> None:
+    base, _ = http_server
+    query = "from=0&to=10800000&granularity=hour"
+    for accept in ("text/csv", "application/json"):
+        documented = httpx.get(f"{base}/analytics/range?{query}", headers={"accept": accept})
+        old = httpx.get(f"{base}/analytics?{query}", headers={"accept": accept})
+        assert documented.status_code == old.status_code == 200
+        assert documented.content == old.content
+        assert documented.headers["content-type"] == old.headers["content-type"]
+    refused = httpx.get(f"{base}/analytics/range?from=10800000&to=0")
+    assert refused.status_code == 400
+    assert refused.text.startswith("to: ")

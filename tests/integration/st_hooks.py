@@ -1,0 +1,51 @@
+"""schemathesis hooks (loaded through SCHEMATHESIS_HOOKS) for the two rules the OpenAPI document states
+in prose because JSON Schema cannot: a POST's timestamp is at most the future skew ahead of the server's
+clock, and a range's `to` lies after its `from` and within the bucket limit. A schema-valid case that
+breaks one is moved inside it (it stays schema-valid), and ranges are kept to a day's worth of buckets
+so the run stays short; everything else is sent as generated."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import schemathesis
+
+from contract.hours import HOUR_MS, MAX_TIMESTAMP_MS
+
+SKEW_ENV = "HOURGLASS_ST_FUTURE_SKEW_MS"
+BUCKETS_ENV = "HOURGLASS_ST_RANGE_MAX_BUCKETS"
+RANGE_BUCKETS = 24
+
+
+def _int(value: Any) -> int | None:
+    text = str(value)
+    return int(text) if text.isascii() and text.isdigit() and int(text) <= MAX_TIMESTAMP_MS else None
+
+
+@schemathesis.hook
+def before_call(ctx: Any, case: Any, **kwargs: Any) -> None:
+    mend(case)
+
+
+def mend(case: Any) -> Any:
+    """The case, with a positive one moved inside the rules above (in place; returned for `map`)."""
+    if case.meta is None or not case.meta.generation.mode.is_positive or not case.query:
+        return case
+    if case.method.upper() == "POST" and case.path == "/analytics":
+        ts = _int(case.query.get("timestamp"))
+        now = int(time.time() * 1000)
+        if ts is not None and ts > now + int(os.environ.get(SKEW_ENV, "0")):
+            case.query["timestamp"] = now
+    elif case.path == "/analytics/range":
+        start, end = _int(case.query.get("from")), _int(case.query.get("to"))
+        if start is None or end is None:
+            return case
+        step = (24 if case.query.get("granularity") == "day" else 1) * HOUR_MS
+        first = start // step * step
+        # A few buckets are enough to check the answer's shape; the limit is tested in test_ranges.
+        limit = int(os.environ.get(BUCKETS_ENV, RANGE_BUCKETS))
+        last = min(MAX_TIMESTAMP_MS, first + min(limit, RANGE_BUCKETS) * step)
+        case.query["to"] = min(max(end, first + 1), last)
+    return case
