@@ -21,11 +21,14 @@ from contract.backoff import with_backoff
 from contract.hours import parse_hour_token
 from contract.settings import Settings, redacted
 from projector import metrics
-from projector.balancer import run_projector
-from projector.inspect import inspect
-from projector.replay import BuildJob, ReplayRefused, build_partitions, replay, replay_hour
-from projector.store import ProjectionStore
-from projector.stream import check_partitions, ensure_stream
+from projector.cli.inspect_view import inspect_view
+from projector.live.balancer import run_projector
+from projector.log.stream_config import check_partitions, ensure_stream
+from projector.projections.store import ProjectionStore
+from projector.replay.build_processes import BuildJob, build_partitions
+from projector.replay.driver import replay
+from projector.replay.reports import ReplayRefused
+from projector.replay.single_hour import replay_hour
 
 log = logging.getLogger("projector")
 
@@ -112,7 +115,7 @@ async def _main(args: argparse.Namespace) -> int:
                 f"{report.generation} in {report.seconds:.2f}s; generation {report.previous} retired"
             )
         else:
-            sys.stdout.write(await inspect(settings, nc, last=args.last))
+            sys.stdout.write(await inspect_view(settings, nc, last=args.last))
     except ReplayRefused as exc:
         raise SystemExit(f"replay refused: {exc}") from None
     finally:

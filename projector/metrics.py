@@ -6,7 +6,7 @@ import logging
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from projector.fold import Deltas
+from projector.fold.deltas import Deltas
 
 APPLY_SECONDS = Histogram(
     "hourglass_projector_apply_seconds",
