@@ -157,7 +157,9 @@ class PartitionWorker:
         refused = await self._position()
         if refused is not None:
             return refused
-        puller = Puller(self.nc, self.settings.stream_name, consumer_name(self.partition))
+        puller = Puller(
+            self.nc, self.settings.stream_name, consumer_name(self.partition), self.settings.pull_reader
+        )
         delivered = 0  # the consumer is new, so its first delivery is number 1
         try:
             while not stop.is_set():

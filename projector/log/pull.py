@@ -4,24 +4,35 @@ nats-py's `fetch` awaits each message with its own timeout (a task and a timer p
 made it most of the projector's time on a stream of small, live-written messages. This asks the
 consumer for a batch on the raw protocol (`$JS.API.CONSUMER.MSG.NEXT`) and takes whatever has
 arrived for its inbox in one go, waiting only when nothing has. Messages for that inbox are cut
-straight out of the connection's read buffer, many per read, before nats-py parses each one, builds
-a `Msg` and queues it: on small messages those steps cost as much as everything the projector does
-with them. Each message's position comes from its reply subject, parsed once.
+straight out of the connection's read buffer (`parser_tap.py`, the only code that touches nats-py's
+internals). Each message's position comes from its reply subject, parsed once.
+
+Those internals are checked when the first reader is built for a connection. When one is missing or
+shaped otherwise, or when ANALYTICS_PULL_READER=public, the same requests are read through a plain
+subscription with a callback (nats-py's public API): same protocol, same `Fetched` columns, slower;
+one WARNING names what is missing, and the gauge `hourglass_projector_pull_reader_fallback` is 1.
+
+nats.py pull request 862 (an `async for` over a subscription about 90 times faster) is not in nats-py
+2.16.0: its iterator still starts a task and an `asyncio.wait` per message. Until a release carries
+it, the hooks stay and the public reader is only the fallback.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD
 
+from projector import metrics
 from projector.log.fetched import Fetched
+from projector.log.parser_tap import _Inbox, _taps, missing_internals
+
+log = logging.getLogger("projector")
 
 FETCH_MAX_BYTES = 4 << 20
 """A fetch may ask for many small live-written messages, but never for more than this many bytes
@@ -29,133 +40,30 @@ FETCH_MAX_BYTES = 4 << 20
 slow-consumer limit."""
 
 
-ProcessMsg = Callable[[int, bytes, bytes, bytes, bytes], Awaitable[None]]
-
-
-class _Inbox:
-    """What the protocol parser handed over for one subscription: (subject, reply, payload)."""
-
-    __slots__ = ("arrived", "waiter")
-
-    def __init__(self) -> None:
-        self.arrived: collections.deque[tuple[bytes, bytes, bytes]] = collections.deque()
-        self.waiter: asyncio.Future[None] | None = None
-
-    def put(self, subject: bytes, reply: bytes, data: bytes) -> None:
-        self.arrived.append((subject, reply, data))
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def wait(self, timeout_s: float) -> None:
-        """Until something arrives or `timeout_s` passes."""
-        self.waiter = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self.waiter
-        except TimeoutError:
-            pass
-        finally:
-            self.waiter = None
-
-
-def _taps(nc: NATS) -> dict[int, _Inbox]:
-    """The client's inboxes read raw, by subscription id. The hook goes in once per client."""
-    taps: dict[int, _Inbox] | None = getattr(nc, "_hourglass_taps", None)
-    if taps is not None:
-        return taps
-    found: dict[int, _Inbox] = {}
-    process: ProcessMsg = nc._process_msg
-
-    async def process_msg(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
-        inbox = found.get(sid)
-        if inbox is None:
-            await process(sid, subject, reply, data, headers)
-        else:
-            inbox.put(subject, reply, data)
-
-    parser = nc._ps
-    parse: Callable[[bytes], Awaitable[None]] = parser.parse
-
-    async def parse_fast(data: bytes = b"") -> None:
-        # Leading plain MSG frames for these inboxes are cut out of the buffer here, many per read;
-        # anything else (and whatever follows it) goes through nats-py's parser as before.
-        buffer = parser.buf
-        buffer.extend(data)
-        if parser.state == AWAITING_MSG_PAYLOAD and not parser.header_needed:
-            # nats-py read the frame's first line in an earlier read; finish the frame here.
-            inbox = found.get(parser.msg_arg["sid"])
-            if inbox is not None:
-                if len(buffer) < parser.needed + 2:
-                    return
-                inbox.put(parser.msg_arg["subject"], parser.msg_arg["reply"], bytes(buffer[: parser.needed]))
-                del buffer[: parser.needed + 2]
-                parser.state = AWAITING_CONTROL_LINE
-        if parser.state == AWAITING_CONTROL_LINE and buffer.startswith(b"MSG "):
-            taken, unfinished = _take_frames(buffer, found)
-            nc.stats["in_msgs"] += taken
-            if unfinished:
-                return  # the rest of that frame comes with the next read
-        if buffer:
-            await parse(b"")
-
-    nc._hourglass_taps = found  # type: ignore[attr-defined]
-    nc._process_msg = process_msg  # type: ignore[method-assign]
-    parser.parse = parse_fast  # type: ignore[method-assign]
-    return found
-
-
-def _take_frames(buffer: bytearray, inboxes: dict[int, _Inbox]) -> tuple[int, bool]:
-    """Hand complete leading `MSG <subject> <sid> [<reply>] <size>` frames of these inboxes over,
-    and cut them from the buffer; stop at anything else. Returns how many were taken, and whether
-    the buffer now holds only the start of one more such frame."""
-    pos, end_of_data, taken, unfinished = 0, len(buffer), 0, False
-    with memoryview(buffer) as view:
-        while buffer.startswith(b"MSG ", pos):
-            end = buffer.find(b"\r\n", pos)
-            if end < 0:
-                unfinished = end_of_data - pos < 1024  # a control line is never that long
-                break
-            parts = bytes(view[pos + 4 : end]).split(b" ")
-            if len(parts) == 4:
-                subject, sid, reply, size = parts
-            elif len(parts) == 3:
-                subject, sid, size = parts
-                reply = b""
-            else:
-                break
-            if not (sid.isdigit() and size.isdigit()):
-                break
-            inbox = inboxes.get(int(sid))
-            if inbox is None:
-                break
-            start = end + 2
-            stop = start + int(size)
-            if stop + 2 > end_of_data:
-                unfinished = True
-                break
-            inbox.put(subject, reply, bytes(view[start:stop]))
-            pos = stop + 2
-            taken += 1
-    if pos:
-        del buffer[:pos]
-    return taken, unfinished
-
-
 class Puller:
     """Reads one durable or ephemeral pull consumer of `stream` (it must exist)."""
 
-    def __init__(self, nc: NATS, stream: str, consumer: str) -> None:
+    def __init__(self, nc: NATS, stream: str, consumer: str, reader: str = "auto") -> None:
         self._nc = nc
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
         self._tapped = _Inbox()
+        self._fast = uses_fast_reader(nc, reader)
 
     async def _subscribe(self) -> None:
-        if self._sub is None:
+        if self._sub is not None:
+            return
+        if self._fast:
             taps = _taps(self._nc)
             self._sub = await self._nc.subscribe(self._inbox)
             taps[self._sub._id] = self._tapped
+        else:
+            self._sub = await self._nc.subscribe(self._inbox, cb=self._arrived)
+
+    async def _arrived(self, msg: Msg) -> None:
+        """The public reader: nats-py built the message; it goes where the hooks would have put it."""
+        self._tapped.put(msg.subject.encode(), msg.reply.encode(), msg.data)
 
     async def fetch(self, batch: int, wait_s: float, max_bytes: int = FETCH_MAX_BYTES) -> Fetched:
         """Up to `batch` messages and about `max_bytes`: those available now, or, when there are none,
@@ -220,6 +128,43 @@ class Puller:
 
     async def close(self) -> None:
         if self._sub is not None:
-            _taps(self._nc).pop(self._sub._id, None)
+            if self._fast:
+                _taps(self._nc).pop(self._sub._id, None)
             await self._sub.unsubscribe()
             self._sub = None
+
+
+def uses_fast_reader(nc: NATS, reader: str = "auto") -> bool:
+    """Whether readers on this connection hook nats-py's parser; decided (and said) once per connection.
+
+    `reader` is ANALYTICS_PULL_READER: `public` never hooks, `fast` refuses to run without the hooks,
+    `auto` hooks when every internal is there and otherwise falls back with one WARNING."""
+    decided: bool | None = getattr(nc, "_hourglass_fast_reader", None)
+    if decided is not None:
+        return decided
+    missing = [] if reader == "public" else missing_internals(nc)
+    if reader == "fast" and missing:
+        raise RuntimeError(
+            f"ANALYTICS_PULL_READER=fast, but nats-py {_nats_version()} lacks what it hooks: "
+            + ", ".join(missing)
+        )
+    fast = reader != "public" and not missing
+    if missing:
+        log.warning(
+            "nats-py %s lacks what the fast pull reader hooks (%s); reading through its public API "
+            "instead, which is slower (pyproject.toml pins the tested nats-py)",
+            _nats_version(),
+            ", ".join(missing),
+        )
+    elif not fast:
+        log.info("pull reader: nats-py's public API (ANALYTICS_PULL_READER=public)")
+    metrics.PULL_READER_FALLBACK.set(0 if fast else 1)
+    nc._hourglass_fast_reader = fast  # type: ignore[attr-defined]
+    return fast
+
+
+def _nats_version() -> str:
+    try:
+        return version("nats-py")
+    except PackageNotFoundError:
+        return "(unknown version)"

@@ -81,7 +81,7 @@ async def fold_partition(
         ),
     )
     fold = _Fold(settings, js, store, gen, partition, dead_letter_above, after, snapshots)
-    puller = Puller(nc, settings.stream_name, consumer.name)
+    puller = Puller(nc, settings.stream_name, consumer.name, settings.pull_reader)
     try:
         await fold.run(puller, consumer.name, consumer.num_pending or 0, upto)
     finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from projector.log.fetched import Fetched, Meta, meta_of
-from projector.log.pull import _Inbox, _take_frames
+from projector.log.parser_tap import _Inbox, _take_frames
 
 
 def test_the_short_reply_form_is_read() -> None:
