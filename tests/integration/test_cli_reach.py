@@ -3,6 +3,7 @@ exit after ANALYTICS_CONNECT_DEADLINE_S, no traceback; they stop on SIGTERM and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -43,6 +44,19 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def catching_sigterm(pid: int, within_s: float = 60) -> float:
+    """When the process has its SIGTERM handler (its imports done, its parent-death signal set, its
+    deadline about to start): waits for it, as the machine may be busy; returns time.monotonic()."""
+    until = time.monotonic() + within_s
+    while time.monotonic() < until:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)):
+                    return time.monotonic()
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never installed its SIGTERM handler")
+
+
 def ended(pid: int, within_s: float) -> bool:
     """Whether the process is gone (or a zombie) within the time given."""
     until = time.monotonic() + within_s
@@ -59,8 +73,8 @@ def ended(pid: int, within_s: float) -> bool:
 
 @pytest.mark.parametrize("command", [["inspect"], ["replay"], ["stream"], ["replay", "2024010112"]])
 def test_without_nats_a_command_says_so_in_one_line_and_exits(command: list[str], tmp_path: Path) -> None:
-    started = time.monotonic()
     proc = start(command, closed_port_env(tmp_path))
+    started = catching_sigterm(proc.pid)
     out, err = proc.communicate(timeout=30)
     took = time.monotonic() - started
     assert proc.returncode != 0
@@ -77,8 +91,8 @@ def test_without_redis_a_replay_says_so_in_one_line_and_exits(nats_server: Serve
     env = closed_port_env(tmp_path, nats_url=nats_server.url)
     made = start(["stream"], {**env, "ANALYTICS_CONNECT_DEADLINE_S": "20"})
     assert made.wait(60) == 0
-    started = time.monotonic()
     proc = start(["replay"], env)
+    started = catching_sigterm(proc.pid)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert time.monotonic() - started < DEADLINE_S + 2
@@ -91,7 +105,8 @@ def test_without_redis_a_replay_says_so_in_one_line_and_exits(nats_server: Serve
 
 def test_run_keeps_trying_one_line_per_try_and_stops_on_sigterm(tmp_path: Path) -> None:
     proc = start(["run"], closed_port_env(tmp_path, connect_deadline_s=0.5))
-    time.sleep(2.5)  # a few tries; what is checked is what they printed, not their timing
+    catching_sigterm(proc.pid)
+    time.sleep(3)  # a few tries; what is checked is what they printed, not their timing
     proc.send_signal(signal.SIGTERM)
     stopped = time.monotonic()
     _, err = proc.communicate(timeout=10)
@@ -107,7 +122,8 @@ def test_run_keeps_trying_one_line_per_try_and_stops_on_sigterm(tmp_path: Path) 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_replay_waiting_for_nats_stops_on_a_signal(sig: signal.Signals, tmp_path: Path) -> None:
     proc = start(["replay"], closed_port_env(tmp_path, connect_deadline_s=120))
-    time.sleep(1.5)  # well into its wait for NATS
+    catching_sigterm(proc.pid)
+    time.sleep(0.5)  # into its wait for NATS
     proc.send_signal(sig)
     stopped = time.monotonic()
     _, err = proc.communicate(timeout=10)
@@ -129,7 +145,7 @@ def test_a_command_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
     )
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
-    time.sleep(1.5)  # the child is up and waiting for NATS
+    catching_sigterm(child)  # the child is up and waiting for NATS
     assert not ended(child, 0)
     parent.kill()  # SIGKILL: the parent cannot pass anything on
     parent.wait()
@@ -145,8 +161,8 @@ def test_killing_just_ends_the_command_it_ran(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [str(just), "replay"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    child = _child_of(proc.pid, within_s=10)
-    time.sleep(1.5)  # the recipe's shell has become python, which is waiting for NATS
+    child = _child_of(proc.pid, within_s=30)
+    catching_sigterm(child)  # the recipe's shell has become python, which is waiting for NATS
     assert not ended(child, 0)
     proc.kill()
     proc.wait()
