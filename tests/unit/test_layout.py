@@ -83,3 +83,21 @@ def test_every_subpackage_is_installed() -> None:
             assert any(fnmatch.fnmatchcase(dotted, pattern) for pattern in include), dotted
     for lua in (ROOT / "projector").rglob("*.lua"):
         assert lua.parent.name == "scripts", f"{lua}: every Lua script lives in projector/projections/scripts"
+
+
+def test_the_fold_is_pure() -> None:
+    """No I/O in the fold: it imports the standard library, msgspec, the contract and itself only."""
+    found: set[str] = set()
+    for path in (ROOT / "projector" / "fold").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+    allowed = set(sys.stdlib_module_names) | {"msgspec"}
+    outside = {
+        m
+        for m in found
+        if m.split(".")[0] not in allowed and not m.startswith(("contract", "projector.fold"))
+    }
+    assert outside == set()
