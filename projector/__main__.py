@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 import nats.errors
 import redis.exceptions
 
 from contract.settings import SettingsError
-from projector.cli.commands import Command, build, read_job, run_command
+from projector.cli.commands import Command, build, parent_gone, read_job, run_command
 from projector.cli.lifetime import end_with_parent, on_stop_signals
 
 log = logging.getLogger("projector")
@@ -47,6 +48,8 @@ async def _main(command: Command) -> int:
 
     def graceful() -> bool:
         stop.set()
+        if command.parent is not None and os.getppid() != command.parent:
+            parent_gone()  # the parent-death signal: its replay was killed
         return (
             command.graceful
         )  # a running projector lets go of its leases itself; anything else is cancelled
@@ -54,7 +57,9 @@ async def _main(command: Command) -> int:
     signals = on_stop_signals(graceful)
     try:
         if command.name == "build":
-            return await build(read_job(sys.stdin.buffer.read()))
+            job = read_job(sys.stdin.buffer.read())
+            command.parent = job.parent
+            return await build(job)
         return await run_command(command, stop)
     except asyncio.CancelledError:
         if signals:

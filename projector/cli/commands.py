@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import msgspec
 import nats.errors
@@ -47,6 +48,8 @@ class Command:
     last: int = 10
     graceful: bool = False
     """Set once the live projector runs: a stop signal then lets it hand its leases back itself."""
+    parent: int | None = None
+    """A build's replay: when a stop signal comes because the replay is gone, the build says so."""
 
 
 async def run_command(command: Command, stop: asyncio.Event) -> int:
@@ -145,7 +148,13 @@ async def _exit_with_parent(parent: int) -> None:
         if os.getppid() != parent:
             break
         await asyncio.sleep(0.5)
+    parent_gone()
+
+
+def parent_gone() -> NoReturn:
+    """A build whose replay is gone stops at once, writing nothing more."""
     log.error("the replay that started this build is gone; stopping")
+    logging.shutdown()
     os._exit(3)
 
 
