@@ -51,13 +51,32 @@ async def reach_nats(settings: Settings, name: str, deadline_s: float) -> NATS:
     """Connected to NATS within `deadline_s`, or Unreachable."""
     errors = _Errors()
     options: dict[str, Any] = {**settings.nats_options(name), "error_cb": errors.callback}
+    # nats-py retries the first connect forever (as it reconnects later) and swallows a cancellation
+    # that lands while it closes a failed attempt, so the attempt runs as a task of its own, cancelled
+    # until it ends: the deadline and a stop signal both hold.
+    connecting = asyncio.create_task(nats.connect(**options))
     try:
-        async with asyncio.timeout(deadline_s):
-            nc = await nats.connect(**options)
+        done, _ = await asyncio.wait({connecting}, timeout=deadline_s)
+    except asyncio.CancelledError:
+        await _cancel_until_done(connecting)
+        raise
+    if not done:
+        await _cancel_until_done(connecting)
+        raise Unreachable(_line("NATS", settings.nats_url, deadline_s, errors.last or TimeoutError()))
+    try:
+        nc = connecting.result()
     except NATS_DOWN as exc:
         raise Unreachable(_line("NATS", settings.nats_url, deadline_s, errors.last or exc)) from None
     errors.connected = True
     return nc
+
+
+async def _cancel_until_done(task: asyncio.Task[NATS]) -> None:
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed attempt is said in the one line, not logged by asyncio
 
 
 async def reach_redis(settings: Settings, deadline_s: float) -> Redis:
