@@ -117,9 +117,10 @@ def read_job(raw: bytes) -> BuildJob:
     try:
         return msgspec.json.decode(raw, type=BuildJob)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        what = "no job" if not raw.strip() else f"an unreadable job ({exc})"
+        what = "it left no job on stdin" if not raw.strip() else f"its job on stdin is cut short: {exc}"
         raise SystemExit(
-            f"build: {what} on stdin; its replay is gone (builds are started by `python -m projector replay`)"
+            f"the replay that started this build is gone; stopping ({what}; builds are started by "
+            "`python -m projector replay`)"
         ) from None
 
 

@@ -201,7 +201,7 @@ def test_a_build_without_its_job_says_so_in_one_line(job: bytes, tmp_path: Path)
     assert proc.returncode != 0
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
-    assert "its replay is gone" in err
+    assert "the replay that started this build is gone; stopping" in err
 
 
 def test_settings_know_the_deadline() -> None:
