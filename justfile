@@ -31,20 +31,24 @@ unit *args:
     {{python}} -m pytest tests/unit "$@"
 
 # Rebuild every projection from the stream (zero downtime), against the configured servers.
+[no-exit-message]
 replay *args:
-    {{python}} -m projector replay "$@"
+    @exec {{python}} -m projector replay "$@"
 
 # Create the stream, or apply configuration changes from ANALYTICS_* (retention, replicas); never the partition count.
+[no-exit-message]
 stream:
-    {{python}} -m projector stream
+    @exec {{python}} -m projector stream
 
 # Start one more projector process against the configured servers.
+[no-exit-message]
 projector *args:
-    {{python}} -m projector run "$@"
+    @exec {{python}} -m projector run "$@"
 
 # Stream state, messages per hour subject, consumer lag, and the last events decoded.
+[no-exit-message]
 inspect *args:
-    {{python}} -m projector inspect "$@"
+    @exec {{python}} -m projector inspect "$@"
 
 # Apply ruff's fixes and formatting.
 fmt:

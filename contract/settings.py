@@ -170,6 +170,14 @@ class Settings:
     """Processes a full replay folds the log in, each taking some of the partitions; 0: one per core
     (at most one per partition) once the stream holds 100,000 messages, else one."""
 
+    pull_reader: str = "auto"
+    """How the projector reads the log: `fast` (hooks into nats-py's parser), `public` (nats-py's public
+    API only), or `auto` (fast when the hooked internals are all there, else public with a WARNING)."""
+
+    connect_deadline_s: float = 5.0
+    """How long a command (`inspect`, `replay`, `stream`) tries to reach NATS and Redis before it says
+    which one it cannot reach and exits."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, role: str | None = None) -> Settings:
         """Build settings from ANALYTICS_<FIELD> variables; unknown ANALYTICS_ names are an error.
@@ -237,6 +245,8 @@ class Settings:
             raise SettingsError("ANALYTICS_POST_RATE_PER_S must be 0 (no limit) or more")
         if self.hot_hours < 0:
             raise SettingsError("ANALYTICS_HOT_HOURS must be 0 (keep every hour) or more")
+        if self.pull_reader not in ("auto", "fast", "public"):
+            raise SettingsError("ANALYTICS_PULL_READER must be auto, fast or public")
 
     def nats_read_options(self, name: str) -> dict[str, Any]:
         """Like `nats_options`, for the HTTP process's reading connection."""

@@ -6,7 +6,7 @@ import logging
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from projector.fold import Deltas
+from projector.fold.deltas import Deltas
 
 APPLY_SECONDS = Histogram(
     "hourglass_projector_apply_seconds",
@@ -67,7 +67,11 @@ RETENTION_GAPS = Counter(
     "Times a partition found events dropped by retention before they were applied",
     ["partition"],
 )
-
+PULL_READER_FALLBACK = Gauge(
+    "hourglass_projector_pull_reader_fallback",
+    "1 when this process reads the log through nats-py's public API (its internals the fast reader hooks "
+    "are missing, or ANALYTICS_PULL_READER=public); 0 with the fast reader",
+)
 
 LATE_EVENTS = Counter(
     "hourglass_projector_late_events",

@@ -1,18 +1,42 @@
 """In-memory stand-ins for the I/O seams, for unit tests (as httpx's MockTransport stands in for a network).
 
-`MemoryProjections` follows `projector/apply.lua` rule for rule; `test_seams.py` runs the same
-scenarios against it and against the real Redis store, so the fake cannot drift from the real thing.
+`MemoryProjections` follows `projector/projections/scripts/apply.lua` rule for rule; `test_seams.py`
+runs the same scenarios against it and against the real Redis store, so the fake cannot drift from
+the real thing.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from contract.errors import Unavailable
 from contract.schema import Kind
-from projector.fold import Deltas
-from projector.store import ApplyResult, Outcome
+from projector.fold.deltas import Deltas
+from projector.projections.store import ApplyResult, Outcome
+
+
+class Projections(Protocol):
+    """The projector's write seam: the projections it keeps (Redis in production, a dict in unit tests)."""
+
+    async def current_generation(self) -> int: ...
+
+    async def watermark(self, gen: int, partition: int) -> int: ...
+
+    async def apply(
+        self,
+        gen: int | str,
+        partition: int,
+        expected: int,
+        deltas: Deltas,
+        *,
+        epoch: str = "",
+        live: bool = True,
+    ) -> ApplyResult:
+        """Add the deltas and move the watermark from `expected` to `deltas.last_seq`, atomically,
+        deduplicating keyed events on stream time; refuse if the watermark, generation or fence moved."""
+        ...
 
 
 @dataclass

@@ -32,8 +32,9 @@ from contract.hours import HOUR_MS, system_now_ms
 from contract.keys import Keys
 from deploy.servers import free_port, nats_cluster_command, nats_command, valkey_command, wait_for_port
 from ingest.appender import Appender
-from projector.fold import Deltas, Message, fold
-from projector.store import ProjectionStore
+from projector.fold.deltas import Deltas
+from projector.projections.store import ProjectionStore
+from tests.reference_fold import Message, fold
 
 PARTITIONS = 4
 IN_FLIGHT = 64

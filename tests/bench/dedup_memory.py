@@ -20,8 +20,8 @@ from contract.hours import hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
 from contract.settings import Settings
-from projector.replay import replay
-from projector.stream import ensure_stream
+from projector.log.stream_config import ensure_stream
+from projector.replay.driver import replay
 from tests.bench.servers import own_servers
 
 PER_MESSAGE = 1000

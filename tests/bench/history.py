@@ -38,9 +38,9 @@ from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port, wait_for_port
-from projector.balancer import Projector
-from projector.replay import replay
-from projector.stream import ensure_stream
+from projector.live.balancer import Projector
+from projector.log.stream_config import ensure_stream
+from projector.replay.driver import replay
 from tests.bench.servers import own_servers
 from tests.helpers import settings_env
 

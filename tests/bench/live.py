@@ -28,7 +28,7 @@ from contract.hours import system_now_ms
 from contract.settings import Settings
 from deploy.secrets import prepare
 from deploy.servers import ROOT, free_port, nats_command, valkey_command, wait_for_port
-from projector.stream import ensure_stream
+from projector.log.stream_config import ensure_stream
 from tests.helpers import settings_env
 
 

@@ -38,11 +38,17 @@ def main() -> None:
         default=[0],
         help="ANALYTICS_REPLAY_PROCESSES of each replay, run in turn (e.g. 1 2 1 2 for an A/B)",
     )
+    parser.add_argument(
+        "--pull-reader",
+        choices=("auto", "fast", "public"),
+        default="auto",
+        help="ANALYTICS_PULL_READER of the projectors and replays (public: nats-py's public API only)",
+    )
     args = parser.parse_args()
     with scratch_servers("hourglass-projector-") as scratch:
         tmp, settings = scratch.workdir, scratch.settings
         log = tmp / "log"
-        env = settings_env(settings)
+        env = {**settings_env(settings), "ANALYTICS_PULL_READER": args.pull_reader}
         servers = (scratch.nats_pid, scratch.redis_pid)
         subprocess.run(
             [sys.executable, "-m", "projector", "stream"], env=env, check=True, capture_output=True
@@ -72,7 +78,10 @@ def main() -> None:
             commands = redis.info("commandstats")
         redis.close()
     print(replayed.stdout.strip().splitlines()[-1])
-    print(f"{args.events:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed:")
+    print(
+        f"{args.events:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed, "
+        f"pull reader {args.pull_reader}:"
+    )
     who = f"{args.projectors} projector processes" if args.projectors > 1 else "one projector process"
     print(f"  {who} from a cold start: {args.events / projector_s:,.0f} events/s ({projector_s:.1f} s)")
     for processes, replay_s in replays:

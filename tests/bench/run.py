@@ -44,7 +44,7 @@ from deploy.servers import (
     valkey_command,
     wait_for_port,
 )
-from projector.stream import ensure_stream
+from projector.log.stream_config import ensure_stream
 from tests.helpers import settings_env
 
 POST_LUA = """

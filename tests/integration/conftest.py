@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 from contract import schema
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port
-from projector.balancer import Projector, run_projector
-from projector.stream import ensure_stream
+from projector.live.balancer import Projector, run_projector
+from projector.log.stream_config import ensure_stream
 from server.app import Clients, create_app
 from tests.conftest import Server, running
 from tests.helpers import eventually, isolated_settings, serve, settings_env

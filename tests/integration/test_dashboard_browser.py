@@ -27,7 +27,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from contract.hours import HOUR_MS, hour_of, system_now_ms
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port, wait_for_port
-from projector.stream import ensure_stream
+from projector.log.stream_config import ensure_stream
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.conftest import Projectors

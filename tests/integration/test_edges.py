@@ -15,12 +15,13 @@ from contract.hours import HOUR_MS, partition_of, subject
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
 from contract.settings import Settings
-from projector.fold import Message, fold
-from projector.leases import Leases
-from projector.replay import ReplayRefused, replay
-from projector.store import Outcome, ProjectionStore, SwapOutcome
+from projector.projections.leases import Leases
+from projector.projections.store import Outcome, ProjectionStore, SwapOutcome
+from projector.replay.driver import replay
+from projector.replay.reports import ReplayRefused
 from tests.helpers import eventually, stored_hour
 from tests.integration.conftest import Projectors
+from tests.reference_fold import Message, fold
 
 TS = 11 * HOUR_MS
 

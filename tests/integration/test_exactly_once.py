@@ -16,14 +16,15 @@ from contract.hours import HOUR_MS
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
 from contract.settings import Settings
-from projector.balancer import Projector
-from projector.fold import Keyed, Message, fold
-from projector.leases import Leases
-from projector.replay import replay
-from projector.store import Outcome, ProjectionStore
+from projector.fold.deltas import Keyed
+from projector.live.balancer import Projector
+from projector.projections.leases import Leases
+from projector.projections.store import Outcome, ProjectionStore
+from projector.replay.driver import replay
 from server.app import Clients, create_app
 from tests.helpers import eventually, serve
 from tests.integration.workload import parse_text
+from tests.reference_fold import Message, fold
 
 TS = 9 * HOUR_MS
 

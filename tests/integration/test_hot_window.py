@@ -16,7 +16,8 @@ from api.reader import HourTotals, Reader
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
-from projector.replay import replay, replay_hour
+from projector.replay.driver import replay
+from projector.replay.single_hour import replay_hour
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, metric
 from tests.integration.conftest import production_stack

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_of, system_now_ms
 from contract.settings import Settings
-from projector.stream import ensure_stream
+from projector.log.stream_config import ensure_stream
 from server.app import Clients, create_app
 from server.metrics import exposition
 from tests.helpers import eventually, serve

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from contract.hours import HOUR_MS
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port, wait_for_port
-from projector.stream import ensure_stream
+from projector.log.stream_config import ensure_stream
 from server.app import Clients, create_app
 from tests.conftest import Server
 from tests.helpers import isolated_settings, serve, settings_env, stored_hour

@@ -16,13 +16,14 @@ from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
 from contract.settings import Settings
 from contract.stream import consumer_name
-from projector.balancer import run_projector
-from projector.consumer import position_consumer, read
-from projector.fold import Message, fold
-from projector.replay import replay, replay_hour
-from projector.store import Outcome, ProjectionStore
+from projector.live.balancer import run_projector
+from projector.log.consumer_position import position_consumer
+from projector.projections.store import Outcome, ProjectionStore
+from projector.replay.driver import replay
+from projector.replay.single_hour import replay_hour
 from tests.helpers import eventually
 from tests.integration.workload import Truth, mixed_events, parse_text, post_path
+from tests.reference_fold import Message, fold, read
 
 
 async def answers(client: httpx.AsyncClient, hours: list[int]) -> dict[int, tuple[int, int, int]]:

@@ -9,7 +9,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from projector.pull import Meta, Puller
+from projector.log.fetched import Meta
+from projector.log.pull import Puller
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from contract.hours import HOUR_MS
 from contract.keys import Keys
 from contract.settings import Settings
 from deploy.servers import ROOT
-from projector.stream import ensure_stream
+from projector.log.stream_config import ensure_stream
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, metric, settings_env, stored_hour
 from tests.integration.conftest import Projectors, production_stack

@@ -23,7 +23,7 @@ from contract.schema import Batch, Event, Kind, encode
 from contract.settings import Settings
 from deploy.secrets import NATS_ROLES, REDIS_ROLES, ensure_secrets, write_urls
 from deploy.servers import ROOT
-from projector.stream import ensure_stream
+from projector.log.stream_config import ensure_stream
 from tests.conftest import Server, running
 from tests.helpers import eventually, settings_env
 

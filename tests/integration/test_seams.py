@@ -10,10 +10,9 @@ from api.reader import Reader
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
 from contract.settings import Settings
-from projector.fold import Message, fold
-from projector.seams import Projections
-from projector.store import Outcome, ProjectionStore
-from tests.fakes import MemoryProjections
+from projector.projections.store import Outcome, ProjectionStore
+from tests.fakes import MemoryProjections, Projections
+from tests.reference_fold import Message, fold
 
 HOUR = 3_600_000
 WINDOW_S = 0.05

@@ -22,9 +22,10 @@ from contract.keys import Keys
 from contract.settings import Settings
 from contract.stream import snapshot_bucket, snapshot_manifest_key
 from deploy.servers import ROOT
-from projector.replay import replay, replay_hour
-from projector.snapshots import open_snapshots
-from projector.stream import ensure_stream
+from projector.log.stream_config import ensure_stream
+from projector.projections.snapshots import open_snapshots
+from projector.replay.driver import replay
+from projector.replay.single_hour import replay_hour
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.conftest import Projectors, production_stack

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from contract.settings import Settings
 from contract.stream import PARTITIONS_METADATA, dead_letter_stream
 from deploy.servers import ROOT
-from projector.stream import PartitionMismatch, ensure_stream
+from projector.log.stream_config import PartitionMismatch, ensure_stream
 from server.app import create_app
 from tests.helpers import eventually, serve, settings_env
 

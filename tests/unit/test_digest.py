@@ -13,11 +13,11 @@ from contract import schema
 from contract.hours import HOUR_MS, subject
 from contract.schema import Batch, Event, Kind
 from contract.settings import Settings
-from projector.consumer import read
-from projector.digest import digest
-from projector.fold import Deltas, fold
-from projector.pull import Meta
-from projector.screen import Rejected
+from projector.fold.deltas import Deltas
+from projector.fold.digest import digest
+from projector.fold.rules import Rejected
+from projector.log.fetched import Meta
+from tests.reference_fold import fold, read
 
 PARTS = 2
 HOUR = 490_000

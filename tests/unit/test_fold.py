@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from contract.hours import hour_of
 from contract.schema import Batch, Event, Kind
-from projector.fold import Deltas, Keyed, Message, fold, merge
+from projector.fold.deltas import Deltas, Keyed
+from tests.reference_fold import Message, fold, merge
 
 HOUR = 3_600_000
 events = st.builds(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ PACKAGES = ("contract", "ingest", "projector", "api", "server", "deploy")
 def imported(package: str) -> set[str]:
     """Top-level modules the package's files import."""
     found: set[str] = set()
-    for path in (ROOT / package).glob("*.py"):
+    for path in (ROOT / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found |= {alias.name.split(".")[0] for alias in node.names}
@@ -40,3 +41,63 @@ def test_the_contract_imports_nothing_but_the_standard_library_and_msgspec() -> 
 )
 def test_imports_flow_one_way(package: str, forbidden: set[str]) -> None:
     assert imported(package) & forbidden == set()
+
+
+def modules(package: str) -> list[Path]:
+    """Every module and subpackage of the package, however deep."""
+    root = ROOT / package
+    found = [p for p in root.rglob("*.py") if p.name != "__init__.py"]
+    found += [p.parent for p in root.rglob("__init__.py") if p.parent != root]
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_shadows_the_standard_library(package: str) -> None:
+    """A module named like a standard-library one (`inspect`, `secrets`...) confuses readers and tools."""
+    allowed = {("deploy", "secrets")}  # deploy/secrets.py: only ever imported as deploy.secrets
+    shadowing = {
+        str(p.relative_to(ROOT))
+        for p in modules(package)
+        if p.stem in sys.stdlib_module_names and (package, p.stem) not in allowed
+    }
+    assert shadowing == set()
+
+
+def test_no_projector_module_shares_a_file_name_with_another() -> None:
+    """Within the projector, a file name says alone what the module holds."""
+    stems: dict[str, list[str]] = {}
+    for p in modules("projector"):
+        stems.setdefault(p.stem, []).append(str(p.relative_to(ROOT)))
+    assert {stem: paths for stem, paths in stems.items() if len(paths) > 1} == {}
+
+
+def test_every_subpackage_is_installed() -> None:
+    """setuptools finds the subpackages (and mypy checks them) only through the include patterns."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    include = config["packages"]["find"]["include"]
+    for package in PACKAGES:
+        for init in (ROOT / package).rglob("__init__.py"):
+            dotted = ".".join(init.parent.relative_to(ROOT).parts)
+            assert any(fnmatch.fnmatchcase(dotted, pattern) for pattern in include), dotted
+    for lua in (ROOT / "projector").rglob("*.lua"):
+        assert lua.parent.name == "scripts", f"{lua}: every Lua script lives in projector/projections/scripts"
+
+
+def test_the_fold_is_pure() -> None:
+    """No I/O in the fold: it imports the standard library, msgspec, the contract and itself only."""
+    found: set[str] = set()
+    for path in (ROOT / "projector" / "fold").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+    allowed = set(sys.stdlib_module_names) | {"msgspec"}
+    outside = {
+        m
+        for m in found
+        if m.split(".")[0] not in allowed and not m.startswith(("contract", "projector.fold"))
+    }
+    assert outside == set()

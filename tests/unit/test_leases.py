@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projector.leases import fair_share
+from projector.projections.leases import fair_share
 
 
 @given(

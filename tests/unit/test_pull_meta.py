@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from projector.pull import Fetched, Meta, _Inbox, _take_frames, meta_of
+from projector.log.fetched import Fetched, Meta, meta_of
+from projector.log.parser_tap import _Inbox, _take_frames
 
 
 def test_the_short_reply_form_is_read() -> None:

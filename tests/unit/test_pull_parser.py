@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 
-from projector.pull import _Inbox, _taps
+from projector.log.parser_tap import _Inbox, _taps
 
 FRAMES = st.lists(st.sampled_from(["ours", "ours-no-reply", "theirs", "ok", "status"]), max_size=12)
 CUTS = st.lists(st.integers(min_value=0, max_value=400), max_size=25)

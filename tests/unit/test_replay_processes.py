@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contract.settings import Settings
-from projector.replay import REPLAY_SPLIT_MESSAGES, replay_processes
+from projector.replay.driver import REPLAY_SPLIT_MESSAGES, replay_processes
 
 
 def test_by_default_a_large_log_gets_one_build_per_core_and_never_more_than_the_partitions() -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from contract.hours import HOUR_MS
 from contract.schema import Batch, Event, Kind
-from projector.screen import Rejected, event_problem, screen
+from projector.fold.rules import Rejected, event_problem, screen
 
 HOUR = 7
 PARTS = 3

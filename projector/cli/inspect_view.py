@@ -12,7 +12,7 @@ from contract.settings import Settings
 from contract.stream import consumer_name, snapshot_bucket, snapshot_manifest_key
 
 
-async def inspect(settings: Settings, nc: NATS, last: int = 10) -> str:
+async def inspect_view(settings: Settings, nc: NATS, last: int = 10) -> str:
     js = nc.jetstream()
     lines: list[str] = []
     try:

@@ -1,14 +1,23 @@
-"""The pure fold: stream messages to per-hour deltas. No NATS, no Redis, no clock."""
+"""The reference fold, for tests: one message at a time, the plain definition the projector's digest
+(`projector/fold/digest.py`) must equal, as `tests/unit/test_digest.py` checks with hypothesis."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import NamedTuple
 
-from contract.hours import HOUR_MS, hour_of
+import msgspec
+from nats.aio.msg import Msg
+
+from contract import schema
+from contract.hours import HOUR_MS, hour_of, parse_subject
 from contract.schema import AnyBatch, Event, Kind
+from contract.settings import Settings
+from projector.fold.deltas import Deltas, Keyed
+from projector.fold.digest import Decoder
+from projector.fold.rules import Rejected, screen
+from projector.log.fetched import Meta, meta_of
 
 
 class Message(NamedTuple):
@@ -18,55 +27,6 @@ class Message(NamedTuple):
     batch: AnyBatch
     stream_ms: int = 0
     """When JetStream stored it: the clock that idempotency windows are measured on."""
-
-
-@dataclass(slots=True)
-class HourDelta:
-    users: set[str] = field(default_factory=set)
-    clicks: int = 0
-    impressions: int = 0
-
-    def merge(self, other: HourDelta) -> None:
-        self.users |= other.users
-        self.clicks += other.clicks
-        self.impressions += other.impressions
-
-
-class Keyed(NamedTuple):
-    """An event that carried an Idempotency-Key: it counts only if its user has not sent the key within
-    the window. Its user and its click or impression are left to the apply, which alone knows the keys."""
-
-    key: str
-    user: str
-    stream_ms: int
-    hour: int
-    kind: Kind
-
-    @property
-    def member(self) -> str:
-        """The dedup identity: a key is scoped to its user (user names hold no control characters)."""
-        return f"{self.user}\n{self.key}"
-
-
-@dataclass(slots=True)
-class Deltas:
-    """What a run of stream messages adds to the projections, and the last sequence it covers."""
-
-    hours: dict[int, HourDelta] = field(default_factory=dict)
-    keyed: list[Keyed] = field(default_factory=list)
-    last_seq: int = 0
-    last_ms: int = 0
-    """The newest stream time folded: dedup entries older than it minus the window can be pruned."""
-    events: int = 0
-
-    def hour(self, hour: int) -> HourDelta:
-        delta = self.hours.get(hour)
-        if delta is None:
-            delta = self.hours[hour] = HourDelta()
-        return delta
-
-    def __bool__(self) -> bool:
-        return self.last_seq > 0
 
 
 def fold(messages: Iterable[Message], after: int = 0) -> Deltas:
@@ -135,3 +95,35 @@ def merge(a: Deltas, b: Deltas) -> Deltas:
         for hour, delta in source.hours.items():
             out.hour(hour).merge(delta)
     return out
+
+
+class Read(NamedTuple):
+    """A stream message as the projector takes it: what the fold may see, and what is dead."""
+
+    message: Message
+    rejected: list[Rejected]
+    raw: Msg
+
+
+def read(msg: Msg, settings: Settings, decoder: Decoder = schema.decode, meta: Meta | None = None) -> Read:
+    """Decode and screen one message. Raises UnknownVersion: such a batch is never skipped.
+
+    The one-message definition that `digest_fetched` (what the projector and replay run) must equal."""
+    if meta is None:
+        meta = meta_of(msg.reply)
+    seq, stream_ms = meta.stream_seq, meta.stream_ms
+    try:
+        batch = decoder(msg.data)
+    except schema.UnknownVersion:
+        raise
+    except (msgspec.DecodeError, ValueError) as exc:
+        return Read(
+            Message(seq, schema.Batch(events=()), stream_ms), [Rejected(-1, f"not a batch: {exc}")], msg
+        )
+    try:
+        hour, partition = parse_subject(settings.subject_prefix, msg.subject)
+    except ValueError:
+        reason = f"subject {msg.subject} is not <prefix>.<YYYYMMDDHH>.<partition>"
+        return Read(Message(seq, schema.Batch(events=()), stream_ms), [Rejected(-1, reason)], msg)
+    kept, rejected = screen(batch, hour, partition, settings.partitions)
+    return Read(Message(seq, kept, stream_ms), rejected, msg)

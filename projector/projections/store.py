@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.resources import files
 
 import redis.exceptions
 from redis.asyncio import Redis
@@ -14,7 +13,8 @@ from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
 from contract.schema import HourState, Kind
 from contract.settings import Settings
-from projector.fold import Deltas
+from projector.fold.deltas import Deltas
+from projector.projections.scripts import source
 
 RESTORE_CHUNK = 50
 """Hours per restore call: about 600 KB of HyperLogLogs at most."""
@@ -67,12 +67,12 @@ class ProjectionStore:
         self._redis = redis
         self.keys = keys
         self.window_ms = int(dedup_window_s * 1000)
-        self._apply = redis.register_script(files("projector").joinpath("apply.lua").read_text())
-        self._swap = redis.register_script(files("projector").joinpath("swap_hour.lua").read_text())
-        self._lock = redis.register_script(files("projector").joinpath("lock.lua").read_text())
-        self._restore = redis.register_script(files("projector").joinpath("restore.lua").read_text())
-        self._evict = redis.register_script(files("projector").joinpath("evict.lua").read_text())
-        self._thaw = redis.register_script(files("projector").joinpath("thaw.lua").read_text())
+        self._apply = redis.register_script(source("apply"))
+        self._swap = redis.register_script(source("swap_hour"))
+        self._lock = redis.register_script(source("lock"))
+        self._restore = redis.register_script(source("restore"))
+        self._evict = redis.register_script(source("evict"))
+        self._thaw = redis.register_script(source("thaw"))
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> ProjectionStore:

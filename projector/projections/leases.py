@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from importlib.resources import files
 
 from redis.asyncio import Redis
 
 from contract.keys import Keys
+from projector.projections.scripts import source
 
 
 class Leases:
@@ -16,7 +16,7 @@ class Leases:
         self._keys = keys
         self.owner = owner
         self._ttl_ms = int(ttl_s * 1000)
-        self._script = redis.register_script(files("projector").joinpath("lease.lua").read_text())
+        self._script = redis.register_script(source("lease"))
 
     async def _call(self, op: str, partition: int) -> int:
         keys = [self._keys.lease(partition), self._keys.fence(partition)]

@@ -1,10 +1,10 @@
 """Pure: a fetched run of raw stream messages to deltas and dead letters, checked and folded per subject.
 
-It gives exactly what `consumer.read` (decode and screen each message) followed by `fold.fold` give,
-which `tests/unit/test_digest.py` holds it to. What it saves is per-message work: a fetch from one
-partition is mostly a few subjects (the current hour and some late ones), so the rules are checked
-and the events counted once over each subject's events together, and a message is looked at on its
-own only when its subject's run breaks a rule or it carries Idempotency-Keys.
+It gives exactly what the reference fold in `tests/reference_fold.py` gives (`read`: decode and screen
+each message, then `fold`), which `tests/unit/test_digest.py` holds it to. What it saves is per-message
+work: a fetch from one partition is mostly a few subjects (the current hour and some late ones), so
+the rules are checked and the events counted once over each subject's events together, and a message
+is looked at on its own only when its subject's run breaks a rule or it carries Idempotency-Keys.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import msgspec
 
 from contract import schema
 from contract.hours import parse_subject
-from projector.fold import Deltas, Keyed
-from projector.screen import Rejected, all_good, screen
+from projector.fold.deltas import Deltas, Keyed
+from projector.fold.rules import Rejected, all_good, screen
 
 Decoder = Callable[[bytes], schema.AnyBatch]
 
@@ -60,24 +60,47 @@ def digest(
 ) -> Digest:
     """Decode, screen and fold messages in stream order (`stamps`: when JetStream stored each, in ms),
     folding nothing at or below stream seq `after`. Stops in front of a batch of an unknown version."""
+    batches, rejected, unknown = _decode(payloads, decoder)
+    kept, hours = _screen(subjects, batches, rejected, prefix, partitions)
+    rejected.sort(key=_first)
+    folded = [i for i in range(len(batches)) if seqs[i] > after]
+    if not folded:
+        return Digest(Deltas(), rejected, len(batches), unknown)
+    deltas = _fold(folded, batches, kept, hours, seqs, stamps)
+    return Digest(deltas, rejected, len(batches), unknown)
+
+
+def _decode(
+    payloads: Sequence[bytes], decoder: Decoder
+) -> tuple[list[tuple[schema.Event, ...]], list[tuple[int, list[Rejected]]], schema.UnknownVersion | None]:
+    """Each payload's events, up to one of an unknown version; one that is no batch holds none."""
     batches: list[tuple[schema.Event, ...]] = []
     rejected: list[tuple[int, list[Rejected]]] = []
-    unknown: schema.UnknownVersion | None = None
     for i, payload in enumerate(payloads):
         try:
             batches.append(decoder(payload).events)
         except schema.UnknownVersion as exc:
-            unknown = exc
-            break
+            return batches, rejected, exc
         except (msgspec.DecodeError, ValueError) as exc:
             batches.append(_NOTHING)
             rejected.append((i, [Rejected(-1, f"not a batch: {exc}")]))
-    count = len(batches)
+    return batches, rejected, None
 
+
+def _screen(
+    subjects: Sequence[str],
+    batches: list[tuple[schema.Event, ...]],
+    rejected: list[tuple[int, list[Rejected]]],
+    prefix: str,
+    partitions: int,
+) -> tuple[list[tuple[schema.Event, ...] | None], list[int]]:
+    """The rules, checked once per subject's run where it can be: what each message keeps (None: the
+    batch as decoded) and the hour of its subject. Adds what breaks them to `rejected`."""
+    count = len(batches)
     runs: dict[str, list[int]] = {}
     for i in range(count):
         runs.setdefault(subjects[i], []).append(i)
-    kept: list[tuple[schema.Event, ...] | None] = [None] * count  # None: the batch as decoded
+    kept: list[tuple[schema.Event, ...] | None] = [None] * count
     hours: list[int] = [0] * count
     for subj, members in runs.items():
         place = _place(prefix, subj)
@@ -101,12 +124,19 @@ def digest(
             if why:
                 kept[i] = good.events
                 rejected.append((i, why))
-    rejected.sort(key=_first)
+    return kept, hours
 
+
+def _fold(
+    folded: list[int],
+    batches: list[tuple[schema.Event, ...]],
+    kept: list[tuple[schema.Event, ...] | None],
+    hours: list[int],
+    seqs: Sequence[int],
+    stamps: Sequence[int],
+) -> Deltas:
+    """The kept events of the `folded` messages, counted per hour at C speed where there are no keys."""
     deltas = Deltas()
-    folded = [i for i in range(count) if seqs[i] > after]
-    if not folded:
-        return Digest(deltas, rejected, len(batches), unknown)
     deltas.last_seq = max(seqs[i] for i in folded)
     deltas.last_ms = max(stamps[i] for i in folded)
     by_hour: dict[int, list[schema.Event]] = {}
@@ -119,14 +149,10 @@ def digest(
         deltas.events += len(events)
         delta = deltas.hour(hour)
         if not any(map(_key, events)):
-            kinds = list(map(_kind, events))
-            clicks = kinds.count(schema.Kind.CLICK)
-            delta.users.update(map(_user, events))
-            delta.clicks += clicks
-            delta.impressions += len(kinds) - clicks
-            continue
-        any_keyed = True
-        unkeyed = list(compress(events, map(_is_none, map(_key, events))))
+            unkeyed = events
+        else:
+            any_keyed = True
+            unkeyed = list(compress(events, map(_is_none, map(_key, events))))
         kinds = list(map(_kind, unkeyed))
         clicks = kinds.count(schema.Kind.CLICK)
         delta.users.update(map(_user, unkeyed))
@@ -140,7 +166,7 @@ def digest(
             if mine and any(map(_key, mine)):
                 for event in compress(mine, map(_key, mine)):
                     keyed.append(Keyed(event.key, event.user, stamps[i], hours[i], event.kind))  # type: ignore[arg-type]
-    return Digest(deltas, rejected, len(batches), unknown)
+    return deltas
 
 
 def _first(item: tuple[int, list[Rejected]]) -> int:

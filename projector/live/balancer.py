@@ -23,12 +23,12 @@ from contract.keys import Keys
 from contract.settings import Settings
 from contract.stream import snapshot_bucket
 from projector import metrics
-from projector.compaction import compact
-from projector.consumer import Decoder
-from projector.leases import Leases, fair_share
-from projector.snapshots import Snapshots, open_snapshots
-from projector.store import ProjectionStore
-from projector.worker import TRANSIENT, PartitionWorker, Stopped, out_of_memory
+from projector.fold.digest import Decoder
+from projector.live.worker import TRANSIENT, PartitionWorker, Stopped, out_of_memory
+from projector.log.compaction import compact
+from projector.projections.leases import Leases, fair_share
+from projector.projections.snapshots import Snapshots, open_snapshots
+from projector.projections.store import ProjectionStore
 
 log = logging.getLogger("projector")
 

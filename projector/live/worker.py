@@ -20,12 +20,16 @@ from contract.hours import hour_of, system_now_ms
 from contract.settings import Settings
 from contract.stream import consumer_name
 from projector import metrics
-from projector.consumer import Decoder, announce, dead_letter, digest_fetched, position_consumer
-from projector.fold import Deltas
-from projector.history import Evictor, apply_thawing, first_hot_hour
-from projector.pull import Fetched, Pulled, Puller
-from projector.snapshots import Snapshots
-from projector.store import Outcome, ProjectionStore, RestoreRefused
+from projector.fold.deltas import Deltas
+from projector.fold.digest import Decoder
+from projector.log.change_notices import announce
+from projector.log.consumer_position import position_consumer
+from projector.log.dead_letters import dead_letter
+from projector.log.fetched import Fetched, Pulled, digest_fetched
+from projector.log.pull import Puller
+from projector.projections.hot_window import Evictor, apply_thawing, first_hot_hour
+from projector.projections.snapshots import Snapshots
+from projector.projections.store import Outcome, ProjectionStore, RestoreRefused
 
 log = logging.getLogger("projector")
 
@@ -150,6 +154,48 @@ class PartitionWorker:
 
     async def _follow(self, stop: asyncio.Event) -> Stopped:
         """Position from Redis, then apply batches until stopped or until Redis disagrees."""
+        refused = await self._position()
+        if refused is not None:
+            return refused
+        puller = Puller(
+            self.nc, self.settings.stream_name, consumer_name(self.partition), self.settings.pull_reader
+        )
+        delivered = 0  # the consumer is new, so its first delivery is number 1
+        try:
+            while not stop.is_set():
+                try:
+                    fetched = await puller.fetch(
+                        self.settings.projector_batch, self.settings.projector_idle_s
+                    )
+                except TimeoutError:
+                    if not await self._position_still_true() or not await self._caught_up():
+                        return Stopped.RESYNC
+                    await self._maybe_snapshot()
+                    continue
+                # The watermark is only sound over a gap-free run of first deliveries: a message
+                # delivered to an abandoned pull request, or redelivered, ends the run, and the
+                # consumer is then recreated at the watermark instead.
+                metrics.CONSUMER_LAG.labels(str(self.partition)).set(fetched.pending)
+                msgs = fetched.head(_contiguous(fetched, delivered))
+                delivered += len(msgs)
+                outcome = await self._take(msgs, puller, stop)
+                if outcome is not None:
+                    return outcome
+                if len(msgs) < len(fetched):
+                    log.info("p%d: delivery gap after consumer seq %d; resyncing", self.partition, delivered)
+                    return Stopped.RESYNC
+                if fetched.pending == 0 and self.settings.projector_coalesce_ms > 0:
+                    # Caught up: let a few milliseconds of events gather so each apply carries more.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.settings.projector_coalesce_ms / 1000)
+            return Stopped.STOPPED
+        finally:
+            with contextlib.suppress(Exception):
+                await puller.close()
+
+    async def _position(self) -> Stopped | None:
+        """Generation and watermark from Redis (or the last snapshot), then the consumer recreated
+        after the watermark. Stopped.RESYNC when a restore was refused."""
         self.gen = await self.store.current_generation()
         self.watermark = await self.store.watermark(self.gen, self.partition)
         if self.watermark == 0 and self.snapshots is not None:
@@ -178,80 +224,56 @@ class PartitionWorker:
             self.gen,
             self.epoch or "-",
         )
-        puller = Puller(self.nc, self.settings.stream_name, consumer_name(self.partition))
-        delivered = 0  # the consumer is new, so its first delivery is number 1
-        try:
-            while not stop.is_set():
-                try:
-                    fetched = await puller.fetch(
-                        self.settings.projector_batch, self.settings.projector_idle_s
-                    )
-                except TimeoutError:
-                    if not await self._position_still_true() or not await self._caught_up():
-                        return Stopped.RESYNC
-                    await self._maybe_snapshot()
-                    continue
-                # The watermark is only sound over a gap-free run of first deliveries: a message
-                # delivered to an abandoned pull request, or redelivered, ends the run, and the
-                # consumer is then recreated at the watermark instead.
-                metrics.CONSUMER_LAG.labels(str(self.partition)).set(fetched.pending)
-                msgs = fetched.head(_contiguous(fetched, delivered))
-                delivered += len(msgs)
-                done = digest_fetched(msgs, self.settings, self.watermark, self.decoder)
-                for i, why in done.rejected:
-                    if msgs.seqs[i] > self.watermark:
-                        await dead_letter(self.js, self.settings, self.partition, msgs.at(i), why)
-                deltas = done.deltas
-                if deltas:
-                    started = time.perf_counter()
-                    result = await apply_thawing(
-                        self.store,
-                        self.snapshots,
-                        self.gen,
-                        self.partition,
-                        self.watermark,
-                        deltas,
-                        epoch=self.epoch,
-                    )
-                    metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
-                    if result.outcome is Outcome.FENCED:
-                        log.warning("p%d: fenced: another projector holds it now; letting go", self.partition)
-                        return Stopped.FENCED
-                    if result.outcome is not Outcome.APPLIED:
-                        log.warning(
-                            "p%d: apply refused (%s; redis watermark %d, ours %d); resyncing",
-                            self.partition,
-                            result.outcome.name,
-                            result.watermark,
-                            self.watermark,
-                        )
-                        return Stopped.RESYNC
-                    self.watermark = result.watermark
-                    metrics.APPLIED_EVENTS.inc(deltas.events)
-                    metrics.count_late(deltas, hour_of(self.clock()))
-                    metrics.APPLIED_SEQ.labels(str(self.partition)).set(self.watermark)
-                    await announce(self.nc, self.settings, tuple(deltas.hours))
-                if done.unknown is not None:
-                    if done.digested:
-                        await puller.ack(msgs.replies[done.digested - 1])
-                    await self._stall(msgs.at(done.digested), done.unknown, stop)
-                    return Stopped.RESYNC
-                if deltas:
-                    await self._recovered()
-                if msgs:
-                    await puller.ack(msgs.replies[-1])  # AckPolicy.ALL: acks every message up to this one
-                await self._maybe_snapshot()
-                if len(msgs) < len(fetched):
-                    log.info("p%d: delivery gap after consumer seq %d; resyncing", self.partition, delivered)
-                    return Stopped.RESYNC
-                if fetched.pending == 0 and self.settings.projector_coalesce_ms > 0:
-                    # Caught up: let a few milliseconds of events gather so each apply carries more.
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.settings.projector_coalesce_ms / 1000)
-            return Stopped.STOPPED
-        finally:
-            with contextlib.suppress(Exception):
-                await puller.close()
+        return None
+
+    async def _take(self, msgs: Fetched, puller: Puller, stop: asyncio.Event) -> Stopped | None:
+        """Dead letters filed, deltas applied with the watermark, then acked; None to go on."""
+        done = digest_fetched(msgs, self.settings, self.watermark, self.decoder)
+        for i, why in done.rejected:
+            if msgs.seqs[i] > self.watermark:
+                await dead_letter(self.js, self.settings, self.partition, msgs.at(i), why)
+        deltas = done.deltas
+        if deltas:
+            refused = await self._apply(deltas)
+            if refused is not None:
+                return refused
+        if done.unknown is not None:
+            if done.digested:
+                await puller.ack(msgs.replies[done.digested - 1])
+            await self._stall(msgs.at(done.digested), done.unknown, stop)
+            return Stopped.RESYNC
+        if deltas:
+            await self._recovered()
+        if msgs:
+            await puller.ack(msgs.replies[-1])  # AckPolicy.ALL: acks every message up to this one
+        await self._maybe_snapshot()
+        return None
+
+    async def _apply(self, deltas: Deltas) -> Stopped | None:
+        """The deltas and the watermark, in one atomic step; then the change is announced."""
+        started = time.perf_counter()
+        result = await apply_thawing(
+            self.store, self.snapshots, self.gen, self.partition, self.watermark, deltas, epoch=self.epoch
+        )
+        metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
+        if result.outcome is Outcome.FENCED:
+            log.warning("p%d: fenced: another projector holds it now; letting go", self.partition)
+            return Stopped.FENCED
+        if result.outcome is not Outcome.APPLIED:
+            log.warning(
+                "p%d: apply refused (%s; redis watermark %d, ours %d); resyncing",
+                self.partition,
+                result.outcome.name,
+                result.watermark,
+                self.watermark,
+            )
+            return Stopped.RESYNC
+        self.watermark = result.watermark
+        metrics.APPLIED_EVENTS.inc(deltas.events)
+        metrics.count_late(deltas, hour_of(self.clock()))
+        metrics.APPLIED_SEQ.labels(str(self.partition)).set(self.watermark)
+        await announce(self.nc, self.settings, tuple(deltas.hours))
+        return None
 
     async def _maybe_snapshot(self) -> None:
         """Between this worker's own applies, so nothing changes under the snapshot while it is read.

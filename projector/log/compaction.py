@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contract.hours import stream_subjects
 from contract.settings import Settings
-from projector.snapshots import Snapshots
+from projector.projections.snapshots import Snapshots
 
 log = logging.getLogger("projector")
 

@@ -7,9 +7,9 @@ import logging
 
 from contract.hours import hour_of, hour_token, parse_hour_token
 from projector import metrics
-from projector.fold import Deltas
-from projector.snapshots import Snapshots
-from projector.store import ApplyResult, Outcome, ProjectionStore, Thawed
+from projector.fold.deltas import Deltas
+from projector.projections.snapshots import Snapshots
+from projector.projections.store import ApplyResult, Outcome, ProjectionStore, Thawed
 
 log = logging.getLogger("projector")
 

@@ -1,0 +1,1 @@
+"""The command line's pieces: reaching the servers in bounded time, and the inspect view."""

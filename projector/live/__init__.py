@@ -1,0 +1,1 @@
+"""The live projector: a process balancing partition leases, and a worker for each partition it holds."""

@@ -1,0 +1,56 @@
+"""Positioning a partition's durable consumer: it delivers everything after the watermark Redis holds."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from contract.hours import partition_filter
+from contract.settings import Settings
+from contract.stream import consumer_name
+
+log = logging.getLogger("projector")
+
+ACK_WAIT_S = 10.0
+
+
+async def position_consumer(
+    js: JetStreamContext, settings: Settings, partition: int, watermark: int, batch: int
+) -> None:
+    """Make the partition's durable consumer deliver everything after `watermark`.
+
+    Redis holds the truth about what was applied, so the consumer is recreated at watermark + 1 each
+    time a projector takes the partition up: that also drops pull requests a previous holder left
+    waiting on the server, which would otherwise swallow messages until their ack wait ran out.
+    """
+    stream, durable = settings.stream_name, consumer_name(partition)
+    subject_filter = partition_filter(settings.subject_prefix, partition)
+    try:
+        info = await js.consumer_info(stream, durable)
+        acked = info.ack_floor.stream_seq if info.ack_floor else 0
+        if acked > watermark:
+            log.warning(
+                "p%d: consumer had acked up to %d but Redis holds only %d: rebuilding from there",
+                partition,
+                acked,
+                watermark,
+            )
+        await js.delete_consumer(stream, durable)
+    except NotFoundError:
+        pass
+    await js.add_consumer(
+        stream,
+        ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subject_filter,
+            ack_policy=AckPolicy.ALL,  # one ack per fetch covers every message before it
+            ack_wait=ACK_WAIT_S,
+            max_ack_pending=max(20_000, batch * 4),
+            max_deliver=-1,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if watermark else DeliverPolicy.ALL,
+            opt_start_seq=watermark + 1 if watermark else None,
+        ),
+    )

@@ -1,0 +1,224 @@
+"""One partition (or one hour of it) folded from the stream into a generation being built, starting
+after its snapshot once compaction has purged the log's beginning: the work every kind of replay does."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contract.hours import hour_token, partition_filter, system_now_ms
+from contract.settings import Settings
+from projector.fold.deltas import Deltas
+from projector.log.dead_letters import dead_letter
+from projector.log.fetched import Fetched, digest_fetched
+from projector.log.pull import Puller
+from projector.projections.hot_window import apply_thawing, first_hot_hour
+from projector.projections.snapshots import Snapshots
+from projector.projections.store import Outcome, ProjectionStore
+from projector.replay.reports import Built, ReplayRefused
+
+log = logging.getLogger("replay")
+
+REPLAY_FETCH = 1000
+"""Messages per fetch (and at most `FETCH_MAX_BYTES`): many small live-written messages per apply."""
+
+
+async def fold_partitions(
+    settings: Settings,
+    nc: NATS,
+    store: ProjectionStore,
+    gen: int,
+    partitions: list[int],
+    starts: dict[int, int],
+    filed: dict[int, int],
+    snapshots: Snapshots | None,
+) -> dict[int, Built]:
+    """These partitions folded into `gen` side by side, each from its start."""
+    built = await asyncio.gather(
+        *(
+            fold_partition(settings, nc, store, gen, p, filed[p], after=starts[p], snapshots=snapshots)
+            for p in partitions
+        )
+    )
+    return dict(zip(partitions, built, strict=True))
+
+
+async def fold_partition(
+    settings: Settings,
+    nc: NATS,
+    store: ProjectionStore,
+    gen: int,
+    partition: int,
+    dead_letter_above: int,
+    *,
+    after: int = 0,
+    subject_filter: str | None = None,
+    upto: int | None = None,
+    snapshots: Snapshots | None = None,
+) -> Built:
+    """Fold every message on the partition (or `subject_filter`) after stream seq `after`, up to
+    `upto`, into `gen`'s keys, whose watermark for the partition is `after` to begin with.
+
+    A whole-partition build ends with the watermark at the stream's last sequence as it was when the
+    build began: everything of the partition up to there is applied, so no retention gap is seen later.
+    """
+    js = nc.jetstream()
+    last = (await js.stream_info(settings.stream_name)).state.last_seq
+    consumer = await js.add_consumer(
+        settings.stream_name,
+        ConsumerConfig(
+            filter_subject=subject_filter or partition_filter(settings.subject_prefix, partition),
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
+            opt_start_seq=after + 1 if after else None,
+            inactive_threshold=60.0,
+        ),
+    )
+    fold = _Fold(settings, js, store, gen, partition, dead_letter_above, after, snapshots)
+    puller = Puller(nc, settings.stream_name, consumer.name, settings.pull_reader)
+    try:
+        await fold.run(puller, consumer.name, consumer.num_pending or 0, upto)
+    finally:
+        await puller.close()
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(settings.stream_name, consumer.name)
+    if subject_filter is None and last > fold.watermark:
+        fold.watermark = await _apply(store, gen, partition, fold.watermark, Deltas(last_seq=last))
+    log.info(
+        "p%d: %d messages, %d events, up to stream seq %d",
+        partition,
+        fold.messages,
+        fold.events,
+        fold.watermark,
+    )
+    return Built(fold.messages, fold.events, fold.watermark)
+
+
+class _Fold:
+    """The fetch loop of `fold_partition`, and what it has built so far."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        js: JetStreamContext,
+        store: ProjectionStore,
+        gen: int,
+        partition: int,
+        dead_letter_above: int,
+        after: int,
+        snapshots: Snapshots | None,
+    ) -> None:
+        self.settings, self.js, self.store, self.gen = settings, js, store, gen
+        self.partition, self.dead_letter_above, self.snapshots = partition, dead_letter_above, snapshots
+        self.watermark = after
+        self.messages = self.events = 0
+
+    async def run(self, puller: Puller, consumer: str, pending: int, upto: int | None) -> None:
+        stalls = 0
+        while pending > 0:
+            try:
+                fetched = await puller.fetch(REPLAY_FETCH, 5.0)
+            except TimeoutError:
+                # Never take a quiet moment for the end: ask the server what is left.
+                info = await self.js.consumer_info(self.settings.stream_name, consumer)
+                pending = info.num_pending or 0
+                stalls += 1
+                if pending and stalls > 5:
+                    raise ReplayRefused(
+                        f"p{self.partition}: replay stalled with {pending} messages left"
+                    ) from None
+                continue
+            stalls = 0
+            last_seq = fetched.seqs[-1]
+            if upto is not None:
+                # Without acks nothing is redelivered, so stream sequences only rise within a fetch.
+                fetched = fetched.head(bisect.bisect_right(fetched.seqs, upto))
+            await self._take(fetched)
+            pending = fetched.pending
+            if upto is not None and last_seq >= upto:
+                break
+
+    async def _take(self, fetched: Fetched) -> None:
+        done = digest_fetched(fetched, self.settings, after=self.watermark)
+        if done.unknown is not None:
+            raise ReplayRefused(
+                f"p{self.partition}: stream seq {fetched.seqs[done.digested]}: {done.unknown}; "
+                "upgrade this projector first"
+            )
+        for i, why in done.rejected:
+            if fetched.seqs[i] > self.dead_letter_above:
+                await dead_letter(self.js, self.settings, self.partition, fetched.at(i), why)
+        deltas = done.deltas
+        if deltas:
+            self.watermark = await _apply(
+                self.store, self.gen, self.partition, self.watermark, deltas, self.snapshots
+            )
+        self.messages += done.digested
+        self.events += deltas.events
+
+
+async def _apply(
+    store: ProjectionStore,
+    gen: int,
+    partition: int,
+    watermark: int,
+    deltas: Deltas,
+    snapshots: Snapshots | None = None,
+) -> int:
+    result = await apply_thawing(store, snapshots, gen, partition, watermark, deltas, live=False)
+    if result.outcome is not Outcome.APPLIED:
+        raise ReplayRefused(f"p{partition}: replay apply refused: {result.outcome.name}")
+    return result.watermark
+
+
+async def restore_if_compacted(
+    settings: Settings,
+    nc: NATS,
+    snapshots: Snapshots | None,
+    store: ProjectionStore,
+    gen: int,
+    only_hour: int | None = None,
+) -> dict[int, int]:
+    """Where each partition's fold starts: 0 while the log is whole; once compaction has purged its
+    beginning, the partition's snapshot is put into `gen` first (its hours older than the hot window
+    only named as cold) and the fold starts after it."""
+    partitions = range(settings.partitions)
+    first = (await nc.jetstream().stream_info(settings.stream_name)).state.first_seq
+    if first <= 1:
+        return dict.fromkeys(partitions, 0)
+    if snapshots is None:
+        raise ReplayRefused(
+            f"the log starts at stream seq {first} and there is no snapshot store to cover the rest"
+        )
+    starts = {}
+    for p in partitions:
+        manifest, _ = await snapshots.manifest(p)
+        if manifest is None or manifest.watermark + 1 < first:
+            raise ReplayRefused(
+                f"p{p}: the log starts at stream seq {first} but no snapshot covers what came before; "
+                "nothing was changed"
+            )
+        starts[p] = await snapshots.restore(
+            gen,
+            p,
+            "",
+            store,
+            live=False,
+            only_hour=only_hour,
+            hot_from=first_hot_hour(system_now_ms(), settings.hot_hours),
+        )
+    what = f"hour {hour_token(only_hour)}" if only_hour is not None else "every hour"
+    log.info(
+        "events before stream seq %d were compacted: %s restored from the snapshots (at seqs %s), "
+        "then the rest of the log folded",
+        first,
+        what,
+        ", ".join(str(starts[p]) for p in partitions),
+    )
+    return starts

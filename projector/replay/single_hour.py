@@ -1,0 +1,74 @@
+"""Replay of one hour: rebuilt beside the live hour under seized partition leases (so its watermarks
+hold still), then renamed over it in one step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from contract.hours import hour_token, subject
+from contract.keys import Keys
+from contract.settings import Settings
+from projector.log.change_notices import announce
+from projector.projections.leases import Leases
+from projector.projections.snapshots import open_snapshots
+from projector.projections.store import ProjectionStore, SwapOutcome
+from projector.replay.lock import replay_lock, seized
+from projector.replay.partition_fold import fold_partition, restore_if_compacted
+from projector.replay.reports import ReplayRefused, ReplayReport, report
+
+log = logging.getLogger("replay")
+
+
+async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: int) -> ReplayReport:
+    """Rebuild one hour. Projectors pause (fenced) for the few seconds this takes; reads do not."""
+    started = time.perf_counter()
+    store = ProjectionStore.from_settings(redis_client, settings)
+    owner = f"replay-{uuid.uuid4().hex[:8]}"
+    leases = Leases(redis_client, Keys(settings.key_prefix), owner, settings.lease_ttl_s)
+    partitions = range(settings.partitions)
+    async with replay_lock(store, owner, settings.lease_ttl_s):
+        gen = await store.current_generation()
+        await store.drop_orphans(gen)
+        rebuilt = await store.new_generation()  # a scratch generation of its own, swapped in by hour
+        try:
+            async with seized(leases, partitions, settings.lease_ttl_s) as epochs:
+                # With the fences raised no projector can apply, so these watermarks hold still.
+                watermarks = {p: await store.watermark(gen, p) for p in partitions}
+                snapshots = await open_snapshots(nc, redis_client, settings)
+                starts = await restore_if_compacted(settings, nc, snapshots, store, rebuilt, only_hour=hour)
+                built = await asyncio.gather(
+                    *(
+                        fold_partition(
+                            settings,
+                            nc,
+                            store,
+                            rebuilt,
+                            p,
+                            watermarks[p],
+                            after=starts[p],
+                            subject_filter=subject(settings.subject_prefix, hour, p),
+                            upto=watermarks[p],
+                        )
+                        for p in partitions
+                    )
+                )
+                outcome = await store.swap_hour(gen, rebuilt, hour, epochs, watermarks)
+                if outcome is SwapOutcome.GENERATION_MOVED:
+                    raise ReplayRefused(
+                        f"a full replay switched generations while hour {hour_token(hour)} was rebuilt; "
+                        "nothing was written (the new generation already holds the hour)"
+                    )
+                if outcome is SwapOutcome.FENCED:
+                    raise ReplayRefused("another replay seized the partitions meanwhile; nothing was changed")
+            await announce(nc, settings, (hour,))
+        finally:
+            await store.drop_generation(rebuilt)
+    done = report(gen, gen, built, started)
+    log.info("hour %s rebuilt in generation %d", hour_token(hour), gen)
+    return done
