@@ -1,0 +1,69 @@
+"""The README is a front door, and true: at most 250 lines, its links resolve, and its layout lists
+exactly the modules that exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("contract", "ingest", "projector", "api", "server", "deploy")
+README = ROOT / "README.md"
+
+
+def layout_tree() -> list[str]:
+    """The lines of the text block under `## Layout`."""
+    text = README.read_text()
+    section = text[text.index("\n## Layout\n") :]
+    return section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+
+
+def listed_modules(tree: list[str]) -> set[str]:
+    """Paths of the modules the tree names: a top-level `name/` line opens a package, and the indented
+    lines below it name paths inside it (first word of the line)."""
+    found: set[str] = set()
+    package = ""
+    for line in tree:
+        word = line.split()[0] if line.strip() else ""
+        if not line.startswith(" "):
+            package = word
+        elif word.endswith(".py"):
+            found.add(package + word)
+    return found
+
+
+def test_the_readme_is_at_most_250_lines() -> None:
+    assert len(README.read_text().splitlines()) <= 250
+
+
+def test_the_layout_names_every_module_and_no_other() -> None:
+    listed = listed_modules(layout_tree())
+    present = {
+        path.relative_to(ROOT).as_posix()
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    assert sorted(present - listed) == [], "modules missing from the README's layout"
+    assert sorted(listed - present) == [], "modules in the README's layout that do not exist"
+
+
+def test_the_layout_reader_sees_nested_paths() -> None:
+    tree = [
+        "projector/   folds",
+        "  __main__.py  cli",
+        "  log/pull.py  reader",
+        "  scripts/  lua",
+        "api/",
+        "  get.py",
+    ]
+    assert listed_modules(tree) == {"projector/__main__.py", "projector/log/pull.py", "api/get.py"}
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves() -> None:
+    broken = []
+    for doc in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" not in target and not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+    assert broken == []
