@@ -19,8 +19,8 @@ from pathlib import Path
 
 from contract.settings import Settings, SettingsError
 from deploy import ports
+from deploy.credentials import prepare
 from deploy.ports import CLUSTER_PORT_OFFSET, EX_CONFIG, IN_USE, Port
-from deploy.secrets import prepare
 from deploy.servers import (
     jetstream_answers,
     loopback_port,

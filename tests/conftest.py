@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.settings import Settings
-from deploy.secrets import Secrets, ensure_secrets, write_nats_config, write_redis_acl, write_urls
+from deploy.credentials import Secrets, ensure_secrets, write_nats_config, write_redis_acl, write_urls
 from deploy.servers import NATS_CONF, free_port, nats_command, valkey_command, wait_for_port
 from tests.helpers import isolated_settings
 

@@ -34,7 +34,7 @@ from contract import schema
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
-from deploy.secrets import nats_auth_config, prepare, write_secret
+from deploy.credentials import nats_auth_config, prepare, write_secret
 from deploy.servers import (
     NATS_CONF,
     ROOT,

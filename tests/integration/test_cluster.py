@@ -14,7 +14,7 @@ import pytest
 
 from contract.hours import system_now_ms
 from contract.settings import Settings
-from deploy.secrets import ensure_secrets, write_nats_config
+from deploy.credentials import ensure_secrets, write_nats_config
 from deploy.servers import NATS_CONF, free_port, nats_cluster_command, wait_for_port
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings

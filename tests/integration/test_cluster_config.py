@@ -1,4 +1,4 @@
-"""The compose cluster's NATS config (deploy/nats-cluster.conf plus what `python -m deploy.secrets
+"""The compose cluster's NATS config (deploy/nats-cluster.conf plus what `python -m deploy.credentials
 --cluster-nodes` adds): three real nodes form a cluster over authenticated routes, and nobody without
 the route password gets in."""
 
@@ -16,7 +16,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from contract.settings import Settings
-from deploy.secrets import Secrets, ensure_secrets, nats_cluster_config, write_secret
+from deploy.credentials import Secrets, ensure_secrets, nats_cluster_config, write_secret
 from deploy.servers import ROOT, free_port, nats_command, wait_for_port
 from tests.helpers import eventually
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from contract.settings import Settings
-from deploy.secrets import prepare
+from deploy.credentials import prepare
 from deploy.servers import free_port, nats_command, wait_for_port
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from contract.settings import Settings
+from deploy.credentials import prepare
 from deploy.ports import EX_CONFIG, Port
-from deploy.secrets import prepare
 from deploy.servers import (
     NATS_CONF,
     ROOT,

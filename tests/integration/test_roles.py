@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from contract.hours import changes_subject
 from contract.schema import Batch, Event, Kind, encode
 from contract.settings import Settings
-from deploy.secrets import NATS_ROLES, REDIS_ROLES, ensure_secrets, write_urls
+from deploy.credentials import NATS_ROLES, REDIS_ROLES, ensure_secrets, write_urls
 from deploy.servers import ROOT
 from projector.log.stream_config import ensure_stream
 from tests.conftest import Server, running

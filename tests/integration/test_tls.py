@@ -16,7 +16,7 @@ import pytest
 
 from contract.hours import HOUR_MS
 from contract.settings import Settings
-from deploy.secrets import prepare
+from deploy.credentials import prepare
 from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
 from tests.helpers import eventually
 from tests.integration.conftest import production_stack

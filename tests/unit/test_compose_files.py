@@ -25,7 +25,7 @@ def test_only_the_http_port_is_published(name: str) -> None:
 @pytest.mark.parametrize("name", ["compose.yaml", "compose.cluster.yaml"])
 def test_servers_start_only_from_the_generated_configs_with_users(name: str) -> None:
     found = services(name)
-    assert "deploy.secrets" in " ".join(found["secrets"]["command"])
+    assert "deploy.credentials" in " ".join(found["secrets"]["command"])
     for svc, spec in found.items():
         command = " ".join(spec["command"])
         if spec["image"].startswith("nats"):

@@ -54,12 +54,7 @@ def modules(package: str) -> list[Path]:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_module_shadows_the_standard_library(package: str) -> None:
     """A module named like a standard-library one (`inspect`, `secrets`...) confuses readers and tools."""
-    allowed = {("deploy", "secrets")}  # deploy/secrets.py: only ever imported as deploy.secrets
-    shadowing = {
-        str(p.relative_to(ROOT))
-        for p in modules(package)
-        if p.stem in sys.stdlib_module_names and (package, p.stem) not in allowed
-    }
+    shadowing = {str(p.relative_to(ROOT)) for p in modules(package) if p.stem in sys.stdlib_module_names}
     assert shadowing == set()
 
 

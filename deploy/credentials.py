@@ -223,11 +223,11 @@ def prepare(data_dir: Path, settings: Settings, nats_port: int, redis_port: int,
 
 
 def main() -> None:
-    """`python -m deploy.secrets`: make (or refresh) the credentials and server configs for a deployment
+    """`python -m deploy.credentials`: make (or refresh) the credentials and server configs for a deployment
     whose servers this process does not start itself, e.g. the compose example."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m deploy.secrets", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m deploy.credentials", description=main.__doc__)
     parser.add_argument("--nats-host", default="127.0.0.1")
     parser.add_argument("--nats-port", type=int, default=4222)
     parser.add_argument("--redis-host", default="127.0.0.1")
