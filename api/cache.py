@@ -4,6 +4,8 @@ A view is served from memory only while it was confirmed by Redis within `stalen
 request waits for one refresh, shared by every request for that hour (single flight). Change notices
 refresh cached hours in the background, so the current hour stays fresh without readers waiting.
 Every value served came from Redis, but a cached view can outlive a wipe of Redis by up to `staleness_s`.
+Litestar's response cache keys whole responses by URL with a fixed expiry; it cannot be refreshed by a
+change notice, nor share one Redis read among every waiting request, so this one is ours.
 """
 
 from __future__ import annotations

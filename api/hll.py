@@ -1,4 +1,8 @@
-"""Counts unique users in Redis HyperLogLogs read as raw bytes, alone or in unions, just as PFCOUNT does."""
+"""Counts unique users in Redis HyperLogLogs read as raw bytes, alone or in unions, just as PFCOUNT does.
+
+Redis's own PFCOUNT cannot count these: a cold hour's registers come from its snapshot entry in NATS,
+not from Redis, and writing them into Redis to count them would make the read side (the `api` role,
+read-only) a writer. `tests/integration/test_hll_matches_redis.py` holds every count to PFCOUNT's."""
 
 from __future__ import annotations
 

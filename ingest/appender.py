@@ -4,6 +4,8 @@ nats-py's `js.publish` is a general request (a fresh random token and a `wait_fo
 with group commit every HTTP request waits on one of these, so the ingest uses this thin form of
 the same protocol: publish with a reply subject, and JetStream answers on it with a PubAck
 (`{"stream":..,"seq":..}`) or an error (`{"error":{..}}`), or the server says "no responders".
+Measured against `js.publish` (R1, 6-event messages, 64 in flight, alternating rounds): 24,469
+against 14,419 messages a second, 1.70x (`./just bench-components`, docs/scaling.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Per-client rate limit of POSTs: a token bucket per client address, in this worker's memory."""
+"""Per-client rate limit of POSTs: a token bucket per client address, in this worker's memory.
+
+Hand-written beside Litestar's `RateLimitConfig` because that is middleware: the raw front
+(`server/fast.py`) answers POSTs before any middleware runs, and the limit must hold on both paths.
+It also knows trusted proxies (`X-Forwarded-For` only from `ANALYTICS_TRUSTED_PROXIES`)."""
 
 from __future__ import annotations
 
