@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from contract.hours import system_now_ms
@@ -91,8 +91,7 @@ def main() -> None:
         )
 
 
-@contextmanager
-def _server(tree: Path, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _server(tree: Path, env: dict[str, str], log: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """`python -m server` importing the packages of `tree`, given only the settings that tree knows (an
     older commit refuses a setting added since)."""
     known = (tree / "contract" / "settings.py").read_text()
@@ -100,17 +99,7 @@ def _server(tree: Path, env: dict[str, str], log: Path) -> Iterator[subprocess.P
         k: v for k, v in env.items() if not k.startswith("ANALYTICS_") or f"    {k[10:].lower()}:" in known
     }
     env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server"], env=env, cwd=tree, stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return process([sys.executable, "-m", "server"], env, log, cwd=tree)
 
 
 if __name__ == "__main__":

@@ -142,8 +142,10 @@ def pace(wrk: str, url: str, script: Path, target_rps: float, out: Path) -> Path
 
 
 @contextmanager
-def process(argv: list[str], env: dict[str, str] | None, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+def process(
+    argv: list[str], env: dict[str, str] | None, log: Path, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
