@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from api.reader import HourTotals, Reader
 from contract.keys import Keys
 from contract.settings import Settings
+from deploy.servers import free_port
 
 T = TypeVar("T")
 _ids = itertools.count(1)
@@ -92,6 +93,7 @@ def isolated_settings(nats_url: str, redis_url: str, **overrides: object) -> Set
         # the hot-window tests turn the window on.
         hot_hours=0,
         admin_port=0,  # tests that want the admin port take a free one
+        http_port=free_port(),  # never the default 8080, which another stack on this machine may hold
     )
     return base.replace(**overrides)
 
