@@ -24,9 +24,10 @@ def valkey(redis_server: Server) -> Iterator[Redis]:
 
 def test_sketch_equals_the_registers_pfadd_builds(valkey: Redis) -> None:
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(users=st.lists(st.text(max_size=30), max_size=60) | st.integers(0, 5000).map(
-        lambda n: [f"user-{i}" for i in range(n)]
-    ))
+    @given(
+        users=st.lists(st.text(max_size=30), max_size=60)
+        | st.integers(0, 5000).map(lambda n: [f"user-{i}" for i in range(n)])
+    )
     @example(users=[])
     @example(users=["", "a", "ab", "abcdefgh", "abcdefghi", "ünïcødé"])
     def check(users: list[str]) -> None:
