@@ -45,6 +45,11 @@ stream:
 projector *args:
     @exec {{python}} -m projector run "$@"
 
+# Recount closed hours from the log and compare with what is served; exits 1 on a mismatch (HOUR..., --since ISO, --repair).
+[no-exit-message]
+audit *args:
+    @exec {{python}} -m projector audit "$@"
+
 # Stream state, messages per hour subject, consumer lag, and the last events decoded.
 [no-exit-message]
 inspect *args:

@@ -1,1 +1,1 @@
-"""The audit: recounts closed hours from the log with the projector's own fold and checks what Redis serves."""
+"""The audit: recounts closed hours from the log with the projector's own fold, checks what is served."""

@@ -11,7 +11,7 @@ from contract import hll
 from contract.hours import hour_token
 from contract.schema import Kind
 from projector.fold.deltas import Keyed
-from projector.fold.digest import digest
+from projector.fold.digest import Digest, digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +61,15 @@ def recount(
     partitions: int,
     window_ms: int,
 ) -> Counted | None:
-    """The hour's messages (one partition, stream order) folded as the projector folds them, keyed
-    events decided as apply.lua decides them; None when one is of a schema version unknown here."""
-    done = digest(subjects, payloads, seqs, stamps, prefix=prefix, partitions=partitions)
+    """The hour's messages (one partition, stream order; messages of other hours only lend their keyed
+    events) folded as the projector folds them, keyed events decided as apply.lua decides them; None
+    when one is of a schema version unknown here."""
+    return counted_of(
+        digest(subjects, payloads, seqs, stamps, prefix=prefix, partitions=partitions), hour, window_ms
+    )
+
+
+def counted_of(done: Digest, hour: int, window_ms: int) -> Counted | None:
     if done.unknown is not None:
         return None
     delta = done.deltas.hours.get(hour)
@@ -79,6 +85,11 @@ def recount(
         else:
             impressions += 1
     return Counted(clicks, impressions, hll.sketch(users))
+
+
+def first_keyed_ms(done: Digest, hour: int) -> int | None:
+    """When the hour's first keyed event was stored (None: the hour has none)."""
+    return min((k.stream_ms for k in done.deltas.keyed if k.hour == hour), default=None)
 
 
 def counted_keyed(keyed: Sequence[Keyed], window_ms: int) -> list[Keyed]:
@@ -123,10 +134,10 @@ class HourAudit:
     def verdict(self) -> Verdict:
         if self.unreadable:
             return Verdict.UNREADABLE
+        if any(p.verdict is Verdict.MISMATCH for p in self.parts):
+            return Verdict.MISMATCH  # found up to the watermarks: later events cannot mend it
         if self.pending:
             return Verdict.PENDING
-        if any(p.verdict is Verdict.MISMATCH for p in self.parts):
-            return Verdict.MISMATCH
         return Verdict.OK
 
     @property
@@ -143,7 +154,7 @@ class HourAudit:
     def line(self) -> str:
         """One line: the hour, log counts, served counts, the verdict (and what differs)."""
         token = hour_token(self.hour)
-        if self.pending or self.unreadable:
+        if self.unreadable:
             return f"{token}  {self.verdict.value}: {self.why}"
         lc, li, lu = self.totals("log")
         sc, si, su = self.totals("served")
@@ -153,4 +164,6 @@ class HourAudit:
             f"{token}  log clicks={lc} impressions={li} uniques~{lu}  "
             f"served clicks={sc} impressions={si} uniques~{su}{where}  {self.verdict.value}"
         )
+        if self.verdict is Verdict.PENDING:
+            head += f": {self.why}"
         return head + ("".join(f"\n    {d}" for d in self.differs))

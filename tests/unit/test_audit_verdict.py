@@ -83,7 +83,8 @@ def test_a_recount_compared_with_itself_is_ok(run: list[tuple[list[Event], int]]
     counted = recounted(run, partition)
     assert counted is not None
     found = compare(partition, counted, counted, "redis")
-    assert found.verdict is Verdict.OK and found.differs == ()
+    assert found.verdict is Verdict.OK
+    assert found.differs == ()
 
 
 @given(
@@ -113,10 +114,12 @@ def test_a_missing_key_is_served_as_empty_and_found_wanting() -> None:
     counted = Counted(2, 1, hll.sketch(["a", "b"]))
     audit = HourAudit(HOUR, (compare(0, counted, EMPTY, "redis"), compare(1, EMPTY, EMPTY, "redis")))
     assert audit.verdict is Verdict.MISMATCH
-    assert audit.totals("log") == (2, 1, 2) and audit.totals("served") == (0, 0, 0)
+    assert audit.totals("log") == (2, 1, 2)
+    assert audit.totals("served") == (0, 0, 0)
     line = audit.line()
     assert "  mismatch" in line
-    assert "p0 clicks: log 2, served 0" in line and "p1" not in line
+    assert "p0 clicks: log 2, served 0" in line
+    assert "p1" not in line
 
 
 def test_an_unknown_version_is_not_recounted() -> None:

@@ -1,0 +1,63 @@
+"""The audit's results in Redis, under its own keys only: each hour's verdict, the last hour audited,
+the mismatches, and the hour through which every hour was audited (which compaction waits for)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
+
+from contract.hours import hour_token
+from contract.keys import Keys
+from projector.audit.verdict import HourAudit, Verdict
+
+FINAL = (Verdict.OK.value, Verdict.MISMATCH.value)
+"""Verdicts that end an hour's turn: a PENDING or UNREADABLE hour is audited again."""
+
+
+class Records:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis, self.keys = redis, keys
+
+    async def save(self, audit: HourAudit, at_ms: int) -> None:
+        fields: dict[FieldT, EncodableT] = {
+            "hour": hour_token(audit.hour),
+            "verdict": audit.verdict.value,
+            "at": at_ms,
+            "line": audit.line(),
+        }
+        if audit.parts:
+            fields["log"] = "clicks={} impressions={} uniques~{}".format(*audit.totals("log"))
+            fields["served"] = "clicks={} impressions={} uniques~{}".format(*audit.totals("served"))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.audit_hour(audit.hour))
+            pipe.hset(self.keys.audit_hour(audit.hour), mapping=fields)
+            pipe.hset(self.keys.audit_last, mapping=fields)
+            if audit.verdict is Verdict.MISMATCH:
+                pipe.zadd(self.keys.audit_mismatches, {hour_token(audit.hour): at_ms})
+            else:
+                pipe.zrem(self.keys.audit_mismatches, hour_token(audit.hour))
+            await pipe.execute()
+
+    async def verdict(self, hour: int) -> str | None:
+        raw = await self.redis.hget(self.keys.audit_hour(hour), "verdict")
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def claim(self, hour: int, owner: str, ttl_ms: int) -> bool:
+        return bool(await self.redis.set(self.keys.audit_claim(hour), owner, nx=True, px=ttl_ms))
+
+    async def release(self, hour: int, owner: str) -> None:
+        # Only our own claim: a claim that expired may be another process's by now.
+        if await self.redis.get(self.keys.audit_claim(hour)) == owner.encode():
+            await self.redis.delete(self.keys.audit_claim(hour))
+
+    async def through(self) -> int | None:
+        return await audited_through(self.redis, self.keys)
+
+    async def raise_through(self, hour: int) -> None:
+        await self.redis.zadd(self.keys.audit_through, {"hour": hour}, gt=True)
+
+
+async def audited_through(redis: Redis, keys: Keys) -> int | None:
+    """The hour through which every hour the log held was audited (None: none yet)."""
+    score = await redis.zscore(keys.audit_through, "hour")
+    return None if score is None else int(score)
