@@ -61,3 +61,20 @@ async def audited_through(redis: Redis, keys: Keys) -> int | None:
     """The hour through which every hour the log held was audited (None: none yet)."""
     score = await redis.zscore(keys.audit_through, "hour")
     return None if score is None else int(score)
+
+
+async def summary(redis: Redis, keys: Keys, mismatches: int = 10) -> list[str]:
+    """What `./just inspect` shows of the audit: through where, the last hour audited, the last
+    mismatches."""
+    through = await audited_through(redis, keys)
+    last = await redis.hget(keys.audit_last, "line")
+    found = await redis.zrevrange(keys.audit_mismatches, 0, mismatches - 1)
+    lines = ["audit:"]
+    lines.append(f"  audited through hour {hour_token(through) if through is not None else '(none yet)'}")
+    lines.append(f"  last: {last.decode() if isinstance(last, bytes) else '(no hour audited yet)'}")
+    if not found:
+        lines.append("  no mismatch found")
+    for token in (t.decode() if isinstance(t, bytes) else str(t) for t in found):
+        line = await redis.hget(f"{keys.prefix}:audit:hour:{token}", "line")
+        lines.append(f"  MISMATCH {line.decode() if isinstance(line, bytes) else token}")
+    return lines

@@ -12,11 +12,13 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.hours import hour_end, hour_of, parse_hour_token, system_now_ms
+from contract.keys import Keys
 from contract.settings import Settings, SettingsError
 from projector.audit.auditor import Auditor, hours_in_log
 from projector.audit.follow import follow
+from projector.audit.records import summary
 from projector.audit.verdict import HourAudit, Verdict
-from projector.cli.reach import reach_nats, reach_redis
+from projector.cli.reach import Unreachable, reach_nats, reach_redis
 from projector.replay.reports import ReplayRefused
 from projector.replay.single_hour import replay_hour
 
@@ -103,3 +105,15 @@ async def _repair(settings: Settings, nc: NATS, redis: Redis, auditor: Auditor, 
     again = await auditor.hour(hour)
     print(f"    rebuilt from {report.events} events; audited again: {again.line()}", flush=True)
     return again
+
+
+async def audit_view(settings: Settings) -> str:
+    """The audit's last results for `./just inspect`, from Redis."""
+    try:
+        redis = await reach_redis(settings, settings.connect_deadline_s)
+    except Unreachable as exc:
+        return f"\naudit: {exc.line}\n"
+    try:
+        return "\n" + "\n".join(await summary(redis, Keys(settings.key_prefix))) + "\n"
+    finally:
+        await redis.aclose()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -16,12 +18,13 @@ from redis.asyncio import Redis
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
+from deploy.servers import ROOT
 from projector.audit.follow import Follower
 from projector.audit.records import Records
 from projector.log.compaction import compact
 from projector.projections.snapshots import open_snapshots
 from tests.conftest import Server
-from tests.helpers import eventually, isolated_settings, metric
+from tests.helpers import eventually, isolated_settings, metric, settings_env
 
 BASE = 490_100
 HOURS = [BASE + i for i in range(4)]
@@ -93,6 +96,20 @@ async def test_a_corrupted_hour_is_reported_within_one_interval_of_becoming_due(
     assert (await redis.hget(keys.audit_last, "hour")) is not None
     # A second process finds nothing left to do: each hour is audited once.
     assert await Follower(settings, nc, redis, clock=lambda: now["ms"]).pass_once() == []
+    # ./just inspect shows the last results.
+    shown = subprocess.run(
+        [sys.executable, "-m", "projector", "inspect", "--last", "0"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    audit = shown.stdout.split("\naudit:\n", 1)[1]
+    assert f"MISMATCH {hour_token(HOURS[2])}  log clicks=12" in audit, audit
+    assert "audited through hour " in audit
+    assert "(none yet)" not in audit
 
 
 async def _clicks(redis: Redis, keys: Keys, settings: Settings) -> int:
