@@ -68,6 +68,10 @@ bench-durability:
 bench-dedup *args:
     {{python}} -m tests.bench.dedup_memory "$@"
 
+# What the audit costs: hours a minute and CPU share, at full speed and under its CPU-share cap.
+bench-audit *args:
+    {{python}} -m tests.bench.audit_cost "$@"
+
 # Reading the log through a durable consumer with acks against an ephemeral one without.
 bench-consumers *args:
     {{python}} -m tests.bench.consumers "$@"
