@@ -3,8 +3,8 @@
 Run: ./just bench-audit [--hours N] [--events N] [--users N]   (own nats-server and valkey-server)
 
 Publishes N closed hours of events (1,000 per message, as group commit writes them; one in ten
-carries an Idempotency-Key), folds them into Redis with a replay, then audits every hour twice: once
-at full speed (`./just audit`'s path) and once as the continuous audit does, under
+carries an Idempotency-Key, `--keyed`), folds them into Redis with a replay, then audits every hour
+twice: once at full speed (`./just audit`'s path) and once as the continuous audit does, under
 ANALYTICS_AUDIT_CPU_SHARE. Reports wall time, process CPU, hours a minute and the CPU share.
 """
 
@@ -31,7 +31,7 @@ PER_MESSAGE = 1000
 FIRST_HOUR = 490_000
 
 
-async def publish(settings: Settings, hours: int, events: int, users: int) -> None:
+async def publish(settings: Settings, hours: int, events: int, users: int, keyed: int) -> None:
     nc = await nats.connect(settings.nats_url)
     js = nc.jetstream()
     await ensure_stream(nc, settings)
@@ -40,7 +40,7 @@ async def publish(settings: Settings, hours: int, events: int, users: int) -> No
         for i in range(events):
             user = f"user-{(i * 7919) % users}"
             p = partition_of(user, settings.partitions)
-            key = f"k-{hour}-{i}" if i % 10 == 0 else None
+            key = f"k-{hour}-{i}" if keyed and i % keyed == 0 else None
             bucket = pending.setdefault(p, [])
             bucket.append(
                 Event(hour * 3_600_000 + i % 3_600_000, user, Kind(("click", "impression")[i % 2]), key)
@@ -54,8 +54,8 @@ async def publish(settings: Settings, hours: int, events: int, users: int) -> No
     await nc.close()
 
 
-async def run(settings: Settings, hours: int, events: int, users: int) -> None:
-    await publish(settings, hours, events, users)
+async def run(settings: Settings, hours: int, events: int, users: int, keyed: int) -> None:
+    await publish(settings, hours, events, users, keyed)
     nc = await nats.connect(settings.nats_url)
     redis = Redis.from_url(settings.redis_url, socket_timeout=60)
     done = await replay(settings, nc, redis)
@@ -88,10 +88,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000, help="events per hour")
     parser.add_argument("--users", type=int, default=5_000, help="distinct users")
     parser.add_argument("--cpu-share", type=float, default=0.1)
+    parser.add_argument("--keyed", type=int, default=10, help="one event in this many has a key (0: none)")
     args = parser.parse_args()
     with own_servers() as (_, settings):
         settings = settings.replace(audit_cpu_share=args.cpu_share)
-        asyncio.run(run(settings, args.hours, args.events, args.users))
+        asyncio.run(run(settings, args.hours, args.events, args.users, args.keyed))
 
 
 if __name__ == "__main__":
