@@ -95,12 +95,18 @@ def merged(one: Columns, other: Columns) -> Columns:
 
 async def hours_in_log(nc: NATS, settings: Settings) -> list[int]:
     """Every hour the log holds messages of, oldest first (one stream-info request)."""
+    return sorted(await messages_per_hour(nc, settings))
+
+
+async def messages_per_hour(nc: NATS, settings: Settings) -> dict[int, int]:
+    """How many messages the log holds of each hour (all partitions), from one stream-info request."""
     prefix = settings.subject_prefix
     info = await nc.jetstream().stream_info(settings.stream_name, subjects_filter=f"{prefix}.>")
-    hours = set()
-    for subj in info.state.subjects or {}:
+    hours: dict[int, int] = {}
+    for subj, count in (info.state.subjects or {}).items():
         try:
-            hours.add(parse_subject(prefix, subj)[0])
+            hour = parse_subject(prefix, subj)[0]
         except ValueError:
             continue
-    return sorted(hours)
+        hours[hour] = hours.get(hour, 0) + count
+    return hours

@@ -21,8 +21,8 @@ from contract.hours import hour_of, hour_token, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
 from projector import metrics
-from projector.audit.auditor import Auditor, hours_in_log
-from projector.audit.records import FINAL, Records
+from projector.audit.auditor import Auditor, messages_per_hour
+from projector.audit.records import Records
 from projector.audit.verdict import HourAudit, Verdict
 from projector.cli.reach import keep_reaching_nats, keep_reaching_redis
 
@@ -79,34 +79,31 @@ class Follower:
         return hour_of(self.clock() - int(self.settings.audit_grace_s * 1000))
 
     async def pass_once(self, stop: asyncio.Event | None = None) -> list[HourAudit]:
-        """Audits every due hour not yet audited (and not claimed by another process), then raises
-        `audited through` over the hours audited without a gap."""
+        """Audits every due hour not audited yet, or with late events since (and not claimed by
+        another process), then raises `audited through` to just before the first hour still due."""
         before = self.due_before()
-        through = await self.records.through()
-        due = [
-            h
-            for h in await hours_in_log(self.nc, self.settings)
-            if h < before and (through is None or h > through)
-        ]
+        counts = {h: n for h, n in (await messages_per_hour(self.nc, self.settings)).items() if h < before}
         done: list[HourAudit] = []
-        for hour in due:
+        for hour in await self.records.unaudited(counts):
             if stop is not None and stop.is_set():
                 return done
-            if await self.records.verdict(hour) in FINAL or not await self.records.claim(
-                hour, self.owner, CLAIM_MS
-            ):
+            if not await self.records.claim(hour, self.owner, CLAIM_MS):
                 continue
             try:
-                done.append(await self._audit(hour))
+                done.append(await self._audit(hour, counts[hour]))
             finally:
                 await self.records.release(hour, self.owner)
-        await self._advance(due, before)
+        left = await self.records.unaudited(counts)
+        through = (left[0] if left else before) - 1
+        current = await self.records.through()
+        if current is None or through > current:
+            await self.records.raise_through(through)
         return done
 
-    async def _audit(self, hour: int) -> HourAudit:
+    async def _audit(self, hour: int, messages: int) -> HourAudit:
         cpu, wall = time.process_time(), time.monotonic()
         found = await self.auditor.hour(hour)
-        await self.records.save(found, self.clock())
+        await self.records.save(found, self.clock(), messages)
         HOURS.labels(found.verdict.value).inc()
         LAST_HOUR.set(hour)
         if found.verdict is Verdict.MISMATCH:
@@ -121,14 +118,3 @@ class Follower:
             await asyncio.sleep(spent * (1 / share - 1))
         log.debug("audit of %s took %.3fs (%.3fs CPU)", hour_token(hour), time.monotonic() - wall, spent)
         return found
-
-    async def _advance(self, due: list[int], before: int) -> None:
-        """Through the last due hour with every due hour up to it audited for good (any process)."""
-        through = before - 1
-        for hour in due:
-            if await self.records.verdict(hour) not in FINAL:
-                through = hour - 1
-                break
-        current = await self.records.through()
-        if current is None or through > current:
-            await self.records.raise_through(through)

@@ -18,11 +18,14 @@ class Records:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis, self.keys = redis, keys
 
-    async def save(self, audit: HourAudit, at_ms: int) -> None:
+    async def save(self, audit: HourAudit, at_ms: int, messages: int = 0) -> None:
+        """The hour's result; `messages`: how many the log held of the hour when it was audited (more
+        later, and the hour is audited again)."""
         fields: dict[FieldT, EncodableT] = {
             "hour": hour_token(audit.hour),
             "verdict": audit.verdict.value,
             "at": at_ms,
+            "messages": messages,
             "line": audit.line(),
         }
         if audit.parts:
@@ -37,6 +40,21 @@ class Records:
             else:
                 pipe.zrem(self.keys.audit_mismatches, hour_token(audit.hour))
             await pipe.execute()
+
+    async def unaudited(self, counts: dict[int, int]) -> list[int]:
+        """Of these hours (-> messages the log holds of each), those without a final verdict, or
+        with more messages now than when audited (late events), oldest first."""
+        hours = sorted(counts)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for hour in hours:
+                pipe.hmget(self.keys.audit_hour(hour), "verdict", "messages")
+            found = await pipe.execute()
+        out = []
+        for hour, (verdict, messages) in zip(hours, found, strict=True):
+            final = verdict is not None and verdict.decode() in FINAL
+            if not final or int(messages or 0) < counts[hour]:
+                out.append(hour)
+        return out
 
     async def verdict(self, hour: int) -> str | None:
         raw = await self.redis.hget(self.keys.audit_hour(hour), "verdict")

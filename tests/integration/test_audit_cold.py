@@ -38,7 +38,7 @@ async def test_cold_hours_audit_clean_against_their_snapshots(
 
     async def cold_everywhere() -> bool:
         marks = [await redis.hgetall(keys.cold(1, p)) for p in range(settings.partitions)]
-        tokens = {t.decode() for m in marks for t in m}
+        tokens = {t.decode() if isinstance(t, bytes) else t for m in marks for t in m}
         return {hour_token(h) for h in cold} <= tokens
 
     await eventually(cold_everywhere, bool, timeout=30)

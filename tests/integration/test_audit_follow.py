@@ -96,6 +96,14 @@ async def test_a_corrupted_hour_is_reported_within_one_interval_of_becoming_due(
     assert (await redis.hget(keys.audit_last, "hour")) is not None
     # A second process finds nothing left to do: each hour is audited once.
     assert await Follower(settings, nc, redis, clock=lambda: now["ms"]).pass_once() == []
+    # A late event for an audited hour: once applied, the hour is audited again (and still exact).
+    await write(client, [HOURS[0]])
+    late = Follower(settings, nc, redis, clock=lambda: now["ms"])
+
+    async def again() -> list[tuple[int, str]]:
+        return [(a.hour, a.verdict.value) for a in await late.pass_once()]
+
+    assert await eventually(again, lambda found: found == [(HOURS[0], "ok")]) == [(HOURS[0], "ok")]
     # ./just inspect shows the last results.
     shown = subprocess.run(
         [sys.executable, "-m", "projector", "inspect", "--last", "0"],
