@@ -14,6 +14,7 @@ from collections.abc import Callable
 import nats.errors
 import redis.exceptions
 from nats.aio.client import Client as NATS
+from nats.js.errors import KeyNotFoundError
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
@@ -23,6 +24,7 @@ from contract.settings import Settings
 from projector import metrics
 from projector.audit.auditor import Auditor, messages_per_hour
 from projector.audit.records import Records
+from projector.audit.sources import Moved
 from projector.audit.verdict import HourAudit, Verdict
 from projector.cli.reach import keep_reaching_nats, keep_reaching_redis
 
@@ -34,7 +36,15 @@ LAST_HOUR = Gauge("hourglass_audit_last_hour", "The last hour audited, in hours 
 CLAIM_MS = 300_000
 """How long a claim on an hour holds: far longer than an hour's audit takes."""
 
-TRANSIENT = (nats.errors.Error, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError)
+TRANSIENT = (
+    nats.errors.Error,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    TimeoutError,
+    Moved,  # replays kept switching generations
+    KeyNotFoundError,  # a cold hour's entry was replaced (thawed, snapshotted again) meanwhile
+)
+"""A pass that meets these is tried again at the next interval."""
 
 
 async def follow(settings: Settings, stop: asyncio.Event) -> int:
