@@ -45,6 +45,11 @@ stream:
 projector *args:
     @exec {{python}} -m projector run "$@"
 
+# Recount closed hours from the log and compare with what is served; exits 1 on a mismatch (HOUR..., --since ISO, --repair).
+[no-exit-message]
+audit *args:
+    @exec {{python}} -m projector audit "$@"
+
 # Stream state, messages per hour subject, consumer lag, and the last events decoded.
 [no-exit-message]
 inspect *args:
@@ -62,6 +67,10 @@ bench-durability:
 # Redis memory of idempotency dedup after replaying 1M keyed events, default window against a 1 s one.
 bench-dedup *args:
     {{python}} -m tests.bench.dedup_memory "$@"
+
+# What the audit costs: hours a minute and CPU share, at full speed and under its CPU-share cap.
+bench-audit *args:
+    {{python}} -m tests.bench.audit_cost "$@"
 
 # Reading the log through a durable consumer with acks against an ephemeral one without.
 bench-consumers *args:

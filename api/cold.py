@@ -14,8 +14,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
-from api import hll
-from contract import schema
+from contract import hll, schema
 from contract.errors import Unavailable
 from contract.stream import snapshot_bucket, snapshot_hour_key
 
@@ -33,7 +32,7 @@ class EntryGone(LookupError):
 @dataclass(frozen=True, slots=True)
 class ColdHour:
     registers: bytes
-    """The HyperLogLog's registers, one byte each (see api.hll)."""
+    """The HyperLogLog's registers, one byte each (see contract.hll)."""
     clicks: int
     impressions: int
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from api import hll
 from api.cold import ColdSource, EntryGone
+from contract import hll
 from contract.errors import Unavailable
 from contract.hours import hour_token
 from contract.keys import FIRST_GENERATION, Keys
@@ -146,7 +146,7 @@ class Reader:
         self, buckets: Sequence[Sequence[int]], cells: dict[tuple[int, int], Cell], attempt: int = 0
     ) -> tuple[list[HourTotals], HourTotals]:
         """Totals of buckets some of whose hours are cold: the cold parts come from the snapshot store,
-        and the unions are counted here (api.hll gives what PFCOUNT gives)."""
+        and the unions are counted here (contract.hll gives what PFCOUNT gives)."""
         if self._cold is None:
             raise Unavailable("NATS", "cold hours are read from the snapshot store, which is not connected")
         cold = [(cell, c) for cell, c in cells.items() if c.at is not None]

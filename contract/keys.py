@@ -83,6 +83,30 @@ class Keys:
         """Held by the one replay that may run at a time (full or single-hour)."""
         return f"{self.prefix}:replay"
 
+    @property
+    def audit_through(self) -> str:
+        """Sorted set whose one member `hour` scores the hour through which every hour the log held was
+        audited: compaction keeps the events of later hours (raised only, with ZADD GT)."""
+        return f"{self.prefix}:audit:through"
+
+    def audit_hour(self, hour: int) -> str:
+        """Hash of the audit's last result for an hour (verdict, at, log, served, differs)."""
+        return f"{self.prefix}:audit:hour:{hour_token(hour)}"
+
+    def audit_claim(self, hour: int) -> str:
+        """Held (SET NX PX) by the one audit process auditing the hour now."""
+        return f"{self.prefix}:audit:claim:{hour_token(hour)}"
+
+    @property
+    def audit_last(self) -> str:
+        """Hash of the last hour audited by any audit process."""
+        return f"{self.prefix}:audit:last"
+
+    @property
+    def audit_mismatches(self) -> str:
+        """Sorted set of hour tokens found mismatched, scored by when (ms)."""
+        return f"{self.prefix}:audit:mismatches"
+
     def users(self, gen: int | str, hour: int, partition: int) -> str:
         return f"{self.prefix}:g{gen}:{hour_token(hour)}:{partition}:users"
 

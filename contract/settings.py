@@ -178,6 +178,22 @@ class Settings:
     """How long a command (`inspect`, `replay`, `stream`) tries to reach NATS and Redis before it says
     which one it cannot reach and exits."""
 
+    audit_enabled: bool = True
+    """Run the continuous audit (`./just up` starts it), and let compaction drop only hours it has audited;
+    off: compaction waits for nothing, as before the audit."""
+
+    audit_grace_s: float = 600.0
+    """The audit recounts an hour once it has been closed this long (late events land first)."""
+
+    audit_interval_s: float = 10.0
+    """How often the continuous audit looks for hours that became due."""
+
+    audit_cpu_share: float = 0.1
+    """The most of one core the continuous audit uses: after each hour it sleeps in proportion."""
+
+    audit_metrics_port: int = 0
+    """Port of the audit process's /metrics (hours audited, mismatches, last hour); 0 turns it off."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, role: str | None = None) -> Settings:
         """Build settings from ANALYTICS_<FIELD> variables; unknown ANALYTICS_ names are an error.
@@ -245,6 +261,8 @@ class Settings:
             raise SettingsError("ANALYTICS_POST_RATE_PER_S must be 0 (no limit) or more")
         if self.hot_hours < 0:
             raise SettingsError("ANALYTICS_HOT_HOURS must be 0 (keep every hour) or more")
+        if not 0 < self.audit_cpu_share <= 1:
+            raise SettingsError("ANALYTICS_AUDIT_CPU_SHARE must be above 0 and at most 1 (one core)")
         if self.pull_reader not in ("auto", "fast", "public"):
             raise SettingsError("ANALYTICS_PULL_READER must be auto, fast or public")
 
@@ -328,6 +346,7 @@ ROLES: dict[str, tuple[str, str | None, str | None]] = {
     "http": ("ingest", "api", "api"),
     "projector": ("projector", None, "projector"),
     "admin": ("admin", None, "admin"),
+    "audit": ("audit", None, "audit"),
 }
 """Process role -> (its NATS user, its reading NATS user, its Redis user)."""
 

@@ -19,8 +19,8 @@ from contract.settings import Settings
 from contract.stream import snapshot_bucket
 from deploy.servers import NATS_CONF, durable_nats_conf
 
-NATS_ROLES = ("admin", "ingest", "api", "projector")
-REDIS_ROLES = ("admin", "projector", "api")
+NATS_ROLES = ("admin", "ingest", "api", "projector", "audit")
+REDIS_ROLES = ("admin", "projector", "api", "audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +117,18 @@ def _permissions(settings: Settings) -> dict[str, dict[str, list[str]]]:
             "publish": [f"$JS.API.STREAM.INFO.{stream}", *read_snapshots],
             "subscribe": [changes, "_INBOX.>"],
         },
+        "audit": {  # reads the stream through its own ephemeral consumers, and the snapshots; no acks
+            "publish": [
+                f"$JS.API.STREAM.INFO.{stream}",
+                f"$JS.API.CONSUMER.CREATE.{stream}",
+                f"$JS.API.CONSUMER.CREATE.{stream}.>",
+                f"$JS.API.CONSUMER.INFO.{stream}.>",
+                f"$JS.API.CONSUMER.DELETE.{stream}.>",
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
+                *read_snapshots,
+            ],
+            "subscribe": ["_INBOX.>"],
+        },
         "projector": {
             "publish": [
                 f"$JS.API.STREAM.INFO.{stream}",
@@ -162,8 +174,10 @@ def write_nats_config(found: Secrets, settings: Settings, base: Path, *more: Set
 def redis_acl(found: Secrets, settings: Settings, *more: Settings) -> str:
     """The ACL file: `default` off. The projector may use any data command on the key prefix, none of
     the dangerous or admin ones (FLUSHALL, KEYS, CONFIG SET, ACL...); the API may only read (a script
-    runs with its caller's permissions, so its scripts can only read too)."""
+    runs with its caller's permissions, so its scripts can only read too); the audit may read the
+    projections and write its own results only (`<prefix>:audit:*`)."""
     keys = " ".join(f"~{s.key_prefix}:*" for s in (settings, *more))
+    audit_keys = " ".join(f"%R~{s.key_prefix}:* %RW~{s.key_prefix}:audit:*" for s in (settings, *more))
     return "\n".join(
         [
             "user default off",
@@ -172,6 +186,8 @@ def redis_acl(found: Secrets, settings: Settings, *more: Settings) -> str:
             "+info +config|get",
             f"user api on >{found.redis['api']} resetchannels {keys} -@all +@read -@dangerous "
             "+@transaction +eval +evalsha +script|load +ping",
+            f"user audit on >{found.redis['audit']} resetchannels {audit_keys} -@all +@read -@dangerous "
+            "+@transaction +ping +hset +del +zadd +zrem +set",
             "",
         ]
     )

@@ -56,6 +56,8 @@ def planned(settings: Settings, projectors: int) -> list[Port]:
             what = f"projector {i + 1}" if projectors > 1 else ""
             port = settings.projector_metrics_port + i
             out.append(Port("127.0.0.1", port, "ANALYTICS_PROJECTOR_METRICS_PORT", what))
+    if settings.audit_enabled and settings.audit_metrics_port:
+        out.append(Port("127.0.0.1", settings.audit_metrics_port, "ANALYTICS_AUDIT_METRICS_PORT", "audit"))
     return out
 
 

@@ -321,6 +321,9 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
         penv = {**env, "ANALYTICS_PROJECTOR_METRICS_PORT": str(metrics_base + i if metrics_base else 0)}
         name = f"projector{i + 1}" if projectors > 1 else "projector"
         children.append(Child(name, [py, "-m", "projector", "run"], penv))
+    if settings.audit_enabled:
+        # One continuous audit (more may run anywhere: each hour is claimed by the one auditing it).
+        children.append(Child("audit", [py, "-m", "projector", "audit", "--follow"], env))
     return children
 
 

@@ -1,4 +1,5 @@
-"""Command line of the projector: `run`, `replay`, `inspect`, `stream` (and `build`, replay's helper)."""
+"""Command line of the projector: `run`, `replay`, `audit`, `inspect`, `stream` (and `build`, a replay's
+helper)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import nats.errors
 import redis.exceptions
 
 from contract.settings import SettingsError
+from projector.cli.audit_command import AuditArgs, audit_command
 from projector.cli.commands import Command, build, parent_gone, read_job, run_command
 from projector.cli.lifetime import end_with_parent, on_stop_signals
 
@@ -39,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     ins = sub.add_parser("inspect", help="stream, subjects, consumer lag, last events")
     ins.add_argument("--last", type=int, default=10, help="how many of the last messages to decode")
+    aud = sub.add_parser("audit", help="recount closed hours from the log and compare with what is served")
+    aud.add_argument(
+        "hours", nargs="*", metavar="HOUR", help="UTC hours as YYYYMMDDHH (default: every closed one)"
+    )
+    aud.add_argument("--since", help="only hours from this ISO-8601 time on")
+    aud.add_argument(
+        "--repair", action="store_true", help="rebuild each mismatched hour, then audit it again"
+    )
+    aud.add_argument("--follow", action="store_true", help="keep auditing hours as they close (a service)")
     sub.add_parser("build", help="(started by replay) fold the partitions of a job read from stdin")
     return parser
 
@@ -60,6 +71,8 @@ async def _main(command: Command) -> int:
             job = read_job(sys.stdin.buffer.read())
             command.parent = job.parent
             return await build(job)
+        if command.audit is not None:
+            return await audit_command(command.audit, stop)
         return await run_command(command, stop)
     except asyncio.CancelledError:
         if signals:
@@ -77,6 +90,9 @@ def main() -> None:
         hour=getattr(args, "hour", None),
         last=getattr(args, "last", 10),
     )
+    if args.command == "audit":
+        command.audit = AuditArgs(args.hours, args.since, args.repair, args.follow)
+        command.graceful = args.follow
     try:
         sys.exit(asyncio.run(_main(command)))
     except SettingsError as exc:

@@ -92,6 +92,7 @@ def isolated_settings(nats_url: str, redis_url: str, **overrides: object) -> Set
         # Most tests write fixed historic hours and look at Redis itself: keep them all there, and let
         # the hot-window tests turn the window on.
         hot_hours=0,
+        audit_enabled=False,  # compaction waits for no audit; the audit tests turn it on
         admin_port=0,  # tests that want the admin port take a free one
         http_port=free_port(),  # never the default 8080, which another stack on this machine may hold
     )

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from contract.hours import parse_hour_token
 from contract.settings import Settings
 from projector import metrics
+from projector.cli.audit_command import AuditArgs, audit_view
 from projector.cli.inspect_view import inspect_view
 from projector.cli.reach import keep_reaching_nats, keep_reaching_redis, reach_nats, reach_redis
 from projector.live.balancer import run_projector
@@ -48,6 +49,8 @@ class Command:
     last: int = 10
     graceful: bool = False
     """Set once the live projector runs: a stop signal then lets it hand its leases back itself."""
+    audit: AuditArgs | None = None
+    """The options of `audit`."""
     parent: int | None = None
     """A build's replay: when a stop signal comes because the replay is gone, the build says so."""
 
@@ -68,6 +71,7 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
             return 0
         if command.name == "inspect":
             sys.stdout.write(await inspect_view(settings, nc, last=command.last))
+            sys.stdout.write(await audit_view(settings))
             return 0
         # Before anything touches Redis: a projector with the wrong partition count must write nothing.
         await _wait_for_stream(nc, settings, stop, wait=command.name == "run")

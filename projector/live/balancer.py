@@ -92,7 +92,7 @@ class Projector:
     async def _compact(self) -> None:
         assert self.snapshots is not None
         try:
-            done = await compact(self.nc, self.settings, self.snapshots, self.clock())
+            done = await compact(self.nc, self.settings, self.snapshots, self.clock(), self.redis)
         except (*TRANSIENT, NotFoundError, redis.exceptions.ResponseError) as exc:
             log.warning("compaction failed (%s %s); retrying later", type(exc).__name__, exc)
             return

@@ -1,5 +1,6 @@
 """The compacted log: the stream is purged below what every partition's snapshot covers, but raw events
-younger than ANALYTICS_LOG_KEEP_S always stay.
+younger than ANALYTICS_LOG_KEEP_S always stay, and (with ANALYTICS_AUDIT_ENABLED) so do the events of
+every hour the audit has not audited yet.
 
 Any projector may run it (a purge only ever moves the stream's first sequence forward). It never
 passes a durable manifest, so the stream plus the snapshots always hold every event: a restore, or a
@@ -14,9 +15,12 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from redis.asyncio import Redis
 
-from contract.hours import stream_subjects
+from contract.hours import HOUR_MS, stream_subjects
+from contract.keys import Keys
 from contract.settings import Settings
+from projector.audit.records import audited_through
 from projector.projections.snapshots import Snapshots
 
 log = logging.getLogger("projector")
@@ -30,8 +34,10 @@ class Compacted:
     """The lowest snapshot watermark over the partitions."""
 
 
-async def compact(nc: NATS, settings: Settings, snapshots: Snapshots, now_ms: int) -> Compacted | None:
-    """Purge what both the snapshots and the keep period allow; None when nothing may go yet."""
+async def compact(
+    nc: NATS, settings: Settings, snapshots: Snapshots, now_ms: int, redis: Redis
+) -> Compacted | None:
+    """Purge what the snapshots, the keep period and the audit allow; None when nothing may go yet."""
     covered: int | None = None
     for partition in range(settings.partitions):
         manifest, _ = await snapshots.manifest(partition)
@@ -44,6 +50,14 @@ async def compact(nc: NATS, settings: Settings, snapshots: Snapshots, now_ms: in
     state = (await js.stream_info(settings.stream_name)).state
     keep_from = await _first_seq_since(nc, settings, now_ms - int(settings.log_keep_s * 1000), state.last_seq)
     upto = min(covered + 1, keep_from)
+    if settings.audit_enabled:
+        through = await audited_through(redis, Keys(settings.key_prefix))
+        if through is None:
+            return None  # no hour audited yet: every event may still be recounted
+        # A message stored before this moment holds no event of an hour after `through` (a POST may
+        # be at most ANALYTICS_FUTURE_SKEW_MS ahead), so it may go once snapshots and keep allow.
+        audited = (through + 1) * HOUR_MS - settings.future_skew_ms
+        upto = min(upto, await _first_seq_since(nc, settings, audited, state.last_seq))
     if upto <= state.first_seq:
         return None
     await js.purge_stream(settings.stream_name, seq=upto)  # removes every message below `upto`

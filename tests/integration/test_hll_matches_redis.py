@@ -1,4 +1,4 @@
-"""api.hll against a real server: the raw bytes of PFADDed keys count to exactly what PFCOUNT says."""
+"""contract.hll against a real server: the raw bytes of PFADDed keys count to exactly what PFCOUNT says."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from api.hll import cardinality, count, registers
+from contract.hll import cardinality, count, registers
 from tests.conftest import Server
 
 # Runs of `user-{i}`: up to ~2000 users a key stays sparse (3000 bytes at most); past that it turns dense.

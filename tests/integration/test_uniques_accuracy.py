@@ -1,5 +1,5 @@
 """Unique users against exact counts: HyperLogLog in a real valkey stays within its documented standard
-error (0.81%) at 10k, 100k and 1M users, alone and as a union of hours, and api.hll reads the same."""
+error (0.81%) at 10k, 100k and 1M users, alone and as a union of hours, and contract.hll reads the same."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from api.hll import cardinality, count, registers
+from contract.hll import cardinality, count, registers
 from tests.conftest import Server
 
 STANDARD_ERROR = 0.0081
@@ -49,7 +49,7 @@ def test_unique_users_stay_within_three_standard_errors_of_the_exact_count(valke
         assert error <= BOUND, f"{exact} users counted as {counted}: {error:.3%} off, over {BOUND:.2%}"
         raw = valkey.get(key)
         assert isinstance(raw, bytes)
-        assert count(registers(raw)) == counted, "api.hll reads these registers differently from PFCOUNT"
+        assert count(registers(raw)) == counted, "contract.hll reads these registers differently from PFCOUNT"
     finally:
         valkey.delete(key)
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.hll import REGISTERS, cardinality, count, merge, registers
+from contract.hll import REGISTERS, cardinality, count, merge, registers
 
 EMPTY = bytes(REGISTERS)
 

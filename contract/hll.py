@@ -1,15 +1,19 @@
-"""Counts unique users in Redis HyperLogLogs read as raw bytes, alone or in unions, just as PFCOUNT does.
+"""Counts unique users in Redis HyperLogLogs read as raw bytes, alone or in unions, just as PFCOUNT does;
+and builds the registers PFADD would give a set of users (the audit recounts sketches from the log).
 
 Redis's own PFCOUNT cannot count these: a cold hour's registers come from its snapshot entry in NATS,
 not from Redis, and writing them into Redis to count them would make the read side (the `api` role,
-read-only) a writer. `tests/integration/test_hll_matches_redis.py` holds every count to PFCOUNT's."""
+read-only) a writer; nor can the audit, which writes only its own results.
+`tests/integration/test_hll_matches_redis.py` holds every count to PFCOUNT's and
+`tests/integration/test_sketch_matches_pfadd.py` every sketch to PFADD's."""
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable
 
-__all__ = ["REGISTERS", "cardinality", "count", "merge", "registers"]
+__all__ = ["REGISTERS", "cardinality", "count", "merge", "registers", "sketch"]
 
 REGISTERS = 16384
 
@@ -18,6 +22,7 @@ _DENSE_SIZE = _HEADER + REGISTERS * 6 // 8
 _Q = 64 - 14  # hash bits left after the 14 index bits: registers top out at _Q + 1
 _ALPHA_INF = 0.721347520444481703680
 _EMPTY = bytes(REGISTERS)
+_WORDS = struct.Struct("<Q")
 
 # Dense registers are 6 bits wide, packed least significant bit first: 3 bytes hold 4 registers.
 _LOW6 = bytes(b & 0x3F for b in range(256))
@@ -191,3 +196,38 @@ def count(regs: bytes) -> int:
 def cardinality(raws: Iterable[bytes]) -> int:
     """Distinct elements in the union of HyperLogLog strings, as PFCOUNT of their keys gives."""
     return count(merge(registers(raw) for raw in raws))
+
+
+_M = 0xC6A4A7935BD1E995
+_MASK64 = (1 << 64) - 1
+_SEED = 0xADC83B19  # the seed Redis's hllPatLen gives MurmurHash64A
+
+
+def _murmur64a(data: bytes) -> int:
+    """Redis's MurmurHash64A (little-endian), the hash PFADD puts each element through."""
+    length = len(data)
+    h = (_SEED ^ (length * _M)) & _MASK64
+    whole = length - length % 8
+    for (k,) in _WORDS.iter_unpack(data[:whole]):
+        k = (k * _M) & _MASK64
+        k ^= k >> 47
+        h = ((h ^ ((k * _M) & _MASK64)) * _M) & _MASK64
+    tail = data[whole:]
+    if tail:
+        h = ((h ^ int.from_bytes(tail, "little")) * _M) & _MASK64
+    h ^= h >> 47
+    h = (h * _M) & _MASK64
+    return h ^ (h >> 47)
+
+
+def sketch(users: Iterable[str]) -> bytes:
+    """The registers (as `registers` gives them) of a HyperLogLog after PFADD of `users`."""
+    out = bytearray(REGISTERS)
+    for user in users:
+        h = _murmur64a(user.encode())
+        index = h & (REGISTERS - 1)
+        rest = (h >> 14) | (1 << _Q)
+        rank = (rest & -rest).bit_length()  # 1 + trailing zeros, as hllPatLen counts
+        if rank > out[index]:
+            out[index] = rank
+    return bytes(out)

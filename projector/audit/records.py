@@ -1,0 +1,98 @@
+"""The audit's results in Redis, under its own keys only: each hour's verdict, the last hour audited,
+the mismatches, and the hour through which every hour was audited (which compaction waits for)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
+
+from contract.hours import hour_token
+from contract.keys import Keys
+from projector.audit.verdict import HourAudit, Verdict
+
+FINAL = (Verdict.OK.value, Verdict.MISMATCH.value)
+"""Verdicts that end an hour's turn: a PENDING or UNREADABLE hour is audited again."""
+
+
+class Records:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis, self.keys = redis, keys
+
+    async def save(self, audit: HourAudit, at_ms: int, messages: int = 0) -> None:
+        """The hour's result; `messages`: how many the log held of the hour when it was audited (more
+        later, and the hour is audited again)."""
+        fields: dict[FieldT, EncodableT] = {
+            "hour": hour_token(audit.hour),
+            "verdict": audit.verdict.value,
+            "at": at_ms,
+            "messages": messages,
+            "line": audit.line(),
+        }
+        if audit.parts:
+            fields["log"] = "clicks={} impressions={} uniques~{}".format(*audit.totals("log"))
+            fields["served"] = "clicks={} impressions={} uniques~{}".format(*audit.totals("served"))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.audit_hour(audit.hour))
+            pipe.hset(self.keys.audit_hour(audit.hour), mapping=fields)
+            pipe.hset(self.keys.audit_last, mapping=fields)
+            if audit.verdict is Verdict.MISMATCH:
+                pipe.zadd(self.keys.audit_mismatches, {hour_token(audit.hour): at_ms})
+            else:
+                pipe.zrem(self.keys.audit_mismatches, hour_token(audit.hour))
+            await pipe.execute()
+
+    async def unaudited(self, counts: dict[int, int]) -> list[int]:
+        """Of these hours (-> messages the log holds of each), those without a final verdict, or
+        with more messages now than when audited (late events), oldest first."""
+        hours = sorted(counts)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for hour in hours:
+                pipe.hmget(self.keys.audit_hour(hour), "verdict", "messages")
+            found = await pipe.execute()
+        out = []
+        for hour, (verdict, messages) in zip(hours, found, strict=True):
+            final = verdict is not None and verdict.decode() in FINAL
+            if not final or int(messages or 0) < counts[hour]:
+                out.append(hour)
+        return out
+
+    async def verdict(self, hour: int) -> str | None:
+        raw = await self.redis.hget(self.keys.audit_hour(hour), "verdict")
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def claim(self, hour: int, owner: str, ttl_ms: int) -> bool:
+        return bool(await self.redis.set(self.keys.audit_claim(hour), owner, nx=True, px=ttl_ms))
+
+    async def release(self, hour: int, owner: str) -> None:
+        # Only our own claim: a claim that expired may be another process's by now.
+        if await self.redis.get(self.keys.audit_claim(hour)) == owner.encode():
+            await self.redis.delete(self.keys.audit_claim(hour))
+
+    async def through(self) -> int | None:
+        return await audited_through(self.redis, self.keys)
+
+    async def raise_through(self, hour: int) -> None:
+        await self.redis.zadd(self.keys.audit_through, {"hour": hour}, gt=True)
+
+
+async def audited_through(redis: Redis, keys: Keys) -> int | None:
+    """The hour through which every hour the log held was audited (None: none yet)."""
+    score = await redis.zscore(keys.audit_through, "hour")
+    return None if score is None else int(score)
+
+
+async def summary(redis: Redis, keys: Keys, mismatches: int = 10) -> list[str]:
+    """What `./just inspect` shows of the audit: through where, the last hour audited, the last
+    mismatches."""
+    through = await audited_through(redis, keys)
+    last = await redis.hget(keys.audit_last, "line")
+    found = await redis.zrevrange(keys.audit_mismatches, 0, mismatches - 1)
+    lines = ["audit:"]
+    lines.append(f"  audited through hour {hour_token(through) if through is not None else '(none yet)'}")
+    lines.append(f"  last: {last.decode() if isinstance(last, bytes) else '(no hour audited yet)'}")
+    if not found:
+        lines.append("  no mismatch found")
+    for token in (t.decode() if isinstance(t, bytes) else str(t) for t in found):
+        line = await redis.hget(f"{keys.prefix}:audit:hour:{token}", "line")
+        lines.append(f"  MISMATCH {line.decode() if isinstance(line, bytes) else token}")
+    return lines

@@ -1,0 +1,142 @@
+"""The audit's two reads of an hour: what Redis (or, for a cold hour, its snapshot entry) serves with
+each partition's watermark, in one consistent view; then the hour's messages from the log."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from redis.asyncio import Redis
+
+from contract import hll
+from contract.hours import hour_token, parse_subject, partition_filter
+from contract.keys import CLICKS_FIELD, IMPRESSIONS_FIELD, Keys
+from contract.settings import Settings
+from projector.audit.verdict import Counted
+from projector.log.pull import Puller
+from projector.projections.snapshots import Snapshots
+
+AUDIT_FETCH = 1000
+
+
+class Moved(RuntimeError):
+    """The generation kept switching (replays) while the audit read an hour."""
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One partition of an hour as served: the watermark it is exact at, its value, and from where."""
+
+    watermark: int
+    counted: Counted
+    source: str
+
+
+async def read_served(
+    redis: Redis, keys: Keys, snapshots: Snapshots | None, hour: int, partitions: int
+) -> dict[int, Served]:
+    """Each partition's watermark and the hour's served value, read in one MULTI (an apply is one
+    script, so they agree); a cold partition's value comes from the snapshot entry Redis names."""
+    token = hour_token(hour)
+    for _ in range(5):
+        gen = keys.live_generation(await redis.get(keys.generation))
+        async with redis.pipeline(transaction=True) as pipe:
+            for p in range(partitions):
+                pipe.get(keys.watermark(gen, p))
+                pipe.get(keys.users(gen, hour, p))
+                pipe.hmget(keys.counts(gen, hour, p), CLICKS_FIELD, IMPRESSIONS_FIELD)
+                pipe.hget(keys.cold(gen, p), token)
+            pipe.get(keys.generation)
+            replies = await pipe.execute()
+        if keys.live_generation(replies[-1]) != gen:
+            continue  # a replay switched meanwhile
+        found = {}
+        for p in range(partitions):
+            wm, raw, (clicks, impressions), at = replies[4 * p : 4 * p + 4]
+            if at is not None:
+                if snapshots is None:
+                    raise Moved(f"p{p} of hour {token} is cold but there is no snapshot store")
+                state = await snapshots.entry(p, token, int(at))
+                counted = Counted(state.clicks, state.impressions, hll.registers(state.hll or b""))
+                found[p] = Served(int(wm or 0), counted, "snapshot")
+            else:
+                counted = Counted(int(clicks or 0), int(impressions or 0), hll.registers(raw or b""))
+                found[p] = Served(int(wm or 0), counted, "redis")
+        return found
+    raise Moved(f"the generation kept switching while hour {token} was read")
+
+
+@dataclass(slots=True)
+class HourLog:
+    """One hour's messages, per partition, column by column in stream order."""
+
+    subjects: dict[int, list[str]] = field(default_factory=dict)
+    payloads: dict[int, list[bytes]] = field(default_factory=dict)
+    seqs: dict[int, list[int]] = field(default_factory=dict)
+    stamps: dict[int, list[int]] = field(default_factory=dict)
+
+    def columns(self, partition: int) -> tuple[list[str], list[bytes], list[int], list[int]]:
+        return (
+            self.subjects.get(partition, []),
+            self.payloads.get(partition, []),
+            self.seqs.get(partition, []),
+            self.stamps.get(partition, []),
+        )
+
+
+async def read_hour_log(nc: NATS, settings: Settings, hour: int) -> HourLog:
+    """Every message on the hour's subjects (all partitions), through one ephemeral consumer."""
+    config = ConsumerConfig(
+        filter_subject=f"{settings.subject_prefix}.{hour_token(hour)}.*",
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    return await _read(nc, settings, config)
+
+
+async def read_partition_span(
+    nc: NATS, settings: Settings, partition: int, from_ms: int, upto_seq: int
+) -> HourLog:
+    """Every hour's messages of one partition stored from `from_ms` on, up to stream seq `upto_seq`:
+    the keyed events that may have refused an hour's keyed events (a key counts once per user within
+    the dedup window, whichever hour it came in)."""
+    config = ConsumerConfig(
+        filter_subject=partition_filter(settings.subject_prefix, partition),
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        opt_start_time=dt.datetime.fromtimestamp(max(from_ms, 0) / 1000, tz=dt.UTC),
+    )
+    return await _read(nc, settings, config, upto_seq)
+
+
+async def _read(nc: NATS, settings: Settings, config: ConsumerConfig, upto_seq: int | None = None) -> HourLog:
+    """What an ephemeral consumer without acks delivers, up to `upto_seq`, split by partition."""
+    js = nc.jetstream()
+    config.ack_policy = AckPolicy.NONE
+    config.inactive_threshold = 30.0
+    consumer = await js.add_consumer(settings.stream_name, config)
+    pending = consumer.num_pending or 0
+    found = HourLog()
+    puller = Puller(nc, settings.stream_name, consumer.name, settings.pull_reader)
+    try:
+        while pending > 0:
+            fetched = await puller.fetch(min(AUDIT_FETCH, pending), 5.0)
+            for i in range(len(fetched)):
+                if upto_seq is not None and fetched.seqs[i] > upto_seq:
+                    return found
+                subj = fetched.subjects[i]
+                try:
+                    _, partition = parse_subject(settings.subject_prefix, subj)
+                except ValueError:
+                    continue  # no partition's subject: no projector reads it (nor counts it)
+                found.subjects.setdefault(partition, []).append(subj)
+                found.payloads.setdefault(partition, []).append(fetched.payloads[i])
+                found.seqs.setdefault(partition, []).append(fetched.seqs[i])
+                found.stamps.setdefault(partition, []).append(fetched.stamps[i])
+            pending -= len(fetched)
+    finally:
+        await puller.close()
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(settings.stream_name, consumer.name)
+    return found
