@@ -198,7 +198,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, role: str | None = None) -> Settings:
         """Build settings from ANALYTICS_<FIELD> variables; unknown ANALYTICS_ names are an error.
 
-        With a `role` (`http`, `projector`, `admin`), URLs that carry no credentials take the role's
+        With a `role` (`http`, `projector`, `audit`, `admin`), URLs that carry no credentials take the role's
         from `$ANALYTICS_DATA_DIR/secrets/` when `./just up` made them, so every recipe just works."""
         env = os.environ if environ is None else environ
         known = {f.name for f in fields(cls)}

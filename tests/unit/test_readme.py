@@ -60,10 +60,24 @@ def test_the_layout_reader_sees_nested_paths() -> None:
     assert listed_modules(tree) == {"projector/__main__.py", "projector/log/pull.py", "api/get.py"}
 
 
-def test_every_relative_link_in_the_readme_and_docs_resolves() -> None:
+def anchors(doc: Path) -> set[str]:
+    """The fragments GitHub gives a document's headings: lower case, punctuation dropped, spaces to -."""
+    found = set()
+    for heading in re.findall(r"^#+ (.+)$", doc.read_text(), flags=re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug)
+    return found
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves_to_a_file_and_heading() -> None:
     broken = []
     for doc in [README, *sorted((ROOT / "docs").glob("*.md"))]:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
-            if "://" not in target and not (doc.parent / target).exists():
+        for target, fragment in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", doc.read_text()):
+            if "://" in target:
+                continue
+            linked = (doc.parent / target) if target else doc
+            if not linked.exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+            elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}#{fragment}")
     assert broken == []
