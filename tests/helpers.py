@@ -69,8 +69,8 @@ async def lagging(nc: NATS, redis: Redis, settings: Settings) -> list[tuple[int,
         except NotFoundError:
             continue  # nothing was ever written to this partition
         watermark = int(await redis.get(keys.watermark(gen, p)) or 0)
-        if watermark < last.seq:
-            behind.append((p, watermark, last.seq))
+        if watermark < (last.seq or 0):
+            behind.append((p, watermark, last.seq or 0))
     return behind
 
 
