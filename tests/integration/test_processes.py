@@ -20,7 +20,7 @@ from contract.hours import HOUR_MS, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port, port_open
-from tests.helpers import eventually, settings_env, settled, stored_hours
+from tests.helpers import eventually, pause, settings_env, settled, stored_hours
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.workload import Truth, mixed_events, parse_text, post_path, stored_matches
 
@@ -301,3 +301,19 @@ async def test_a_replay_split_over_build_processes_answers_as_live_and_its_build
     keys = await redis.keys(f"{settings.key_prefix}:g*:wm:*")
     generations = {(k.decode() if isinstance(k, bytes) else k).split(":")[1] for k in keys}
     assert len(generations) == 1, f"watermarks of more than the live generation left: {generations}"
+
+
+async def test_readyz_turns_503_naming_the_projectors_once_the_only_one_stops_heartbeating(
+    settings: Settings, client: httpx.AsyncClient, tmp_path: Path, reaper: list[subprocess.Popen[bytes]]
+) -> None:
+    before = await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 503)
+    assert "projector: none is running" in before.text
+    projector = spawn(
+        ["-m", "projector", "run"], settings_env(settings.replace(lease_ttl_s=1.0)), tmp_path / "p.log"
+    )
+    reaper.append(projector)
+    # Ready because of it: nothing else was missing.
+    await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200, timeout=30)
+    pause(projector.pid)  # alive but silent: no heartbeat, no clean leave
+    gone = await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 503, timeout=30)
+    assert "projector: none is running (no heartbeat within its lease)" in gone.text
