@@ -63,6 +63,17 @@ def with_roles(settings: Settings, nats_server: Server, redis_server: Server) ->
     )
 
 
+def scoped_settings(nats_server: Server, redis_server: Server, **overrides: object) -> Settings:
+    """Settings for servers of a test's own with the default names, to which `./just up`'s role users
+    are scoped (see `with_roles`); the test's connections there are admin."""
+    defaults = Settings()
+    return isolated_settings(nats_server.url, redis_server.url, **overrides).replace(
+        stream_name=defaults.stream_name,
+        subject_prefix=defaults.subject_prefix,
+        key_prefix=defaults.key_prefix,
+    )
+
+
 async def production_stack(
     settings: Settings, ready_timeout: float = 20, roles: Roles | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:

@@ -20,21 +20,15 @@ from contract.settings import Settings
 from projector.replay.driver import replay
 from projector.replay.single_hour import replay_hour
 from tests.conftest import Server
-from tests.helpers import eventually, isolated_settings, metric
-from tests.integration.conftest import Roles, production_stack, with_roles
+from tests.helpers import eventually, metric
+from tests.integration.conftest import Roles, production_stack, scoped_settings, with_roles
 
 
 @pytest.fixture
 def settings(own_nats: Server, own_redis: Server) -> Settings:
-    # Servers of this test's own (Redis is FLUSHALLed), whose role users are scoped to the default
-    # names: the stack runs under its roles' credentials.
-    defaults = Settings()
-    return isolated_settings(
-        own_nats.url, own_redis.url, log_keep_s=1, snapshot_interval_s=1, hot_hours=2, read_staleness_s=0.2
-    ).replace(
-        stream_name=defaults.stream_name,
-        subject_prefix=defaults.subject_prefix,
-        key_prefix=defaults.key_prefix,
+    # Servers of this test's own (Redis is FLUSHALLed), with role users: the stack runs under its roles.
+    return scoped_settings(
+        own_nats, own_redis, log_keep_s=1, snapshot_interval_s=1, hot_hours=2, read_staleness_s=0.2
     )
 
 
