@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY
@@ -28,7 +29,7 @@ from projector.replay.driver import replay
 from projector.replay.single_hour import replay_hour
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
-from tests.integration.conftest import Projectors, production_stack
+from tests.integration.conftest import Projectors, production_stack, scoped_settings, with_roles
 
 BASE = 493_000
 
@@ -185,15 +186,23 @@ async def test_inspect_shows_the_stream_its_subjects_consumers_snapshots_and_las
 
 
 @pytest.fixture
-def compacting(nats_server: Server, redis_server: Server) -> Settings:
-    return isolated_settings(nats_server.url, redis_server.url, snapshot_interval_s=0.2, log_keep_s=0.5)
+def compacting(own_nats: Server, own_redis: Server) -> Settings:
+    return scoped_settings(own_nats, own_redis, snapshot_interval_s=0.2, log_keep_s=0.5)
 
 
 async def test_the_compacted_log_with_its_snapshots_keeps_every_answer_through_wipe_and_replays(
-    compacting: Settings, nc: NATS, redis: Redis
+    compacting: Settings, own_nats: Server, own_redis: Server
 ) -> None:
-    async for http in production_stack(compacting):
-        await compacted_scenario(http, compacting, nc, redis)
+    # The projector snapshots and compacts as `projector`; the HTTP process is `ingest` and `api`.
+    nc = await nats.connect(own_nats.url)
+    redis = Redis.from_url(own_redis.url)
+    try:
+        roles = with_roles(compacting, own_nats, own_redis)
+        async for http in production_stack(compacting, roles=roles):
+            await compacted_scenario(http, compacting, nc, redis)
+    finally:
+        await nc.close()
+        await redis.aclose()
 
 
 async def compacted_scenario(http: httpx.AsyncClient, settings: Settings, nc: NATS, redis: Redis) -> None:
