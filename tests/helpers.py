@@ -12,11 +12,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
+import nats
 from litestar.types import ASGIApp
+from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from api.reader import HourTotals, Reader
+from contract.hours import partition_filter
 from contract.keys import Keys
 from contract.settings import Settings
 from deploy.servers import free_port
@@ -51,6 +55,61 @@ async def stored_hour(redis: Redis, settings: Settings, hour: int) -> HourTotals
     """What Redis holds for the hour in the live generation, past every read cache: for tests that
     mean Redis state, not what a GET may still serve."""
     return await Reader(redis, Keys(settings.key_prefix), settings.partitions).hour(hour)
+
+
+async def lagging(nc: NATS, redis: Redis, settings: Settings) -> list[tuple[int, int, int]]:
+    """(partition, watermark, last sequence) of every partition whose live-generation watermark has
+    not reached the last sequence the stream holds on that partition's subjects."""
+    js = nc.jetstream()
+    keys = Keys(settings.key_prefix)
+    gen = keys.live_generation(await redis.get(keys.generation))
+    behind = []
+    for p in range(settings.partitions):
+        try:
+            last = await js.get_last_msg(settings.stream_name, partition_filter(settings.subject_prefix, p))
+        except NotFoundError:
+            continue  # nothing was ever written to this partition
+        watermark = int(await redis.get(keys.watermark(gen, p)) or 0)
+        if watermark < (last.seq or 0):
+            behind.append((p, watermark, last.seq or 0))
+    return behind
+
+
+async def settle(nc: NATS, redis: Redis, settings: Settings, timeout: float = 60.0) -> None:
+    """Wait until every partition's watermark reaches the stream's last sequence for its subjects:
+    from then on, nothing written so far can still change an answer."""
+    await eventually(lambda: lagging(nc, redis, settings), lambda behind: not behind, timeout)
+
+
+async def settled(
+    settings: Settings,
+    read: Callable[[Redis], Awaitable[T]],
+    truth: Callable[[T], bool],
+    timeout: float = 60.0,
+    nc: NATS | None = None,
+    redis: Redis | None = None,
+) -> T:
+    """Settle, then read the answer twice from Redis itself (never a cached GET) and require both to
+    match the truth: a poll that stops at the first right answer cannot see a count that later goes
+    past it, this can. Uses `nc` and `redis` when given, else connections of its own."""
+    own_nc = nc or await nats.connect(**settings.nats_options("test-settle"))
+    own_redis = redis or Redis.from_url(**settings.redis_options())
+    try:
+        answers = []
+        for _ in range(2):
+            await settle(own_nc, own_redis, settings, timeout)
+            answers.append(await read(own_redis))
+        assert all(truth(answer) for answer in answers), f"settled answers off the truth: {answers!r}"
+        return answers[-1]
+    finally:
+        if nc is None:
+            await own_nc.close()
+        if redis is None:
+            await own_redis.aclose()
+
+
+async def stored_hours(redis: Redis, settings: Settings, hours: list[int]) -> dict[int, HourTotals]:
+    return {hour: await stored_hour(redis, settings, hour) for hour in hours}
 
 
 def pause(pid: int, timeout: float = 5.0) -> None:

@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
+from contract.backoff import with_backoff
 from contract.hours import parse_hour_token
 from contract.settings import Settings
 from projector import metrics
@@ -67,7 +68,13 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
         nc = await reach_nats(settings, name, deadline)
     try:
         if command.name == "stream":
-            print(await ensure_stream(nc, settings))
+            # A cluster just up answers before all its stream leaders are elected: a request can time
+            # out then, so it is asked again until the deadline (a lost server still ends in one line).
+            async with asyncio.timeout(deadline):
+                said = await with_backoff(
+                    lambda: ensure_stream(nc, settings), (TimeoutError,), "JetStream's stream leaders", log
+                )
+            print(said)
             return 0
         if command.name == "inspect":
             sys.stdout.write(await inspect_view(settings, nc, last=command.last))

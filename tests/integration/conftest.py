@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -35,14 +36,57 @@ async def make_stream(settings: Settings, timeout: float = 20) -> None:
         await nc.close()
 
 
-async def production_stack(settings: Settings, ready_timeout: float = 20) -> AsyncIterator[httpx.AsyncClient]:
-    """App and projector as in production: each owns its connections and must ride out faults."""
-    await make_stream(settings, ready_timeout)
-    async for http in serve(create_app(settings)):
-        nc = await nats.connect(**settings.nats_options("test-projector"))
-        redis = Redis.from_url(**settings.redis_options())
+@dataclass(frozen=True)
+class Roles:
+    """One stack's settings per process role, each with only its role's credentials (as `./just up`)."""
+
+    admin: Settings
+    http: Settings
+    projector: Settings
+
+
+def with_roles(settings: Settings, nats_server: Server, redis_server: Server) -> Roles:
+    """Servers started with `settings`' names (so their users are scoped to them): the HTTP process
+    appends as `ingest` and reads as `api`, the projector is `projector`, the test itself `admin`."""
+    return Roles(
+        admin=settings.replace(
+            nats_url=nats_server.role_url("admin"), redis_url=redis_server.role_url("admin")
+        ),
+        http=settings.replace(
+            nats_url=nats_server.role_url("ingest"),
+            nats_api_url=nats_server.role_url("api"),
+            redis_url=redis_server.role_url("api"),
+        ),
+        projector=settings.replace(
+            nats_url=nats_server.role_url("projector"), redis_url=redis_server.role_url("projector")
+        ),
+    )
+
+
+def scoped_settings(nats_server: Server, redis_server: Server, **overrides: object) -> Settings:
+    """Settings for servers of a test's own with the default names, to which `./just up`'s role users
+    are scoped (see `with_roles`); the test's connections there are admin."""
+    defaults = Settings()
+    return isolated_settings(nats_server.url, redis_server.url, **overrides).replace(
+        stream_name=defaults.stream_name,
+        subject_prefix=defaults.subject_prefix,
+        key_prefix=defaults.key_prefix,
+    )
+
+
+async def production_stack(
+    settings: Settings, ready_timeout: float = 20, roles: Roles | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """App and projector as in production: each owns its connections and must ride out faults. With
+    `roles`, each runs under its own role's credentials, so a permission it lacks fails the test."""
+    await make_stream(roles.admin if roles else settings, ready_timeout)
+    app_settings = roles.http if roles else settings
+    projector_settings = roles.projector if roles else settings
+    async for http in serve(create_app(app_settings)):
+        nc = await nats.connect(**projector_settings.nats_options("test-projector"))
+        redis = Redis.from_url(**projector_settings.redis_options())
         stop = asyncio.Event()
-        task = asyncio.create_task(run_projector(settings, nc, redis, stop))
+        task = asyncio.create_task(run_projector(projector_settings, nc, redis, stop))
         await eventually(
             functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200, ready_timeout
         )

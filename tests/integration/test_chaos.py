@@ -114,7 +114,7 @@ async def test_every_fault_within_a_minute_and_the_counts_still_converge_exactly
             await load
             load_seconds = time.monotonic() - started
             assert load_seconds < 60, faults
-            await converged(http, tally)
+            await converged(http, tally, settings)
             converge_seconds = time.monotonic() - started - load_seconds
         print("\n" + "\n".join(faults))
         print(

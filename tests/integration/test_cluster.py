@@ -95,5 +95,5 @@ async def test_a_cluster_node_killed_under_load_loses_no_acknowledged_event(
     victim.proc.kill()  # the stream leader, SIGKILL
     victim.proc.wait()
     await load
-    await converged(stack, tally)
+    await converged(stack, tally, cluster_settings)
     print(f"\ncluster, stream leader {leader} SIGKILLed under load: {tally.report()} counted=exact")

@@ -22,7 +22,7 @@ from projector.projections.leases import Leases
 from projector.projections.store import Outcome, ProjectionStore
 from projector.replay.driver import replay
 from server.app import Clients, create_app
-from tests.helpers import eventually, serve
+from tests.helpers import eventually, serve, settled
 from tests.integration.workload import parse_text
 from tests.reference_fold import Message, fold
 
@@ -56,6 +56,8 @@ async def test_a_post_retried_with_its_idempotency_key_counts_once(
     await client.post(f"/analytics?timestamp={TS}&user=u3&impression")
     await client.post(f"/analytics?timestamp={TS}&user=u3&impression")  # no key: two events
     assert await eventually(lambda: hour9(client), lambda t: t == (3, 2, 2)) == (3, 2, 2)
+    # Settled (every retry applied), Redis itself holds it twice in a row.
+    await settled(settings, lambda r: stored9(r, settings), lambda t: t == (3, 2, 2), nc=nc, redis=redis)
 
     await replay(settings, nc, redis)
     assert await stored9(redis, settings) == (3, 2, 2)  # Redis itself, not a cached answer
@@ -64,6 +66,7 @@ async def test_a_post_retried_with_its_idempotency_key_counts_once(
     await redis.delete(*keys)  # Redis lost everything: the rebuild dedupes the same way
     assert await stored9(redis, settings) != (3, 2, 2)  # really gone, for now
     assert await eventually(lambda: stored9(redis, settings), lambda t: t == (3, 2, 2)) == (3, 2, 2)
+    await settled(settings, lambda r: stored9(r, settings), lambda t: t == (3, 2, 2), nc=nc, redis=redis)
 
 
 async def test_a_key_counts_again_only_after_the_window_on_stream_time(store: ProjectionStore) -> None:
@@ -158,6 +161,8 @@ async def test_projectors_share_partitions_and_each_is_applied_by_one(
     for i in range(120):
         assert (await client.post(f"/analytics?timestamp={TS}&user=user{i}&click")).status_code == 204
     await eventually(lambda: hour9(client), lambda t: t[1] == 120)
+    # Each partition applied by one projector: settled, nothing was counted twice.
+    await settled(settings, lambda r: stored9(r, settings), lambda t: t[1:] == (120, 0), redis=pool.redis)
 
 
 async def held(projectors: list[Projector]) -> list[list[int]]:

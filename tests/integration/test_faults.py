@@ -12,10 +12,10 @@ from redis.asyncio import Redis
 from contract.hours import HOUR_MS, system_now_ms
 from contract.settings import Settings
 from tests.conftest import Server
-from tests.helpers import eventually, isolated_settings
+from tests.helpers import eventually, isolated_settings, settled, stored_hours
 from tests.integration.conftest import production_stack
 from tests.integration.load import Tally, drive, wait_until_done
-from tests.integration.workload import parse_text
+from tests.integration.workload import parse_text, stored_matches
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,10 @@ async def stack(own_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def converged(http: httpx.AsyncClient, tally: Tally) -> dict[int, tuple[int, int, int]]:
+async def converged(
+    http: httpx.AsyncClient, tally: Tally, settings: Settings
+) -> dict[int, tuple[int, int, int]]:
+    """The served answers reach the truth; then, settled, Redis holds it on two reads in a row."""
     truth = tally.truth
 
     async def answers() -> dict[int, tuple[int, int, int]]:
@@ -47,11 +50,12 @@ async def converged(http: httpx.AsyncClient, tally: Tally) -> dict[int, tuple[in
     for hour in truth.hours():
         users = truth.text(hour)[0]
         assert abs(got[hour][0] - users) <= max(1, users * 0.03), (hour, got[hour], users)
+    await settled(settings, lambda r: stored_hours(r, settings, truth.hours()), stored_matches(truth))
     return got
 
 
 async def test_nats_server_killed_during_load_loses_no_acknowledged_event(
-    stack: httpx.AsyncClient, own_nats: Server
+    stack: httpx.AsyncClient, own_nats: Server, own_settings: Settings
 ) -> None:
     tally = Tally()
     load = asyncio.create_task(drive(stack, system_now_ms(), 800, duplicate_every=10, tally=tally))
@@ -60,7 +64,7 @@ async def test_nats_server_killed_during_load_loses_no_acknowledged_event(
     await eventually(lambda: asyncio.sleep(0, tally.unavailable), lambda n: n >= 20)
     own_nats.start()  # same port and store: what was acknowledged must all be there
     await load
-    await converged(stack, tally)
+    await converged(stack, tally, own_settings)
     assert tally.unavailable >= 20
     print(f"\nnats-server SIGKILL under load: {tally.report()} counted=exact")
 
@@ -75,5 +79,5 @@ async def test_redis_flushed_during_load_converges_to_exact_counts(
     await admin.flushall()
     await admin.aclose()
     await load
-    await converged(stack, tally)
+    await converged(stack, tally, own_settings)
     print(f"\nRedis FLUSHALL under load: {tally.report()} counted=exact")

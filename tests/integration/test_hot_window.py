@@ -7,6 +7,7 @@ import functools
 from collections.abc import Iterable
 
 import httpx
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
@@ -19,16 +20,21 @@ from contract.settings import Settings
 from projector.replay.driver import replay
 from projector.replay.single_hour import replay_hour
 from tests.conftest import Server
-from tests.helpers import eventually, isolated_settings, metric
-from tests.integration.conftest import production_stack
+from tests.helpers import eventually, metric
+from tests.integration.conftest import Roles, production_stack, scoped_settings, with_roles
 
 
 @pytest.fixture
-def settings(nats_server: Server, own_redis: Server) -> Settings:
-    # A Redis of this test's own: it is FLUSHALLed.
-    return isolated_settings(
-        nats_server.url, own_redis.url, log_keep_s=1, snapshot_interval_s=1, hot_hours=2, read_staleness_s=0.2
+def settings(own_nats: Server, own_redis: Server) -> Settings:
+    # Servers of this test's own (Redis is FLUSHALLed), with role users: the stack runs under its roles.
+    return scoped_settings(
+        own_nats, own_redis, log_keep_s=1, snapshot_interval_s=1, hot_hours=2, read_staleness_s=0.2
     )
+
+
+@pytest.fixture
+def roles(settings: Settings, own_nats: Server, own_redis: Server) -> Roles:
+    return with_roles(settings, own_nats, own_redis)
 
 
 def users_by_hour(now: int) -> dict[int, list[str]]:
@@ -85,14 +91,17 @@ async def keys_naming(redis: Redis, settings: Settings, hours: Iterable[int]) ->
 
 
 async def test_hours_outside_the_window_leave_redis_and_every_answer_stays_exact(
-    settings: Settings, nc: NATS, own_redis: Server
+    settings: Settings, roles: Roles, own_nats: Server, own_redis: Server
 ) -> None:
+    # The HTTP process reads cold hours and change notices as `api`; the projector snapshots,
+    # compacts, evicts and thaws as `projector`. The test itself is admin.
+    nc = await nats.connect(own_nats.url)
     redis = Redis.from_url(own_redis.url)
     now = hour_of(system_now_ms())
     users = users_by_hour(now)
     want = expected(users)
     cold = [now - 3, now - 10, now - 30, 0]
-    async for http in production_stack(settings):
+    async for http in production_stack(settings, roles=roles):
         for hour, names in users.items():
             for user in names:
                 for kind in ("click", "impression"):
@@ -143,7 +152,7 @@ async def test_hours_outside_the_window_leave_redis_and_every_answer_stays_exact
         assert await direct(redis, nc, settings, want) == want
 
     # A full restart of app and projector.
-    async for http in production_stack(settings):
+    async for http in production_stack(settings, roles=roles):
         read = functools.partial(answers, http, want)
         assert await eventually(read, lambda a: a == want) == want
 
@@ -160,3 +169,4 @@ async def test_hours_outside_the_window_leave_redis_and_every_answer_stays_exact
         assert await eventually(lambda: keys_naming(redis, settings, cold), lambda k: k == [], 30) == []
         assert await direct(redis, nc, settings, want) == want
     await redis.aclose()
+    await nc.close()

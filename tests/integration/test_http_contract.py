@@ -171,11 +171,6 @@ async def test_health_and_readiness(client: Client) -> None:
     await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
 
 
-async def test_readiness_names_a_missing_projector(client: Client) -> None:
-    ready = await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 503)
-    assert "projector: none is running" in ready.text
-
-
 def test_hour_helper_matches_contract() -> None:
     assert hour_of(HOUR_MS) == 1
 

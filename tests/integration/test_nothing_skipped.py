@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import msgspec
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
@@ -19,8 +21,9 @@ from contract.keys import Keys
 from contract.schema import Event
 from contract.settings import Settings
 from contract.stream import dead_letter_stream
+from tests.conftest import Server
 from tests.helpers import eventually, metric, stored_hour
-from tests.integration.conftest import Projectors
+from tests.integration.conftest import Projectors, production_stack, scoped_settings, with_roles
 
 HOUR = 13
 TS = HOUR * HOUR_MS
@@ -32,8 +35,39 @@ def user_in(partition: int, settings: Settings, tag: str = "u") -> str:
     )
 
 
-@pytest.mark.usefixtures("projector")
+@pytest.fixture
+def scoped(own_nats: Server, own_redis: Server) -> Settings:
+    return scoped_settings(own_nats, own_redis)
+
+
+@pytest.fixture
+async def role_stack(
+    scoped: Settings, own_nats: Server, own_redis: Server
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The stack under its roles' credentials, started before the test (and before caplog's handler,
+    which the app's logging setup would otherwise replace)."""
+    async for http in production_stack(scoped, roles=with_roles(scoped, own_nats, own_redis)):
+        yield http
+
+
 async def test_garbage_and_rule_breaking_events_are_dead_lettered_while_later_events_count(
+    role_stack: httpx.AsyncClient,
+    scoped: Settings,
+    own_nats: Server,
+    own_redis: Server,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The projector writes its dead letters as `projector`, the HTTP process appends as `ingest`.
+    nc = await nats.connect(own_nats.url)
+    redis = Redis.from_url(own_redis.url)
+    try:
+        await dead_letter_scenario(role_stack, nc, redis, scoped, caplog)
+    finally:
+        await nc.close()
+        await redis.aclose()
+
+
+async def dead_letter_scenario(
     client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="projector")

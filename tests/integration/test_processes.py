@@ -8,20 +8,21 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
+from api.reader import HourTotals
 from contract.hours import HOUR_MS, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port, port_open
-from tests.helpers import eventually, settings_env
+from tests.helpers import eventually, pause, settings_env, settled, stored_hours
 from tests.integration.load import Tally, drive, wait_until_done
-from tests.integration.workload import Truth, mixed_events, parse_text, post_path
+from tests.integration.workload import Truth, mixed_events, parse_text, post_path, stored_matches
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +78,11 @@ async def answers(http: httpx.AsyncClient, truth: Truth) -> dict[int, tuple[int,
     return out
 
 
+def in_redis(settings: Settings, truth: Truth) -> Callable[[Redis], Awaitable[dict[int, HourTotals]]]:
+    """Every hour of the truth as Redis holds it in the live generation, past the HTTP cache."""
+    return lambda redis: stored_hours(redis, settings, truth.hours())
+
+
 def exact(truth: Truth) -> object:
     return lambda got: all(got[h][1:] == truth.text(h)[1:] for h in truth.hours())
 
@@ -116,6 +122,7 @@ async def test_projector_killed_with_sigkill_mid_load_counts_every_event_once(
     for hour in truth.hours():
         users = truth.text(hour)[0]
         assert abs(got[hour][0] - users) <= max(1, users * 0.03)
+    await settled(settings, in_redis(settings, truth), stored_matches(truth), redis=redis)
     print(
         f"\nprojector SIGKILLed twice mid-load: events={len(events)} 204s={len(events)} 503s=0 counted=exact"
     )
@@ -162,6 +169,7 @@ async def test_projectors_started_killed_and_paused_during_load_count_every_even
     enough.set()
     await load
     await eventually(lambda: answers(client, tally.truth), exact(tally.truth), timeout=60)  # type: ignore[arg-type]
+    await settled(settings, in_redis(settings, tally.truth), stored_matches(tally.truth), redis=redis)
     await eventually(holders, lambda o: held_by(second)(o) and held_by(third)(o))
     print(f"\nprojectors: 3 started, 1 SIGKILLed, 1 paused past its lease: {tally.report()} counted=exact")
 
@@ -194,6 +202,8 @@ async def test_stack_serves_replays_and_restarts_with_identical_answers(
             assert (await http.post(post_path(ts, user, kind))).status_code == 204
             truth.add(ts, user, kind)
         live = await eventually(lambda: answers(http, truth), exact(truth), timeout=60)  # type: ignore[arg-type]
+        admin_settings = settings.with_credentials("admin")
+        stored = await settled(admin_settings, in_redis(settings, truth), stored_matches(truth))
         # The admin port answers for every worker.
         admin = f"http://127.0.0.1:{settings.admin_port}/metrics"
         scraped = (await asyncio.to_thread(httpx.get, admin)).text
@@ -214,7 +224,8 @@ async def test_stack_serves_replays_and_restarts_with_identical_answers(
         )
         assert replay.returncode == 0, replay.stderr.decode()
         assert b"replayed 300 events" in replay.stdout
-        assert await answers(http, truth) == live
+        # Redis itself: a GET may serve the switched-out generation from its cache for a while.
+        assert await settled(admin_settings, in_redis(settings, truth), stored.__eq__) == stored
 
         children = [int(pid) for pid in re.findall(r"\| started \(pid (\d+)\)", log.read_text())]
         stack.send_signal(signal.SIGINT)
@@ -229,6 +240,7 @@ async def test_stack_serves_replays_and_restarts_with_identical_answers(
         up()
         await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, timeout=60)
         assert await answers(http, truth) == live
+        assert await settled(admin_settings, in_redis(settings, truth), stored.__eq__) == stored
 
 
 async def test_a_replay_split_over_build_processes_answers_as_live_and_its_builds_end_with_it(
@@ -246,7 +258,8 @@ async def test_a_replay_split_over_build_processes_answers_as_live_and_its_build
     for ts, user, kind in mixed_events(system_now_ms(), 300, seed=17):
         assert (await client.post(post_path(ts, user, kind))).status_code == 204
         truth.add(ts, user, kind)
-    live = await eventually(lambda: answers(client, truth), exact(truth), timeout=60)  # type: ignore[arg-type]
+    await eventually(lambda: answers(client, truth), exact(truth), timeout=60)  # type: ignore[arg-type]
+    live = await settled(settings, in_redis(settings, truth), stored_matches(truth), redis=redis)
 
     def replay() -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
@@ -257,7 +270,8 @@ async def test_a_replay_split_over_build_processes_answers_as_live_and_its_build
     assert done.returncode == 0, done.stderr.decode()
     assert b"replayed 300 events" in done.stdout
     assert b"in 2 build processes" in done.stderr
-    assert await answers(client, truth) == live
+    # Redis itself: a GET may serve the switched-out generation from its cache for a while.
+    assert await stored_hours(redis, settings, truth.hours()) == live
 
     # Killed while its builds start: they stop on their own, and the next replay goes through.
     killed = spawn(["-m", "projector", "replay"], env, log)
@@ -283,7 +297,23 @@ async def test_a_replay_split_over_build_processes_answers_as_live_and_its_build
     assert log.read_text().count("the replay that started this build is gone; stopping") == 2
     again = await eventually(lambda: asyncio.to_thread(replay), lambda r: r.returncode == 0, timeout=30)
     assert b"replayed 300 events" in again.stdout
-    assert await answers(client, truth) == live
+    assert await stored_hours(redis, settings, truth.hours()) == live
     keys = await redis.keys(f"{settings.key_prefix}:g*:wm:*")
     generations = {(k.decode() if isinstance(k, bytes) else k).split(":")[1] for k in keys}
     assert len(generations) == 1, f"watermarks of more than the live generation left: {generations}"
+
+
+async def test_readyz_turns_503_naming_the_projectors_once_the_only_one_stops_heartbeating(
+    settings: Settings, client: httpx.AsyncClient, tmp_path: Path, reaper: list[subprocess.Popen[bytes]]
+) -> None:
+    before = await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 503)
+    assert "projector: none is running" in before.text
+    projector = spawn(
+        ["-m", "projector", "run"], settings_env(settings.replace(lease_ttl_s=1.0)), tmp_path / "p.log"
+    )
+    reaper.append(projector)
+    # Ready because of it: nothing else was missing.
+    await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200, timeout=30)
+    pause(projector.pid)  # alive but silent: no heartbeat, no clean leave
+    gone = await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 503, timeout=30)
+    assert "projector: none is running (no heartbeat within its lease)" in gone.text

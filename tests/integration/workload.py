@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from api.reader import HourTotals
 from contract.hours import HOUR_MS, hour_of
 
 
@@ -52,3 +54,19 @@ def parse_text(body: str) -> tuple[int, int, int]:
     assert [line.split(",")[0] for line in lines] == ["unique_users", "clicks", "impressions"]
     users, clicks, impressions = (int(line.split(",")[1]) for line in lines)
     return users, clicks, impressions
+
+
+def stored_matches(truth: Truth) -> Callable[[dict[int, HourTotals]], bool]:
+    """What Redis holds equals the truth: counts exactly, users within HyperLogLog's error."""
+
+    def check(stored: dict[int, HourTotals]) -> bool:
+        for hour in truth.hours():
+            users, clicks, impressions = truth.text(hour)
+            got = stored[hour]
+            if (got.clicks, got.impressions) != (clicks, impressions):
+                return False
+            if abs(got.unique_users - users) > max(1, users * 0.03):
+                return False
+        return True
+
+    return check
