@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -199,3 +201,26 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) ->
                 pass
             time.sleep(0.05)
     raise AssertionError("server not ready")
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python <args>` in a session of its own (so `reaper` can kill all it started), output to `log`."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture
+def reaper() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test appends here are SIGKILLed with their whole session if still running at its end."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

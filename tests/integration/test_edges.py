@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -138,34 +139,11 @@ async def test_counts_never_decrease_while_a_replay_runs_under_load(
             history += len(events)
     await eventually(lambda: stored_hour(redis, settings, 11), lambda t: t.clicks == history, timeout=60)
 
-    done = asyncio.Event()
-    sent = 0
-    seen: list[tuple[int, int]] = []
+    async def replays() -> None:
+        for _ in range(3):
+            await replay(settings, nc, redis)
 
-    async def write() -> None:
-        nonlocal sent
-        while not done.is_set():
-            sent += 1
-            assert (
-                await client.post(f"/analytics?timestamp={TS}&user=live{sent}&impression")
-            ).status_code == 204
-
-    async def watch() -> None:
-        while not done.is_set():
-            t = await stored_hour(redis, settings, 11)
-            seen.append((t.clicks, t.impressions))
-            await asyncio.sleep(0)
-
-    async def run_replays() -> None:
-        try:
-            for _ in range(3):
-                await replay(settings, nc, redis)
-        finally:
-            done.set()
-
-    await asyncio.gather(write(), watch(), run_replays())
-    decreases = [(a, b) for a, b in itertools.pairwise(seen) if b[0] < a[0] or b[1] < a[1]]
-    assert not decreases, f"counts went backwards {len(decreases)} times, e.g. {decreases[:3]}"
+    seen, sent = await while_writing(client, redis, settings, replays)
     assert len(seen) > 20
     final = await eventually(
         lambda: stored_hour(redis, settings, 11), lambda t: (t.clicks, t.impressions) == (history, sent)
@@ -270,6 +248,38 @@ async def test_counts_never_decrease_while_a_single_hour_replay_runs_under_load(
         history += 1
     await eventually(lambda: stored_hour(redis, settings, 11), lambda t: t.clicks == history, timeout=60)
 
+    async def replays() -> None:
+        # `./just replay YYYYMMDDHH`, as an operator runs it, into the hour being written.
+        command = [sys.executable, "-m", "projector", "replay", hour_token(11)]
+        for _ in range(3):
+            done_once = await asyncio.to_thread(
+                subprocess.run,
+                command,
+                env=settings_env(settings),
+                cwd=ROOT,
+                capture_output=True,
+                timeout=120,
+            )
+            assert done_once.returncode == 0, done_once.stderr.decode()
+
+    seen, sent = await while_writing(client, redis, settings, replays)
+    assert len(seen) > 20
+    assert sent > 0
+    final = await settled(
+        settings,
+        lambda r: stored_hour(r, settings, 11),
+        lambda t: (t.clicks, t.impressions) == (history, sent),
+        nc=nc,
+        redis=redis,
+    )
+    assert abs(final.unique_users - (history + sent)) <= 0.02 * (history + sent)  # HyperLogLog
+
+
+async def while_writing(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings, replays: Callable[[], Awaitable[None]]
+) -> tuple[list[tuple[int, int]], int]:
+    """`replays()` while impressions are POSTed into hour 11 and Redis is read as fast as it answers;
+    fails if a count ever went down. Returns what was seen and how many impressions were sent."""
     done = asyncio.Event()
     sent = 0
     seen: list[tuple[int, int]] = []
@@ -288,33 +298,13 @@ async def test_counts_never_decrease_while_a_single_hour_replay_runs_under_load(
             seen.append((t.clicks, t.impressions))
             await asyncio.sleep(0)
 
-    async def run_replays() -> None:
-        # `./just replay YYYYMMDDHH`, as an operator runs it, into the hour being written.
-        command = [sys.executable, "-m", "projector", "replay", hour_token(11)]
+    async def run() -> None:
         try:
-            for _ in range(3):
-                done_once = await asyncio.to_thread(
-                    subprocess.run,
-                    command,
-                    env=settings_env(settings),
-                    cwd=ROOT,
-                    capture_output=True,
-                    timeout=120,
-                )
-                assert done_once.returncode == 0, done_once.stderr.decode()
+            await replays()
         finally:
             done.set()
 
-    await asyncio.gather(write(), watch(), run_replays())
+    await asyncio.gather(write(), watch(), run())
     decreases = [(a, b) for a, b in itertools.pairwise(seen) if b[0] < a[0] or b[1] < a[1]]
     assert not decreases, f"counts went backwards {len(decreases)} times, e.g. {decreases[:3]}"
-    assert len(seen) > 20
-    assert sent > 0
-    final = await settled(
-        settings,
-        lambda r: stored_hour(r, settings, 11),
-        lambda t: (t.clicks, t.impressions) == (history, sent),
-        nc=nc,
-        redis=redis,
-    )
-    assert abs(final.unique_users - (history + sent)) <= 0.02 * (history + sent)  # HyperLogLog
+    return seen, sent

@@ -31,6 +31,7 @@ from deploy.servers import (
 )
 from deploy.supervisor import Child, Supervisor
 from tests.helpers import eventually, settings_env
+from tests.integration.conftest import spawn
 
 pytestmark = pytest.mark.slow
 
@@ -362,24 +363,7 @@ async def _speak_once(sock: socket.socket, greeting: bytes, port: int, name: str
 
 
 def launch(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "deploy.supervisor", *args],
-        env=settings_env(settings),
-        cwd=ROOT,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-@pytest.fixture
-def reaper() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    return spawn(["-m", "deploy.supervisor", *args], settings_env(settings), log)
 
 
 async def stopped_on(

@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -21,6 +21,7 @@ from contract.keys import Keys
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port, port_open
 from tests.helpers import eventually, pause, settings_env, settled, stored_hours
+from tests.integration.conftest import spawn
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.workload import Truth, mixed_events, parse_text, post_path, stored_matches
 
@@ -46,27 +47,6 @@ def _descendants_seen(pids: list[int]) -> list[int]:
         if ppid in pids:
             found.append(int(stat.parent.name))
     return found
-
-
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, *args],
-        env=env,
-        cwd=ROOT,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-@pytest.fixture
-def reaper() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 async def answers(http: httpx.AsyncClient, truth: Truth) -> dict[int, tuple[int, int, int]]:

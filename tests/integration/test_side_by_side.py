@@ -15,7 +15,7 @@ from contract.hours import HOUR_MS
 from contract.settings import Settings
 from deploy.servers import free_port
 from tests.helpers import eventually, settings_env
-from tests.integration.test_processes import spawn
+from tests.integration.conftest import spawn
 from tests.integration.workload import parse_text
 
 pytestmark = pytest.mark.slow
