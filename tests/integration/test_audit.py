@@ -1,6 +1,6 @@
 """The audit against real servers: a clean log audits clean (duplicate keys, late events), a closed
-hour corrupted behind the projector's back (a counter, a HyperLogLog, a missing key) is named exactly,
-`python -m projector audit` exits 1 naming it, and `--repair` makes it exact."""
+hour corrupted behind the projector's back (a counter, a HyperLogLog, a missing key, a lost dedup
+entry) is named exactly, `python -m projector audit` exits 1 naming it, and `--repair` makes it exact."""
 
 from __future__ import annotations
 
@@ -118,3 +118,36 @@ async def test_corrupted_hours_are_named_exactly_and_repaired(
     again = run_audit(settings)
     assert again.returncode == 0, again.stdout
     assert "6 hour(s) audited, 0 mismatched" in again.stdout, again.stdout
+
+
+async def test_a_lost_dedup_entry_shows_as_a_mismatch_in_the_hour_its_retry_landed_in(
+    settings: Settings, nc: NATS, redis: Redis, client: httpx.AsyncClient, projector: None
+) -> None:
+    """Dedup entries only decide later events: lost, the next retry of their key counts again, and the
+    audit, which folds the log with the dedup the apply should have done, names that hour."""
+    hour, user = HOURS[3], "u7"
+    await post(client, hour, user, "impression", key="order-1")
+    await post(client, HOURS[5], "marker", "click")
+    auditor = await Auditor.open(settings, nc, redis)
+
+    async def verdicts() -> dict[int, Verdict]:
+        return {h: (await auditor.hour(h)).verdict for h in (hour, HOURS[5])}
+
+    await eventually(verdicts, lambda v: set(v.values()) == {Verdict.OK})
+
+    keys, gen = Keys(settings.key_prefix), 1
+    assert await redis.delete(keys.dedup(gen, partition_of(user, settings.partitions))) == 1
+    await post(client, hour, user, "impression", key="order-1")  # the retry the lost entry lets through
+    found = await eventually(lambda: auditor.hour(hour), lambda a: a.verdict is Verdict.MISMATCH)
+    assert found.totals("log") == (0, 1, 1)
+    assert found.totals("served") == (0, 2, 1)
+    assert (await auditor.hour(HOURS[5])).verdict is Verdict.OK
+
+    done = run_audit(settings, hour_token(hour), hour_token(HOURS[5]))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines() if line.endswith("mismatch")] == [
+        hour_token(hour)
+    ]
+    fixed = run_audit(settings, hour_token(hour), "--repair")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert (await auditor.hour(hour)).totals("served") == (0, 1, 1)
