@@ -56,6 +56,12 @@ class Command:
     """A build's replay: when a stop signal comes because the replay is gone, the build says so."""
 
 
+LEADER_ELECTION_S = 30.0
+"""How long `stream` keeps asking a cluster that answers but has not elected its stream leaders yet."""
+STREAM_REQUEST_S = 2.0
+"""How long one of its requests waits: a stream without a leader never answers, so the try is lost."""
+
+
 async def run_command(command: Command, stop: asyncio.Event) -> int:
     """`run`, `replay`, `inspect` or `stream`, with the connections it needs."""
     # The stream's configuration is the admin's to change; everything else runs as the projector.
@@ -68,11 +74,15 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
         nc = await reach_nats(settings, name, deadline)
     try:
         if command.name == "stream":
-            # A cluster just up answers before all its stream leaders are elected: a request can time
-            # out then, so it is asked again until the deadline (a lost server still ends in one line).
-            async with asyncio.timeout(deadline):
+            # A cluster just up answers before all its leaders are elected (its meta leader took 5 s in
+            # CI), and a request to a stream without a leader gets no answer at all: each try waits
+            # briefly, and tries go on for a while (a lost server still ends in one line).
+            async with asyncio.timeout(max(deadline, LEADER_ELECTION_S)):
                 said = await with_backoff(
-                    lambda: ensure_stream(nc, settings), (TimeoutError,), "JetStream's stream leaders", log
+                    lambda: ensure_stream(nc, settings, request_timeout_s=STREAM_REQUEST_S),
+                    (TimeoutError,),
+                    "JetStream's stream leaders",
+                    log,
                 )
             print(said)
             return 0

@@ -60,12 +60,12 @@ def dead_letter_config(settings: Settings) -> StreamConfig:
     )
 
 
-async def ensure_stream(nc: NATS, settings: Settings) -> str:
+async def ensure_stream(nc: NATS, settings: Settings, request_timeout_s: float = 5.0) -> str:
     """Create the event log and its dead-letter stream, or bring their configuration up to date.
 
     Refuses (PartitionMismatch) to touch a stream created with another partition count.
     """
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=request_timeout_s)
     said = []
     for config in (stream_config(settings), dead_letter_config(settings)):
         name = config.name or ""
