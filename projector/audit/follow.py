@@ -100,7 +100,9 @@ class Follower:
             if not await self.records.claim(hour, self.owner, CLAIM_MS):
                 continue
             try:
-                done.append(await self._audit(hour, counts[hour]))
+                # Another process may have audited it since this pass listed it, and released its claim.
+                if await self.records.unaudited({hour: counts[hour]}):
+                    done.append(await self._audit(hour, counts[hour]))
             finally:
                 await self.records.release(hour, self.owner)
         left = await self.records.unaudited(counts)

@@ -159,3 +159,18 @@ async def test_compaction_keeps_every_event_the_audit_has_not_covered(
         return (await js.stream_info(settings.stream_name)).state.first_seq
 
     assert await eventually(first_seq, lambda f: f > 1) > 1
+
+
+async def test_two_audit_processes_split_the_hours_and_audit_each_once(
+    settings: Settings, nc: NATS, redis: Redis, client: httpx.AsyncClient, projector: None
+) -> None:
+    await write(client, HOURS)
+    keys = Keys(settings.key_prefix)
+    await eventually(functools.partial(_clicks, redis, keys, settings), lambda n: n == 12 * len(HOURS))
+    later = (HOURS[-1] + 3) * HOUR_MS  # every hour closed for longer than the grace period
+    followers = [Follower(settings, nc, redis, clock=lambda: later) for _ in range(2)]
+    passes = await asyncio.gather(*(f.pass_once() for f in followers))
+    audited = [a.hour for found in passes for a in found]
+    assert sorted(audited) == HOURS, "each hour audited by exactly one of the two"
+    assert await Records(redis, keys).through() == HOURS[-1] + 1  # up to the first hour not yet due
+    assert [a.hour for f in followers for a in await f.pass_once()] == [], "nothing left to audit"
