@@ -1,8 +1,13 @@
 """`GET /analytics/live`: the current hour's counts as Server-Sent Events, pushed when projectors
 announce that the hour changed, coalesced, with heartbeats; a bounded number of subscribers.
 
-The hub decides what to send and when; Litestar's `ServerSentEvent` frames it. Messages are framed with
-a bare LF (`sep="\n"`, as before): the dashboard's reader splits events on a blank LF line."""
+The hub decides what to send and when; Litestar's `ServerSentEventMessage` frames each message (with a
+bare LF, `sep="\n"`: the dashboard's reader splits events on a blank LF line), and the route streams the
+frames with Litestar's `Stream`. Not its `ServerSentEvent` response: with it, a subscriber slot was once
+still taken 5 s after its client had gone (a clean-clone CI run of
+`test_live_subscribers_are_bounded_per_worker`), which a `Stream` over this generator never showed in the
+sessions before. The likely cause: its wrapper leaves this generator's `finally`, which gives the slot
+back, to the garbage collector instead of ending it with the response."""
 
 from __future__ import annotations
 
@@ -14,9 +19,9 @@ from litestar.response import ServerSentEventMessage
 
 from contract.hours import hour_of
 
-RETRY = ServerSentEventMessage(data=None, retry=2000, sep="\n")
+RETRY = ServerSentEventMessage(data=None, retry=2000, sep="\n").encode()
 """First on every stream: a client that loses it reconnects after 2 s."""
-HEARTBEAT = ServerSentEventMessage(data=None, comment="heartbeat", sep="\n")
+HEARTBEAT = ServerSentEventMessage(data=None, comment="heartbeat", sep="\n").encode()
 
 
 class Full(Exception):
@@ -62,7 +67,7 @@ class LiveHub:
         for wake in self._wakes:
             wake.set()
 
-    def subscribe(self) -> AsyncIterator[ServerSentEventMessage]:
+    def subscribe(self) -> AsyncIterator[bytes]:
         """A new stream, or Full. The slot is taken here, before the response starts."""
         if len(self._wakes) >= self.max_subscribers:
             raise Full
@@ -70,7 +75,7 @@ class LiveHub:
         self._wakes.add(wake)
         return self._stream(wake)
 
-    async def _stream(self, wake: asyncio.Event) -> AsyncIterator[ServerSentEventMessage]:
+    async def _stream(self, wake: asyncio.Event) -> AsyncIterator[bytes]:
         try:
             yield RETRY
             hour = hour_of(self._clock())
@@ -102,5 +107,5 @@ class LiveHub:
         return max(0.001, min(self.heartbeat_s, to_next_hour))
 
 
-def _event(json: bytes) -> ServerSentEventMessage:
-    return ServerSentEventMessage(data=json, sep="\n")
+def _event(json: bytes) -> bytes:
+    return ServerSentEventMessage(data=json, sep="\n").encode()

@@ -11,7 +11,7 @@ from typing import Any
 from litestar import HttpMethod, Request, Response, get, post, route
 from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
-from litestar.response import ServerSentEvent
+from litestar.response import Stream
 
 from api.live import Full
 from server import metrics, openapi
@@ -50,9 +50,9 @@ async def analytics_options() -> Response[None]:
 
 
 @get("/analytics/live", include_in_schema=False)
-async def live(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> ServerSentEvent:
+async def live(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Stream:
     """Server-Sent Events of the current hour (not in the OpenAPI document: a stream that never ends is
-    no request/response pair)."""
+    no request/response pair). Framed by the hub; see `api/live.py` for why a `Stream`."""
     reads, hub = services.reads, services.live
     reads.authorize(request.scope["headers"])
     try:
@@ -63,9 +63,11 @@ async def live(request: Request[Any, Any, Any], services: NamedDependency[Servic
             headers={"Retry-After": "5"},
         ) from None
     reads.answered(200)
-    stream = ServerSentEvent(events)
-    del stream.headers["Connection"]  # hop-by-hop, the server's to decide: the answer stays as it was
-    return stream
+    return Stream(
+        events,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
 
 
 @route("/", http_method=READ_METHODS, include_in_schema=False)

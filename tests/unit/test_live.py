@@ -19,8 +19,8 @@ async def view(hour: int) -> bytes:
 async def test_a_burst_of_changes_becomes_few_pushes() -> None:
     hub = LiveHub(view, lambda: NOW, heartbeat_s=60, min_interval_s=0.2)
     events = hub.subscribe()
-    assert (await anext(events)).encode() == b"retry: 2000\n\n"
-    assert (await anext(events)).encode() == b'data: {"hour":1000}\n\n'
+    assert await anext(events) == b"retry: 2000\n\n"
+    assert await anext(events) == b'data: {"hour":1000}\n\n'
     pushes = 0
 
     async def read() -> None:
@@ -45,7 +45,7 @@ async def test_other_hours_wake_nobody_and_slots_are_bounded() -> None:
     await anext(events)
     await anext(events)
     hub.changed([999])  # not the current hour
-    assert (await asyncio.wait_for(anext(events), 1)).encode() == b": heartbeat\n\n"
+    assert await asyncio.wait_for(anext(events), 1) == b": heartbeat\n\n"
     await events.aclose()  # type: ignore[attr-defined]
     assert hub.subscribers == 0
     hub.subscribe()  # the slot was given back
@@ -56,7 +56,7 @@ async def test_a_new_hour_is_pushed_when_it_starts() -> None:
     hub = LiveHub(view, lambda: now[0], heartbeat_s=60)
     events = hub.subscribe()
     await anext(events)
-    assert (await anext(events)).encode() == b'data: {"hour":1000}\n\n'
+    assert await anext(events) == b'data: {"hour":1000}\n\n'
     now[0] = 1001 * HOUR_MS  # the clock passes the hour while the stream waits
-    assert (await asyncio.wait_for(anext(events), 1)).encode() == b'data: {"hour":1001}\n\n'
+    assert await asyncio.wait_for(anext(events), 1) == b'data: {"hour":1001}\n\n'
     await events.aclose()  # type: ignore[attr-defined]
