@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -21,6 +22,8 @@ log = logging.getLogger("projector")
 HINT = "is ./just up running?"
 NATS_DOWN = (TimeoutError, OSError, nats.errors.Error)
 REDIS_DOWN = (OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+T = TypeVar("T")
 
 
 class Unreachable(SystemExit):
@@ -103,22 +106,21 @@ async def reach_redis(settings: Settings, deadline_s: float) -> Redis:
 
 async def keep_reaching_nats(settings: Settings, name: str, deadline_s: float) -> NATS:
     """For the long-running `run`: retried with backoff until NATS answers, one WARNING per try."""
-    delay = FIRST_DELAY_S
-    while True:
-        try:
-            return await reach_nats(settings, name, deadline_s)
-        except Unreachable as exc:
-            log.warning("%s; retrying in %.1fs", exc.line, delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, MAX_DELAY_S)
+    return await _keep_trying(lambda: reach_nats(settings, name, deadline_s))
 
 
 async def keep_reaching_redis(settings: Settings, deadline_s: float) -> Redis:
     """For the long-running `run`: retried with backoff until Redis answers, one WARNING per try."""
+    return await _keep_trying(lambda: reach_redis(settings, deadline_s))
+
+
+async def _keep_trying(reach: Callable[[], Awaitable[T]]) -> T:
+    """`reach()` again after each Unreachable, with backoff, logging its one line as a WARNING (not
+    `with_backoff`, whose line names the dependency again around the reason)."""
     delay = FIRST_DELAY_S
     while True:
         try:
-            return await reach_redis(settings, deadline_s)
+            return await reach()
         except Unreachable as exc:
             log.warning("%s; retrying in %.1fs", exc.line, delay)
         await asyncio.sleep(delay)
