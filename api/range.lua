@@ -1,22 +1,25 @@
--- Reads a range of buckets in the live generation, in one round trip and one consistent view.
--- KEYS: the generation key. ARGV: the generation a missing key means, n partitions, n cold-hash
--- templates, the number of buckets, then per bucket: k hours, then per hour its token, then n
--- users-key templates and n counts-key templates (each template with {gen} where the generation goes).
+-- Reads a range of buckets in the live generation of each partition, in one round trip and one
+-- consistent view.
+-- KEYS: the n partitions' generation keys. ARGV: the generation a missing key means, the mode ("count":
+-- count here; "raw": return the parts, for a caller that reads one partition per call, as on a Redis
+-- Cluster, and counts the unions itself), n partitions, n cold-hash templates, the number of buckets,
+-- then per bucket: k hours, then per hour its token, then n users-key templates and n counts-key
+-- templates (each template with {gen} where the generation goes).
 -- Returns per bucket {unique users, clicks, impressions}, then the unique users of the whole range:
 -- PFCOUNT over many keys counts their union without writing anything. When any hour of the range is
--- cold in some partition it returns {-1} and then, per bucket, hour and partition, {cold entry
--- watermark or '', the HyperLogLog's bytes or '', clicks, impressions}: the caller counts the unions.
-local gen = redis.call('GET', KEYS[1]) or ARGV[1]
-local n = tonumber(ARGV[2])
-local colds = {}
+-- cold in some partition, or in "raw" mode, it returns {-1} and then, per bucket, hour and partition,
+-- {cold entry watermark or '', the HyperLogLog's bytes or '', clicks, impressions}.
+local n = tonumber(ARGV[3])
+local gens, colds = {}, {}
 for p = 1, n do
-  colds[p] = string.gsub(ARGV[2 + p], '{gen}', gen)
+  gens[p] = redis.call('GET', KEYS[p]) or ARGV[1]
+  colds[p] = string.gsub(ARGV[3 + p], '{gen}', gens[p])
   if redis.call('HLEN', colds[p]) == 0 then colds[p] = false end  -- nothing cold: skip the lookups
 end
-local buckets = tonumber(ARGV[3 + n])
+local buckets = tonumber(ARGV[4 + n])
 local cells = {}  -- per hour and partition: cold entry (or false), users key, counts key
 local per_bucket = {}
-local a = 4 + n
+local a = 5 + n
 for b = 1, buckets do
   local k = tonumber(ARGV[a])
   per_bucket[b] = k
@@ -26,14 +29,14 @@ for b = 1, buckets do
     for p = 1, n do
       cells[#cells + 1] = {
         colds[p] and redis.call('HGET', colds[p], token),
-        (string.gsub(ARGV[a + p], '{gen}', gen)),
-        (string.gsub(ARGV[a + n + p], '{gen}', gen)),
+        (string.gsub(ARGV[a + p], '{gen}', gens[p])),
+        (string.gsub(ARGV[a + n + p], '{gen}', gens[p])),
       }
     end
     a = a + 1 + 2 * n
   end
 end
-local any = false
+local any = ARGV[2] == 'raw'
 for _, cell in ipairs(cells) do
   if cell[1] then any = true break end
 end

@@ -1,23 +1,24 @@
--- Reads one hour across every partition in the live generation, in one round trip.
--- KEYS: the generation key. ARGV: the generation a missing key means, n partitions, the hour token,
--- then n users-key templates, n counts-key templates and n cold-hash templates, each with {gen}
--- where the generation goes.
+-- Reads one hour across partitions in the live generation of each, in one round trip.
+-- KEYS: the n partitions' generation keys. ARGV: the generation a missing key means, the mode
+-- ("count": count here; "raw": return every partition's parts, for a caller that reads one partition
+-- per call, as on a Redis Cluster, and counts the union itself), n, the hour token, then n users-key
+-- templates, n counts-key templates and n cold-hash templates, each with {gen} where the generation goes.
 -- Returns {unique users, clicks, impressions}. When the hour is cold in some partition (it left Redis
--- for the snapshot store) it returns {-1} and then per partition {cold entry watermark or '', the
--- HyperLogLog's bytes or '', clicks, impressions}: the caller reads the cold parts through.
-local gen = redis.call('GET', KEYS[1]) or ARGV[1]
-local n = tonumber(ARGV[2])
-local token = ARGV[3]
-local cold, any = {}, false
+-- for the snapshot store), or in "raw" mode, it returns {-1} and then per partition {cold entry
+-- watermark or '', the HyperLogLog's bytes or '', clicks, impressions}: the caller counts the union.
+local n = tonumber(ARGV[3])
+local token = ARGV[4]
+local gens, cold, any = {}, {}, ARGV[2] == 'raw'
 for i = 1, n do
-  cold[i] = redis.call('HGET', (string.gsub(ARGV[3 + 2 * n + i], '{gen}', gen)), token)
+  gens[i] = redis.call('GET', KEYS[i]) or ARGV[1]
+  cold[i] = redis.call('HGET', (string.gsub(ARGV[4 + 2 * n + i], '{gen}', gens[i])), token)
   if cold[i] then any = true end
 end
 local users, raw = {}, {-1}
 local clicks, impressions = 0, 0
 for i = 1, n do
-  users[i] = string.gsub(ARGV[3 + i], '{gen}', gen)
-  local counts = redis.call('HMGET', (string.gsub(ARGV[3 + n + i], '{gen}', gen)), 'clicks', 'impressions')
+  users[i] = string.gsub(ARGV[4 + i], '{gen}', gens[i])
+  local counts = redis.call('HMGET', (string.gsub(ARGV[4 + n + i], '{gen}', gens[i])), 'clicks', 'impressions')
   clicks = clicks + tonumber(counts[1] or '0')
   impressions = impressions + tonumber(counts[2] or '0')
   if any then

@@ -1,5 +1,11 @@
 """Redis adapter of the read side: one hour's totals in one round trip, and ranges of them; hours that
-left Redis (cold) are read through to the snapshot store."""
+left Redis (cold) are read through to the snapshot store.
+
+On one node a script reads every partition at once and counts there. On a Redis Cluster
+(`split_by_partition`) a script may only touch one partition's slot: one call per partition in one
+pipeline returns that partition's HyperLogLog bytes and counters (one atomic view of the partition),
+and the unions are counted here with contract.hll, as for cold hours. Both give identical answers.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
+import redis.exceptions
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from api.cold import ColdSource, EntryGone
 from contract import hll
@@ -29,17 +37,28 @@ class HourTotals:
 
 
 class Reader:
-    def __init__(self, redis: Redis, keys: Keys, partitions: int, cold: ColdSource | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        partitions: int,
+        cold: ColdSource | None = None,
+        *,
+        split_by_partition: bool = False,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._partitions = partitions
         self._cold = cold
         """Where cold hours are read from (None: nowhere, a cold hour is then unavailable)."""
+        self._split = split_by_partition
         self._read = redis.register_script(files("api").joinpath("read.lua").read_text())
         self._range = redis.register_script(files("api").joinpath("range.lua").read_text())
 
     async def buckets(self, buckets: Sequence[Sequence[int]]) -> tuple[list[HourTotals], HourTotals]:
         """Each bucket's totals (a bucket is some hours) and the whole range's, uniques as unions."""
+        if self._split:
+            return await self._buckets_split(buckets)
         keys = sum(len(hours) for hours in buckets) * self._partitions
         if keys <= SCRIPT_MAX_KEYS:
             return await self._buckets_by_script(buckets)
@@ -49,7 +68,19 @@ class Reader:
         self, buckets: Sequence[Sequence[int]]
     ) -> tuple[list[HourTotals], HourTotals]:
         parts = range(self._partitions)
-        args: list[str | int] = [FIRST_GENERATION, self._partitions]
+        keys = [self._keys.generation(p) for p in parts]
+        found = await self._range(keys=keys, args=self._range_args(buckets, parts, "count"))
+        if int(found[0]) < 0:
+            cells = [(h, p) for hours in buckets for h in hours for p in parts]
+            return await self._count(buckets, _cells(cells, found))
+        flat = [int(x) for x in found]
+        rows = [HourTotals(*flat[i : i + 3]) for i in range(0, len(flat) - 1, 3)]
+        return rows, HourTotals(flat[-1], sum(r.clicks for r in rows), sum(r.impressions for r in rows))
+
+    def _range_args(
+        self, buckets: Sequence[Sequence[int]], parts: Sequence[int], mode: str
+    ) -> list[str | int]:
+        args: list[str | int] = [FIRST_GENERATION, mode, len(parts)]
         args += [self._keys.cold_template(p) for p in parts]
         args.append(len(buckets))
         for hours in buckets:
@@ -58,13 +89,60 @@ class Reader:
                 args.append(hour_token(h))
                 args += [self._keys.users_template(h, p) for p in parts]
                 args += [self._keys.counts_template(h, p) for p in parts]
-        found = await self._range(keys=[self._keys.generation], args=args)
-        if int(found[0]) < 0:
-            cells = [(h, p) for hours in buckets for h in hours for p in parts]
-            return await self._count(buckets, _cells(cells, found))
-        flat = [int(x) for x in found]
-        rows = [HourTotals(*flat[i : i + 3]) for i in range(0, len(flat) - 1, 3)]
-        return rows, HourTotals(flat[-1], sum(r.clicks for r in rows), sum(r.impressions for r in rows))
+        return args
+
+    async def _buckets_split(self, buckets: Sequence[Sequence[int]]) -> tuple[list[HourTotals], HourTotals]:
+        """One range script per partition (its slot only), all in one pipeline; unions counted here."""
+        calls = [
+            ([self._keys.generation(p)], self._range_args(buckets, [p], "raw"))
+            for p in range(self._partitions)
+        ]
+        found = await self._scripts(self._range, calls)
+        cells: dict[tuple[int, int], Cell] = {}
+        for p, raw in enumerate(found):
+            cells.update(_cells([(h, p) for hours in buckets for h in hours], raw))
+        return await self._count(buckets, cells)
+
+    async def _hour_split(self, hour: int) -> HourTotals:
+        calls = []
+        for p in range(self._partitions):
+            args: list[str | int] = [FIRST_GENERATION, "raw", 1, hour_token(hour)]
+            args += [self._keys.users_template(hour, p), self._keys.counts_template(hour, p)]
+            calls.append(([self._keys.generation(p)], [*args, self._keys.cold_template(p)]))
+        found = await self._scripts(self._read, calls)
+        cells: dict[tuple[int, int], Cell] = {}
+        for p, raw in enumerate(found):
+            cells.update(_cells([(hour, p)], raw))
+        rows, _ = await self._count([[hour]], cells)
+        return rows[0]
+
+    async def _scripts(
+        self, script: AsyncScript, calls: list[tuple[list[str], list[str | int]]]
+    ) -> list[Any]:
+        """Each call's script run in one pipelined round trip (EVALSHA; loaded first where missing)."""
+        for attempt in range(2):
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    return list(await pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                await self._redis.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    async def _gens(self) -> list[int]:
+        """Every partition's live generation."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p in range(self._partitions):
+                pipe.get(self._keys.generation(p))
+            return [self._keys.live_generation(raw) for raw in await pipe.execute()]
+
+    def _same_gens(self, gens: list[int], replies: list[Any]) -> bool:
+        """Whether the generation pointers read last in a pipeline are still `gens` (else a replay
+        switched meanwhile)."""
+        return [self._keys.live_generation(raw) for raw in replies[-self._partitions :]] == gens
 
     async def _buckets_by_pipeline(
         self, buckets: Sequence[Sequence[int]]
@@ -72,44 +150,47 @@ class Reader:
         """Plain commands in one pipelined round trip: a long range names more keys than a script can
         unpack. The generation is read again at the end, and the read redone if a replay switched."""
         for _ in range(3):
-            gen = self._keys.live_generation(await self._redis.get(self._keys.generation))
-            if any(await self._cold_hours(gen, buckets)):
+            gens = await self._gens()
+            if any(await self._cold_hours(gens, buckets)):
                 return await self._through(buckets)
             async with self._redis.pipeline(transaction=False) as pipe:
                 every: list[str] = []
                 for hours in buckets:
-                    users = [self._keys.users(gen, h, p) for h in hours for p in range(self._partitions)]
+                    users = [self._keys.users(gens[p], h, p) for h in hours for p in range(self._partitions)]
                     every += users
                     pipe.pfcount(*users)
                     for h in hours:
                         for p in range(self._partitions):
-                            pipe.hmget(self._keys.counts(gen, h, p), "clicks", "impressions")
+                            pipe.hmget(self._keys.counts(gens[p], h, p), "clicks", "impressions")
                 pipe.pfcount(*every)
-                pipe.get(self._keys.generation)
+                for p in range(self._partitions):
+                    pipe.get(self._keys.generation(p))
                 replies = await pipe.execute()
-            if self._keys.live_generation(replies[-1]) == gen:  # else a replay switched meanwhile: again
+            if self._same_gens(gens, replies):  # else a replay switched meanwhile: again
                 return _totals(buckets, replies, self._partitions)
         raise Unavailable("Redis", "the generation kept switching during a range read")
 
     async def hour(self, hour: int) -> HourTotals:
+        if self._split:
+            return await self._hour_split(hour)
         parts = range(self._partitions)
-        args: list[str | int] = [FIRST_GENERATION, self._partitions, hour_token(hour)]
+        args: list[str | int] = [FIRST_GENERATION, "count", self._partitions, hour_token(hour)]
         args += [self._keys.users_template(hour, p) for p in parts]
         args += [self._keys.counts_template(hour, p) for p in parts]
         args += [self._keys.cold_template(p) for p in parts]
-        found = await self._read(keys=[self._keys.generation], args=args)
+        found = await self._read(keys=[self._keys.generation(p) for p in parts], args=args)
         if int(found[0]) < 0:
             rows, _ = await self._count([[hour]], _cells([(hour, p) for p in parts], found))
             return rows[0]
         users, clicks, impressions = found
         return HourTotals(int(users), int(clicks), int(impressions))
 
-    async def _cold_hours(self, gen: int, buckets: Sequence[Sequence[int]]) -> list[dict[str, int]]:
+    async def _cold_hours(self, gens: list[int], buckets: Sequence[Sequence[int]]) -> list[dict[str, int]]:
         """Per partition, which of the range's hours are cold: token -> snapshot entry watermark."""
         tokens = sorted({hour_token(h) for hours in buckets for h in hours})
         async with self._redis.pipeline(transaction=False) as pipe:
             for p in range(self._partitions):
-                pipe.hmget(self._keys.cold(gen, p), tokens)
+                pipe.hmget(self._keys.cold(gens[p], p), tokens)
             replies = await pipe.execute()
         return [
             {t: int(at) for t, at in zip(tokens, found, strict=True) if at is not None} for found in replies
@@ -123,16 +204,17 @@ class Reader:
         parts = range(self._partitions)
         hours = sorted({h for bucket in buckets for h in bucket})
         for _ in range(3):
-            gen = self._keys.live_generation(await self._redis.get(self._keys.generation))
-            cold = await self._cold_hours(gen, buckets)
+            gens = await self._gens()
+            cold = await self._cold_hours(gens, buckets)
             async with self._redis.pipeline(transaction=False) as pipe:
                 for h in hours:
                     for p in parts:
-                        pipe.get(self._keys.users(gen, h, p))
-                        pipe.hmget(self._keys.counts(gen, h, p), "clicks", "impressions")
-                pipe.get(self._keys.generation)
+                        pipe.get(self._keys.users(gens[p], h, p))
+                        pipe.hmget(self._keys.counts(gens[p], h, p), "clicks", "impressions")
+                for p in parts:
+                    pipe.get(self._keys.generation(p))
                 replies = await pipe.execute()
-            if self._keys.live_generation(replies[-1]) != gen:
+            if not self._same_gens(gens, replies):
                 continue  # a replay switched meanwhile: again
             cells: dict[tuple[int, int], Cell] = {}
             for i, (h, p) in enumerate((h, p) for h in hours for p in parts):
@@ -147,12 +229,14 @@ class Reader:
     ) -> tuple[list[HourTotals], HourTotals]:
         """Totals of buckets some of whose hours are cold: the cold parts come from the snapshot store,
         and the unions are counted here (contract.hll gives what PFCOUNT gives)."""
-        if self._cold is None:
-            raise Unavailable("NATS", "cold hours are read from the snapshot store, which is not connected")
         cold = [(cell, c) for cell, c in cells.items() if c.at is not None]
+        if cold and self._cold is None:
+            raise Unavailable("NATS", "cold hours are read from the snapshot store, which is not connected")
         try:
             source = self._cold
-            found = await asyncio.gather(*(source.hour(p, hour_token(h), c.at or 0) for (h, p), c in cold))
+            found = await asyncio.gather(
+                *(source.hour(p, hour_token(h), c.at or 0) for (h, p), c in cold if source is not None)
+            )
         except EntryGone as gone:
             # Thawed and snapshotted again since Redis named the entry: Redis names the new one now.
             if attempt >= 3:

@@ -1,8 +1,15 @@
 """Redis key layout of the projections: every key Hourglass reads or writes is named here.
 
-Projections live in a generation (`<prefix>:g<gen>:...`) so a replay can build a new one beside the
-live one and switch atomically. Per hour and partition there is a HyperLogLog of users and a hash of
-counters; per partition a watermark: the last stream sequence applied.
+Projections live in a generation (`<prefix>:{p<N>}:g<gen>:...`) so a replay can build a new one beside
+the live one and switch. Per hour and partition there is a HyperLogLog of users and a hash of counters;
+per partition a watermark: the last stream sequence applied.
+
+Every key of a partition carries the partition's hash tag `{p<N>}` right after the prefix, and what
+an apply, evict, thaw, restore, swap or read script checks (the generation pointer, the fence) has a
+copy per partition. In a Redis Cluster a script may only touch keys of one slot, and the hash tag puts
+all of a partition's keys in one slot: each script stays one atomic step on one shard. On a single
+node the tag changes nothing. Shared keys (the generation counter, projectors, the replay lock, the
+audit's records) are never used in a script together with partition keys and keep plain names.
 """
 
 from __future__ import annotations
@@ -19,10 +26,19 @@ FIRST_GENERATION = 1
 class Keys:
     prefix: str
 
-    @property
-    def generation(self) -> str:
-        """The generation that reads and live projectors use; missing means Redis lost its data."""
-        return f"{self.prefix}:gen"
+    @staticmethod
+    def tag(partition: int) -> str:
+        """The partition's hash tag: every key of the partition hashes to the slot of this text."""
+        return f"{{p{partition}}}"
+
+    def _part(self, partition: int) -> str:
+        return f"{self.prefix}:{self.tag(partition)}"
+
+    def generation(self, partition: int) -> str:
+        """The generation that reads and the live projector of the partition use (a copy per partition,
+        so a script checks it on the partition's own slot); missing means the partition's shard lost
+        its data (or Redis still holds the layout before hash tags)."""
+        return f"{self._part(partition)}:gen"
 
     def live_generation(self, raw: bytes | str | None) -> int:
         """The generation a GET of `generation` names: a missing key means 1, the first one."""
@@ -33,20 +49,25 @@ class Keys:
         """Hands out new generation numbers to replays."""
         return f"{self.prefix}:gen:next"
 
-    def gen_pattern(self, gen: int | str) -> str:
-        return f"{self.prefix}:g{gen}:*"
+    def gen_pattern(self, gen: int | str, partition: int) -> str:
+        """SCAN pattern of every key of one generation of one partition (`{` is no glob character)."""
+        return f"{self._part(partition)}:g{gen}:*"
+
+    def gen_prefix(self, partition: int) -> str:
+        """What every generation key of the partition starts with, followed by `<gen>:`."""
+        return f"{self._part(partition)}:g"
 
     def watermark(self, gen: int | str, partition: int) -> str:
-        return f"{self.prefix}:g{gen}:wm:{partition}"
+        return f"{self._part(partition)}:g{gen}:wm"
 
     def dedup(self, gen: int | str, partition: int) -> str:
         """Sorted set of the partition's `user\nkey` pairs, scored by the stream time (ms) each was last
         counted; the apply trims it to the dedup window, so it holds only keys inside the window."""
-        return f"{self.prefix}:g{gen}:dedup:{partition}"
+        return f"{self._part(partition)}:g{gen}:dedup"
 
     def lease(self, partition: int) -> str:
         """Which projector applies the partition now; expires unless renewed."""
-        return f"{self.prefix}:lease:{partition}"
+        return f"{self._part(partition)}:lease"
 
     @property
     def members(self) -> str:
@@ -55,25 +76,25 @@ class Keys:
 
     def fence(self, partition: int) -> str:
         """The lease epoch of a partition; an apply carrying another epoch is refused."""
-        return f"{self.prefix}:fence:{partition}"
+        return f"{self._part(partition)}:fence"
 
     def dirty(self, gen: int | str, partition: int) -> str:
         """Sorted set of the partition's hour tokens changed since the last snapshot, each scored by
         the watermark of the apply that changed it last."""
-        return f"{self.prefix}:g{gen}:dirty:{partition}"
+        return f"{self._part(partition)}:g{gen}:dirty"
 
     def trouble(self, partition: int) -> str:
         """Why the partition's projector is not applying (stalled, failing); expires unless restated."""
-        return f"{self.prefix}:trouble:{partition}"
+        return f"{self._part(partition)}:trouble"
 
     def gap(self, gen: int | str, partition: int) -> str:
         """Set when retention dropped events of the partition before this generation applied them."""
-        return f"{self.prefix}:g{gen}:gap:{partition}"
+        return f"{self._part(partition)}:g{gen}:gap"
 
     def cold(self, gen: int | str, partition: int) -> str:
         """Hash of the partition's hours that left Redis: hour token -> the watermark of the snapshot
         entry that holds the hour. Reads and late events go to that entry."""
-        return f"{self.prefix}:g{gen}:cold:{partition}"
+        return f"{self._part(partition)}:g{gen}:cold"
 
     def cold_template(self, partition: int) -> str:
         return self.cold(GEN_PLACEHOLDER, partition)
@@ -108,10 +129,10 @@ class Keys:
         return f"{self.prefix}:audit:mismatches"
 
     def users(self, gen: int | str, hour: int, partition: int) -> str:
-        return f"{self.prefix}:g{gen}:{hour_token(hour)}:{partition}:users"
+        return f"{self._part(partition)}:g{gen}:{hour_token(hour)}:users"
 
     def counts(self, gen: int | str, hour: int, partition: int) -> str:
-        return f"{self.prefix}:g{gen}:{hour_token(hour)}:{partition}:counts"
+        return f"{self._part(partition)}:g{gen}:{hour_token(hour)}:counts"
 
     def users_template(self, hour: int, partition: int) -> str:
         """`users` with the generation left as GEN_PLACEHOLDER, for scripts that read it first."""

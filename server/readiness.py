@@ -86,12 +86,16 @@ class Readiness:
         parts = range(self.settings.partitions)
         try:
             async with client.pipeline(transaction=False) as pipe:
-                pipe.get(keys.generation)
                 pipe.zcount(keys.members, self.clock(), "+inf")
-                pipe.mget([keys.trouble(p) for p in parts])
-                raw_gen, projectors, trouble = await pipe.execute()
-            gen = keys.live_generation(raw_gen)
-            gaps = await client.mget([keys.gap(gen, p) for p in parts])
+                for p in parts:  # one GET per key: a partition's keys live in its own slot
+                    pipe.get(keys.generation(p))
+                    pipe.get(keys.trouble(p))
+                projectors, *found = await pipe.execute()
+            trouble = found[1::2]
+            async with client.pipeline(transaction=False) as pipe:
+                for p, raw_gen in zip(parts, found[0::2], strict=True):
+                    pipe.get(keys.gap(keys.live_generation(raw_gen), p))
+                gaps = await pipe.execute()
         except Exception as exc:
             return [f"redis: {type(exc).__name__} {exc}"]
         problems = [] if projectors else ["projector: none is running (no heartbeat within its lease)"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from contract.hours import hour_token
+from contract.hours import hour_token, parse_hour_token
 from contract.keys import Keys
 from projector.audit.verdict import HourAudit, Verdict
 
@@ -93,6 +93,6 @@ async def summary(redis: Redis, keys: Keys, mismatches: int = 10) -> list[str]:
     if not found:
         lines.append("  no mismatch found")
     for token in (t.decode() if isinstance(t, bytes) else str(t) for t in found):
-        line = await redis.hget(f"{keys.prefix}:audit:hour:{token}", "line")
+        line = await redis.hget(keys.audit_hour(parse_hour_token(token)), "line")
         lines.append(f"  MISMATCH {line.decode() if isinstance(line, bytes) else token}")
     return lines

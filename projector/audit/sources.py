@@ -38,35 +38,34 @@ class Served:
 async def read_served(
     redis: Redis, keys: Keys, snapshots: Snapshots | None, hour: int, partitions: int
 ) -> dict[int, Served]:
-    """Each partition's watermark and the hour's served value, read in one MULTI (an apply is one
-    script, so they agree); a cold partition's value comes from the snapshot entry Redis names."""
+    """Each partition's watermark and the hour's served value, read in one MULTI per partition (an
+    apply is one script on the partition's slot, so they agree); a cold partition's value comes from
+    the snapshot entry Redis names."""
+    return {p: await _served(redis, keys, snapshots, hour, p) for p in range(partitions)}
+
+
+async def _served(redis: Redis, keys: Keys, snapshots: Snapshots | None, hour: int, p: int) -> Served:
     token = hour_token(hour)
     for _ in range(5):
-        gen = keys.live_generation(await redis.get(keys.generation))
+        gen = keys.live_generation(await redis.get(keys.generation(p)))
         async with redis.pipeline(transaction=True) as pipe:
-            for p in range(partitions):
-                pipe.get(keys.watermark(gen, p))
-                pipe.get(keys.users(gen, hour, p))
-                pipe.hmget(keys.counts(gen, hour, p), CLICKS_FIELD, IMPRESSIONS_FIELD)
-                pipe.hget(keys.cold(gen, p), token)
-            pipe.get(keys.generation)
-            replies = await pipe.execute()
-        if keys.live_generation(replies[-1]) != gen:
+            pipe.get(keys.watermark(gen, p))
+            pipe.get(keys.users(gen, hour, p))
+            pipe.hmget(keys.counts(gen, hour, p), CLICKS_FIELD, IMPRESSIONS_FIELD)
+            pipe.hget(keys.cold(gen, p), token)
+            pipe.get(keys.generation(p))
+            wm, raw, (clicks, impressions), at, now = await pipe.execute()
+        if keys.live_generation(now) != gen:
             continue  # a replay switched meanwhile
-        found = {}
-        for p in range(partitions):
-            wm, raw, (clicks, impressions), at = replies[4 * p : 4 * p + 4]
-            if at is not None:
-                if snapshots is None:
-                    raise Moved(f"p{p} of hour {token} is cold but there is no snapshot store")
-                state = await snapshots.entry(p, token, int(at))
-                counted = Counted(state.clicks, state.impressions, hll.registers(state.hll or b""))
-                found[p] = Served(int(wm or 0), counted, "snapshot")
-            else:
-                counted = Counted(int(clicks or 0), int(impressions or 0), hll.registers(raw or b""))
-                found[p] = Served(int(wm or 0), counted, "redis")
-        return found
-    raise Moved(f"the generation kept switching while hour {token} was read")
+        if at is not None:
+            if snapshots is None:
+                raise Moved(f"p{p} of hour {token} is cold but there is no snapshot store")
+            state = await snapshots.entry(p, token, int(at))
+            counted = Counted(state.clicks, state.impressions, hll.registers(state.hll or b""))
+            return Served(int(wm or 0), counted, "snapshot")
+        counted = Counted(int(clicks or 0), int(impressions or 0), hll.registers(raw or b""))
+        return Served(int(wm or 0), counted, "redis")
+    raise Moved(f"the generation kept switching while p{p} of hour {token} was read")
 
 
 @dataclass(slots=True)

@@ -120,7 +120,7 @@ class Projector:
             upto = await self.store.last_generation_handed_out()
             if await self.store.lock_holder() is not None:
                 return
-            dropped = await self.store.drop_orphans(await self.store.current_generation(), upto)
+            dropped = await self.store.drop_orphans(upto)
             if dropped:
                 log.info("removed %d keys of generations a killed replay left behind", dropped)
         except (*TRANSIENT, redis.exceptions.ResponseError) as exc:

@@ -196,7 +196,7 @@ class PartitionWorker:
     async def _position(self) -> Stopped | None:
         """Generation and watermark from Redis (or the last snapshot), then the consumer recreated
         after the watermark. Stopped.RESYNC when a restore was refused."""
-        self.gen = await self.store.current_generation()
+        self.gen = await self.store.current_generation(self.partition)
         self.watermark = await self.store.watermark(self.gen, self.partition)
         if self.watermark == 0 and self.snapshots is not None:
             # Redis lost the partition (a wipe, a new Redis): start from the last snapshot, not the log.
@@ -349,7 +349,7 @@ class PartitionWorker:
 
     async def _position_still_true(self) -> bool:
         """Idle check: Redis may have been wiped, restored or switched to a new generation."""
-        gen = await self.store.live_generation()
+        gen = await self.store.live_generation(self.partition)
         if gen != self.gen:
             log.warning("p%d: generation is now %s (was %d); resyncing", self.partition, gen, self.gen)
             return False

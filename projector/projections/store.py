@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis.exceptions
@@ -63,9 +63,10 @@ _KIND = {Kind.CLICK: "c", Kind.IMPRESSION: "i"}
 class ProjectionStore:
     """Applies deltas for one partition at a time; every write goes through apply.lua."""
 
-    def __init__(self, redis: Redis, keys: Keys, dedup_window_s: float = 600.0) -> None:
+    def __init__(self, redis: Redis, keys: Keys, dedup_window_s: float = 600.0, *, partitions: int) -> None:
         self._redis = redis
         self.keys = keys
+        self.partitions = partitions
         self.window_ms = int(dedup_window_s * 1000)
         self._apply = redis.register_script(source("apply"))
         self._swap = redis.register_script(source("swap_hour"))
@@ -76,12 +77,14 @@ class ProjectionStore:
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> ProjectionStore:
-        return cls(redis, Keys(settings.key_prefix), settings.dedup_window_s)
+        return cls(redis, Keys(settings.key_prefix), settings.dedup_window_s, partitions=settings.partitions)
 
-    async def current_generation(self) -> int:
-        """The live generation, recording the first one when Redis is new or was wiped."""
-        await self._redis.set(self.keys.generation, FIRST_GENERATION, nx=True)
-        gen = self.keys.live_generation(await self._redis.get(self.keys.generation))
+    async def current_generation(self, partition: int) -> int:
+        """The partition's live generation, recording the first one when its pointer is missing (Redis
+        is new, was wiped, that shard lost its data, or Redis holds the layout before hash tags): the
+        partition is then restored from its snapshots and the log, as after a wipe."""
+        await self._redis.set(self.keys.generation(partition), FIRST_GENERATION, nx=True)
+        gen = self.keys.live_generation(await self._redis.get(self.keys.generation(partition)))
         # The counter must stay above every generation in use, also after a wipe.
         await self._redis.eval(
             "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
@@ -92,9 +95,9 @@ class ProjectionStore:
         )
         return gen
 
-    async def live_generation(self) -> int | None:
-        """The generation key as it is: None when Redis lost it (a wipe)."""
-        raw = await self._redis.get(self.keys.generation)
+    async def live_generation(self, partition: int) -> int | None:
+        """The partition's generation pointer as it is: None when Redis lost it (a wipe)."""
+        raw = await self._redis.get(self.keys.generation(partition))
         return None if raw is None else self.keys.live_generation(raw)
 
     async def watermark(self, gen: int, partition: int) -> int:
@@ -112,7 +115,7 @@ class ProjectionStore:
         live: bool = True,
     ) -> ApplyResult:
         keys = [
-            self.keys.generation,
+            self.keys.generation(partition),
             self.keys.fence(partition),
             self.keys.watermark(gen, partition),
             self.keys.dedup(gen, partition),
@@ -145,7 +148,7 @@ class ProjectionStore:
         moved = 0
         for start in range(0, len(hours), EVICT_CHUNK):
             keys = [
-                self.keys.generation,
+                self.keys.generation(partition),
                 self.keys.fence(partition),
                 self.keys.watermark(gen, partition),
                 self.keys.dirty(gen, partition),
@@ -166,7 +169,7 @@ class ProjectionStore:
     ) -> bool:
         """Put cold hours back into Redis as their snapshot entries hold them; False when refused."""
         keys = [
-            self.keys.generation,
+            self.keys.generation(partition),
             self.keys.fence(partition),
             self.keys.watermark(gen, partition),
             self.keys.cold(gen, partition),
@@ -196,7 +199,7 @@ class ProjectionStore:
         `cold` hours (hour, snapshot entry watermark) stay in the store and are only named in Redis."""
         checked = gen if live else ""
         head = [
-            self.keys.generation,
+            self.keys.generation(partition),
             self.keys.fence(partition),
             self.keys.watermark(gen, partition),
             self.keys.dedup(gen, partition),
@@ -253,24 +256,46 @@ class ProjectionStore:
         await self._redis.delete(self.keys.trouble(partition))
 
     async def swap_hour(
-        self, gen: int, rebuilt: int, hour: int, epochs: dict[int, str], watermarks: dict[int, int]
+        self,
+        gen: int | Mapping[int, int],
+        rebuilt: int,
+        hour: int,
+        epochs: dict[int, str],
+        watermarks: dict[int, int],
     ) -> SwapOutcome:
-        """Put a rebuilt hour in place of the live one, if `gen` is still live and every partition's
-        fence is still ours. The hour is in Redis afterwards, marked for the next snapshot."""
-        keys: list[str] = [self.keys.generation]
-        args: list[str | int] = [gen, hour_token(hour)]
+        """Put a rebuilt hour in place of the live one, partition by partition (each swap is atomic on
+        its own, not across partitions): if `gen` (per partition, or one for all) is still live and the
+        partition's fence is still ours. All are checked first, so a refusal usually changes nothing.
+        The hour is in Redis afterwards, marked for the next snapshot."""
+        gens = {p: gen if isinstance(gen, int) else gen[p] for p in epochs}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p in epochs:
+                pipe.get(self.keys.generation(p))
+                pipe.get(self.keys.fence(p))
+            found = await pipe.execute()
+        for i, p in enumerate(epochs):
+            if found[2 * i] is None or int(found[2 * i]) != gens[p]:
+                return SwapOutcome.GENERATION_MOVED
+            if _text(found[2 * i + 1] or "") != epochs[p]:
+                return SwapOutcome.FENCED
         for p, epoch in epochs.items():
-            keys += [
+            g = gens[p]
+            keys = [
+                self.keys.generation(p),
                 self.keys.fence(p),
-                self.keys.users(gen, hour, p),
-                self.keys.counts(gen, hour, p),
+                self.keys.users(g, hour, p),
+                self.keys.counts(g, hour, p),
                 self.keys.users(rebuilt, hour, p),
                 self.keys.counts(rebuilt, hour, p),
-                self.keys.cold(gen, p),
-                self.keys.dirty(gen, p),
+                self.keys.cold(g, p),
+                self.keys.dirty(g, p),
             ]
-            args += [epoch, watermarks[p]]
-        return SwapOutcome(int(await self._swap(keys=keys, args=args)))
+            outcome = SwapOutcome(
+                int(await self._swap(keys=keys, args=[g, hour_token(hour), epoch, watermarks[p]]))
+            )
+            if outcome is not SwapOutcome.SWAPPED:
+                return outcome
+        return SwapOutcome.SWAPPED
 
     async def last_generation_handed_out(self) -> int:
         return int(await self._redis.get(self.keys.generation_counter) or 0)
@@ -290,32 +315,42 @@ class ProjectionStore:
         raw = await self._redis.get(self.keys.replay_lock)
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    async def drop_orphans(self, live: int, upto: int | None = None) -> int:
-        """Remove every generation but the live one that a replay handed out (up to `upto`, default all
-        so far): what a killed replay left behind. Returns the keys removed."""
+    async def drop_orphans(self, upto: int | None = None) -> int:
+        """Remove, per partition, every generation but the partition's live one that a replay handed out
+        (up to `upto`, default all so far): what a killed replay left behind. Returns the keys removed."""
         if upto is None:
             upto = await self.last_generation_handed_out()
-        head = f"{self.keys.prefix}:g"
         dropped = 0
-        async for raw in self._redis.scan_iter(match=f"{head}*", count=1000):
-            key = raw.decode() if isinstance(raw, bytes) else str(raw)
-            token = key[len(head) :].partition(":")[0]
-            if token.isdigit() and int(token) != live and int(token) <= upto:
-                dropped += await self._redis.unlink(key)
+        for p in range(self.partitions):
+            live = self.keys.live_generation(await self._redis.get(self.keys.generation(p)))
+            head = self.keys.gen_prefix(p)
+            async for raw in self._redis.scan_iter(match=f"{head}*", count=1000):
+                key = _text(raw)
+                token = key[len(head) :].partition(":")[0]
+                if token.isdigit() and int(token) != live and int(token) <= upto:
+                    dropped += await self._redis.unlink(key)
         return dropped
 
     async def new_generation(self) -> int:
         return int(await self._redis.incr(self.keys.generation_counter))
 
-    async def switch_generation(self, gen: int) -> int | None:
-        """Make `gen` the live generation; returns the one it replaced."""
-        old = await self._redis.getset(self.keys.generation, gen)
-        return int(old) if old is not None else None
+    async def switch_generation(self, gen: int) -> dict[int, int | None]:
+        """Make `gen` every partition's live generation (the caller holds every lease, so no partition
+        moves meanwhile); returns the one each replaced. The pointers are set one by one: a read in
+        between sees some partitions in the new generation, each exact at its watermark and never behind
+        the old one, so no count goes backwards."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.getset(self.keys.generation(p), gen)
+            old = await pipe.execute()
+        return {p: None if raw is None else int(raw) for p, raw in enumerate(old)}
 
-    async def drop_generation(self, gen: int | str) -> int:
+    async def drop_generation(self, gen: int | str, partitions: Sequence[int] | None = None) -> int:
+        """Remove a generation's keys (of every partition, or of those named)."""
         dropped = 0
-        async for key in self._redis.scan_iter(match=self.keys.gen_pattern(gen), count=1000):
-            dropped += await self._redis.unlink(key)
+        for p in range(self.partitions) if partitions is None else partitions:
+            async for key in self._redis.scan_iter(match=self.keys.gen_pattern(gen, p), count=1000):
+                dropped += await self._redis.unlink(key)
         return dropped
 
 

@@ -45,10 +45,10 @@ async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayRep
     owner = f"replay-{uuid.uuid4().hex[:8]}"
     partitions = range(settings.partitions)
     async with replay_lock(store, owner, settings.lease_ttl_s):
-        live = await store.current_generation()
-        await store.drop_orphans(live)
+        live = {p: await store.current_generation(p) for p in partitions}
+        await store.drop_orphans()
         # Dead letters below the live watermarks were filed by the live path already.
-        filed = {p: await store.watermark(live, p) for p in partitions}
+        filed = {p: await store.watermark(live[p], p) for p in partitions}
         gen = await store.new_generation()
         log.info("building generation %d from stream %s", gen, settings.stream_name)
         switched = False
@@ -73,14 +73,15 @@ async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayRep
                         for p in partitions
                     )
                 )
-                previous = await store.switch_generation(gen)
+                replaced = await store.switch_generation(gen)
                 switched = True
         finally:
             if not switched:
                 await store.drop_generation(gen)
     await announce(nc, settings, None)
-    if previous is not None and previous != gen:
-        await store.drop_generation(previous)
+    for old in {g for g in replaced.values() if g is not None and g != gen}:
+        await store.drop_generation(old, [p for p, g in replaced.items() if g == old])
+    previous = max((g for g in replaced.values() if g is not None), default=None)
     done = report(gen, previous, [*bulk, *tail], started)
     log.info("generation %d is live (was %s)", gen, previous)
     return done

@@ -33,13 +33,14 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
     leases = Leases(redis_client, Keys(settings.key_prefix), owner, settings.lease_ttl_s)
     partitions = range(settings.partitions)
     async with replay_lock(store, owner, settings.lease_ttl_s):
-        gen = await store.current_generation()
-        await store.drop_orphans(gen)
+        gens = {p: await store.current_generation(p) for p in partitions}
+        gen = max(gens.values())
+        await store.drop_orphans()
         rebuilt = await store.new_generation()  # a scratch generation of its own, swapped in by hour
         try:
             async with seized(leases, partitions, settings.lease_ttl_s) as epochs:
                 # With the fences raised no projector can apply, so these watermarks hold still.
-                watermarks = {p: await store.watermark(gen, p) for p in partitions}
+                watermarks = {p: await store.watermark(gens[p], p) for p in partitions}
                 snapshots = await open_snapshots(nc, redis_client, settings)
                 starts = await restore_if_compacted(settings, nc, snapshots, store, rebuilt, only_hour=hour)
                 built = await asyncio.gather(
@@ -58,7 +59,7 @@ async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: i
                         for p in partitions
                     )
                 )
-                outcome = await store.swap_hour(gen, rebuilt, hour, epochs, watermarks)
+                outcome = await store.swap_hour(gens, rebuilt, hour, epochs, watermarks)
                 if outcome is SwapOutcome.GENERATION_MOVED:
                     raise ReplayRefused(
                         f"a full replay switched generations while hour {hour_token(hour)} was rebuilt; "
