@@ -20,7 +20,7 @@ from projector.projections.store import ApplyResult, Outcome
 class Projections(Protocol):
     """The projector's write seam: the projections it keeps (Redis in production, a dict in unit tests)."""
 
-    async def current_generation(self) -> int: ...
+    async def current_generation(self, partition: int) -> int: ...
 
     async def watermark(self, gen: int, partition: int) -> int: ...
 
@@ -71,7 +71,7 @@ class MemoryProjections:
     hours: dict[tuple[str, int, int], _Hour] = field(default_factory=lambda: defaultdict(_Hour))
     dedup: dict[tuple[str, int], dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
 
-    async def current_generation(self) -> int:
+    async def current_generation(self, partition: int) -> int:
         return self.generation
 
     async def watermark(self, gen: int, partition: int) -> int:

@@ -62,9 +62,9 @@ async def lagging(nc: NATS, redis: Redis, settings: Settings) -> list[tuple[int,
     not reached the last sequence the stream holds on that partition's subjects."""
     js = nc.jetstream()
     keys = Keys(settings.key_prefix)
-    gen = keys.live_generation(await redis.get(keys.generation))
     behind = []
     for p in range(settings.partitions):
+        gen = keys.live_generation(await redis.get(keys.generation(p)))
         try:
             last = await js.get_last_msg(settings.stream_name, partition_filter(settings.subject_prefix, p))
         except NotFoundError:

@@ -105,7 +105,10 @@ async def applies(urls: list[str], rounds: int) -> tuple[float, float]:
     clients = [Redis.from_url(url) for url in urls]
     for client in clients:
         await client.config_resetstat()
-    stores = [ProjectionStore(clients[p % len(clients)], Keys(f"c{p}")) for p in range(PARTITIONS)]
+    stores = [
+        ProjectionStore(clients[p % len(clients)], Keys(f"c{p}"), partitions=PARTITIONS)
+        for p in range(PARTITIONS)
+    ]
     rng = random.Random(2)
     now = system_now_ms()
     work = [[fetch_deltas(rng, now, r * 200) for r in range(rounds)] for _ in range(PARTITIONS)]

@@ -110,15 +110,17 @@ class Stack:
 async def caught_up(settings: Settings, redis: Redis, nc: NATS) -> bool:
     last = (await nc.jetstream().stream_info(settings.stream_name)).state.last_seq
     keys = Keys(settings.key_prefix)
-    gen = keys.live_generation(await redis.get(keys.generation))
-    marks = await redis.mget([keys.watermark(gen, p) for p in range(settings.partitions)])
+    marks = []
+    for p in range(settings.partitions):
+        gen = keys.live_generation(await redis.get(keys.generation(p)))
+        marks.append(await redis.get(keys.watermark(gen, p)))
     return all(m is not None and int(m) >= last for m in marks)
 
 
 async def cold_count(settings: Settings, redis: Redis) -> int:
     keys = Keys(settings.key_prefix)
-    gen = keys.live_generation(await redis.get(keys.generation))
-    return sum([int(await redis.hlen(keys.cold(gen, p))) for p in range(settings.partitions)])
+    gens = [keys.live_generation(await redis.get(keys.generation(p))) for p in range(settings.partitions)]
+    return sum([int(await redis.hlen(keys.cold(gens[p], p))) for p in range(settings.partitions)])
 
 
 async def used_memory(redis: Redis) -> int:

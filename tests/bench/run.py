@@ -263,8 +263,8 @@ async def wait_applied(settings: Settings, timeout: float = 600) -> None:
         last[p] = max([(await js.get_last_msg(settings.stream_name, s)).seq or 0 for s in subjects] or [0])
     deadline = time.monotonic() + timeout
     while True:
-        gen = int(await redis.get(keys.generation) or 1)
-        marks = [int(await redis.get(keys.watermark(gen, p)) or 0) for p in range(settings.partitions)]
+        gens = [int(await redis.get(keys.generation(p)) or 1) for p in range(settings.partitions)]
+        marks = [int(await redis.get(keys.watermark(gens[p], p)) or 0) for p in range(settings.partitions)]
         if all(m >= last[p] for p, m in enumerate(marks)):
             break
         if time.monotonic() > deadline:

@@ -87,14 +87,14 @@ async def test_the_audit_writes_its_results_only(servers: tuple[Server, Server])
     valkey = servers[1]
     keys = Keys(Settings().key_prefix)
     admin = Redis.from_url(valkey.role_url("admin"))
-    await admin.set(keys.generation, 1)
+    await admin.set(keys.generation(0), 1)
     audit = Redis.from_url(valkey.role_url("audit"))
-    assert await audit.get(keys.generation) == b"1"
+    assert await audit.get(keys.generation(0)) == b"1"
     await Records(audit, keys).save(HourAudit(HOUR, ()), 1)  # its own keys: allowed
     await Records(audit, keys).raise_through(HOUR)
     assert await Records(audit, keys).through() == HOUR
     for forbidden in (
-        audit.set(keys.generation, 2),
+        audit.set(keys.generation(0), 2),
         audit.hincrby(keys.counts(1, HOUR, 0), "clicks", 1),
         audit.pfadd(keys.users(1, HOUR, 0), "x"),
         audit.delete(keys.watermark(1, 0)),
@@ -104,8 +104,8 @@ async def test_the_audit_writes_its_results_only(servers: tuple[Server, Server])
         with pytest.raises(redis.exceptions.NoPermissionError):
             await forbidden
     with pytest.raises(redis.exceptions.ResponseError):
-        await audit.eval("return redis.call('SET', KEYS[1], 3)", 1, keys.generation)
-    assert await admin.get(keys.generation) == b"1"
+        await audit.eval("return redis.call('SET', KEYS[1], 3)", 1, keys.generation(0))
+    assert await admin.get(keys.generation(0)) == b"1"
     await admin.aclose()
     await audit.aclose()
 

@@ -98,15 +98,17 @@ async def test_retries_after_a_replay_count_once_and_leave_no_per_key_entries(
     # Every partition's watermark past its last event, retries included, then two reads.
     await settled(settings, lambda r: stored_hour(r, settings, 11), lambda t: t == HourTotals(21, 0, 21))
     keys = Keys(settings.key_prefix)
-    gen = int(await redis.get(keys.generation) or 0)
-    members = sum([await redis.zcard(keys.dedup(gen, p)) for p in range(settings.partitions)])
+    gens = [int(await redis.get(keys.generation(p)) or 0) for p in range(settings.partitions)]
+    members = sum([await redis.zcard(keys.dedup(gens[p], p)) for p in range(settings.partitions)])
     assert members == 21  # one entry per (user, key) inside the window, in per-partition sets
     assert not [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:*idem*")]
 
 
 async def test_dedup_memory_holds_only_the_keys_inside_the_window(redis: Redis, settings: Settings) -> None:
-    store = ProjectionStore(redis, Keys(settings.key_prefix), dedup_window_s=1.0)
-    gen = await store.current_generation()
+    store = ProjectionStore(
+        redis, Keys(settings.key_prefix), dedup_window_s=1.0, partitions=settings.partitions
+    )
+    gen = await store.current_generation(0)
     watermark = 0
     # 2,000 distinct keys, one per 10 ms of stream time: 20 s of stream, so about 100 inside a 1 s window.
     for seq in range(1, 201):
@@ -155,7 +157,7 @@ async def test_a_single_hour_replay_never_writes_into_a_generation_that_was_swit
     redis: Redis, settings: Settings
 ) -> None:
     store = ProjectionStore.from_settings(redis, settings)
-    gen = await store.current_generation()
+    gen = await store.current_generation(0)
     scratch = await store.new_generation()
     await redis.pfadd(store.keys.users(scratch, 11, 0), "rebuilt-user")
     leases = Leases(redis, store.keys, "single-hour", ttl_s=5)
@@ -178,7 +180,7 @@ async def test_generations_left_by_a_killed_replay_are_removed_by_the_next_repla
     await redis.set(store.keys.watermark(orphan, 0), 5)
     await redis.pfadd(store.keys.users(orphan, 11, 0), "half-built")
     report = await replay(settings, nc, redis)
-    assert not [k async for k in redis.scan_iter(match=store.keys.gen_pattern(orphan))]
+    assert not [k async for k in redis.scan_iter(match=store.keys.gen_pattern(orphan, 0))]
     assert await stored_hour(redis, settings, 11) == HourTotals(1, 1, 0)
     assert report.generation > orphan
 
@@ -187,7 +189,7 @@ async def test_a_projector_removes_orphaned_generations_at_start_unless_a_replay
     client: httpx.AsyncClient, redis: Redis, settings: Settings, projectors: Projectors
 ) -> None:
     store = ProjectionStore.from_settings(redis, settings)
-    await store.current_generation()
+    await store.current_generation(0)
     orphan = await store.new_generation()
     await redis.set(store.keys.watermark(orphan, 0), 5)
     assert await store.lock("a-running-replay", 30)
@@ -212,7 +214,7 @@ async def test_only_one_replay_runs_at_a_time(
 
 async def test_duplicates_inside_one_apply_count_once(redis: Redis, settings: Settings) -> None:
     store = ProjectionStore.from_settings(redis, settings)
-    gen = await store.current_generation()
+    gen = await store.current_generation(0)
     events = (
         Event(TS, "ann", Kind.CLICK, key="k1"),
         Event(TS, "ann", Kind.CLICK, key="k1"),  # the retry, in the same batch
@@ -230,7 +232,7 @@ async def test_an_apply_with_more_keyed_events_than_lua_can_unpack_at_once(
     redis: Redis, settings: Settings
 ) -> None:
     store = ProjectionStore.from_settings(redis, settings)
-    gen = await store.current_generation()
+    gen = await store.current_generation(0)
     events = tuple(Event(TS, f"user{i}", Kind.CLICK, key=f"k{i}") for i in range(9_000))
     retried = events[:3_000]  # the same requests again, in the same apply
     deltas = fold([Message(1, Batch(events=events)), Message(2, Batch(events=retried))])

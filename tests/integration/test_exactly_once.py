@@ -70,7 +70,7 @@ async def test_a_post_retried_with_its_idempotency_key_counts_once(
 
 
 async def test_a_key_counts_again_only_after_the_window_on_stream_time(store: ProjectionStore) -> None:
-    gen = await store.current_generation()
+    gen = await store.current_generation(0)
     window = store.window_ms
     evs = (Event(TS, "u", Kind.CLICK, key="k"),)
     watermark = 0
@@ -93,7 +93,7 @@ async def test_a_stale_projector_cannot_write_after_losing_its_lease(
     old_epoch = await old.acquire(0)
     assert old_epoch is not None
     assert await new.acquire(0) is None
-    gen = await store.current_generation()
+    gen = await store.current_generation(0)
     deltas = fold([Message(1, Batch(events=(Event(TS, "u", Kind.CLICK),)))])
     # "old" pauses past its lease; "new" takes the partition and raises the fence.
     new_epoch = await eventually(lambda: new.acquire(0), lambda e: e is not None)

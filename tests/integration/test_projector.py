@@ -65,7 +65,7 @@ async def store(redis: Redis, settings: Settings) -> ProjectionStore:
 
 
 async def test_redelivered_batch_is_not_counted_twice(store: ProjectionStore) -> None:
-    gen = await store.current_generation()
+    gen = await store.current_generation(0)
     deltas = fold([Message(1, Batch(events=(Event(1, "a", Kind.CLICK), Event(2, "b", Kind.IMPRESSION))))])
     first = await store.apply(gen, 0, 0, deltas)
     again = await store.apply(gen, 0, 0, deltas)
@@ -78,7 +78,7 @@ async def test_redelivered_batch_is_not_counted_twice(store: ProjectionStore) ->
 
 
 async def test_apply_into_a_stale_generation_is_refused(store: ProjectionStore) -> None:
-    gen = await store.current_generation()
+    gen = await store.current_generation(0)
     deltas = fold([Message(1, Batch(events=(Event(1, "a", Kind.CLICK),)))])
     result = await store.apply(gen + 1, 0, 0, deltas)
     assert result.outcome is Outcome.GENERATION_MOVED
@@ -90,7 +90,7 @@ async def test_crash_between_apply_and_ack_counts_each_event_once(
     truth = await post_workload(client, 120)
     own = await nats.connect(settings.nats_url)
     js = own.jetstream()
-    gen = await store.current_generation()
+    gen = await store.current_generation(0)
     # A projector that applied its first fetch of every partition, then died before acking.
     for p in range(settings.partitions):
         await position_consumer(js, settings, p, 0, 50)
@@ -137,8 +137,10 @@ async def test_replay_ends_with_exactly_the_live_answers(
     await client.post(post_path(truth.hours()[-1] * HOUR_MS, "late-user", "click"))
     truth.add(truth.hours()[-1] * HOUR_MS, "late-user", "click")
     await eventually(lambda: answers(client, truth.hours()), counts_match(truth))  # type: ignore[arg-type]
-    assert await redis.get(f"{settings.key_prefix}:gen") == str(report.generation).encode()
-    stale = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:g{report.previous}:*")]
+    keys = Keys(settings.key_prefix)
+    for p in range(settings.partitions):
+        assert await redis.get(keys.generation(p)) == str(report.generation).encode()
+    stale = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:*:g{report.previous}:*")]
     assert stale == []
 
 
@@ -165,7 +167,7 @@ async def test_replay_of_one_hour_repairs_it_and_leaves_the_rest_alone(
         lambda: answers(client, [a, b]), lambda got: got == {a: (7, 30, 0), b: (30, 0, 30)}
     )
     store = ProjectionStore.from_settings(redis, settings)
-    gen = await store.current_generation()
+    gen = await store.current_generation(0)
     for p in range(settings.partitions):  # a bug, or a hand edit, corrupts hour a
         await redis.hset(store.keys.counts(gen, a, p), "clicks", 999)
         await redis.pfadd(store.keys.users(gen, a, p), "intruder")
@@ -179,7 +181,7 @@ async def test_replay_of_one_hour_repairs_it_and_leaves_the_rest_alone(
     # Projectors take their partitions back and keep counting.
     await client.post(f"/analytics?timestamp={a * HOUR_MS}&user=late&click")
     await eventually(lambda: answers(client, [a]), lambda got: got[a] == (8, 31, 0))
-    leftovers = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:g{gen}-rebuild-*")]
+    leftovers = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:*:g{gen}-rebuild-*")]
     assert leftovers == []
 
 

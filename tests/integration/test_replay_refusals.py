@@ -66,12 +66,14 @@ async def hour(redis: Redis, settings: Settings) -> HourTotals:
 
 
 async def generations_in_redis(redis: Redis, settings: Settings) -> set[int]:
-    head = f"{settings.key_prefix}:g"
+    keys = Keys(settings.key_prefix)
     found = set()
-    async for raw in redis.scan_iter(match=f"{head}*"):
-        token = raw.decode()[len(head) :].partition(":")[0]
-        if token.isdigit():
-            found.add(int(token))
+    for p in range(settings.partitions):
+        head = keys.gen_prefix(p)
+        async for raw in redis.scan_iter(match=f"{head}*"):
+            token = raw.decode()[len(head) :].partition(":")[0]
+            if token.isdigit():
+                found.add(int(token))
     return found
 
 
@@ -79,7 +81,7 @@ async def test_a_replay_meeting_an_unknown_schema_version_stops_names_it_and_dro
     settings: Settings, nc: NATS, redis: Redis
 ) -> None:
     store = await live_log(nc, redis, settings)
-    live = await store.live_generation()
+    live = await store.live_generation(0)
     # Partition 0 folds a good batch into the new generation, then meets version 99.
     click = schema.Event(TS, user_in(0, settings, "c"), schema.Kind.CLICK)
     await publish(nc, settings, 0, schema.encode(schema.Batch(events=(click,))))
@@ -97,7 +99,7 @@ async def test_a_replay_meeting_an_unknown_schema_version_stops_names_it_and_dro
     assert "replay refused" in said
     assert f"stream seq {seq}: unknown schema version 99" in said
     assert "Traceback" not in said
-    assert await store.live_generation() == live, "the live generation is still live"
+    assert await store.live_generation(0) == live, "the live generation is still live"
     assert await generations_in_redis(redis, settings) == {live}, "the half-built generation is gone"
     assert live is not None
     assert await store.last_generation_handed_out() > live
@@ -108,11 +110,11 @@ async def test_a_replay_refuses_when_the_snapshots_do_not_reach_the_start_of_the
     settings: Settings, nc: NATS, redis: Redis
 ) -> None:
     store = await live_log(nc, redis, settings)
-    live = await store.live_generation()
+    live = await store.live_generation(0)
     await nc.jetstream().purge_stream(settings.stream_name, seq=3)  # as compaction would, with no cut
     with pytest.raises(ReplayRefused, match="the log starts at stream seq 3"):
         await replay(settings, nc, redis)
-    assert await store.live_generation() == live
+    assert await store.live_generation(0) == live
     assert await generations_in_redis(redis, settings) == {live}
     assert await hour(redis, settings) == EXPECTED
 
@@ -127,7 +129,7 @@ async def test_the_next_replay_drops_what_a_killed_replay_left_half_built(
     await store.apply(orphan, 0, 0, half, live=False)
     assert orphan in await generations_in_redis(redis, settings)
     await replay(settings, nc, redis)
-    live = await store.live_generation()
+    live = await store.live_generation(0)
     assert await generations_in_redis(redis, settings) == {live}
     assert live is not None
     assert live > orphan
@@ -148,7 +150,7 @@ async def test_a_replay_files_no_second_dead_letter_for_what_the_live_path_filed
         await eventually(lambda: dead_letters(nc, settings), lambda n: n == 1)
         keys = Keys(settings.key_prefix)
         store = ProjectionStore.from_settings(redis, settings)
-        gen = await store.current_generation()
+        gen = await store.current_generation(0)
         await eventually(lambda: store.watermark(gen, 0), lambda wm: wm >= seq)
     finally:
         await projectors.stop_all()
@@ -156,7 +158,7 @@ async def test_a_replay_files_no_second_dead_letter_for_what_the_live_path_filed
     assert await dead_letters(nc, settings) == 1
     # The live path files a dead letter before its apply: a crash in between leaves the watermark
     # below it, so the replay files it again, under the same message id, and JetStream drops it.
-    gen = await store.current_generation()
+    gen = await store.current_generation(0)
     await redis.set(keys.watermark(gen, 0), 0)
     await replay(settings, nc, redis)
     assert await dead_letters(nc, settings) == 1

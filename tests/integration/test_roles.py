@@ -95,23 +95,23 @@ async def test_ingest_may_append_events_but_not_purge_delete_or_announce(
 async def test_the_api_may_read_but_never_write_redis(servers: tuple[Server, Server]) -> None:
     valkey = servers[1]
     admin = Redis.from_url(valkey.role_url("admin"))
-    await admin.set("hg:gen", 1)
+    await admin.set("hg:{p0}:gen", 1)
     api = Redis.from_url(valkey.role_url("api"))
-    assert await api.get("hg:gen") == b"1"
+    assert await api.get("hg:{p0}:gen") == b"1"
     script = api.register_script("return redis.call('GET', KEYS[1])")  # read-only scripts run
-    assert await script(keys=["hg:gen"]) == b"1"
-    for forbidden in (api.flushall(), api.set("hg:gen", 2), api.delete("hg:gen")):
+    assert await script(keys=["hg:{p0}:gen"]) == b"1"
+    for forbidden in (api.flushall(), api.set("hg:{p0}:gen", 2), api.delete("hg:{p0}:gen")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             await forbidden
     with pytest.raises(redis.exceptions.ResponseError, match="no permissions"):
-        await api.eval("return redis.call('SET', 'hg:gen', 3)", 0)
+        await api.eval("return redis.call('SET', 'hg:{p0}:gen', 3)", 0)
     with pytest.raises(redis.exceptions.NoPermissionError):
         await api.get("another:key")  # only its key prefix
     projector = Redis.from_url(valkey.role_url("projector"))
     await projector.set("hg:x", 1)  # the projector writes...
     with pytest.raises(redis.exceptions.NoPermissionError):
         await projector.flushall()  # ...but never wipes
-    assert await admin.get("hg:gen") == b"1"
+    assert await admin.get("hg:{p0}:gen") == b"1"
     for client in (admin, api, projector):
         await client.aclose()
 

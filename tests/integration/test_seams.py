@@ -38,7 +38,7 @@ async def run_script(
     projections: Projections, totals: Callable[[int], Awaitable[tuple[int, int, int]]]
 ) -> list[object]:
     seen: list[object] = []
-    gen = await projections.current_generation()
+    gen = await projections.current_generation(0)
     for expected, messages in SCRIPT:
         result = await projections.apply(gen, 0, expected, fold(messages))
         seen.append((result.outcome, result.watermark))
@@ -50,7 +50,9 @@ async def run_script(
 
 
 async def test_the_fake_projections_answer_as_the_redis_script_does(redis: Redis, settings: Settings) -> None:
-    store = ProjectionStore(redis, Keys(settings.key_prefix), dedup_window_s=WINDOW_S)
+    store = ProjectionStore(
+        redis, Keys(settings.key_prefix), dedup_window_s=WINDOW_S, partitions=settings.partitions
+    )
     await redis.set(store.keys.fence(0), "an-epoch")
     reader = Reader(redis, Keys(settings.key_prefix), settings.partitions)
 

@@ -58,8 +58,10 @@ async def snapshot_marks(nc: NATS, settings: Settings) -> dict[int, int]:
 
 async def redis_marks(redis: Redis, settings: Settings) -> dict[int, int]:
     keys = Keys(settings.key_prefix)
-    gen = keys.live_generation(await redis.get(keys.generation))
-    values = await redis.mget([keys.watermark(gen, p) for p in range(settings.partitions)])
+    values = []
+    for p in range(settings.partitions):
+        gen = keys.live_generation(await redis.get(keys.generation(p)))
+        values.append(await redis.get(keys.watermark(gen, p)))
     return {p: int(v) for p, v in enumerate(values) if v is not None}
 
 

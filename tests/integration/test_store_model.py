@@ -107,14 +107,22 @@ class StoreMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.redis = Redis.from_url(REDIS_URL[0])
         self.keys = Keys(f"model-{uuid.uuid4().hex[:10]}")
-        self.store = ProjectionStore(self.redis, self.keys, dedup_window_s=WINDOW_MS / 1000)
+        self.store = ProjectionStore(
+            self.redis, self.keys, dedup_window_s=WINDOW_MS / 1000, partitions=PARTITIONS
+        )
         self.snapshots = FakeSnapshotEntries()
         self.parts = [Partition() for _ in range(PARTITIONS)]
         self.seq = 0
         self.clock = 0
-        self.gen = self.run(self.store.current_generation())
+        self.gen = self.start_generations()
         for p in range(PARTITIONS):
             self.run(self.redis.set(self.keys.fence(p), MINE))
+
+    def start_generations(self) -> int:
+        """Every partition's pointer recorded (a live projector does so for its own partitions)."""
+        gens = {self.run(self.store.current_generation(p)) for p in range(PARTITIONS)}
+        assert len(gens) == 1
+        return int(gens.pop())
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -190,7 +198,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.run(self._compare(building=gen))  # the build never touches what reads see
         for i in range(PARTITIONS):
             self.build(gen, i, bulk[i])
-        assert self.run(self.store.switch_generation(gen)) == old
+        assert self.run(self.store.switch_generation(gen)) == dict.fromkeys(range(PARTITIONS), old)
         self.run(self.store.drop_generation(old))
         self.gen = gen
         for part in self.parts:
@@ -221,10 +229,11 @@ class StoreMachine(RuleBasedStateMachine):
                 await self.redis.unlink(key)
 
         self.run(wipe())
-        assert self.run(self.store.live_generation()) is None, "a wipe is detected"
+        for p in range(PARTITIONS):
+            assert self.run(self.store.live_generation(p)) is None, "a wipe is detected"
         stale = Message(self.seq + 1, Batch(events=(Event(7, "z", Kind.CLICK),)), stream_ms=self.clock)
         assert self.run(self._apply(0, stale)) is Outcome.GENERATION_MOVED
-        self.gen = self.run(self.store.current_generation())
+        self.gen = self.start_generations()
         assert self.gen == 1
         for p, part in enumerate(self.parts):
             self.run(self.redis.set(self.keys.fence(p), MINE))
@@ -271,10 +280,14 @@ class StoreMachine(RuleBasedStateMachine):
 
     async def _compare(self, building: int | None = None) -> None:
         r, k, gen = self.redis, self.keys, self.gen
-        assert await self.store.live_generation() == gen
-        async for raw in r.scan_iter(match=f"{k.prefix}:g*", count=1000):
-            token = raw.decode()[len(k.prefix) + 2 :].partition(":")[0]
-            assert not token.isdigit() or int(token) in (gen, building), f"{raw!r} outlived its generation"
+        for p in range(PARTITIONS):
+            assert await self.store.live_generation(p) == gen
+            head = k.gen_prefix(p)
+            async for raw in r.scan_iter(match=f"{head}*", count=1000):
+                token = raw.decode()[len(head) :].partition(":")[0]
+                assert not token.isdigit() or int(token) in (gen, building), (
+                    f"{raw!r} outlived its generation"
+                )
         scratch = f"scratch-{k.prefix}"
         for p, part in enumerate(self.parts):
             assert await self.store.watermark(gen, p) == part.watermark, f"p{p} watermark"
