@@ -90,9 +90,9 @@ async def test_crash_between_apply_and_ack_counts_each_event_once(
     truth = await post_workload(client, 120)
     own = await nats.connect(settings.nats_url)
     js = own.jetstream()
-    gen = await store.current_generation(0)
     # A projector that applied its first fetch of every partition, then died before acking.
     for p in range(settings.partitions):
+        gen = await store.current_generation(p)
         await position_consumer(js, settings, p, 0, 50)
         sub = await js.pull_subscribe_bind(durable=consumer_name(p), stream=settings.stream_name)
         msgs = await sub.fetch(50, timeout=2)
