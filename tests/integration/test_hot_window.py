@@ -65,12 +65,23 @@ async def answers(http: httpx.AsyncClient, hours: Iterable[int]) -> dict[int, Ho
     return found
 
 
-async def direct(redis: Redis, nc: NATS, settings: Settings, hours: Iterable[int]) -> dict[int, HourTotals]:
-    """What a fresh reader (no HTTP cache) answers."""
-    reader = Reader(
-        redis, Keys(settings.key_prefix), settings.partitions, ColdStore(nc, settings.stream_name)
-    )
+async def direct(
+    redis: Redis, nc: NATS, settings: Settings, hours: Iterable[int], *, split: bool = False
+) -> dict[int, HourTotals]:
+    """What a fresh reader (no HTTP cache) answers; `split`: one read per partition, as on a cluster."""
+    cold = ColdStore(nc, settings.stream_name)
+    reader = Reader(redis, Keys(settings.key_prefix), settings.partitions, cold, split_by_partition=split)
     return {h: await reader.hour(h) for h in hours}
+
+
+async def ranges_both_ways(redis: Redis, nc: NATS, settings: Settings, hours: list[int]) -> None:
+    """A range over hot and cold hours answers the same read per partition as in one script."""
+    found = []
+    for split in (False, True):
+        cold = ColdStore(nc, settings.stream_name)
+        reader = Reader(redis, Keys(settings.key_prefix), settings.partitions, cold, split_by_partition=split)
+        found.append([await reader.buckets([[h] for h in hours]), await reader.buckets([hours])])
+    assert found[0] == found[1]
 
 
 def cold_reads(source: str) -> float:
@@ -122,6 +133,8 @@ async def test_hours_outside_the_window_leave_redis_and_every_answer_stays_exact
         await eventually(read, functools.partial(cold_reads_above, "memory", from_memory))
         assert cold_reads("store") == from_store
         assert await direct(redis, nc, settings, want) == want
+        assert await direct(redis, nc, settings, want, split=True) == want
+        await ranges_both_ways(redis, nc, settings, sorted(want))
 
         # A range over the last four hours: four rows, and a total whose uniques are the union.
         frm, to = (now - 3) * HOUR_MS, (now + 1) * HOUR_MS
@@ -144,6 +157,8 @@ async def test_hours_outside_the_window_leave_redis_and_every_answer_stays_exact
 
         await replay(settings, nc, redis)
         assert await direct(redis, nc, settings, want) == want
+        assert await direct(redis, nc, settings, want, split=True) == want
+        await ranges_both_ways(redis, nc, settings, sorted(want))
 
         # One cold hour rebuilt: it is back in Redis, exact, and leaves again after its next snapshot.
         await replay_hour(settings, nc, redis, now - 10)
