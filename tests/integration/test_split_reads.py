@@ -46,6 +46,7 @@ async def both(redis: Redis, settings: Settings) -> tuple[Answers, Answers]:
     keys = Keys(settings.key_prefix)
     found: list[Answers] = []
     for split in (False, True):
+        await redis.script_flush()  # each mode loads its scripts itself (the split one in a pipeline)
         reader = Reader(redis, keys, settings.partitions, split_by_partition=split)
         hours = [await reader.hour(h) for h in [*HOURS, BASE - 100]]
         ranges = [await reader.buckets(shape) for shape in shapes()]
