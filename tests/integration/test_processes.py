@@ -278,8 +278,8 @@ async def test_a_replay_split_over_build_processes_answers_as_live_and_its_build
     again = await eventually(lambda: asyncio.to_thread(replay), lambda r: r.returncode == 0, timeout=30)
     assert b"replayed 300 events" in again.stdout
     assert await stored_hours(redis, settings, truth.hours()) == live
-    keys = await redis.keys(f"{settings.key_prefix}:g*:wm:*")
-    generations = {(k.decode() if isinstance(k, bytes) else k).split(":")[1] for k in keys}
+    keys = await redis.keys(f"{settings.key_prefix}:*:g*:wm")
+    generations = {(k.decode() if isinstance(k, bytes) else k).split(":")[2] for k in keys}
     assert len(generations) == 1, f"watermarks of more than the live generation left: {generations}"
 
 
