@@ -125,6 +125,26 @@ async def test_wiped_redis_is_rebuilt_from_the_stream_without_being_asked(
 
 
 @pytest.mark.usefixtures("projector")
+async def test_a_partition_that_lost_its_keys_is_rebuilt_alone_without_being_asked(
+    settings: Settings, client: httpx.AsyncClient, redis: Redis
+) -> None:
+    # As when the cluster shard holding partition 0 lost its data: its generation pointer is gone too.
+    truth = await post_workload(client, 150, seed=4)
+    before = await eventually(lambda: answers(client, truth.hours()), counts_match(truth))  # type: ignore[arg-type]
+    keys = Keys(settings.key_prefix)
+    gen = int(await redis.get(keys.generation(1)) or 0)
+    others = {p: await redis.get(keys.fence(p)) for p in range(1, settings.partitions)}
+    lost = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:{Keys.tag(0)}:*")]
+    assert keys.generation(0).encode() in lost
+    await redis.delete(*lost)
+    assert await stored(redis, settings, truth.hours()) != before  # really gone
+    after = await eventually(lambda: stored(redis, settings, truth.hours()), counts_match(truth))  # type: ignore[arg-type]
+    assert after == before
+    assert {p: await redis.get(keys.fence(p)) for p in others} == others  # the rest went on, same leases
+    assert all([await redis.get(keys.generation(p)) == str(gen).encode() for p in others])
+
+
+@pytest.mark.usefixtures("projector")
 async def test_replay_ends_with_exactly_the_live_answers(
     settings: Settings, client: httpx.AsyncClient, nc: NATS, redis: Redis
 ) -> None:
