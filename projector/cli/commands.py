@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import msgspec
 import nats.errors
@@ -97,7 +97,14 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
         else:
             redis_client = await reach_redis(settings, deadline)
         try:
-            await _with_redis(command, settings, nc, redis_client, stop)
+            await _with_redis(
+                command,
+                settings,
+                nc,
+                cast(Redis, redis_client),
+                stop,
+                # cast: unified after merging keys
+            )
         finally:
             await redis_client.aclose()
     finally:
@@ -154,7 +161,8 @@ async def build(job: BuildJob) -> int:
     try:
         redis_client = await reach_redis(settings, settings.connect_deadline_s)
         try:
-            built = await build_partitions(job, nc, redis_client)
+            # cast: unified after merging keys
+            built = await build_partitions(job, nc, cast(Redis, redis_client))
         finally:
             await redis_client.aclose()
     finally:
