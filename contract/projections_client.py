@@ -98,18 +98,9 @@ async def _node_view(
         return None
     finally:
         await client.aclose()
-    info = dict(line.split(":", 1) for line in _text(raw_info).splitlines() if ":" in line)
-    info = {k.strip(): v.strip() for k, v in info.items()}
-    ids: set[str] = set()
-    myself = ""
-    for line in _text(raw_nodes).splitlines():
-        fields = line.split()
-        if len(fields) >= 3:
-            ids.add(fields[0])
-            if "myself" in fields[2].split(","):
-                myself = fields[0]
+    # redis-py parses both replies: CLUSTER INFO into a dict, CLUSTER NODES into address -> node dict.
+    info = {str(k): str(v) for k, v in dict(raw_info).items()}
+    rows = list(dict(raw_nodes).values())
+    ids = {str(row["node_id"]) for row in rows}
+    myself = next((str(row["node_id"]) for row in rows if "myself" in row["flags"]), "")
     return myself, ids, info
-
-
-def _text(raw: object) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)

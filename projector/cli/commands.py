@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from contract.backoff import with_backoff
 from contract.hours import parse_hour_token
+from contract.projections_client import check_cluster
 from contract.settings import Settings
 from projector import metrics
 from projector.cli.audit_command import AuditArgs, audit_view
@@ -87,6 +88,7 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
             print(said)
             return 0
         if command.name == "inspect":
+            await check_cluster(settings)  # refused in one line before anything is printed
             sys.stdout.write(await inspect_view(settings, nc, last=command.last))
             sys.stdout.write(await audit_view(settings))
             return 0
