@@ -21,7 +21,8 @@ import redis
 from contract.redis_nodes import RedisNode, parse_redis_nodes
 from contract.settings import Settings, SettingsError
 from contract.slots import SLOTS, slot_ranges
-from deploy.servers import valkey_command
+from deploy.credentials import write_secret
+from deploy.servers import loopback_port, valkey_command
 
 BUS_PORT_OFFSET = 10000
 """Valkey's cluster bus listens on the client port plus this."""
@@ -33,22 +34,57 @@ class FormError(RuntimeError):
 
 
 def node_command(
-    port: int,
-    data_dir: Path,
-    aclfile: Path | None,
-    node_timeout_ms: int,
-    master_auth: tuple[str, str] | None = None,
+    port: int, data_dir: Path, aclfile: Path | None, node_timeout_ms: int, auth: Path | None
 ) -> list[str]:
-    """One cluster node: the single node's command line plus cluster mode, its own nodes.conf, and the
-    user a replica authenticates as to its primary (the ACL has no `default` user)."""
-    auth = ["--masteruser", master_auth[0], "--masterauth", master_auth[1]] if master_auth else []
+    """One cluster node: the single node's command line plus cluster mode and its own nodes.conf;
+    `auth` is a config file (see `master_auth_file`) naming the user a replica signs in to its primary
+    as, since the ACL has no `default` user."""
+    binary, *rest = valkey_command(port, data_dir, aclfile)
     return [
-        *valkey_command(port, data_dir, aclfile),
+        binary,
+        *([str(auth)] if auth is not None else []),  # a config file goes first
+        *rest,
         "--cluster-enabled", "yes",
         "--cluster-config-file", str(data_dir / "nodes.conf"),
         "--cluster-node-timeout", str(node_timeout_ms),
-        *auth,
     ]  # fmt: skip
+
+
+def master_auth_file(directory: Path, user: str, password: str) -> Path:
+    """A 0600 config file with the replicas' credentials, kept off the command line."""
+    path = directory / "valkey-replication.conf"
+    write_secret(path, f"masteruser {user}\nmasterauth {password}\n")
+    return path
+
+
+def valkey_nodes(
+    settings: Settings, data: Path, acl: Path, admin_password: str
+) -> list[tuple[str, list[str], int]]:
+    """(name, command line, port) of each valkey-server `./just up` runs: every node of a loopback
+    cluster, the one loopback node, or none for an external Redis."""
+    ports = loopback_cluster_ports(settings)
+    if not ports:
+        port = loopback_port(settings.redis_url, 6379)
+        if port is None:
+            return []
+        (data / "valkey").mkdir(parents=True, exist_ok=True)
+        return [("valkey", valkey_command(port, data / "valkey", acl), port)]
+    auth = master_auth_file(acl.parent, "admin", admin_password)
+    out = []
+    for i, port in enumerate(ports, start=1):
+        node_dir = data / f"valkey-{port}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        out.append((f"valkey{i}", node_command(port, node_dir, acl, DEFAULT_NODE_TIMEOUT_MS, auth), port))
+    return out
+
+
+def form_command(settings: Settings) -> list[str] | None:
+    """The one-shot step that forms a loopback cluster (one replica a primary when the count allows)."""
+    ports = loopback_cluster_ports(settings)
+    if not ports:
+        return None
+    replicas = "1" if len(ports) % 2 == 0 else "0"
+    return [sys.executable, "-m", "deploy.valkey_cluster", "form", "--replicas", replicas]
 
 
 def loopback_cluster_ports(settings: Settings) -> list[int]:

@@ -16,7 +16,7 @@ from contract.redis_nodes import parse_redis_nodes
 from contract.settings import Settings
 from deploy.credentials import Secrets, ensure_secrets, write_redis_acl, write_urls
 from deploy.servers import port_open, wait_for_port
-from deploy.valkey_cluster import BUS_PORT_OFFSET, form, node_command
+from deploy.valkey_cluster import BUS_PORT_OFFSET, form, master_auth_file, node_command
 
 NODE_TIMEOUT_MS = 1000
 
@@ -69,7 +69,8 @@ def start_nodes(data_dir: Path, count: int, secrets: Secrets, acl: Path) -> Valk
             node_dir = data_dir / f"valkey-{port}"
             node_dir.mkdir(parents=True, exist_ok=True)
             log = (node_dir / "valkey.log").open("ab")
-            argv = node_command(port, node_dir, acl, NODE_TIMEOUT_MS, ("admin", secrets.redis["admin"]))
+            auth = master_auth_file(secrets.directory, "admin", secrets.redis["admin"])
+            argv = node_command(port, node_dir, acl, NODE_TIMEOUT_MS, auth)
             procs[port] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         for port in ports:
             wait_for_port("127.0.0.1", port, 20, procs[port])
