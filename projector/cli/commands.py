@@ -28,7 +28,7 @@ from contract.projections_client import check_cluster
 from contract.settings import Settings
 from projector import metrics
 from projector.cli.audit_command import AuditArgs, audit_view
-from projector.cli.inspect_view import inspect_view
+from projector.cli.inspect_view import cluster_view, inspect_view
 from projector.cli.reach import keep_reaching_nats, keep_reaching_redis, reach_nats, reach_redis
 from projector.live.balancer import run_projector
 from projector.log.stream_config import check_partitions, ensure_stream
@@ -90,6 +90,7 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
         if command.name == "inspect":
             await check_cluster(settings)  # refused in one line before anything is printed
             sys.stdout.write(await inspect_view(settings, nc, last=command.last))
+            sys.stdout.write(await cluster_view(settings))
             sys.stdout.write(await audit_view(settings))
             return 0
         # Before anything touches Redis: a projector with the wrong partition count must write nothing.

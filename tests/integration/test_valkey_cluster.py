@@ -193,3 +193,23 @@ async def test_every_process_refuses_a_node_list_that_is_not_one_whole_cluster(
 def _met(cluster: ValkeyCluster) -> bool:
     nodes = parse_redis_nodes(cluster.url)
     return all(len(_nodes_table(_client(n))) == len(nodes) for n in nodes)
+
+
+async def test_inspect_shows_each_node_its_role_slots_and_partitions(
+    valkey_cluster: ValkeyCluster, nats_server: Server
+) -> None:
+    settings = isolated_settings(nats_server.url, valkey_cluster.url)
+    await make_stream(settings)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "projector", "inspect", env=settings_env(settings), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    view = out.decode().split("valkey cluster (6 nodes", 1)[1].splitlines()[1:]
+    primaries = [line for line in view if " primary " in line]
+    replicas = [line for line in view if " replica of 127.0.0.1:" in line]
+    assert len(primaries) == 3
+    assert len(replicas) == 3
+    owned = sorted(line.split("partitions ")[1] for line in primaries)
+    assert owned == sorted(", ".join(map(str, found)) for found in shards(valkey_cluster, 4).values())
