@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis.exceptions
 
-from contract.projections_client import check_cluster, connect, node_client
+from contract.projections_client import ProjectionsClient, check_cluster, connect, node_client
 from contract.redis_nodes import parse_redis_nodes
 from contract.settings import Settings, SettingsError
 from contract.slots import SLOTS, key_slot, partition_slot, partitions_in
@@ -213,3 +213,42 @@ async def test_inspect_shows_each_node_its_role_slots_and_partitions(
     assert len(replicas) == 3
     owned = sorted(line.split("partitions ")[1] for line in primaries)
     assert owned == sorted(", ".join(map(str, found)) for found in shards(valkey_cluster, 4).values())
+
+
+def test_the_form_command_finds_a_formed_cluster_formed(valkey_cluster: ValkeyCluster) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.valkey_cluster", "form", "--replicas", "1", valkey_cluster.url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "valkey cluster of 6 nodes was already formed"
+
+
+async def test_a_killed_primary_is_replaced_by_its_replica_within_seconds(
+    valkey_cluster: ValkeyCluster,
+) -> None:
+    """The fixture's short node timeout (1 s): the replica takes over in a few seconds, and the
+    factory's client finds the partition's keys on it."""
+    settings = Settings(redis_url=valkey_cluster.role_url("projector"))
+    client = connect(settings)
+    try:
+        await client.set("hg:{p0}:probe", "before")
+        holder = next(port for port, found in shards(valkey_cluster, 4).items() if 0 in found)
+        primary = node_client(settings, next(n for n in settings.redis_nodes() if n.port == holder))
+        try:
+            assert await primary.wait(1, 5000) == 1  # the replica has it before the crash
+        finally:
+            await primary.aclose()
+        valkey_cluster.kill(holder)
+        started = asyncio.get_running_loop().time()
+        found = await eventually(lambda: _read_after_failover(client), lambda got: got == b"before", 30)
+        took = asyncio.get_running_loop().time() - started
+        assert found == b"before"
+        assert took < 15, took
+    finally:
+        await client.aclose()
+
+
+async def _read_after_failover(client: ProjectionsClient) -> bytes | None:
+    value = await client.get("hg:{p0}:probe")
+    return value if isinstance(value, bytes) else None

@@ -36,6 +36,11 @@ class ValkeyCluster:
     def url(self) -> str:
         return self.role_url("admin")
 
+    def kill(self, port: int) -> None:
+        """SIGKILL one node, as a crash would."""
+        self.procs[port].kill()
+        self.procs[port].wait()
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
