@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from contract.redis_nodes import NodeListError, RedisNode, parse_redis_nodes
+
 ENV_PREFIX = "ANALYTICS_"
 
 
@@ -81,7 +83,8 @@ class Settings:
     """A CA bundle to trust for `tls://` NATS and `rediss://` Redis URLs, beside the system's."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis (or Valkey) URL. A loopback URL makes `./just up` run valkey-server itself."""
+    """Redis (or Valkey) URL; several, comma separated, are the nodes of one Redis Cluster. A loopback
+    URL makes `./just up` run valkey-server itself."""
 
     data_dir: Path = Path(".data")
     """Where `./just up` keeps the JetStream store, the Valkey files and logs."""
@@ -265,6 +268,19 @@ class Settings:
             raise SettingsError("ANALYTICS_AUDIT_CPU_SHARE must be above 0 and at most 1 (one core)")
         if self.pull_reader not in ("auto", "fast", "public"):
             raise SettingsError("ANALYTICS_PULL_READER must be auto, fast or public")
+        self.redis_nodes()
+
+    def redis_nodes(self) -> tuple[RedisNode, ...]:
+        """The nodes ANALYTICS_REDIS_URL lists (empty for one URL that is not redis[s]://)."""
+        try:
+            return parse_redis_nodes(self.redis_url)
+        except NodeListError as exc:
+            raise SettingsError(str(exc)) from None
+
+    @property
+    def redis_cluster(self) -> bool:
+        """Several nodes listed: the projections live on a Redis Cluster."""
+        return len(self.redis_nodes()) > 1
 
     def nats_read_options(self, name: str) -> dict[str, Any]:
         """Like `nats_options`, for the HTTP process's reading connection."""

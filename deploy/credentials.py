@@ -171,6 +171,13 @@ def write_nats_config(found: Secrets, settings: Settings, base: Path, *more: Set
     return path
 
 
+CLUSTER_READS = (
+    "+command +cluster|info +cluster|nodes +cluster|slots +cluster|shards +cluster|myid +asking +readonly"
+)
+"""What a cluster client needs to find its way (slot map, redirections) and the start-up checks; the
+projector's role has these already."""
+
+
 def redis_acl(found: Secrets, settings: Settings, *more: Settings) -> str:
     """The ACL file: `default` off. The projector may use any data command on the key prefix, none of
     the dangerous or admin ones (FLUSHALL, KEYS, CONFIG SET, ACL...); the API may only read (a script
@@ -185,9 +192,9 @@ def redis_acl(found: Secrets, settings: Settings, *more: Settings) -> str:
             f"user projector on >{found.redis['projector']} resetchannels {keys} +@all -@dangerous -@admin "
             "+info +config|get",
             f"user api on >{found.redis['api']} resetchannels {keys} -@all +@read -@dangerous "
-            "+@transaction +eval +evalsha +script|load +ping",
+            f"+@transaction +eval +evalsha +script|load +ping {CLUSTER_READS}",
             f"user audit on >{found.redis['audit']} resetchannels {audit_keys} -@all +@read -@dangerous "
-            "+@transaction +ping +hset +del +zadd +zrem +set",
+            f"+@transaction +ping +hset +del +zadd +zrem +set {CLUSTER_READS}",
             "",
         ]
     )

@@ -45,9 +45,12 @@ def planned(settings: Settings, projectors: int) -> list[Port]:
         if port is not None and cluster:
             route = port + CLUSTER_PORT_OFFSET
             out.append(Port("127.0.0.1", route, "ANALYTICS_NATS_URL", f"cluster routes of {port}"))
-    redis_port = loopback_port(settings.redis_url, 6379)
-    if redis_port is not None:
-        out.append(Port("127.0.0.1", redis_port, "ANALYTICS_REDIS_URL"))
+    redis_ports = [loopback_port(url, 6379) for url in settings.redis_url.split(",")]
+    for port in redis_ports if all(redis_ports) else []:
+        assert port is not None
+        out.append(Port("127.0.0.1", port, "ANALYTICS_REDIS_URL"))
+        if len(redis_ports) > 1:  # a Valkey cluster's node: its cluster bus too
+            out.append(Port("127.0.0.1", port + 10000, "ANALYTICS_REDIS_URL", f"cluster bus of {port}"))
     out.append(Port(settings.http_host, settings.http_port, "ANALYTICS_HTTP_PORT"))
     if settings.admin_port:
         out.append(Port(settings.admin_host, settings.admin_port, "ANALYTICS_ADMIN_PORT"))

@@ -30,8 +30,8 @@ from deploy.servers import (
     nats_server_name,
     port_open,
     redis_identity,
-    valkey_command,
 )
+from deploy.valkey_cluster import form_command, valkey_nodes
 
 COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[31m"]
 RESET = "\033[0m"
@@ -41,6 +41,8 @@ START_GRACE_S = 3.0
 TAIL_LINES = 5
 READY_TIMEOUT_S = 20.0
 CLUSTER_URL = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
+VALKEY_CLUSTER_URL = ",".join(f"redis://127.0.0.1:{port}/0" for port in range(7001, 7007))
+"""`cluster-up`'s Valkey cluster: 3 primaries and 3 replicas (cluster bus on 17001-17006)."""
 
 
 def _die_with_parent() -> None:
@@ -300,14 +302,12 @@ def build_children(settings: Settings, projectors: int) -> list[Child]:
         argv = nats_command(port, store, nats_config, name)
         ready = functools.partial(_nats_ready, port, name, admin)
         children.append(Child("nats", argv, env, ready, port=_nats_port(port)))
-    if redis_port is not None:
-        vdir = data / "valkey"
-        vdir.mkdir(parents=True, exist_ok=True)
-        argv = valkey_command(redis_port, vdir, acl)
-        ready = functools.partial(redis_identity, redis_port, found.redis["admin"])
-        children.append(
-            Child("valkey", argv, env, ready, port=Port("127.0.0.1", redis_port, "ANALYTICS_REDIS_URL"))
-        )
+    for name, argv, port in valkey_nodes(settings, data, acl, found.redis["admin"]):
+        ready = functools.partial(redis_identity, port, found.redis["admin"])
+        children.append(Child(name, argv, env, ready, port=Port("127.0.0.1", port, "ANALYTICS_REDIS_URL")))
+    forming = form_command(settings)
+    if forming is not None:  # a loopback Valkey cluster: formed (or found formed) before anything uses it
+        children.append(Child("valkey-form", forming, env, oneshot=True))
     py = sys.executable
     # The one place the stream is created or reconfigured; HTTP workers and projectors only check it.
     children.append(Child("stream", [py, "-m", "projector", "stream"], env, oneshot=True))
@@ -360,7 +360,8 @@ def _main() -> None:
     parser.add_argument(
         "--cluster",
         action="store_true",
-        help="run a 3-node JetStream cluster on loopback (4222-4224) with the stream at R3",
+        help="run a 3-node JetStream cluster on loopback (4222-4224) with the stream at R3, and a Valkey "
+        "cluster of 3 primaries and 3 replicas (7001-7006)",
     )
     args = parser.parse_args()
     if args.cluster:
@@ -368,6 +369,7 @@ def _main() -> None:
         os.environ.setdefault("ANALYTICS_DATA_DIR", ".data/cluster")
         os.environ.setdefault("ANALYTICS_NATS_URL", CLUSTER_URL)
         os.environ.setdefault("ANALYTICS_STREAM_REPLICAS", "3")
+        os.environ.setdefault("ANALYTICS_REDIS_URL", VALKEY_CLUSTER_URL)
     _die_with_parent()  # if `just` (our parent) is killed, stop everything rather than linger
     try:
         settings = Settings.from_env()

@@ -20,7 +20,8 @@ from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from litestar.types import ASGIApp
 
-from contract.settings import Settings
+from contract.projections_client import check_cluster
+from contract.settings import Settings, SettingsError
 from contract.stream import partition_mismatch
 
 EX_CONFIG = 78
@@ -49,6 +50,11 @@ def main() -> None:
     problem = asyncio.run(_partition_problem(settings))
     if problem:
         raise SystemExit(f"hourglass http: refusing to start: {problem}")
+    try:
+        asyncio.run(check_cluster(settings))
+    except SettingsError as exc:  # listed nodes that are not one whole cluster: a configuration error
+        print(f"hourglass http: configuration: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EX_CONFIG) from None
     own_directory = _prepare_multiprocess_metrics()
     # Only now: prometheus_client picks its multiprocess mode when first imported, and the workers
     # inherit this process's modules.

@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import nats
 import nats.errors
@@ -25,6 +25,7 @@ from contract.backoff import with_backoff
 from contract.errors import Unavailable
 from contract.hours import changes_subject
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient, connect
 from contract.settings import Settings
 from ingest.publisher import Publisher
 from ingest.seams import EventLog
@@ -74,7 +75,7 @@ class Link:
         self._cold = _SnapshotStore()
         self._nc: NATS | None = None
         self._reads: NATS | None = None
-        self._redis: Redis | None = None
+        self._redis: ProjectionsClient | None = None
         self._reader: Reader | None = None
         self._publisher: Publisher | None = None
 
@@ -84,7 +85,7 @@ class Link:
         return self._nc
 
     @property
-    def redis(self) -> Redis | None:
+    def redis(self) -> ProjectionsClient | None:
         return self._redis
 
     def publisher(self) -> Publisher:
@@ -111,7 +112,13 @@ class Link:
         settings, given = self._settings, self._given
         if given.hours is None:
             self._redis = given.redis if given.redis is not None else redis_client(settings)
-            self._reader = Reader(self._redis, Keys(settings.key_prefix), settings.partitions, self._cold)
+            self._reader = Reader(
+                # cast: unified after merging keys
+                cast(Redis, self._redis),
+                Keys(settings.key_prefix),
+                settings.partitions,
+                self._cold,
+            )
         connecting: list[asyncio.Task[None]] = []
         if given.log is not None:
             self._publisher = Publisher(given.log, settings)
@@ -170,5 +177,5 @@ class Link:
             await self._redis.aclose()
 
 
-def redis_client(settings: Settings) -> Redis:
-    return Redis.from_url(**settings.redis_options())
+def redis_client(settings: Settings) -> ProjectionsClient:
+    return connect(settings)

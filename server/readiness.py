@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
-from redis.asyncio import Redis
 
 from contract.hours import system_now_ms
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from contract.stream import partition_mismatch
 
@@ -28,7 +28,7 @@ REFRESH_S = 1.0
 class Readiness:
     settings: Settings
     nc: Callable[[], NATS | None]
-    redis: Callable[[], Redis | None]
+    redis: Callable[[], ProjectionsClient | None]
     clock: Callable[[], int] = system_now_ms
     problems: list[str] = field(default_factory=lambda: ["starting: not checked yet"])
     refused: str | None = None

@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import cast
 
 import nats.errors
 import redis.exceptions
@@ -54,7 +55,8 @@ async def follow(settings: Settings, stop: asyncio.Event) -> int:
     try:
         redis_client = await keep_reaching_redis(settings, settings.connect_deadline_s)
         try:
-            await Follower(settings, nc, redis_client).run(stop)
+            # cast: unified after merging keys
+            await Follower(settings, nc, cast(Redis, redis_client)).run(stop)
         finally:
             await redis_client.aclose()
     finally:

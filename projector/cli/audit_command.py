@@ -7,6 +7,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
@@ -66,7 +67,8 @@ async def audit_command(args: AuditArgs, stop: asyncio.Event) -> int:
     try:
         redis = await reach_redis(settings, settings.connect_deadline_s)
         try:
-            return await _audit_once(settings, nc, redis, named, since, args.repair)
+            # cast: unified after merging keys
+            return await _audit_once(settings, nc, cast(Redis, redis), named, since, args.repair)
         finally:
             await redis.aclose()
     finally:
@@ -114,6 +116,7 @@ async def audit_view(settings: Settings) -> str:
     except Unreachable as exc:
         return f"\naudit: {exc.line}\n"
     try:
-        return "\n" + "\n".join(await summary(redis, Keys(settings.key_prefix))) + "\n"
+        # cast: unified after merging keys
+        return "\n" + "\n".join(await summary(cast(Redis, redis), Keys(settings.key_prefix))) + "\n"
     finally:
         await redis.aclose()

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import msgspec
 import nats.errors
@@ -24,10 +24,11 @@ from redis.asyncio import Redis
 
 from contract.backoff import with_backoff
 from contract.hours import parse_hour_token
+from contract.projections_client import check_cluster
 from contract.settings import Settings
 from projector import metrics
 from projector.cli.audit_command import AuditArgs, audit_view
-from projector.cli.inspect_view import inspect_view
+from projector.cli.inspect_view import cluster_view, inspect_view
 from projector.cli.reach import keep_reaching_nats, keep_reaching_redis, reach_nats, reach_redis
 from projector.live.balancer import run_projector
 from projector.log.stream_config import check_partitions, ensure_stream
@@ -87,7 +88,9 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
             print(said)
             return 0
         if command.name == "inspect":
+            await check_cluster(settings)  # refused in one line before anything is printed
             sys.stdout.write(await inspect_view(settings, nc, last=command.last))
+            sys.stdout.write(await cluster_view(settings))
             sys.stdout.write(await audit_view(settings))
             return 0
         # Before anything touches Redis: a projector with the wrong partition count must write nothing.
@@ -97,7 +100,14 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
         else:
             redis_client = await reach_redis(settings, deadline)
         try:
-            await _with_redis(command, settings, nc, redis_client, stop)
+            await _with_redis(
+                command,
+                settings,
+                nc,
+                cast(Redis, redis_client),
+                stop,
+                # cast: unified after merging keys
+            )
         finally:
             await redis_client.aclose()
     finally:
@@ -154,7 +164,8 @@ async def build(job: BuildJob) -> int:
     try:
         redis_client = await reach_redis(settings, settings.connect_deadline_s)
         try:
-            built = await build_partitions(job, nc, redis_client)
+            # cast: unified after merging keys
+            built = await build_partitions(job, nc, cast(Redis, redis_client))
         finally:
             await redis_client.aclose()
     finally:

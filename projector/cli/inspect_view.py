@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
+import redis.exceptions
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from contract import schema
+from contract.projections_client import node_client
 from contract.settings import Settings
+from contract.slots import partitions_in
 from contract.stream import consumer_name, snapshot_bucket, snapshot_manifest_key
 
 
@@ -77,3 +81,42 @@ async def inspect_view(settings: Settings, nc: NATS, last: int = 10) -> str:
         seq -= 1
         last -= 1
     return "\n".join(lines) + "\n"
+
+
+async def cluster_view(settings: Settings) -> str:
+    """In cluster mode: each node's address, role, slot ranges and the partitions living there."""
+    if not settings.redis_cluster:
+        return ""
+    rows: list[dict[str, Any]] = []
+    for node in settings.redis_nodes():  # the first node that answers knows them all
+        client = node_client(settings, node)
+        try:
+            parsed = await client.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+            rows = [{**row, "address": str(at)} for at, row in dict(parsed).items()]
+            break
+        except redis.exceptions.RedisError:
+            continue
+        finally:
+            await client.aclose()
+    if not rows:
+        return "\nvalkey cluster: no listed node answers\n"
+    address = {row["node_id"]: _address(row) for row in rows}
+    lines = ["", f"valkey cluster ({len(rows)} nodes; partition slots from the tag {{p<N>}}):"]
+    for row in sorted(rows, key=lambda r: (r["master_id"] != "-", _address(r))):
+        flags = row["flags"]
+        if "master" in flags:
+            spans = [(int(low), int(high)) for low, high in row["slots"]]
+            slots = ", ".join(f"{low}-{high}" if low != high else str(low) for low, high in spans) or "none"
+            parts = sorted(p for low, high in spans for p in partitions_in(low, high, settings.partitions))
+            owned = ", ".join(map(str, parts)) or "none"
+            role = f"primary  slots {slots}  partitions {owned}"
+        else:
+            role = f"replica of {address.get(row['master_id'], row['master_id'])}"
+        state = "" if row.get("connected", True) and "fail" not in flags else f"  ({flags})"
+        lines.append(f"  {_address(row):<22} {role}{state}")
+    return "\n".join(lines) + "\n"
+
+
+def _address(row: dict[str, Any]) -> str:
+    """`ip:port` as the node announces itself (redis-py keys CLUSTER NODES by it)."""
+    return str(row["address"])

@@ -12,16 +12,22 @@ import nats
 import nats.errors
 import redis.exceptions
 from nats.aio.client import Client as NATS
-from redis.asyncio import Redis
 
 from contract.backoff import FIRST_DELAY_S, MAX_DELAY_S
+from contract.projections_client import ProjectionsClient, check_cluster, connect
 from contract.settings import Settings, redacted
 
 log = logging.getLogger("projector")
 
 HINT = "is ./just up running?"
 NATS_DOWN = (TimeoutError, OSError, nats.errors.Error)
-REDIS_DOWN = (OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_DOWN = (
+    OSError,
+    TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.RedisClusterException,  # no listed node answered the cluster client yet
+)
 
 T = TypeVar("T")
 
@@ -82,9 +88,11 @@ async def _cancel_until_done(task: asyncio.Task[NATS]) -> None:
         task.exception()  # retrieved: a failed attempt is said in the one line, not logged by asyncio
 
 
-async def reach_redis(settings: Settings, deadline_s: float) -> Redis:
-    """A Redis client that has answered a PING within `deadline_s`, or Unreachable."""
-    client = Redis.from_url(**settings.redis_options())
+async def reach_redis(settings: Settings, deadline_s: float) -> ProjectionsClient:
+    """A Redis client that has answered a PING within `deadline_s`, or Unreachable; in cluster mode,
+    SettingsError when the listed nodes are not one whole cluster."""
+    await check_cluster(settings)
+    client = connect(settings)
     loop = asyncio.get_running_loop()
     until = loop.time() + deadline_s
     delay = FIRST_DELAY_S
@@ -109,7 +117,7 @@ async def keep_reaching_nats(settings: Settings, name: str, deadline_s: float) -
     return await _keep_trying(lambda: reach_nats(settings, name, deadline_s))
 
 
-async def keep_reaching_redis(settings: Settings, deadline_s: float) -> Redis:
+async def keep_reaching_redis(settings: Settings, deadline_s: float) -> ProjectionsClient:
     """For the long-running `run`: retried with backoff until Redis answers, one WARNING per try."""
     return await _keep_trying(lambda: reach_redis(settings, deadline_s))
 

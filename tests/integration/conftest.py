@@ -27,6 +27,7 @@ from projector.log.stream_config import ensure_stream
 from server.app import Clients, create_app
 from tests.conftest import Server, running
 from tests.helpers import eventually, isolated_settings, serve, settings_env
+from tests.integration.valkey_cluster import valkey_cluster  # noqa: F401  (a fixture)
 
 
 async def make_stream(settings: Settings, timeout: float = 20) -> None:

@@ -13,10 +13,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("contract", "ingest", "projector", "api", "server", "deploy")
 
 
-def imported(package: str) -> set[str]:
-    """Top-level modules the package's files import."""
+def imported(package: str, skip: frozenset[str] = frozenset()) -> set[str]:
+    """Top-level modules the package's files import (but those in `skip`, paths from the root)."""
     found: set[str] = set()
     for path in (ROOT / package).rglob("*.py"):
+        if str(path.relative_to(ROOT)) in skip:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found |= {alias.name.split(".")[0] for alias in node.names}
@@ -25,9 +27,19 @@ def imported(package: str) -> set[str]:
     return found - {"__future__"}
 
 
+PROJECTIONS_CLIENT = "contract/projections_client.py"
+"""The one contract module that imports redis: every process must connect to the projections the same
+way (one Redis or a cluster, same options, same cluster checks)."""
+
+
 def test_the_contract_imports_nothing_but_the_standard_library_and_msgspec() -> None:
+    outside = imported("contract", frozenset({PROJECTIONS_CLIENT})) - set(sys.stdlib_module_names)
+    assert outside - {"msgspec", "contract"} == set()
+
+
+def test_only_the_projections_client_adds_redis_to_the_contract() -> None:
     outside = imported("contract") - set(sys.stdlib_module_names) - {"msgspec", "contract"}
-    assert outside == set()
+    assert outside == {"redis"}
 
 
 @pytest.mark.parametrize(

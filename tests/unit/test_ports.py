@@ -65,3 +65,13 @@ def test_problems_name_a_taken_port_and_a_port_set_twice() -> None:
         f"port {free} is set twice (ANALYTICS_HTTP_PORT and ANALYTICS_ADMIN_PORT)",
     ]
     assert problems([Port("127.0.0.1", free, "ANALYTICS_HTTP_PORT")]) == []
+
+
+def test_a_valkey_cluster_checks_each_node_and_its_cluster_bus() -> None:
+    from deploy.supervisor import VALKEY_CLUSTER_URL
+
+    settings = Settings(redis_url=VALKEY_CLUSTER_URL, admin_port=0)
+    found = {(p.port, p.what) for p in planned(settings, projectors=1) if p.variable == "ANALYTICS_REDIS_URL"}
+    assert found == {(port, "") for port in range(7001, 7007)} | {
+        (port + 10000, f"cluster bus of {port}") for port in range(7001, 7007)
+    }
