@@ -16,7 +16,6 @@ from importlib.resources import files
 from typing import Any
 
 import redis.exceptions
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from api.cold import ColdSource, EntryGone
@@ -24,6 +23,7 @@ from contract import hll
 from contract.errors import Unavailable
 from contract.hours import hour_token
 from contract.keys import FIRST_GENERATION, Keys
+from contract.projections_client import ProjectionsClient
 
 SCRIPT_MAX_KEYS = 7000
 """Lua's unpack() stops near 8,000 values: ranges naming more HyperLogLogs than this use a pipeline."""
@@ -39,7 +39,7 @@ class HourTotals:
 class Reader:
     def __init__(
         self,
-        redis: Redis,
+        redis: ProjectionsClient,
         keys: Keys,
         partitions: int,
         cold: ColdSource | None = None,

@@ -8,8 +8,9 @@ Every key of a partition carries the partition's hash tag `{p<N>}` right after t
 an apply, evict, thaw, restore, swap or read script checks (the generation pointer, the fence) has a
 copy per partition. In a Redis Cluster a script may only touch keys of one slot, and the hash tag puts
 all of a partition's keys in one slot: each script stays one atomic step on one shard. On a single
-node the tag changes nothing. Shared keys (the generation counter, projectors, the replay lock, the
-audit's records) are never used in a script together with partition keys and keep plain names.
+node the tag changes nothing. Shared keys (the generation counter, projectors, the replay lock) are
+never used in a script together with partition keys and keep plain names; the audit's records share
+the tag `{audit}`, so each record and its summaries are written in one MULTI on one shard.
 """
 
 from __future__ import annotations
@@ -108,25 +109,25 @@ class Keys:
     def audit_through(self) -> str:
         """Sorted set whose one member `hour` scores the hour through which every hour the log held was
         audited: compaction keeps the events of later hours (raised only, with ZADD GT)."""
-        return f"{self.prefix}:audit:through"
+        return f"{self.prefix}:{{audit}}:through"
 
     def audit_hour(self, hour: int) -> str:
         """Hash of the audit's last result for an hour (verdict, at, log, served, differs)."""
-        return f"{self.prefix}:audit:hour:{hour_token(hour)}"
+        return f"{self.prefix}:{{audit}}:hour:{hour_token(hour)}"
 
     def audit_claim(self, hour: int) -> str:
         """Held (SET NX PX) by the one audit process auditing the hour now."""
-        return f"{self.prefix}:audit:claim:{hour_token(hour)}"
+        return f"{self.prefix}:{{audit}}:claim:{hour_token(hour)}"
 
     @property
     def audit_last(self) -> str:
         """Hash of the last hour audited by any audit process."""
-        return f"{self.prefix}:audit:last"
+        return f"{self.prefix}:{{audit}}:last"
 
     @property
     def audit_mismatches(self) -> str:
         """Sorted set of hour tokens found mismatched, scored by when (ms)."""
-        return f"{self.prefix}:audit:mismatches"
+        return f"{self.prefix}:{{audit}}:mismatches"
 
     def users(self, gen: int | str, hour: int, partition: int) -> str:
         return f"{self._part(partition)}:g{gen}:{hour_token(hour)}:users"

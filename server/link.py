@@ -11,13 +11,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from redis.asyncio import Redis
 
 from api.cold import ColdHour, ColdStore
 from api.reader import HourTotals, Reader
@@ -47,7 +46,7 @@ class Clients:
     httpx transport replaces the network."""
 
     nc: NATS | None = None
-    redis: Redis | None = None
+    redis: ProjectionsClient | None = None
     reads: NATS | None = None
     """The reading connection (`api` role) when it is not `nc`."""
     log: EventLog | None = None
@@ -113,11 +112,11 @@ class Link:
         if given.hours is None:
             self._redis = given.redis if given.redis is not None else redis_client(settings)
             self._reader = Reader(
-                # cast: unified after merging keys
-                cast(Redis, self._redis),
+                self._redis,
                 Keys(settings.key_prefix),
                 settings.partitions,
                 self._cold,
+                split_by_partition=settings.redis_cluster,
             )
         connecting: list[asyncio.Task[None]] = []
         if given.log is not None:

@@ -9,10 +9,10 @@ import logging
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
-from redis.asyncio import Redis
 
 from contract.hours import parse_subject
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from projector.audit.sources import read_hour_log, read_partition_span, read_served
 from projector.audit.verdict import Counted, HourAudit, PartitionAudit, compare, counted_of, first_keyed_ms
@@ -33,11 +33,11 @@ longer than this is the one case the audit may call a mismatch wrongly)."""
 class Auditor:
     settings: Settings
     nc: NATS
-    redis: Redis
+    redis: ProjectionsClient
     snapshots: Snapshots | None = None
 
     @classmethod
-    async def open(cls, settings: Settings, nc: NATS, redis: Redis) -> Auditor:
+    async def open(cls, settings: Settings, nc: NATS, redis: ProjectionsClient) -> Auditor:
         return cls(settings, nc, redis, await open_snapshots(nc, redis, settings))
 
     async def hour(self, hour: int) -> HourAudit:

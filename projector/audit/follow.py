@@ -10,17 +10,16 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import cast
 
 import nats.errors
 import redis.exceptions
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
 from prometheus_client import Counter, Gauge
-from redis.asyncio import Redis
 
 from contract.hours import hour_of, hour_token, system_now_ms
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from projector import metrics
 from projector.audit.auditor import Auditor, messages_per_hour
@@ -55,8 +54,7 @@ async def follow(settings: Settings, stop: asyncio.Event) -> int:
     try:
         redis_client = await keep_reaching_redis(settings, settings.connect_deadline_s)
         try:
-            # cast: unified after merging keys
-            await Follower(settings, nc, cast(Redis, redis_client)).run(stop)
+            await Follower(settings, nc, redis_client).run(stop)
         finally:
             await redis_client.aclose()
     finally:
@@ -66,7 +64,11 @@ async def follow(settings: Settings, stop: asyncio.Event) -> int:
 
 class Follower:
     def __init__(
-        self, settings: Settings, nc: NATS, redis_client: Redis, clock: Callable[[], int] = system_now_ms
+        self,
+        settings: Settings,
+        nc: NATS,
+        redis_client: ProjectionsClient,
+        clock: Callable[[], int] = system_now_ms,
     ) -> None:
         self.settings, self.nc, self.redis, self.clock = settings, nc, redis_client, clock
         self.records = Records(redis_client, Keys(settings.key_prefix))

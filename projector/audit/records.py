@@ -3,11 +3,11 @@ the mismatches, and the hour through which every hour was audited (which compact
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from projector.audit.verdict import HourAudit, Verdict
 
 FINAL = (Verdict.OK.value, Verdict.MISMATCH.value)
@@ -15,7 +15,7 @@ FINAL = (Verdict.OK.value, Verdict.MISMATCH.value)
 
 
 class Records:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: ProjectionsClient, keys: Keys) -> None:
         self.redis, self.keys = redis, keys
 
     async def save(self, audit: HourAudit, at_ms: int, messages: int = 0) -> None:
@@ -75,13 +75,13 @@ class Records:
         await self.redis.zadd(self.keys.audit_through, {"hour": hour}, gt=True)
 
 
-async def audited_through(redis: Redis, keys: Keys) -> int | None:
+async def audited_through(redis: ProjectionsClient, keys: Keys) -> int | None:
     """The hour through which every hour the log held was audited (None: none yet)."""
     score = await redis.zscore(keys.audit_through, "hour")
     return None if score is None else int(score)
 
 
-async def summary(redis: Redis, keys: Keys, mismatches: int = 10) -> list[str]:
+async def summary(redis: ProjectionsClient, keys: Keys, mismatches: int = 10) -> list[str]:
     """What `./just inspect` shows of the audit: through where, the last hour audited, the last
     mismatches."""
     through = await audited_through(redis, keys)

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from redis.asyncio import Redis
 
 from contract import hll
 from contract.hours import hour_token, parse_subject, partition_filter
 from contract.keys import CLICKS_FIELD, IMPRESSIONS_FIELD, Keys
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from projector.audit.verdict import Counted
 from projector.log.pull import Puller
@@ -36,7 +36,7 @@ class Served:
 
 
 async def read_served(
-    redis: Redis, keys: Keys, snapshots: Snapshots | None, hour: int, partitions: int
+    redis: ProjectionsClient, keys: Keys, snapshots: Snapshots | None, hour: int, partitions: int
 ) -> dict[int, Served]:
     """Each partition's watermark and the hour's served value, read in one MULTI per partition (an
     apply is one script on the partition's slot, so they agree); a cold partition's value comes from
@@ -44,7 +44,9 @@ async def read_served(
     return {p: await _served(redis, keys, snapshots, hour, p) for p in range(partitions)}
 
 
-async def _served(redis: Redis, keys: Keys, snapshots: Snapshots | None, hour: int, p: int) -> Served:
+async def _served(
+    redis: ProjectionsClient, keys: Keys, snapshots: Snapshots | None, hour: int, p: int
+) -> Served:
     token = hour_token(hour)
     for _ in range(5):
         gen = keys.live_generation(await redis.get(keys.generation(p)))

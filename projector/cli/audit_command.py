@@ -7,13 +7,12 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
 
 from nats.aio.client import Client as NATS
-from redis.asyncio import Redis
 
 from contract.hours import hour_end, hour_of, parse_hour_token, system_now_ms
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings, SettingsError
 from projector.audit.auditor import Auditor, hours_in_log
 from projector.audit.follow import follow
@@ -67,8 +66,7 @@ async def audit_command(args: AuditArgs, stop: asyncio.Event) -> int:
     try:
         redis = await reach_redis(settings, settings.connect_deadline_s)
         try:
-            # cast: unified after merging keys
-            return await _audit_once(settings, nc, cast(Redis, redis), named, since, args.repair)
+            return await _audit_once(settings, nc, redis, named, since, args.repair)
         finally:
             await redis.aclose()
     finally:
@@ -76,7 +74,12 @@ async def audit_command(args: AuditArgs, stop: asyncio.Event) -> int:
 
 
 async def _audit_once(
-    settings: Settings, nc: NATS, redis: Redis, named: list[int] | None, since: int | None, repair: bool
+    settings: Settings,
+    nc: NATS,
+    redis: ProjectionsClient,
+    named: list[int] | None,
+    since: int | None,
+    repair: bool,
 ) -> int:
     auditor = await Auditor.open(settings, nc, redis)
     if named is None:
@@ -98,7 +101,9 @@ async def _audit_once(
     return 1 if bad else 0
 
 
-async def _repair(settings: Settings, nc: NATS, redis: Redis, auditor: Auditor, hour: int) -> HourAudit:
+async def _repair(
+    settings: Settings, nc: NATS, redis: ProjectionsClient, auditor: Auditor, hour: int
+) -> HourAudit:
     try:
         report = await replay_hour(settings, nc, redis, hour)
     except ReplayRefused as exc:
@@ -116,7 +121,6 @@ async def audit_view(settings: Settings) -> str:
     except Unreachable as exc:
         return f"\naudit: {exc.line}\n"
     try:
-        # cast: unified after merging keys
-        return "\n" + "\n".join(await summary(cast(Redis, redis), Keys(settings.key_prefix))) + "\n"
+        return "\n" + "\n".join(await summary(redis, Keys(settings.key_prefix))) + "\n"
     finally:
         await redis.aclose()

@@ -14,17 +14,16 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import NoReturn, cast
+from typing import NoReturn
 
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
-from redis.asyncio import Redis
 
 from contract.backoff import with_backoff
 from contract.hours import parse_hour_token
-from contract.projections_client import check_cluster
+from contract.projections_client import ProjectionsClient, check_cluster
 from contract.settings import Settings
 from projector import metrics
 from projector.cli.audit_command import AuditArgs, audit_view
@@ -104,9 +103,8 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
                 command,
                 settings,
                 nc,
-                cast(Redis, redis_client),
+                redis_client,
                 stop,
-                # cast: unified after merging keys
             )
         finally:
             await redis_client.aclose()
@@ -116,7 +114,7 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
 
 
 async def _with_redis(
-    command: Command, settings: Settings, nc: NATS, redis_client: Redis, stop: asyncio.Event
+    command: Command, settings: Settings, nc: NATS, redis_client: ProjectionsClient, stop: asyncio.Event
 ) -> None:
     await _check_eviction(ProjectionStore.from_settings(redis_client, settings))
     try:
@@ -164,8 +162,7 @@ async def build(job: BuildJob) -> int:
     try:
         redis_client = await reach_redis(settings, settings.connect_deadline_s)
         try:
-            # cast: unified after merging keys
-            built = await build_partitions(job, nc, cast(Redis, redis_client))
+            built = await build_partitions(job, nc, redis_client)
         finally:
             await redis_client.aclose()
     finally:

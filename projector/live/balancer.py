@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import redis.exceptions
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
-from redis.asyncio import Redis
 
 from contract import schema
 from contract.hours import system_now_ms
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from contract.stream import snapshot_bucket
 from projector import metrics
@@ -47,7 +47,7 @@ class Projector:
         self,
         settings: Settings,
         nc: NATS,
-        redis_client: Redis,
+        redis_client: ProjectionsClient,
         partitions: Iterable[int] | None = None,
         clock: Callable[[], int] = system_now_ms,
         decoder: Decoder = schema.decode,
@@ -175,7 +175,7 @@ class Projector:
 async def run_projector(
     settings: Settings,
     nc: NATS,
-    redis_client: Redis,
+    redis_client: ProjectionsClient,
     stop: asyncio.Event,
     partitions: Iterable[int] | None = None,
 ) -> None:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, stream_subjects
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from projector.audit.records import audited_through
 from projector.projections.snapshots import Snapshots
@@ -35,7 +35,7 @@ class Compacted:
 
 
 async def compact(
-    nc: NATS, settings: Settings, snapshots: Snapshots, now_ms: int, redis: Redis
+    nc: NATS, settings: Settings, snapshots: Snapshots, now_ms: int, redis: ProjectionsClient
 ) -> Compacted | None:
     """Purge what the snapshots, the keep period and the audit allow; None when nothing may go yet."""
     covered: int | None = None

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 
-from redis.asyncio import Redis
-
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from projector.projections.scripts import source
 
 
 class Leases:
-    def __init__(self, redis: Redis, keys: Keys, owner: str, ttl_s: float) -> None:
+    def __init__(self, redis: ProjectionsClient, keys: Keys, owner: str, ttl_s: float) -> None:
         self._redis = redis
         self._keys = keys
         self.owner = owner

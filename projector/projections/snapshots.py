@@ -21,11 +21,11 @@ from typing import Protocol
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
-from redis.asyncio import Redis
 
 from contract import schema
 from contract.hours import parse_hour_token
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from contract.stream import snapshot_bucket, snapshot_dedup_key, snapshot_hour_key, snapshot_manifest_key
 
@@ -42,7 +42,7 @@ class Written:
 
 
 class Snapshots:
-    def __init__(self, kv: KeyValue, redis: Redis, keys: Keys) -> None:
+    def __init__(self, kv: KeyValue, redis: ProjectionsClient, keys: Keys) -> None:
         self._kv = kv
         self._redis = redis
         self._keys = keys
@@ -135,7 +135,7 @@ class Snapshots:
     ) -> int:
         """Put the partition's last snapshot (or one hour of it) into a generation that has no
         watermark for it; returns the snapshot's watermark (0: there is none). Hours before `hot_from`
-        stay in the store: Redis only names them as cold."""
+        stay in the store: ProjectionsClient only names them as cold."""
         manifest, _ = await self.manifest(partition)
         if manifest is None:
             return 0
@@ -177,7 +177,7 @@ class Snapshots:
 
 
 async def _read(
-    redis: Redis, keys: Keys, gen: int, partition: int
+    redis: ProjectionsClient, keys: Keys, gen: int, partition: int
 ) -> tuple[bytes | None, list[tuple[bytes, float]], list[tuple[bytes, float]]]:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.get(keys.watermark(gen, partition))
@@ -204,7 +204,7 @@ class RestoreTarget(Protocol):
     ) -> None: ...
 
 
-async def open_snapshots(nc: NATS, redis: Redis, settings: Settings) -> Snapshots | None:
+async def open_snapshots(nc: NATS, redis: ProjectionsClient, settings: Settings) -> Snapshots | None:
     """The snapshot store of the stream, or None when its bucket does not exist (yet)."""
     try:
         kv = await nc.jetstream().key_value(snapshot_bucket(settings.stream_name))

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis.exceptions
-from redis.asyncio import Redis
 
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
+from contract.projections_client import ProjectionsClient
 from contract.schema import HourState, Kind
 from contract.settings import Settings
 from projector.fold.deltas import Deltas
@@ -63,7 +63,9 @@ _KIND = {Kind.CLICK: "c", Kind.IMPRESSION: "i"}
 class ProjectionStore:
     """Applies deltas for one partition at a time; every write goes through apply.lua."""
 
-    def __init__(self, redis: Redis, keys: Keys, dedup_window_s: float = 600.0, *, partitions: int) -> None:
+    def __init__(
+        self, redis: ProjectionsClient, keys: Keys, dedup_window_s: float = 600.0, *, partitions: int
+    ) -> None:
         self._redis = redis
         self.keys = keys
         self.partitions = partitions
@@ -76,7 +78,7 @@ class ProjectionStore:
         self._thaw = redis.register_script(source("thaw"))
 
     @classmethod
-    def from_settings(cls, redis: Redis, settings: Settings) -> ProjectionStore:
+    def from_settings(cls, redis: ProjectionsClient, settings: Settings) -> ProjectionStore:
         return cls(redis, Keys(settings.key_prefix), settings.dedup_window_s, partitions=settings.partitions)
 
     async def current_generation(self, partition: int) -> int:

@@ -9,8 +9,8 @@ import sys
 
 import msgspec
 from nats.aio.client import Client as NATS
-from redis.asyncio import Redis
 
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from projector.projections.snapshots import open_snapshots
 from projector.projections.store import ProjectionStore
@@ -64,7 +64,7 @@ async def build_elsewhere(
     return msgspec.json.decode(out.splitlines()[-1], type=dict[int, Built])
 
 
-async def build_partitions(job: BuildJob, nc: NATS, redis_client: Redis) -> dict[int, Built]:
+async def build_partitions(job: BuildJob, nc: NATS, redis_client: ProjectionsClient) -> dict[int, Built]:
     """A build process's work: its partitions folded into the job's generation, as `replay` would."""
     settings = Settings.from_env(job.settings)
     store = ProjectionStore.from_settings(redis_client, settings)

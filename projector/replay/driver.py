@@ -14,9 +14,9 @@ import time
 import uuid
 
 from nats.aio.client import Client as NATS
-from redis.asyncio import Redis
 
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from projector.log.change_notices import announce
 from projector.projections.leases import Leases
@@ -33,7 +33,7 @@ REPLAY_SPLIT_MESSAGES = 100_000
 """Below this many messages in the stream, starting build processes costs more than it saves."""
 
 
-async def replay(settings: Settings, nc: NATS, redis_client: Redis) -> ReplayReport:
+async def replay(settings: Settings, nc: NATS, redis_client: ProjectionsClient) -> ReplayReport:
     """Rebuild everything into a new generation; reads keep serving the old one until the switch.
 
     The bulk of the log is folded while live projectors keep applying. Then their leases are seized

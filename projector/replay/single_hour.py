@@ -9,10 +9,10 @@ import time
 import uuid
 
 from nats.aio.client import Client as NATS
-from redis.asyncio import Redis
 
 from contract.hours import hour_token, subject
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from projector.log.change_notices import announce
 from projector.projections.leases import Leases
@@ -25,7 +25,9 @@ from projector.replay.reports import ReplayRefused, ReplayReport, report
 log = logging.getLogger("replay")
 
 
-async def replay_hour(settings: Settings, nc: NATS, redis_client: Redis, hour: int) -> ReplayReport:
+async def replay_hour(
+    settings: Settings, nc: NATS, redis_client: ProjectionsClient, hour: int
+) -> ReplayReport:
     """Rebuild one hour. Projectors pause (fenced) for the few seconds this takes; reads do not."""
     started = time.perf_counter()
     store = ProjectionStore.from_settings(redis_client, settings)

@@ -1,5 +1,5 @@
 """The audit's own least-privilege role against real servers configured as `./just up` configures them:
-it reads the log, the snapshots and the projections, writes its results under `<prefix>:audit:*`, and
+it reads the log, the snapshots and the projections, writes its results under `<prefix>:{audit}:*`, and
 cannot write a projection, publish an event or purge the stream."""
 
 from __future__ import annotations
