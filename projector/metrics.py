@@ -53,6 +53,10 @@ ROLLBACKS = Counter(
     "promoted a replica that lacked the last applies): the partition is re-applied from the log",
     ["partition"],
 )
+WAIT_SHORT = Counter(
+    "hourglass_projector_wait_short",
+    "Applies whose WAIT (ANALYTICS_REDIS_WAIT_REPLICAS) timed out before enough replicas acknowledged them",
+)
 DEAD_LETTERS = Counter(
     "hourglass_projector_dead_letters",
     "Stream messages or events this process filed in the dead-letter stream instead of applying",

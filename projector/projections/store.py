@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.exceptions
 from redis.asyncio import Redis
@@ -13,6 +14,7 @@ from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
 from contract.schema import HourState, Kind
 from contract.settings import Settings
+from projector import metrics
 from projector.fold.deltas import Deltas
 from projector.projections.scripts import source
 
@@ -63,10 +65,13 @@ _KIND = {Kind.CLICK: "c", Kind.IMPRESSION: "i"}
 class ProjectionStore:
     """Applies deltas for one partition at a time; every write goes through apply.lua."""
 
-    def __init__(self, redis: Redis, keys: Keys, dedup_window_s: float = 600.0) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, dedup_window_s: float = 600.0, wait: tuple[int, int] = (0, 100)
+    ) -> None:
         self._redis = redis
         self.keys = keys
         self.window_ms = int(dedup_window_s * 1000)
+        self.wait_replicas, self.wait_timeout_ms = wait
         self._apply = redis.register_script(source("apply"))
         self._swap = redis.register_script(source("swap_hour"))
         self._lock = redis.register_script(source("lock"))
@@ -76,7 +81,8 @@ class ProjectionStore:
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> ProjectionStore:
-        return cls(redis, Keys(settings.key_prefix), settings.dedup_window_s)
+        wait = (settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+        return cls(redis, Keys(settings.key_prefix), settings.dedup_window_s, wait)
 
     async def current_generation(self) -> int:
         """The live generation, recording the first one when Redis is new or was wiped."""
@@ -133,9 +139,30 @@ class ProjectionStore:
                 for k in deltas.keyed
             )
         )
-        status, watermark, _, *cold = await self._apply(keys=keys, args=args)
+        if live and self.wait_replicas > 0:
+            status, watermark, _, *cold = await self._apply_and_wait(keys, args)
+        else:
+            status, watermark, _, *cold = await self._apply(keys=keys, args=args)
         pairs = tuple((_text(cold[i]), int(cold[i + 1])) for i in range(0, len(cold), 2))
         return ApplyResult(Outcome(int(status)), int(watermark), pairs)
+
+    async def _apply_and_wait(self, keys: list[str], args: list[str | int]) -> list[Any]:
+        """The apply, then WAIT on the same connection (WAIT covers that connection's own writes
+        only), pipelined: one round trip, which WAIT holds until the replicas acknowledged the apply
+        or the timeout passed. A RedisCluster client would send the keyless WAIT to another node."""
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._apply.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                try:
+                    reply, acked = await pipe.execute()
+                except redis.exceptions.NoScriptError:  # a new or promoted server: nothing ran
+                    await self._redis.script_load(self._apply.script)
+                    continue
+            if int(acked) < self.wait_replicas:
+                metrics.WAIT_SHORT.inc()
+            return list(reply)
+        raise RuntimeError("the apply script vanished from Redis twice in a row")
 
     async def evict(
         self, gen: int, partition: int, epoch: str, watermark: int, hours: list[tuple[int, int]]
