@@ -16,7 +16,7 @@ from deploy.servers import free_port, valkey_command, wait_for_port
 from tests.bench.run import process, wait_applied
 from tests.bench.servers import Scratch
 
-BATCHES = (
+BATCHES: tuple[tuple[str, dict[str, str]], ...] = (
     ("fetches of 1000 messages", {}),
     ("fetches of 20 messages", {"ANALYTICS_PROJECTOR_BATCH": "20"}),
 )
