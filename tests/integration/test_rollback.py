@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,15 +158,18 @@ async def test_a_partition_rolled_back_under_load_is_reapplied_from_the_log_and_
         await watermark_past(admin, keys, partition, old.watermark + 100)
         await snapshot_past(own_settings, admin, partition, old.watermark)
         was = await roll_back(admin, keys, partition, old)
+        rolled_back_at = time.monotonic()
         assert was > old.watermark, (was, old.watermark)
+        await watermark_past(admin, keys, partition, was - 1)  # the lost applies are back
+        back_for = time.monotonic() - rolled_back_at
         await load
         await converged(stack, tally, own_settings)
     finally:
         await admin.aclose()
     assert metric("hourglass_projector_rollbacks_total", rollbacks) > before
     print(
-        f"\np{partition} rolled back from stream seq {was} to {old.watermark} under load: "
-        f"{tally.report()} counted=exact"
+        f"\np{partition} rolled back from stream seq {was} to {old.watermark} under load, re-applied "
+        f"past it {back_for * 1000:.0f} ms later: {tally.report()} counted=exact"
     )
 
 
