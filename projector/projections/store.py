@@ -9,6 +9,7 @@ from typing import Any
 
 import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterPipeline
 
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
@@ -149,11 +150,13 @@ class ProjectionStore:
     async def _apply_and_wait(self, keys: list[str], args: list[str | int]) -> list[Any]:
         """The apply, then WAIT on the same connection (WAIT covers that connection's own writes
         only), pipelined: one round trip, which WAIT holds until the replicas acknowledged the apply
-        or the timeout passed. A RedisCluster client would send the keyless WAIT to another node."""
+        or the timeout passed."""
         for _ in range(2):
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self._apply.sha, len(keys), *keys, *args)
-                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                pipe.execute_command("EVALSHA", self._apply.sha, len(keys), *keys, *args)
+                pipe.execute_command(
+                    "WAIT", self.wait_replicas, self.wait_timeout_ms, **_node_of(pipe, keys[2])
+                )
                 try:
                     reply, acked = await pipe.execute()
                 except redis.exceptions.NoScriptError:  # a new or promoted server: nothing ran
@@ -348,3 +351,11 @@ class ProjectionStore:
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _node_of(pipe: Any, key: str) -> dict[str, Any]:
+    """On a cluster, WAIT goes to the node owning `key`'s slot (redis-py sends the keyless WAIT to its
+    default node), where the pipeline shares the apply's connection; one node needs nothing."""
+    if isinstance(pipe, ClusterPipeline):
+        return {"target_nodes": pipe.cluster_client.get_node_from_key(key)}
+    return {}

@@ -1,4 +1,5 @@
-"""ANALYTICS_REDIS_WAIT_REPLICAS on a real Valkey primary with one real replica (`--replicaof`)."""
+"""ANALYTICS_REDIS_WAIT_REPLICAS on a real Valkey primary with one real replica (`--replicaof`), and on a
+real Valkey cluster of one primary with one replica (`CLUSTER REPLICATE`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from contract.keys import Keys
 from deploy.servers import free_port, valkey_command, wait_for_port
@@ -101,3 +105,66 @@ async def test_with_the_replica_gone_an_apply_waits_out_the_timeout_and_goes_on(
     await primary.script_flush()  # as on a promoted replica: the script cache is empty
     assert (await store.apply(1, 0, 3, deltas(4))).outcome is Outcome.APPLIED
     assert await store.watermark(1, 0) == 4
+
+
+async def call(node: Redis, *args: str | int) -> Any:
+    return await node.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+async def cluster_pair(tmp_path: Path) -> AsyncIterator[tuple[RedisCluster, Redis, subprocess.Popen[bytes]]]:
+    """(a cluster client, the replica of the primary owning `{w}`'s slot, the replica's process).
+
+    The client starts from the other primary, which is then its default node: where redis-py sends a
+    keyless WAIT unless told otherwise."""
+    flags = ("--cluster-enabled", "yes", "--repl-diskless-sync-delay", "0")
+    slot = key_slot(b"w")
+    # The bus port on a free port too: the default, port + 10000, may be taken or past 65535.
+    a_bus = free_port()
+    with (
+        valkey(tmp_path / "a", *flags, "--cluster-port", str(a_bus)) as (a_port, _),
+        valkey(tmp_path / "b", *flags, "--cluster-port", str(free_port())) as (b_port, _),
+        valkey(tmp_path / "b-replica", *flags, "--cluster-port", str(free_port())) as (
+            replica_port,
+            replica_proc,
+        ),
+    ):
+        a, b, replica = (Redis(port=port) for port in (a_port, b_port, replica_port))
+        await call(a, "CLUSTER", "ADDSLOTSRANGE", 0, slot - 1, slot + 1, 16383)
+        await call(b, "CLUSTER", "ADDSLOTS", slot)
+        for node in (b, replica):
+            await call(node, "CLUSTER", "MEET", "127.0.0.1", a_port, a_bus)
+        b_id = (await call(b, "CLUSTER", "MYID")).decode()
+        # REPLICATE fails until the replica has heard of b.
+        await eventually(lambda: call(replica, "CLUSTER", "REPLICATE", b_id), lambda ok: bool(ok))
+        await eventually(lambda: replica.info("replication"), lambda i: i["master_link_status"] == "up")
+        await eventually(lambda: call(a, "CLUSTER", "INFO"), lambda i: b"cluster_state:ok" in i)
+        await call(replica, "READONLY")
+        cluster = RedisCluster(host="127.0.0.1", port=a_port)
+        await cluster.initialize()
+        assert cluster.get_default_node().port == a_port
+        owner = cluster.get_node_from_key("{w}:gen")
+        assert owner is not None
+        assert owner.port == b_port
+        yield cluster, replica, replica_proc
+        await cluster.aclose()
+        for node in (a, b, replica):
+            await node.aclose()
+
+
+async def test_on_a_cluster_the_wait_goes_to_the_node_that_ran_the_apply(
+    cluster_pair: tuple[RedisCluster, Redis, subprocess.Popen[bytes]],
+) -> None:
+    cluster, replica, replica_proc = cluster_pair
+    keys = Keys("{w}")  # one hash tag: every key of the apply in one slot, as the cluster needs
+    store = ProjectionStore(cluster, keys, wait=(1, 5000))  # type: ignore[arg-type]
+    await store.current_generation()
+    for seq in range(1, 21):
+        assert (await store.apply(1, 0, seq - 1, deltas(seq))).outcome is Outcome.APPLIED
+        assert int(await replica.get(keys.watermark(1, 0)) or 0) == seq
+    pause(replica_proc.pid)
+    asyncio.get_running_loop().call_later(0.3, os.kill, replica_proc.pid, signal.SIGCONT)
+    started = time.monotonic()
+    assert (await store.apply(1, 0, 20, deltas(21))).outcome is Outcome.APPLIED
+    assert time.monotonic() - started >= 0.25
+    assert int(await replica.get(keys.watermark(1, 0)) or 0) == 21
