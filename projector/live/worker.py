@@ -358,6 +358,7 @@ class PartitionWorker:
         """Redis went back in time (a promoted replica lacked the last applies): the watermark went back
         with the counts and dedup, so the resync that follows re-applies what came after it, once."""
         metrics.ROLLBACKS.labels(str(self.partition)).inc()
+        self.evictor = None  # hours it moved out may be back in Redis: a new one asks about them all
         why = "a failover lost the last applies?"
         log.warning(
             "p%d: Redis went back in time: its watermark is %d, this projector had applied up to %d (%s); "
