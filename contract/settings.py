@@ -134,6 +134,14 @@ class Settings:
     redis_timeout_s: float = 1.0
     """Socket timeout for Redis commands; a GET answers 503 when Redis does not answer in time."""
 
+    redis_wait_replicas: int = 0
+    """After each live apply, the projector waits (Redis WAIT) until this many replicas have it; 0 does
+    not wait. Narrows what a failover can roll back; exactness does not need it."""
+
+    redis_wait_timeout_ms: int = 100
+    """The longest one WAIT blocks an apply when replicas lag or are down (then it goes on regardless);
+    below ANALYTICS_REDIS_TIMEOUT_S."""
+
     future_skew_ms: int = 86_400_000
     """How far in the future a POSTed timestamp may be; refuses microseconds sent by mistake."""
 
@@ -266,6 +274,12 @@ class Settings:
             raise SettingsError("ANALYTICS_HOT_HOURS must be 0 (keep every hour) or more")
         if not 0 < self.audit_cpu_share <= 1:
             raise SettingsError("ANALYTICS_AUDIT_CPU_SHARE must be above 0 and at most 1 (one core)")
+        if self.redis_wait_replicas < 0:
+            raise SettingsError("ANALYTICS_REDIS_WAIT_REPLICAS must be 0 (do not wait) or more")
+        if self.redis_wait_timeout_ms < 1:
+            raise SettingsError("ANALYTICS_REDIS_WAIT_TIMEOUT_MS must be at least 1 (0 would wait forever)")
+        if self.redis_wait_replicas and self.redis_wait_timeout_ms >= self.redis_timeout_s * 1000:
+            raise SettingsError("ANALYTICS_REDIS_WAIT_TIMEOUT_MS must be below ANALYTICS_REDIS_TIMEOUT_S")
         if self.pull_reader not in ("auto", "fast", "public"):
             raise SettingsError("ANALYTICS_PULL_READER must be auto, fast or public")
         self.redis_nodes()

@@ -182,7 +182,7 @@ def redis_acl(found: Secrets, settings: Settings, *more: Settings) -> str:
     """The ACL file: `default` off. The projector may use any data command on the key prefix, none of
     the dangerous or admin ones (FLUSHALL, KEYS, CONFIG SET, ACL...); the API may only read (a script
     runs with its caller's permissions, so its scripts can only read too); the audit may read the
-    projections and write its own results only (`<prefix>:{audit}:*`, one slot so each record is written in one MULTI)."""
+    projections and write its own results only (`<prefix>:{audit}:*`)."""
     keys = " ".join(f"~{s.key_prefix}:*" for s in (settings, *more))
     audit_keys = " ".join(f"%R~{s.key_prefix}:* %RW~{s.key_prefix}:{{audit}}:*" for s in (settings, *more))
     return "\n".join(

@@ -47,6 +47,16 @@ THAWED = Counter(
 RESTORES = Counter(
     "hourglass_projector_restores", "Partitions restored from a snapshot after Redis lost them"
 )
+ROLLBACKS = Counter(
+    "hourglass_projector_rollbacks",
+    "Times a partition's watermark in Redis was found below the one this process had applied (a failover "
+    "promoted a replica that lacked the last applies): the partition is re-applied from the log",
+    ["partition"],
+)
+WAIT_SHORT = Counter(
+    "hourglass_projector_wait_short",
+    "Applies whose WAIT (ANALYTICS_REDIS_WAIT_REPLICAS) timed out before enough replicas acknowledged them",
+)
 DEAD_LETTERS = Counter(
     "hourglass_projector_dead_letters",
     "Stream messages or events this process filed in the dead-letter stream instead of applying",

@@ -29,7 +29,7 @@ from projector.log.fetched import Fetched, Pulled, digest_fetched
 from projector.log.pull import Puller
 from projector.projections.hot_window import Evictor, apply_thawing, first_hot_hour
 from projector.projections.snapshots import Snapshots
-from projector.projections.store import Outcome, ProjectionStore, RestoreRefused
+from projector.projections.store import ApplyResult, Outcome, ProjectionStore, RestoreRefused
 
 log = logging.getLogger("projector")
 
@@ -260,13 +260,14 @@ class PartitionWorker:
             log.warning("p%d: fenced: another projector holds it now; letting go", self.partition)
             return Stopped.FENCED
         if result.outcome is not Outcome.APPLIED:
-            log.warning(
-                "p%d: apply refused (%s; redis watermark %d, ours %d); resyncing",
-                self.partition,
-                result.outcome.name,
-                result.watermark,
-                self.watermark,
-            )
+            if not self._went_back(result):
+                log.warning(
+                    "p%d: apply refused (%s; redis watermark %d, ours %d); resyncing",
+                    self.partition,
+                    result.outcome.name,
+                    result.watermark,
+                    self.watermark,
+                )
             return Stopped.RESYNC
         self.watermark = result.watermark
         metrics.APPLIED_EVENTS.inc(deltas.events)
@@ -340,12 +341,30 @@ class PartitionWorker:
         result = await self.store.apply(
             self.gen, self.partition, self.watermark, Deltas(last_seq=last), epoch=self.epoch
         )
-        if result.outcome is Outcome.FENCED:
-            return False
         if result.outcome is not Outcome.APPLIED:
+            self._went_back(result)
             return False
         self.watermark = result.watermark
         return True
+
+    def _went_back(self, result: ApplyResult) -> bool:
+        """True (and said) when a refused apply found the watermark below ours: Redis lost applies."""
+        if result.outcome is Outcome.WATERMARK_MOVED and result.watermark < self.watermark:
+            self._rolled_back(result.watermark)
+            return True
+        return False
+
+    def _rolled_back(self, found: int) -> None:
+        """Redis went back in time (a promoted replica lacked the last applies): the watermark went back
+        with the counts and dedup, so the resync that follows re-applies what came after it, once."""
+        metrics.ROLLBACKS.labels(str(self.partition)).inc()
+        self.evictor = None  # hours it moved out may be back in Redis: a new one asks about them all
+        why = "a failover lost the last applies?"
+        log.warning(
+            "p%d: Redis went back in time: its watermark is %d, this projector had applied up to %d (%s); "
+            "re-applying stream seqs %d..%d from the log",
+            *(self.partition, found, self.watermark, why, found + 1, self.watermark),
+        )
 
     async def _position_still_true(self) -> bool:
         """Idle check: Redis may have been wiped, restored or switched to a new generation."""
@@ -354,6 +373,9 @@ class PartitionWorker:
             log.warning("p%d: generation is now %s (was %d); resyncing", self.partition, gen, self.gen)
             return False
         watermark = await self.store.watermark(self.gen, self.partition)
+        if watermark < self.watermark:
+            self._rolled_back(watermark)
+            return False
         if watermark != self.watermark:
             log.warning(
                 "p%d: redis watermark is %d, expected %d; resyncing",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from nats.js.errors import KeyNotFoundError
+
 from contract.hours import hour_of, hour_token, parse_hour_token
 from projector import metrics
 from projector.fold.deltas import Deltas
@@ -46,10 +48,16 @@ async def apply_thawing(
             raise RuntimeError(
                 f"p{partition}: hours are cold but there is no snapshot store to thaw them from"
             )
-        thawed = [
-            Thawed(parse_hour_token(token), at, await snapshots.entry(partition, token, at))
-            for token, at in result.cold
-        ]
+        try:
+            thawed = [
+                Thawed(parse_hour_token(token), at, await snapshots.entry(partition, token, at))
+                for token, at in result.cold
+            ]
+        except KeyNotFoundError:  # loud, not "stream not found yet": nothing will bring the entry back
+            raise RuntimeError(
+                f"p{partition}: a cold hour's snapshot entry is gone (Redis went back in time past a newer "
+                "snapshot of the hour?); ./just replay makes the partition exact"
+            ) from None
         if not await store.thaw(gen, partition, epoch, expected, thawed, live=live):
             return await store.apply(gen, partition, expected, deltas, epoch=epoch, live=live)
         metrics.THAWED.inc(len(thawed))

@@ -5,14 +5,17 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.exceptions
+from redis.asyncio.cluster import ClusterPipeline
 
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
 from contract.projections_client import ProjectionsClient
 from contract.schema import HourState, Kind
 from contract.settings import Settings
+from projector import metrics
 from projector.fold.deltas import Deltas
 from projector.projections.scripts import source
 
@@ -64,12 +67,19 @@ class ProjectionStore:
     """Applies deltas for one partition at a time; every write goes through apply.lua."""
 
     def __init__(
-        self, redis: ProjectionsClient, keys: Keys, dedup_window_s: float = 600.0, *, partitions: int
+        self,
+        redis: ProjectionsClient,
+        keys: Keys,
+        dedup_window_s: float = 600.0,
+        wait: tuple[int, int] = (0, 100),
+        *,
+        partitions: int,
     ) -> None:
         self._redis = redis
         self.keys = keys
         self.partitions = partitions
         self.window_ms = int(dedup_window_s * 1000)
+        self.wait_replicas, self.wait_timeout_ms = wait
         self._apply = redis.register_script(source("apply"))
         self._swap = redis.register_script(source("swap_hour"))
         self._lock = redis.register_script(source("lock"))
@@ -79,7 +89,9 @@ class ProjectionStore:
 
     @classmethod
     def from_settings(cls, redis: ProjectionsClient, settings: Settings) -> ProjectionStore:
-        return cls(redis, Keys(settings.key_prefix), settings.dedup_window_s, partitions=settings.partitions)
+        wait = (settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+        keys = Keys(settings.key_prefix)
+        return cls(redis, keys, settings.dedup_window_s, wait, partitions=settings.partitions)
 
     async def current_generation(self, partition: int) -> int:
         """The partition's live generation, recording the first one when its pointer is missing (Redis
@@ -138,9 +150,32 @@ class ProjectionStore:
                 for k in deltas.keyed
             )
         )
-        status, watermark, _, *cold = await self._apply(keys=keys, args=args)
+        if live and self.wait_replicas > 0:
+            status, watermark, _, *cold = await self._apply_and_wait(keys, args)
+        else:
+            status, watermark, _, *cold = await self._apply(keys=keys, args=args)
         pairs = tuple((_text(cold[i]), int(cold[i + 1])) for i in range(0, len(cold), 2))
         return ApplyResult(Outcome(int(status)), int(watermark), pairs)
+
+    async def _apply_and_wait(self, keys: list[str], args: list[str | int]) -> list[Any]:
+        """The apply, then WAIT on the same connection (WAIT covers that connection's own writes
+        only), pipelined: one round trip, which WAIT holds until the replicas acknowledged the apply
+        or the timeout passed."""
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", self._apply.sha, len(keys), *keys, *args)
+                pipe.execute_command(
+                    "WAIT", self.wait_replicas, self.wait_timeout_ms, **_node_of(pipe, keys[2])
+                )
+                try:
+                    reply, acked = await pipe.execute()
+                except redis.exceptions.NoScriptError:  # a new or promoted server: nothing ran
+                    await self._redis.script_load(self._apply.script)
+                    continue
+            if int(acked) < self.wait_replicas:
+                metrics.WAIT_SHORT.inc()
+            return list(reply)
+        raise RuntimeError("the apply script vanished from Redis twice in a row")
 
     async def evict(
         self, gen: int, partition: int, epoch: str, watermark: int, hours: list[tuple[int, int]]
@@ -358,3 +393,11 @@ class ProjectionStore:
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _node_of(pipe: Any, key: str) -> dict[str, Any]:
+    """On a cluster, WAIT goes to the node owning `key`'s slot (redis-py sends the keyless WAIT to its
+    default node), where the pipeline shares the apply's connection; one node needs nothing."""
+    if isinstance(pipe, ClusterPipeline):
+        return {"target_nodes": pipe.cluster_client.get_node_from_key(key)}
+    return {}

@@ -20,6 +20,7 @@ import redis as redis_lib
 
 from tests.bench.run import fill_stream, process, wait_applied
 from tests.bench.servers import scratch_servers
+from tests.bench.wait_rounds import wait_rounds
 from tests.helpers import settings_env
 
 
@@ -43,6 +44,14 @@ def main() -> None:
         choices=("auto", "fast", "public"),
         default="auto",
         help="ANALYTICS_PULL_READER of the projectors and replays (public: nats-py's public API only)",
+    )
+    parser.add_argument(
+        "--wait-replicas",
+        type=int,
+        nargs="*",
+        default=[],
+        help="then give Valkey a replica and apply the stream again with ANALYTICS_REDIS_WAIT_REPLICAS "
+        "set to each value in turn (e.g. 0 1 0 1)",
     )
     args = parser.parse_args()
     with scratch_servers("hourglass-projector-") as scratch:
@@ -77,6 +86,8 @@ def main() -> None:
             used[f"replay, ANALYTICS_REPLAY_PROCESSES={processes}"] = spent(before, cpu(*servers))
             commands = redis.info("commandstats")
         redis.close()
+        if args.wait_replicas:
+            wait_rounds(scratch, env, args.events, args.wait_replicas, cpu)
     print(replayed.stdout.strip().splitlines()[-1])
     print(
         f"{args.events:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed, "
