@@ -1,4 +1,6 @@
-"""One typed settings object, read from ANALYTICS_* environment variables at the process edge."""
+"""One typed settings object, read from ANALYTICS_* environment variables at the process edge.
+
+The module is long because it is the one place every setting is declared, documented and checked."""
 
 from __future__ import annotations
 

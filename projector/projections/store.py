@@ -1,4 +1,6 @@
-"""Redis adapter of the projector: the atomic apply script, generations and watermarks."""
+"""Redis adapter of the projector: the atomic apply script, generations and watermarks.
+
+The module is long because every projections script has its one adapter here, behind one class."""
 
 from __future__ import annotations
 
