@@ -3,7 +3,8 @@ into P primaries with R replicas each, through redis-py alone (CLUSTER MEET, ADD
 
 Slots are cut so each primary holds as equal a share of the partitions as possible (contract.slots).
 `python -m deploy.valkey_cluster form --replicas 1 URL...` forms nodes compose or Kubernetes started;
-it does nothing to a cluster already formed."""
+it does nothing to a cluster already formed. `add`, `move`, `rebalance` and `node` grow a running cluster
+(deploy.valkey_grow)."""
 
 from __future__ import annotations
 
@@ -219,6 +220,8 @@ def _text(raw: object) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from deploy import valkey_grow_cli  # growth commands live apart; they import this module
+
     parser = argparse.ArgumentParser(prog="python -m deploy.valkey_cluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     cmd = sub.add_parser("form", help="form running nodes into a cluster (nothing when already formed)")
@@ -226,7 +229,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     cmd.add_argument("--partitions", type=int, help="default: ANALYTICS_PARTITIONS")
     cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the cluster")
     cmd.add_argument("urls", nargs="*", metavar="URL", help="the nodes (default: ANALYTICS_REDIS_URL)")
+    valkey_grow_cli.add_commands(sub)
     args = parser.parse_args(argv)
+    if args.command != "form":
+        sys.exit(valkey_grow_cli.run(args))
     try:
         settings = Settings.from_env(role="admin")
         url = ",".join(args.urls) if args.urls else settings.redis_url
