@@ -32,7 +32,9 @@ from deploy.valkey_cluster import (
 )
 
 DONE = "success"
-"""CLUSTER GETSLOTMIGRATIONS' state of a finished job; states naming a failure or a cancel end one too."""
+"""CLUSTER GETSLOTMIGRATIONS' state of a finished job."""
+FAILED = {"failed", "canceled", "cancelled"}
+"""States that end a job without moving the slots (`failover-granted` and such are steps, not ends)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +222,7 @@ def _running_job(client: redis.Redis, low: int, high: int, target_id: str) -> st
 
 def _ended(job: dict[str, str]) -> bool:
     state = job["state"]
-    return state == DONE or "fail" in state or "cancel" in state
+    return state == DONE or state in FAILED
 
 
 def _job_done(client: redis.Redis, name: str | None, low: int, high: int) -> bool:
