@@ -124,7 +124,7 @@ class Reader:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for keys, args in calls:
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
                     return list(await pipe.execute())
             except redis.exceptions.NoScriptError:
                 if attempt:
