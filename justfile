@@ -55,6 +55,11 @@ audit *args:
 inspect *args:
     @exec {{python}} -m projector inspect "$@"
 
+# The Valkey cluster's operations: form, node --port P, add URL [--replica-of URL], move --partition N --to URL, rebalance.
+[no-exit-message]
+valkey-cluster *args:
+    @exec {{python}} -m deploy.valkey_cluster "$@"
+
 # Apply ruff's fixes and formatting.
 fmt:
     ruff check --fix .
