@@ -24,8 +24,7 @@ from contract.redis_nodes import parse_redis_nodes
 from contract.settings import Settings
 from contract.slots import partition_slot
 from deploy.servers import ROOT, free_port, wait_for_port
-from deploy.valkey_cluster import _client, master_auth_file, node_command
-from deploy.valkey_grow import primaries
+from deploy.valkey_cluster import _client, master_auth_file, node_command, primaries
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env, settled
 from tests.integration.conftest import make_stream, spawn, wait_ready
