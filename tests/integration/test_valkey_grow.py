@@ -23,6 +23,7 @@ from contract.projections_client import connect
 from contract.redis_nodes import parse_redis_nodes
 from contract.settings import Settings
 from contract.slots import partition_slot
+from deploy.credentials import ensure_secrets, write_redis_acl
 from deploy.servers import ROOT, free_port, wait_for_port
 from deploy.valkey_cluster import _client, master_auth_file, node_command, primaries
 from tests.conftest import Server
@@ -251,3 +252,30 @@ async def test_partitions_moved_to_a_new_primary_under_load_end_exact_and_reads_
             )  # fmt: skip
             assert replay.returncode == 0, replay.stderr.decode()
             await exact_everywhere(http, tally, settings)
+
+
+def test_the_node_command_runs_one_more_node_with_the_stacks_users(
+    tmp_path: Path, reaper: list[subprocess.Popen[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, redis_url="redis://127.0.0.1:7001/0,redis://127.0.0.1:7002/0")
+    port = cluster_ports(1)[0]
+    command = [sys.executable, "-m", "deploy.valkey_cluster", "node", "--port", str(port)]
+    missing = subprocess.run(
+        command, env=settings_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert missing.returncode != 0
+    assert missing.stderr.strip().endswith("start the stack once (./just cluster-up) so its users exist")
+    secrets = ensure_secrets(data)
+    write_redis_acl(secrets, settings)
+    node = spawn(command[1:], settings_env(settings), tmp_path / "node.log")
+    reaper.append(node)
+    wait_for_port("127.0.0.1", port, 20, node)
+    admin = _client(parse_redis_nodes(secrets.redis_url("admin", "127.0.0.1", port))[0])
+    try:
+        info = admin.info("cluster")
+        assert info["cluster_enabled"] == 1
+        assert admin.config_get("masteruser")["masteruser"] == "admin"  # replicas sign in as admin
+    finally:
+        admin.close()
+    assert (data / f"valkey-{port}" / "nodes.conf").exists()
