@@ -332,7 +332,7 @@ def add_node(cluster: RedisNode, new: RedisNode, replica_of: RedisNode | None, t
         if primary_id is None:
             return not member
         rows = _rows(new)
-        if str(rows_myself(rows)["master_id"]) == primary_id:
+        if str(_myself(rows)["master_id"]) == primary_id:
             return not member
         _run(client, "CLUSTER REPLICATE", primary_id)
         _wait(deadline, f"{new.address} to replicate", lambda: _in_sync(new))
@@ -341,7 +341,7 @@ def add_node(cluster: RedisNode, new: RedisNode, replica_of: RedisNode | None, t
         client.close()
 
 
-def rows_myself(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _myself(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return next(row for row in rows.values() if "myself" in row["flags"])
 
 
