@@ -118,3 +118,8 @@ screenshot:
 # (--base REV, --rounds, --seconds): median POST and GET rates and their ratio.
 bench-commits *args:
     {{python}} -m tests.bench.commits "$@"
+
+# Build the Hourglass image offline with podman (its Debian base made by mmdebstrap), and say how big it is.
+[no-exit-message]
+image *args:
+    @exec {{python}} -m deploy.image "$@"
