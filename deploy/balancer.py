@@ -28,7 +28,8 @@ class Backends:
     async def check(self) -> None:
         """Keep `ready` to the backends whose /readyz answers 200, and say when that changes."""
         while True:
-            found = [a for a, ok in zip(self.addresses, await asyncio.gather(*map(_ready, self.addresses))) if ok]
+            answers = await asyncio.gather(*map(_ready, self.addresses))
+            found = [a for a, ok in zip(self.addresses, answers, strict=True) if ok]
             if found != self.ready:
                 log.warning("ready backends: %s", ", ".join(f"{h}:{p}" for h, p in found) or "none")
             self.ready = found

@@ -98,7 +98,11 @@ def source_files() -> list[Path]:
     files = [ROOT / "nats.conf"]
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix in {".py", ".lua", ".html", ".conf"}:
+            if (
+                path.is_file()
+                and "__pycache__" not in path.parts
+                and path.suffix in {".py", ".lua", ".html", ".conf"}
+            ):
                 files.append(path)
     return files
 
@@ -125,7 +129,7 @@ def ensure_base(say: bool = True) -> str:
     with tempfile.TemporaryDirectory(prefix="hourglass-base-") as tmp:
         tar = Path(tmp) / "base.tar"
         subprocess.run([*BASE_RECIPE, str(tar), MIRROR], check=True, stdout=subprocess.DEVNULL)
-        podman("import", "--change", "CMD [\"python3\"]", str(tar), tag)
+        podman("import", "--change", 'CMD ["python3"]', str(tar), tag)
     if say:
         print(f"image: base {tag} made in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return tag
@@ -166,7 +170,9 @@ def build(base: str | None = None, quiet: bool = False) -> str:
     base = base or ensure_base(not quiet)
     containerfile = (DEPLOY / "Containerfile").read_bytes()
     sources = [(p.relative_to(ROOT).as_posix().encode(), p.read_bytes()) for p in source_files()]
-    tag = f"{IMAGE}:{digest(base.encode(), containerfile, runtime.encode(), *(b for s in sources for b in s))}"
+    tag = (
+        f"{IMAGE}:{digest(base.encode(), containerfile, runtime.encode(), *(b for s in sources for b in s))}"
+    )
     if podman("image", "exists", tag, check=False).returncode != 0:
         started = time.monotonic()
         found = wheels(runtime, tools)
@@ -180,7 +186,9 @@ def build(base: str | None = None, quiet: bool = False) -> str:
                 into.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, into)
             shutil.copy2(DEPLOY / "Containerfile", context / "Containerfile")
-            done = podman("build", "--pull=never", "--build-arg", f"BASE={base}", "-t", tag, str(context), check=False)
+            done = podman(
+                "build", "--pull=never", "--build-arg", f"BASE={base}", "-t", tag, str(context), check=False
+            )
             if done.returncode != 0:
                 raise SystemExit(f"image: podman build failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         if not quiet:

@@ -1,0 +1,218 @@
+"""The image and both compose stacks, run for real with podman and podman-compose: the known workload
+through the one published port (exact counts), a replay, a restart with the volumes kept, a projector
+and a NATS container crashed under load with nothing lost, and a teardown that leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from contract.hours import HOUR_MS, system_now_ms
+from deploy import image
+from deploy.servers import ROOT, free_port
+from tests.helpers import eventually
+from tests.integration.load import Tally, drive, wait_until_done
+from tests.integration.workload import Truth, parse_text
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+COMPOSE = str(Path(sys.executable).parent / "podman-compose")
+NEEDED = ("podman", "runc", "mmdebstrap")
+
+
+@pytest.fixture(scope="module")
+def built() -> str:
+    """The image (built once per set of inputs, then reused); in CI podman must be there."""
+    missing = [tool for tool in NEEDED if shutil.which(tool) is None]
+    if missing:
+        why = f"{', '.join(missing)} not installed (apt-get install podman runc mmdebstrap; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    started = time.monotonic()
+    tag = image.build(quiet=True)
+    print(f"\nimage {tag}: {image.size_mb(tag):.0f} MB, ready in {time.monotonic() - started:.1f} s")
+    return tag
+
+
+@dataclass
+class Stack:
+    file: str
+    project: str
+    image: str
+    port: int
+
+    def env(self) -> dict[str, str]:
+        return {**image.engine_env(), "HOURGLASS_IMAGE": self.image, "HOURGLASS_HTTP_PORT": str(self.port)}
+
+    def compose(self, *args: str) -> str:
+        argv = [COMPOSE, "-p", self.project, "-f", str(ROOT / "deploy" / self.file), *args]
+        done = subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{' '.join(args)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        return done.stdout
+
+    def podman(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(["podman", *args], env=self.env(), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 or not check, f"podman {' '.join(args)}: {done.stderr[-2000:]}"
+        return done.stdout
+
+    def container(self, service: str) -> str:
+        return f"{self.project}_{service}_1"
+
+    def crash(self, service: str) -> None:
+        """SIGKILL the service's process, as a crash or the OOM killer would (`podman kill` counts as a
+        deliberate stop, which no restart policy undoes)."""
+        init = int(self.podman("inspect", "--format", "{{.State.Pid}}", self.container(service)).strip())
+        children = [
+            int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat") if _parent(stat) == init
+        ]
+        assert children, f"{service} runs nothing under its init"
+        os.kill(children[0], signal.SIGKILL)
+
+    def restarts(self, service: str) -> tuple[int, bool]:
+        found = self.podman(
+            "inspect", "--format", "{{.RestartCount}} {{.State.Running}}", self.container(service)
+        )
+        count, running = found.split()
+        return int(count), running == "true"
+
+    def leftovers(self) -> list[str]:
+        label = f"label=io.podman.compose.project={self.project}"
+        return [
+            *self.podman("ps", "-a", "--filter", label, "--format", "{{.Names}}").split(),
+            *self.podman("volume", "ls", "--filter", label, "--format", "{{.Name}}").split(),
+            *self.podman("network", "ls", "--filter", label, "--format", "{{.Name}}").split(),
+        ]
+
+
+@pytest.fixture
+def stacks() -> Iterator[list[Stack]]:
+    """Every stack a test brings up is torn down, volumes included, and must leave nothing behind."""
+    made: list[Stack] = []
+    yield made
+    for stack in made:
+        stack.compose("down", "-v", "-t", "5")
+        assert stack.leftovers() == [], f"{stack.project} left behind: {stack.leftovers()}"
+
+
+def _parent(stat: Path) -> int:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def merged(*tallies: Tally) -> Truth:
+    truth = Truth()
+    for tally in tallies:
+        for hour in tally.truth.hours():
+            truth.clicks[hour] += tally.truth.clicks[hour]
+            truth.impressions[hour] += tally.truth.impressions[hour]
+            truth.users[hour] |= tally.truth.users[hour]
+    return truth
+
+
+async def answers(http: httpx.AsyncClient, truth: Truth) -> dict[int, tuple[int, int, int]]:
+    out = {}
+    for hour in truth.hours():
+        response = await http.get(f"/analytics?timestamp={hour * HOUR_MS}")
+        assert response.status_code == 200, response.text
+        out[hour] = parse_text(response.text)
+    return out
+
+
+async def exact(
+    http: httpx.AsyncClient, truth: Truth, timeout: float = 90
+) -> dict[int, tuple[int, int, int]]:
+    """The answers once clicks and impressions are exact; unique users within HyperLogLog's error."""
+    got = await eventually(
+        lambda: answers(http, truth),
+        lambda a: all(a[h][1:] == truth.text(h)[1:] for h in truth.hours()),
+        timeout=timeout,
+    )
+    for hour in truth.hours():
+        users = truth.text(hour)[0]
+        assert abs(got[hour][0] - users) <= max(1, users * 0.03), (hour, got[hour], users)
+    return got
+
+
+async def ready(http: httpx.AsyncClient) -> None:
+    await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, timeout=120, interval=0.5)
+
+
+async def run_the_workload(stack: Stack, projector: str, nats: str) -> str:
+    """The end-to-end workload against a stack just brought up; returns a line of timings."""
+    marks = [time.monotonic()]
+    stack.compose("up", "-d")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}", timeout=10) as http:
+        await ready(http)
+        marks.append(time.monotonic())
+        first = await drive(http, system_now_ms(), 300, concurrency=4, duplicate_every=10, seed=31)
+        live = await exact(http, first.truth)
+        stack.podman("healthcheck", "run", stack.container(http_service(stack)))  # /readyz: 200
+
+        # A full replay rebuilds every projection from the log: the same answers.
+        replay = ["exec", stack.container(projector), "python3", "-m", "projector", "replay"]
+        stack.podman(*replay)
+        assert await exact(http, first.truth) == live
+        marks.append(time.monotonic())
+
+        # Down and up again with the volumes kept: the stream and the projections are still there.
+        stack.compose("down", "-t", "5")
+        stack.compose("up", "-d")
+        await ready(http)
+        assert await exact(http, first.truth) == live
+        marks.append(time.monotonic())
+
+        # A projector and a NATS container crash under load; every event with a 204 counts once.
+        second = Tally()
+        load = asyncio.create_task(
+            drive(http, system_now_ms(), 600, concurrency=4, seed=32, timeout=180, tally=second)
+        )
+        await wait_until_done(second, 100)
+        stack.crash(projector)
+        stack.crash(nats)
+        for service in (projector, nats):
+            await eventually(
+                lambda s=service: asyncio.to_thread(stack.restarts, s),  # type: ignore[misc]
+                lambda found: found[0] >= 1 and found[1],
+                timeout=60,
+                interval=0.5,
+            )
+        await load
+        await exact(http, merged(first, second), timeout=120)
+        marks.append(time.monotonic())
+    steps = ("up", "workload+replay", "restart", "crashes")
+    return " ".join(f"{s}={b - a:.0f}s" for s, a, b in zip(steps, marks, marks[1:], strict=False)) + (
+        f" ({second.report()})"
+    )
+
+
+def http_service(stack: Stack) -> str:
+    return "http-1" if "cluster" in stack.file else "http"
+
+
+async def test_the_single_node_stack_runs_counts_replays_restarts_and_survives_crashes(
+    built: str, stacks: list[Stack]
+) -> None:
+    stack = Stack("compose.yaml", f"hgtest{os.getpid()}", built, free_port())
+    stacks.append(stack)
+    print(f"\ncompose.yaml: {await run_the_workload(stack, 'projector', 'nats')}")
+
+
+async def test_the_cluster_stack_runs_counts_replays_restarts_and_survives_crashes(
+    built: str, stacks: list[Stack]
+) -> None:
+    stack = Stack("compose.cluster.yaml", f"hgtestc{os.getpid()}", built, free_port())
+    stacks.append(stack)
+    print(f"\ncompose.cluster.yaml: {await run_the_workload(stack, 'projector-1', 'nats-2')}")
