@@ -5,6 +5,7 @@ and a NATS container crashed under load with nothing lost, and a teardown that l
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
@@ -65,6 +66,10 @@ class Stack:
         done = subprocess.run(["podman", *args], env=self.env(), capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 or not check, f"podman {' '.join(args)}: {done.stderr[-2000:]}"
         return done.stdout
+
+    def podman_stderr(self, *args: str) -> str:
+        done = subprocess.run(["podman", *args], env=self.env(), capture_output=True, text=True, timeout=120)
+        return done.stderr
 
     def container(self, service: str) -> str:
         return f"{self.project}_{service}_1"
@@ -198,16 +203,88 @@ async def run_the_workload(stack: Stack, projector: str, nats: str) -> str:
     )
 
 
+async def refused_clearly(stack: Stack, tmp_path: Path) -> None:
+    """Bad configuration, each in a container of its own beside the stack: a missing secret file is
+    waited for with a line saying which; a wrong password and an unreachable NATS keep the server
+    running and retrying, its /readyz a 503 that names the dependency."""
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    for name, role in (("nats-ingest", "ingest"), ("nats-api", "api"), ("redis-api", "api")):
+        (wrong / f"{name}.url").write_text(f"{name.split('-')[0]}://{role}:not-the-password@x\n")
+        (wrong / f"{name}.url").chmod(0o644)
+    cases = {
+        "wrong-password": (["-v", f"{wrong}:/data/secrets:ro"], "redis: AuthenticationError"),
+        "no-nats": (
+            [
+                "-v",
+                f"{stack.project}_secrets:/data/secrets:ro",
+                "-e",
+                "ANALYTICS_NATS_URL=nats://nowhere:4222",
+            ],
+            "nats: not connected",
+        ),
+    }
+    network = f"{stack.project}_default"
+    label = f"io.podman.compose.project={stack.project}"  # so a leftover fails the teardown check
+    servers = {"ANALYTICS_NATS_URL": "nats://nats:4222", "ANALYTICS_REDIS_URL": "redis://valkey:6379/0"}
+    env = [arg for k, v in servers.items() for arg in ("-e", f"{k}={v}")]
+    for case, (args, said) in cases.items():
+        name = f"{stack.project}_{case}"
+        stack.podman("run", "-d", "--name", name, "--label", label, "--network", network, *env, *args,
+                     stack.image, "python3", "-m", "server")  # fmt: skip
+        found = await eventually(
+            functools.partial(
+                asyncio.to_thread, stack.podman, "exec", name, "python3", "-c", READYZ, check=False
+            ),
+            functools.partial(_a_503_saying, said),
+            timeout=30,
+            interval=0.5,
+        )
+        print(f"{case}: /readyz {found.strip()!r}")
+        stack.podman("rm", "-f", "-t", "1", name)
+    name = f"{stack.project}_no-secrets"
+    stack.podman("run", "-d", "--name", name, "--label", label, "--network", network, *env, stack.image,
+                 "python3", "-m", "deploy.after_secrets", "python3", "-m", "server")  # fmt: skip
+
+    def logs() -> str:
+        return stack.podman("logs", name) + stack.podman_stderr("logs", name)
+
+    await eventually(
+        lambda: asyncio.to_thread(logs),
+        lambda out: "waiting for /data/secrets/nats.conf" in out,
+        timeout=30,
+        interval=0.5,
+    )
+    stack.podman("rm", "-f", "-t", "1", name)
+
+
+def _a_503_saying(said: str, answer: str) -> bool:
+    return answer.startswith("503") and said in answer
+
+
+READYZ = """
+import urllib.error, urllib.request
+try:
+    answer = urllib.request.urlopen("http://127.0.0.1:8080/readyz", timeout=2)
+    print(answer.status, answer.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code, exc.read().decode())
+except OSError as exc:
+    print("no answer", exc)
+"""
+
+
 def http_service(stack: Stack) -> str:
     return "http-1" if "cluster" in stack.file else "http"
 
 
 async def test_the_single_node_stack_runs_counts_replays_restarts_and_survives_crashes(
-    built: str, stacks: list[Stack]
+    built: str, stacks: list[Stack], tmp_path: Path
 ) -> None:
     stack = Stack("compose.yaml", f"hgtest{os.getpid()}", built, free_port())
     stacks.append(stack)
     print(f"\ncompose.yaml: {await run_the_workload(stack, 'projector', 'nats')}")
+    await refused_clearly(stack, tmp_path)
 
 
 async def test_the_cluster_stack_runs_counts_replays_restarts_and_survives_crashes(
