@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from contract.hours import HOUR_MS, system_now_ms
 from deploy import image
@@ -234,7 +235,7 @@ async def refused_clearly(stack: Stack, tmp_path: Path) -> None:
                      stack.image, "python3", "-m", "server")  # fmt: skip
         found = await eventually(
             functools.partial(
-                asyncio.to_thread, stack.podman, "exec", name, "python3", "-c", READYZ, check=False
+                asyncio.to_thread, stack.podman, "exec", name, "python3", "-c", ASK, check=False
             ),
             functools.partial(_a_503_saying, said),
             timeout=30,
@@ -262,16 +263,84 @@ def _a_503_saying(said: str, answer: str) -> bool:
     return answer.startswith("503") and said in answer
 
 
-READYZ = """
-import urllib.error, urllib.request
+ASK = """
+import sys, urllib.error, urllib.request
+method, path = sys.argv[1:3] if len(sys.argv) > 2 else ("GET", "/readyz")
 try:
-    answer = urllib.request.urlopen("http://127.0.0.1:8080/readyz", timeout=2)
+    request = urllib.request.Request("http://127.0.0.1:8080" + path, method=method)
+    answer = urllib.request.urlopen(request, timeout=2)
     print(answer.status, answer.read().decode())
 except urllib.error.HTTPError as exc:
     print(exc.code, exc.read().decode())
 except OSError as exc:
     print("no answer", exc)
 """
+"""Asks the HTTP server of its container (`python3 -c ASK [METHOD PATH]`): the image has no curl."""
+
+
+def kube_yaml(stack: Stack) -> str:
+    """deploy/k8s's ConfigMap and Deployments (the kinds podman 4.3 plays) beside the compose stack:
+    its servers and image; the role Secret volumes (which kube play lacks) become the stack's secrets
+    volume, as a claim; no containerPort (kube play would publish it on the host's port)."""
+    out = []
+    for name in ("config.yaml", "http.yaml", "projector.yaml"):
+        for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s" / name).read_text()):
+            if doc["kind"] == "ConfigMap":
+                doc["data"].update(
+                    ANALYTICS_NATS_URL="nats://nats:4222",
+                    ANALYTICS_REDIS_URL="redis://valkey:6379/0",
+                    ANALYTICS_STREAM_REPLICAS="1",
+                    ANALYTICS_PARTITIONS="4",
+                )
+            elif doc["kind"] == "Deployment":
+                doc["metadata"]["name"] = f"{stack.project}-{doc['metadata']['name']}"
+                pod = doc["spec"]["template"]["spec"]
+                for volume in pod["volumes"]:
+                    if volume.pop("secret", None) is not None:
+                        volume["persistentVolumeClaim"] = {"claimName": f"{stack.project}_secrets"}
+                for container in pod["containers"]:
+                    container["image"] = stack.image
+                    container.pop("ports", None)
+                    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                        if probe in container:
+                            container[probe]["httpGet"]["port"] = 8080
+            else:
+                continue
+            out.append(doc)
+    return yaml.safe_dump_all(out)
+
+
+async def play_the_manifests(stack: Stack, tmp_path: Path) -> None:
+    """The Kubernetes HTTP and projector Deployments, played by podman as they are written (uid 10001,
+    read-only root, the role's secrets as files): an event POSTed to the played HTTP pod is counted and
+    read through the compose stack's port."""
+    path = tmp_path / "kube.yaml"
+    path.write_text(kube_yaml(stack))
+    stack.podman("kube", "play", "--network", f"{stack.project}_default", str(path))
+    http = f"{stack.project}-hourglass-http-pod-0-http"
+    try:
+
+        def ask(*request: str) -> str:
+            return stack.podman("exec", http, "python3", "-c", ASK, *request, check=False)
+
+        await eventually(lambda: asyncio.to_thread(ask), lambda out: out.startswith("200"), timeout=60)
+        assert "Read-only file system" in stack.podman_stderr("exec", http, "touch", "/app/written")
+        assert stack.podman("exec", http, "id", "-u").strip() == "10001"
+        hour_ms = system_now_ms() // HOUR_MS * HOUR_MS
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}", timeout=10) as front:
+            before = parse_text((await front.get(f"/analytics?timestamp={hour_ms}")).text)
+            posted = await asyncio.to_thread(ask, "POST", f"/analytics?timestamp={hour_ms}&user=kube&click")
+            assert posted.startswith("204"), posted
+            after = await eventually(
+                lambda: front.get(f"/analytics?timestamp={hour_ms}"),
+                lambda r: parse_text(r.text)[1] == before[1] + 1,
+            )
+        print(
+            f"kube play: HTTP pod ready, its POST counted ({before[1]} -> {parse_text(after.text)[1]} clicks)"
+        )
+    finally:
+        stack.podman("kube", "down", str(path))
+    assert stack.podman("pod", "ls", "--filter", f"name={stack.project}-", "--format", "{{.Name}}") == ""
 
 
 def http_service(stack: Stack) -> str:
@@ -285,6 +354,7 @@ async def test_the_single_node_stack_runs_counts_replays_restarts_and_survives_c
     stacks.append(stack)
     print(f"\ncompose.yaml: {await run_the_workload(stack, 'projector', 'nats')}")
     await refused_clearly(stack, tmp_path)
+    await play_the_manifests(stack, tmp_path)
 
 
 async def test_the_cluster_stack_runs_counts_replays_restarts_and_survives_crashes(
