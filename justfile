@@ -123,3 +123,8 @@ bench-commits *args:
 [no-exit-message]
 image *args:
     @exec {{python}} -m deploy.image "$@"
+
+# podman-compose with this machine's podman settings: ./just compose -f deploy/compose.cluster.yaml up -d
+[no-exit-message]
+compose *args:
+    @CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/containers.conf}" exec .venv/bin/podman-compose "$@"
