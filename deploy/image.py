@@ -194,7 +194,24 @@ def build(base: str | None = None, quiet: bool = False) -> str:
         if not quiet:
             print(f"image: built {tag} in {time.monotonic() - started:.0f} s", file=sys.stderr)
     podman("tag", tag, f"{IMAGE}:latest")
+    _drop_older(tag)
     return tag
+
+
+def _drop_older(tag: str) -> None:
+    """Builds older than a day go (each source change makes one), so a CI machine does not fill up;
+    younger ones stay, as another checkout on this machine may be about to run its own."""
+    listed = podman(
+        "images",
+        "--filter",
+        f"reference={IMAGE}",
+        "--filter",
+        "until=24h",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    )
+    for old in set(listed.stdout.split()) - {tag, f"{IMAGE}:latest"}:
+        podman("rmi", old, check=False)  # one a container still uses stays
 
 
 def size_mb(tag: str) -> float:
