@@ -127,4 +127,4 @@ image *args:
 # podman-compose with this machine's podman settings: ./just compose -f deploy/compose.cluster.yaml up -d
 [no-exit-message]
 compose *args:
-    @CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/containers.conf}" exec .venv/bin/podman-compose "$@"
+    @PATH="$PATH:/usr/sbin:/sbin" CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/containers.conf}" exec .venv/bin/podman-compose "$@"

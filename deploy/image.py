@@ -42,8 +42,12 @@ TARGET = {  # bookworm's python3, for the lock's environment markers
 
 
 def engine_env() -> dict[str, str]:
-    """The environment for podman: the project's containers.conf unless the caller named another."""
-    return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
+    """The environment for podman: the project's containers.conf unless the caller named another, and
+    the sbin directories on PATH (netavark runs iptables and nft from there; a CI PATH may lack them)."""
+    path = os.environ.get("PATH", "/usr/bin:/bin").split(":")
+    path += [d for d in ("/usr/local/sbin", "/usr/sbin", "/sbin") if d not in path]
+    conf = os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))
+    return {**os.environ, "CONTAINERS_CONF": conf, "PATH": ":".join(path)}
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -128,7 +132,9 @@ def ensure_base(say: bool = True) -> str:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hourglass-base-") as tmp:
         tar = Path(tmp) / "base.tar"
-        subprocess.run([*BASE_RECIPE, str(tar), MIRROR], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*BASE_RECIPE, str(tar), MIRROR], check=True, stdout=subprocess.DEVNULL, env=engine_env()
+        )
         podman("import", "--change", 'CMD ["python3"]', str(tar), tag)
     if say:
         print(f"image: base {tag} made in {time.monotonic() - started:.0f} s", file=sys.stderr)
