@@ -169,10 +169,25 @@ def wheels(runtime: str, tools: str) -> Path:
     return where
 
 
-def build(base: str | None = None, quiet: bool = False) -> str:
-    """Build the image unless one of these exact inputs exists; returns its tag (also tagged latest)."""
+def make_context(context: Path) -> Path:
+    """The build context in `context`: the Containerfile, the lock's parts, their wheels, the source.
+    Docker or Buildah build it too: `docker build --build-arg BASE=python:3.11-slim-bookworm DIR`."""
     lock = (ROOT / "requirements.lock").read_text()
     runtime, tools = runtime_lock(lock), tools_lock(lock)
+    shutil.copytree(wheels(runtime, tools), context / "wheels", ignore=shutil.ignore_patterns(".complete"))
+    (context / "runtime.lock").write_text(runtime)
+    (context / "tools.lock").write_text(tools)
+    for path in source_files():
+        into = context / "app" / path.relative_to(ROOT)
+        into.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, into)
+    shutil.copy2(DEPLOY / "Containerfile", context / "Containerfile")
+    return context
+
+
+def build(base: str | None = None, quiet: bool = False) -> str:
+    """Build the image unless one of these exact inputs exists; returns its tag (also tagged latest)."""
+    runtime = runtime_lock((ROOT / "requirements.lock").read_text())
     base = base or ensure_base(not quiet)
     containerfile = (DEPLOY / "Containerfile").read_bytes()
     sources = [(p.relative_to(ROOT).as_posix().encode(), p.read_bytes()) for p in source_files()]
@@ -181,17 +196,8 @@ def build(base: str | None = None, quiet: bool = False) -> str:
     )
     if podman("image", "exists", tag, check=False).returncode != 0:
         started = time.monotonic()
-        found = wheels(runtime, tools)
         with tempfile.TemporaryDirectory(prefix="hourglass-image-") as tmp:
-            context = Path(tmp)
-            shutil.copytree(found, context / "wheels", ignore=shutil.ignore_patterns(".complete"))
-            (context / "runtime.lock").write_text(runtime)
-            (context / "tools.lock").write_text(tools)
-            for path in source_files():
-                into = context / "app" / path.relative_to(ROOT)
-                into.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, into)
-            shutil.copy2(DEPLOY / "Containerfile", context / "Containerfile")
+            context = make_context(Path(tmp))
             done = podman(
                 "build", "--pull=never", "--build-arg", f"BASE={base}", "-t", tag, str(context), check=False
             )
@@ -228,9 +234,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m deploy.image", description=__doc__)
     parser.add_argument("--base", help="build on this image instead of the one made with mmdebstrap")
     parser.add_argument("--runtime-lock", action="store_true", help="print the image's part of the lock")
+    parser.add_argument("--context", type=Path, help="only write the build context into this new directory")
     args = parser.parse_args()
     if args.runtime_lock:
         print(runtime_lock((ROOT / "requirements.lock").read_text()), end="")
+        return
+    if args.context:
+        args.context.mkdir(parents=True)
+        print(f"build context in {make_context(args.context)}")
         return
     if shutil.which("podman") is None:
         raise SystemExit("image: podman is needed (apt-get install podman runc; see docs/deploy.md)")
