@@ -264,6 +264,11 @@ def main() -> None:
     parser.add_argument(
         "--cluster-conf", type=Path, default=None, help="nats-cluster.conf as the NATS servers see it"
     )
+    parser.add_argument(
+        "--valkey-replication",
+        action="store_true",
+        help="also write valkey-replication.conf, the user a Valkey cluster's replicas sign in as",
+    )
     args = parser.parse_args()
     settings = Settings.from_env()
     found = ensure_secrets(settings.data_dir)
@@ -276,6 +281,10 @@ def main() -> None:
         routes = [f"{host}:6222" for host in args.cluster_nodes.split(",")]
         config = nats_cluster_config(found, settings, include, "0.0.0.0:6222", routes)
         write_secret(found.directory / "nats-cluster.conf", config)
+    if args.valkey_replication:
+        from deploy.valkey_cluster import master_auth_file  # it imports this module
+
+        master_auth_file(found.directory, "admin", found.redis["admin"])
     print(f"credentials in {found.directory}")
 
 

@@ -12,6 +12,7 @@ and behind one CLI (`./just valkey-cluster`); split, each half would import the 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import sys
@@ -128,7 +129,7 @@ def form(nodes: Sequence[RedisNode], replicas: int, partitions: int, timeout_s: 
     clients = {node: _client(node) for node in nodes}
     deadline = time.monotonic() + timeout_s
     try:
-        if _formed(clients, layout):
+        if _formed(clients, layout) or _one_cluster(clients):
             return False
         for node, client in clients.items():
             if node.password:  # whichever node becomes a replica signs in to its primary as we do
@@ -217,6 +218,40 @@ def _formed(clients: dict[RedisNode, redis.Redis], layout: Plan) -> bool:
     except redis.RedisError:
         return False
     return True
+
+
+def _one_cluster(clients: dict[RedisNode, redis.Redis]) -> bool:
+    """Every node knows every other and every slot is given: formed before, perhaps with other roles
+    since (a failover) or still finding its peers after a restart, so nothing to do."""
+    try:
+        for client in clients.values():
+            info = _run(client, "CLUSTER INFO")
+            assert isinstance(info, dict)
+            if int(info.get("cluster_slots_assigned", 0)) < SLOTS:
+                return False
+            if int(info.get("cluster_known_nodes", 0)) != len(clients):
+                return False
+    except redis.RedisError:
+        return False
+    return True
+
+
+def wait_for_nodes(nodes: Sequence[RedisNode], timeout_s: float) -> None:
+    """Until every node answers PING (containers started together come up in any order)."""
+    deadline = time.monotonic() + timeout_s
+    for node in nodes:
+        client = _client(node)
+        try:
+            _wait(deadline, f"{node.address} answering", functools.partial(_answers, client))
+        finally:
+            client.close()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
 
 
 def _text(raw: object) -> str:
@@ -549,6 +584,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     cmd.add_argument("--replicas", type=int, default=1, help="replicas per primary")
     cmd.add_argument("--partitions", type=int, help="default: ANALYTICS_PARTITIONS")
     cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the cluster")
+    cmd.add_argument(
+        "--wait-nodes", type=float, default=0.0, metavar="S", help="wait up to S seconds for the nodes"
+    )
     cmd.add_argument("urls", nargs="*", metavar="URL", help="the nodes (default: ANALYTICS_REDIS_URL)")
     add_commands(sub)
     args = parser.parse_args(argv)
@@ -558,6 +596,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings.from_env(role="admin")
         url = ",".join(args.urls) if args.urls else settings.redis_url
         nodes = parse_redis_nodes(url) if args.urls else settings.redis_nodes()
+        if args.wait_nodes:
+            wait_for_nodes(nodes, args.wait_nodes)
         formed = form(nodes, args.replicas, args.partitions or settings.partitions, args.timeout)
     except (SettingsError, ValueError, FormError, redis.RedisError) as exc:
         sys.exit(f"valkey cluster: {exc}")

@@ -1,6 +1,7 @@
 """The image and both compose stacks, run for real with podman and podman-compose: the known workload
 through the one published port (exact counts), a replay, a restart with the volumes kept, a projector
-and a NATS container crashed under load with nothing lost, and a teardown that leaves nothing behind."""
+and a NATS container crashed under load (and on the cluster a Valkey primary killed, its replica
+promoted) with nothing lost, and a teardown that leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -53,9 +54,17 @@ class Stack:
     project: str
     image: str
     port: int
+    subnet: str = ""
+    """The first three octets of the cluster stack's /24 (its Valkey nodes have fixed addresses)."""
 
     def env(self) -> dict[str, str]:
-        return {**image.engine_env(), "HOURGLASS_IMAGE": self.image, "HOURGLASS_HTTP_PORT": str(self.port)}
+        subnet = {"HOURGLASS_SUBNET": self.subnet} if self.subnet else {}
+        return {
+            **image.engine_env(),
+            "HOURGLASS_IMAGE": self.image,
+            "HOURGLASS_HTTP_PORT": str(self.port),
+            **subnet,
+        }
 
     def compose(self, *args: str) -> str:
         argv = [COMPOSE, "-p", self.project, "-f", str(ROOT / "deploy" / self.file), *args]
@@ -84,6 +93,10 @@ class Stack:
         ]
         assert children, f"{service} runs nothing under its init"
         os.kill(children[0], signal.SIGKILL)
+
+    def role(self, service: str) -> str:
+        """The Valkey node's replication role (master or slave), asked inside its container."""
+        return self.podman("exec", self.container(service), "python3", "-c", ROLE, check=False).strip()
 
     def restarts(self, service: str) -> tuple[int, bool]:
         found = self.podman(
@@ -156,8 +169,43 @@ async def ready(http: httpx.AsyncClient) -> None:
     await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, timeout=120, interval=0.5)
 
 
-async def run_the_workload(stack: Stack, projector: str, nats: str) -> str:
-    """The end-to-end workload against a stack just brought up; returns a line of timings."""
+def free_subnet(stack: Stack) -> str:
+    """A 10.89.N.0/24 no podman network uses (podman refuses a subnet taken)."""
+    taken = stack.podman("network", "ls", "--format", "{{range .Subnets}}{{.Subnet}} {{end}}")
+    for n in [*range(os.getpid() % 100 + 120, 250), *range(120, 250)]:
+        if f"10.89.{n}.0/24" not in taken:
+            return f"10.89.{n}"
+    raise AssertionError("no free 10.89.N.0/24 for the cluster stack")
+
+
+ROLE = """
+from urllib.parse import urlsplit
+import redis
+u = urlsplit(open("/data/secrets/redis-admin.url").read().strip())
+node = redis.Redis(port=6379, username=u.username, password=u.password, socket_timeout=2)
+print(node.info("replication")["role"])
+"""
+"""Asks the Valkey node of its container for its role, as the stack's admin."""
+
+
+async def kill_a_primary(stack: Stack, primary: str, replica: str) -> float:
+    """SIGKILL the Valkey primary's container (`podman kill` is a deliberate stop: it stays down); its
+    replica is promoted. Returns the seconds until it was."""
+    assert stack.role(primary) == "master"
+    assert stack.role(replica) == "slave"
+    started = time.monotonic()
+    stack.podman("kill", "-s", "KILL", stack.container(primary))
+    await eventually(
+        lambda: asyncio.to_thread(stack.role, replica), lambda role: role == "master", timeout=60
+    )
+    return time.monotonic() - started
+
+
+async def run_the_workload(
+    stack: Stack, projector: str, nats: str, valkey: tuple[str, str] | None = None
+) -> str:
+    """The end-to-end workload against a stack just brought up; returns a line of timings. `valkey` is
+    a (primary, its replica) pair of a cluster stack, the primary killed with the rest."""
     marks = [time.monotonic()]
     stack.compose("up", "-d")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}", timeout=10) as http:
@@ -186,6 +234,7 @@ async def run_the_workload(stack: Stack, projector: str, nats: str) -> str:
             drive(http, system_now_ms(), 600, concurrency=4, seed=32, timeout=180, tally=second)
         )
         await wait_until_done(second, 100)
+        promoted = await kill_a_primary(stack, *valkey) if valkey else None
         stack.crash(projector)
         stack.crash(nats)
         for service in (projector, nats):
@@ -200,7 +249,7 @@ async def run_the_workload(stack: Stack, projector: str, nats: str) -> str:
         marks.append(time.monotonic())
     steps = ("up", "workload+replay", "restart", "crashes")
     return " ".join(f"{s}={b - a:.0f}s" for s, a, b in zip(steps, marks, marks[1:], strict=False)) + (
-        f" ({second.report()})"
+        f" ({second.report()})" + (f" replica promoted in {promoted:.1f}s" if promoted else "")
     )
 
 
@@ -361,5 +410,7 @@ async def test_the_cluster_stack_runs_counts_replays_restarts_and_survives_crash
     built: str, stacks: list[Stack]
 ) -> None:
     stack = Stack("compose.cluster.yaml", f"hgtestc{os.getpid()}", built, free_port())
+    stack.subnet = free_subnet(stack)
     stacks.append(stack)
-    print(f"\ncompose.cluster.yaml: {await run_the_workload(stack, 'projector-1', 'nats-2')}")
+    timings = await run_the_workload(stack, "projector-1", "nats-2", ("valkey-1", "valkey-4"))
+    print(f"\ncompose.cluster.yaml: {timings}")

@@ -41,7 +41,7 @@ def test_servers_start_only_from_the_generated_configs_with_users(name: str) -> 
         servers += 1
         # They start once the credentials are written (no depends_on: see the compose files' header).
         assert command.startswith("python3 -m deploy.after_secrets "), svc
-    assert servers == (2 if name == "compose.yaml" else 4)
+    assert servers == (2 if name == "compose.yaml" else 3 + 6)
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -59,7 +59,7 @@ def test_secrets_are_files_in_a_volume_never_in_the_environment(name: str) -> No
 @pytest.mark.parametrize("name", FILES)
 def test_every_long_running_service_restarts_and_the_http_one_checks_readyz(name: str) -> None:
     for svc, spec in services(name).items():
-        if svc not in ("secrets", "stream"):
+        if svc not in ("secrets", "stream", "valkey-form"):  # one-shots
             assert spec["restart"] == "unless-stopped", svc
         assert "depends_on" not in spec, svc
     http = [spec for svc, spec in services(name).items() if svc.startswith("http")]
@@ -71,3 +71,23 @@ def test_the_cluster_nodes_get_a_config_with_authenticated_routes() -> None:
     command = " ".join(services("compose.cluster.yaml")["secrets"]["command"])
     assert "--cluster-nodes nats-1,nats-2,nats-3" in command
     assert "cluster {" not in (DEPLOY / "nats-cluster.conf").read_text()  # only the generated one has routes
+
+
+def test_the_cluster_stack_runs_a_valkey_cluster_every_process_lists() -> None:
+    found = services("compose.cluster.yaml")
+    nodes = [svc for svc in found if svc.startswith("valkey-") and svc != "valkey-form"]
+    assert nodes == [f"valkey-{i}" for i in range(1, 7)]
+    for svc in nodes:
+        command = " ".join(found[svc]["command"])
+        assert "--cluster-enabled yes" in command, svc
+        # The replicas' credentials from a config file, so a restarted node keeps them.
+        assert "valkey-server /data/secrets/valkey-replication.conf " in command, svc
+        assert f"--cluster-announce-hostname {svc}" in command, svc
+        assert f"{svc}:/data/valkey" in found[svc]["volumes"], svc
+    assert "--valkey-replication" in found["secrets"]["command"]
+    assert "deploy.valkey_cluster form --replicas 1" in " ".join(found["valkey-form"]["command"])
+    listed = ",".join(f"redis://{svc}:6379" for svc in nodes)
+    apps = [svc for svc, spec in found.items() if "ANALYTICS_NATS_URL" in (spec.get("environment") or {})]
+    assert {"http-1", "http-2", "projector-1", "projector-2", "audit", "stream", "valkey-form"} <= set(apps)
+    for svc in apps:
+        assert found[svc]["environment"]["ANALYTICS_REDIS_URL"] == listed, svc
