@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract import schema
+from contract.projections_client import connect
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port
 from projector.live.balancer import Projector, run_projector
@@ -87,7 +88,7 @@ async def production_stack(
     projector_settings = roles.projector if roles else settings
     async for http in serve(create_app(app_settings)):
         nc = await nats.connect(**projector_settings.nats_options("test-projector"))
-        redis = Redis.from_url(**projector_settings.redis_options())
+        redis = connect(projector_settings)
         stop = asyncio.Event()
         task = asyncio.create_task(run_projector(projector_settings, nc, redis, stop))
         await eventually(

@@ -1,0 +1,169 @@
+"""The whole stack as processes (HTTP server, projector, replay, audit) on a single Valkey and on a
+Valkey cluster of 3 primaries with replicas: the same events give the same answers, every hour, a
+range by hour and by day, after a full replay and after a single hour's replay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from contract.hours import HOUR_MS, hour_of, hour_token, system_now_ms
+from contract.settings import Settings
+from deploy.servers import ROOT
+from tests.conftest import Server, running
+from tests.helpers import eventually, settings_env
+from tests.integration.conftest import make_stream, scoped_settings, spawn, wait_ready
+from tests.integration.valkey_cluster import running_cluster
+from tests.integration.workload import Truth, parse_text, post_path
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One stack's processes' settings by role, and the HTTP server's address."""
+
+    admin: Settings
+    http: Settings
+    projector: Settings
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http.http_port}"
+
+
+def stack_roles(nats: Server, url: Callable[[str], str], **overrides: object) -> Stack:
+    """Each process with only its role's credentials, as `./just up` (and `cluster-up`) run them;
+    `url(role)` gives the role's ANALYTICS_REDIS_URL (one node, or every node of a cluster)."""
+    admin = scoped_settings(nats, nats, **overrides).replace(redis_url=url("admin"))
+    return Stack(
+        admin=admin,
+        http=admin.replace(
+            nats_url=nats.role_url("ingest"), nats_api_url=nats.role_url("api"), redis_url=url("api")
+        ),
+        projector=admin.replace(nats_url=nats.role_url("projector"), redis_url=url("projector")),
+    )
+
+
+@contextlib.asynccontextmanager
+async def processes(stack: Stack, log: Path) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+    """The HTTP server and one projector, as processes; SIGKILLed with their sessions at the end."""
+    await make_stream(stack.admin)
+    server = spawn(["-m", "server"], settings_env(stack.http), log)
+    projector = spawn(["-m", "projector", "run"], settings_env(stack.projector), log)
+    started = [server, projector]
+    try:
+        await asyncio.to_thread(wait_ready, stack.base, server, 60)
+        yield started
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in started:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def known_events(now_ms: int, n: int = 900) -> list[tuple[int, str, str]]:
+    """Fixed events over 30 closed hours that cross a UTC day boundary; users repeat across hours."""
+    start = (now_ms // DAY_MS - 2) * DAY_MS - 6 * HOUR_MS
+    return [
+        (
+            start + (i % 30) * HOUR_MS + (i * 7919) % HOUR_MS,
+            f"user-{(i * 31) % 377}",
+            "click" if (i // 30) % 3 == 0 else "impression",
+        )
+        for i in range(n)
+    ]
+
+
+def run(args: list[str], settings: Settings) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], env=settings_env(settings), cwd=ROOT,
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout + done.stderr
+
+
+async def answers(http: httpx.AsyncClient, truth: Truth) -> dict[str, str]:
+    """Every hour's GET, and the whole span as a range by hour and by day (each a 200)."""
+    out = {}
+    for hour in truth.hours():
+        response = await http.get("/analytics", params={"timestamp": hour * HOUR_MS})
+        assert response.status_code == 200, response.text
+        out[hour_token(hour)] = response.text
+    first, last = truth.hours()[0] * HOUR_MS, (truth.hours()[-1] + 1) * HOUR_MS
+    for granularity in ("hour", "day"):
+        query = urlencode({"from": first, "to": last, "granularity": granularity})
+        response = await http.get(f"/analytics/range?{query}")
+        assert response.status_code == 200, response.text
+        out[granularity] = response.text
+    return out
+
+
+def exact(truth: Truth, got: dict[str, str]) -> bool:
+    """Clicks and impressions of every hour as sent (unique users are compared between stacks)."""
+    return all(parse_text(got[hour_token(h)])[1:] == truth.text(h)[1:] for h in truth.hours())
+
+
+async def post_all(http: httpx.AsyncClient, events: list[tuple[int, str, str]]) -> None:
+    async def one(i: int, event: tuple[int, str, str]) -> None:
+        response = await http.post(post_path(*event), headers={"Idempotency-Key": f"eq-{i}"})
+        assert response.status_code == 204, response.text
+
+    for start in range(0, len(events), 50):
+        await asyncio.gather(*(one(i, e) for i, e in enumerate(events[start : start + 50], start)))
+
+
+async def answers_through(
+    stack: Stack, log: Path, events: list[tuple[int, str, str]]
+) -> list[dict[str, str]]:
+    """The answers once projected, after `replay`, and after a replay of the busiest hour alone."""
+    truth = Truth()
+    for event in events:
+        truth.add(*event)
+    seen = []
+    async with processes(stack, log), httpx.AsyncClient(base_url=stack.base, timeout=10) as http:
+        await post_all(http, events)
+        seen.append(await eventually(lambda: answers(http, truth), lambda a: exact(truth, a), 60))
+        await asyncio.to_thread(run, ["-m", "projector", "replay"], stack.projector)
+        seen.append(await eventually(lambda: answers(http, truth), lambda a: a == seen[0], 30))
+        busiest = max(truth.hours(), key=lambda h: sum(truth.text(h)[1:]))
+        await asyncio.to_thread(run, ["-m", "projector", "replay", hour_token(busiest)], stack.projector)
+        seen.append(await eventually(lambda: answers(http, truth), lambda a: a == seen[0], 30))
+        audited = await asyncio.to_thread(
+            run, ["-m", "projector", "audit", hour_token(busiest)], stack.projector
+        )
+        assert "1 hour(s) audited, 0 mismatched" in audited, audited
+    return seen
+
+
+async def test_the_same_events_give_the_same_answers_on_one_node_and_on_a_cluster(tmp_path: Path) -> None:
+    events = known_events(system_now_ms())
+    assert len({hour_of(ts) // 24 for ts, _, _ in events}) == 2  # the day range has two rows
+    with running("nats", tmp_path / "nats1") as nats, running("valkey", tmp_path / "valkey") as valkey:
+        single = await answers_through(stack_roles(nats, valkey.role_url), tmp_path / "single.log", events)
+    with running("nats", tmp_path / "nats2") as nats, running_cluster(tmp_path / "vc") as cluster:
+        assert len(cluster.ports) == 6
+        on_cluster = await answers_through(
+            stack_roles(nats, cluster.role_url), tmp_path / "cluster.log", events
+        )
+    assert single[0] == on_cluster[0]
+    for after in (*single[1:], *on_cluster[1:]):
+        assert after == single[0]
+    print(f"\n{len(single[0]) - 2} hours, ranges by hour and by day: same answers on one node and on 3+3")
