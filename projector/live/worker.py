@@ -196,8 +196,11 @@ class PartitionWorker:
     async def _position(self) -> Stopped | None:
         """Generation and watermark from Redis (or the last snapshot), then the consumer recreated
         after the watermark. Stopped.RESYNC when a restore was refused."""
-        self.gen = await self.store.current_generation(self.partition)
-        self.watermark = await self.store.watermark(self.gen, self.partition)
+        gen = await self.store.current_generation(self.partition)
+        found = await self.store.watermark(gen, self.partition)
+        if gen == self.gen and found < self.watermark:
+            self._rolled_back(found)  # while this worker retried (a failover): its applies were lost
+        self.gen, self.watermark = gen, found
         if self.watermark == 0 and self.snapshots is not None:
             # Redis lost the partition (a wipe, a new Redis): start from the last snapshot, not the log.
             try:
@@ -365,6 +368,7 @@ class PartitionWorker:
             "re-applying stream seqs %d..%d from the log",
             *(self.partition, found, self.watermark, why, found + 1, self.watermark),
         )
+        self.watermark = found  # counted once: the resync that follows starts from here
 
     async def _position_still_true(self) -> bool:
         """Idle check: Redis may have been wiped, restored or switched to a new generation."""
@@ -377,12 +381,8 @@ class PartitionWorker:
             self._rolled_back(watermark)
             return False
         if watermark != self.watermark:
-            log.warning(
-                "p%d: redis watermark is %d, expected %d; resyncing",
-                self.partition,
-                watermark,
-                self.watermark,
-            )
+            why = f"redis watermark is {watermark}, expected {self.watermark}"
+            log.warning("p%d: %s; resyncing", self.partition, why)
             return False
         return True
 

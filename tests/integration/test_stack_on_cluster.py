@@ -8,8 +8,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -19,9 +18,9 @@ import pytest
 from contract.hours import HOUR_MS, hour_of, hour_token, system_now_ms
 from contract.settings import Settings
 from deploy.servers import ROOT
-from tests.conftest import Server, running
+from tests.conftest import running
 from tests.helpers import eventually, settings_env
-from tests.integration.conftest import make_stream, scoped_settings, spawn, wait_ready
+from tests.integration.conftest import Roles, make_stream, roles_on, spawn, wait_ready
 from tests.integration.valkey_cluster import running_cluster
 from tests.integration.workload import Truth, parse_text, post_path
 
@@ -30,41 +29,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 DAY_MS = 24 * HOUR_MS
 
 
-@dataclass(frozen=True)
-class Stack:
-    """One stack's processes' settings by role, and the HTTP server's address."""
-
-    admin: Settings
-    http: Settings
-    projector: Settings
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.http.http_port}"
-
-
-def stack_roles(nats: Server, url: Callable[[str], str], **overrides: object) -> Stack:
-    """Each process with only its role's credentials, as `./just up` (and `cluster-up`) run them;
-    `url(role)` gives the role's ANALYTICS_REDIS_URL (one node, or every node of a cluster)."""
-    admin = scoped_settings(nats, nats, **overrides).replace(redis_url=url("admin"))
-    return Stack(
-        admin=admin,
-        http=admin.replace(
-            nats_url=nats.role_url("ingest"), nats_api_url=nats.role_url("api"), redis_url=url("api")
-        ),
-        projector=admin.replace(nats_url=nats.role_url("projector"), redis_url=url("projector")),
-    )
+def base(roles: Roles) -> str:
+    return f"http://127.0.0.1:{roles.http.http_port}"
 
 
 @contextlib.asynccontextmanager
-async def processes(stack: Stack, log: Path) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+async def processes(stack: Roles, log: Path) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
     """The HTTP server and one projector, as processes; SIGKILLed with their sessions at the end."""
     await make_stream(stack.admin)
     server = spawn(["-m", "server"], settings_env(stack.http), log)
     projector = spawn(["-m", "projector", "run"], settings_env(stack.projector), log)
     started = [server, projector]
     try:
-        await asyncio.to_thread(wait_ready, stack.base, server, 60)
+        await asyncio.to_thread(wait_ready, base(stack), server, 60)
         yield started
     finally:
         for proc in started:
@@ -131,14 +108,14 @@ async def post_all(http: httpx.AsyncClient, events: list[tuple[int, str, str]]) 
 
 
 async def answers_through(
-    stack: Stack, log: Path, events: list[tuple[int, str, str]]
+    stack: Roles, log: Path, events: list[tuple[int, str, str]]
 ) -> list[dict[str, str]]:
     """The answers once projected, after `replay`, and after a replay of the busiest hour alone."""
     truth = Truth()
     for event in events:
         truth.add(*event)
     seen = []
-    async with processes(stack, log), httpx.AsyncClient(base_url=stack.base, timeout=10) as http:
+    async with processes(stack, log), httpx.AsyncClient(base_url=base(stack), timeout=10) as http:
         await post_all(http, events)
         seen.append(await eventually(lambda: answers(http, truth), lambda a: exact(truth, a), 60))
         await asyncio.to_thread(run, ["-m", "projector", "replay"], stack.projector)
@@ -157,12 +134,10 @@ async def test_the_same_events_give_the_same_answers_on_one_node_and_on_a_cluste
     events = known_events(system_now_ms())
     assert len({hour_of(ts) // 24 for ts, _, _ in events}) == 2  # the day range has two rows
     with running("nats", tmp_path / "nats1") as nats, running("valkey", tmp_path / "valkey") as valkey:
-        single = await answers_through(stack_roles(nats, valkey.role_url), tmp_path / "single.log", events)
+        single = await answers_through(roles_on(nats, valkey.role_url), tmp_path / "single.log", events)
     with running("nats", tmp_path / "nats2") as nats, running_cluster(tmp_path / "vc") as cluster:
         assert len(cluster.ports) == 6
-        on_cluster = await answers_through(
-            stack_roles(nats, cluster.role_url), tmp_path / "cluster.log", events
-        )
+        on_cluster = await answers_through(roles_on(nats, cluster.role_url), tmp_path / "cluster.log", events)
     assert single[0] == on_cluster[0]
     for after in (*single[1:], *on_cluster[1:]):
         assert after == single[0]
