@@ -86,6 +86,7 @@ class PartitionWorker:
         self.watermark = 0
         self.troubled = False
         self.errors = 0
+        self.rollback_counted = False
 
     async def run(self, stop: asyncio.Event) -> Stopped:
         backoff = 0.2
@@ -217,16 +218,11 @@ class PartitionWorker:
         first = (await self.js.stream_info(self.settings.stream_name)).state.first_seq
         if self.watermark + 1 < first:
             await self._retention_gap(first)
-        await position_consumer(
-            self.js, self.settings, self.partition, self.watermark, self.settings.projector_batch
-        )
-        log.info(
-            "p%d: following from stream seq %d (generation %d, epoch %s)",
-            self.partition,
-            self.watermark + 1,
-            self.gen,
-            self.epoch or "-",
-        )
+        batch, counted = self.settings.projector_batch, self.rollback_counted
+        await position_consumer(self.js, self.settings, self.partition, self.watermark, batch, counted)
+        self.rollback_counted = False
+        following = (self.partition, self.watermark + 1, self.gen, self.epoch or "-")
+        log.info("p%d: following from stream seq %d (generation %d, epoch %s)", *following)
         return None
 
     async def _take(self, msgs: Fetched, puller: Puller, stop: asyncio.Event) -> Stopped | None:
@@ -369,6 +365,7 @@ class PartitionWorker:
             *(self.partition, found, self.watermark, why, found + 1, self.watermark),
         )
         self.watermark = found  # counted once: the resync that follows starts from here
+        self.rollback_counted = True  # so its consumer, acked past `found`, is not counted again
 
     async def _position_still_true(self) -> bool:
         """Idle check: Redis may have been wiped, restored or switched to a new generation."""

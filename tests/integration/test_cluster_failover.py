@@ -8,8 +8,9 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from contract.keys import Keys
 from contract.projections_client import ProjectionsClient, connect
 from contract.redis_nodes import parse_redis_nodes
 from contract.slots import partition_slot
-from deploy.valkey_cluster import _client, _run
+from deploy.valkey_cluster import DEFAULT_NODE_TIMEOUT_MS, _client, _run
 from projector.projections.store import ProjectionStore
 from tests.conftest import Server
 from tests.helpers import eventually, metric, pause
@@ -28,11 +29,18 @@ from tests.integration.conftest import Roles, production_stack, roles_on
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.test_faults import converged
 from tests.integration.test_rollback import busiest_partition
-from tests.integration.valkey_cluster import ValkeyCluster
+from tests.integration.valkey_cluster import ValkeyCluster, running_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 EVENTS = 3000
+
+
+@pytest.fixture(params=[1000, DEFAULT_NODE_TIMEOUT_MS], ids=lambda ms: f"node-timeout-{ms / 1000:.0f}s")
+def valkey_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ValkeyCluster]:
+    """The fixture's 1 s node timeout, and the 5 s that `./just cluster-up` runs with."""
+    with running_cluster(tmp_path / "vc", node_timeout_ms=request.param) as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -50,16 +58,23 @@ def admin_of(cluster: ValkeyCluster, port: int) -> redis.Redis:
     return _client(next(n for n in parse_redis_nodes(cluster.url) if n.port == port))
 
 
-def holder(cluster: ValkeyCluster, partition: int) -> tuple[int, int]:
-    """(primary port, replica port) of the partition's slot, as the cluster says now."""
+async def holder(cluster: ValkeyCluster, partition: int) -> tuple[int, int]:
+    """(primary port, replica port) of the partition's slot, once a node tells both (a replica just
+    formed may not be gossiped yet)."""
+    found = await eventually(lambda: asyncio.to_thread(slot_holder, cluster, partition), bool)
+    assert found is not None
+    return found
+
+
+def slot_holder(cluster: ValkeyCluster, partition: int) -> tuple[int, int] | None:
     slot = partition_slot(partition)
     live = next(p for p in cluster.ports if cluster.procs[p].poll() is None)
     raw = _run(admin_of(cluster, live), "CLUSTER SLOTS")
     assert isinstance(raw, list)  # [low, high, [host, port, id, ...] of the primary, then of replicas]
     for low, high, primary, *replicas in raw:
         if int(low) <= slot <= int(high):
-            return int(primary[1]), int(replicas[0][1])
-    raise AssertionError(f"slot {slot} is served by nobody")
+            return (int(primary[1]), int(replicas[0][1])) if replicas else None
+    return None
 
 
 def is_primary(cluster: ValkeyCluster, port: int) -> bool:
@@ -112,7 +127,7 @@ async def test_a_primary_sigkilled_under_load_is_replaced_and_the_counts_end_exa
     settings = roles.admin
     now = system_now_ms()
     partition, _ = busiest_partition(now, settings.partitions)
-    primary, replica = holder(valkey_cluster, partition)
+    primary, replica = await holder(valkey_cluster, partition)
     tally, reads, stop = Tally(), Reads(), asyncio.Event()
     load = asyncio.create_task(drive(stack, now, EVENTS, duplicate_every=10, tally=tally))
     await wait_until_done(tally, 300)
@@ -148,7 +163,7 @@ async def test_a_replica_promoted_without_the_last_applies_is_caught_up_from_the
     keys = Keys(settings.key_prefix)
     now = system_now_ms()
     partition, _ = busiest_partition(now, settings.partitions)
-    primary, replica = holder(valkey_cluster, partition)
+    primary, replica = await holder(valkey_cluster, partition)
     before = metric("hourglass_projector_rollbacks_total", {"partition": str(partition)})
     tally = Tally()
     client = connect(settings)
