@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from contract.hours import HOUR_MS, hour_of, hour_token, system_now_ms
+from contract.keys import Keys
+from contract.projections_client import connect
 from contract.settings import Settings
 from deploy.servers import ROOT
 from tests.conftest import running
@@ -117,6 +119,8 @@ async def answers_through(
     seen = []
     async with processes(stack, log), httpx.AsyncClient(base_url=base(stack), timeout=10) as http:
         await post_all(http, events)
+        if stack.admin.hot_hours:  # the older hours leave Redis once snapshotted
+            await eventually(lambda: cold_hours(stack.admin), lambda n: n > 0, 60)
         seen.append(await eventually(lambda: answers(http, truth), lambda a: exact(truth, a), 60))
         await asyncio.to_thread(run, ["-m", "projector", "replay"], stack.projector)
         seen.append(await eventually(lambda: answers(http, truth), lambda a: a == seen[0], 30))
@@ -130,15 +134,38 @@ async def answers_through(
     return seen
 
 
-async def test_the_same_events_give_the_same_answers_on_one_node_and_on_a_cluster(tmp_path: Path) -> None:
-    events = known_events(system_now_ms())
+@pytest.mark.parametrize("cold", [False, True], ids=["all-hours-hot", "older-hours-cold"])
+async def test_the_same_events_give_the_same_answers_on_one_node_and_on_a_cluster(
+    tmp_path: Path, cold: bool
+) -> None:
+    """With `cold`, the hot window leaves out the 15 oldest of the 30 hours: they leave Redis once
+    snapshotted (checked), and are read through the snapshot store on both."""
+    now = system_now_ms()
+    events = known_events(now)
     assert len({hour_of(ts) // 24 for ts, _, _ in events}) == 2  # the day range has two rows
+    hot_hours = hour_of(now) - hour_of(min(ts for ts, _, _ in events)) - 14 if cold else 0
+    options = {"hot_hours": hot_hours, "snapshot_interval_s": 0.5}
     with running("nats", tmp_path / "nats1") as nats, running("valkey", tmp_path / "valkey") as valkey:
-        single = await answers_through(roles_on(nats, valkey.role_url), tmp_path / "single.log", events)
+        roles = roles_on(nats, valkey.role_url, **options)
+        single = await answers_through(roles, tmp_path / "single.log", events)
     with running("nats", tmp_path / "nats2") as nats, running_cluster(tmp_path / "vc") as cluster:
         assert len(cluster.ports) == 6
-        on_cluster = await answers_through(roles_on(nats, cluster.role_url), tmp_path / "cluster.log", events)
+        roles = roles_on(nats, cluster.role_url, **options)
+        on_cluster = await answers_through(roles, tmp_path / "cluster.log", events)
     assert single[0] == on_cluster[0]
     for after in (*single[1:], *on_cluster[1:]):
         assert after == single[0]
     print(f"\n{len(single[0]) - 2} hours, ranges by hour and by day: same answers on one node and on 3+3")
+
+
+async def cold_hours(settings: Settings) -> int:
+    """How many (hour, partition) cells Redis says have left it for the snapshot store."""
+    keys, client = Keys(settings.key_prefix), connect(settings)
+    try:
+        found = 0
+        for p in range(settings.partitions):
+            gen = keys.live_generation(await client.get(keys.generation(p)))
+            found += int(await client.hlen(keys.cold(gen, p)))
+        return found
+    finally:
+        await client.aclose()
