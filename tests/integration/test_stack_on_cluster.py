@@ -124,6 +124,7 @@ async def answers_through(
         seen.append(await eventually(lambda: answers(http, truth), lambda a: exact(truth, a), 60))
         await asyncio.to_thread(run, ["-m", "projector", "replay"], stack.projector)
         seen.append(await eventually(lambda: answers(http, truth), lambda a: a == seen[0], 30))
+        assert await generations(stack.admin) == {2}  # the replaced one is gone from every shard
         busiest = max(truth.hours(), key=lambda h: sum(truth.text(h)[1:]))
         await asyncio.to_thread(run, ["-m", "projector", "replay", hour_token(busiest)], stack.projector)
         seen.append(await eventually(lambda: answers(http, truth), lambda a: a == seen[0], 30))
@@ -156,6 +157,23 @@ async def test_the_same_events_give_the_same_answers_on_one_node_and_on_a_cluste
     for after in (*single[1:], *on_cluster[1:]):
         assert after == single[0]
     print(f"\n{len(single[0]) - 2} hours, ranges by hour and by day: same answers on one node and on 3+3")
+
+
+async def generations(settings: Settings) -> set[int]:
+    """The generations any key of a partition still belongs to, over every primary (SCAN on each)."""
+    keys, client = Keys(settings.key_prefix), connect(settings)
+    found: set[int] = set()
+    try:
+        for p in range(settings.partitions):
+            head = keys.gen_prefix(p)
+            async for raw in client.scan_iter(match=f"{head}*", count=1000):
+                key = raw.decode() if isinstance(raw, bytes) else str(raw)
+                token = key[len(head) :].partition(":")[0]
+                if token.isdigit():  # not the generation pointer (`...:gen`)
+                    found.add(int(token))
+        return found
+    finally:
+        await client.aclose()
 
 
 async def cold_hours(settings: Settings) -> int:
