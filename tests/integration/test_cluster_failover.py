@@ -1,6 +1,7 @@
-"""Faults of a real Valkey cluster (3 primaries, one replica each, 1 s node timeout) under keyed,
-retried POST load through the real stack: a SIGKILLed primary, and a primary whose replica is promoted
-without its last applies (a real rollback). The counts end exact either way."""
+"""Faults of a real Valkey cluster (3 primaries, one replica each; node timeouts of 1 s and 5 s) under
+keyed, retried POST load through the stack, each process with its role's credentials: a SIGKILLed
+primary, and a primary whose replica is promoted without its last applies (a real rollback). The
+counts end exact either way."""
 
 from __future__ import annotations
 
