@@ -49,8 +49,9 @@ RESTORES = Counter(
 )
 ROLLBACKS = Counter(
     "hourglass_projector_rollbacks",
-    "Times a partition's watermark in Redis was found below the one this process had applied (a failover "
-    "promoted a replica that lacked the last applies): the partition is re-applied from the log",
+    "Times a partition's watermark in Redis was found below the one this process had applied, or below "
+    "its consumer's ack floor (a failover promoted a replica that lacked the last applies): the partition "
+    "is re-applied from the log",
     ["partition"],
 )
 WAIT_SHORT = Counter(

@@ -17,11 +17,11 @@ from litestar.types import ASGIApp
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
-from redis.asyncio import Redis
 
 from api.reader import HourTotals, Reader
 from contract.hours import partition_filter
 from contract.keys import Keys
+from contract.projections_client import ProjectionsClient, connect
 from contract.settings import Settings
 from deploy.servers import free_port
 
@@ -51,13 +51,14 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-async def stored_hour(redis: Redis, settings: Settings, hour: int) -> HourTotals:
+async def stored_hour(redis: ProjectionsClient, settings: Settings, hour: int) -> HourTotals:
     """What Redis holds for the hour in the live generation, past every read cache: for tests that
-    mean Redis state, not what a GET may still serve."""
-    return await Reader(redis, Keys(settings.key_prefix), settings.partitions).hour(hour)
+    mean Redis state, not what a GET may still serve (split by partition on a cluster, as the API)."""
+    keys, split = Keys(settings.key_prefix), settings.redis_cluster
+    return await Reader(redis, keys, settings.partitions, split_by_partition=split).hour(hour)
 
 
-async def lagging(nc: NATS, redis: Redis, settings: Settings) -> list[tuple[int, int, int]]:
+async def lagging(nc: NATS, redis: ProjectionsClient, settings: Settings) -> list[tuple[int, int, int]]:
     """(partition, watermark, last sequence) of every partition whose live-generation watermark has
     not reached the last sequence the stream holds on that partition's subjects."""
     js = nc.jetstream()
@@ -75,7 +76,7 @@ async def lagging(nc: NATS, redis: Redis, settings: Settings) -> list[tuple[int,
     return behind
 
 
-async def settle(nc: NATS, redis: Redis, settings: Settings, timeout: float = 60.0) -> None:
+async def settle(nc: NATS, redis: ProjectionsClient, settings: Settings, timeout: float = 60.0) -> None:
     """Wait until every partition's watermark reaches the stream's last sequence for its subjects:
     from then on, nothing written so far can still change an answer."""
     await eventually(lambda: lagging(nc, redis, settings), lambda behind: not behind, timeout)
@@ -83,17 +84,17 @@ async def settle(nc: NATS, redis: Redis, settings: Settings, timeout: float = 60
 
 async def settled(
     settings: Settings,
-    read: Callable[[Redis], Awaitable[T]],
+    read: Callable[[Any], Awaitable[T]],  # a Redis or a RedisCluster reader
     truth: Callable[[T], bool],
     timeout: float = 60.0,
     nc: NATS | None = None,
-    redis: Redis | None = None,
+    redis: ProjectionsClient | None = None,
 ) -> T:
     """Settle, then read the answer twice from Redis itself (never a cached GET) and require both to
     match the truth: a poll that stops at the first right answer cannot see a count that later goes
     past it, this can. Uses `nc` and `redis` when given, else connections of its own."""
     own_nc = nc or await nats.connect(**settings.nats_options("test-settle"))
-    own_redis = redis or Redis.from_url(**settings.redis_options())
+    own_redis = redis or connect(settings)
     try:
         answers = []
         for _ in range(2):
@@ -108,7 +109,9 @@ async def settled(
             await own_redis.aclose()
 
 
-async def stored_hours(redis: Redis, settings: Settings, hours: list[int]) -> dict[int, HourTotals]:
+async def stored_hours(
+    redis: ProjectionsClient, settings: Settings, hours: list[int]
+) -> dict[int, HourTotals]:
     return {hour: await stored_hour(redis, settings, hour) for hour in hours}
 
 

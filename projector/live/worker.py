@@ -86,6 +86,7 @@ class PartitionWorker:
         self.watermark = 0
         self.troubled = False
         self.errors = 0
+        self.rollback_counted = False
 
     async def run(self, stop: asyncio.Event) -> Stopped:
         backoff = 0.2
@@ -196,8 +197,11 @@ class PartitionWorker:
     async def _position(self) -> Stopped | None:
         """Generation and watermark from Redis (or the last snapshot), then the consumer recreated
         after the watermark. Stopped.RESYNC when a restore was refused."""
-        self.gen = await self.store.current_generation(self.partition)
-        self.watermark = await self.store.watermark(self.gen, self.partition)
+        gen = await self.store.current_generation(self.partition)
+        found = await self.store.watermark(gen, self.partition)
+        if gen == self.gen and found < self.watermark:
+            self._rolled_back(found)  # while this worker retried (a failover): its applies were lost
+        self.gen, self.watermark = gen, found
         if self.watermark == 0 and self.snapshots is not None:
             # Redis lost the partition (a wipe, a new Redis): start from the last snapshot, not the log.
             try:
@@ -214,16 +218,11 @@ class PartitionWorker:
         first = (await self.js.stream_info(self.settings.stream_name)).state.first_seq
         if self.watermark + 1 < first:
             await self._retention_gap(first)
-        await position_consumer(
-            self.js, self.settings, self.partition, self.watermark, self.settings.projector_batch
-        )
-        log.info(
-            "p%d: following from stream seq %d (generation %d, epoch %s)",
-            self.partition,
-            self.watermark + 1,
-            self.gen,
-            self.epoch or "-",
-        )
+        batch, counted = self.settings.projector_batch, self.rollback_counted
+        await position_consumer(self.js, self.settings, self.partition, self.watermark, batch, counted)
+        self.rollback_counted = False
+        following = (self.partition, self.watermark + 1, self.gen, self.epoch or "-")
+        log.info("p%d: following from stream seq %d (generation %d, epoch %s)", *following)
         return None
 
     async def _take(self, msgs: Fetched, puller: Puller, stop: asyncio.Event) -> Stopped | None:
@@ -365,6 +364,8 @@ class PartitionWorker:
             "re-applying stream seqs %d..%d from the log",
             *(self.partition, found, self.watermark, why, found + 1, self.watermark),
         )
+        self.watermark = found  # counted once: the resync that follows starts from here
+        self.rollback_counted = True  # so its consumer, acked past `found`, is not counted again
 
     async def _position_still_true(self) -> bool:
         """Idle check: Redis may have been wiped, restored or switched to a new generation."""
@@ -377,12 +378,8 @@ class PartitionWorker:
             self._rolled_back(watermark)
             return False
         if watermark != self.watermark:
-            log.warning(
-                "p%d: redis watermark is %d, expected %d; resyncing",
-                self.partition,
-                watermark,
-                self.watermark,
-            )
+            why = f"redis watermark is {watermark}, expected {self.watermark}"
+            log.warning("p%d: %s; resyncing", self.partition, why)
             return False
         return True
 

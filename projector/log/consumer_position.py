@@ -11,6 +11,7 @@ from nats.js.errors import NotFoundError
 from contract.hours import partition_filter
 from contract.settings import Settings
 from contract.stream import consumer_name
+from projector import metrics
 
 log = logging.getLogger("projector")
 
@@ -18,13 +19,21 @@ ACK_WAIT_S = 10.0
 
 
 async def position_consumer(
-    js: JetStreamContext, settings: Settings, partition: int, watermark: int, batch: int
+    js: JetStreamContext,
+    settings: Settings,
+    partition: int,
+    watermark: int,
+    batch: int,
+    rollback_counted: bool = False,
 ) -> None:
     """Make the partition's durable consumer deliver everything after `watermark`.
 
     Redis holds the truth about what was applied, so the consumer is recreated at watermark + 1 each
     time a projector takes the partition up: that also drops pull requests a previous holder left
     waiting on the server, which would otherwise swallow messages until their ack wait ran out.
+    A consumer that had acked past `watermark` means Redis lost applies (a failover that promoted a
+    stale replica, met by a projector that took the partition up anew): counted as a rollback, unless
+    the caller `rollback_counted` it already.
     """
     stream, durable = settings.stream_name, consumer_name(partition)
     subject_filter = partition_filter(settings.subject_prefix, partition)
@@ -38,6 +47,8 @@ async def position_consumer(
                 acked,
                 watermark,
             )
+            if not rollback_counted:
+                metrics.ROLLBACKS.labels(str(partition)).inc()
         await js.delete_consumer(stream, durable)
     except NotFoundError:
         pass

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract import schema
+from contract.projections_client import connect
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port
 from projector.live.balancer import Projector, run_projector
@@ -66,6 +67,21 @@ def with_roles(settings: Settings, nats_server: Server, redis_server: Server) ->
     )
 
 
+def roles_on(nats_server: Server, redis_url: Callable[[str], str], **overrides: object) -> Roles:
+    """`with_roles` for any Redis: `redis_url(role)` is the role's ANALYTICS_REDIS_URL (one node's, or
+    every node of a cluster, as `ValkeyCluster.role_url` gives); names as `scoped_settings`."""
+    admin = scoped_settings(nats_server, nats_server, **overrides).replace(redis_url=redis_url("admin"))
+    return Roles(
+        admin=admin,
+        http=admin.replace(
+            nats_url=nats_server.role_url("ingest"),
+            nats_api_url=nats_server.role_url("api"),
+            redis_url=redis_url("api"),
+        ),
+        projector=admin.replace(nats_url=nats_server.role_url("projector"), redis_url=redis_url("projector")),
+    )
+
+
 def scoped_settings(nats_server: Server, redis_server: Server, **overrides: object) -> Settings:
     """Settings for servers of a test's own with the default names, to which `./just up`'s role users
     are scoped (see `with_roles`); the test's connections there are admin."""
@@ -87,7 +103,7 @@ async def production_stack(
     projector_settings = roles.projector if roles else settings
     async for http in serve(create_app(app_settings)):
         nc = await nats.connect(**projector_settings.nats_options("test-projector"))
-        redis = Redis.from_url(**projector_settings.redis_options())
+        redis = connect(projector_settings)
         stop = asyncio.Event()
         task = asyncio.create_task(run_projector(projector_settings, nc, redis, stop))
         await eventually(

@@ -65,7 +65,9 @@ def cluster_ports(count: int) -> list[int]:
     return found
 
 
-def start_nodes(data_dir: Path, count: int, secrets: Secrets, acl: Path) -> ValkeyCluster:
+def start_nodes(
+    data_dir: Path, count: int, secrets: Secrets, acl: Path, node_timeout_ms: int = NODE_TIMEOUT_MS
+) -> ValkeyCluster:
     ports = cluster_ports(count)
     procs: dict[int, subprocess.Popen[bytes]] = {}
     cluster = ValkeyCluster(ports, procs, secrets, data_dir)
@@ -75,7 +77,7 @@ def start_nodes(data_dir: Path, count: int, secrets: Secrets, acl: Path) -> Valk
             node_dir.mkdir(parents=True, exist_ok=True)
             log = (node_dir / "valkey.log").open("ab")
             auth = master_auth_file(secrets.directory, "admin", secrets.redis["admin"])
-            argv = node_command(port, node_dir, acl, NODE_TIMEOUT_MS, auth)
+            argv = node_command(port, node_dir, acl, node_timeout_ms, auth)
             procs[port] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         for port in ports:
             wait_for_port("127.0.0.1", port, 20, procs[port])
@@ -87,14 +89,19 @@ def start_nodes(data_dir: Path, count: int, secrets: Secrets, acl: Path) -> Valk
 
 @contextlib.contextmanager
 def running_cluster(
-    data_dir: Path, primaries: int = 3, replicas: int = 1, partitions: int = 4, formed: bool = True
+    data_dir: Path,
+    primaries: int = 3,
+    replicas: int = 1,
+    partitions: int = 4,
+    formed: bool = True,
+    node_timeout_ms: int = NODE_TIMEOUT_MS,
 ) -> Iterator[ValkeyCluster]:
     secrets = ensure_secrets(data_dir)
     write_urls(secrets, 4222, 6379)  # keeps the passwords; the ports here are the nodes'
     acl = write_redis_acl(secrets, Settings())
     for attempt in range(3):  # another test's server may take a port between the check and the bind
         try:
-            cluster = start_nodes(data_dir, primaries * (replicas + 1), secrets, acl)
+            cluster = start_nodes(data_dir, primaries * (replicas + 1), secrets, acl, node_timeout_ms)
             break
         except RuntimeError:
             if attempt == 2:
