@@ -12,6 +12,8 @@ from typing import TypeAlias
 import redis.exceptions
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from contract.redis_nodes import RedisNode
 from contract.settings import Settings, SettingsError
@@ -19,6 +21,13 @@ from contract.slots import SLOTS
 
 ProjectionsClient: TypeAlias = Redis | RedisCluster
 """What a process holds to read and write the projections."""
+
+CLUSTER_RETRIES = 3
+RETRY_BASE_S = 0.05
+RETRY_CAP_S = 0.25
+"""A command on a shard that is failing over is retried about half a second in all, then fails: the
+HTTP process answers 503 with Retry-After promptly, and the projector's own loop tries again. (redis-py's
+default, 10 tries with backoff up to 1 s, held a GET for 3.5 s during a failover.)"""
 
 
 def connect(settings: Settings) -> ProjectionsClient:
@@ -33,6 +42,7 @@ def connect(settings: Settings) -> ProjectionsClient:
         username=nodes[0].username,
         password=nodes[0].password,
         ssl=nodes[0].scheme == "rediss",
+        retry=Retry(ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S), CLUSTER_RETRIES),
         **options,
     )
 
