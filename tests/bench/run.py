@@ -28,11 +28,11 @@ from typing import Any
 
 import httpx
 import nats
-from redis.asyncio import Redis
 
 from contract import schema
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
+from contract.projections_client import connect
 from contract.settings import Settings
 from deploy.credentials import nats_auth_config, prepare, write_secret
 from deploy.servers import (
@@ -251,9 +251,9 @@ async def stream_messages(settings: Settings) -> int:
 
 
 async def wait_applied(settings: Settings, timeout: float = 600) -> None:
-    """Until every partition's watermark reaches the stream's last sequence for it."""
+    """Until every partition's watermark reaches the stream's last sequence for it (one node or a cluster)."""
     nc = await nats.connect(settings.nats_url)
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect(settings)
     keys = Keys(settings.key_prefix)
     js = nc.jetstream()
     info = await js.stream_info(settings.stream_name, subjects_filter=">")
