@@ -160,11 +160,11 @@ def _server(settings: Settings, log: Path) -> Iterator[str]:
 
 def _reads(
     wrk: str, target: Target, settings: Settings, connections: int, seconds: int, workdir: Path
-) -> dict[str, WrkResult]:
+) -> dict[str, tuple[WrkResult, float]]:
     """Each read of READS, back to back on `connections` connections, through one HTTP worker."""
     now = system_now_ms()
     values = {"now": now, "day_ago": now - 24 * HOUR_MS, "month_ago": now - 30 * 24 * HOUR_MS}
-    out: dict[str, WrkResult] = {}
+    out: dict[str, tuple[WrkResult, float]] = {}
     log = workdir / "log"
     base = settings.replace(redis_url=target.api_url, http_workers=1)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp_s:
@@ -175,11 +175,14 @@ def _reads(
             script.write_text(f'wrk.method = "GET"\nwrk.path = "{path.format(**values)}"\n')
             with _server(own, log) as url:
                 run_wrk(wrk, url, script, 2, connections=connections)  # warm up
-                out[read] = got = run_wrk(wrk, url, script, seconds, connections=connections)
+                before = sum(cpu(*target.pids)[1:])
+                got = run_wrk(wrk, url, script, seconds, connections=connections)
+                redis_us = (sum(cpu(*target.pids)[1:]) - before) / max(got.ok, 1) * 1e6
+            out[read] = (got, redis_us)
             failed = f", {got.failures} failed" if got.failures else ""
             print(
                 f"  {target.name}, {read}: p50 {got.p50_ms:.2f} ms, p99 {got.p99_ms:.2f} ms "
-                f"at {got.rps:,.0f} req/s{failed}",
+                f"at {got.rps:,.0f} req/s, Redis {redis_us:.0f} µs a request{failed}",
                 flush=True,
             )
     return out
@@ -189,7 +192,7 @@ def _print(
     args: argparse.Namespace,
     targets: list[Target],
     applied: dict[str, Applied],
-    latency: dict[str, dict[str, WrkResult]],
+    latency: dict[str, dict[str, tuple[WrkResult, float]]],
 ) -> None:
     cores = os.cpu_count() or 1
     n = args.events
@@ -198,10 +201,11 @@ def _print(
         f"{n:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed, "
         f"{args.partitions} partitions, {args.projectors} projector processes for every target:"
     )
-    base = applied[targets[0].name]
+    one = next((t for t in targets if t.primaries == 1), targets[0])
+    base = applied[one.name]
     print(
-        "| Redis | events/s | vs first | CPU per event: projectors | nats-server "
-        "| Redis (all primaries) | Redis vs first |"
+        f"| Redis | events/s | vs {one.name} | CPU per event: projectors | nats-server "
+        f"| Redis (all primaries) | Redis vs {one.name} |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for t in targets:
@@ -213,7 +217,7 @@ def _print(
         )
     print(
         f"\nLatency through one HTTP worker, wrk -t1 -c{args.connections} back to back, "
-        f"{args.seconds} s a round (p50 / p99 in ms, and req/s):"
+        f"{args.seconds} s a round (p50 / p99 in ms; req/s; Redis CPU a request, all primaries):"
     )
     print("| read | " + " | ".join(t.name for t in targets) + " |")
     print("| --- |" + " --- |" * len(targets))
@@ -221,7 +225,7 @@ def _print(
         cells = [latency[t.name][read] for t in targets]
         print(
             f"| {read} | "
-            + " | ".join(f"{c.p50_ms:.2f} / {c.p99_ms:.2f} ({c.rps:,.0f}/s)" for c in cells)
+            + " | ".join(f"{c.p50_ms:.2f} / {c.p99_ms:.2f}; {c.rps:,.0f}/s; {us:.0f} µs" for c, us in cells)
             + " |"
         )
 
