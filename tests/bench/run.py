@@ -263,8 +263,16 @@ async def wait_applied(settings: Settings, timeout: float = 600) -> None:
         last[p] = max([(await js.get_last_msg(settings.stream_name, s)).seq or 0 for s in subjects] or [0])
     deadline = time.monotonic() + timeout
     while True:
-        gens = [int(await redis.get(keys.generation(p)) or 1) for p in range(settings.partitions)]
-        marks = [int(await redis.get(keys.watermark(gens[p], p)) or 0) for p in range(settings.partitions)]
+        # Two pipelined round trips a poll: a GET at a time costs a cluster client enough CPU to slow
+        # the projectors it is timing on 2 cores.
+        async with redis.pipeline(transaction=False) as pipe:
+            for p in range(settings.partitions):
+                pipe.get(keys.generation(p))
+            gens = [int(raw or 1) for raw in await pipe.execute()]
+        async with redis.pipeline(transaction=False) as pipe:
+            for p in range(settings.partitions):
+                pipe.get(keys.watermark(gens[p], p))
+            marks = [int(raw or 0) for raw in await pipe.execute()]
         if all(m >= last[p] for p, m in enumerate(marks)):
             break
         if time.monotonic() > deadline:
