@@ -140,6 +140,10 @@ class Pipe:
         hours = sum(1 for a in args if isinstance(a, str) and a.endswith(":users"))
         self.queued.append([-1, *(["", "", 0, 0] * hours)])
 
+    def execute_command(self, command: str, *rest: Any) -> None:
+        assert command == "EVALSHA", command  # how the split reader sends its scripts (cluster pipelines)
+        self.evalsha(*rest)
+
     async def execute(self) -> list[Any]:
         return self.queued
 
