@@ -55,6 +55,11 @@ audit *args:
 inspect *args:
     @exec {{python}} -m projector inspect "$@"
 
+# The Valkey cluster's operations: form, node --port P, add URL [--replica-of URL], move --partition N --to URL, rebalance.
+[no-exit-message]
+valkey-cluster *args:
+    @exec {{python}} -m deploy.valkey_cluster "$@"
+
 # Apply ruff's fixes and formatting.
 fmt:
     ruff check --fix .
@@ -123,3 +128,13 @@ screenshot:
 # (--base REV, --rounds, --seconds): median POST and GET rates and their ratio.
 bench-commits *args:
     {{python}} -m tests.bench.commits "$@"
+
+# Build the Hourglass image offline with podman (its Debian base made by mmdebstrap), and say how big it is.
+[no-exit-message]
+image *args:
+    @exec {{python}} -m deploy.image "$@"
+
+# podman-compose with this machine's podman settings: ./just compose -f deploy/compose.cluster.yaml up -d
+[no-exit-message]
+compose *args:
+    @PATH="$PATH:/usr/sbin:/sbin" CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/containers.conf}" exec .venv/bin/podman-compose "$@"

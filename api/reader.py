@@ -124,7 +124,6 @@ class Reader:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for keys, args in calls:
-                        # A cluster pipeline refuses pipe.evalsha but routes a raw EVALSHA by its keys
                         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
                     return list(await pipe.execute())
             except redis.exceptions.NoScriptError:

