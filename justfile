@@ -106,6 +106,11 @@ bench-components *args:
 bench-live *args:
     {{python}} -m tests.bench.live "$@"
 
+# One stream projected into one Valkey node and into clusters of 2 and 3 primaries, then GET and range
+# p50/p99 through the HTTP server against each: events/s, Redis CPU per event, ratios to one node.
+bench-cluster *args:
+    {{python}} -m tests.bench.cluster "$@"
+
 # History at scale: Redis memory with and without the hot window, FLUSHALL to exact, cold-read latency.
 bench-history *args:
     {{python}} -m tests.bench.history "$@"

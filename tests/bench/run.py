@@ -28,11 +28,11 @@ from typing import Any
 
 import httpx
 import nats
-from redis.asyncio import Redis
 
 from contract import schema
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
+from contract.projections_client import connect
 from contract.settings import Settings
 from deploy.credentials import nats_auth_config, prepare, write_secret
 from deploy.servers import (
@@ -251,9 +251,9 @@ async def stream_messages(settings: Settings) -> int:
 
 
 async def wait_applied(settings: Settings, timeout: float = 600) -> None:
-    """Until every partition's watermark reaches the stream's last sequence for it."""
+    """Until every partition's watermark reaches the stream's last sequence for it (one node or a cluster)."""
     nc = await nats.connect(settings.nats_url)
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect(settings)
     keys = Keys(settings.key_prefix)
     js = nc.jetstream()
     info = await js.stream_info(settings.stream_name, subjects_filter=">")
@@ -263,8 +263,16 @@ async def wait_applied(settings: Settings, timeout: float = 600) -> None:
         last[p] = max([(await js.get_last_msg(settings.stream_name, s)).seq or 0 for s in subjects] or [0])
     deadline = time.monotonic() + timeout
     while True:
-        gens = [int(await redis.get(keys.generation(p)) or 1) for p in range(settings.partitions)]
-        marks = [int(await redis.get(keys.watermark(gens[p], p)) or 0) for p in range(settings.partitions)]
+        # Two pipelined round trips a poll: a GET at a time costs a cluster client enough CPU to slow
+        # the projectors it is timing on 2 cores.
+        async with redis.pipeline(transaction=False) as pipe:
+            for p in range(settings.partitions):
+                pipe.get(keys.generation(p))
+            gens = [int(raw or 1) for raw in await pipe.execute()]
+        async with redis.pipeline(transaction=False) as pipe:
+            for p in range(settings.partitions):
+                pipe.get(keys.watermark(gens[p], p))
+            marks = [int(raw or 0) for raw in await pipe.execute()]
         if all(m >= last[p] for p, m in enumerate(marks)):
             break
         if time.monotonic() > deadline:
