@@ -26,7 +26,7 @@ from deploy import image
 from deploy.servers import ROOT, free_port
 from tests.helpers import eventually
 from tests.integration.load import Tally, drive, wait_until_done
-from tests.integration.workload import Truth, parse_text
+from tests.integration.workload import Truth, answers, parse_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 COMPOSE = str(Path(sys.executable).parent / "podman-compose")
@@ -139,15 +139,6 @@ def merged(*tallies: Tally) -> Truth:
             truth.impressions[hour] += tally.truth.impressions[hour]
             truth.users[hour] |= tally.truth.users[hour]
     return truth
-
-
-async def answers(http: httpx.AsyncClient, truth: Truth) -> dict[int, tuple[int, int, int]]:
-    out = {}
-    for hour in truth.hours():
-        response = await http.get(f"/analytics?timestamp={hour * HOUR_MS}")
-        assert response.status_code == 200, response.text
-        out[hour] = parse_text(response.text)
-    return out
 
 
 async def exact(

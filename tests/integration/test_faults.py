@@ -32,9 +32,10 @@ async def stack(own_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def converged(
-    http: httpx.AsyncClient, tally: Tally, settings: Settings
+    http: httpx.AsyncClient, tally: Tally, settings: Settings, timeout: float = 60
 ) -> dict[int, tuple[int, int, int]]:
-    """The served answers reach the truth; then, settled, Redis holds it on two reads in a row."""
+    """The served answers reach the truth; then, settled, Redis (one node or a cluster, read as the API
+    reads it) holds it on two reads in a row."""
     truth = tally.truth
 
     async def answers() -> dict[int, tuple[int, int, int]]:
@@ -45,7 +46,7 @@ async def converged(
         return out
 
     got = await eventually(
-        answers, lambda a: all(a[h][1:] == truth.text(h)[1:] for h in truth.hours()), timeout=60
+        answers, lambda a: all(a[h][1:] == truth.text(h)[1:] for h in truth.hours()), timeout=timeout
     )
     for hour in truth.hours():
         users = truth.text(hour)[0]

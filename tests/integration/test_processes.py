@@ -16,14 +16,14 @@ import pytest
 from redis.asyncio import Redis
 
 from api.reader import HourTotals
-from contract.hours import HOUR_MS, system_now_ms
+from contract.hours import system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port, port_open
 from tests.helpers import eventually, pause, settings_env, settled, stored_hours
 from tests.integration.conftest import spawn
 from tests.integration.load import Tally, drive, wait_until_done
-from tests.integration.workload import Truth, mixed_events, parse_text, post_path, stored_matches
+from tests.integration.workload import Truth, answers, mixed_events, post_path, stored_matches
 
 pytestmark = pytest.mark.slow
 
@@ -47,15 +47,6 @@ def _descendants_seen(pids: list[int]) -> list[int]:
         if ppid in pids:
             found.append(int(stat.parent.name))
     return found
-
-
-async def answers(http: httpx.AsyncClient, truth: Truth) -> dict[int, tuple[int, int, int]]:
-    out = {}
-    for hour in truth.hours():
-        response = await http.get(f"/analytics?timestamp={hour * HOUR_MS}")
-        assert response.status_code == 200, response.text
-        out[hour] = parse_text(response.text)
-    return out
 
 
 def in_redis(settings: Settings, truth: Truth) -> Callable[[Redis], Awaitable[dict[int, HourTotals]]]:

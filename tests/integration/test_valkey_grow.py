@@ -10,16 +10,11 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import cast
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
-from api.reader import HourTotals, Reader
 from contract.hours import HOUR_MS, system_now_ms
-from contract.keys import Keys
-from contract.projections_client import connect
 from contract.redis_nodes import parse_redis_nodes
 from contract.settings import Settings
 from contract.slots import partition_slot
@@ -27,11 +22,11 @@ from deploy.credentials import ensure_secrets, write_redis_acl
 from deploy.servers import ROOT, free_port, wait_for_port
 from deploy.valkey_cluster import _client, master_auth_file, node_command, primaries
 from tests.conftest import Server
-from tests.helpers import eventually, isolated_settings, settings_env, settled
+from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.conftest import make_stream, spawn, wait_ready
 from tests.integration.load import Tally, drive, wait_until_done
+from tests.integration.test_faults import converged
 from tests.integration.valkey_cluster import NODE_TIMEOUT_MS, ValkeyCluster, cluster_ports, running_cluster
-from tests.integration.workload import parse_text, stored_matches
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -149,34 +144,6 @@ async def read_while(http: httpx.AsyncClient, now_ms: int, stop: asyncio.Event, 
         await asyncio.sleep(0.005)  # a poller's pace, not a wait for consistency
 
 
-async def exact_everywhere(http: httpx.AsyncClient, tally: Tally, settings: Settings) -> None:
-    """The served answers reach the truth; then, every partition settled, Redis (read through the
-    cluster client) holds it on two reads in a row."""
-    truth = tally.truth
-
-    async def answers() -> dict[int, tuple[int, int, int]]:
-        out = {}
-        for hour in truth.hours():
-            response = await http.get(f"/analytics?timestamp={hour * HOUR_MS}")
-            out[hour] = parse_text(response.text) if response.status_code == 200 else (-1, -1, -1)
-        return out
-
-    got = await eventually(answers, lambda a: all(a[h][1:] == truth.text(h)[1:] for h in truth.hours()), 90)
-    for hour in truth.hours():
-        users = truth.text(hour)[0]
-        assert abs(got[hour][0] - users) <= max(1, users * 0.03), (hour, got[hour], users)
-    cluster = cast(Redis, connect(settings))
-    reader = Reader(cluster, Keys(settings.key_prefix), settings.partitions, split_by_partition=True)
-
-    async def stored(_: Redis) -> dict[int, HourTotals]:
-        return {hour: await reader.hour(hour) for hour in truth.hours()}
-
-    try:
-        await settled(settings, stored, stored_matches(truth), redis=cluster)
-    finally:
-        await cluster.aclose()
-
-
 def commandstats(port: int, cluster: ValkeyCluster) -> tuple[int, int]:
     """(EVALSHA calls, NOSCRIPT errors) the node answered."""
     node = next(n for n in parse_redis_nodes(cluster.url))
@@ -244,14 +211,14 @@ async def test_partitions_moved_to_a_new_primary_under_load_end_exact_and_reads_
             assert posted > 0  # the moves ran under load: POSTs and GETs went on meanwhile
             assert read > 0
             assert calls > 0  # the moved partitions' applies ran there, scripts loaded after NOSCRIPT
-            await exact_everywhere(http, tally, settings)
+            await converged(http, tally, settings, timeout=90)
 
             replay = await asyncio.to_thread(
                 subprocess.run, [sys.executable, "-m", "projector", "replay"],
                 env=env, cwd=ROOT, capture_output=True, timeout=180, check=False,
             )  # fmt: skip
             assert replay.returncode == 0, replay.stderr.decode()
-            await exact_everywhere(http, tally, settings)
+            await converged(http, tally, settings, timeout=90)
 
 
 def test_the_node_command_runs_one_more_node_with_the_stacks_users(

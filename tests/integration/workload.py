@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+import httpx
+
 from api.reader import HourTotals
 from contract.hours import HOUR_MS, hour_of
 
@@ -70,3 +72,13 @@ def stored_matches(truth: Truth) -> Callable[[dict[int, HourTotals]], bool]:
         return True
 
     return check
+
+
+async def answers(http: httpx.AsyncClient, truth: Truth) -> dict[int, tuple[int, int, int]]:
+    """Every hour of the truth as the server answers it now (each must be a 200)."""
+    out = {}
+    for hour in truth.hours():
+        response = await http.get(f"/analytics?timestamp={hour * HOUR_MS}")
+        assert response.status_code == 200, response.text
+        out[hour] = parse_text(response.text)
+    return out
