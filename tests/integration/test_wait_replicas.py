@@ -80,13 +80,7 @@ async def test_an_apply_returns_only_once_the_replica_holds_it(
         # Read at once from the replica, no polling: WAIT returned, so it has this apply.
         assert int(await replica.get(keys.watermark(1, 0)) or 0) == seq
     assert await replica.hget(keys.counts(1, HOUR, 0), "clicks") == b"50"
-    # A replica that stalls (stopped for 0.3 s) holds the apply back until it has caught up.
-    pause(replica_proc.pid)
-    asyncio.get_running_loop().call_later(0.3, os.kill, replica_proc.pid, signal.SIGCONT)
-    started = time.monotonic()
-    assert (await store.apply(1, 0, 50, deltas(51))).outcome is Outcome.APPLIED
-    assert time.monotonic() - started >= 0.25
-    assert int(await replica.get(keys.watermark(1, 0)) or 0) == 51
+    await held_back_by_a_stalled_replica(store, replica, replica_proc, keys, 50)
     assert metric("hourglass_projector_wait_short_total") == short
 
 
@@ -162,9 +156,16 @@ async def test_on_a_cluster_the_wait_goes_to_the_node_that_ran_the_apply(
     for seq in range(1, 21):
         assert (await store.apply(1, 0, seq - 1, deltas(seq))).outcome is Outcome.APPLIED
         assert int(await replica.get(keys.watermark(1, 0)) or 0) == seq
+    await held_back_by_a_stalled_replica(store, replica, replica_proc, keys, 20)
+
+
+async def held_back_by_a_stalled_replica(
+    store: ProjectionStore, replica: Redis, replica_proc: subprocess.Popen[bytes], keys: Keys, applied: int
+) -> None:
+    """A replica that stalls (stopped for 0.3 s) holds the next apply back until it has caught up."""
     pause(replica_proc.pid)
     asyncio.get_running_loop().call_later(0.3, os.kill, replica_proc.pid, signal.SIGCONT)
     started = time.monotonic()
-    assert (await store.apply(1, 0, 20, deltas(21))).outcome is Outcome.APPLIED
+    assert (await store.apply(1, 0, applied, deltas(applied + 1))).outcome is Outcome.APPLIED
     assert time.monotonic() - started >= 0.25
-    assert int(await replica.get(keys.watermark(1, 0)) or 0) == 21
+    assert int(await replica.get(keys.watermark(1, 0)) or 0) == applied + 1
