@@ -72,8 +72,8 @@ READS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="./just bench-cluster", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "./just bench-cluster") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--per-message", type=float, default=6.0, help="mean events a message")
     parser.add_argument("--keyed", type=float, default=0.1, help="share of events with an Idempotency-Key")
@@ -87,8 +87,10 @@ def main() -> None:
         "--connections", type=int, default=1, help="wrk connections of each latency round (back to back)"
     )
     parser.add_argument("--seconds", type=int, default=10, help="duration of one latency round")
-    args = parser.parse_args()
-    wrk = ensure_wrk()
+    parser.add_argument("--no-reads", action="store_true", help="applies only (./just bench-projector)")
+    args = parser.parse_args(argv)
+    args.prog = prog
+    wrk = None if args.no_reads else ensure_wrk()
     with scratch_servers("hourglass-cluster-") as scratch, contextlib.ExitStack() as stack:
         settings = scratch.settings.replace(partitions=args.partitions, snapshot_interval_s=0.0)
         targets = [
@@ -106,7 +108,9 @@ def main() -> None:
             for t in targets[r % len(targets) :] + targets[: r % len(targets)]:
                 applied[t.name].append(_apply(t, settings, args.projectors, scratch.nats_pid, log))
         latency = {
-            t.name: _reads(wrk, t, settings, args.connections, args.seconds, scratch.workdir) for t in targets
+            t.name: _reads(wrk, t, settings, args.connections, args.seconds, scratch.workdir)
+            for t in targets
+            if wrk is not None
         }
     _print(args, targets, applied, latency)
 
@@ -203,7 +207,7 @@ def _print(
 ) -> None:
     cores = os.cpu_count() or 1
     n = args.events
-    print(f"`./just bench-cluster {' '.join(sys.argv[1:])}` on {cores} cores, load {os.getloadavg()[0]:.2f}")
+    print(f"`{args.prog} {' '.join(sys.argv[1:])}` on {cores} cores, load {os.getloadavg()[0]:.2f}")
     print(
         f"{n:,} events, {args.per_message:g} a message on average, {args.keyed:.0%} keyed, "
         f"{args.partitions} partitions, {args.projectors} projector processes for every target:"
@@ -227,6 +231,8 @@ def _print(
             f"{per[t.name, 'python_s']:.2f} µs | {per[t.name, 'nats_s']:.2f} µs | "
             f"{per[t.name, 'redis_s']:.2f} µs | {per[t.name, 'redis_s'] / per[one.name, 'redis_s']:.2f}x |"
         )
+    if not latency:
+        return
     print(
         f"\nLatency through one HTTP worker, wrk -t1 -c{args.connections} back to back, "
         f"{args.seconds} s a round (p50 / p99 in ms; req/s; Redis CPU a request, all primaries):"

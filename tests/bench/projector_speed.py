@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis as redis_lib
 
+from tests.bench import cluster as cluster_bench
 from tests.bench.run import fill_stream, process, wait_applied
 from tests.bench.servers import scratch_servers
 from tests.bench.wait_rounds import wait_rounds
@@ -53,7 +54,25 @@ def main() -> None:
         help="then give Valkey a replica and apply the stream again with ANALYTICS_REDIS_WAIT_REPLICAS "
         "set to each value in turn (e.g. 0 1 0 1)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--redis-primaries",
+        type=int,
+        nargs="+",
+        help="instead: the stream applied into one Valkey node (1) and clusters of N primaries, same run "
+        "(the applies of ./just bench-cluster; its other options pass through)",
+    )
+    args, rest = parser.parse_known_args()
+    if args.redis_primaries:
+        primaries = [str(n) for n in args.redis_primaries]
+        passed = ["--events", str(args.events), "--projectors", str(args.projectors)]
+        passed += ["--per-message", str(args.per_message), "--keyed", str(args.keyed)]
+        cluster_bench.main(
+            [*rest, *passed, "--redis-primaries", *primaries, "--no-reads"],
+            prog="./just bench-projector",
+        )
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     with scratch_servers("hourglass-projector-") as scratch:
         tmp, settings = scratch.workdir, scratch.settings
         log = tmp / "log"
