@@ -19,7 +19,19 @@ from contract.hours import hour_of
 from contract.params import parse_query
 
 ReadBuckets = Callable[[Sequence[Sequence[int]]], Awaitable[tuple[list[HourTotals], HourTotals]]]
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+REDIS_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    # A cluster between states: a slot moving or a shard failing over (CLUSTERDOWN, TRYAGAIN,
+    # MASTERDOWN), a node still loading its data, or no node reachable to learn the slots from.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.RedisClusterException,
+)
+"""What a read answers 503 (with Retry-After) for: Redis is unavailable for now, not wrong."""
 
 
 class Reads:
