@@ -197,21 +197,22 @@ async def test_partitions_moved_to_a_new_primary_under_load_end_exact_and_reads_
             shares = held(cluster, GROWN)
             assert sorted(len(found) for found in shares.values()) == [3, 3, 3, 3], (shares, moved.stdout)
             assert len(shares[f"127.0.0.1:{new}"]) == 3
-            calls, noscript = commandstats(new, cluster)
             print(
                 f"\ngrew 3 -> 4 primaries under load: {moved.stdout.strip()}; rebalance took {took:.2f} s; "
                 f"{posted} events and {read} GETs done meanwhile; "
                 f"{tally.report()}; GETs ok={reads.ok} refused={len(reads.refused)} "
-                f"window={reads.window():.2f} s no-answer={reads.no_answer}; new primary: "
-                f"EVALSHA={calls} NOSCRIPT={noscript}"
+                f"window={reads.window():.2f} s no-answer={reads.no_answer}"
             )
             assert all(status == 503 and retry for _, status, retry in reads.refused), reads.refused
             assert reads.window() <= READ_WINDOW_S, reads.refused
             assert reads.no_answer == 0
             assert posted > 0  # the moves ran under load: POSTs and GETs went on meanwhile
             assert read > 0
-            assert calls > 0  # the moved partitions' applies ran there, scripts loaded after NOSCRIPT
             await converged(http, tally, settings, timeout=90)
+            # Counted only once converged: the moved partitions' applies may still be on their way.
+            calls, noscript = commandstats(new, cluster)
+            print(f"new primary: EVALSHA={calls} NOSCRIPT={noscript}")
+            assert calls > 0  # the moved partitions' applies ran there, scripts loaded after NOSCRIPT
 
             replay = await asyncio.to_thread(
                 subprocess.run, [sys.executable, "-m", "projector", "replay"],
