@@ -49,6 +49,17 @@ def _descendants_seen(pids: list[int]) -> list[int]:
     return found
 
 
+def _command_lines(pids: list[int]) -> dict[int, list[bytes]]:
+    """Each process's command line, as /proc shows it now."""
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
 def in_redis(settings: Settings, truth: Truth) -> Callable[[Redis], Awaitable[dict[int, HourTotals]]]:
     """Every hour of the truth as Redis holds it in the live generation, past the HTTP cache."""
     return lambda redis: stored_hours(redis, settings, truth.hours())
@@ -247,16 +258,17 @@ async def test_a_replay_split_over_build_processes_answers_as_live_and_its_build
     # Killed while its builds start: they stop on their own, and the next replay goes through.
     killed = spawn(["-m", "projector", "replay"], env, log)
     reaper.append(killed)
-    builds = await eventually(
-        lambda: asyncio.to_thread(_descendants_seen, [killed.pid]),
-        lambda found: len(found) == 2,
+    # Found by their parent first; a child seen between fork and exec still shows the replay's command line.
+    started = await eventually(
+        lambda: asyncio.to_thread(_command_lines, _descendants_seen([killed.pid])),
+        lambda found: len(found) == 2 and all(b"build" in command for command in found.values()),
         interval=0.01,
     )
+    builds = list(started)
     for pid in builds:
         os.kill(pid, signal.SIGSTOP)
+    for command in started.values():
         # The job, with its URLs and their credentials, goes by stdin: nothing of it in the command line.
-        command = (await asyncio.to_thread(Path(f"/proc/{pid}/cmdline").read_bytes)).split(b"\0")
-        assert b"build" in command
         assert not any(settings.nats_url.encode() in part or b"redis://" in part for part in command)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
