@@ -130,10 +130,30 @@ class Keys:
         return f"{self.prefix}:{{audit}}:mismatches"
 
     def users(self, gen: int | str, hour: int, partition: int) -> str:
-        return f"{self._part(partition)}:g{gen}:{hour_token(hour)}:users"
+        return self.cell_users(gen, hour_token(hour), partition)
 
     def counts(self, gen: int | str, hour: int, partition: int) -> str:
-        return f"{self._part(partition)}:g{gen}:{hour_token(hour)}:counts"
+        return self.cell_counts(gen, hour_token(hour), partition)
+
+    def cell_users(self, gen: int | str, token: str, partition: int) -> str:
+        """HyperLogLog of the users of any stored bucket (contract.buckets): an hour, a quarter-hour of
+        it, or a day rollup."""
+        return f"{self._part(partition)}:g{gen}:{token}:users"
+
+    def cell_counts(self, gen: int | str, token: str, partition: int) -> str:
+        """Hash of the clicks and impressions of any stored bucket, as `cell_users`."""
+        return f"{self._part(partition)}:g{gen}:{token}:counts"
+
+    def cell_users_template(self, token: str, partition: int) -> str:
+        return self.cell_users(GEN_PLACEHOLDER, token, partition)
+
+    def cell_counts_template(self, token: str, partition: int) -> str:
+        return self.cell_counts(GEN_PLACEHOLDER, token, partition)
+
+    def phases(self, gen: int | str, partition: int) -> str:
+        """The day rollups the generation keeps (contract.buckets.phases_text), set once when the
+        generation starts and never changed: a missing key means none (a generation from before)."""
+        return f"{self._part(partition)}:g{gen}:phases"
 
     def users_template(self, hour: int, partition: int) -> str:
         """`users` with the generation left as GEN_PLACEHOLDER, for scripts that read it first."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from contract.buckets import day_phases, zone
 from contract.redis_nodes import NodeListError, RedisNode, parse_redis_nodes
 
 ENV_PREFIX = "ANALYTICS_"
@@ -157,6 +158,12 @@ class Settings:
     """Redis holds the current hour and the `hot_hours - 1` before it (and any later ones); older hours
     leave Redis once snapshotted, and reads go through to the snapshot store. 0 keeps every hour."""
 
+    day_zones: str = "UTC"
+    """IANA time zones (comma-separated) whose local days are kept as pre-merged day rollups, so a long
+    range by day in them reads one cell per day; UTC's always are. Any other zone is read exactly from
+    hours and quarter-hours, more slowly. Each zone adds one or two HyperLogLog updates per event.
+    A change applies to generations built after it: run a replay."""
+
     range_max_buckets: int = 8784
     """The most buckets (hours or days) one range read may ask for; 8,784 hours is a leap year."""
 
@@ -282,6 +289,11 @@ class Settings:
             raise SettingsError("ANALYTICS_REDIS_WAIT_TIMEOUT_MS must be at least 1 (0 would wait forever)")
         if self.redis_wait_replicas and self.redis_wait_timeout_ms >= self.redis_timeout_s * 1000:
             raise SettingsError("ANALYTICS_REDIS_WAIT_TIMEOUT_MS must be below ANALYTICS_REDIS_TIMEOUT_S")
+        for name in self.day_zone_names:
+            try:
+                zone(name)
+            except ValueError as exc:
+                raise SettingsError(f"ANALYTICS_DAY_ZONES: {exc}") from None
         if self.pull_reader not in ("auto", "fast", "public"):
             raise SettingsError("ANALYTICS_PULL_READER must be auto, fast or public")
         self.redis_nodes()
@@ -292,6 +304,15 @@ class Settings:
             return parse_redis_nodes(self.redis_url)
         except NodeListError as exc:
             raise SettingsError(str(exc)) from None
+
+    @property
+    def day_zone_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.day_zones.split(",") if name.strip())
+
+    @property
+    def day_phases(self) -> tuple[int, ...]:
+        """The day rollups a generation built with these settings keeps (contract.buckets)."""
+        return day_phases(self.day_zone_names)
 
     @property
     def redis_cluster(self) -> bool:
