@@ -127,12 +127,24 @@ def decode_changed(payload: bytes) -> HoursChanged:
     return _changed_decoder.decode(payload)
 
 
-class HourState(msgspec.Struct, frozen=True, array_like=True):
-    """One hour of one partition in a snapshot: the HyperLogLog as Redis stores it, and the counters."""
+class CellState(msgspec.Struct, frozen=True, array_like=True):
+    """One quarter-hour of an hour in a snapshot, as HourState holds the hour."""
 
     hll: bytes | None
     clicks: int
     impressions: int
+
+
+class HourState(msgspec.Struct, frozen=True, array_like=True):
+    """One stored bucket of one partition in a snapshot (an hour, or a day rollup: contract.buckets):
+    the HyperLogLog as Redis stores it, and the counters; an hour also holds its quarter-hours."""
+
+    hll: bytes | None
+    clicks: int
+    impressions: int
+    quarters: tuple[CellState, ...] = ()
+    """An hour's four quarter-hours in order; empty for a day rollup, and in entries written before
+    quarter-hours existed."""
 
 
 class DedupState(msgspec.Struct, frozen=True, array_like=True):
