@@ -142,3 +142,30 @@ def parse_phases(raw: bytes | str | None) -> tuple[int, ...]:
         return ()
     text = raw.decode() if isinstance(raw, bytes) else raw
     return tuple(int(p) for p in text.split(","))
+
+
+def cover(start_ms: int, end_ms: int, phases: Iterable[int] = ()) -> list[str]:
+    """The fewest stored cells, in order, whose union is exactly [start_ms, end_ms) (both on quarter-hours):
+    a day rollup where one of `phases` starts a whole day inside, else whole hours, else quarter-hours."""
+    if start_ms % QUARTER_MS or end_ms % QUARTER_MS:
+        raise ValueError(f"[{start_ms}, {end_ms}) does not start and end on quarter-hours")
+    starts = {phase * MINUTE_MS for phase in phases}
+    cells: list[str] = []
+    at = start_ms
+    while at < end_ms:
+        if at % DAY_MS in starts and at + DAY_MS <= end_ms:
+            cells.append(day_token(at))
+            at += DAY_MS
+        elif at % HOUR_MS == 0 and at + HOUR_MS <= end_ms:
+            cells.append(hour_token(at // HOUR_MS))
+            at += HOUR_MS
+        else:
+            cells.append(quarter_token(at // HOUR_MS, quarter_of(at)))
+            at += QUARTER_MS
+    return cells
+
+
+def day_components(token: str) -> list[str]:
+    """The hours and quarter-hours a day rollup is the union of (what rebuilds or audits it)."""
+    start = parse_day_token(token)
+    return cover(start, start + DAY_MS)

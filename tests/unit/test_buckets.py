@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from contract.buckets import (
     DAY_MS,
     QUARTER_MS,
+    cover,
+    day_components,
     day_phases,
     day_start,
     day_token,
@@ -74,3 +76,47 @@ def test_a_zone_rolls_up_the_minutes_of_the_utc_day_at_which_its_days_start() ->
 def test_an_unknown_zone_is_refused_by_name(name: str) -> None:
     with pytest.raises(ValueError, match="not an IANA time zone"):
         zone(name)
+
+
+def test_a_kolkata_day_is_one_rollup_when_its_phase_is_kept_and_27_cells_when_not() -> None:
+    start, end = ms("2026-11-24T18:30:00+00:00"), ms("2026-11-25T18:30:00+00:00")
+    assert cover(start, end, (0, 1110)) == ["d202611241830"]
+    cells = cover(start, end, (0,))
+    assert cells[:3] == ["202611241830", "202611241845", "2026112419"]
+    assert cells[-3:] == ["2026112517", "202611251800", "202611251815"]
+    assert len(cells) == 2 + 5 + 18 + 2
+    assert day_components("d202611241830") == cells
+
+
+def test_a_utc_range_covers_whole_days_with_rollups_and_the_rest_with_hours() -> None:
+    start = ms("2026-11-24T22:00:00+00:00")
+    assert cover(start, start + DAY_MS + 3 * HOUR_MS, (0,)) == [
+        "2026112422",
+        "2026112423",
+        "d202611250000",
+        "2026112600",
+    ]
+
+
+@given(
+    st.integers(MS_2000 // QUARTER_MS, MS_2100 // QUARTER_MS),
+    st.integers(1, 400),
+    st.sets(st.sampled_from(range(0, 1440, 15)), max_size=3),
+)
+def test_the_cells_of_a_cover_are_exactly_the_quarters_of_the_range(
+    first: int, quarters: int, phases: set[int]
+) -> None:
+    start, end = first * QUARTER_MS, (first + quarters) * QUARTER_MS
+    covered: list[int] = []
+    for cell in cover(start, end, phases):
+        if cell.startswith("d"):
+            s = parse_day_token(cell)
+            covered += range(s, s + DAY_MS, QUARTER_MS)
+        elif len(cell) == 10:
+            h = owning_hour(cell)
+            assert h is not None
+            covered += range(h * HOUR_MS, (h + 1) * HOUR_MS, QUARTER_MS)
+        else:
+            hour, quarter = parse_quarter_token(cell)
+            covered.append(hour * HOUR_MS + quarter * QUARTER_MS)
+    assert covered == list(range(start, end, QUARTER_MS))
