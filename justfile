@@ -129,6 +129,11 @@ screenshot:
 bench-commits *args:
     {{python}} -m tests.bench.commits "$@"
 
+# Long range reads in UTC, Asia/Kolkata and Asia/Kathmandu over a year of 3 events an hour (the issue's
+# ratios), the current-hour GET against the last release (--base REV), Redis bytes and apply CPU per busy hour.
+bench-ranges *args:
+    {{python}} -m tests.bench.ranges "$@"
+
 # Build the Hourglass image offline with podman (its Debian base made by mmdebstrap), and say how big it is.
 [no-exit-message]
 image *args:

@@ -92,14 +92,18 @@ def main() -> None:
 
 
 def _server(tree: Path, env: dict[str, str], log: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
-    """`python -m server` importing the packages of `tree`, given only the settings that tree knows (an
+    """`python -m server` importing the packages of `tree`."""
+    return process([sys.executable, "-m", "server"], tree_env(tree, env), log, cwd=tree)
+
+
+def tree_env(tree: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env` for a process importing the packages of `tree`, with only the settings that tree knows (an
     older commit refuses a setting added since)."""
     known = (tree / "contract" / "settings.py").read_text()
     env = {
         k: v for k, v in env.items() if not k.startswith("ANALYTICS_") or f"    {k[10:].lower()}:" in known
     }
-    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))}
-    return process([sys.executable, "-m", "server"], env, log, cwd=tree)
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))}
 
 
 if __name__ == "__main__":
