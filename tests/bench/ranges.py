@@ -273,7 +273,7 @@ def main() -> None:
             took_ms, honoured = time_reads(urls, plan, args.rounds, stamps)
             print()
             print(
-                f"Range reads, {len(events):,} events (3 an hour), hot window {args.hot_hours} h,"
+                f"Range reads, {len(events):,} events (3 an hour), hot window {args.hot_hours or 'none'} h,"
                 f" ANALYTICS_DAY_ZONES={DAY_ZONES}, median of {args.rounds} rounds:"
             )
             report_reads(took_ms, honoured)
