@@ -171,9 +171,9 @@ def time_reads(
     return took, honoured
 
 
-def report_reads(took: dict[tuple[str, Read], list[float]], honoured: dict[Read, bool]) -> None:
+def report_reads(took: dict[tuple[str, Read], list[float]], honoured: dict[Read, bool], base: str) -> None:
     med = {key: statistics.median(v) for key, v in took.items()}
-    print("| range | " + " | ".join(ZONES) + f" | UTC, base {BASE} |")
+    print("| range | " + " | ".join(ZONES) + f" | UTC, base {base} |")
     print("| --- " * (len(ZONES) + 2) + "|")
     by = {(r.zone, r.name): r for _, r in took}
     for name in [name for name, _, _ in RANGES if ("UTC", name) in by]:
@@ -181,8 +181,8 @@ def report_reads(took: dict[tuple[str, Read], list[float]], honoured: dict[Read,
             f"{med['head', by[z, name]]:.1f} ms" + ("" if honoured[by[z, name]] else " (tz ignored)")
             for z in ZONES
         ]
-        base = med.get(("base", by["UTC", name]), math.nan)
-        print(f"| {name} | " + " | ".join(cells) + f" | {base:.1f} ms |")
+        base_ms = med.get(("base", by["UTC", name]), math.nan)
+        print(f"| {name} | " + " | ".join(cells) + f" | {base_ms:.1f} ms |")
     print()
     if ("head", by.get(("UTC", "a year by hour"))) not in med:
         return
@@ -202,7 +202,9 @@ def _ratios(month: float, year_day: float, year_hour: float) -> str:
     )
 
 
-def current_hour_gets(wrk: str, urls: dict[str, str], script: Path, rounds: int, seconds: int) -> None:
+def current_hour_gets(
+    wrk: str, urls: dict[str, str], script: Path, rounds: int, seconds: int, base: str
+) -> None:
     for url in urls.values():
         run_wrk(wrk, url, script, 2)
     results: dict[str, list[WrkResult]] = {}
@@ -215,7 +217,7 @@ def current_hour_gets(wrk: str, urls: dict[str, str], script: Path, rounds: int,
     p50 = {name: statistics.median(x.p50_ms for x in v) for name, v in results.items()}
     failures = sum(x.failures for v in results.values() for x in v)
     print(
-        f"GET ?timestamp=now: base {BASE} {med['base']:,.0f} req/s (p50 {p50['base']:.2f} ms), head"
+        f"GET ?timestamp=now: base {base} {med['base']:,.0f} req/s (p50 {p50['base']:.2f} ms), head"
         f" {med['head']:,.0f} req/s (p50 {p50['head']:.2f} ms), head/base {med['head'] / med['base']:.3f}"
         f" (failures {failures})"
     )
@@ -276,12 +278,12 @@ def main() -> None:
                 f"Range reads, {len(events):,} events (3 an hour), hot window {args.hot_hours or 'none'} h,"
                 f" ANALYTICS_DAY_ZONES={DAY_ZONES}, median of {args.rounds} rounds:"
             )
-            report_reads(took_ms, honoured)
+            report_reads(took_ms, honoured, args.base)
             if "get" not in args.skip:
                 print()
                 script = scratch.workdir / "get.lua"
                 script.write_text(GET_LUA.replace("{now}", str(system_now_ms())))
-                current_hour_gets(wrk, urls, script, args.get_rounds, args.seconds)
+                current_hour_gets(wrk, urls, script, args.get_rounds, args.seconds, args.base)
         if "busy" not in args.skip:
             busy = hour_of(now) - 2
             sides = [
