@@ -43,7 +43,8 @@ class Side:
 
 
 def busy_events(hour: int, events: int, users: int, partitions: int) -> dict[int, list[Event]]:
-    """`events` events of `users` users at random instants of `hour` (one in four a click), by partition."""
+    """`events` events of `users` users at random instants of `hour` (one in four a click), by partition,
+    in time order."""
     rng = random.Random(22)
     names = [f"busy-{i}" for i in range(users)]
     by_partition: dict[int, list[Event]] = {}
@@ -52,6 +53,8 @@ def busy_events(hour: int, events: int, users: int, partitions: int) -> dict[int
         ts = hour * HOUR_MS + rng.randrange(HOUR_MS)
         kind = Kind.CLICK if i % 4 == 0 else Kind.IMPRESSION
         by_partition.setdefault(partition_of(user, partitions), []).append(Event(ts, user, kind))
+    for events_of in by_partition.values():  # as they arrive: a message holds events close in time
+        events_of.sort(key=lambda e: e.ts)
     return by_partition
 
 
