@@ -4,7 +4,7 @@ made from cached date texts so a year by hour plans in milliseconds), the range'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -61,21 +61,31 @@ def cover(start_ms: int, end_ms: int, phases: Sequence[int]) -> list[str]:
     return cells
 
 
-def plan(spans: Sequence[tuple[int, int]], phases: Sequence[int]) -> CellPlan:
-    """The cells of each row of `spans` (back to back) and of the whole range."""
+def plan(rows: Sequence[Sequence[tuple[int, int]]], phases: Sequence[int]) -> CellPlan:
+    """The cells of each row (a row is one or more spans; rows do not overlap) and of all rows."""
     index: dict[str, int] = {}
     cells: list[str] = []
 
-    def indices(tokens: list[str]) -> list[int]:
+    def indices(spans: Iterable[tuple[int, int]]) -> list[int]:
         found = []
-        for token in tokens:
-            i = index.get(token)
-            if i is None:
-                i = index[token] = len(cells)
-                cells.append(token)
-            found.append(i)
+        for start, end in spans:
+            for token in cover(start, end, phases):
+                i = index.get(token)
+                if i is None:
+                    i = index[token] = len(cells)
+                    cells.append(token)
+                found.append(i)
         return found
 
-    rows = [indices(cover(start, end, phases)) for start, end in spans]
-    total = indices(cover(spans[0][0], spans[-1][1], phases)) if spans else []
-    return CellPlan(cells, rows, total)
+    return CellPlan(cells, [indices(row) for row in rows], indices(joined(rows)))
+
+
+def joined(rows: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[int, int]]:
+    """The rows' spans with touching ones joined, in order."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(span for row in rows for span in row):
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out

@@ -67,13 +67,15 @@ class RangeReads:
         self._where: Where | None = None
         """What the last read found (generations and phases): the next one plans with it."""
 
-    async def read(self, spans: Sequence[tuple[int, int]], scripts: Scripts) -> tuple[list[Totals], Totals]:
-        """Each span's totals and the whole range's, uniques as unions."""
+    async def read(
+        self, rows: Sequence[Sequence[tuple[int, int]]], scripts: Scripts
+    ) -> tuple[list[Totals], Totals]:
+        """Each row's totals (a row is one or more [start, end) spans) and all rows', uniques as unions."""
         for _ in range(4):
             if self._where is None:
                 self._where = await self.locate()
             where = self._where
-            plans = {text: plan(spans, parse_phases(text)) for text in {ph for _, ph in where}}
+            plans = {text: plan(rows, parse_phases(text)) for text in {ph for _, ph in where}}
             try:
                 if self._split:
                     return await self._split_read(where, plans, scripts)

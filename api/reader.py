@@ -18,6 +18,7 @@ from typing import Any
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
+from api.cells import joined
 from api.cold import ColdSource, EntryGone
 from api.range_read import SCRIPT_MAX_KEYS, RangeReads, Totals
 from contract import hll
@@ -52,13 +53,14 @@ class Reader:
         self._ranges = RangeReads(redis, keys, partitions, cold, split_by_partition)
 
     async def buckets(self, buckets: Sequence[Sequence[int]]) -> tuple[list[HourTotals], HourTotals]:
-        """Each bucket's totals (a bucket is some consecutive UTC hours) and the whole range's."""
-        return await self.spans([(hours[0] * HOUR_MS, (hours[-1] + 1) * HOUR_MS) for hours in buckets])
+        """Each bucket's totals (a bucket is some UTC hours) and all buckets', uniques as unions."""
+        rows = [joined([[(h * HOUR_MS, (h + 1) * HOUR_MS) for h in hours]]) for hours in buckets]
+        return await self._ranges.read(rows, self._range_calls)
 
     async def spans(self, spans: Sequence[tuple[int, int]]) -> tuple[list[HourTotals], HourTotals]:
         """Each span's totals (a span is [start, end) on quarter-hours, as local hours and days are) and
         the whole range's, uniques as unions of exactly the cells inside."""
-        return await self._ranges.read(spans, self._range_calls)
+        return await self._ranges.read([[span] for span in spans], self._range_calls)
 
     async def _range_calls(self, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
         if self._split:
