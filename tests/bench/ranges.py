@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import nats
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
@@ -190,11 +191,13 @@ class Timings:
 
 
 def time_reads(
-    targets: dict[str, str], plan: list[tuple[str, Read]], rounds: int, stamps: list[int]
+    targets: dict[str, str], plan: list[tuple[str, Read]], rounds: int, stamps: list[int], redis_url: str
 ) -> Timings:
     """Each read of `plan` once a round, the order reversed every other round, after one warm-up round
-    that also checks each answer's total."""
+    that also checks each answer's total. After a failed read, waits until Redis answers a PING: a
+    script keeps running after its caller gave up, and would fail the next read too."""
     out = Timings()
+    redis = SyncRedis.from_url(redis_url, socket_timeout=600)
     clients = {name: httpx.Client(base_url=url, timeout=300) for name, url in targets.items()}
     try:
         for r in range(rounds + 1):
@@ -204,6 +207,7 @@ def time_reads(
                 ms = (time.perf_counter() - started) * 1000
                 if response.status_code != 200:
                     out.failed.setdefault((side, read), []).append(response.status_code)
+                    redis.ping()
                     if r == 0:
                         print(
                             f"  {side} {read.path()}: {response.status_code} {response.text[:120]}",
@@ -217,6 +221,7 @@ def time_reads(
     finally:
         for client in clients.values():
             client.close()
+        redis.close()
     return out
 
 
@@ -327,7 +332,7 @@ def main() -> None:
             stamps = sorted(ts for ts, _, _ in events)
             planned = [r for r in reads(now) if r.days <= args.days]
             plan = [("head", r) for r in planned] + [("base", r) for r in planned if r.zone == "UTC"]
-            timings = time_reads(urls, plan, args.rounds, stamps)
+            timings = time_reads(urls, plan, args.rounds, stamps, settings.redis_url)
             print()
             print(
                 f"Range reads, {len(events):,} events (3 an hour), hot window {args.hot_hours or 'none'} h,"
