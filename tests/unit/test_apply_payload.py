@@ -37,8 +37,12 @@ def test_cells_are_named_once_and_groups_name_the_quarter_its_hour_and_its_days(
     for g in range(groups):
         cells, clicks, impressions, users = rest[1 + 4 * g : 5 + 4 * g]
         named.append(({tokens[int(c) - 1] for c in str(cells).split(",")}, clicks, impressions, users))
-    for (cells, *_), quarter in zip(named, (0, 3, 2), strict=True):
-        assert cells == {quarter_token(HOUR, quarter), hour_token(HOUR), *day_tokens(HOUR, quarter, PHASES)}
+    for (named_cells, *_), quarter in zip(named, (0, 3, 2), strict=True):
+        assert named_cells == {
+            quarter_token(HOUR, quarter),
+            hour_token(HOUR),
+            *day_tokens(HOUR, quarter, PHASES),
+        }
     assert named[0][1:] == (1, 0, "ann")
     assert named[1][1:3] == (0, 2)
     assert sorted(str(named[1][3]).split("\n")) == ["bob", "cid"]
