@@ -44,9 +44,14 @@ def _token(at: int, kind: int) -> str:
 
 def cover(start_ms: int, end_ms: int, phases: Sequence[int]) -> list[str]:
     """As contract.buckets.cover: the fewest cells whose union is exactly [start_ms, end_ms)."""
+    return _cover(start_ms, end_ms, frozenset(phase * MINUTE_MS for phase in phases))
+
+
+def _cover(start_ms: int, end_ms: int, starts: frozenset[int]) -> list[str]:
+    if end_ms - start_ms == HOUR_MS and start_ms % HOUR_MS == 0:  # the common row: one UTC hour
+        return [_token(start_ms, HOUR_MS)]
     if start_ms % QUARTER_MS or end_ms % QUARTER_MS:
         raise ValueError(f"[{start_ms}, {end_ms}) does not start and end on quarter-hours")
-    starts = {phase * MINUTE_MS for phase in phases}
     cells: list[str] = []
     at = start_ms
     while at < end_ms:
@@ -65,11 +70,12 @@ def plan(rows: Sequence[Sequence[tuple[int, int]]], phases: Sequence[int]) -> Ce
     """The cells of each row (a row is one or more spans; rows do not overlap) and of all rows."""
     index: dict[str, int] = {}
     cells: list[str] = []
+    starts = frozenset(phase * MINUTE_MS for phase in phases)
 
     def indices(spans: Iterable[tuple[int, int]]) -> list[int]:
         found = []
         for start, end in spans:
-            for token in cover(start, end, phases):
+            for token in _cover(start, end, starts):
                 i = index.get(token)
                 if i is None:
                     i = index[token] = len(cells)

@@ -5,9 +5,10 @@
 -- Cluster, and counts the unions itself), n, then per partition 8 values: the generation and the phases
 -- text the caller planned with, its group (partitions of one group share their cells), the cell key
 -- head template (`...:g{gen}:`), the users and counts key tails, the cold-hash template and the
--- phases-key template. Then the number of groups, and per group: c cells and their tokens, r rows each
--- as k then k cell indices (1-based), then t and t cell indices of the range's total (t = -1: the
--- caller counts the total itself).
+-- phases-key template. Then the number of groups, and per group three texts of space-separated words
+-- (a few long arguments cost far less to send than many short ones): its cells' tokens; each row as k
+-- then k cell indices (0-based), or `-1 k r` for r rows of k cells each in the order of the cells; the cell indices of the range's total, or -1 (the caller counts the
+-- total itself).
 -- Returns, when a partition's generation or phases are not what the caller planned with, {-2} and then
 -- per partition {generation, phases text}: the caller plans again. Else per row {unique users, clicks,
 -- impressions}, then the unique users of the whole range (-1 when t = -1): PFCOUNT over many keys counts
@@ -34,27 +35,33 @@ if stale then
   end
   return out
 end
-local function indices(a, k)
+local function numbers(text)
   local found = {}
-  for j = 1, k do found[j] = tonumber(ARGV[a + j - 1]) end
+  for word in string.gmatch(text, '%S+') do found[#found + 1] = tonumber(word) end
   return found
 end
 local groups = {}
 local a = 4 + 8 * n
 for g = 1, tonumber(ARGV[a]) do
-  local c = tonumber(ARGV[a + 1])
-  local group = {first = a + 2, c = c, rows = {}}
-  a = a + 2 + c
-  local r = tonumber(ARGV[a])
-  a = a + 1
-  for i = 1, r do
-    local k = tonumber(ARGV[a])
-    group.rows[i] = indices(a + 1, k)
-    a = a + 1 + k
+  local cells = {}
+  for token in string.gmatch(ARGV[a + g * 3 - 2], '%S+') do cells[#cells + 1] = token end
+  local flat, rows, i = numbers(ARGV[a + g * 3 - 1]), {}, 1
+  local group = {cells = cells, c = #cells, rows = rows}
+  if flat[1] == -1 then  -- -1 k r: r rows of k cells each, in the order of the cells
+    group.k, group.r = flat[2], flat[3]
+    i = #flat + 1
   end
-  local t = tonumber(ARGV[a])
-  if t >= 0 then group.total = indices(a + 1, t) else t = 0 end
-  a = a + 1 + t
+  while i <= #flat do
+    local row = {}
+    for j = 1, flat[i] do row[j] = flat[i + j] + 1 end
+    rows[#rows + 1] = row
+    i = i + flat[i] + 1
+  end
+  group.r = group.r or #rows
+  if ARGV[a + g * 3] ~= '-1' then
+    group.total = numbers(ARGV[a + g * 3])
+    for j = 1, #group.total do group.total[j] = group.total[j] + 1 end
+  end
   groups[g] = group
 end
 local any = ARGV[2] == 'raw'
@@ -64,7 +71,7 @@ for p = 1, n do
   if part.cold then
     local seen = {}
     for i = 1, group.c do
-      local token = ARGV[group.first + i - 1]
+      local token = group.cells[i]
       if string.sub(token, 1, 1) ~= 'd' then  -- a day rollup is never cold
         local hour = string.sub(token, 1, 10)
         if seen[hour] == nil then seen[hour] = redis.call('HGET', part.cold, hour) end
@@ -83,7 +90,7 @@ if any then
   for p = 1, n do
     local part, group = parts[p], groups[parts[p].group]
     for i = 1, group.c do
-      local token = ARGV[group.first + i - 1]
+      local token = group.cells[i]
       local clicks, impressions = counts(part, token)
       if part.at[i] then
         raw[#raw + 1] = part.at[i]
@@ -98,19 +105,23 @@ if any then
   end
   return raw
 end
-local out = {}
-for r = 1, #groups[parts[1].group].rows do
-  local users, clicks, impressions = {}, 0, 0
+local out, users = {}, {}
+for r = 1, groups[parts[1].group].r do
+  local m, clicks, impressions = 0, 0, 0
   for p = 1, n do
     local part = parts[p]
-    for _, i in ipairs(groups[part.group].rows[r]) do
-      local token = ARGV[groups[part.group].first + i - 1]
-      local c, m = counts(part, token)
-      clicks, impressions = clicks + c, impressions + m
-      users[#users + 1] = part.head .. token .. part.users
+    local group = groups[part.group]
+    local k, row = group.k, group.rows[r]
+    for j = 1, k or #row do
+      local token = group.cells[k and (r - 1) * k + j or row[j]]
+      local found = redis.call('HMGET', part.head .. token .. part.counts, 'clicks', 'impressions')
+      clicks = clicks + (tonumber(found[1]) or 0)
+      impressions = impressions + (tonumber(found[2]) or 0)
+      m = m + 1
+      users[m] = part.head .. token .. part.users
     end
   end
-  out[#out + 1] = redis.call('PFCOUNT', unpack(users))
+  out[#out + 1] = redis.call('PFCOUNT', unpack(users, 1, m))
   out[#out + 1] = clicks
   out[#out + 1] = impressions
 end
@@ -118,7 +129,7 @@ local every = {}
 for p = 1, n do
   local part, group = parts[p], groups[parts[p].group]
   if not group.total then every = false break end
-  for _, i in ipairs(group.total) do every[#every + 1] = part.head .. ARGV[group.first + i - 1] .. part.users end
+  for _, i in ipairs(group.total) do every[#every + 1] = part.head .. group.cells[i] .. part.users end
 end
 out[#out + 1] = every and redis.call('PFCOUNT', unpack(every)) or -1
 return out

@@ -109,11 +109,10 @@ class RangeReads:
         args.append(len(texts))
         for text in texts:
             cells = plans[text]
-            args += [len(cells.cells), *cells.cells, len(cells.rows)]
-            for row in cells.rows:
-                args += [len(row), *(i + 1 for i in row)]
+            flat = _rows_text(cells.rows)
             total = len(cells.total) * len(parts) <= SCRIPT_MAX_KEYS and mode == "count"
-            args += [len(cells.total), *(i + 1 for i in cells.total)] if total else [-1]
+            args += [" ".join(cells.cells), flat]
+            args.append(" ".join(map(str, cells.total)) if total else "-1")
         return args
 
     async def _one_read(
@@ -127,9 +126,8 @@ class RangeReads:
         self._check(found, parts)
         if int(found[0]) == -1:
             return await self._count(where, plans, self._found(where, plans, parts, found))
-        flat = [int(x) for x in found]
-        rows = [Totals(*flat[i : i + 3]) for i in range(0, len(flat) - 1, 3)]
-        users = flat[-1] if flat[-1] >= 0 else await self._total_by_pipeline(where, plans)
+        rows = list(map(Totals, found[0:-1:3], found[1:-1:3], found[2:-1:3]))
+        users = found[-1] if found[-1] >= 0 else await self._total_by_pipeline(where, plans)
         return rows, Totals(users, sum(r.clicks for r in rows), sum(r.impressions for r in rows))
 
     def _check(self, found: list[Any], parts: Sequence[int]) -> None:
@@ -250,6 +248,19 @@ class RangeReads:
             self._where = None
             raise Stale
         return int(users)
+
+
+def _rows_text(rows: list[list[int]]) -> str:
+    """Rows as the range script reads them: `-1 k r` when each of the r rows is the next k cells (the
+    usual case, sent in a few bytes), else each row as its length and its cell indices."""
+    k = len(rows[0]) if rows else 0
+    if all(len(row) == k and row[0] == r * k and row[-1] == r * k + k - 1 for r, row in enumerate(rows)):
+        return f"-1 {k} {len(rows)}"
+    flat: list[int] = []
+    for row in rows:
+        flat.append(len(row))
+        flat += row
+    return " ".join(map(str, flat))
 
 
 def _text(raw: bytes | str | None) -> str:

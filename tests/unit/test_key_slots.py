@@ -148,11 +148,17 @@ class Pipe:
 
 def range_cells(args: list[Any]) -> int:
     """How many cells a range script call names (api/range.lua's arguments, one group)."""
-    return int(args[4 + 8 * int(args[2])])
+    return len(str(args[4 + 8 * int(args[2])]).split())
 
 
 def range_rows(args: list[Any]) -> int:
-    return int(args[5 + 8 * int(args[2]) + range_cells(args)])
+    words = [int(w) for w in str(args[5 + 8 * int(args[2])]).split()]
+    if words[0] == -1:
+        return words[2]
+    count, i = 0, 0
+    while i < len(words):
+        count, i = count + 1, i + words[i] + 1
+    return count
 
 
 def keys_named(name: str, keys: list[str], args: list[Any]) -> list[str]:
