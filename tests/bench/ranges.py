@@ -291,6 +291,9 @@ def main() -> None:
     parser.add_argument(
         "--seed", choices=("post", "stream"), default="post", help="POST each event, or publish to the stream"
     )
+    parser.add_argument(
+        "--redis-timeout", type=float, default=0, help="ANALYTICS_REDIS_TIMEOUT_S (default: the setting's)"
+    )
     parser.add_argument("--get-rounds", type=int, default=10)
     parser.add_argument("--seconds", type=int, default=5, help="duration of one wrk round")
     parser.add_argument("--busy-events", type=int, default=200_000)
@@ -305,6 +308,8 @@ def main() -> None:
         settings = scratch.settings.replace(
             http_workers=1, day_zones=DAY_ZONES, hot_hours=args.hot_hours, snapshot_interval_s=1
         )
+        if args.redis_timeout:
+            settings = settings.replace(redis_timeout_s=args.redis_timeout)
         env = settings_env(settings)
         subprocess.run([sys.executable, "-m", "projector", "stream"], env=env, check=True, timeout=60)
         ports = {"base": free_port(), "head": free_port()}
