@@ -342,6 +342,8 @@ def main() -> None:
             plan = [("head", r) for r in planned] + [("base", r) for r in planned if r.zone == "UTC"]
             timings = time_reads(urls, plan, args.rounds, stamps, settings.redis_url)
             print()
+            load = Path("/proc/loadavg").read_text().split()[:3]
+            print(f"load average (1, 5, 15 min) after the range reads: {' '.join(load)}")
             print(
                 f"Range reads, {len(events):,} events (3 an hour), hot window {args.hot_hours or 'none'} h,"
                 f" ANALYTICS_DAY_ZONES={DAY_ZONES}, median of {args.rounds} rounds:"
