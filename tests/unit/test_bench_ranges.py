@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from contract.hours import HOUR_MS
-from tests.bench.ranges import RANGES, ZONES, Read, check, reads, seed_events
+from tests.bench.ranges import RANGES, ZONES, Read, Timings, check, reads, report_reads, seed_events
 
 NOW = int(datetime(2026, 11, 30, 3, 20, tzinfo=UTC).timestamp() * 1000)
 
@@ -44,3 +44,23 @@ def test_a_total_that_does_not_match_the_seeded_events_stops_the_bench() -> None
         check(read, body.replace("total,2,1,1", "total,2,1,2"), stamps)
     ignored = body.replace("+05:30", "Z")  # a server without tz= rounds to UTC: not checked, reported
     assert check(read, ignored.replace("total,2,1,1", "total,2,1,2"), stamps) is False
+
+
+def test_the_report_gives_the_issue_ratios_and_flags_failed_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    planned = reads(NOW)
+    timings = Timings()
+    speed = {"24 h by hour": 1.0, "30 days by hour": 10.0, "30 days by day": 1.0}
+    speed |= {"a year by day": 5.0, "a year by hour": 100.0}
+    for read in planned:
+        timings.ms["head", read] = [speed[read.name]] * 3
+        timings.honoured[read] = True
+        if read.zone == "UTC":
+            timings.ms["base", read] = [speed[read.name] * 20] * 3
+    kathmandu = next(r for r in planned if r.zone == "Asia/Kathmandu" and r.name == "a year by hour")
+    timings.failed["head", kathmandu] = [503]
+    report_reads(timings, planned, "ed692a1")
+    out = capsys.readouterr().out
+    assert "| a year by hour | 100.0 ms | 100.0 ms | 100.0 ms (1 x 503) | 2000.0 ms |" in out
+    assert "Asia/Kolkata    year by day / 30 days by hour =  0.50 (ok <= 1)" in out
+    assert "year by hour / 30 days by hour = 10.00 (ok <= 12)  [some reads failed" in out
+    assert "UTC, base       year by day / 30 days by hour =  0.50 (ok <= 1)" in out
