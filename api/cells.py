@@ -32,12 +32,15 @@ def _date(day: int) -> str:
     return (_NAIVE_EPOCH + timedelta(days=day)).strftime("%Y%m%d")
 
 
+_HOURS = [f"{h:02d}" for h in range(24)]
+
+
 def _token(at: int, kind: int) -> str:
     """The token of the cell of `kind` (DAY_MS, HOUR_MS or QUARTER_MS) starting at `at`."""
     day, in_day = divmod(at, DAY_MS)
-    hour, minute = divmod(in_day // MINUTE_MS, 60)
     if kind == HOUR_MS:
-        return f"{_date(day)}{hour:02d}"
+        return _date(day) + _HOURS[in_day // HOUR_MS]
+    hour, minute = divmod(in_day // MINUTE_MS, 60)
     text = f"{_date(day)}{hour:02d}{minute:02d}"
     return DAY_PREFIX + text if kind == DAY_MS else text
 

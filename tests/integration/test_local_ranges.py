@@ -5,6 +5,7 @@ partition, as on a Redis Cluster) answer as one node does."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -13,9 +14,12 @@ import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
+from api.cold import ColdHour
 from api.ranges import parse_range
 from api.reader import Reader
-from contract.buckets import parse_phases
+from contract import hll
+from contract.buckets import parse_phases, quarter_token
+from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
 from contract.settings import Settings
 from tests.conftest import Server
@@ -120,3 +124,55 @@ async def test_a_minute_either_side_of_local_midnight_lands_in_its_own_local_day
             assert single == split
             total = single[1]
             assert (total.unique_users, total.clicks, total.impressions) == (4, 3, 2)
+
+
+class Snapshots:
+    """A snapshot store holding one cold hour of partition 1 with its quarter-hours (a ColdSource)."""
+
+    def __init__(self, hour: str, quarters: list[set[str]]) -> None:
+        self.token = hour
+        registers = [hll.sketch(users) for users in quarters]
+        self.entry = ColdHour(
+            hll.merge(registers),
+            sum(len(u) for u in quarters),
+            0,
+            tuple(ColdHour(r, len(u), 0) for r, u in zip(registers, quarters, strict=True)),
+        )
+        self.reads = 0
+
+    async def hour(self, partition: int, token: str, at: int) -> ColdHour:
+        assert (partition, token, at) == (1, self.token, 7)
+        self.reads += 1
+        return self.entry
+
+
+async def test_a_quarter_hour_of_a_cold_hour_is_read_from_its_hours_snapshot_entry(redis: Redis) -> None:
+    keys, hour = Keys(f"coldq{time.monotonic_ns()}"), ms("2026-11-25T04:00Z") // HOUR_MS
+    token = hour_token(hour)
+    cold_quarters = [{"c0"}, set(), {"c2", "shared"}, {"c3"}]
+    hot_quarters = [{"h0"}, {"h1"}, {"h2", "shared"}, set()]
+    for p in (0, 1):
+        await redis.set(keys.phases(1, p), "0")
+    for q, users in enumerate(hot_quarters):  # partition 0 keeps the hour in Redis
+        for cell in (token, quarter_token(hour, q)):
+            for user in users:
+                await redis.pfadd(keys.cell_users(1, cell, 0), user)
+                await redis.hincrby(keys.cell_counts(1, cell, 0), "clicks", 1)
+    await redis.hset(keys.cold(1, 1), token, 7)  # partition 1's hour left Redis for entry 7
+    store = Snapshots(token, cold_quarters)
+    start = hour * HOUR_MS
+    # Kolkata's local hour 09:30 starts half way through the UTC hour: two quarters of it, two of the next.
+    local_hour = parse_range(
+        {"from": [str(start + 1_800_000)], "to": [str(start + 1_800_001)], "tz": ["Asia/Kolkata"]}, 10
+    )
+    assert local_hour.labels == ("2026-11-25T10:00:00+05:30",)
+    answers = []
+    for split in (False, True):
+        reader = Reader(redis, keys, 2, store, split_by_partition=split)
+        answers.append(await reader.spans([*local_hour.spans, (start, start + HOUR_MS)]))
+    assert answers[0] == answers[1]
+    (local, whole), total = answers[0]
+    assert (local.unique_users, local.clicks) == (4, 5)  # h2, shared, c2, c3: 2 + 3 clicks
+    assert (whole.unique_users, whole.clicks) == (7, 8)  # h0 h1 h2 shared c0 c2 c3
+    assert (total.unique_users, total.clicks) == (7, 5 + 8)  # uniques: the union; counts: the rows summed
+    assert store.reads >= 2
