@@ -5,7 +5,7 @@ release, and Redis bytes per busy hour, in one run.
    HTTP server of `--base` (checked out with `git worktree`), with ANALYTICS_DAY_ZONES=UTC,Asia/Kolkata.
    Seeds three events in each hour of a year and a bit through POST, as a new user would, and waits
    until the projector applied them and the hours older than the hot window left Redis.
-2. Times range reads (median of `--rounds` rounds after one warm-up round, one keep-alive client):
+2. Times range reads (median of `--rounds` (9) rounds after one warm-up round, one keep-alive client):
    24 h by hour, 30 days by hour and by day, a year by day and by hour, each ending at the zone's last
    midnight, in UTC, Asia/Kolkata (rolled up) and Asia/Kathmandu (not rolled up: the composed path);
    the base server's UTC reads beside them. Checks each answer's total against the seeded events and
@@ -280,7 +280,7 @@ def current_hour_gets(
 def main() -> None:
     parser = argparse.ArgumentParser(prog="./just bench-ranges", description=__doc__)
     parser.add_argument("--base", default=BASE, help="the commit to compare with (default: the last release)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of range reads")
+    parser.add_argument("--rounds", type=int, default=9, help="timed rounds of range reads")
     parser.add_argument("--days", type=int, default=365, help="days of history seeded (and the long range)")
     parser.add_argument(
         "--hot-hours",
