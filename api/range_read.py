@@ -107,11 +107,11 @@ class RangeReads:
             args += [*where[p], texts.index(where[p][1]) + 1, head, users, counts]
             args += [self._keys.cold_template(p), self._keys.phases(GEN_PLACEHOLDER, p)]
         args.append(len(texts))
+        named = sum(len(plans[where[p][1]].total) for p in parts)
         for text in texts:
             cells = plans[text]
-            flat = _rows_text(cells.rows)
-            total = len(cells.total) * len(parts) <= SCRIPT_MAX_KEYS and mode == "count"
-            args += [" ".join(cells.cells), flat]
+            args += [" ".join(cells.cells), _rows_text(cells.rows)]
+            total = named <= SCRIPT_MAX_KEYS and mode == "count"
             args.append(" ".join(map(str, cells.total)) if total else "-1")
         return args
 
