@@ -57,7 +57,7 @@ def main() -> None:
         env = settings_env(settings)
         subprocess.run([sys.executable, "-m", "projector", "stream"], env=env, check=True, timeout=60)
         servers = [
-            _server(trees[name], {**settings_env(settings.replace(http_port=port))}, log)
+            tree_server(trees[name], {**settings_env(settings.replace(http_port=port))}, log)
             for name, port in ports.items()
         ]
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
@@ -91,7 +91,9 @@ def main() -> None:
         )
 
 
-def _server(tree: Path, env: dict[str, str], log: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
+def tree_server(
+    tree: Path, env: dict[str, str], log: Path
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """`python -m server` importing the packages of `tree`."""
     return process([sys.executable, "-m", "server"], tree_env(tree, env), log, cwd=tree)
 

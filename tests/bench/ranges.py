@@ -41,7 +41,7 @@ from contract.settings import Settings
 from deploy.servers import ROOT, free_port
 from projector.projections.hot_window import first_hot_hour
 from tests.bench import busy_hour
-from tests.bench.commits import _server, checkout
+from tests.bench.commits import checkout, tree_server
 from tests.bench.history import caught_up, cold_count
 from tests.bench.run import GET_LUA, WrkResult, ensure_wrk, process, run_wrk, wait_http
 from tests.bench.servers import scratch_servers
@@ -315,7 +315,7 @@ def main() -> None:
         ports = {"base": free_port(), "head": free_port()}
         trees = {"base": base_tree, "head": ROOT}
         servers = [
-            _server(trees[n], settings_env(settings.replace(http_port=p)), log) for n, p in ports.items()
+            tree_server(trees[n], settings_env(settings.replace(http_port=p)), log) for n, p in ports.items()
         ]
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         with servers[0], servers[1], process([sys.executable, "-m", "projector", "run"], env, log):
