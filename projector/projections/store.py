@@ -337,10 +337,11 @@ class ProjectionStore:
         epochs: dict[int, str],
         watermarks: dict[int, int],
     ) -> SwapOutcome:
-        """Put a rebuilt hour in place of the live one, partition by partition (each swap is atomic on
-        its own, not across partitions): if `gen` (per partition, or one for all) is still live and the
-        partition's fence is still ours. All are checked first, so a refusal usually changes nothing.
-        The hour is in Redis afterwards, marked for the next snapshot."""
+        """Put a rebuilt hour with its quarter-hours in place of the live one, partition by partition
+        (each swap is atomic on its own, not across partitions): if `gen` (per partition, or one for
+        all) is still live and the partition's fence is still ours. All are checked first, so a refusal
+        usually changes nothing. The hour is in Redis afterwards, marked for the next snapshot; the day
+        rollups overlapping it are the caller's to rebuild (rebuild_day)."""
         gens = {p: gen if isinstance(gen, int) else gen[p] for p in epochs}
         async with self._redis.pipeline(transaction=False) as pipe:
             for p in epochs:
@@ -354,16 +355,9 @@ class ProjectionStore:
                 return SwapOutcome.FENCED
         for p, epoch in epochs.items():
             g = gens[p]
-            keys = [
-                self.keys.generation(p),
-                self.keys.fence(p),
-                self.keys.users(g, hour, p),
-                self.keys.counts(g, hour, p),
-                self.keys.users(rebuilt, hour, p),
-                self.keys.counts(rebuilt, hour, p),
-                self.keys.cold(g, p),
-                self.keys.dirty(g, p),
-            ]
+            keys = [self.keys.generation(p), self.keys.fence(p), self.keys.cold(g, p), self.keys.dirty(g, p)]
+            pairs = zip(self._hour_cells(g, hour, p), self._hour_cells(rebuilt, hour, p), strict=True)
+            keys += [key for pair in pairs for key in pair]
             outcome = SwapOutcome(
                 int(await self._swap(keys=keys, args=[g, hour_token(hour), epoch, watermarks[p]]))
             )
