@@ -5,6 +5,7 @@ them; day rollups always stay. Shared by the live worker and by replay."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from nats.js.errors import KeyNotFoundError
 
@@ -12,8 +13,10 @@ from contract.buckets import is_day_token
 from contract.hours import hour_of, hour_token, parse_hour_token
 from projector import metrics
 from projector.fold.deltas import Deltas
-from projector.projections.snapshots import Snapshots
 from projector.projections.store import ApplyResult, DayOutcome, Outcome, ProjectionStore, Thawed
+
+if TYPE_CHECKING:  # snapshots.py uses this module to rebuild day rollups on restore
+    from projector.projections.snapshots import Snapshots
 
 log = logging.getLogger("projector")
 

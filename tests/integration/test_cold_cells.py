@@ -10,7 +10,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
-from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR, day_tokens, quarter_of, quarter_token
+from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR, day_tokens, phases_text, quarter_of, quarter_token
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
 from contract.schema import HourState
@@ -21,6 +21,7 @@ from projector.projections.snapshots import Snapshots, open_snapshots
 from projector.projections.store import ProjectionStore, Thawed
 from tests.conftest import Server
 from tests.helpers import isolated_settings
+from tests.integration.cells import expected, stored
 
 BASE = 20_000 * 24 + 17  # 17:00 UTC: its hours cross Kolkata's midnight (18:30 UTC)
 HOURS = range(BASE, BASE + 4)
@@ -48,7 +49,7 @@ def events() -> Iterator[tuple[int, str, str]]:
         yield (
             BASE * HOUR_MS + i * QUARTER_MS // 15 + 500,
             f"u{i * 7 % 41}",
-            "clicks" if i % 4 else "impressions",
+            "click" if i % 4 else "impression",
         )
 
 
@@ -62,7 +63,7 @@ async def seed(redis: Redis, keys: Keys) -> list[str]:
         for token in (hour_token(hour), quarter_token(hour, quarter), *day_tokens(hour, quarter, PHASES)):
             tokens.add(token)
             await redis.pfadd(keys.cell_users(1, token, P), user)
-            await redis.hincrby(keys.cell_counts(1, token, P), kind, 1)
+            await redis.hincrby(keys.cell_counts(1, token, P), f"{kind}s", 1)
     dirty = {t: WM for t in tokens if len(t) != 12}  # hours and days: quarters ride with their hour
     await redis.zadd(keys.dirty(1, P), dirty)
     await redis.set(keys.generation(P), 1)
@@ -149,6 +150,7 @@ async def test_a_partition_restored_from_its_snapshot_after_flushall_has_exact_q
     snapshots, store = await snapshotted(nc, redis, settings)
     await redis.flushall()
     await redis.set(keys.generation(P), 1)
+    await redis.set(keys.phases(1, P), phases_text(PHASES))  # what the worker records before restoring
 
     assert await snapshots.restore(1, P, "", store, hot_from=BASE + 1) == WM
     assert await store.watermark(1, P) == WM
@@ -159,3 +161,23 @@ async def test_a_partition_restored_from_its_snapshot_after_flushall_has_exact_q
     entry = await snapshots.entry(P, hour_token(BASE), WM)
     assert await store.thaw(1, P, "", WM, [Thawed(BASE, WM, entry)])
     assert await cells(redis, keys, tokens) == before
+
+
+async def test_a_restore_into_a_generation_keeping_other_day_starts_rebuilds_their_days_from_hours(
+    nc: NATS, redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.key_prefix)
+    await seed(redis, keys)
+    snapshots, store = await snapshotted(nc, redis, settings)
+    await redis.flushall()
+    await redis.set(keys.generation(P), 1)
+    new_york = (0, 240)  # 04:00 UTC: New York's summer days; Kolkata's are no longer kept
+    await redis.set(keys.phases(1, P), phases_text(new_york))
+
+    assert await snapshots.restore(1, P, "", store, hot_from=BASE + 1) == WM
+    days = sorted({d for h in HOURS for q in range(QUARTERS_PER_HOUR) for d in day_tokens(h, q, new_york)})
+    assert len(days) == 2
+    for day in days:
+        assert await stored(redis, keys, 1, day, P) == expected(events(), day, P, 1)
+    kolkata = day_tokens(BASE + 2, 0, PHASES)[1]
+    assert not await redis.exists(keys.cell_users(1, kolkata, P))
