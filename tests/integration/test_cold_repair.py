@@ -51,9 +51,6 @@ def tokens_of(hour: int, phases: tuple[int, ...]) -> list[str]:
     return [hour_token(hour), *(quarter_token(hour, q) for q in range(QUARTERS_PER_HOUR)), *sorted(days)]
 
 
-@pytest.mark.xfail(
-    reason="the apply writes quarter-hours and day rollups once i22-write is merged", strict=True
-)
 @pytest.mark.usefixtures("projector")
 async def test_a_single_hour_repair_leaves_its_quarters_and_the_utc_and_kolkata_days_exact(
     settings: Settings, client: httpx.AsyncClient, nc: NATS, redis: Redis
@@ -86,9 +83,6 @@ async def test_a_single_hour_repair_leaves_its_quarters_and_the_utc_and_kolkata_
     assert await cells() == truth
 
 
-@pytest.mark.xfail(
-    reason="the apply writes quarter-hours and day rollups once i22-write is merged", strict=True
-)
 async def test_a_late_event_for_a_cold_hour_lands_in_its_quarter_hour_and_its_day_rollups(
     nats_server: Server, redis_server: Server, nc: NATS, redis: Redis
 ) -> None:
