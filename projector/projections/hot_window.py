@@ -89,7 +89,7 @@ async def rebuild_day_thawing(
         thawed = await _entries(snapshots, partition, result.cold)
         # Thaw checks the watermark it is given: applies may go on meanwhile, so a refusal is tried again.
         watermark = await store.watermark(gen, partition)
-        if await store.thaw(gen, partition, epoch, watermark, thawed, live=live):
+        if await store.thaw(gen, partition, epoch, watermark, thawed, live=live, mark=True):
             metrics.THAWED.inc(len(thawed))
     raise RuntimeError(f"p{partition}: hours of {day_token} kept turning cold while it was rebuilt")
 
