@@ -2,11 +2,12 @@
 restored by it when Redis has lost the partition.
 
 A snapshot is a consistent cut of one partition at one watermark: immutable hour entries (the
-HyperLogLog as Redis stores it, and the counters), the idempotency entries inside the window, and a
-manifest naming them, written last. Restoring it, then folding the stream after its watermark, gives
-exactly the projections the live path had. Only the partition's lease holder writes, between its own
-applies, so nothing changes under a snapshot while it is read; the manifest is updated with
-compare-and-set and never moves backwards.
+HyperLogLog as Redis stores it, and the counters, of the hour and of each of its quarter-hours), day
+rollup entries (under their `d...` tokens, as an hour without quarters), the idempotency entries inside
+the window, and a manifest naming them, written last. Restoring it, then folding the stream after its
+watermark, gives exactly the projections the live path had. Only the partition's lease holder writes,
+between its own applies, so nothing changes under a snapshot while it is read; the manifest is updated
+with compare-and-set and never moves backwards.
 """
 
 from __future__ import annotations
@@ -14,21 +15,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from contract import schema
-from contract.buckets import is_day_token
+from contract.buckets import (
+    DAY_MS,
+    MINUTE_MS,
+    QUARTERS_PER_HOUR,
+    day_tokens,
+    is_day_token,
+    owning_hour,
+    parse_day_token,
+    parse_phases,
+    quarter_token,
+)
 from contract.hours import parse_hour_token
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from contract.stream import snapshot_bucket, snapshot_dedup_key, snapshot_hour_key, snapshot_manifest_key
+from projector.projections.hot_window import rebuild_day_thawing
+from projector.projections.store import DayOutcome, ProjectionStore, RestoreRefused
 
 log = logging.getLogger("projector")
 
@@ -80,18 +91,9 @@ class Snapshots:
             await self._kv.update(snapshot_manifest_key(partition), schema.pack(moved), last=revision)
             return Written(watermark, 0)
         tokens = [t.decode() if isinstance(t, bytes) else str(t) for t, _ in dirty]
-        tokens = [t for t in tokens if not is_day_token(t)]  # day rollups: not in snapshots (yet)
         for start in range(0, len(tokens), READ_CHUNK):
             chunk = tokens[start : start + READ_CHUNK]
-            async with redis.pipeline(transaction=False) as pipe:
-                for token in chunk:
-                    hour = parse_hour_token(token)
-                    pipe.get(keys.users(gen, hour, partition))
-                    pipe.hmget(keys.counts(gen, hour, partition), "clicks", "impressions")
-                replies = await pipe.execute()
-            for i, token in enumerate(chunk):
-                hll, (clicks, impressions) = replies[2 * i], replies[2 * i + 1]
-                state = schema.HourState(hll, int(clicks or 0), int(impressions or 0))
+            for token, state in zip(chunk, await _states(redis, keys, gen, partition, chunk), strict=True):
                 await self._kv.put(snapshot_hour_key(partition, token, watermark), schema.pack(state))
         entries = [(m.decode() if isinstance(m, bytes) else str(m), int(score)) for m, score in dedup]
         await self._kv.put(snapshot_dedup_key(partition, watermark), schema.pack(schema.DedupState(entries)))
@@ -129,7 +131,7 @@ class Snapshots:
         gen: int,
         partition: int,
         epoch: str,
-        store: RestoreTarget,
+        store: ProjectionStore,
         *,
         live: bool = True,
         only_hour: int | None = None,
@@ -137,45 +139,88 @@ class Snapshots:
     ) -> int:
         """Put the partition's last snapshot (or one hour of it) into a generation that has no
         watermark for it; returns the snapshot's watermark (0: there is none). Hours before `hot_from`
-        stay in the store: ProjectionsClient only names them as cold."""
+        stay in the store: ProjectionsClient only names them as cold. Day rollups go back for the
+        phases `gen` keeps (recorded before this); those the snapshot lacks are rebuilt from hours."""
         manifest, _ = await self.manifest(partition)
         if manifest is None:
             return 0
         started = time.perf_counter()
-        wanted: list[tuple[int, str, int]] = []
+        phases = parse_phases(await self._redis.get(self._keys.phases(gen, partition)))
+        wanted: list[tuple[str, int]] = []
         cold: list[tuple[int, int]] = []
         for token, at in manifest.hours.items():
-            hour = parse_hour_token(token)
+            hour = owning_hour(token)
             if only_hour is not None and hour != only_hour:
-                continue
-            if only_hour is None and hot_from is not None and hour < hot_from:
+                continue  # a day rollup too: a single-hour replay rebuilds the days it touches
+            if hour is None and parse_day_token(token) % DAY_MS // MINUTE_MS not in phases:
+                continue  # kept by the snapshot's generation, not by this one
+            if only_hour is None and hot_from is not None and hour is not None and hour < hot_from:
                 cold.append((hour, at))
             else:
-                wanted.append((hour, token, at))
-        hours: list[tuple[int, schema.HourState]] = []
+                wanted.append((token, at))  # every day rollup: they are never cold
+        entries: list[tuple[str, schema.HourState]] = []
         for start in range(0, len(wanted), READ_CHUNK):
             chunk = wanted[start : start + READ_CHUNK]
             try:
-                states = await asyncio.gather(*(self.entry(partition, t, at) for _, t, at in chunk))
+                states = await asyncio.gather(*(self.entry(partition, t, at) for t, at in chunk))
             except KeyNotFoundError:
                 raise RuntimeError(
                     f"a snapshot entry of p{partition} named by its manifest is missing"
                 ) from None
-            hours += [(hour, state) for (hour, _, _), state in zip(chunk, states, strict=True)]
+            entries += [(token, state) for (token, _), state in zip(chunk, states, strict=True)]
+        hours = [(parse_hour_token(t), state) for t, state in entries if not is_day_token(t)]
+        days = [(t, state) for t, state in entries if is_day_token(t)]
         dedup_entry = await self._kv.get(snapshot_dedup_key(partition, manifest.dedup))
         dedup = schema.unpack_dedup(dedup_entry.value or b"")
         await store.restore(
-            gen, partition, epoch, manifest.watermark, hours, dedup.entries, live=live, cold=cold
+            gen, partition, epoch, manifest.watermark, hours, dedup.entries, live=live, cold=cold, days=days
+        )
+        filled = (
+            0
+            if only_hour is not None
+            else await self._fill_days(manifest, store, gen, partition, epoch, live, phases)
         )
         log.info(
-            "p%d: restored %d hours from the snapshot at stream seq %d in %.2fs (%d left cold in the store)",
+            "p%d: restored %d hours and %d day rollups (%d rebuilt from hours) from the snapshot at stream "
+            "seq %d in %.2fs (%d left cold in the store)",
             partition,
             len(hours),
+            len(days) + filled,
+            filled,
             manifest.watermark,
             time.perf_counter() - started,
             len(cold),
         )
         return manifest.watermark
+
+    async def _fill_days(
+        self,
+        manifest: schema.Manifest,
+        store: ProjectionStore,
+        gen: int,
+        partition: int,
+        epoch: str,
+        live: bool,
+        phases: tuple[int, ...],
+    ) -> int:
+        """Rebuild from their hours and quarter-hours the day rollups of `phases` that the snapshot's
+        hours overlap but it does not hold (its generation kept other phases, or none: from before day
+        rollups; an hour entry without quarter-hours adds only its whole hour). Returns how many."""
+        if not phases:
+            return 0
+        needed = {
+            day
+            for token in manifest.hours
+            if not is_day_token(token)
+            for q in range(QUARTERS_PER_HOUR)
+            for day in day_tokens(parse_hour_token(token), q, phases)
+        }
+        missing = sorted(needed - manifest.hours.keys())
+        for day in missing:
+            outcome = await rebuild_day_thawing(store, self, gen, partition, day, epoch=epoch, live=live)
+            if outcome is not DayOutcome.REBUILT:
+                raise RestoreRefused(f"p{partition}: restore refused while rebuilding {day} ({outcome.name})")
+        return len(missing)
 
 
 async def _read(
@@ -189,21 +234,32 @@ async def _read(
     return raw_wm, dirty, dedup
 
 
-class RestoreTarget(Protocol):
-    """What `restore` writes into: the projection store."""
+async def _states(
+    redis: ProjectionsClient, keys: Keys, gen: int, partition: int, tokens: list[str]
+) -> list[schema.HourState]:
+    """The entries of dirty tokens as Redis holds them now: an hour with its 4 quarter-hours, a day
+    rollup alone."""
+    cells = {t: [t] if is_day_token(t) else _hour_and_quarters(t) for t in tokens}
+    async with redis.pipeline(transaction=False) as pipe:
+        for token in tokens:
+            for cell in cells[token]:
+                pipe.get(keys.cell_users(gen, cell, partition))
+                pipe.hmget(keys.cell_counts(gen, cell, partition), "clicks", "impressions")
+        replies = iter(await pipe.execute())
+    states = []
+    for token in tokens:
+        read = []
+        for _ in cells[token]:
+            hll, (clicks, impressions) = next(replies), next(replies)
+            read.append(schema.CellState(hll, int(clicks or 0), int(impressions or 0)))
+        head = read[0]
+        states.append(schema.HourState(head.hll, head.clicks, head.impressions, tuple(read[1:])))
+    return states
 
-    async def restore(
-        self,
-        gen: int,
-        partition: int,
-        epoch: str,
-        watermark: int,
-        hours: list[tuple[int, schema.HourState]],
-        dedup: list[tuple[str, int]],
-        *,
-        live: bool = True,
-        cold: Sequence[tuple[int, int]] = (),
-    ) -> None: ...
+
+def _hour_and_quarters(token: str) -> list[str]:
+    hour = parse_hour_token(token)
+    return [token] + [quarter_token(hour, q) for q in range(QUARTERS_PER_HOUR)]
 
 
 async def open_snapshots(nc: NATS, redis: ProjectionsClient, settings: Settings) -> Snapshots | None:
