@@ -71,8 +71,9 @@ def _cover(start_ms: int, end_ms: int, starts: frozenset[int]) -> list[str]:
 
 def plan(rows: Sequence[Sequence[tuple[int, int]]], phases: Sequence[int]) -> CellPlan:
     """The cells of each row (a row is one or more spans; rows do not overlap) and of all rows."""
-    index: dict[str, int] = {}
-    cells: list[str] = []
+    hourly = _hourly(rows)  # the long common case, built without a cover per row
+    cells: list[str] = hourly if hourly is not None else []
+    index = {token: i for i, token in enumerate(cells)}
     starts = frozenset(phase * MINUTE_MS for phase in phases)
 
     def indices(spans: Iterable[tuple[int, int]]) -> list[int]:
@@ -86,7 +87,22 @@ def plan(rows: Sequence[Sequence[tuple[int, int]]], phases: Sequence[int]) -> Ce
                 found.append(i)
         return found
 
+    if hourly is not None:
+        each = [[i] for i in range(len(hourly))]
+        return CellPlan(cells, each, indices(joined(rows)))
     return CellPlan(cells, [indices(row) for row in rows], indices(joined(rows)))
+
+
+def _hourly(rows: Sequence[Sequence[tuple[int, int]]]) -> list[str] | None:
+    """The hour tokens of rows that are each one whole UTC hour, back to back; None for any others."""
+    first = rows[0][0][0] if rows and rows[0] else 1
+    if first % HOUR_MS or any(
+        len(row) != 1 or row[0] != (first + i * HOUR_MS, first + (i + 1) * HOUR_MS)
+        for i, row in enumerate(rows)
+    ):
+        return None
+    hours = first // HOUR_MS
+    return [_date(h // 24) + _HOURS[h % 24] for h in range(hours, hours + len(rows))]
 
 
 def joined(rows: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[int, int]]:

@@ -115,13 +115,15 @@ for r = 1, groups[parts[1].group].r do
     for j = 1, k or #row do
       local token = group.cells[k and (r - 1) * k + j or row[j]]
       local found = redis.call('HMGET', part.head .. token .. part.counts, 'clicks', 'impressions')
-      clicks = clicks + (tonumber(found[1]) or 0)
-      impressions = impressions + (tonumber(found[2]) or 0)
-      m = m + 1
-      users[m] = part.head .. token .. part.users
+      local c, i = tonumber(found[1]), tonumber(found[2])
+      if c or i then  -- no counters, no users: every counted user came with a click or impression
+        clicks, impressions = clicks + (c or 0), impressions + (i or 0)
+        m = m + 1
+        users[m] = part.head .. token .. part.users
+      end
     end
   end
-  out[#out + 1] = redis.call('PFCOUNT', unpack(users, 1, m))
+  out[#out + 1] = m > 0 and redis.call('PFCOUNT', unpack(users, 1, m)) or 0
   out[#out + 1] = clicks
   out[#out + 1] = impressions
 end

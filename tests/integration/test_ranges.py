@@ -84,3 +84,14 @@ async def test_the_script_and_the_pipeline_read_a_range_alike(
     assert await reader.buckets(days) == by_script
     monkeypatch.setattr(range_read, "SCRIPT_MAX_KEYS", 0)
     assert await reader.buckets(days) == by_script
+
+
+async def test_an_unknown_zone_is_a_400_naming_tz(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"/analytics/range?from=0&to={HOUR_MS}&tz=Mars/Olympus")
+    assert response.status_code == 400
+    assert response.text.startswith("tz")
+    assert "IANA time zone" in response.text
+    as_json = await client.get(
+        f"/analytics?from=0&to={HOUR_MS}&tz=Mars/Olympus", headers={"Accept": "application/json"}
+    )
+    assert as_json.json()["parameter"] == "tz"

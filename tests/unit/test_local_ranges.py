@@ -165,3 +165,20 @@ def test_kolkata_rows_read_quarter_hours_or_day_rollups() -> None:
 def test_the_fast_cover_is_the_contract_cover(start: int, length: int, phases: set[int]) -> None:
     ordered = sorted(phases)
     assert cells.cover(start, start + length, ordered) == buckets.cover(start, start + length, ordered)
+
+
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.integers(min_value=1, max_value=200),
+    st.sets(st.sampled_from([0, 240, 1110]), max_size=2),
+)
+def test_a_plan_of_whole_utc_hours_names_each_rows_cover_and_the_ranges(
+    first: int, count: int, phases: set[int]
+) -> None:
+    spans = [(h * HOUR_MS, (h + 1) * HOUR_MS) for h in range(first, first + count)]
+    made = cells.plan([[s] for s in spans], sorted(phases))
+    assert [[made.cells[i] for i in row] for row in made.rows] == [buckets.cover(*s) for s in spans]
+    whole = buckets.cover(spans[0][0], spans[-1][1], sorted(phases))
+    assert [made.cells[i] for i in made.total] == whole
+    uneven = cells.plan([[spans[0]], [(spans[-1][0], spans[-1][1] + buckets.QUARTER_MS)]], sorted(phases))
+    assert [uneven.cells[i] for i in uneven.rows[0]] == buckets.cover(*spans[0])
