@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import available_timezones
 
 import msgspec
 from litestar.openapi.spec import (
@@ -175,7 +176,11 @@ _range_json = _object(
             BucketJSON,
             start=Schema(
                 type=OpenAPIType.STRING,
-                description="The bucket's start: an ISO 8601 UTC time (hours) or date (days).",
+                description=(
+                    "The bucket's first moment: in UTC an ISO 8601 time (hours, `2026-05-06T14:00:00Z`) "
+                    "or date (days, `2026-05-06`); in any other zone its local time with the offset "
+                    "(`2026-11-25T00:00:00+05:30`)."
+                ),
             ),
         ),
     ),
@@ -183,8 +188,10 @@ _range_json = _object(
 )
 _counts_csv = ",[0-9]+,[0-9]+,[0-9]+\n"
 _range_csv = (
-    "^(hour|day),unique_users,clicks,impressions\n([0-9TZ:-]+" + _counts_csv + ")*total" + _counts_csv
+    "^(hour|day),unique_users,clicks,impressions\n([0-9TZ:+-]+" + _counts_csv + ")*total" + _counts_csv
 )
+ZONES = sorted(available_timezones())
+"""What `tz` may name: the IANA zones of the pinned tzdata."""
 _validators: dict[str, OpenAPIHeader | Reference] = {
     "ETag": OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description="On hour reads"),
     "Cache-Control": OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), required=True),
@@ -237,7 +244,8 @@ class GetRange(Operation):
     def __post_init__(self) -> None:
         self.summary = _head(self, "Unique users, clicks and impressions per hour or day over a range")
         self.description = (
-            "Every bucket (UTC hour or day) from the one containing `from` up to, not including, "
+            "Every bucket (hour or day, in the zone `tz`, UTC by default) from the one containing "
+            "`from` up to, not including, "
             "`to`, and the total over the range (its unique users are the union, not a sum). `to` must "
             "be after `from` rounded down to its bucket, and the range at most "
             f"`ANALYTICS_RANGE_MAX_BUCKETS` buckets (default {DEFAULTS.range_max_buckets}): otherwise a "
@@ -255,7 +263,16 @@ class GetRange(Operation):
                     enum=[*(g.value for g in Granularity), ""],
                     default=Granularity.HOUR.value,
                 ),
-                "Hour or (UTC) day buckets; empty or absent: hour.",
+                "Hour or day buckets (of the zone `tz`); empty or absent: hour.",
+                required=False,
+            ),
+            _query(
+                "tz",
+                Schema(type=OpenAPIType.STRING, enum=[*ZONES, ""], default="UTC"),
+                "The IANA time zone whose local hours or days the buckets are (DST included: a 23 or "
+                "25-hour day, a repeated hour as two buckets); empty or absent: UTC. A range where "
+                "the zone's offset is not a whole number of quarter-hours (local mean time, before "
+                "about 1900) is a 400 naming `tz`.",
                 required=False,
             ),
         ]

@@ -1,6 +1,7 @@
 """schemathesis hooks (loaded through SCHEMATHESIS_HOOKS) for the two rules the OpenAPI document states
 in prose because JSON Schema cannot: a POST's timestamp is at most the future skew ahead of the server's
-clock, and a range's `to` lies after its `from` and within the bucket limit. A schema-valid case that
+clock, and a range's `to` lies after its `from` and within the bucket limit (in a local zone, also
+where the zone's offset is on a quarter-hour). A schema-valid case that
 breaks one is moved inside it (it stays schema-valid), and ranges are kept to a day's worth of buckets
 so the run stays short; everything else is sent as generated."""
 
@@ -12,11 +13,14 @@ from typing import Any
 
 import schemathesis
 
+from api.ranges import parse_range
+from contract.errors import ParamError
 from contract.hours import HOUR_MS, MAX_TIMESTAMP_MS
 
 SKEW_ENV = "HOURGLASS_ST_FUTURE_SKEW_MS"
 BUCKETS_ENV = "HOURGLASS_ST_RANGE_MAX_BUCKETS"
 RANGE_BUCKETS = 24
+MODERN_MS = 1_700_000_000_000
 
 
 def _int(value: Any) -> int | None:
@@ -48,4 +52,20 @@ def mend(case: Any) -> Any:
         limit = int(os.environ.get(BUCKETS_ENV, RANGE_BUCKETS))
         last = min(MAX_TIMESTAMP_MS, first + min(limit, RANGE_BUCKETS) * step)
         case.query["to"] = min(max(end, first + 1), last)
+        _local(case)
     return case
+
+
+def _local(case: Any) -> None:
+    """A range in a local zone: kept inside the bucket limit, and moved to 2023 when it would be a 400
+    the schema cannot express (an offset off the quarter-hour, as local mean time; a local day past
+    year 9999)."""
+    tz = case.query.get("tz")
+    if not isinstance(tz, str) or tz in ("", "UTC"):
+        return
+    query = {k: [str(v)] for k, v in case.query.items()}
+    try:
+        parse_range(query, RANGE_BUCKETS)
+    except ParamError:
+        case.query["from"] = MODERN_MS
+        case.query["to"] = MODERN_MS + HOUR_MS

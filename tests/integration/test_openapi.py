@@ -91,7 +91,9 @@ def test_the_document_describes_each_operation_exactly(http_server: tuple[str, S
         ("from", True),
         ("to", True),
         ("granularity", False),
+        ("tz", False),
     ]
+    assert "Asia/Kolkata" in ranges["parameters"][3]["schema"]["enum"]
     assert set(ranges["responses"]) == {"200", "400", "401", "503"}
     assert set(ranges["responses"]["200"]["content"]) == {"text/csv", "application/json"}
 

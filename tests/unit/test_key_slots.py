@@ -112,7 +112,7 @@ class Recorder:
             if "Reads one hour" in name:
                 return [0, 0, 0]
             if "Reads a range" in name:
-                return [0] * (3 * int(args[3 + 2 * int(args[2])]) + 1)
+                return [0] * (3 * range_rows(args) + 1)
             return 1
 
         script = cast(Any, run)
@@ -142,11 +142,26 @@ class Pipe:
         assert command == "EVALSHA", command
         keys, args = list(rest[:numkeys]), list(rest[numkeys:])
         self.owner.calls.append((sha, keys, args))
-        hours = sum(1 for a in args if isinstance(a, str) and a.endswith(":users"))
-        self.queued.append([-1, *(["", "", 0, 0] * hours)])
+        cells = range_cells(args) if "Reads a range" in sha else 1
+        self.queued.append([-1, *(["", "", 0, 0] * cells)])
 
     async def execute(self) -> list[Any]:
         return self.queued
+
+
+def range_cells(args: list[Any]) -> int:
+    """How many cells a range script call names (api/range.lua's arguments, one group)."""
+    return len(str(args[4 + 8 * int(args[2])]).split())
+
+
+def range_rows(args: list[Any]) -> int:
+    words = [int(w) for w in str(args[5 + 8 * int(args[2])]).split()]
+    if words[0] == -1:
+        return words[2]
+    count, i = 0, 0
+    while i < len(words):
+        count, i = count + 1, i + words[i] + 1
+    return count
 
 
 def keys_named(name: str, keys: list[str], args: list[Any]) -> list[str]:
