@@ -1,9 +1,11 @@
-"""The audit's two reads of an hour: what Redis (or, for a cold hour, its snapshot entry) serves with
-each partition's watermark, in one consistent view; then the hour's messages from the log."""
+"""The audit's two reads of an hour: what Redis (or, for a cold hour, its snapshot entry) serves for it
+and its quarter-hours with each partition's watermark, in one consistent view; then the hour's messages
+from the log."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -11,15 +13,18 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contract import hll
+from contract.buckets import QUARTERS_PER_HOUR, quarter_token
 from contract.hours import hour_token, parse_subject, partition_filter
 from contract.keys import CLICKS_FIELD, IMPRESSIONS_FIELD, Keys
 from contract.projections_client import ProjectionsClient
+from contract.schema import CellState
 from contract.settings import Settings
 from projector.audit.verdict import Counted
 from projector.log.pull import Puller
 from projector.projections.snapshots import Snapshots
 
 AUDIT_FETCH = 1000
+EMPTY_CELL = CellState(None, 0, 0)
 
 
 class Moved(RuntimeError):
@@ -48,26 +53,41 @@ async def _served(
     redis: ProjectionsClient, keys: Keys, snapshots: Snapshots | None, hour: int, p: int
 ) -> Served:
     token = hour_token(hour)
+    quarters = [quarter_token(hour, q) for q in range(QUARTERS_PER_HOUR)]
     for _ in range(5):
         gen = keys.live_generation(await redis.get(keys.generation(p)))
         async with redis.pipeline(transaction=True) as pipe:
             pipe.get(keys.watermark(gen, p))
-            pipe.get(keys.users(gen, hour, p))
-            pipe.hmget(keys.counts(gen, hour, p), CLICKS_FIELD, IMPRESSIONS_FIELD)
             pipe.hget(keys.cold(gen, p), token)
+            pipe.get(keys.phases(gen, p))
             pipe.get(keys.generation(p))
-            wm, raw, (clicks, impressions), at, now = await pipe.execute()
+            for cell in (token, *quarters):
+                pipe.get(keys.cell_users(gen, cell, p))
+                pipe.hmget(keys.cell_counts(gen, cell, p), CLICKS_FIELD, IMPRESSIONS_FIELD)
+            wm, at, phases, now, *cells = await pipe.execute()
         if keys.live_generation(now) != gen:
             continue  # a replay switched meanwhile
+        # A generation that records no phases is from before quarter-hours: it has none to compare.
+        split = phases is not None
         if at is not None:
             if snapshots is None:
                 raise Moved(f"p{p} of hour {token} is cold but there is no snapshot store")
             state = await snapshots.entry(p, token, int(at))
-            counted = Counted(state.clicks, state.impressions, hll.registers(state.hll or b""))
-            return Served(int(wm or 0), counted, "snapshot")
-        counted = Counted(int(clicks or 0), int(impressions or 0), hll.registers(raw or b""))
-        return Served(int(wm or 0), counted, "redis")
+            found = [state, *(state.quarters or [EMPTY_CELL] * QUARTERS_PER_HOUR)]
+            counted = [Counted(c.clicks, c.impressions, hll.registers(c.hll or b"")) for c in found]
+            return Served(int(wm or 0), _hour(counted, split), "snapshot")
+        counted = [
+            Counted(int(clicks or 0), int(impressions or 0), hll.registers(raw or b""))
+            for raw, (clicks, impressions) in zip(cells[::2], cells[1::2], strict=True)
+        ]
+        return Served(int(wm or 0), _hour(counted, split), "redis")
     raise Moved(f"the generation kept switching while p{p} of hour {token} was read")
+
+
+def _hour(cells: list[Counted], quarters: bool) -> Counted:
+    """The hour's cell, carrying its quarter-hours' when they are to be compared."""
+    hour = cells[0]
+    return dataclasses.replace(hour, quarters=tuple(cells[1:])) if quarters else hour
 
 
 @dataclass(slots=True)

@@ -1,26 +1,31 @@
-"""Pure: one hour of one partition recounted from its log messages with the projector's fold, compared
-with what is served for it, and the verdict over an hour's partitions."""
+"""Pure: one hour of one partition, and each of its quarter-hours, recounted from its log messages with
+the projector's fold, compared with what is served for it, and the verdict over an hour's partitions."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from contract import hll
-from contract.hours import hour_token
+from contract import hll, schema
+from contract.buckets import QUARTERS_PER_HOUR, quarter_of, quarter_token
+from contract.hours import hour_token, parse_subject
 from contract.schema import Kind
-from projector.fold.deltas import Keyed
+from projector.fold.deltas import HourDelta, Keyed
 from projector.fold.digest import Digest, digest
+from projector.fold.rules import event_problem
 
 
 @dataclass(frozen=True, slots=True)
 class Counted:
-    """One hour of one partition: its counters and its HyperLogLog registers (one byte each)."""
+    """One cell (an hour, a quarter-hour, a day rollup) of one partition: its counters and its
+    HyperLogLog registers (one byte each); an hour may carry its four quarter-hours too."""
 
     clicks: int
     impressions: int
     registers: bytes
+    quarters: tuple[Counted, ...] = ()
+    """The hour's quarter-hours in order; empty when not compared (a generation from before them)."""
 
     @property
     def uniques(self) -> int:
@@ -50,6 +55,10 @@ class PartitionAudit:
     differs: tuple[str, ...] = ()
 
 
+Columns = tuple[Sequence[str], Sequence[bytes], Sequence[int], Sequence[int]]
+"""One partition's messages in stream order: subjects, payloads, stream seqs, stream times (ms)."""
+
+
 def recount(
     subjects: Sequence[str],
     payloads: Sequence[bytes],
@@ -60,25 +69,34 @@ def recount(
     prefix: str,
     partitions: int,
     window_ms: int,
+    quarters: bool = False,
 ) -> Counted | None:
     """The hour's messages (one partition, stream order; messages of other hours only lend their keyed
-    events) folded as the projector folds them, keyed events decided as apply.lua decides them; None
-    when one is of a schema version unknown here."""
-    return counted_of(
-        digest(subjects, payloads, seqs, stamps, prefix=prefix, partitions=partitions), hour, window_ms
-    )
+    events) folded as the projector folds them, keyed events decided as apply.lua decides them, with
+    its quarter-hours when `quarters`; None when one is of a schema version unknown here."""
+    columns = (subjects, payloads, seqs, stamps)
+    done = digest(*columns, prefix=prefix, partitions=partitions)
+    counted = counted_of(done, hour, window_ms)
+    if counted is None or not quarters:
+        return counted
+    split = quarters_of(columns, done, hour, prefix=prefix, partitions=partitions, window_ms=window_ms)
+    return Counted(counted.clicks, counted.impressions, counted.registers, split)
 
 
 def counted_of(done: Digest, hour: int, window_ms: int) -> Counted | None:
     if done.unknown is not None:
         return None
-    delta = done.deltas.hours.get(hour)
+    keyed = done.deltas.keyed
+    mine = [k for k, counts in zip(keyed, counted_flags(keyed, window_ms), strict=True) if counts]
+    return _counted(done.deltas.hours.get(hour), [k for k in mine if k.hour == hour])
+
+
+def _counted(delta: HourDelta | None, keyed: Sequence[Keyed]) -> Counted:
+    """The unkeyed events of a fold's delta plus the keyed events that count."""
     users = set(delta.users) if delta else set()
     clicks = delta.clicks if delta else 0
     impressions = delta.impressions if delta else 0
-    for event in counted_keyed(done.deltas.keyed, window_ms):
-        if event.hour != hour:
-            continue
+    for event in keyed:
         users.add(event.user)
         if event.kind is Kind.CLICK:
             clicks += 1
@@ -87,38 +105,98 @@ def counted_of(done: Digest, hour: int, window_ms: int) -> Counted | None:
     return Counted(clicks, impressions, hll.sketch(users))
 
 
+def quarters_of(
+    columns: Columns, done: Digest, hour: int, *, prefix: str, partitions: int, window_ms: int
+) -> tuple[Counted, ...]:
+    """The hour's four quarter-hours, by event timestamp: its unkeyed events folded a quarter at a time
+    (the fold's rules judge each event on its own), its keyed events decided once over the whole run
+    (a key refuses its retries across quarters and hours alike), then placed by their timestamps."""
+    keyed = done.deltas.keyed
+    flags = [f for k, f in zip(keyed, counted_flags(keyed, window_ms), strict=True) if k.hour == hour]
+    mine = [k for k in keyed if k.hour == hour]
+    found = keyed_events(columns, hour, prefix, partitions)
+    if [(k.key, k.user) for k in mine] != [(e.key, e.user) for e in found]:
+        raise RuntimeError(f"the fold's keyed events of {hour_token(hour)} are not those of its messages")
+    out = []
+    for q in range(QUARTERS_PER_HOUR):
+        part = digest(*columns, prefix=prefix, partitions=partitions, decoder=_only_quarter(q))
+        counts = [k for k, f, e in zip(mine, flags, found, strict=True) if f and quarter_of(e.ts) == q]
+        out.append(_counted(part.deltas.hours.get(hour), counts))
+    return tuple(out)
+
+
+def keyed_events(columns: Columns, hour: int, prefix: str, partitions: int) -> list[schema.Event]:
+    """The keyed events the fold keeps from the hour's messages, in its order (stream order, then
+    batch order): what tells each of its Keyed its timestamp."""
+    found: list[schema.Event] = []
+    for subj, payload in zip(columns[0], columns[1], strict=True):
+        try:
+            at, partition = parse_subject(prefix, subj)
+            events = schema.decode(payload).events if at == hour else ()
+        except ValueError:  # no partition's subject, or no batch: the fold keeps nothing of it
+            continue
+        found.extend(
+            e for e in events if e.key is not None and event_problem(e, hour, partition, partitions) is None
+        )
+    return found
+
+
+def _only_quarter(quarter: int) -> Callable[[bytes], schema.AnyBatch]:
+    def decode(payload: bytes) -> schema.AnyBatch:
+        events = schema.decode(payload).events
+        return schema.Batch(events=tuple(e for e in events if quarter_of(e.ts) == quarter))
+
+    return decode
+
+
 def first_keyed_ms(done: Digest, hour: int) -> int | None:
     """When the hour's first keyed event was stored (None: the hour has none)."""
     return min((k.stream_ms for k in done.deltas.keyed if k.hour == hour), default=None)
 
 
-def counted_keyed(keyed: Sequence[Keyed], window_ms: int) -> list[Keyed]:
-    """The keyed events that count, in stream order: a user's key counts again only once the window
-    has passed since it last counted (apply.lua's rule, starting from no entries)."""
+def counted_flags(keyed: Sequence[Keyed], window_ms: int) -> list[bool]:
+    """Which keyed events count, in stream order: a user's key counts again only once the window has
+    passed since it last counted (apply.lua's rule, starting from no entries)."""
     last: dict[str, int] = {}
-    counted = []
+    flags = []
     for event in keyed:
         seen = last.get(event.member)
-        if seen is None or event.stream_ms - seen > window_ms:
+        counts = seen is None or event.stream_ms - seen > window_ms
+        if counts:
             last[event.member] = event.stream_ms
-            counted.append(event)
-    return counted
+        flags.append(counts)
+    return flags
 
 
-def compare(partition: int, log: Counted, served: Counted, source: str) -> PartitionAudit:
-    """Counters exactly, the HyperLogLog register for register."""
-    differs = []
-    if log.clicks != served.clicks:
-        differs.append(f"p{partition} clicks: log {log.clicks}, served {served.clicks}")
-    if log.impressions != served.impressions:
-        differs.append(f"p{partition} impressions: log {log.impressions}, served {served.impressions}")
-    if log.registers != served.registers:
-        unequal = sum(a != b for a, b in zip(log.registers, served.registers, strict=True))
-        differs.append(
-            f"p{partition} uniques: {unequal} registers differ (log ~{log.uniques}, served ~{served.uniques})"
-        )
+def compare(
+    partition: int, log: Counted, served: Counted, source: str, hour: int | None = None
+) -> PartitionAudit:
+    """Counters exactly, the HyperLogLog register for register; with `hour`, and quarter-hours on both
+    sides, each quarter-hour the same way (named by its token)."""
+    differs = differences(f"p{partition}", log, served)
+    if hour is not None and log.quarters and served.quarters:
+        for q, (mine, theirs) in enumerate(zip(log.quarters, served.quarters, strict=True)):
+            differs += differences(f"p{partition} quarter {quarter_token(hour, q)}", mine, theirs)
     verdict = Verdict.MISMATCH if differs else Verdict.OK
     return PartitionAudit(partition, log, served, source, verdict, tuple(differs))
+
+
+def differences(
+    label: str, want: Counted, found: Counted, sides: tuple[str, str] = ("log", "served")
+) -> list[str]:
+    """What differs between two cells, one line each, `label` first."""
+    a, b = sides
+    differs = []
+    if want.clicks != found.clicks:
+        differs.append(f"{label} clicks: {a} {want.clicks}, {b} {found.clicks}")
+    if want.impressions != found.impressions:
+        differs.append(f"{label} impressions: {a} {want.impressions}, {b} {found.impressions}")
+    if want.registers != found.registers:
+        unequal = sum(x != y for x, y in zip(want.registers, found.registers, strict=True))
+        differs.append(
+            f"{label} uniques: {unequal} registers differ ({a} ~{want.uniques}, {b} ~{found.uniques})"
+        )
+    return differs
 
 
 @dataclass(frozen=True, slots=True)
