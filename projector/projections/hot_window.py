@@ -11,7 +11,7 @@ from contract.hours import hour_of, hour_token, parse_hour_token
 from projector import metrics
 from projector.fold.deltas import Deltas
 from projector.projections.snapshots import Snapshots
-from projector.projections.store import ApplyResult, Outcome, ProjectionStore, Thawed
+from projector.projections.store import ApplyResult, DayOutcome, Outcome, ProjectionStore, Thawed
 
 log = logging.getLogger("projector")
 
@@ -48,16 +48,7 @@ async def apply_thawing(
             raise RuntimeError(
                 f"p{partition}: hours are cold but there is no snapshot store to thaw them from"
             )
-        try:
-            thawed = [
-                Thawed(parse_hour_token(token), at, await snapshots.entry(partition, token, at))
-                for token, at in result.cold
-            ]
-        except KeyNotFoundError:  # loud, not "stream not found yet": nothing will bring the entry back
-            raise RuntimeError(
-                f"p{partition}: a cold hour's snapshot entry is gone (Redis went back in time past a newer "
-                "snapshot of the hour?); ./just replay makes the partition exact"
-            ) from None
+        thawed = await _entries(snapshots, partition, result.cold)
         if not await store.thaw(gen, partition, epoch, expected, thawed, live=live):
             return await store.apply(gen, partition, expected, deltas, epoch=epoch, live=live)
         metrics.THAWED.inc(len(thawed))
@@ -68,6 +59,48 @@ async def apply_thawing(
             ", ".join(token for token, _ in result.cold[:5]),
         )
     raise RuntimeError(f"p{partition}: hours kept turning cold while late events were applied")
+
+
+async def rebuild_day_thawing(
+    store: ProjectionStore,
+    snapshots: Snapshots | None,
+    gen: int,
+    partition: int,
+    day_token: str,
+    *,
+    epoch: str = "",
+    live: bool = True,
+) -> DayOutcome:
+    """Rebuild a day rollup from its components (ProjectionStore.rebuild_day), first putting back from
+    their snapshot entries the cold hours that hold some of them: REBUILT, FENCED or GENERATION_MOVED."""
+    for _ in range(THAW_ATTEMPTS):
+        result = await store.rebuild_day(gen, partition, day_token, epoch, live=live)
+        if result.outcome is not DayOutcome.COLD:
+            return result.outcome
+        if snapshots is None:
+            raise RuntimeError(
+                f"p{partition}: hours of {day_token} are cold and there is no snapshot store to thaw from"
+            )
+        thawed = await _entries(snapshots, partition, result.cold)
+        # Thaw checks the watermark it is given: applies may go on meanwhile, so a refusal is tried again.
+        watermark = await store.watermark(gen, partition)
+        if await store.thaw(gen, partition, epoch, watermark, thawed, live=live):
+            metrics.THAWED.inc(len(thawed))
+    raise RuntimeError(f"p{partition}: hours of {day_token} kept turning cold while it was rebuilt")
+
+
+async def _entries(snapshots: Snapshots, partition: int, cold: tuple[tuple[str, int], ...]) -> list[Thawed]:
+    """The cold hours as their snapshot entries hold them."""
+    try:
+        return [
+            Thawed(parse_hour_token(token), at, await snapshots.entry(partition, token, at))
+            for token, at in cold
+        ]
+    except KeyNotFoundError:  # loud, not "stream not found yet": nothing will bring the entry back
+        raise RuntimeError(
+            f"p{partition}: a cold hour's snapshot entry is gone (Redis went back in time past a newer "
+            "snapshot of the hour?); ./just replay makes the partition exact"
+        ) from None
 
 
 class Evictor:

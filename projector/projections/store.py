@@ -12,6 +12,7 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio.cluster import ClusterPipeline
 
+from contract.buckets import day_components
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
 from contract.projections_client import ProjectionsClient
@@ -35,6 +36,20 @@ class SwapOutcome(enum.IntEnum):
     SWAPPED = 1
     FENCED = 0
     GENERATION_MOVED = -1
+
+
+class DayOutcome(enum.IntEnum):
+    REBUILT = 1
+    FENCED = 0
+    GENERATION_MOVED = -1
+    COLD = 2
+
+
+@dataclass(frozen=True, slots=True)
+class DayResult:
+    outcome: DayOutcome
+    cold: tuple[tuple[str, int], ...] = ()
+    """With COLD: the hours (token, snapshot entry watermark) holding components, to thaw first."""
 
 
 class Outcome(enum.IntEnum):
@@ -88,6 +103,7 @@ class ProjectionStore:
         self._restore = redis.register_script(source("restore"))
         self._evict = redis.register_script(source("evict"))
         self._thaw = redis.register_script(source("thaw"))
+        self._rebuild_day = redis.register_script(source("rebuild_day"))
 
     @classmethod
     def from_settings(cls, redis: ProjectionsClient, settings: Settings) -> ProjectionStore:
@@ -335,6 +351,34 @@ class ProjectionStore:
             if outcome is not SwapOutcome.SWAPPED:
                 return outcome
         return SwapOutcome.SWAPPED
+
+    async def rebuild_day(
+        self, gen: int, partition: int, day_token: str, epoch: str = "", *, live: bool = True
+    ) -> DayResult:
+        """Rebuild a day rollup from its hours and quarter-hours in one atomic step (DEL, PFMERGE, sums)
+        and mark it for the next snapshot; refused when `gen` is no longer live (unless `live=False`: a
+        generation being built) or the fence is not `epoch` ("" = unfenced). With COLD nothing was
+        written: hot_window.rebuild_day_thawing thaws those hours and calls again."""
+        components = day_components(day_token)
+        keys = [
+            self.keys.generation(partition),
+            self.keys.fence(partition),
+            self.keys.watermark(gen, partition),
+            self.keys.dirty(gen, partition),
+            self.keys.cold(gen, partition),
+            self.keys.cell_users(gen, day_token, partition),
+            self.keys.cell_counts(gen, day_token, partition),
+        ]
+        args: list[str | int] = [gen if live else "", epoch, day_token]
+        for token in components:
+            keys += [
+                self.keys.cell_users(gen, token, partition),
+                self.keys.cell_counts(gen, token, partition),
+            ]
+            args.append(token[:10])  # the hour holding it (an hour token is its own first 10 characters)
+        status, *cold = await self._rebuild_day(keys=keys, args=args)
+        pairs = tuple((_text(cold[i]), int(cold[i + 1])) for i in range(0, len(cold), 2))
+        return DayResult(DayOutcome(int(status)), pairs)
 
     async def last_generation_handed_out(self) -> int:
         return int(await self._redis.get(self.keys.generation_counter) or 0)
