@@ -1,5 +1,6 @@
 """Audits hours: each hour's served value (and its quarter-hours') read with its watermarks, then its log
-messages up to them recounted with the projector's fold and compared, partition by partition."""
+messages up to them recounted with the projector's fold and compared, partition by partition; and the
+day rollups holding them against their components."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from contract.hours import parse_subject
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
+from projector.audit.days import DayAudit, audit_day, days_overlapping
 from projector.audit.sources import read_hour_log, read_partition_span, read_served
 from projector.audit.verdict import (
     Counted,
@@ -74,6 +76,20 @@ class Auditor:
                 return HourAudit(hour, (), why=why, unreadable=True)
             parts.append(compare(p, counted, served[p].counted, served[p].source, hour))
         return HourAudit(hour, tuple(parts), why="; ".join(behind), pending=bool(behind))
+
+    async def days(self, hours: list[int]) -> list[str]:
+        """The day rollups of the live generation that hold any of `hours`."""
+        settings = self.settings
+        return await days_overlapping(self.redis, Keys(settings.key_prefix), hours, settings.partitions)
+
+    async def day(self, token: str) -> DayAudit:
+        """The day rollup against its components, in every partition."""
+        settings = self.settings
+        if self.snapshots is None:
+            self.snapshots = await open_snapshots(self.nc, self.redis, settings)
+        return await audit_day(
+            self.redis, Keys(settings.key_prefix), self.snapshots, token, settings.partitions
+        )
 
     async def _recount(self, partition: int, hour: int, columns: Columns, quarters: bool) -> Counted | None:
         """The hour's messages of one partition folded (with its quarter-hours when `quarters`); with
