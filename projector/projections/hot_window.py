@@ -1,5 +1,6 @@
-"""The hot window: which hours Redis keeps, moving older ones out once snapshotted, and thawing them
-again when late events arrive for them. Shared by the live worker and by replay."""
+"""The hot window: which hours Redis keeps, moving older ones (with their quarter-hours) out once
+snapshotted, and thawing them again when late events arrive for them or a day rollup is rebuilt from
+them; day rollups always stay. Shared by the live worker and by replay."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 
 from nats.js.errors import KeyNotFoundError
 
+from contract.buckets import is_day_token
 from contract.hours import hour_of, hour_token, parse_hour_token
 from projector import metrics
 from projector.fold.deltas import Deltas
@@ -126,7 +128,9 @@ class Evictor:
         due = [
             (parse_hour_token(token), at)
             for token, at in manifest.hours.items()
-            if self._moved.get(token) != at and parse_hour_token(token) < hot_from
+            if not is_day_token(token)  # day rollups always stay: long ranges read them
+            and self._moved.get(token) != at
+            and parse_hour_token(token) < hot_from
         ]
         if not due:
             return 0

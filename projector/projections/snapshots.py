@@ -2,11 +2,12 @@
 restored by it when Redis has lost the partition.
 
 A snapshot is a consistent cut of one partition at one watermark: immutable hour entries (the
-HyperLogLog as Redis stores it, and the counters), the idempotency entries inside the window, and a
-manifest naming them, written last. Restoring it, then folding the stream after its watermark, gives
-exactly the projections the live path had. Only the partition's lease holder writes, between its own
-applies, so nothing changes under a snapshot while it is read; the manifest is updated with
-compare-and-set and never moves backwards.
+HyperLogLog as Redis stores it, and the counters, of the hour and of each of its quarter-hours), day
+rollup entries (under their `d...` tokens, as an hour without quarters), the idempotency entries inside
+the window, and a manifest naming them, written last. Restoring it, then folding the stream after its
+watermark, gives exactly the projections the live path had. Only the partition's lease holder writes,
+between its own applies, so nothing changes under a snapshot while it is read; the manifest is updated
+with compare-and-set and never moves backwards.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from contract import schema
+from contract.buckets import QUARTERS_PER_HOUR, is_day_token, owning_hour, quarter_token
 from contract.hours import parse_hour_token
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
@@ -81,15 +83,7 @@ class Snapshots:
         tokens = [t.decode() if isinstance(t, bytes) else str(t) for t, _ in dirty]
         for start in range(0, len(tokens), READ_CHUNK):
             chunk = tokens[start : start + READ_CHUNK]
-            async with redis.pipeline(transaction=False) as pipe:
-                for token in chunk:
-                    hour = parse_hour_token(token)
-                    pipe.get(keys.users(gen, hour, partition))
-                    pipe.hmget(keys.counts(gen, hour, partition), "clicks", "impressions")
-                replies = await pipe.execute()
-            for i, token in enumerate(chunk):
-                hll, (clicks, impressions) = replies[2 * i], replies[2 * i + 1]
-                state = schema.HourState(hll, int(clicks or 0), int(impressions or 0))
+            for token, state in zip(chunk, await _states(redis, keys, gen, partition, chunk), strict=True):
                 await self._kv.put(snapshot_hour_key(partition, token, watermark), schema.pack(state))
         entries = [(m.decode() if isinstance(m, bytes) else str(m), int(score)) for m, score in dedup]
         await self._kv.put(snapshot_dedup_key(partition, watermark), schema.pack(schema.DedupState(entries)))
@@ -140,35 +134,39 @@ class Snapshots:
         if manifest is None:
             return 0
         started = time.perf_counter()
-        wanted: list[tuple[int, str, int]] = []
+        wanted: list[tuple[str, int]] = []
         cold: list[tuple[int, int]] = []
         for token, at in manifest.hours.items():
-            hour = parse_hour_token(token)
+            hour = owning_hour(token)
             if only_hour is not None and hour != only_hour:
-                continue
-            if only_hour is None and hot_from is not None and hour < hot_from:
+                continue  # a day rollup too: a single-hour replay rebuilds the days it touches
+            if only_hour is None and hot_from is not None and hour is not None and hour < hot_from:
                 cold.append((hour, at))
             else:
-                wanted.append((hour, token, at))
-        hours: list[tuple[int, schema.HourState]] = []
+                wanted.append((token, at))  # every day rollup: they are never cold
+        entries: list[tuple[str, schema.HourState]] = []
         for start in range(0, len(wanted), READ_CHUNK):
             chunk = wanted[start : start + READ_CHUNK]
             try:
-                states = await asyncio.gather(*(self.entry(partition, t, at) for _, t, at in chunk))
+                states = await asyncio.gather(*(self.entry(partition, t, at) for t, at in chunk))
             except KeyNotFoundError:
                 raise RuntimeError(
                     f"a snapshot entry of p{partition} named by its manifest is missing"
                 ) from None
-            hours += [(hour, state) for (hour, _, _), state in zip(chunk, states, strict=True)]
+            entries += [(token, state) for (token, _), state in zip(chunk, states, strict=True)]
+        hours = [(parse_hour_token(t), state) for t, state in entries if not is_day_token(t)]
+        days = [(t, state) for t, state in entries if is_day_token(t)]
         dedup_entry = await self._kv.get(snapshot_dedup_key(partition, manifest.dedup))
         dedup = schema.unpack_dedup(dedup_entry.value or b"")
         await store.restore(
-            gen, partition, epoch, manifest.watermark, hours, dedup.entries, live=live, cold=cold
+            gen, partition, epoch, manifest.watermark, hours, dedup.entries, live=live, cold=cold, days=days
         )
         log.info(
-            "p%d: restored %d hours from the snapshot at stream seq %d in %.2fs (%d left cold in the store)",
+            "p%d: restored %d hours and %d day rollups from the snapshot at stream seq %d in %.2fs "
+            "(%d left cold in the store)",
             partition,
             len(hours),
+            len(days),
             manifest.watermark,
             time.perf_counter() - started,
             len(cold),
@@ -187,6 +185,34 @@ async def _read(
     return raw_wm, dirty, dedup
 
 
+async def _states(
+    redis: ProjectionsClient, keys: Keys, gen: int, partition: int, tokens: list[str]
+) -> list[schema.HourState]:
+    """The entries of dirty tokens as Redis holds them now: an hour with its 4 quarter-hours, a day
+    rollup alone."""
+    cells = {t: [t] if is_day_token(t) else _hour_and_quarters(t) for t in tokens}
+    async with redis.pipeline(transaction=False) as pipe:
+        for token in tokens:
+            for cell in cells[token]:
+                pipe.get(keys.cell_users(gen, cell, partition))
+                pipe.hmget(keys.cell_counts(gen, cell, partition), "clicks", "impressions")
+        replies = iter(await pipe.execute())
+    states = []
+    for token in tokens:
+        read = []
+        for _ in cells[token]:
+            hll, (clicks, impressions) = next(replies), next(replies)
+            read.append(schema.CellState(hll, int(clicks or 0), int(impressions or 0)))
+        head = read[0]
+        states.append(schema.HourState(head.hll, head.clicks, head.impressions, tuple(read[1:])))
+    return states
+
+
+def _hour_and_quarters(token: str) -> list[str]:
+    hour = parse_hour_token(token)
+    return [token] + [quarter_token(hour, q) for q in range(QUARTERS_PER_HOUR)]
+
+
 class RestoreTarget(Protocol):
     """What `restore` writes into: the projection store."""
 
@@ -201,6 +227,7 @@ class RestoreTarget(Protocol):
         *,
         live: bool = True,
         cold: Sequence[tuple[int, int]] = (),
+        days: Sequence[tuple[str, schema.HourState]] = (),
     ) -> None: ...
 
 

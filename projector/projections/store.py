@@ -12,20 +12,21 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio.cluster import ClusterPipeline
 
-from contract.buckets import day_components
+from contract.buckets import QUARTERS_PER_HOUR, day_components, quarter_token
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
 from contract.projections_client import ProjectionsClient
-from contract.schema import HourState, Kind
+from contract.schema import CellState, HourState, Kind
 from contract.settings import Settings
 from projector import metrics
 from projector.fold.deltas import Deltas
 from projector.projections.scripts import source
 
 RESTORE_CHUNK = 50
-"""Hours per restore call: about 600 KB of HyperLogLogs at most."""
-EVICT_CHUNK = 1000
-"""Hours per eviction call: each is two DELs and an HSET, so a call stays well under a millisecond."""
+"""Cells (hours, quarter-hours, day rollups) per restore call: about 600 KB of HyperLogLogs at most."""
+EVICT_CHUNK = 250
+"""Hours per eviction call: each is a DEL of 10 keys (the hour, its quarter-hours) and an HSET, so a call
+stays around a millisecond."""
 
 
 class RestoreRefused(RuntimeError):
@@ -211,7 +212,7 @@ class ProjectionStore:
             ]
             args: list[str | int] = [gen, epoch, watermark]
             for hour, at in hours[start : start + EVICT_CHUNK]:
-                keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
+                keys += self._hour_cells(gen, hour, partition)
                 args += [hour_token(hour), at]
             done = int(await self._evict(keys=keys, args=args))
             if done < 0:
@@ -231,9 +232,8 @@ class ProjectionStore:
         ]
         args: list[bytes | str | int] = [gen if live else "", epoch, watermark]
         for item in hours:
-            keys += [self.keys.users(gen, item.hour, partition), self.keys.counts(gen, item.hour, partition)]
-            args += [hour_token(item.hour), item.at, item.state.hll or b"", item.state.clicks]
-            args.append(item.state.impressions)
+            keys += self._hour_cells(gen, item.hour, partition)
+            args += [hour_token(item.hour), item.at, *_cells(item.state)]
         return int(await self._thaw(keys=keys, args=args)) >= 0
 
     async def restore(
@@ -247,10 +247,12 @@ class ProjectionStore:
         *,
         live: bool = True,
         cold: Sequence[tuple[int, int]] = (),
+        days: Sequence[tuple[str, HourState]] = (),
     ) -> None:
         """Write a snapshot into `gen`, which must have no watermark for the partition; the watermark is
         set last, so a restore cut short is simply done again. Raises RestoreRefused otherwise.
         `live=False` writes into a generation being built (by a replay), which is not live yet.
+        `hours` go back with their quarter-hours, `days` (day rollup token, entry) as they are;
         `cold` hours (hour, snapshot entry watermark) stay in the store and are only named in Redis."""
         checked = gen if live else ""
         head = [
@@ -261,19 +263,26 @@ class ProjectionStore:
             self.keys.cold(gen, partition),
         ]
         refused = f"p{partition}: restore refused (fence, generation or watermark moved)"
-        for start in range(0, len(hours), RESTORE_CHUNK):
+        entries = [
+            (hour_token(hour), self._hour_cells(gen, hour, partition), _cells(state)) for hour, state in hours
+        ]
+        for token, state in days:
+            cell = [self.keys.cell_users(gen, token, partition), self.keys.cell_counts(gen, token, partition)]
+            entries.append((token, cell, [state.hll or b"", state.clicks, state.impressions]))
+        step = RESTORE_CHUNK // (1 + QUARTERS_PER_HOUR)
+        for start in range(0, len(entries), step):
             keys = list(head)
-            args: list[bytes | str | int] = [checked, epoch, "hours", watermark]
-            for hour, state in hours[start : start + RESTORE_CHUNK]:
-                keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
-                args += [hour_token(hour), state.hll or b"", state.clicks, state.impressions]
+            args: list[bytes | str | int] = [checked, epoch, "cells", watermark]
+            for token, cell_keys, values in entries[start : start + step]:
+                keys += cell_keys
+                args += [token, len(cell_keys) // 2, *values]
             if not await self._restore(keys=keys, args=args):
                 raise RestoreRefused(refused)
         for start in range(0, len(cold), EVICT_CHUNK):
             keys = list(head)
             args = [checked, epoch, "cold", watermark]
             for hour, at in cold[start : start + EVICT_CHUNK]:
-                keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
+                keys += self._hour_cells(gen, hour, partition)
                 args += [hour_token(hour), at]
             if not await self._restore(keys=keys, args=args):
                 raise RestoreRefused(refused)
@@ -282,6 +291,16 @@ class ProjectionStore:
             args += [at, member]
         if not await self._restore(keys=head, args=args):
             raise RestoreRefused(refused)
+
+    def _hour_cells(self, gen: int | str, hour: int, partition: int) -> list[str]:
+        """The keys of an hour and its quarter-hours, users then counts of each, the hour first."""
+        tokens = [hour_token(hour)] + [quarter_token(hour, q) for q in range(QUARTERS_PER_HOUR)]
+        keys = self.keys
+        return [
+            k
+            for t in tokens
+            for k in (keys.cell_users(gen, t, partition), keys.cell_counts(gen, t, partition))
+        ]
 
     async def cold_hours(self, gen: int, partition: int) -> dict[int, int]:
         """The partition's cold hours: hour -> the watermark of the snapshot entry holding it."""
@@ -318,10 +337,11 @@ class ProjectionStore:
         epochs: dict[int, str],
         watermarks: dict[int, int],
     ) -> SwapOutcome:
-        """Put a rebuilt hour in place of the live one, partition by partition (each swap is atomic on
-        its own, not across partitions): if `gen` (per partition, or one for all) is still live and the
-        partition's fence is still ours. All are checked first, so a refusal usually changes nothing.
-        The hour is in Redis afterwards, marked for the next snapshot."""
+        """Put a rebuilt hour with its quarter-hours in place of the live one, partition by partition
+        (each swap is atomic on its own, not across partitions): if `gen` (per partition, or one for
+        all) is still live and the partition's fence is still ours. All are checked first, so a refusal
+        usually changes nothing. The hour is in Redis afterwards, marked for the next snapshot; the day
+        rollups overlapping it are the caller's to rebuild (rebuild_day)."""
         gens = {p: gen if isinstance(gen, int) else gen[p] for p in epochs}
         async with self._redis.pipeline(transaction=False) as pipe:
             for p in epochs:
@@ -335,16 +355,9 @@ class ProjectionStore:
                 return SwapOutcome.FENCED
         for p, epoch in epochs.items():
             g = gens[p]
-            keys = [
-                self.keys.generation(p),
-                self.keys.fence(p),
-                self.keys.users(g, hour, p),
-                self.keys.counts(g, hour, p),
-                self.keys.users(rebuilt, hour, p),
-                self.keys.counts(rebuilt, hour, p),
-                self.keys.cold(g, p),
-                self.keys.dirty(g, p),
-            ]
+            keys = [self.keys.generation(p), self.keys.fence(p), self.keys.cold(g, p), self.keys.dirty(g, p)]
+            pairs = zip(self._hour_cells(g, hour, p), self._hour_cells(rebuilt, hour, p), strict=True)
+            keys += [key for pair in pairs for key in pair]
             outcome = SwapOutcome(
                 int(await self._swap(keys=keys, args=[g, hour_token(hour), epoch, watermarks[p]]))
             )
@@ -435,6 +448,14 @@ class ProjectionStore:
             async for key in self._redis.scan_iter(match=self.keys.gen_pattern(gen, p), count=1000):
                 dropped += await self._redis.unlink(key)
         return dropped
+
+
+def _cells(state: HourState) -> list[bytes | int]:
+    """HLL, clicks, impressions of an hour entry, then of each of its quarter-hours (an entry from before
+    quarter-hours: empty ones)."""
+    quarters = state.quarters or (CellState(None, 0, 0),) * QUARTERS_PER_HOUR
+    cells: tuple[HourState | CellState, ...] = (state, *quarters)
+    return [v for c in cells for v in (c.hll or b"", c.clicks, c.impressions)]
 
 
 def _text(raw: bytes | str) -> str:

@@ -1,5 +1,6 @@
 """Replay of one hour: rebuilt beside the live hour under seized partition leases (so its watermarks
-hold still), then renamed over it in one step."""
+hold still), then renamed over it with its quarter-hours in one step; the day rollups overlapping the
+hour are then rebuilt from their components, under the same leases."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import uuid
 
 from nats.aio.client import Client as NATS
 
+from contract.buckets import QUARTERS_PER_HOUR, day_tokens, parse_phases
 from contract.hours import hour_token, subject
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from projector.log.change_notices import announce
+from projector.projections.hot_window import rebuild_day_thawing
 from projector.projections.leases import Leases
-from projector.projections.snapshots import open_snapshots
-from projector.projections.store import ProjectionStore, SwapOutcome
+from projector.projections.snapshots import Snapshots, open_snapshots
+from projector.projections.store import DayOutcome, ProjectionStore, SwapOutcome
 from projector.replay.lock import replay_lock, seized
 from projector.replay.partition_fold import fold_partition, restore_if_compacted
 from projector.replay.reports import ReplayRefused, ReplayReport, report
@@ -69,9 +72,33 @@ async def replay_hour(
                     )
                 if outcome is SwapOutcome.FENCED:
                     raise ReplayRefused("another replay seized the partitions meanwhile; nothing was changed")
+                for p in partitions:
+                    await rebuild_days(store, snapshots, redis_client, gens[p], p, hour, epochs[p])
             await announce(nc, settings, (hour,))
         finally:
             await store.drop_generation(rebuilt)
     done = report(gen, gen, built, started)
     log.info("hour %s rebuilt in generation %d", hour_token(hour), gen)
     return done
+
+
+async def rebuild_days(
+    store: ProjectionStore,
+    snapshots: Snapshots | None,
+    redis_client: ProjectionsClient,
+    gen: int,
+    partition: int,
+    hour: int,
+    epoch: str,
+) -> None:
+    """Rebuild every day rollup of the generation (each of its phases) that overlaps `hour` from its
+    components, now that the hour is new: a day starting inside the hour overlaps it too."""
+    phases = parse_phases(await redis_client.get(store.keys.phases(gen, partition)))
+    days = sorted({day for q in range(QUARTERS_PER_HOUR) for day in day_tokens(hour, q, phases)})
+    for day in days:
+        outcome = await rebuild_day_thawing(store, snapshots, gen, partition, day, epoch=epoch)
+        if outcome is not DayOutcome.REBUILT:
+            raise ReplayRefused(
+                f"hour {hour_token(hour)} was swapped in but p{partition}'s day rollup {day} could not be "
+                f"rebuilt ({outcome.name.lower().replace('_', ' ')}): ./just audit --repair rebuilds it"
+            )
