@@ -16,10 +16,16 @@ from contract.hours import parse_subject
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
-from projector.audit.days import DayAudit, audit_day, days_overlapping
-from projector.audit.sources import read_hour_log, read_partition_span, read_served
+from projector.audit.sources import (
+    audit_day,
+    days_overlapping,
+    read_hour_log,
+    read_partition_span,
+    read_served,
+)
 from projector.audit.verdict import (
     Counted,
+    DayAudit,
     HourAudit,
     PartitionAudit,
     compare,

@@ -10,8 +10,7 @@ from contract.buckets import is_day_token
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
-from projector.audit.days import DayAudit
-from projector.audit.verdict import HourAudit, Verdict
+from projector.audit.verdict import DayAudit, HourAudit, Verdict
 
 FINAL = (Verdict.OK.value, Verdict.MISMATCH.value)
 """Verdicts that end an hour's turn: a PENDING or UNREADABLE hour is audited again."""

@@ -1,10 +1,11 @@
 """Pure: one hour of one partition, and each of its quarter-hours, recounted from its log messages with
-the projector's fold, compared with what is served for it, and the verdict over an hour's partitions."""
+the projector's fold, compared with what is served for it, and the verdict over an hour's partitions;
+a day rollup compared with the union of its components."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from contract import hll, schema
@@ -245,3 +246,60 @@ class HourAudit:
         if self.verdict is Verdict.PENDING:
             head += f": {self.why}"
         return head + ("".join(f"\n    {d}" for d in self.differs))
+
+
+@dataclass(frozen=True, slots=True)
+class DayPart:
+    """One partition of a day rollup: the rollup as stored, and the union of its components."""
+
+    partition: int
+    rollup: Counted
+    components: Counted
+    differs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DayAudit:
+    token: str
+    parts: tuple[DayPart, ...]
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.MISMATCH if self.differs else Verdict.OK
+
+    @property
+    def differs(self) -> tuple[str, ...]:
+        return tuple(d for p in self.parts for d in p.differs)
+
+    def totals(self, side: str) -> tuple[int, int, int]:
+        """(clicks, impressions, uniques) of the `rollup` or the `components` side over the partitions."""
+        counted = [getattr(p, side) for p in self.parts]
+        union = hll.merge(c.registers for c in counted) if counted else bytes(hll.REGISTERS)
+        return sum(c.clicks for c in counted), sum(c.impressions for c in counted), hll.count(union)
+
+    def line(self) -> str:
+        """One line: the rollup's token, its counts, its components' union, the verdict (what differs)."""
+        rc, ri, ru = self.totals("rollup")
+        cc, ci, cu = self.totals("components")
+        head = (
+            f"{self.token}  rollup clicks={rc} impressions={ri} uniques~{ru}  "
+            f"components clicks={cc} impressions={ci} uniques~{cu}  {self.verdict.value}"
+        )
+        return head + "".join(f"\n    {d}" for d in self.differs)
+
+
+def union(cells: Iterable[Counted]) -> Counted:
+    """What a day rollup of these cells must hold: counters summed, registers register-wise max."""
+    found = list(cells)
+    return Counted(
+        sum(c.clicks for c in found),
+        sum(c.impressions for c in found),
+        hll.merge(c.registers for c in found) if found else bytes(hll.REGISTERS),
+    )
+
+
+def check_day(partition: int, token: str, rollup: Counted, components: Iterable[Counted]) -> DayPart:
+    """A day rollup of one partition against its components, exactly."""
+    want = union(components)
+    differs = differences(f"p{partition} {token}", want, rollup, ("components", "rollup"))
+    return DayPart(partition, rollup, want, tuple(differs))

@@ -16,10 +16,9 @@ from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
 from contract.settings import Settings, SettingsError
 from projector.audit.auditor import Auditor, hours_in_log
-from projector.audit.days import DayAudit
 from projector.audit.follow import follow
 from projector.audit.records import summary
-from projector.audit.verdict import HourAudit, Verdict
+from projector.audit.verdict import DayAudit, HourAudit, Verdict
 from projector.cli.reach import Unreachable, reach_nats, reach_redis
 from projector.projections.hot_window import rebuild_day_thawing
 from projector.projections.store import DayOutcome, ProjectionStore

@@ -12,7 +12,17 @@ from contract import hll, schema
 from contract.buckets import quarter_of, quarter_token
 from contract.hours import HOUR_MS, partition_of, subject
 from contract.schema import Batch, Event, Kind
-from projector.audit.verdict import EMPTY, Counted, HourAudit, Verdict, compare, recount
+from projector.audit.verdict import (
+    EMPTY,
+    Counted,
+    DayAudit,
+    HourAudit,
+    Verdict,
+    check_day,
+    compare,
+    recount,
+    union,
+)
 
 PARTS = 2
 HOUR = 490_000
@@ -208,3 +218,39 @@ def test_quarters_are_not_compared_when_the_served_side_has_none() -> None:
     """A generation from before quarter-hours serves none: its hours are compared as before."""
     log = Counted(1, 0, hll.sketch(["a"]), (Counted(1, 0, hll.sketch(["a"])), EMPTY, EMPTY, EMPTY))
     assert compare(0, log, Counted(1, 0, hll.sketch(["a"])), "redis", HOUR).verdict is Verdict.OK
+
+
+@given(run=runs, partition=st.integers(0, PARTS - 1))
+def test_a_day_rollup_of_exactly_its_components_is_ok(
+    run: list[tuple[list[Event], int]], partition: int
+) -> None:
+    counted = recounted_quarters(run, partition)
+    assert counted is not None
+    components = [*counted.quarters, Counted(3, 4, hll.sketch(["x", "y"])), EMPTY]
+    rollup = union(components)
+    assert rollup.registers == hll.merge(c.registers for c in components)
+    assert (rollup.clicks, rollup.impressions) == (counted.clicks + 3, counted.impressions + 4)
+    part = check_day(partition, "d202511240000", rollup, components)
+    assert part.differs == ()
+    assert DayAudit("d202511240000", (part,)).verdict is Verdict.OK
+
+
+def test_a_day_rollup_with_a_stray_user_or_a_wrong_count_is_named() -> None:
+    components = [Counted(1, 0, hll.sketch(["a"])), Counted(0, 2, hll.sketch(["b", "c"]))]
+    right = union(components)
+    stray = Counted(right.clicks, right.impressions, hll.merge([right.registers, hll.sketch(["stray"])]))
+    found = DayAudit(
+        "d202511241830",
+        (
+            check_day(0, "d202511241830", stray, components),
+            check_day(1, "d202511241830", Counted(2, 2, right.registers), components),
+            check_day(2, "d202511241830", EMPTY, []),
+        ),
+    )
+    assert found.verdict is Verdict.MISMATCH
+    assert [d.split(":")[0] for d in found.differs] == ["p0 d202511241830 uniques", "p1 d202511241830 clicks"]
+    assert "p1 d202511241830 clicks: components 1, rollup 2" in found.line()
+    assert found.line().startswith(
+        "d202511241830  rollup clicks=3 impressions=4 uniques~4  components clicks=2"
+    )
+    assert found.line().splitlines()[0].endswith("  mismatch")
