@@ -103,8 +103,7 @@ class Auditor:
         since KEYED_LOOKBACK dedup windows before the first, whose keys may have refused them."""
         settings = self.settings
         window_ms = int(settings.dedup_window_s * 1000)
-        prefix, partitions = settings.subject_prefix, settings.partitions
-        fold = functools.partial(digest, prefix=prefix, partitions=partitions)
+        fold = functools.partial(digest, prefix=settings.subject_prefix, partitions=settings.partitions)
         done = fold(*columns)
         first = first_keyed_ms(done, hour)
         if first is not None:
@@ -115,8 +114,7 @@ class Auditor:
         counted = counted_of(done, hour, window_ms)
         if counted is None or not quarters:
             return counted
-        split = quarters_of(columns, done, hour, prefix=prefix, partitions=partitions, window_ms=window_ms)
-        return dataclasses.replace(counted, quarters=split)
+        return dataclasses.replace(counted, quarters=quarters_of(done, hour, window_ms))
 
 
 def merged(one: Columns, other: Columns) -> Columns:

@@ -125,9 +125,10 @@ class Follower:
         """The day rollups holding the hours just audited, each against its components."""
         for token in await self.auditor.days(hours) if hours else []:
             found = await self.auditor.day(token)
-            await self.records.save_day(found, self.clock())
+            before = await self.records.save_day(found, self.clock())
             DAYS.labels(found.verdict.value).inc()
-            if found.verdict is Verdict.MISMATCH:
+            # A day holds many hours, so it is checked again and again: warned about once, when found.
+            if found.verdict is Verdict.MISMATCH and before != Verdict.MISMATCH.value:
                 log.warning("audit: day rollup %s differs from its components: %s", token, found.line())
 
     async def _audit(self, hour: int, messages: int) -> HourAudit:

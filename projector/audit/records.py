@@ -43,8 +43,9 @@ class Records:
                 pipe.zrem(self.keys.audit_mismatches, hour_token(audit.hour))
             await pipe.execute()
 
-    async def save_day(self, audit: DayAudit, at_ms: int) -> None:
-        """A day rollup's result, recorded like an hour's (a mismatch among the mismatches)."""
+    async def save_day(self, audit: DayAudit, at_ms: int) -> str | None:
+        """A day rollup's result, recorded like an hour's (a mismatch among the mismatches); the
+        verdict it had before (None: never checked)."""
         fields: dict[FieldT, EncodableT] = {
             "day": audit.token,
             "verdict": audit.verdict.value,
@@ -52,13 +53,15 @@ class Records:
             "line": audit.line(),
         }
         async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.audit_day(audit.token), "verdict")
             pipe.delete(self.keys.audit_day(audit.token))
             pipe.hset(self.keys.audit_day(audit.token), mapping=fields)
             if audit.verdict is Verdict.MISMATCH:
                 pipe.zadd(self.keys.audit_mismatches, {audit.token: at_ms})
             else:
                 pipe.zrem(self.keys.audit_mismatches, audit.token)
-            await pipe.execute()
+            before, *_ = await pipe.execute()
+        return before.decode() if isinstance(before, bytes) else before
 
     async def unaudited(self, counts: dict[int, int]) -> list[int]:
         """Of these hours (-> messages the log holds of each), those without a final verdict, or

@@ -5,16 +5,15 @@ a day rollup compared with the union of its components."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from contract import hll, schema
-from contract.buckets import QUARTERS_PER_HOUR, quarter_of, quarter_token
-from contract.hours import hour_token, parse_subject
+from contract import hll
+from contract.buckets import QUARTERS_PER_HOUR, quarter_token
+from contract.hours import hour_token
 from contract.schema import Kind
-from projector.fold.deltas import HourDelta, Keyed
+from projector.fold.deltas import CellDelta, HourDelta, Keyed
 from projector.fold.digest import Digest, digest
-from projector.fold.rules import event_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +55,6 @@ class PartitionAudit:
     differs: tuple[str, ...] = ()
 
 
-Columns = tuple[Sequence[str], Sequence[bytes], Sequence[int], Sequence[int]]
-"""One partition's messages in stream order: subjects, payloads, stream seqs, stream times (ms)."""
-
-
 def recount(
     subjects: Sequence[str],
     payloads: Sequence[bytes],
@@ -75,13 +70,11 @@ def recount(
     """The hour's messages (one partition, stream order; messages of other hours only lend their keyed
     events) folded as the projector folds them, keyed events decided as apply.lua decides them, with
     its quarter-hours when `quarters`; None when one is of a schema version unknown here."""
-    columns = (subjects, payloads, seqs, stamps)
-    done = digest(*columns, prefix=prefix, partitions=partitions)
+    done = digest(subjects, payloads, seqs, stamps, prefix=prefix, partitions=partitions)
     counted = counted_of(done, hour, window_ms)
     if counted is None or not quarters:
         return counted
-    split = quarters_of(columns, done, hour, prefix=prefix, partitions=partitions, window_ms=window_ms)
-    return Counted(counted.clicks, counted.impressions, counted.registers, split)
+    return Counted(counted.clicks, counted.impressions, counted.registers, quarters_of(done, hour, window_ms))
 
 
 def counted_of(done: Digest, hour: int, window_ms: int) -> Counted | None:
@@ -92,7 +85,7 @@ def counted_of(done: Digest, hour: int, window_ms: int) -> Counted | None:
     return _counted(done.deltas.hours.get(hour), [k for k in mine if k.hour == hour])
 
 
-def _counted(delta: HourDelta | None, keyed: Sequence[Keyed]) -> Counted:
+def _counted(delta: HourDelta | CellDelta | None, keyed: Sequence[Keyed]) -> Counted:
     """The unkeyed events of a fold's delta plus the keyed events that count."""
     users = set(delta.users) if delta else set()
     clicks = delta.clicks if delta else 0
@@ -106,48 +99,16 @@ def _counted(delta: HourDelta | None, keyed: Sequence[Keyed]) -> Counted:
     return Counted(clicks, impressions, hll.sketch(users))
 
 
-def quarters_of(
-    columns: Columns, done: Digest, hour: int, *, prefix: str, partitions: int, window_ms: int
-) -> tuple[Counted, ...]:
-    """The hour's four quarter-hours, by event timestamp: its unkeyed events folded a quarter at a time
-    (the fold's rules judge each event on its own), its keyed events decided once over the whole run
-    (a key refuses its retries across quarters and hours alike), then placed by their timestamps."""
+def quarters_of(done: Digest, hour: int, window_ms: int) -> tuple[Counted, ...]:
+    """The hour's four quarter-hours as the fold splits its events (by timestamp), its keyed events
+    decided once over the whole run (a key refuses its retries across quarters and hours alike)."""
+    delta = done.deltas.hours.get(hour)
     keyed = done.deltas.keyed
-    flags = [f for k, f in zip(keyed, counted_flags(keyed, window_ms), strict=True) if k.hour == hour]
-    mine = [k for k in keyed if k.hour == hour]
-    found = keyed_events(columns, hour, prefix, partitions)
-    if [(k.key, k.user) for k in mine] != [(e.key, e.user) for e in found]:
-        raise RuntimeError(f"the fold's keyed events of {hour_token(hour)} are not those of its messages")
-    out = []
-    for q in range(QUARTERS_PER_HOUR):
-        part = digest(*columns, prefix=prefix, partitions=partitions, decoder=_only_quarter(q))
-        counts = [k for k, f, e in zip(mine, flags, found, strict=True) if f and quarter_of(e.ts) == q]
-        out.append(_counted(part.deltas.hours.get(hour), counts))
-    return tuple(out)
-
-
-def keyed_events(columns: Columns, hour: int, prefix: str, partitions: int) -> list[schema.Event]:
-    """The keyed events the fold keeps from the hour's messages, in its order (stream order, then
-    batch order): what tells each of its Keyed its timestamp."""
-    found: list[schema.Event] = []
-    for subj, payload in zip(columns[0], columns[1], strict=True):
-        try:
-            at, partition = parse_subject(prefix, subj)
-            events = schema.decode(payload).events if at == hour else ()
-        except ValueError:  # no partition's subject, or no batch: the fold keeps nothing of it
-            continue
-        found.extend(
-            e for e in events if e.key is not None and event_problem(e, hour, partition, partitions) is None
-        )
-    return found
-
-
-def _only_quarter(quarter: int) -> Callable[[bytes], schema.AnyBatch]:
-    def decode(payload: bytes) -> schema.AnyBatch:
-        events = schema.decode(payload).events
-        return schema.Batch(events=tuple(e for e in events if quarter_of(e.ts) == quarter))
-
-    return decode
+    mine = [k for k, f in zip(keyed, counted_flags(keyed, window_ms), strict=True) if f and k.hour == hour]
+    return tuple(
+        _counted(delta.quarters[q] if delta else None, [k for k in mine if k.quarter == q])
+        for q in range(QUARTERS_PER_HOUR)
+    )
 
 
 def first_keyed_ms(done: Digest, hour: int) -> int | None:

@@ -10,7 +10,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract import hll
-from contract.buckets import day_tokens, phases_text, quarter_of, quarter_token
+from contract.buckets import quarter_of, quarter_token
 from contract.hours import HOUR_MS, hour_token, partition_of
 from contract.keys import Keys
 from contract.settings import Settings
@@ -25,10 +25,6 @@ HOURS = [490_001, 490_002, 490_003]  # 17:00 to 20:00 UTC on 2025-11-24: Kolkata
 DAYS = ["d202511231830", "d202511240000", "d202511241830"]
 USERS = [f"u{i}" for i in range(12)]
 MINUTES = [1, 14, 16, 29, 31, 44, 46, 59]  # either side of each quarter-hour's edges
-
-
-SEEDED: dict[str, bool] = {}
-"""Per test (key prefix): whether the cells were seeded here rather than written by the projector."""
 
 
 @pytest.fixture
@@ -57,24 +53,7 @@ async def written(client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: S
         return {(await auditor.hour(h)).verdict for h in HOURS}
 
     await eventually(verdicts, lambda v: v == {Verdict.OK}, timeout=30)
-    SEEDED[settings.key_prefix] = await seed_cells(redis, settings)
     return auditor
-
-
-async def seed_cells(redis: Redis, settings: Settings) -> bool:
-    """Until the write path of issue 22 is merged here: its quarter-hours and day rollups, as it
-    would write them (a no-op once the projector records its generation's phases itself)."""
-    keys, phases = Keys(settings.key_prefix), settings.day_phases
-    if await redis.exists(keys.phases(1, 0)):
-        return False
-    for p in range(settings.partitions):
-        await redis.set(keys.phases(1, p), phases_text(phases))
-    for ts, user, kind in stamped():
-        p, hour, q = partition_of(user, settings.partitions), ts // HOUR_MS, quarter_of(ts)
-        for token in (quarter_token(hour, q), *day_tokens(hour, q, phases)):
-            await redis.pfadd(keys.cell_users(1, token, p), user)
-            await redis.hincrby(keys.cell_counts(1, token, p), f"{kind}s", 1)
-    return True
 
 
 async def test_an_untouched_stack_audits_clean_with_quarters_and_day_rollups(
@@ -120,8 +99,6 @@ async def test_a_damaged_quarter_is_named_and_repair_rebuilds_its_hour(
     assert mismatched == [hour_token(hour), DAYS[2]], done.stdout
     assert f"quarter {quarter} clicks" in done.stdout
 
-    if SEEDED[settings.key_prefix]:
-        pytest.skip("the single-hour replay writes quarter-hours only with the write path of issue 22")
     fixed = run_audit(settings, "--repair")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert fixed.stdout.count("rebuilt from") == 1, fixed.stdout  # the hour's replay rebuilt its days

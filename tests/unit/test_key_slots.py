@@ -172,7 +172,7 @@ async def test_every_store_and_lease_script_touches_one_partition_slot() -> None
     store = ProjectionStore(client, keys, partitions=PARTITIONS)
     leases = Leases(client, keys, "me", ttl_s=5)
     deltas = Deltas(
-        hours={HOUR: HourDelta({"ann"}, 1, 0), HOUR + 1: HourDelta({"bob"}, 0, 1)},
+        hours={HOUR: HourDelta.of({"ann"}, 1, 0), HOUR + 1: HourDelta.of({"bob"}, 0, 1, quarter=2)},
         keyed=[Keyed("k", "ann", 5, HOUR, Kind.CLICK)],
         last_seq=9,
         last_ms=5,
@@ -181,7 +181,7 @@ async def test_every_store_and_lease_script_touches_one_partition_slot() -> None
     for p in range(PARTITIONS):
         recorder.values[keys.generation(p)] = b"1"
         recorder.values[keys.fence(p)] = b"e"
-        await store.apply(1, p, 0, deltas, epoch="e")
+        await store.apply(1, p, 0, deltas, epoch="e", phases=(0, 240, 1110))
         await store.evict(1, p, "e", 9, [(HOUR, 3)])
         await store.thaw(1, p, "e", 9, [Thawed(HOUR, 3, state)])
         await store.restore(1, p, "e", 9, [(HOUR, state)], [("ann\nk", 5)], cold=[(HOUR + 1, 3)])
