@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from contract import schema
+from contract.buckets import is_day_token
 from contract.projections_client import node_client
 from contract.settings import Settings
 from contract.slots import partitions_in
@@ -57,8 +58,11 @@ async def inspect_view(settings: Settings, nc: NATS, last: int = 10) -> str:
             try:
                 entry = await kv.get(snapshot_manifest_key(partition))
                 manifest = schema.unpack_manifest(entry.value or b"")
-                hours = len(manifest.hours)
-                lines.append(f"  p{partition}: at stream seq {manifest.watermark}, {hours} hours")
+                days = sum(1 for token in manifest.hours if is_day_token(token))
+                hours = len(manifest.hours) - days
+                lines.append(
+                    f"  p{partition}: at stream seq {manifest.watermark}, {hours} hours, {days} day rollups"
+                )
             except KeyNotFoundError:
                 lines.append(f"  p{partition}: none yet")
     except NotFoundError:

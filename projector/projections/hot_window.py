@@ -5,6 +5,7 @@ them; day rollups always stay. Shared by the live worker and by replay."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from nats.js.errors import KeyNotFoundError
 
@@ -12,8 +13,10 @@ from contract.buckets import is_day_token
 from contract.hours import hour_of, hour_token, parse_hour_token
 from projector import metrics
 from projector.fold.deltas import Deltas
-from projector.projections.snapshots import Snapshots
 from projector.projections.store import ApplyResult, DayOutcome, Outcome, ProjectionStore, Thawed
+
+if TYPE_CHECKING:  # snapshots.py uses this module to rebuild day rollups on restore
+    from projector.projections.snapshots import Snapshots
 
 log = logging.getLogger("projector")
 
@@ -86,7 +89,7 @@ async def rebuild_day_thawing(
         thawed = await _entries(snapshots, partition, result.cold)
         # Thaw checks the watermark it is given: applies may go on meanwhile, so a refusal is tried again.
         watermark = await store.watermark(gen, partition)
-        if await store.thaw(gen, partition, epoch, watermark, thawed, live=live):
+        if await store.thaw(gen, partition, epoch, watermark, thawed, live=live, mark=True):
             metrics.THAWED.inc(len(thawed))
     raise RuntimeError(f"p{partition}: hours of {day_token} kept turning cold while it was rebuilt")
 

@@ -15,21 +15,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from contract import schema
-from contract.buckets import QUARTERS_PER_HOUR, is_day_token, owning_hour, quarter_token
+from contract.buckets import (
+    DAY_MS,
+    MINUTE_MS,
+    QUARTERS_PER_HOUR,
+    day_tokens,
+    is_day_token,
+    owning_hour,
+    parse_day_token,
+    parse_phases,
+    quarter_token,
+)
 from contract.hours import parse_hour_token
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from contract.stream import snapshot_bucket, snapshot_dedup_key, snapshot_hour_key, snapshot_manifest_key
+from projector.projections.hot_window import rebuild_day_thawing
+from projector.projections.store import DayOutcome, ProjectionStore, RestoreRefused
 
 log = logging.getLogger("projector")
 
@@ -121,7 +131,7 @@ class Snapshots:
         gen: int,
         partition: int,
         epoch: str,
-        store: RestoreTarget,
+        store: ProjectionStore,
         *,
         live: bool = True,
         only_hour: int | None = None,
@@ -129,17 +139,21 @@ class Snapshots:
     ) -> int:
         """Put the partition's last snapshot (or one hour of it) into a generation that has no
         watermark for it; returns the snapshot's watermark (0: there is none). Hours before `hot_from`
-        stay in the store: ProjectionsClient only names them as cold."""
+        stay in the store: ProjectionsClient only names them as cold. Day rollups go back for the
+        phases `gen` keeps (recorded before this); those the snapshot lacks are rebuilt from hours."""
         manifest, _ = await self.manifest(partition)
         if manifest is None:
             return 0
         started = time.perf_counter()
+        phases = parse_phases(await self._redis.get(self._keys.phases(gen, partition)))
         wanted: list[tuple[str, int]] = []
         cold: list[tuple[int, int]] = []
         for token, at in manifest.hours.items():
             hour = owning_hour(token)
             if only_hour is not None and hour != only_hour:
                 continue  # a day rollup too: a single-hour replay rebuilds the days it touches
+            if hour is None and parse_day_token(token) % DAY_MS // MINUTE_MS not in phases:
+                continue  # kept by the snapshot's generation, not by this one
             if only_hour is None and hot_from is not None and hour is not None and hour < hot_from:
                 cold.append((hour, at))
             else:
@@ -161,17 +175,52 @@ class Snapshots:
         await store.restore(
             gen, partition, epoch, manifest.watermark, hours, dedup.entries, live=live, cold=cold, days=days
         )
+        filled = (
+            0
+            if only_hour is not None
+            else await self._fill_days(manifest, store, gen, partition, epoch, live, phases)
+        )
         log.info(
-            "p%d: restored %d hours and %d day rollups from the snapshot at stream seq %d in %.2fs "
-            "(%d left cold in the store)",
+            "p%d: restored %d hours and %d day rollups (%d rebuilt from hours) from the snapshot at stream "
+            "seq %d in %.2fs (%d left cold in the store)",
             partition,
             len(hours),
-            len(days),
+            len(days) + filled,
+            filled,
             manifest.watermark,
             time.perf_counter() - started,
             len(cold),
         )
         return manifest.watermark
+
+    async def _fill_days(
+        self,
+        manifest: schema.Manifest,
+        store: ProjectionStore,
+        gen: int,
+        partition: int,
+        epoch: str,
+        live: bool,
+        phases: tuple[int, ...],
+    ) -> int:
+        """Rebuild from their hours and quarter-hours the day rollups of `phases` that the snapshot's
+        hours overlap but it does not hold (its generation kept other phases, or none: from before day
+        rollups; an hour entry without quarter-hours adds only its whole hour). Returns how many."""
+        if not phases:
+            return 0
+        needed = {
+            day
+            for token in manifest.hours
+            if not is_day_token(token)
+            for q in range(QUARTERS_PER_HOUR)
+            for day in day_tokens(parse_hour_token(token), q, phases)
+        }
+        missing = sorted(needed - manifest.hours.keys())
+        for day in missing:
+            outcome = await rebuild_day_thawing(store, self, gen, partition, day, epoch=epoch, live=live)
+            if outcome is not DayOutcome.REBUILT:
+                raise RestoreRefused(f"p{partition}: restore refused while rebuilding {day} ({outcome.name})")
+        return len(missing)
 
 
 async def _read(
@@ -211,24 +260,6 @@ async def _states(
 def _hour_and_quarters(token: str) -> list[str]:
     hour = parse_hour_token(token)
     return [token] + [quarter_token(hour, q) for q in range(QUARTERS_PER_HOUR)]
-
-
-class RestoreTarget(Protocol):
-    """What `restore` writes into: the projection store."""
-
-    async def restore(
-        self,
-        gen: int,
-        partition: int,
-        epoch: str,
-        watermark: int,
-        hours: list[tuple[int, schema.HourState]],
-        dedup: list[tuple[str, int]],
-        *,
-        live: bool = True,
-        cold: Sequence[tuple[int, int]] = (),
-        days: Sequence[tuple[str, schema.HourState]] = (),
-    ) -> None: ...
 
 
 async def open_snapshots(nc: NATS, redis: ProjectionsClient, settings: Settings) -> Snapshots | None:

@@ -257,16 +257,27 @@ class ProjectionStore:
         return moved
 
     async def thaw(
-        self, gen: int, partition: int, epoch: str, watermark: int, hours: list[Thawed], *, live: bool = True
+        self,
+        gen: int,
+        partition: int,
+        epoch: str,
+        watermark: int,
+        hours: list[Thawed],
+        *,
+        live: bool = True,
+        mark: bool = False,
     ) -> bool:
-        """Put cold hours back into Redis as their snapshot entries hold them; False when refused."""
+        """Put cold hours back into Redis as their snapshot entries hold them; False when refused.
+        `mark`: also mark them changed, so the next snapshot takes them again and the hot window moves
+        them out again (an apply marks the hours it writes; a day rebuild only reads them)."""
         keys = [
             self.keys.generation(partition),
             self.keys.fence(partition),
             self.keys.watermark(gen, partition),
             self.keys.cold(gen, partition),
+            self.keys.dirty(gen, partition),
         ]
-        args: list[bytes | str | int] = [gen if live else "", epoch, watermark]
+        args: list[bytes | str | int] = [gen if live else "", epoch, watermark, "mark" if mark else ""]
         for item in hours:
             keys += self._hour_cells(gen, item.hour, partition)
             args += [hour_token(item.hour), item.at, *_cells(item.state)]

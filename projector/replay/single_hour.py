@@ -11,7 +11,7 @@ import uuid
 
 from nats.aio.client import Client as NATS
 
-from contract.buckets import QUARTERS_PER_HOUR, day_tokens, parse_phases
+from contract.buckets import QUARTERS_PER_HOUR, day_tokens
 from contract.hours import hour_token, subject
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
@@ -73,7 +73,7 @@ async def replay_hour(
                 if outcome is SwapOutcome.FENCED:
                     raise ReplayRefused("another replay seized the partitions meanwhile; nothing was changed")
                 for p in partitions:
-                    await rebuild_days(store, snapshots, redis_client, gens[p], p, hour, epochs[p])
+                    await rebuild_days(store, snapshots, gens[p], p, hour, epochs[p])
             await announce(nc, settings, (hour,))
         finally:
             await store.drop_generation(rebuilt)
@@ -85,7 +85,6 @@ async def replay_hour(
 async def rebuild_days(
     store: ProjectionStore,
     snapshots: Snapshots | None,
-    redis_client: ProjectionsClient,
     gen: int,
     partition: int,
     hour: int,
@@ -93,7 +92,7 @@ async def rebuild_days(
 ) -> None:
     """Rebuild every day rollup of the generation (each of its phases) that overlaps `hour` from its
     components, now that the hour is new: a day starting inside the hour overlaps it too."""
-    phases = parse_phases(await redis_client.get(store.keys.phases(gen, partition)))
+    phases = await store.phases(gen, partition)
     days = sorted({day for q in range(QUARTERS_PER_HOUR) for day in day_tokens(hour, q, phases)})
     for day in days:
         outcome = await rebuild_day_thawing(store, snapshots, gen, partition, day, epoch=epoch)

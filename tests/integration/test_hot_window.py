@@ -93,7 +93,8 @@ def cold_reads_above(source: str, before: float, _: object) -> bool:
 
 
 async def keys_naming(redis: Redis, settings: Settings, hours: Iterable[int]) -> list[str]:
-    tokens = [hour_token(h) for h in hours]
+    """Keys of the hours or their quarter-hours (`:<YYYYMMDDHH>...`), not day rollups (`:d<...>`)."""
+    tokens = [f":{hour_token(h)}" for h in hours]
     return [
         key.decode()
         async for key in redis.scan_iter(match=f"{settings.key_prefix}:*")

@@ -122,3 +122,5 @@ async def test_cold_components_are_thawed_with_their_quarters_before_the_day_is_
     assert outcome is DayOutcome.REBUILT
     await assert_exact(redis, keys, 1, kolkata, evs)
     assert await store.cold_hours(1, P) == {}
+    # Marked changed: the next snapshot takes it again, and the hot window moves it out again.
+    assert await redis.zscore(keys.dirty(1, P), tokens[0]) == 40

@@ -183,7 +183,7 @@ async def test_inspect_shows_the_stream_its_subjects_consumers_snapshots_and_las
     assert f"stream {settings.stream_name}: 1 messages" in text
     assert f"{settings.subject_prefix}.2026032916." in text  # the hour subject of BASE
     assert "projector-p0" in text
-    assert "at stream seq 1, 1 hours" in text
+    assert "at stream seq 1, 1 hours, 1 day rollups" in text
     assert "click      user='seen'" in text
 
 

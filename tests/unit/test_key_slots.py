@@ -11,7 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from api.reader import Reader
-from contract.hours import hour_token
+from contract.buckets import DAY_MS, day_token
+from contract.hours import HOUR_MS, hour_token
 from contract.keys import GEN_PLACEHOLDER, Keys
 from contract.schema import HourState, Kind
 from projector.fold.deltas import Deltas, HourDelta, Keyed
@@ -107,6 +108,8 @@ class Recorder:
             self.calls.append((name, list(keys), list(args)))
             if "Applies one partition" in name:
                 return [0, args[3], args[0]]
+            if "Rebuilds one day rollup" in name:
+                return [1]
             if "Reads one hour" in name:
                 return [0, 0, 0]
             if "Reads a range" in name:
@@ -185,6 +188,7 @@ async def test_every_store_and_lease_script_touches_one_partition_slot() -> None
         await store.evict(1, p, "e", 9, [(HOUR, 3)])
         await store.thaw(1, p, "e", 9, [Thawed(HOUR, 3, state)])
         await store.restore(1, p, "e", 9, [(HOUR, state)], [("ann\nk", 5)], cold=[(HOUR + 1, 3)])
+        await store.rebuild_day(1, p, day_token(HOUR * HOUR_MS // DAY_MS * DAY_MS + 1110 * 60_000), "e")
         await leases.acquire(p)
         await leases.seize(p)
     epochs = dict.fromkeys(range(PARTITIONS), "e")
