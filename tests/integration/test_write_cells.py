@@ -1,0 +1,161 @@
+"""The write path of the stored buckets: the live projector and a replay both write exactly the reference
+fold's hours, quarter-hours and day rollups (one per phase of the generation), counts equal and every
+HyperLogLog register equal to PFADD of the same users, with duplicates (keyed events) and late events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from contract import schema
+from contract.buckets import parse_phases, phases_text
+from contract.hll import registers, sketch
+from contract.hours import HOUR_MS, hour_of, partition_of, subject
+from contract.keys import Keys
+from contract.schema import Batch, Event, Kind
+from contract.settings import Settings
+from projector.live.balancer import Projector
+from projector.projections.store import ProjectionStore
+from projector.replay.driver import replay
+from tests.helpers import settle
+from tests.integration.conftest import make_stream
+from tests.reference_fold import Cell, Message, cells
+
+NY_FALL_BACK = 1_793_512_800_000  # 2026-11-01T06:00Z: New York's clocks go back, a 25-hour day
+USERS = [f"user-{i}" for i in range(300)]
+
+
+def workload(partitions: int, seed: int) -> list[tuple[str, list[Event]]]:
+    """Messages (subject, events) as ingest writes them: mostly two days around New York's fall-back
+    day in rising time, 5% of events hours or days late, 10% keyed with many retries of the same key,
+    some events right on quarter-hour and local-midnight boundaries."""
+    rng = random.Random(seed)
+    around = NY_FALL_BACK - 30 * HOUR_MS
+    edges = [NY_FALL_BACK, NY_FALL_BACK - 1, around + 18 * HOUR_MS + 30 * 60_000]  # Kolkata's midnight
+    stamps = sorted(around + rng.randrange(60 * HOUR_MS) for _ in range(2400)) + edges
+    events: list[Event] = []
+    keyed: list[Event] = []
+    for ts in stamps:
+        if keyed and rng.random() < 0.05:
+            events.append(rng.choice(keyed))  # a retried POST: the same event and key, later
+            continue
+        if rng.random() < 0.05:
+            ts -= rng.choice([HOUR_MS, 5 * HOUR_MS, 3 * 86_400_000]) + rng.randrange(HOUR_MS)
+        elif rng.random() < 0.1:
+            ts = ts // 900_000 * 900_000 + rng.choice([0, 899_999])
+        user = rng.choice(USERS)
+        key = f"k{rng.randrange(40)}" if rng.random() < 0.1 else None
+        events.append(Event(ts, user, rng.choice(list(Kind)), key))
+        if key is not None:
+            keyed.append(events[-1])
+    messages: list[tuple[str, list[Event]]] = []
+    open_: dict[str, list[Event]] = {}
+    for event in events:
+        subj = subject("x", hour_of(event.ts), partition_of(event.user, partitions))
+        batch = open_.setdefault(subj, [])
+        batch.append(event)
+        if len(batch) >= rng.randint(1, 8):
+            messages.append((subj, open_.pop(subj)))
+    messages += list(open_.items())
+    return messages
+
+
+async def publish(settings: Settings, nc: NATS, messages: list[tuple[str, list[Event]]]) -> None:
+    js = nc.jetstream()
+    for subj, events in messages:
+        real = subj.replace("x.", f"{settings.subject_prefix}.", 1)
+        await js.publish(real, schema.encode(Batch(events=tuple(events))), stream=settings.stream_name)
+
+
+def expected(settings: Settings, messages: list[tuple[str, list[Event]]]) -> dict[int, dict[str, Cell]]:
+    """The reference fold's cells per partition. Every message is stored within the dedup window of
+    the others (the test takes seconds), so stream time 0 for all decides keyed events alike."""
+    per: dict[int, list[Message]] = defaultdict(list)
+    for seq, (subj, events) in enumerate(messages, start=1):
+        per[int(subj.rsplit(".", 1)[1])].append(Message(seq, Batch(events=tuple(events)), 0))
+    window = int(settings.dedup_window_s * 1000)
+    return {p: cells(msgs, settings.day_phases, window) for p, msgs in per.items()}
+
+
+async def stored(redis: Redis, keys: Keys, gen: int, partition: int) -> dict[str, tuple[bytes, int, int]]:
+    """Every cell of the generation's partition in Redis: (registers, clicks, impressions) per token."""
+    head = f"{keys.prefix}:{keys.tag(partition)}:g{gen}:"
+    found: dict[str, tuple[bytes, int, int]] = {}
+    async for raw in redis.scan_iter(match=f"{head}*:counts", count=1000):
+        token = raw.decode()[len(head) : -len(":counts")]
+        counts = await redis.hgetall(raw)
+        hll = await redis.get(keys.cell_users(gen, token, partition))
+        assert isinstance(hll, bytes), f"{token}: counts without users"
+        found[token] = (registers(hll), int(counts.get(b"clicks", 0)), int(counts.get(b"impressions", 0)))
+    return found
+
+
+def as_stored(reference: dict[str, Cell]) -> dict[str, tuple[bytes, int, int]]:
+    return {token: (sketch(users), clicks, impr) for token, (users, clicks, impr) in reference.items()}
+
+
+@pytest.fixture
+async def own_nc(settings: Settings) -> AsyncIterator[NATS]:
+    client = await nats.connect(settings.nats_url)
+    yield client
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    ("zones", "processes"), [("UTC", 0), ("Asia/Kolkata,America/New_York", 2)], ids=["utc", "kolkata-ny"]
+)
+async def test_live_and_replay_write_exactly_the_reference_cells(
+    settings: Settings, nc: NATS, own_nc: NATS, redis: Redis, zones: str, processes: int
+) -> None:
+    settings = settings.replace(day_zones=zones, projector_batch=7, replay_processes=processes)
+    keys = Keys(settings.key_prefix)
+    await make_stream(settings)
+    messages = workload(settings.partitions, seed=len(zones))
+    await publish(settings, nc, messages)
+    want = expected(settings, messages)
+    sent = sum(map(len, (events for _, events in messages)))
+    counted = sum(c + i for w in want.values() for t, (_, c, i) in w.items() if len(t) == 10)
+    assert 50 < sent - counted < 200  # retries of keyed events were refused
+    assert any(t.startswith("d") and t[-4:] == "0400" for w in want.values() for t in w) == (zones != "UTC")
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(Projector(settings, own_nc, redis).run(stop))
+    try:
+        await settle(nc, redis, settings)
+    finally:
+        stop.set()
+        await task
+    for p in range(settings.partitions):
+        assert parse_phases(await redis.get(keys.phases(1, p))) == settings.day_phases
+        assert await stored(redis, keys, 1, p) == as_stored(want.get(p, {})), f"live, partition {p}"
+
+    await replay(settings, nc, redis)
+    for p in range(settings.partitions):
+        gen = int(await redis.get(keys.generation(p)) or 0)
+        assert gen > 1
+        assert parse_phases(await redis.get(keys.phases(gen, p))) == settings.day_phases
+        assert await stored(redis, keys, gen, p) == as_stored(want.get(p, {})), f"replay, partition {p}"
+
+
+async def test_a_generation_keeps_the_phases_recorded_first(
+    settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ProjectionStore.from_settings(redis, settings)
+    assert await store.phases(5, 0) == ()  # none recorded: a generation from before day rollups
+    assert await store.record_phases(6, 0, (0, 1110)) == (0, 1110)
+    with caplog.at_level(logging.WARNING, logger="projector"):
+        assert await store.record_phases(6, 0, (0, 240, 300)) == (0, 1110)  # the stored ones rule
+    assert "ANALYTICS_DAY_ZONES" in caplog.text
+    assert "./just replay" in caplog.text
+    fresh = ProjectionStore.from_settings(redis, settings)
+    assert await fresh.phases(6, 0) == (0, 1110)
+    assert await fresh.record_phases(6, 0, (0, 240, 300), live=False) == (0, 240, 300)  # a build sets
+    assert await redis.get(store.keys.phases(6, 0)) == phases_text((0, 240, 300)).encode()
