@@ -134,7 +134,11 @@ async def _repair_day(
         if not part.differs:
             continue
         gen = await store.current_generation(part.partition)
-        outcome = await rebuild_day_thawing(store, auditor.snapshots, gen, part.partition, found.token)
+        try:
+            outcome = await rebuild_day_thawing(store, auditor.snapshots, gen, part.partition, found.token)
+        except RuntimeError as exc:  # a cold component's entry is gone: said in one line, not a traceback
+            print(f"    repair of p{part.partition} refused: {exc}")
+            continue
         if outcome is not DayOutcome.REBUILT:
             print(f"    repair of p{part.partition} refused: {outcome.name.lower().replace('_', ' ')}")
     again = await auditor.day(found.token)
