@@ -1,5 +1,6 @@
-"""Cold hours, read through: hours the projector moved out of Redis, read from their snapshot entries
-in NATS and kept decoded in a bounded cache (an entry is immutable, so a cached one is never stale)."""
+"""Cold hours, read through: hours the projector moved out of Redis (with their quarter-hours), read from
+their snapshot entries in NATS and kept decoded in a bounded cache (an entry is immutable, so a cached
+one is never stale)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
 from contract import hll, schema
+from contract.buckets import parse_quarter_token
 from contract.errors import Unavailable
 from contract.stream import snapshot_bucket, snapshot_hour_key
 
@@ -35,6 +37,23 @@ class ColdHour:
     """The HyperLogLog's registers, one byte each (see contract.hll)."""
     clicks: int
     impressions: int
+    quarters: tuple[ColdHour, ...] = ()
+    """The hour's four quarter-hours; none in entries written before quarter-hours existed (they read
+    as empty)."""
+
+    def cell(self, token: str) -> ColdHour:
+        """The hour itself (`YYYYMMDDHH`), or one of its quarter-hours (`YYYYMMDDHHMM`)."""
+        if len(token) == 10:
+            return self
+        quarter = parse_quarter_token(token)[1]
+        return self.quarters[quarter] if self.quarters else EMPTY_CELL
+
+
+EMPTY_CELL = ColdHour(hll.registers(b""), 0, 0)
+
+
+def _decoded(state: schema.HourState | schema.CellState) -> ColdHour:
+    return ColdHour(hll.registers(state.hll or b""), state.clicks, state.impressions)
 
 
 class ColdSource(Protocol):
@@ -77,7 +96,8 @@ class ColdStore:
         if entry.value is None:
             raise EntryGone(f"p{partition}.h{token}.w{at}")
         state = schema.unpack_hour(entry.value)
-        cold = ColdHour(hll.registers(state.hll or b""), state.clicks, state.impressions)
+        hour = _decoded(state)
+        cold = ColdHour(hour.registers, hour.clicks, hour.impressions, tuple(map(_decoded, state.quarters)))
         COLD_READS.labels("store").inc()
         self._cache[key] = cold
         if len(self._cache) > self._max:

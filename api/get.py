@@ -18,7 +18,8 @@ from contract.errors import Unavailable
 from contract.hours import hour_of
 from contract.params import parse_query
 
-ReadBuckets = Callable[[Sequence[Sequence[int]]], Awaitable[tuple[list[HourTotals], HourTotals]]]
+ReadBuckets = Callable[[Sequence[tuple[int, int]]], Awaitable[tuple[list[HourTotals], HourTotals]]]
+"""Each row's totals and the range's, rows given as [start, end) in ms (api.range_read)."""
 REDIS_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -75,7 +76,7 @@ class Reads:
         return rendering.ok
 
     async def range_answer(self, scope: Any) -> Answer:
-        """GET /analytics/range: `from`, `to` and `granularity`, nothing else."""
+        """GET /analytics/range: `from`, `to`, `granularity` and `tz`, nothing else."""
         headers = scope["headers"]
         if self._tokens is not None:
             self.authorize(headers)
@@ -107,7 +108,7 @@ class Reads:
         self, q: RangeQuery, headers: Iterable[tuple[bytes, bytes]], answered: Callable[[int], None]
     ) -> Answer:
         try:
-            found, total = await self._buckets(q.buckets)
+            found, total = await self._buckets(q.spans)
         except REDIS_ERRORS as exc:
             raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
         rows = [(t.unique_users, t.clicks, t.impressions) for t in found]

@@ -1,14 +1,17 @@
-"""What a GET asks for (one hour or a range), pure: which buckets `from`/`to` name, how each is labelled,
-and how a range's rows are rendered."""
+"""What a GET asks for (one hour or a range), pure: which buckets `from`/`to` name in which zone, how each
+is labelled, and how a range's rows are rendered."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 import msgspec
 
+from api.local_time import labels, local_rows, utc_labels
+from contract.buckets import zone
 from contract.errors import ParamError
 from contract.hours import HOUR_MS, hour_start
 from contract.params import parse_query, parse_timestamp, parse_timestamp_param, single, timestamp_only
@@ -22,11 +25,22 @@ class Granularity(enum.StrEnum):
 HOURS_PER = {Granularity.HOUR: 1, Granularity.DAY: 24}
 
 
-@dataclass(frozen=True, slots=True)
+UTC_NAMES = ("", "UTC")
+"""`tz` values that keep the UTC labels (`2026-05-06T14:00:00Z`, days `2026-05-06`) older clients read."""
+
+
+@dataclass(frozen=True)
 class RangeQuery:
     granularity: Granularity
-    buckets: tuple[tuple[int, ...], ...]
-    """Each bucket's hours (hours since the epoch), in order."""
+    spans: tuple[tuple[int, int], ...]
+    """Each row's [start, end) in ms since the epoch, in order and back to back."""
+    labels: tuple[str, ...]
+    tz: str = "UTC"
+
+    @cached_property
+    def buckets(self) -> tuple[tuple[int, ...], ...]:
+        """Each row's hours (hours since the epoch), for rows of whole UTC hours."""
+        return tuple(tuple(range(s // HOUR_MS, -(-e // HOUR_MS))) for s, e in self.spans)
 
 
 def parse_read(raw_query: bytes, max_buckets: int) -> int | RangeQuery:
@@ -52,6 +66,27 @@ def parse_range(query: dict[str, list[str]], max_buckets: int) -> RangeQuery:
         granularity = Granularity(raw)
     except ValueError:
         raise ParamError("granularity", f"must be 'hour' or 'day', got {raw[:20]!r}") from None
+    name = single(query, "tz") or "UTC"
+    if name in UTC_NAMES:
+        return _utc_range(granularity, start_ms, end_ms, max_buckets)
+    try:
+        tz = zone(name)
+    except ValueError as exc:
+        raise ParamError("tz", str(exc)) from None
+    step = HOURS_PER[granularity] * HOUR_MS
+    if (end_ms - start_ms) // (2 * step) > max_buckets:  # no local hour or day is twice its length
+        raise ParamError(
+            "to",
+            f"the range holds more than {max_buckets} {granularity.value}s; at most {max_buckets} "
+            "(ANALYTICS_RANGE_MAX_BUCKETS) fit in one read",
+        )
+    rows = local_rows(name, tz, start_ms, end_ms, step, max_buckets)
+    if not rows:
+        raise ParamError("to", f"must be after from rounded down to its local {granularity.value}")
+    return RangeQuery(granularity, tuple((s, e) for s, e, _ in rows), tuple(labels(rows)), name)
+
+
+def _utc_range(granularity: Granularity, start_ms: int, end_ms: int, max_buckets: int) -> RangeQuery:
     step = HOURS_PER[granularity]
     first = start_ms // HOUR_MS // step * step
     if end_ms <= first * HOUR_MS:
@@ -65,8 +100,8 @@ def parse_range(query: dict[str, list[str]], max_buckets: int) -> RangeQuery:
             f"the range holds {count} {granularity.value}s; at most {max_buckets} "
             "(ANALYTICS_RANGE_MAX_BUCKETS) fit in one read",
         )
-    buckets = tuple(tuple(range(first + i * step, first + (i + 1) * step)) for i in range(count))
-    return RangeQuery(granularity, buckets)
+    spans = tuple(((first + i * step) * HOUR_MS, (first + (i + 1) * step) * HOUR_MS) for i in range(count))
+    return RangeQuery(granularity, spans, tuple(utc_labels(spans, granularity is Granularity.DAY)))
 
 
 def label(granularity: Granularity, first_hour: int) -> str:
@@ -86,9 +121,7 @@ Row = tuple[int, int, int]
 
 def render_csv(q: RangeQuery, rows: list[Row], total: Row) -> bytes:
     lines = [f"{q.granularity.value},unique_users,clicks,impressions"]
-    lines += [
-        f"{label(q.granularity, b[0])},{u},{c},{i}" for b, (u, c, i) in zip(q.buckets, rows, strict=True)
-    ]
+    lines += [f"{text},{u},{c},{i}" for text, (u, c, i) in zip(q.labels, rows, strict=True)]
     lines.append(f"total,{total[0]},{total[1]},{total[2]}")
     return ("\n".join(lines) + "\n").encode()
 
@@ -115,9 +148,7 @@ class RangeJSON(msgspec.Struct, frozen=True):
 def render_json(q: RangeQuery, rows: list[Row], total: Row) -> bytes:
     body = RangeJSON(
         granularity=q.granularity.value,
-        buckets=[
-            BucketJSON(label(q.granularity, b[0]), *row) for b, row in zip(q.buckets, rows, strict=True)
-        ],
+        buckets=[BucketJSON(text, *row) for text, row in zip(q.labels, rows, strict=True)],
         total=TotalJSON(*total),
     )
     return msgspec.json.encode(body)

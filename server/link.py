@@ -97,8 +97,9 @@ class Link:
             return await self._given.hours(hour)
         return await self._redis_reader().hour(hour)
 
-    async def buckets(self, buckets: Sequence[Sequence[int]]) -> tuple[list[HourTotals], HourTotals]:
-        return await self._redis_reader().buckets(buckets)
+    async def buckets(self, spans: Sequence[tuple[int, int]]) -> tuple[list[HourTotals], HourTotals]:
+        """A range's rows, each [start, end) in ms (api.range_read)."""
+        return await self._redis_reader().spans(spans)
 
     def _redis_reader(self) -> Reader:
         if self._reader is None:

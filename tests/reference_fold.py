@@ -11,10 +11,11 @@ import msgspec
 from nats.aio.msg import Msg
 
 from contract import schema
-from contract.hours import HOUR_MS, hour_of, parse_subject
+from contract.buckets import QUARTER_MS, day_tokens, quarter_of, quarter_token
+from contract.hours import hour_of, hour_token, parse_subject
 from contract.schema import AnyBatch, Event, Kind
 from contract.settings import Settings
-from projector.fold.deltas import Deltas, Keyed
+from projector.fold.deltas import CellDelta, Deltas, Keyed
 from projector.fold.digest import Decoder
 from projector.fold.rules import Rejected, screen
 from projector.log.fetched import Meta, meta_of
@@ -32,7 +33,7 @@ class Message(NamedTuple):
 def fold(messages: Iterable[Message], after: int = 0) -> Deltas:
     """Fold messages in stream order, skipping every sequence at or below `after`.
 
-    Users of unkeyed events go into the hour's set (adding a user twice changes nothing); keyed
+    Users of unkeyed events go into their quarter-hour's set (adding a user twice changes nothing); keyed
     events are left whole to the apply, so a refused duplicate changes neither counts nor uniques.
     """
     deltas = Deltas()
@@ -45,39 +46,38 @@ def fold(messages: Iterable[Message], after: int = 0) -> Deltas:
         if not events:
             continue
         deltas.events += len(events)
-        if not _fold_one_hour(deltas, events):
+        if not _fold_one_quarter(deltas, events):
             for event in events:
                 _fold_event(deltas, event, stream_ms)
     return deltas
 
 
-def _fold_one_hour(deltas: Deltas, events: tuple[Event, ...]) -> bool:
-    """The common case, a whole message in one hour and without keys, at C speed; False otherwise."""
+def _fold_one_quarter(deltas: Deltas, events: tuple[Event, ...]) -> bool:
+    """The common case, a whole message in one quarter-hour and without keys, at C speed; False otherwise."""
     stamps = list(map(_ts, events))
-    hour = hour_of(stamps[0])
-    start = hour * HOUR_MS
-    if min(stamps) < start or max(stamps) >= start + HOUR_MS or any(map(_key, events)):
+    start = stamps[0] // QUARTER_MS * QUARTER_MS
+    if min(stamps) < start or max(stamps) >= start + QUARTER_MS or any(map(_key, events)):
         return False
     kinds = list(map(_kind, events))
     clicks = kinds.count(Kind.CLICK)
-    delta = deltas.hour(hour)
-    delta.users.update(map(_user, events))
-    delta.clicks += clicks
-    delta.impressions += len(kinds) - clicks
+    cell = deltas.hour(hour_of(start)).quarters[quarter_of(start)]
+    cell.users.update(map(_user, events))
+    cell.clicks += clicks
+    cell.impressions += len(kinds) - clicks
     return True
 
 
 def _fold_event(deltas: Deltas, event: Event, stream_ms: int) -> None:
-    hour = hour_of(event.ts)
-    delta = deltas.hour(hour)
+    hour, quarter = hour_of(event.ts), quarter_of(event.ts)
+    cell = deltas.hour(hour).quarters[quarter]
     if event.key is not None:
-        deltas.keyed.append(Keyed(event.key, event.user, stream_ms, hour, event.kind))
+        deltas.keyed.append(Keyed(event.key, event.user, stream_ms, hour, event.kind, quarter))
         return
-    delta.users.add(event.user)
+    cell.users.add(event.user)
     if event.kind is Kind.CLICK:
-        delta.clicks += 1
+        cell.clicks += 1
     else:
-        delta.impressions += 1
+        cell.impressions += 1
 
 
 _ts, _key, _kind, _user = (attrgetter(name) for name in ("ts", "key", "kind", "user"))
@@ -127,3 +127,34 @@ def read(msg: Msg, settings: Settings, decoder: Decoder = schema.decode, meta: M
         return Read(Message(seq, schema.Batch(events=()), stream_ms), [Rejected(-1, reason)], msg)
     kept, rejected = screen(batch, hour, partition, settings.partitions)
     return Read(Message(seq, kept, stream_ms), rejected, msg)
+
+
+Cell = tuple[frozenset[str], int, int]
+"""A stored bucket as the reference sees it: (users, clicks, impressions)."""
+
+
+def cells(messages: Iterable[Message], phases: Iterable[int], window_ms: int) -> dict[str, Cell]:
+    """Every non-empty stored bucket (hour, quarter-hour, day rollup of each phase) a log projects to,
+    keyed events decided as apply.lua decides them: a user's key counts again only once `window_ms`
+    of stream time passed since it last counted."""
+    deltas = fold(messages)
+    per: dict[tuple[int, int], CellDelta] = {}
+    for hour, delta in deltas.hours.items():
+        for quarter, cell in enumerate(delta.quarters):
+            per.setdefault((hour, quarter), CellDelta()).merge(cell)
+    last: dict[str, int] = {}
+    for k in deltas.keyed:
+        seen = last.get(k.member)
+        if seen is None or k.stream_ms - seen > window_ms:
+            last[k.member] = k.stream_ms
+            cell = per.setdefault((k.hour, k.quarter), CellDelta())
+            cell.users.add(k.user)
+            cell.merge(CellDelta(set(), int(k.kind is Kind.CLICK), int(k.kind is Kind.IMPRESSION)))
+    kept = tuple(phases)
+    out: dict[str, CellDelta] = {}
+    for (hour, quarter), cell in per.items():
+        if not cell.clicks + cell.impressions:
+            continue
+        for token in (quarter_token(hour, quarter), hour_token(hour), *day_tokens(hour, quarter, kept)):
+            out.setdefault(token, CellDelta()).merge(cell)
+    return {token: (frozenset(c.users), c.clicks, c.impressions) for token, c in out.items()}

@@ -1,7 +1,9 @@
-"""What a fold of stream messages produces: per-hour deltas and keyed events. Pure values, no I/O."""
+"""What a fold of stream messages produces: per-quarter-hour deltas (grouped by hour) and keyed events.
+Pure values, no I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -9,15 +11,54 @@ from contract.schema import Kind
 
 
 @dataclass(slots=True)
-class HourDelta:
+class CellDelta:
+    """What a run of unkeyed events adds to one stored bucket (here a quarter-hour)."""
+
     users: set[str] = field(default_factory=set)
     clicks: int = 0
     impressions: int = 0
 
-    def merge(self, other: HourDelta) -> None:
+    def merge(self, other: CellDelta) -> None:
         self.users |= other.users
         self.clicks += other.clicks
         self.impressions += other.impressions
+
+
+def _four() -> tuple[CellDelta, CellDelta, CellDelta, CellDelta]:
+    return CellDelta(), CellDelta(), CellDelta(), CellDelta()
+
+
+@dataclass(slots=True)
+class HourDelta:
+    """An hour's unkeyed events, split into its four quarter-hours (what the apply writes); the hour's
+    own users and counts are their union and sums."""
+
+    quarters: tuple[CellDelta, CellDelta, CellDelta, CellDelta] = field(default_factory=_four)
+
+    @classmethod
+    def of(cls, users: Iterable[str], clicks: int, impressions: int, quarter: int = 0) -> HourDelta:
+        """An hour whose events all fall in one quarter (tests build deltas this way)."""
+        delta = cls()
+        cell = delta.quarters[quarter]
+        cell.users.update(users)
+        cell.clicks, cell.impressions = clicks, impressions
+        return delta
+
+    @property
+    def users(self) -> set[str]:
+        return set().union(*(q.users for q in self.quarters))
+
+    @property
+    def clicks(self) -> int:
+        return sum(q.clicks for q in self.quarters)
+
+    @property
+    def impressions(self) -> int:
+        return sum(q.impressions for q in self.quarters)
+
+    def merge(self, other: HourDelta) -> None:
+        for mine, theirs in zip(self.quarters, other.quarters, strict=True):
+            mine.merge(theirs)
 
 
 class Keyed(NamedTuple):
@@ -29,6 +70,8 @@ class Keyed(NamedTuple):
     stream_ms: int
     hour: int
     kind: Kind
+    quarter: int = 0
+    """Which quarter-hour (0-3) of `hour` the event's timestamp falls in."""
 
     @property
     def member(self) -> str:

@@ -198,6 +198,7 @@ class PartitionWorker:
         """Generation and watermark from Redis (or the last snapshot), then the consumer recreated
         after the watermark. Stopped.RESYNC when a restore was refused."""
         gen = await self.store.current_generation(self.partition)
+        await self.store.record_phases(gen, self.partition, self.settings.day_phases)  # before any apply
         found = await self.store.watermark(gen, self.partition)
         if gen == self.gen and found < self.watermark:
             self._rolled_back(found)  # while this worker retried (a failover): its applies were lost

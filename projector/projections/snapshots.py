@@ -23,6 +23,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from contract import schema
+from contract.buckets import is_day_token
 from contract.hours import parse_hour_token
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
@@ -79,6 +80,7 @@ class Snapshots:
             await self._kv.update(snapshot_manifest_key(partition), schema.pack(moved), last=revision)
             return Written(watermark, 0)
         tokens = [t.decode() if isinstance(t, bytes) else str(t) for t, _ in dirty]
+        tokens = [t for t in tokens if not is_day_token(t)]  # day rollups: not in snapshots (yet)
         for start in range(0, len(tokens), READ_CHUNK):
             chunk = tokens[start : start + READ_CHUNK]
             async with redis.pipeline(transaction=False) as pipe:

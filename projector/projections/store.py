@@ -1,10 +1,12 @@
 """Redis adapter of the projector: the atomic apply script, generations and watermarks.
 
-The module is long because every projections script has its one adapter here, behind one class."""
+The module is long because every projections script has its one adapter here, behind one class (and
+the apply its argument builder)."""
 
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio.cluster import ClusterPipeline
 
+from contract.buckets import day_tokens, parse_phases, phases_text, quarter_token
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
 from contract.projections_client import ProjectionsClient
@@ -20,6 +23,8 @@ from contract.settings import Settings
 from projector import metrics
 from projector.fold.deltas import Deltas
 from projector.projections.scripts import source
+
+log = logging.getLogger("projector")
 
 RESTORE_CHUNK = 50
 """Hours per restore call: about 600 KB of HyperLogLogs at most."""
@@ -62,9 +67,6 @@ class Thawed:
     state: HourState
 
 
-_KIND = {Kind.CLICK: "c", Kind.IMPRESSION: "i"}
-
-
 class ProjectionStore:
     """Applies deltas for one partition at a time; every write goes through apply.lua."""
 
@@ -88,6 +90,7 @@ class ProjectionStore:
         self._restore = redis.register_script(source("restore"))
         self._evict = redis.register_script(source("evict"))
         self._thaw = redis.register_script(source("thaw"))
+        self._phases: dict[tuple[str, int], tuple[int, ...]] = {}
 
     @classmethod
     def from_settings(cls, redis: ProjectionsClient, settings: Settings) -> ProjectionStore:
@@ -129,7 +132,12 @@ class ProjectionStore:
         *,
         epoch: str = "",
         live: bool = True,
+        phases: Sequence[int] | None = None,
     ) -> ApplyResult:
+        """Every event into its hour, its quarter-hour and the day rollup of each of the generation's
+        `phases` (default: those recorded for `gen`, see `phases`), with the watermark, atomically."""
+        if phases is None:
+            phases = await self.phases(gen, partition)
         keys = [
             self.keys.generation(partition),
             self.keys.fence(partition),
@@ -138,26 +146,48 @@ class ProjectionStore:
             self.keys.dirty(gen, partition),
             self.keys.cold(gen, partition),
         ]
+        cell_keys, cell_args = apply_payload(self.keys, gen, partition, tuple(phases), deltas)
+        keys += cell_keys
         mode = "live" if live else "build"
         args: list[str | int] = [gen, epoch, expected, deltas.last_seq, mode]
-        args += [len(deltas.hours), self.window_ms, deltas.last_ms]
-        slot: dict[int, int] = {}
-        for hour, delta in deltas.hours.items():
-            slot[hour] = len(slot) + 1
-            keys += [self.keys.users(gen, hour, partition), self.keys.counts(gen, hour, partition)]
-            args += [delta.clicks, delta.impressions, "\n".join(delta.users), hour_token(hour)]
-        args.append(
-            "".join(
-                f"{k.stream_ms}\x1f{slot[k.hour]}\x1f{_KIND[k.kind]}\x1f{k.user}\x1f{k.key}\x1e"
-                for k in deltas.keyed
-            )
-        )
+        args += [cell_args[0], self.window_ms, deltas.last_ms, *cell_args[1:]]
         if live and self.wait_replicas > 0:
             status, watermark, _, *cold = await self._apply_and_wait(keys, args)
         else:
             status, watermark, _, *cold = await self._apply(keys=keys, args=args)
         pairs = tuple((_text(cold[i]), int(cold[i + 1])) for i in range(0, len(cold), 2))
         return ApplyResult(Outcome(int(status)), int(watermark), pairs)
+
+    async def record_phases(
+        self, gen: int | str, partition: int, phases: Sequence[int], *, live: bool = True
+    ) -> tuple[int, ...]:
+        """Record the day rollups (phases, contract.buckets) a generation keeps, once, before its first
+        apply: the live generation keeps what is stored when something is (SET NX; returns what rules),
+        a generation being built takes `phases` (SET). A live one that keeps others says so."""
+        key = self.keys.phases(gen, partition)
+        if live:
+            await self._redis.set(key, phases_text(phases), nx=True)
+            stored = parse_phases(await self._redis.get(key))
+            if stored != tuple(sorted(set(phases))):
+                log.warning(
+                    "p%d: ANALYTICS_DAY_ZONES asks for day rollups starting at minutes %s of the UTC day, "
+                    "but generation %s keeps %s; run ./just replay to build one with them",
+                    *(partition, phases_text(phases), gen, phases_text(stored) or "none"),
+                )
+        else:
+            await self._redis.set(key, phases_text(phases))
+            stored = tuple(sorted(set(phases)))
+        self._phases[(str(gen), partition)] = stored
+        return stored
+
+    async def phases(self, gen: int | str, partition: int) -> tuple[int, ...]:
+        """The generation's phases as recorded (cached: they never change); () when none are: a
+        generation from before day rollups, or a scratch one (a single-hour replay's)."""
+        found = self._phases.get((str(gen), partition))
+        if found is None:
+            found = parse_phases(await self._redis.get(self.keys.phases(gen, partition)))
+            self._phases[(str(gen), partition)] = found
+        return found
 
     async def _apply_and_wait(self, keys: list[str], args: list[str | int]) -> list[Any]:
         """The apply, then WAIT on the same connection (WAIT covers that connection's own writes
@@ -403,3 +433,61 @@ def _node_of(pipe: Any, key: str) -> dict[str, Any]:
     if isinstance(pipe, ClusterPipeline):
         return {"target_nodes": pipe.cluster_client.get_node_from_key(key)}
     return {}
+
+
+_KIND = {Kind.CLICK: "c", Kind.IMPRESSION: "i"}
+
+
+def apply_payload(
+    keys: Keys, gen: int | str, partition: int, phases: tuple[int, ...], deltas: Deltas
+) -> tuple[list[str], list[str | int]]:
+    """The cells' keys (users, counts per cell) and the script's arguments after the head: the cell
+    count, one token per cell, the group count, per group its cells, clicks, impressions and users,
+    then the keyed events naming their group (see apply.lua)."""
+    cells = _Cells(keys, gen, partition, phases)
+    groups: list[str | int] = []
+    for hour, delta in deltas.hours.items():
+        for quarter, cell in enumerate(delta.quarters):
+            if cell.clicks or cell.impressions:
+                groups += [cells.group(hour, quarter), cell.clicks, cell.impressions, "\n".join(cell.users)]
+    keyed = "".join(
+        f"{k.stream_ms}\x1f{cells.keyed_group(k.hour, k.quarter, groups)}\x1f{_KIND[k.kind]}"
+        f"\x1f{k.user}\x1f{k.key}\x1e"
+        for k in deltas.keyed
+    )
+    return cells.keys, [len(cells.tokens), *cells.tokens, len(groups) // 4, *groups, keyed]
+
+
+class _Cells:
+    """The cells one apply touches, numbered from 1 in the order first named, and the groups (one per
+    quarter-hour: the quarter, its hour and its day rollups) that events go to."""
+
+    def __init__(self, keys: Keys, gen: int | str, partition: int, phases: tuple[int, ...]) -> None:
+        self._named, self._gen, self._partition, self._phases = keys, gen, partition, phases
+        self.keys: list[str] = []
+        self.tokens: list[str] = []
+        self._index: dict[str, int] = {}
+        self._groups: dict[tuple[int, int], int] = {}
+
+    def _cell(self, token: str) -> int:
+        found = self._index.get(token)
+        if found is None:
+            found = self._index[token] = len(self.tokens) + 1
+            self.tokens.append(token)
+            self.keys.append(self._named.cell_users(self._gen, token, self._partition))
+            self.keys.append(self._named.cell_counts(self._gen, token, self._partition))
+        return found
+
+    def group(self, hour: int, quarter: int) -> str:
+        """The cell numbers of the quarter-hour's group, joined for the script; it becomes the next group."""
+        self._groups[(hour, quarter)] = len(self._groups) + 1
+        tokens = [quarter_token(hour, quarter), hour_token(hour), *day_tokens(hour, quarter, self._phases)]
+        return ",".join(str(self._cell(token)) for token in tokens)
+
+    def keyed_group(self, hour: int, quarter: int, groups: list[str | int]) -> int:
+        """The group number of a keyed event's quarter-hour, adding an empty group when it has none."""
+        found = self._groups.get((hour, quarter))
+        if found is None:
+            groups += [self.group(hour, quarter), 0, 0, ""]
+            found = self._groups[(hour, quarter)]
+        return found

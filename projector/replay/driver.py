@@ -53,6 +53,8 @@ async def replay(settings: Settings, nc: NATS, redis_client: ProjectionsClient) 
         log.info("building generation %d from stream %s", gen, settings.stream_name)
         switched = False
         try:
+            for p in partitions:  # before any apply: build processes read them from Redis
+                await store.record_phases(gen, p, settings.day_phases, live=False)
             snapshots = await open_snapshots(nc, redis_client, settings)
             starts = await restore_if_compacted(settings, nc, snapshots, store, gen)
             bulk = await _bulk(settings, nc, store, gen, filed, starts, snapshots)

@@ -125,7 +125,7 @@ async def test_the_next_replay_drops_what_a_killed_replay_left_half_built(
     store = await live_log(nc, redis, settings)
     # What a replay killed mid-build leaves: a generation handed out and partly written, never live.
     orphan = await store.new_generation()
-    half = Deltas(hours={HOUR: HourDelta({"ghost"}, 7, 0)}, last_seq=1)
+    half = Deltas(hours={HOUR: HourDelta.of({"ghost"}, 7, 0)}, last_seq=1)
     await store.apply(orphan, 0, 0, half, live=False)
     assert orphan in await generations_in_redis(redis, settings)
     await replay(settings, nc, redis)

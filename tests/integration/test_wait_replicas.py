@@ -20,7 +20,7 @@ from redis.asyncio.cluster import RedisCluster
 from contract.keys import Keys
 from contract.slots import partition_slot
 from deploy.servers import free_port, valkey_command, wait_for_port
-from projector.fold.deltas import Deltas
+from projector.fold.deltas import Deltas, HourDelta
 from projector.projections.store import Outcome, ProjectionStore
 from tests.helpers import eventually, metric, pause
 
@@ -60,10 +60,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[Redis, Redis, subprocess.P
 
 
 def deltas(last_seq: int) -> Deltas:
-    found = Deltas(last_seq=last_seq, events=1)
-    delta = found.hour(HOUR)
-    delta.clicks, delta.users = 1, {f"user-{last_seq}"}
-    return found
+    return Deltas(hours={HOUR: HourDelta.of({f"user-{last_seq}"}, 1, 0)}, last_seq=last_seq, events=1)
 
 
 async def test_an_apply_returns_only_once_the_replica_holds_it(

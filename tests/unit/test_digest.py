@@ -28,7 +28,14 @@ users = st.sampled_from(
     ["a", "b", "c", "dd", "e", "f", "", " ", "x\ny", "bad\x01", "soft\xadhyphen", "z" * 257]
 )
 stamps = st.sampled_from(
-    [HOUR * HOUR_MS, HOUR * HOUR_MS + 5, (HOUR + 1) * HOUR_MS - 1, (HOUR + 1) * HOUR_MS, HOUR * HOUR_MS - 1]
+    [
+        HOUR * HOUR_MS,
+        HOUR * HOUR_MS + 5,
+        HOUR * HOUR_MS + 1_800_000,  # the third quarter-hour
+        (HOUR + 1) * HOUR_MS - 1,
+        (HOUR + 1) * HOUR_MS,
+        HOUR * HOUR_MS - 1,
+    ]
 )
 keys = st.none() | st.sampled_from(["k", "k2", "", "é"])
 events = st.builds(Event, ts=stamps, user=users, kind=st.sampled_from(Kind), key=keys)
@@ -66,7 +73,10 @@ def one_by_one(
 
 
 def plain(d: Deltas) -> object:
-    hours = {h: (frozenset(v.users), v.clicks, v.impressions) for h, v in d.hours.items()}
+    hours = {
+        h: tuple((frozenset(q.users), q.clicks, q.impressions) for q in v.quarters)
+        for h, v in d.hours.items()
+    }
     return hours, d.keyed, d.last_seq, d.last_ms, d.events
 
 
@@ -113,9 +123,32 @@ def test_a_clean_run_of_many_messages_is_folded_per_hour_with_keys_in_stream_ord
         HOUR: ({user}, 1, 0),
         HOUR - 3: (set(), 0, 0),
     }
-    assert [(k.key, k.stream_ms, k.hour) for k in got.deltas.keyed] == [
-        ("k1", 60, HOUR - 3),
-        ("k0", 70, HOUR),
-        ("k0", 70, HOUR),
+    assert [(k.key, k.stream_ms, k.hour, k.quarter) for k in got.deltas.keyed] == [
+        ("k1", 60, HOUR - 3, 0),
+        ("k0", 70, HOUR, 0),
+        ("k0", 70, HOUR, 0),
     ]
     assert (got.deltas.last_seq, got.deltas.last_ms, got.deltas.events) == (7, 70, 4)
+
+
+def test_a_run_across_quarter_hours_is_counted_in_each_quarter() -> None:
+    users = [f"u{i}" for i in range(60) if zlib.crc32(f"u{i}".encode()) % PARTS == 0][:3]
+    start = HOUR * HOUR_MS
+    events = (
+        Event(start + 899_999, users[0], Kind.CLICK),
+        Event(start + 900_000, users[1], Kind.IMPRESSION),
+        Event(start + 3_599_999, users[2], Kind.CLICK),
+        Event(start + 3_000_000, users[0], Kind.IMPRESSION, "k"),
+    )
+    got = digest(
+        [subject(PREFIX, HOUR, 0)],
+        [msgspec.json.encode(Batch(events=events))],
+        [1],
+        [10],
+        prefix=PREFIX,
+        partitions=PARTS,
+    )
+    quarters = [(q.users, q.clicks, q.impressions) for q in got.deltas.hours[HOUR].quarters]
+    assert quarters == [({users[0]}, 1, 0), ({users[1]}, 0, 1), (set(), 0, 0), ({users[2]}, 1, 0)]
+    assert got.deltas.hours[HOUR].users == set(users)
+    assert [(k.hour, k.quarter) for k in got.deltas.keyed] == [(HOUR, 3)]

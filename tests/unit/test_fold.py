@@ -5,6 +5,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contract.buckets import quarter_of
 from contract.hours import hour_of
 from contract.schema import Batch, Event, Kind
 from projector.fold.deltas import Deltas, Keyed
@@ -25,8 +26,17 @@ messages = st.lists(st.lists(events, min_size=0, max_size=5), max_size=12).map(
 )
 
 
-def as_plain(d: Deltas) -> tuple[dict[int, tuple[frozenset[str], int, int]], list[Keyed]]:
-    return {h: (frozenset(v.users), v.clicks, v.impressions) for h, v in d.hours.items()}, d.keyed
+Plain = dict[tuple[int, int], tuple[frozenset[str], int, int]]
+
+
+def as_plain(d: Deltas) -> tuple[Plain, list[Keyed]]:
+    """Per (hour, quarter-hour): users, clicks, impressions; then the keyed events."""
+    quarters = {
+        (h, q): (frozenset(cell.users), cell.clicks, cell.impressions)
+        for h, v in d.hours.items()
+        for q, cell in enumerate(v.quarters)
+    }
+    return quarters, d.keyed
 
 
 @given(messages, st.integers(min_value=0, max_value=12))
@@ -39,21 +49,32 @@ def test_fold_of_a_concatenation_is_the_merge_of_the_folds(msgs: list[Message], 
 
 
 @given(messages)
-def test_fold_counts_every_unkeyed_event_in_its_own_hour(msgs: list[Message]) -> None:
-    clicks: Counter[int] = Counter()
-    impressions: Counter[int] = Counter()
-    users: dict[int, set[str]] = {}
+def test_fold_counts_every_unkeyed_event_in_its_own_quarter_hour(msgs: list[Message]) -> None:
+    clicks: Counter[tuple[int, int]] = Counter()
+    impressions: Counter[tuple[int, int]] = Counter()
+    users: dict[tuple[int, int], set[str]] = {}
     keyed = []
     for _, batch, stream_ms in msgs:
         for e in batch.events:
-            hour_users = users.setdefault(hour_of(e.ts), set())
+            hour, quarter = hour_of(e.ts), quarter_of(e.ts)
+            for q in range(4):  # an hour with any event has all four quarters, empty or not
+                users.setdefault((hour, q), set())
             if e.key is not None:
-                keyed.append(Keyed(e.key, e.user, stream_ms, hour_of(e.ts), e.kind))
+                keyed.append(Keyed(e.key, e.user, stream_ms, hour, e.kind, quarter))
             else:
-                hour_users.add(e.user)
-                (clicks if e.kind is Kind.CLICK else impressions)[hour_of(e.ts)] += 1
-    expected = {h: (frozenset(u), clicks[h], impressions[h]) for h, u in users.items()}
+                users[(hour, quarter)].add(e.user)
+                (clicks if e.kind is Kind.CLICK else impressions)[(hour, quarter)] += 1
+    expected = {at: (frozenset(u), clicks[at], impressions[at]) for at, u in users.items()}
     assert as_plain(fold(msgs)) == (expected, keyed)
+
+
+@given(messages)
+def test_an_hour_is_the_union_of_its_quarter_hours(msgs: list[Message]) -> None:
+    for hour, delta in fold(msgs).hours.items():
+        unkeyed = [e for m in msgs for e in m.batch.events if e.key is None and hour_of(e.ts) == hour]
+        assert delta.users == {e.user for e in unkeyed}
+        assert delta.clicks == sum(e.kind is Kind.CLICK for e in unkeyed)
+        assert delta.impressions == sum(e.kind is Kind.IMPRESSION for e in unkeyed)
 
 
 @given(messages, st.integers(min_value=0, max_value=12))
@@ -70,7 +91,7 @@ def test_keyed_events_are_left_whole_to_the_apply_user_included() -> None:
     deltas = fold([Message(3, Batch(events=(Event(5, "u", Kind.CLICK, key="k"),)), stream_ms=77)])
     assert deltas.hours[0].users == set()
     assert deltas.hours[0].clicks == 0
-    assert deltas.keyed == [Keyed("k", "u", 77, 0, Kind.CLICK)]
+    assert deltas.keyed == [Keyed("k", "u", 77, 0, Kind.CLICK, 0)]
     assert deltas.keyed[0].member == "u\nk"
     assert deltas.last_ms == 77
 

@@ -109,7 +109,7 @@ class Recorder:
             if "Reads one hour" in name:
                 return [0, 0, 0]
             if "Reads a range" in name:
-                return [0] * (3 * int(args[3 + 2 * int(args[2])]) + 1)
+                return [0] * (3 * range_rows(args) + 1)
             return 1
 
         script = cast(Any, run)
@@ -139,11 +139,20 @@ class Pipe:
         assert command == "EVALSHA", command
         keys, args = list(rest[:numkeys]), list(rest[numkeys:])
         self.owner.calls.append((sha, keys, args))
-        hours = sum(1 for a in args if isinstance(a, str) and a.endswith(":users"))
-        self.queued.append([-1, *(["", "", 0, 0] * hours)])
+        cells = range_cells(args) if "Reads a range" in sha else 1
+        self.queued.append([-1, *(["", "", 0, 0] * cells)])
 
     async def execute(self) -> list[Any]:
         return self.queued
+
+
+def range_cells(args: list[Any]) -> int:
+    """How many cells a range script call names (api/range.lua's arguments, one group)."""
+    return int(args[4 + 8 * int(args[2])])
+
+
+def range_rows(args: list[Any]) -> int:
+    return int(args[5 + 8 * int(args[2]) + range_cells(args)])
 
 
 def keys_named(name: str, keys: list[str], args: list[Any]) -> list[str]:
@@ -171,7 +180,7 @@ async def test_every_store_and_lease_script_touches_one_partition_slot() -> None
     store = ProjectionStore(client, keys, partitions=PARTITIONS)
     leases = Leases(client, keys, "me", ttl_s=5)
     deltas = Deltas(
-        hours={HOUR: HourDelta({"ann"}, 1, 0), HOUR + 1: HourDelta({"bob"}, 0, 1)},
+        hours={HOUR: HourDelta.of({"ann"}, 1, 0), HOUR + 1: HourDelta.of({"bob"}, 0, 1, quarter=2)},
         keyed=[Keyed("k", "ann", 5, HOUR, Kind.CLICK)],
         last_seq=9,
         last_ms=5,
@@ -180,7 +189,7 @@ async def test_every_store_and_lease_script_touches_one_partition_slot() -> None
     for p in range(PARTITIONS):
         recorder.values[keys.generation(p)] = b"1"
         recorder.values[keys.fence(p)] = b"e"
-        await store.apply(1, p, 0, deltas, epoch="e")
+        await store.apply(1, p, 0, deltas, epoch="e", phases=(0, 240, 1110))
         await store.evict(1, p, "e", 9, [(HOUR, 3)])
         await store.thaw(1, p, "e", 9, [Thawed(HOUR, 3, state)])
         await store.restore(1, p, "e", 9, [(HOUR, state)], [("ann\nk", 5)], cold=[(HOUR + 1, 3)])

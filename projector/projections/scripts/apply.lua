@@ -1,11 +1,13 @@
 -- Applies one partition's folded deltas and advances its watermark in one atomic step.
 -- KEYS: generation, fence, watermark, dedup (sorted set), dirty (sorted set), cold (hash), then
---       (users HLL, counts hash) per hour.
+--       (users HLL, counts hash) per cell: the stored buckets the deltas touch (contract.buckets:
+--       hours, their quarter-hours, day rollups), cell i at KEYS[5 + 2i] and KEYS[6 + 2i].
 -- ARGV: gen, epoch ("" = unfenced), expected watermark, new watermark, mode ("live" | "build"),
---       hour count, dedup window ms, newest stream ms of the deltas,
---       then per hour: clicks, impressions, users joined by "\n"
---       (user names cannot hold control characters, so the newline is a safe separator), hour token,
---       then the keyed events, all in one string (see below).
+--       cell count, dedup window ms, newest stream ms of the deltas, then one token per cell,
+--       then the group count and per group (the events of one quarter-hour: they all go to the same
+--       cells, its quarter, its hour and its day rollups): its cell numbers joined by ",", its unkeyed
+--       clicks, impressions, users joined by "\n" (user names cannot hold control characters, so the
+--       newline is a safe separator), then the keyed events, all in one string (see below).
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced;
 -- 4: some hours are cold (in the snapshot store, not in Redis), followed by their token, entry
 -- watermark pairs. Nothing is written then: the caller thaws those hours and applies again.
@@ -21,59 +23,75 @@ local wm = tonumber(redis.call('GET', KEYS[3]) or '0')
 if wm ~= tonumber(ARGV[3]) then
   return {1, wm, current_gen or ''}
 end
-local hours = tonumber(ARGV[6])
+local cells = tonumber(ARGV[6])
 local window = tonumber(ARGV[7])
 local newest = tonumber(ARGV[8])
-local arg = 9
+-- Tokens: an hour is YYYYMMDDHH (10 characters), a quarter-hour YYYYMMDDHHMM (12), a day rollup dYYYYMMDDHHMM.
 if redis.call('HLEN', KEYS[6]) > 0 then
   local cold = {4, wm, current_gen or ''}
-  for h = 0, hours - 1 do
-    local token = ARGV[arg + 4 * h + 3]
-    local at = redis.call('HGET', KEYS[6], token)
-    if at then
-      cold[#cold + 1] = token
-      cold[#cold + 1] = at
+  for c = 1, cells do
+    local token = ARGV[8 + c]
+    if #token == 10 then  -- only hours go cold (with their quarter-hours); day rollups never do
+      local at = redis.call('HGET', KEYS[6], token)
+      if at then
+        cold[#cold + 1] = token
+        cold[#cold + 1] = at
+      end
     end
   end
   if #cold > 3 then return cold end
 end
-local dirty = {}
-for h = 0, hours - 1 do
-  local k = 7 + 2 * h
-  local clicks = tonumber(ARGV[arg])
-  local impressions = tonumber(ARGV[arg + 1])
-  -- One string instead of one argument per user: far cheaper to send than 100k arguments.
-  -- unpack() is limited by the Lua stack, so users go to PFADD in chunks.
-  local chunk, n = {}, 0
-  for user in string.gmatch(ARGV[arg + 2], '[^\n]+') do
-    n = n + 1
-    chunk[n] = user
-    if n == 4000 then
-      redis.call('PFADD', KEYS[k], unpack(chunk, 1, n))
-      n = 0
+local CHUNK = 4000
+local clicks, impressions = {}, {}
+for c = 1, cells do
+  clicks[c], impressions[c] = 0, 0
+end
+-- Users to every cell of a group (PFADD is idempotent: a user in several quarter-hours is no problem).
+-- unpack() is limited by the Lua stack, so users go to PFADD in chunks.
+local function add_users(targets, list, n)
+  for from = 1, n, CHUNK do
+    local upto = math.min(from + CHUNK - 1, n)
+    for _, c in ipairs(targets) do
+      redis.call('PFADD', KEYS[5 + 2 * c], unpack(list, from, upto))
     end
   end
-  if n > 0 then redis.call('PFADD', KEYS[k], unpack(chunk, 1, n)) end
-  -- The snapshot writer takes every hour changed since its last cut; the score says by which apply.
-  dirty[#dirty + 1] = ARGV[4]
-  dirty[#dirty + 1] = ARGV[arg + 3]
-  arg = arg + 4
-  if clicks > 0 then redis.call('HINCRBY', KEYS[k + 1], 'clicks', clicks) end
-  if impressions > 0 then redis.call('HINCRBY', KEYS[k + 1], 'impressions', impressions) end
 end
--- A keyed event counts (its user and its click or impression) only if its user did not send its key
--- within the window, measured on stream time, so live, rebuild and replay decide exactly alike.
--- Scores are read in one ZMSCORE and writes grouped per hour: a handful of calls, not four per event.
-local CHUNK = 4000
+local function add_counts(targets, c_n, i_n)
+  for _, c in ipairs(targets) do
+    clicks[c] = clicks[c] + c_n
+    impressions[c] = impressions[c] + i_n
+  end
+end
+local arg = 9 + cells
+local groups = tonumber(ARGV[arg])
+arg = arg + 1
+local targets = {}
+for g = 1, groups do
+  local list = {}
+  for c in string.gmatch(ARGV[arg], '%d+') do list[#list + 1] = tonumber(c) end
+  targets[g] = list
+  -- One string instead of one argument per user: far cheaper to send than 100k arguments.
+  local users, n = {}, 0
+  for user in string.gmatch(ARGV[arg + 3], '[^\n]+') do
+    n = n + 1
+    users[n] = user
+  end
+  if n > 0 then add_users(list, users, n) end
+  add_counts(list, tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2]))
+  arg = arg + 4
+end
+-- A keyed event counts (its user and its click or impression, in every cell of its group) only if
+-- its user did not send its key within the window, measured on stream time, so live, rebuild and
+-- replay decide exactly alike. Scores are read in one ZMSCORE and writes grouped per group.
 -- Keyed events come as one string, not five arguments each (arguments cost the client far more):
--- per event "stream ms \31 hour number (1-based) \31 c|i \31 user \31 key \30". Neither a user
+-- per event "stream ms \31 group number (1-based) \31 c|i \31 user \31 key \30". Neither a user
 -- nor a key can hold a control character, so the separators are safe.
-local ats, slots, kinds, kusers, members = {}, {}, {}, {}, {}
+local ats, kgroups, kinds, kusers, members = {}, {}, {}, {}, {}
 local keyed = 0
-for at, slot, kind, user, key in string.gmatch(ARGV[arg] or '', '(%d+)\31(%d+)\31(%a)\31([^\31]*)\31([^\30]*)\30') do
+for at, group, kind, user, key in string.gmatch(ARGV[arg] or '', '(%d+)\31(%d+)\31(%a)\31([^\31]*)\31([^\30]*)\30') do
   keyed = keyed + 1
   ats[keyed] = tonumber(at)
-  slots[keyed] = 7 + 2 * (tonumber(slot) - 1)
+  kgroups[keyed] = tonumber(group)
   kinds[keyed] = kind
   kusers[keyed] = user
   members[keyed] = user .. '\n' .. key
@@ -87,7 +105,7 @@ if keyed > 0 then
       if scores[j - c + 1] then last[members[j]] = tonumber(scores[j - c + 1]) end
     end
   end
-  local zadd, users, clicks, impressions = {}, {}, {}, {}
+  local zadd, users, kclicks, kimpressions = {}, {}, {}, {}
   for i = 1, keyed do
     local at = ats[i]
     local member = members[i]
@@ -96,26 +114,35 @@ if keyed > 0 then
       last[member] = at
       zadd[#zadd + 1] = at
       zadd[#zadd + 1] = member
-      local slot = slots[i]
-      users[slot] = users[slot] or {}
-      table.insert(users[slot], kusers[i])
+      local g = kgroups[i]
+      users[g] = users[g] or {}
+      table.insert(users[g], kusers[i])
       if kinds[i] == 'c' then
-        clicks[slot] = (clicks[slot] or 0) + 1
+        kclicks[g] = (kclicks[g] or 0) + 1
       else
-        impressions[slot] = (impressions[slot] or 0) + 1
+        kimpressions[g] = (kimpressions[g] or 0) + 1
       end
     end
   end
   for c = 1, #zadd, CHUNK do  -- CHUNK is even, so score and member stay together
     redis.call('ZADD', KEYS[4], unpack(zadd, c, math.min(c + CHUNK - 1, #zadd)))
   end
-  for slot, list in pairs(users) do
-    for c = 1, #list, CHUNK do
-      redis.call('PFADD', KEYS[slot], unpack(list, c, math.min(c + CHUNK - 1, #list)))
-    end
+  for g, list in pairs(users) do
+    add_users(targets[g], list, #list)
+    add_counts(targets[g], kclicks[g] or 0, kimpressions[g] or 0)
   end
-  for slot, n in pairs(clicks) do redis.call('HINCRBY', KEYS[slot + 1], 'clicks', n) end
-  for slot, n in pairs(impressions) do redis.call('HINCRBY', KEYS[slot + 1], 'impressions', n) end
+end
+-- The snapshot writer takes every hour and day rollup changed since its last cut (an hour's
+-- quarter-hours ride with it); the score says by which apply.
+local dirty = {}
+for c = 1, cells do
+  local token = ARGV[8 + c]
+  if clicks[c] > 0 then redis.call('HINCRBY', KEYS[6 + 2 * c], 'clicks', clicks[c]) end
+  if impressions[c] > 0 then redis.call('HINCRBY', KEYS[6 + 2 * c], 'impressions', impressions[c]) end
+  if #token ~= 12 then
+    dirty[#dirty + 1] = ARGV[4]
+    dirty[#dirty + 1] = token
+  end
 end
 for c = 1, #dirty, CHUNK do
   redis.call('ZADD', KEYS[5], unpack(dirty, c, math.min(c + CHUNK - 1, #dirty)))
