@@ -115,6 +115,10 @@ class Keys:
         """Hash of the audit's last result for an hour (verdict, at, log, served, differs)."""
         return f"{self.prefix}:{{audit}}:hour:{hour_token(hour)}"
 
+    def audit_day(self, token: str) -> str:
+        """Hash of the audit's last result for a day rollup (`d...` token) against its components."""
+        return f"{self.prefix}:{{audit}}:day:{token}"
+
     def audit_claim(self, hour: int) -> str:
         """Held (SET NX PX) by the one audit process auditing the hour now."""
         return f"{self.prefix}:{{audit}}:claim:{hour_token(hour)}"
@@ -126,7 +130,7 @@ class Keys:
 
     @property
     def audit_mismatches(self) -> str:
-        """Sorted set of hour tokens found mismatched, scored by when (ms)."""
+        """Sorted set of hour tokens (and day rollup tokens) found mismatched, scored by when (ms)."""
         return f"{self.prefix}:{{audit}}:mismatches"
 
     def users(self, gen: int | str, hour: int, partition: int) -> str:

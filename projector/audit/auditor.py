@@ -1,9 +1,11 @@
-"""Audits hours: each hour's served value read with its watermarks, then its log messages up to them
-recounted with the projector's fold and compared, partition by partition."""
+"""Audits hours: each hour's served value (and its quarter-hours') read with its watermarks, then its log
+messages up to them recounted with the projector's fold and compared, partition by partition; and the
+day rollups holding them against their components."""
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -14,8 +16,23 @@ from contract.hours import parse_subject
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
-from projector.audit.sources import read_hour_log, read_partition_span, read_served
-from projector.audit.verdict import Counted, HourAudit, PartitionAudit, compare, counted_of, first_keyed_ms
+from projector.audit.sources import (
+    audit_day,
+    days_overlapping,
+    read_hour_log,
+    read_partition_span,
+    read_served,
+)
+from projector.audit.verdict import (
+    Counted,
+    DayAudit,
+    HourAudit,
+    PartitionAudit,
+    compare,
+    counted_of,
+    first_keyed_ms,
+    quarters_of,
+)
 from projector.fold.digest import digest
 from projector.projections.snapshots import Snapshots, open_snapshots
 
@@ -58,27 +75,46 @@ class Auditor:
             cut = bisect.bisect_right(seqs, wm)
             if cut < len(seqs):
                 behind.append(f"p{p}: {len(seqs) - cut} message(s) past its watermark {wm}")
-            counted = await self._recount(p, hour, (subjects[:cut], payloads[:cut], seqs[:cut], stamps[:cut]))
+            columns = (subjects[:cut], payloads[:cut], seqs[:cut], stamps[:cut])
+            counted = await self._recount(p, hour, columns, quarters=bool(served[p].counted.quarters))
             if counted is None:
                 why = f"p{p}: a message of a schema version this audit does not know; upgrade it"
                 return HourAudit(hour, (), why=why, unreadable=True)
-            parts.append(compare(p, counted, served[p].counted, served[p].source))
+            parts.append(compare(p, counted, served[p].counted, served[p].source, hour))
         return HourAudit(hour, tuple(parts), why="; ".join(behind), pending=bool(behind))
 
-    async def _recount(self, partition: int, hour: int, columns: Columns) -> Counted | None:
-        """The hour's messages of one partition folded; with keyed events among them, folded again
-        together with the partition's messages of every hour since KEYED_LOOKBACK dedup windows before
-        the first, whose keys may have refused them."""
+    async def days(self, hours: list[int]) -> list[str]:
+        """The day rollups of the live generation that hold any of `hours`."""
+        settings = self.settings
+        return await days_overlapping(self.redis, Keys(settings.key_prefix), hours, settings.partitions)
+
+    async def day(self, token: str) -> DayAudit:
+        """The day rollup against its components, in every partition."""
+        settings = self.settings
+        if self.snapshots is None:
+            self.snapshots = await open_snapshots(self.nc, self.redis, settings)
+        return await audit_day(
+            self.redis, Keys(settings.key_prefix), self.snapshots, token, settings.partitions
+        )
+
+    async def _recount(self, partition: int, hour: int, columns: Columns, quarters: bool) -> Counted | None:
+        """The hour's messages of one partition folded (with its quarter-hours when `quarters`); with
+        keyed events among them, folded again together with the partition's messages of every hour
+        since KEYED_LOOKBACK dedup windows before the first, whose keys may have refused them."""
         settings = self.settings
         window_ms = int(settings.dedup_window_s * 1000)
         fold = functools.partial(digest, prefix=settings.subject_prefix, partitions=settings.partitions)
         done = fold(*columns)
         first = first_keyed_ms(done, hour)
-        if first is None:
-            return counted_of(done, hour, window_ms)
-        since = first - KEYED_LOOKBACK * window_ms
-        span = await read_partition_span(self.nc, settings, partition, since, columns[2][-1])
-        return counted_of(fold(*merged(columns, span.columns(partition))), hour, window_ms)
+        if first is not None:
+            since = first - KEYED_LOOKBACK * window_ms
+            span = await read_partition_span(self.nc, settings, partition, since, columns[2][-1])
+            columns = merged(columns, span.columns(partition))
+            done = fold(*columns)
+        counted = counted_of(done, hour, window_ms)
+        if counted is None or not quarters:
+            return counted
+        return dataclasses.replace(counted, quarters=quarters_of(done, hour, window_ms))
 
 
 def merged(one: Columns, other: Columns) -> Columns:

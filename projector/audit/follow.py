@@ -1,6 +1,7 @@
 """The continuous audit: audits each hour once it has been closed for ANALYTICS_AUDIT_GRACE_S, at most
 ANALYTICS_AUDIT_CPU_SHARE of one core, recording results in Redis and as metrics, and a WARNING per
-mismatch. Several processes share the work: each hour is claimed (SET NX PX) by the one that audits it."""
+mismatch; then the day rollups holding the hours it audited, against their components. Several processes
+share the work: each hour is claimed (SET NX PX) by the one that audits it."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ log = logging.getLogger("audit")
 
 HOURS = Counter("hourglass_audit_hours", "Hours audited, by verdict", ["verdict"])
 MISMATCHES = Counter("hourglass_audit_mismatches", "Hours whose served value differs from the log's")
+DAYS = Counter(
+    "hourglass_audit_days", "Day rollups audited against their components, by verdict", ["verdict"]
+)
 LAST_HOUR = Gauge("hourglass_audit_last_hour", "The last hour audited, in hours since the epoch")
 CLAIM_MS = 300_000
 """How long a claim on an hour holds: far longer than an hour's audit takes."""
@@ -109,12 +113,23 @@ class Follower:
                     done.append(await self._audit(hour, counts[hour]))
             finally:
                 await self.records.release(hour, self.owner)
+        await self._audit_days([a.hour for a in done])
         left = await self.records.unaudited(counts)
         through = (left[0] if left else before) - 1
         current = await self.records.through()
         if current is None or through > current:
             await self.records.raise_through(through)
         return done
+
+    async def _audit_days(self, hours: list[int]) -> None:
+        """The day rollups holding the hours just audited, each against its components."""
+        for token in await self.auditor.days(hours) if hours else []:
+            found = await self.auditor.day(token)
+            before = await self.records.save_day(found, self.clock())
+            DAYS.labels(found.verdict.value).inc()
+            # A day holds many hours, so it is checked again and again: warned about once, when found.
+            if found.verdict is Verdict.MISMATCH and before != Verdict.MISMATCH.value:
+                log.warning("audit: day rollup %s differs from its components: %s", token, found.line())
 
     async def _audit(self, hour: int, messages: int) -> HourAudit:
         cpu, wall = time.process_time(), time.monotonic()

@@ -1,14 +1,16 @@
-"""The audit's results in Redis, under its own keys only: each hour's verdict, the last hour audited,
-the mismatches, and the hour through which every hour was audited (which compaction waits for)."""
+"""The audit's results in Redis, under its own keys only: each hour's verdict (and each day rollup's),
+the last hour audited, the mismatches, and the hour through which every hour was audited (which
+compaction waits for)."""
 
 from __future__ import annotations
 
 from redis.typing import EncodableT, FieldT
 
+from contract.buckets import is_day_token
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
-from projector.audit.verdict import HourAudit, Verdict
+from projector.audit.verdict import DayAudit, HourAudit, Verdict
 
 FINAL = (Verdict.OK.value, Verdict.MISMATCH.value)
 """Verdicts that end an hour's turn: a PENDING or UNREADABLE hour is audited again."""
@@ -40,6 +42,26 @@ class Records:
             else:
                 pipe.zrem(self.keys.audit_mismatches, hour_token(audit.hour))
             await pipe.execute()
+
+    async def save_day(self, audit: DayAudit, at_ms: int) -> str | None:
+        """A day rollup's result, recorded like an hour's (a mismatch among the mismatches); the
+        verdict it had before (None: never checked)."""
+        fields: dict[FieldT, EncodableT] = {
+            "day": audit.token,
+            "verdict": audit.verdict.value,
+            "at": at_ms,
+            "line": audit.line(),
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.audit_day(audit.token), "verdict")
+            pipe.delete(self.keys.audit_day(audit.token))
+            pipe.hset(self.keys.audit_day(audit.token), mapping=fields)
+            if audit.verdict is Verdict.MISMATCH:
+                pipe.zadd(self.keys.audit_mismatches, {audit.token: at_ms})
+            else:
+                pipe.zrem(self.keys.audit_mismatches, audit.token)
+            before, *_ = await pipe.execute()
+        return before.decode() if isinstance(before, bytes) else before
 
     async def unaudited(self, counts: dict[int, int]) -> list[int]:
         """Of these hours (-> messages the log holds of each), those without a final verdict, or
@@ -93,6 +115,7 @@ async def summary(redis: ProjectionsClient, keys: Keys, mismatches: int = 10) ->
     if not found:
         lines.append("  no mismatch found")
     for token in (t.decode() if isinstance(t, bytes) else str(t) for t in found):
-        line = await redis.hget(keys.audit_hour(parse_hour_token(token)), "line")
+        key = keys.audit_day(token) if is_day_token(token) else keys.audit_hour(parse_hour_token(token))
+        line = await redis.hget(key, "line")
         lines.append(f"  MISMATCH {line.decode() if isinstance(line, bytes) else token}")
     return lines

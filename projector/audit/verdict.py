@@ -1,26 +1,31 @@
-"""Pure: one hour of one partition recounted from its log messages with the projector's fold, compared
-with what is served for it, and the verdict over an hour's partitions."""
+"""Pure: one hour of one partition, and each of its quarter-hours, recounted from its log messages with
+the projector's fold, compared with what is served for it, and the verdict over an hour's partitions;
+a day rollup compared with the union of its components."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from contract import hll
+from contract.buckets import QUARTERS_PER_HOUR, quarter_token
 from contract.hours import hour_token
 from contract.schema import Kind
-from projector.fold.deltas import Keyed
+from projector.fold.deltas import CellDelta, HourDelta, Keyed
 from projector.fold.digest import Digest, digest
 
 
 @dataclass(frozen=True, slots=True)
 class Counted:
-    """One hour of one partition: its counters and its HyperLogLog registers (one byte each)."""
+    """One cell (an hour, a quarter-hour, a day rollup) of one partition: its counters and its
+    HyperLogLog registers (one byte each); an hour may carry its four quarter-hours too."""
 
     clicks: int
     impressions: int
     registers: bytes
+    quarters: tuple[Counted, ...] = ()
+    """The hour's quarter-hours in order; empty when not compared (a generation from before them)."""
 
     @property
     def uniques(self) -> int:
@@ -60,25 +65,32 @@ def recount(
     prefix: str,
     partitions: int,
     window_ms: int,
+    quarters: bool = False,
 ) -> Counted | None:
     """The hour's messages (one partition, stream order; messages of other hours only lend their keyed
-    events) folded as the projector folds them, keyed events decided as apply.lua decides them; None
-    when one is of a schema version unknown here."""
-    return counted_of(
-        digest(subjects, payloads, seqs, stamps, prefix=prefix, partitions=partitions), hour, window_ms
-    )
+    events) folded as the projector folds them, keyed events decided as apply.lua decides them, with
+    its quarter-hours when `quarters`; None when one is of a schema version unknown here."""
+    done = digest(subjects, payloads, seqs, stamps, prefix=prefix, partitions=partitions)
+    counted = counted_of(done, hour, window_ms)
+    if counted is None or not quarters:
+        return counted
+    return Counted(counted.clicks, counted.impressions, counted.registers, quarters_of(done, hour, window_ms))
 
 
 def counted_of(done: Digest, hour: int, window_ms: int) -> Counted | None:
     if done.unknown is not None:
         return None
-    delta = done.deltas.hours.get(hour)
+    keyed = done.deltas.keyed
+    mine = [k for k, counts in zip(keyed, counted_flags(keyed, window_ms), strict=True) if counts]
+    return _counted(done.deltas.hours.get(hour), [k for k in mine if k.hour == hour])
+
+
+def _counted(delta: HourDelta | CellDelta | None, keyed: Sequence[Keyed]) -> Counted:
+    """The unkeyed events of a fold's delta plus the keyed events that count."""
     users = set(delta.users) if delta else set()
     clicks = delta.clicks if delta else 0
     impressions = delta.impressions if delta else 0
-    for event in counted_keyed(done.deltas.keyed, window_ms):
-        if event.hour != hour:
-            continue
+    for event in keyed:
         users.add(event.user)
         if event.kind is Kind.CLICK:
             clicks += 1
@@ -87,38 +99,66 @@ def counted_of(done: Digest, hour: int, window_ms: int) -> Counted | None:
     return Counted(clicks, impressions, hll.sketch(users))
 
 
+def quarters_of(done: Digest, hour: int, window_ms: int) -> tuple[Counted, ...]:
+    """The hour's four quarter-hours as the fold splits its events (by timestamp), its keyed events
+    decided once over the whole run (a key refuses its retries across quarters and hours alike)."""
+    delta = done.deltas.hours.get(hour)
+    keyed = done.deltas.keyed
+    mine = [k for k, f in zip(keyed, counted_flags(keyed, window_ms), strict=True) if f and k.hour == hour]
+    return tuple(
+        _counted(delta.quarters[q] if delta else None, [k for k in mine if k.quarter == q])
+        for q in range(QUARTERS_PER_HOUR)
+    )
+
+
 def first_keyed_ms(done: Digest, hour: int) -> int | None:
     """When the hour's first keyed event was stored (None: the hour has none)."""
     return min((k.stream_ms for k in done.deltas.keyed if k.hour == hour), default=None)
 
 
-def counted_keyed(keyed: Sequence[Keyed], window_ms: int) -> list[Keyed]:
-    """The keyed events that count, in stream order: a user's key counts again only once the window
-    has passed since it last counted (apply.lua's rule, starting from no entries)."""
+def counted_flags(keyed: Sequence[Keyed], window_ms: int) -> list[bool]:
+    """Which keyed events count, in stream order: a user's key counts again only once the window has
+    passed since it last counted (apply.lua's rule, starting from no entries)."""
     last: dict[str, int] = {}
-    counted = []
+    flags = []
     for event in keyed:
         seen = last.get(event.member)
-        if seen is None or event.stream_ms - seen > window_ms:
+        counts = seen is None or event.stream_ms - seen > window_ms
+        if counts:
             last[event.member] = event.stream_ms
-            counted.append(event)
-    return counted
+        flags.append(counts)
+    return flags
 
 
-def compare(partition: int, log: Counted, served: Counted, source: str) -> PartitionAudit:
-    """Counters exactly, the HyperLogLog register for register."""
-    differs = []
-    if log.clicks != served.clicks:
-        differs.append(f"p{partition} clicks: log {log.clicks}, served {served.clicks}")
-    if log.impressions != served.impressions:
-        differs.append(f"p{partition} impressions: log {log.impressions}, served {served.impressions}")
-    if log.registers != served.registers:
-        unequal = sum(a != b for a, b in zip(log.registers, served.registers, strict=True))
-        differs.append(
-            f"p{partition} uniques: {unequal} registers differ (log ~{log.uniques}, served ~{served.uniques})"
-        )
+def compare(
+    partition: int, log: Counted, served: Counted, source: str, hour: int | None = None
+) -> PartitionAudit:
+    """Counters exactly, the HyperLogLog register for register; with `hour`, and quarter-hours on both
+    sides, each quarter-hour the same way (named by its token)."""
+    differs = differences(f"p{partition}", log, served)
+    if hour is not None and log.quarters and served.quarters:
+        for q, (mine, theirs) in enumerate(zip(log.quarters, served.quarters, strict=True)):
+            differs += differences(f"p{partition} quarter {quarter_token(hour, q)}", mine, theirs)
     verdict = Verdict.MISMATCH if differs else Verdict.OK
     return PartitionAudit(partition, log, served, source, verdict, tuple(differs))
+
+
+def differences(
+    label: str, want: Counted, found: Counted, sides: tuple[str, str] = ("log", "served")
+) -> list[str]:
+    """What differs between two cells, one line each, `label` first."""
+    a, b = sides
+    differs = []
+    if want.clicks != found.clicks:
+        differs.append(f"{label} clicks: {a} {want.clicks}, {b} {found.clicks}")
+    if want.impressions != found.impressions:
+        differs.append(f"{label} impressions: {a} {want.impressions}, {b} {found.impressions}")
+    if want.registers != found.registers:
+        unequal = sum(x != y for x, y in zip(want.registers, found.registers, strict=True))
+        differs.append(
+            f"{label} uniques: {unequal} registers differ ({a} ~{want.uniques}, {b} ~{found.uniques})"
+        )
+    return differs
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +207,60 @@ class HourAudit:
         if self.verdict is Verdict.PENDING:
             head += f": {self.why}"
         return head + ("".join(f"\n    {d}" for d in self.differs))
+
+
+@dataclass(frozen=True, slots=True)
+class DayPart:
+    """One partition of a day rollup: the rollup as stored, and the union of its components."""
+
+    partition: int
+    rollup: Counted
+    components: Counted
+    differs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DayAudit:
+    token: str
+    parts: tuple[DayPart, ...]
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.MISMATCH if self.differs else Verdict.OK
+
+    @property
+    def differs(self) -> tuple[str, ...]:
+        return tuple(d for p in self.parts for d in p.differs)
+
+    def totals(self, side: str) -> tuple[int, int, int]:
+        """(clicks, impressions, uniques) of the `rollup` or the `components` side over the partitions."""
+        counted = [getattr(p, side) for p in self.parts]
+        union = hll.merge(c.registers for c in counted) if counted else bytes(hll.REGISTERS)
+        return sum(c.clicks for c in counted), sum(c.impressions for c in counted), hll.count(union)
+
+    def line(self) -> str:
+        """One line: the rollup's token, its counts, its components' union, the verdict (what differs)."""
+        rc, ri, ru = self.totals("rollup")
+        cc, ci, cu = self.totals("components")
+        head = (
+            f"{self.token}  rollup clicks={rc} impressions={ri} uniques~{ru}  "
+            f"components clicks={cc} impressions={ci} uniques~{cu}  {self.verdict.value}"
+        )
+        return head + "".join(f"\n    {d}" for d in self.differs)
+
+
+def union(cells: Iterable[Counted]) -> Counted:
+    """What a day rollup of these cells must hold: counters summed, registers register-wise max."""
+    found = list(cells)
+    return Counted(
+        sum(c.clicks for c in found),
+        sum(c.impressions for c in found),
+        hll.merge(c.registers for c in found) if found else bytes(hll.REGISTERS),
+    )
+
+
+def check_day(partition: int, token: str, rollup: Counted, components: Iterable[Counted]) -> DayPart:
+    """A day rollup of one partition against its components, exactly."""
+    want = union(components)
+    differs = differences(f"p{partition} {token}", want, rollup, ("components", "rollup"))
+    return DayPart(partition, rollup, want, tuple(differs))

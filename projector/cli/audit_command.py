@@ -1,5 +1,6 @@
-"""`python -m projector audit`: audit hours once and print a line each (exit 1 on any mismatch), with
-`--repair` rebuild each mismatched hour from the log and audit it again; `--follow` keeps auditing."""
+"""`python -m projector audit`: audit hours once, then the day rollups holding them, and print a line each
+(exit 1 on any mismatch); with `--repair` rebuild each mismatched hour from the log (and a mismatched day
+rollup from its components) and audit it again; `--follow` keeps auditing."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from contract.settings import Settings, SettingsError
 from projector.audit.auditor import Auditor, hours_in_log
 from projector.audit.follow import follow
 from projector.audit.records import summary
-from projector.audit.verdict import HourAudit, Verdict
+from projector.audit.verdict import DayAudit, HourAudit, Verdict
 from projector.cli.reach import Unreachable, reach_nats, reach_redis
+from projector.projections.hot_window import rebuild_day_thawing
+from projector.projections.store import DayOutcome, ProjectionStore
 from projector.replay.reports import ReplayRefused
 from projector.replay.single_hour import replay_hour
 
@@ -98,7 +101,49 @@ async def _audit_once(
             found = await _repair(settings, nc, redis, auditor, hour)
         bad += found.verdict in (Verdict.MISMATCH, Verdict.UNREADABLE)
     print(f"{len(named)} hour(s) audited, {bad} mismatched")
+    # After the hours: repairing an hour rebuilds its day rollups, which are audited next.
+    bad += await _audit_days(settings, redis, auditor, named, repair)
     return 1 if bad else 0
+
+
+async def _audit_days(
+    settings: Settings, redis: ProjectionsClient, auditor: Auditor, hours: list[int], repair: bool
+) -> int:
+    """The day rollups holding `hours` against their components, a line each: how many mismatch."""
+    tokens = await auditor.days(hours)
+    if not tokens:
+        return 0
+    bad = 0
+    for token in tokens:
+        found = await auditor.day(token)
+        print(found.line(), flush=True)
+        if found.verdict is Verdict.MISMATCH and repair:
+            found = await _repair_day(settings, redis, auditor, found)
+        bad += found.verdict is Verdict.MISMATCH
+    print(f"{len(tokens)} day rollup(s) audited, {bad} mismatched")
+    return bad
+
+
+async def _repair_day(
+    settings: Settings, redis: ProjectionsClient, auditor: Auditor, found: DayAudit
+) -> DayAudit:
+    """Each mismatched partition's rollup rebuilt from its components (ProjectionStore.rebuild_day,
+    thawing cold ones first), then the rollup audited again."""
+    store = ProjectionStore.from_settings(redis, settings)
+    for part in found.parts:
+        if not part.differs:
+            continue
+        gen = await store.current_generation(part.partition)
+        try:
+            outcome = await rebuild_day_thawing(store, auditor.snapshots, gen, part.partition, found.token)
+        except RuntimeError as exc:  # a cold component's entry is gone: said in one line, not a traceback
+            print(f"    repair of p{part.partition} refused: {exc}")
+            continue
+        if outcome is not DayOutcome.REBUILT:
+            print(f"    repair of p{part.partition} refused: {outcome.name.lower().replace('_', ' ')}")
+    again = await auditor.day(found.token)
+    print(f"    rebuilt from its components; audited again: {again.line()}", flush=True)
+    return again
 
 
 async def _repair(

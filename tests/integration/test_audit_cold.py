@@ -54,3 +54,10 @@ async def test_cold_hours_audit_clean_against_their_snapshots(
         assert {p.source for p in found.parts if p.log.clicks or p.log.impressions} == {"snapshot"}
         assert found.totals("served") == found.totals("log")
         assert found.totals("log")[0] > 0
+        assert all(len(p.served.quarters) == 4 for p in found.parts)  # the entry's quarter-hours
+    # Day rollups are never cold; their cold components are read from their hours' entries.
+    days = await auditor.days(cold)
+    assert days
+    for token in days:
+        day = await auditor.day(token)
+        assert day.verdict is Verdict.OK, day.line()

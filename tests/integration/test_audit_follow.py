@@ -15,6 +15,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
+from contract.buckets import day_tokens
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
 from contract.settings import Settings
@@ -87,12 +88,21 @@ async def test_a_corrupted_hour_is_reported_within_one_interval_of_becoming_due(
     verdicts = {h: await records.verdict(h) for h in HOURS}
     assert verdicts == {HOURS[0]: "ok", HOURS[1]: "ok", HOURS[2]: "mismatch", HOURS[3]: "ok"}
     assert metric("hourglass_audit_mismatches_total") == mismatches + 1
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = [w for w in warnings if w.startswith("audit: hour ")]
     assert len(warned) == 1
     assert hour_token(HOURS[2]) in warned[0]
     assert f"p{part} clicks: log" in warned[0]
     assert ", served " in warned[0]
-    assert await redis.zrange(keys.audit_mismatches, 0, -1) == [hour_token(HOURS[2]).encode()]
+    # The UTC day rollup holding the hour no longer equals its components: warned about once, recorded.
+    (day,) = day_tokens(HOURS[2], 0, (0,))
+    others = [w for w in warnings if w not in warned]
+    assert len(others) == 1, others
+    assert others[0].startswith(f"audit: day rollup {day} differs from its components: {day}  rollup ")
+    assert set(await redis.zrange(keys.audit_mismatches, 0, -1)) == {
+        hour_token(HOURS[2]).encode(),
+        day.encode(),
+    }
     assert (await redis.hget(keys.audit_last, "hour")) is not None
     # A second process finds nothing left to do: each hour is audited once.
     assert await Follower(settings, nc, redis, clock=lambda: now["ms"]).pass_once() == []

@@ -3,13 +3,26 @@ exactly what was changed (a counter, a register) and nothing else."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from contract import hll, schema
+from contract.buckets import quarter_of, quarter_token
 from contract.hours import HOUR_MS, partition_of, subject
 from contract.schema import Batch, Event, Kind
-from projector.audit.verdict import EMPTY, Counted, HourAudit, Verdict, compare, recount
+from projector.audit.verdict import (
+    EMPTY,
+    Counted,
+    DayAudit,
+    HourAudit,
+    Verdict,
+    check_day,
+    compare,
+    recount,
+    union,
+)
 
 PARTS = 2
 HOUR = 490_000
@@ -44,9 +57,10 @@ def messages(
     return subjects, payloads, seqs, stamps
 
 
-def plainly(run: list[tuple[list[Event], int]], partition: int) -> Counted:
+def plainly(run: list[tuple[list[Event], int]], partition: int, quarter: int | None = None) -> Counted:
     """The definition: every unkeyed event counts; a keyed one only if its user has not had the key
-    counted within the window, on stream time."""
+    counted within the window, on stream time; with `quarter`, only the counted events whose timestamp
+    is in that quarter-hour of the hour."""
     users: set[str] = set()
     clicks = impressions = 0
     last: dict[tuple[str, str], int] = {}
@@ -61,6 +75,8 @@ def plainly(run: list[tuple[list[Event], int]], partition: int) -> Counted:
                 if seen is not None and now - seen <= WINDOW:
                     continue
                 last[e.user, e.key] = now
+            if quarter is not None and quarter_of(e.ts) != quarter:
+                continue
             users.add(e.user)
             clicks += e.kind is Kind.CLICK
             impressions += e.kind is Kind.IMPRESSION
@@ -140,3 +156,101 @@ def test_a_pending_hour_says_so_and_is_no_mismatch() -> None:
     audit = HourAudit(HOUR, (), why="p1: stream seq 9 is past watermark 7", pending=True)
     assert audit.verdict is Verdict.PENDING
     assert "not yet applied: p1" in audit.line()
+
+
+def recounted_quarters(run: list[tuple[list[Event], int]], partition: int) -> Counted | None:
+    return recount(
+        *messages(run, partition), hour=HOUR, prefix=PREFIX, partitions=PARTS, window_ms=WINDOW, quarters=True
+    )
+
+
+@given(run=runs, partition=st.integers(0, PARTS - 1))
+def test_each_quarter_recount_is_the_plain_count_of_its_events_keys_decided_across_quarters(
+    run: list[tuple[list[Event], int]], partition: int
+) -> None:
+    counted = recounted_quarters(run, partition)
+    assert counted is not None
+    assert dataclasses.replace(counted, quarters=()) == plainly(run, partition)
+    assert counted.quarters == tuple(plainly(run, partition, q) for q in range(4))
+    assert sum(q.clicks for q in counted.quarters) == counted.clicks
+    assert sum(q.impressions for q in counted.quarters) == counted.impressions
+    assert hll.merge(q.registers for q in counted.quarters) == counted.registers
+
+
+def test_a_key_retried_in_a_later_quarter_counts_in_the_first_quarter_only() -> None:
+    first, retry = HOUR * HOUR_MS + 60_000, HOUR * HOUR_MS + 40 * 60_000
+    user = next(u for u in USERS if partition_of(u, PARTS) == 0)
+    run = [([Event(first, user, Kind.CLICK, "k1")], 0), ([Event(retry, user, Kind.CLICK, "k1")], 1000)]
+    counted = recounted_quarters(run, 0)
+    assert counted is not None
+    assert [(q.clicks, q.uniques) for q in counted.quarters] == [(1, 1), (0, 0), (0, 0), (0, 0)]
+
+
+@given(run=runs, quarter=st.integers(0, 3), clicks=st.integers(1, 3))
+def test_a_damaged_quarter_is_named_and_makes_the_hour_mismatched(
+    run: list[tuple[list[Event], int]], quarter: int, clicks: int
+) -> None:
+    counted = recounted_quarters(run, 1)
+    assert counted is not None
+    damaged = list(counted.quarters)
+    damaged[quarter] = dataclasses.replace(damaged[quarter], clicks=damaged[quarter].clicks + clicks)
+    served = dataclasses.replace(counted, quarters=tuple(damaged))
+    found = compare(1, counted, served, "redis", HOUR)
+    assert found.verdict is Verdict.MISMATCH
+    want = counted.quarters[quarter].clicks
+    assert found.differs == (
+        f"p1 quarter {quarter_token(HOUR, quarter)} clicks: log {want}, served {want + clicks}",
+    )
+    assert f"quarter {quarter_token(HOUR, quarter)} clicks" in HourAudit(HOUR, (found,)).line()
+    assert compare(1, counted, counted, "redis", HOUR).verdict is Verdict.OK
+
+
+def test_a_stray_user_in_a_quarter_is_named_by_its_registers() -> None:
+    log = Counted(1, 0, hll.sketch(["a"]), (Counted(1, 0, hll.sketch(["a"])), EMPTY, EMPTY, EMPTY))
+    served = dataclasses.replace(
+        log, quarters=(log.quarters[0], EMPTY, Counted(0, 0, hll.sketch(["x"])), EMPTY)
+    )
+    found = compare(0, log, served, "snapshot", HOUR)
+    assert [d.split(":")[0] for d in found.differs] == [f"p0 quarter {quarter_token(HOUR, 2)} uniques"]
+
+
+def test_quarters_are_not_compared_when_the_served_side_has_none() -> None:
+    """A generation from before quarter-hours serves none: its hours are compared as before."""
+    log = Counted(1, 0, hll.sketch(["a"]), (Counted(1, 0, hll.sketch(["a"])), EMPTY, EMPTY, EMPTY))
+    assert compare(0, log, Counted(1, 0, hll.sketch(["a"])), "redis", HOUR).verdict is Verdict.OK
+
+
+@given(run=runs, partition=st.integers(0, PARTS - 1))
+def test_a_day_rollup_of_exactly_its_components_is_ok(
+    run: list[tuple[list[Event], int]], partition: int
+) -> None:
+    counted = recounted_quarters(run, partition)
+    assert counted is not None
+    components = [*counted.quarters, Counted(3, 4, hll.sketch(["x", "y"])), EMPTY]
+    rollup = union(components)
+    assert rollup.registers == hll.merge(c.registers for c in components)
+    assert (rollup.clicks, rollup.impressions) == (counted.clicks + 3, counted.impressions + 4)
+    part = check_day(partition, "d202511240000", rollup, components)
+    assert part.differs == ()
+    assert DayAudit("d202511240000", (part,)).verdict is Verdict.OK
+
+
+def test_a_day_rollup_with_a_stray_user_or_a_wrong_count_is_named() -> None:
+    components = [Counted(1, 0, hll.sketch(["a"])), Counted(0, 2, hll.sketch(["b", "c"]))]
+    right = union(components)
+    stray = Counted(right.clicks, right.impressions, hll.merge([right.registers, hll.sketch(["stray"])]))
+    found = DayAudit(
+        "d202511241830",
+        (
+            check_day(0, "d202511241830", stray, components),
+            check_day(1, "d202511241830", Counted(2, 2, right.registers), components),
+            check_day(2, "d202511241830", EMPTY, []),
+        ),
+    )
+    assert found.verdict is Verdict.MISMATCH
+    assert [d.split(":")[0] for d in found.differs] == ["p0 d202511241830 uniques", "p1 d202511241830 clicks"]
+    assert "p1 d202511241830 clicks: components 1, rollup 2" in found.line()
+    assert found.line().startswith(
+        "d202511241830  rollup clicks=3 impressions=4 uniques~4  components clicks=2"
+    )
+    assert found.line().splitlines()[0].endswith("  mismatch")

@@ -87,6 +87,7 @@ def audit_records(keys: Keys) -> list[str]:
     return [
         keys.audit_through,
         keys.audit_hour(HOUR),
+        keys.audit_day("d202611250000"),
         keys.audit_claim(HOUR),
         keys.audit_last,
         keys.audit_mismatches,
