@@ -129,8 +129,7 @@ screenshot:
 bench-commits *args:
     {{python}} -m tests.bench.commits "$@"
 
-# Long range reads in UTC, Asia/Kolkata and Asia/Kathmandu over a year of 3 events an hour (the issue's
-# ratios), the current-hour GET against the last release (--base REV), Redis bytes and apply CPU per busy hour.
+# Range reads over a year in UTC, Kolkata, Kathmandu (the issue's ratios), current-hour GET vs --base, busy-hour bytes.
 bench-ranges *args:
     {{python}} -m tests.bench.ranges "$@"
 
