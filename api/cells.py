@@ -1,18 +1,13 @@
-"""Which stored cells a range read reads, pure: each row's cover (contract.buckets.cover, with tokens
-made from cached date texts so a year by hour plans in milliseconds), the range's own cover for its
-`total`, and every distinct cell once, rows and total naming them by index."""
+"""Which stored cells a range read reads, pure: each row's cover (contract.buckets.cover), the
+range's own cover for its `total`, and every distinct cell once, rows and total naming them by index."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import lru_cache
 
-from contract.buckets import DAY_MS, DAY_PREFIX, MINUTE_MS, QUARTER_MS
+from contract.buckets import cell_token, cover
 from contract.hours import HOUR_MS
-
-_NAIVE_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - UTC dates, formatted only
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,59 +22,16 @@ class CellPlan:
     """The range's cells (fewest, day rollups where they fit), as indices into `cells`."""
 
 
-@lru_cache(maxsize=8192)
-def _date(day: int) -> str:
-    return (_NAIVE_EPOCH + timedelta(days=day)).strftime("%Y%m%d")
-
-
-_HOURS = [f"{h:02d}" for h in range(24)]
-
-
-def _token(at: int, kind: int) -> str:
-    """The token of the cell of `kind` (DAY_MS, HOUR_MS or QUARTER_MS) starting at `at`."""
-    day, in_day = divmod(at, DAY_MS)
-    if kind == HOUR_MS:
-        return _date(day) + _HOURS[in_day // HOUR_MS]
-    hour, minute = divmod(in_day // MINUTE_MS, 60)
-    text = f"{_date(day)}{hour:02d}{minute:02d}"
-    return DAY_PREFIX + text if kind == DAY_MS else text
-
-
-def cover(start_ms: int, end_ms: int, phases: Sequence[int]) -> list[str]:
-    """As contract.buckets.cover: the fewest cells whose union is exactly [start_ms, end_ms)."""
-    return _cover(start_ms, end_ms, frozenset(phase * MINUTE_MS for phase in phases))
-
-
-def _cover(start_ms: int, end_ms: int, starts: frozenset[int]) -> list[str]:
-    if end_ms - start_ms == HOUR_MS and start_ms % HOUR_MS == 0:  # the common row: one UTC hour
-        return [_token(start_ms, HOUR_MS)]
-    if start_ms % QUARTER_MS or end_ms % QUARTER_MS:
-        raise ValueError(f"[{start_ms}, {end_ms}) does not start and end on quarter-hours")
-    cells: list[str] = []
-    at = start_ms
-    while at < end_ms:
-        if at % DAY_MS in starts and at + DAY_MS <= end_ms:
-            kind = DAY_MS
-        elif at % HOUR_MS == 0 and at + HOUR_MS <= end_ms:
-            kind = HOUR_MS
-        else:
-            kind = QUARTER_MS
-        cells.append(_token(at, kind))
-        at += kind
-    return cells
-
-
 def plan(rows: Sequence[Sequence[tuple[int, int]]], phases: Sequence[int]) -> CellPlan:
     """The cells of each row (a row is one or more spans; rows do not overlap) and of all rows."""
     hourly = _hourly(rows)  # the long common case, built without a cover per row
     cells: list[str] = hourly if hourly is not None else []
     index = {token: i for i, token in enumerate(cells)}
-    starts = frozenset(phase * MINUTE_MS for phase in phases)
 
     def indices(spans: Iterable[tuple[int, int]]) -> list[int]:
         found = []
         for start, end in spans:
-            for token in _cover(start, end, starts):
+            for token in cover(start, end, phases):
                 i = index.get(token)
                 if i is None:
                     i = index[token] = len(cells)
@@ -102,7 +54,7 @@ def _hourly(rows: Sequence[Sequence[tuple[int, int]]]) -> list[str] | None:
     ):
         return None
     hours = first // HOUR_MS
-    return [_date(h // 24) + _HOURS[h % 24] for h in range(hours, hours + len(rows))]
+    return [cell_token(h * HOUR_MS, HOUR_MS) for h in range(hours, hours + len(rows))]
 
 
 def joined(rows: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[int, int]]:

@@ -144,9 +144,31 @@ def parse_phases(raw: bytes | str | None) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(","))
 
 
+@lru_cache(maxsize=8192)
+def _date_text(day: int) -> str:
+    return (_NAIVE_EPOCH + timedelta(days=day)).strftime("%Y%m%d")
+
+
+_NAIVE_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - UTC dates, formatted only
+_HOUR_TEXTS = [f"{h:02d}" for h in range(24)]
+
+
+def cell_token(start_ms: int, length_ms: int) -> str:
+    """The token of the cell of `length_ms` (DAY_MS, HOUR_MS or QUARTER_MS) starting at `start_ms`, from
+    cached date texts: a year by hour names its 8,760 cells in milliseconds."""
+    day, in_day = divmod(start_ms, DAY_MS)
+    if length_ms == HOUR_MS:
+        return _date_text(day) + _HOUR_TEXTS[in_day // HOUR_MS]
+    hour, minute = divmod(in_day // MINUTE_MS, 60)
+    text = f"{_date_text(day)}{hour:02d}{minute:02d}"
+    return DAY_PREFIX + text if length_ms == DAY_MS else text
+
+
 def cover(start_ms: int, end_ms: int, phases: Iterable[int] = ()) -> list[str]:
     """The fewest stored cells, in order, whose union is exactly [start_ms, end_ms) (both on quarter-hours):
     a day rollup where one of `phases` starts a whole day inside, else whole hours, else quarter-hours."""
+    if end_ms - start_ms == HOUR_MS and start_ms % HOUR_MS == 0:  # the common row: one UTC hour
+        return [cell_token(start_ms, HOUR_MS)]
     if start_ms % QUARTER_MS or end_ms % QUARTER_MS:
         raise ValueError(f"[{start_ms}, {end_ms}) does not start and end on quarter-hours")
     starts = {phase * MINUTE_MS for phase in phases}
@@ -154,14 +176,13 @@ def cover(start_ms: int, end_ms: int, phases: Iterable[int] = ()) -> list[str]:
     at = start_ms
     while at < end_ms:
         if at % DAY_MS in starts and at + DAY_MS <= end_ms:
-            cells.append(day_token(at))
-            at += DAY_MS
+            length = DAY_MS
         elif at % HOUR_MS == 0 and at + HOUR_MS <= end_ms:
-            cells.append(hour_token(at // HOUR_MS))
-            at += HOUR_MS
+            length = HOUR_MS
         else:
-            cells.append(quarter_token(at // HOUR_MS, quarter_of(at)))
-            at += QUARTER_MS
+            length = QUARTER_MS
+        cells.append(cell_token(at, length))
+        at += length
     return cells
 
 

@@ -158,16 +158,6 @@ def test_kolkata_rows_read_quarter_hours_or_day_rollups() -> None:
 
 
 @given(
-    st.integers(min_value=0, max_value=4 * 10**6).map(lambda q: q * buckets.QUARTER_MS),
-    st.integers(min_value=1, max_value=3000).map(lambda q: q * buckets.QUARTER_MS),
-    st.sets(st.sampled_from([0, 240, 300, 1095, 1110, 870, 210, 1380]), max_size=4),
-)
-def test_the_fast_cover_is_the_contract_cover(start: int, length: int, phases: set[int]) -> None:
-    ordered = sorted(phases)
-    assert cells.cover(start, start + length, ordered) == buckets.cover(start, start + length, ordered)
-
-
-@given(
     st.integers(min_value=0, max_value=10**6),
     st.integers(min_value=1, max_value=200),
     st.sets(st.sampled_from([0, 240, 1110]), max_size=2),
