@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
@@ -20,7 +19,7 @@ from redis.commands.core import AsyncScript
 
 from api.cells import joined
 from api.cold import ColdSource, EntryGone
-from api.range_read import SCRIPT_MAX_KEYS, RangeReads, Totals
+from api.range_read import SCRIPT_MAX_KEYS, Found, RangeReads, Totals
 from contract import hll
 from contract.errors import Unavailable
 from contract.hours import HOUR_MS, hour_token
@@ -75,7 +74,7 @@ class Reader:
             args += [self._keys.users_template(hour, p), self._keys.counts_template(hour, p)]
             calls.append(([self._keys.generation(p)], [*args, self._keys.cold_template(p)]))
         found = await self._scripts(self._read, calls)
-        cells: dict[tuple[int, int], Cell] = {}
+        cells: dict[tuple[int, int], Found] = {}
         for p, raw in enumerate(found):
             cells.update(_cells([(hour, p)], raw))
         return await self._count(hour, cells, attempt)
@@ -114,7 +113,7 @@ class Reader:
         users, clicks, impressions = found
         return HourTotals(int(users), int(clicks), int(impressions))
 
-    async def _count(self, hour: int, cells: dict[tuple[int, int], Cell], attempt: int) -> HourTotals:
+    async def _count(self, hour: int, cells: dict[tuple[int, int], Found], attempt: int) -> HourTotals:
         """The totals of an hour cold in some partitions: the cold parts come from the snapshot store,
         and the union is counted here (contract.hll gives what PFCOUNT gives)."""
         cold = [(cell, c) for cell, c in cells.items() if c.at is not None]
@@ -139,22 +138,11 @@ class Reader:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Cell:
-    """One hour of one partition as a read found it: cold (the snapshot entry's watermark), or its
-    HyperLogLog's bytes (b"": none) and counters."""
-
-    at: int | None
-    raw: bytes
-    clicks: int
-    impressions: int
-
-
-def _cells(order: Sequence[tuple[int, int]], found: list[Any]) -> dict[tuple[int, int], Cell]:
+def _cells(order: Sequence[tuple[int, int]], found: list[Any]) -> dict[tuple[int, int], Found]:
     """The cells of a script's cold answer: -1, then per cell {entry watermark or '', bytes or '',
     clicks, impressions} in `order`."""
     cells = {}
     for i, cell in enumerate(order):
         at, raw, clicks, impressions = found[1 + 4 * i : 5 + 4 * i]
-        cells[cell] = Cell(int(at) if at else None, raw or b"", int(clicks), int(impressions))
+        cells[cell] = Found(int(at) if at else None, raw or b"", int(clicks), int(impressions))
     return cells
