@@ -30,9 +30,9 @@ from contract.hours import HOUR_MS, system_now_ms
 from contract.redis_nodes import parse_redis_nodes
 from contract.settings import Settings
 from deploy.servers import free_port
-from tests.bench.projector_speed import cpu
 from tests.bench.run import (
     WrkResult,
+    cpu,
     ensure_wrk,
     fill_stream,
     process,

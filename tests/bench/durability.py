@@ -5,6 +5,7 @@ Run: ./just bench-durability   (alternating rounds; medians; the ratio is what t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import subprocess
@@ -46,6 +47,7 @@ async def measure(url: str, stream: str) -> tuple[float, float]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(prog="./just bench-durability", description=__doc__).parse_args()
     results: dict[str, list[tuple[float, float]]] = {"default (2m)": [], "always": []}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

@@ -10,16 +10,14 @@ import argparse
 import asyncio
 import contextlib
 import os
-import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import redis as redis_lib
 
 from tests.bench import cluster as cluster_bench
-from tests.bench.run import fill_stream, process, wait_applied
+from tests.bench.run import cpu, fill_stream, process, wait_applied
 from tests.bench.servers import scratch_servers
 from tests.bench.wait_rounds import wait_rounds
 from tests.helpers import settings_env
@@ -137,17 +135,6 @@ def main() -> None:
             for name, stats in busiest
         )
     )
-
-
-def cpu(*pids: int) -> tuple[float, ...]:
-    """CPU seconds used so far by this process's waited-for children, then by each of `pids`."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    tick = os.sysconf("SC_CLK_TCK")
-    own = []
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        own.append((int(fields[11]) + int(fields[12])) / tick)
-    return (children.ru_utime + children.ru_stime, *own)
 
 
 def spent(before: tuple[float, ...], after: tuple[float, ...]) -> tuple[float, float, float]:

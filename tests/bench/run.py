@@ -14,6 +14,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -625,6 +626,17 @@ def main() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
     print(f"written to {args.output}")
+
+
+def cpu(*pids: int) -> tuple[float, ...]:
+    """CPU seconds used so far by this process's waited-for children, then by each of `pids`."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tick = os.sysconf("SC_CLK_TCK")
+    own = []
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own.append((int(fields[11]) + int(fields[12])) / tick)
+    return (children.ru_utime + children.ru_stime, *own)
 
 
 if __name__ == "__main__":

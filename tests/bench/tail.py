@@ -13,8 +13,7 @@ from pathlib import Path
 
 from contract.hours import system_now_ms
 from deploy.servers import free_port
-from tests.bench.projector_speed import cpu
-from tests.bench.run import PACED_CONNECTIONS, POST_LUA, ensure_wrk, pace, process, run_wrk, wait_http
+from tests.bench.run import PACED_CONNECTIONS, POST_LUA, cpu, ensure_wrk, pace, process, run_wrk, wait_http
 from tests.bench.servers import scratch_servers
 from tests.helpers import settings_env
 
