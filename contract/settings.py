@@ -246,8 +246,10 @@ class Settings:
 
         def add(url: str, kind: str, who: str | None) -> str:
             secret = directory / f"{kind}-{who}.url"
-            if who is None or not secret.exists():
+            if who is None or not directory.is_dir() or all(urlsplit(u).username for u in url.split(",")):
                 return url
+            if not secret.exists():  # a mounted Secret missing one key: say which, not NOAUTH later
+                raise SettingsError(f"{secret} is missing: the {role} role's {kind} credentials")
             return credentials_into(url, secret.read_text().strip())
 
         return self.replace(

@@ -44,7 +44,10 @@ def app_from_env() -> ASGIApp:
 
 
 def main() -> None:
-    settings = Settings.from_env(role="http")
+    try:
+        settings = Settings.from_env(role="http")
+    except SettingsError as exc:
+        _refuse_configuration(exc)
     if _port_taken(settings.http_host, settings.http_port):
         _refuse_port(settings.http_port)
     problem = asyncio.run(_partition_problem(settings))
@@ -53,8 +56,7 @@ def main() -> None:
     try:
         asyncio.run(check_cluster(settings))
     except SettingsError as exc:  # listed nodes that are not one whole cluster: a configuration error
-        print(f"hourglass http: configuration: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(EX_CONFIG) from None
+        _refuse_configuration(exc)
     own_directory = _prepare_multiprocess_metrics()
     # Only now: prometheus_client picks its multiprocess mode when first imported, and the workers
     # inherit this process's modules.
@@ -68,6 +70,11 @@ def main() -> None:
             admin.shutdown()
         if own_directory is not None:
             shutil.rmtree(own_directory, ignore_errors=True)
+
+
+def _refuse_configuration(exc: SettingsError) -> NoReturn:
+    print(f"hourglass http: configuration: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(EX_CONFIG) from None
 
 
 def _port_taken(host: str, port: int) -> bool:

@@ -299,6 +299,42 @@ def test_a_bad_setting_is_one_line(tmp_path: Path) -> None:
     assert_one_line(done, "ANALYTICS_HTTP_PORT='eighty'")
 
 
+@pytest.mark.parametrize(
+    ("command", "missing"),
+    [
+        (["server"], "nats-ingest.url"),
+        (["projector", "run"], "nats-projector.url"),
+        (["projector", "replay"], "nats-projector.url"),
+        (["projector", "audit"], "nats-audit.url"),
+        (["projector", "inspect"], "nats-projector.url"),
+    ],
+)
+def test_a_secrets_directory_missing_the_roles_file_is_one_line_naming_it(
+    tmp_path: Path, command: list[str], missing: str
+) -> None:
+    """As a Kubernetes Secret mounted with a key misnamed: the file is named, not a NOAUTH later."""
+    settings = stack_settings(tmp_path / "data")
+    (settings.data_dir / "secrets").mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-m", *command],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line(done, f"secrets/{missing} is missing")
+
+
+def test_the_http_process_refuses_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    env = {**settings_env(stack_settings(tmp_path / "data")), "ANALYTICS_PARTITIONS": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "server"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert_one_line(done, "ANALYTICS_PARTITIONS must be at least 1")
+    assert done.returncode == EX_CONFIG
+
+
 def test_readiness_tells_our_servers_from_others_on_their_port(tmp_path: Path) -> None:
     data = tmp_path / "data"
     settings = stack_settings(data)

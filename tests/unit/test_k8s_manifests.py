@@ -9,6 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from contract.settings import ROLES
+
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 VERSION = kubernetes_validate.latest_version()
 
@@ -70,6 +72,13 @@ def test_every_workload_runs_non_root_with_requests_and_only_its_roles_secret_as
             f"{name}: secret in the environment"
         )
     assert set(of_kind("Secret")) == set(secrets.values())
+
+
+def test_each_roles_secret_holds_exactly_the_files_that_role_reads() -> None:
+    for role, (nats_user, api_user, redis_user) in ROLES.items():
+        wanted = {f"nats-{nats_user}.url"} | {f"nats-{u}.url" for u in [api_user] if u}
+        wanted |= {f"redis-{u}.url" for u in [redis_user] if u}
+        assert set(of_kind("Secret")[f"hourglass-{role}"]["stringData"]) == wanted, role
 
 
 def test_network_policies_deny_every_ingress_but_the_http_port() -> None:

@@ -53,6 +53,20 @@ def test_a_role_takes_its_credentials_from_the_secrets_directory(tmp_path: Path)
     assert Settings.from_env(env).nats_url == env["ANALYTICS_NATS_URL"]  # no role: nothing added
 
 
+def test_a_secrets_directory_without_the_roles_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()  # as a Kubernetes Secret mounted with one key misnamed
+    (secrets / "nats-projector.url").write_text("nats://projector:pw1@127.0.0.1:4222\n")
+    env = {"ANALYTICS_DATA_DIR": str(tmp_path)}
+    with pytest.raises(
+        SettingsError, match=r"secrets/redis-projector\.url is missing: the projector role's redis"
+    ):
+        Settings.from_env(env, role="projector")
+    own = {**env, "ANALYTICS_REDIS_URL": "redis://me:mine@127.0.0.1:6379/0"}
+    assert Settings.from_env(own, role="projector").redis_url == own["ANALYTICS_REDIS_URL"]
+    assert Settings.from_env(env).redis_url  # no role: no credentials needed
+
+
 def test_logged_urls_never_show_a_password() -> None:
     assert (
         redacted("nats://admin:s3cret@127.0.0.1:4222,nats://h:1")
