@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -22,10 +23,21 @@ from tests.helpers import isolated_settings, settings_env
 pytestmark = pytest.mark.slow
 
 
-def launch(settings: Settings, tmp: Path) -> subprocess.Popen[bytes]:
+def spawn(settings: Settings, tmp: Path, output: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
     env = {**settings_env(settings), "TMPDIR": str(tmp)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "server"], env=env, cwd=ROOT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "server"],
+        env=env,
+        cwd=ROOT,
+        stdout=output,
+        stderr=output,
+        start_new_session=True,
+    )
+
+
+def launch(settings: Settings, tmp: Path) -> subprocess.Popen[bytes]:
+    proc = spawn(settings, tmp)
     wait_for_port("127.0.0.1", settings.http_port, 30, proc)
     assert httpx.get(f"http://127.0.0.1:{settings.http_port}/healthz").status_code == 200
     return proc
@@ -80,17 +92,8 @@ def test_without_nats_it_starts_and_says_each_try_in_one_line(
     nats_url = f"nats://hg:{password}@127.0.0.1:{free_port()}"
     settings = isolated_settings(nats_url, f"redis://127.0.0.1:{free_port()}/0", http_workers=1)
     said = tmp_path / "said.log"
-    env = {**settings_env(settings), "TMPDIR": str(tmp_path)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with said.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
+        proc = spawn(settings, tmp_path, out)
     started.append(proc)
     until = time.monotonic() + 60
     while said.read_text().count("(hourglass-http): ") < 2:  # a worker's connection, trying
