@@ -332,7 +332,7 @@ class Settings:
 
     def nats_options(self, name: str, url: str = "") -> dict[str, Any]:
         """Keyword arguments for `nats.connect` (to `url`, by default ANALYTICS_NATS_URL): reconnect
-        forever, fail a connect attempt fast, one log line per failed try (contract.nats_log)."""
+        forever, fail a connect attempt fast, one log line per failed try (contract.backoff.NatsLog)."""
         tls = {"tls": self.tls_context()} if "tls://" in self.nats_url or self.tls_ca_file else {}
         url = url or self.nats_url
         return {
