@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from contract.backoff import NatsLog
 from contract.buckets import day_phases, zone
 from contract.redis_nodes import NodeListError, RedisNode, parse_redis_nodes
 
@@ -323,7 +324,7 @@ class Settings:
 
     def nats_read_options(self, name: str) -> dict[str, Any]:
         """Like `nats_options`, for the HTTP process's reading connection."""
-        return {**self.nats_options(name), "servers": (self.nats_api_url or self.nats_url).split(",")}
+        return self.nats_options(name, self.nats_api_url or self.nats_url)
 
     def tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -331,12 +332,15 @@ class Settings:
             context.load_verify_locations(cafile=self.tls_ca_file)
         return context
 
-    def nats_options(self, name: str) -> dict[str, Any]:
-        """Keyword arguments for `nats.connect`: reconnect forever, fail a connect attempt fast."""
+    def nats_options(self, name: str, url: str = "") -> dict[str, Any]:
+        """Keyword arguments for `nats.connect` (to `url`, by default ANALYTICS_NATS_URL): reconnect
+        forever, fail a connect attempt fast, one log line per failed try (contract.backoff.NatsLog)."""
         tls = {"tls": self.tls_context()} if "tls://" in self.nats_url or self.tls_ca_file else {}
+        url = url or self.nats_url
         return {
             **tls,
-            "servers": self.nats_url.split(","),
+            **NatsLog(name, redacted(url)).options(),
+            "servers": url.split(","),
             "name": name,
             "connect_timeout": 2,
             "reconnect_time_wait": 0.5,

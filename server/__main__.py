@@ -20,8 +20,9 @@ from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from litestar.types import ASGIApp
 
+from contract.backoff import NatsLog, reason
 from contract.projections_client import check_cluster
-from contract.settings import Settings, SettingsError
+from contract.settings import Settings, SettingsError, redacted
 from contract.stream import partition_mismatch
 
 EX_CONFIG = 78
@@ -122,12 +123,17 @@ def _serve(settings: Settings) -> None:
 async def _partition_problem(settings: Settings) -> str | None:
     """Refuse to start against a stream made for another partition count. When NATS or the stream is
     not there yet the workers start anyway; they check again and refuse to publish on a mismatch."""
+    # Quiet: the workers say each failed try; this check says only that it could not be made.
+    said = NatsLog("hourglass-http-check", redacted(settings.nats_url), quiet=True)
     try:
         # One try, bounded: an unresolvable host made nats-py retry forever, and nothing listened.
         once = {"allow_reconnect": False, "max_reconnect_attempts": 0}
-        options = {**settings.nats_options("hourglass-http-check"), **once}
+        options = {**settings.nats_options("hourglass-http-check"), **said.options(), **once}
         nc = await asyncio.wait_for(nats.connect(**options), 5)
-    except Exception:
+    except Exception as exc:
+        why = reason(said.last or exc)
+        where = redacted(settings.nats_url)
+        print(f"hourglass http: NATS at {where} not reachable yet ({why}); starting anyway", file=sys.stderr)
         return None
     try:
         info = await nc.jetstream(timeout=2).stream_info(settings.stream_name)

@@ -10,7 +10,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import nats.errors
 import redis.exceptions
@@ -30,6 +31,7 @@ from projector.audit.verdict import HourAudit, Verdict
 from projector.cli.reach import keep_reaching_nats, keep_reaching_redis
 
 log = logging.getLogger("audit")
+T = TypeVar("T")
 
 HOURS = Counter("hourglass_audit_hours", "Hours audited, by verdict", ["verdict"])
 MISMATCHES = Counter("hourglass_audit_mismatches", "Hours whose served value differs from the log's")
@@ -54,9 +56,15 @@ TRANSIENT = (
 async def follow(settings: Settings, stop: asyncio.Event) -> int:
     """The audit process: reaches its servers (waiting for them), then audits until stopped."""
     metrics.serve(settings.audit_metrics_port)
-    nc = await keep_reaching_nats(settings, "hourglass-audit", settings.connect_deadline_s)
+    nc = await _unless_stopped(
+        keep_reaching_nats(settings, "hourglass-audit", settings.connect_deadline_s), stop
+    )
+    if nc is None:
+        return 0
     try:
-        redis_client = await keep_reaching_redis(settings, settings.connect_deadline_s)
+        redis_client = await _unless_stopped(keep_reaching_redis(settings, settings.connect_deadline_s), stop)
+        if redis_client is None:
+            return 0
         try:
             await Follower(settings, nc, redis_client).run(stop)
         finally:
@@ -64,6 +72,22 @@ async def follow(settings: Settings, stop: asyncio.Event) -> int:
     finally:
         await nc.close()
     return 0
+
+
+async def _unless_stopped(reaching: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """What `reaching` returns, or None on a stop signal first: the signal leaves stopping to this
+    process, which may still be waiting for its servers."""
+    reached = asyncio.ensure_future(reaching)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({reached, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not reached.done():
+            reached.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reached
+    return reached.result() if not reached.cancelled() else None
 
 
 class Follower:

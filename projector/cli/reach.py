@@ -13,7 +13,7 @@ import nats.errors
 import redis.exceptions
 from nats.aio.client import Client as NATS
 
-from contract.backoff import FIRST_DELAY_S, MAX_DELAY_S
+from contract.backoff import FIRST_DELAY_S, MAX_DELAY_S, NatsLog, reason
 from contract.projections_client import ProjectionsClient, check_cluster, connect
 from contract.settings import Settings, redacted
 
@@ -40,26 +40,11 @@ class Unreachable(SystemExit):
         self.line = line
 
 
-class _Errors:
-    """nats-py's error callback: quiet (the last error kept for the one line) until connected, then
-    one log line per error, without the traceback nats-py's default callback prints."""
-
-    def __init__(self) -> None:
-        self.last: BaseException | None = None
-        self.connected = False
-
-    async def callback(self, exc: Exception) -> None:
-        """nats-py wants a coroutine function, not an awaitable object."""
-        if self.connected:
-            log.warning("NATS: %s", _why(exc))
-        else:
-            self.last = exc
-
-
 async def reach_nats(settings: Settings, name: str, deadline_s: float) -> NATS:
     """Connected to NATS within `deadline_s`, or Unreachable."""
-    errors = _Errors()
-    options: dict[str, Any] = {**settings.nats_options(name), "error_cb": errors.callback}
+    # Quiet until connected: a failed try is said once, in the Unreachable line, with the last error.
+    errors = NatsLog(name, redacted(settings.nats_url), quiet=True)
+    options: dict[str, Any] = {**settings.nats_options(name), **errors.options()}
     # nats-py retries the first connect forever (as it reconnects later) and swallows a cancellation
     # that lands while it closes a failed attempt, so the attempt runs as a task of its own, cancelled
     # until it ends: the deadline and a stop signal both hold.
@@ -76,7 +61,7 @@ async def reach_nats(settings: Settings, name: str, deadline_s: float) -> NATS:
         nc = connecting.result()
     except NATS_DOWN as exc:
         raise Unreachable(_line("NATS", settings.nats_url, deadline_s, errors.last or exc)) from None
-    errors.connected = True
+    errors.quiet = False
     return nc
 
 
@@ -107,7 +92,7 @@ async def reach_redis(settings: Settings, deadline_s: float) -> ProjectionsClien
                 raise Unreachable(_line("Redis", settings.redis_url, deadline_s, exc)) from None
         except redis.exceptions.RedisError as exc:  # the wrong password, a missing permission
             await client.aclose()
-            raise Unreachable(f"Redis at {redacted(settings.redis_url)} refused us: {_why(exc)}") from None
+            raise Unreachable(f"Redis at {redacted(settings.redis_url)} refused us: {reason(exc)}") from None
         await asyncio.sleep(delay)
         delay = min(delay * 2, MAX_DELAY_S)
 
@@ -136,10 +121,4 @@ async def _keep_trying(reach: Callable[[], Awaitable[T]]) -> T:
 
 
 def _line(what: str, url: str, deadline_s: float, exc: BaseException) -> str:
-    return f"cannot reach {what} at {redacted(url)} within {deadline_s:g}s ({_why(exc)}): {HINT}"
-
-
-def _why(exc: BaseException) -> str:
-    """The error in a few words (nats-py and redis-py messages name hosts and ports, never passwords)."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"cannot reach {what} at {redacted(url)} within {deadline_s:g}s ({reason(exc)}): {HINT}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
@@ -23,34 +22,14 @@ from contract.settings import Settings
 from deploy.servers import ROOT
 from projector.audit.records import Records
 from projector.audit.verdict import HourAudit
-from projector.log.stream_config import ensure_stream
-from tests.conftest import Server, running
+from tests.conftest import Server
 from tests.helpers import eventually, settings_env
+from tests.integration import secured
+from tests.integration.secured import connect_as
+
+admin, data_dir, servers = secured.admin, secured.data_dir, secured.servers  # the fixtures, in one place
 
 HOUR = 490_200
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("audit-role")
-
-
-@pytest.fixture(scope="module")
-def servers(data_dir: Path) -> Iterator[tuple[Server, Server]]:
-    settings = Settings(data_dir=data_dir)
-    with (
-        running("nats", data_dir, settings) as nats_server,
-        running("valkey", data_dir, settings) as valkey,  # one secrets directory for both
-    ):
-        yield nats_server, valkey
-
-
-@pytest.fixture
-async def admin(servers: tuple[Server, Server]) -> AsyncIterator[NATS]:
-    nc = await nats.connect(servers[0].role_url("admin"))
-    await ensure_stream(nc, Settings())
-    yield nc
-    await nc.close()
 
 
 async def test_the_audit_reads_the_log_and_redis_under_its_own_role(
@@ -112,12 +91,7 @@ async def test_the_audit_writes_its_results_only(servers: tuple[Server, Server])
 
 async def test_the_audit_cannot_publish_events_or_purge(servers: tuple[Server, Server], admin: NATS) -> None:
     settings = Settings()
-    errors: list[Exception] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(exc)
-
-    nc = await nats.connect(servers[0].role_url("audit"), error_cb=on_error)
+    nc, errors = await connect_as(servers[0], "audit")
     before = (await admin.jetstream().stream_info(settings.stream_name)).state.messages
     js = nc.jetstream(timeout=1)
     with pytest.raises(nats.errors.TimeoutError):  # never reaches JetStream

@@ -4,6 +4,7 @@ exit after ANALYTICS_CONNECT_DEADLINE_S, no traceback; they stop on SIGTERM and 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from contract.settings import Settings
+from contract.settings import Settings, redacted
 from deploy.servers import ROOT, free_port
-from tests.conftest import Server
-from tests.helpers import isolated_settings, settings_env
+from projector.cli.reach import reach_nats
+from tests.conftest import Server, running
+from tests.helpers import eventually, isolated_settings, settings_env
 
 DEADLINE_S = 1.5
 PASSWORD = "hunter2secret"
@@ -71,7 +73,10 @@ def ended(pid: int, within_s: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("command", [["inspect"], ["replay"], ["stream"], ["replay", "2024010112"]])
+@pytest.mark.parametrize(
+    "command",
+    [["inspect"], ["replay"], ["stream"], ["replay", "2024010112"], ["audit"], ["audit", "--repair"]],
+)
 def test_without_nats_a_command_says_so_in_one_line_and_exits(command: list[str], tmp_path: Path) -> None:
     proc = start(command, closed_port_env(tmp_path))
     started = catching_sigterm(proc.pid)
@@ -103,15 +108,19 @@ def test_without_redis_a_replay_says_so_in_one_line_and_exits(nats_server: Serve
     assert PASSWORD not in err
 
 
-def test_run_keeps_trying_one_line_per_try_and_stops_on_sigterm(tmp_path: Path) -> None:
-    proc = start(["run"], closed_port_env(tmp_path, connect_deadline_s=0.5))
+@pytest.mark.parametrize(("command", "status"), [(["run"], 128 + signal.SIGTERM), (["audit", "--follow"], 0)])
+def test_a_service_keeps_trying_one_line_per_try_and_stops_on_sigterm(
+    command: list[str], status: int, tmp_path: Path
+) -> None:
+    env = closed_port_env(tmp_path, connect_deadline_s=0.5, audit_metrics_port=free_port())
+    proc = start(command, env)
     catching_sigterm(proc.pid)
     time.sleep(3)  # a few tries; what is checked is what they printed, not their timing
     proc.send_signal(signal.SIGTERM)
     stopped = time.monotonic()
     _, err = proc.communicate(timeout=10)
     assert time.monotonic() - stopped < 3
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.returncode == status
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) >= 2
@@ -206,3 +215,28 @@ def test_a_build_without_its_job_says_so_in_one_line(job: bytes, tmp_path: Path)
 
 def test_settings_know_the_deadline() -> None:
     assert Settings().connect_deadline_s == 5.0
+
+
+async def test_once_connected_each_try_to_get_nats_back_is_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with running("nats", tmp_path / "nats") as server:
+        settings = isolated_settings(server.url, "redis://127.0.0.1:1/0")
+        nc = await reach_nats(settings, "hourglass-run", 10)
+        try:
+            server.stop()
+
+            async def tries() -> list[str]:
+                return [r.getMessage() for r in caplog.records if "(hourglass-run): " in r.getMessage()]
+
+            await eventually(tries, lambda said: len(said) >= 3)
+            server.start()
+            await eventually(tries, lambda said: said[-1].endswith("(hourglass-run): connected again"))
+        finally:
+            await nc.close()
+    assert "Traceback" not in caplog.text
+    assert all(record.exc_info is None for record in caplog.records)
+    where = redacted(server.url)
+    for line in await tries():
+        assert line.startswith(f"NATS at {where} (hourglass-run): ")

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date, datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
@@ -21,7 +21,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import nats
 import pytest
 from redis.asyncio import Redis
 from selenium import webdriver
@@ -34,10 +33,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 from contract.hours import HOUR_MS, hour_of, system_now_ms
 from contract.settings import Settings
 from deploy.servers import ROOT, free_port, wait_for_port
-from projector.log.stream_config import ensure_stream
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
-from tests.integration.conftest import Projectors
+from tests.integration.conftest import Projectors, make_stream
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER) and os.environ.get("CI"):
@@ -82,6 +80,16 @@ def running_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
 def server(page_settings: Settings, tmp_path: Path) -> Iterator[str]:
     with running_server(page_settings, tmp_path) as base:
         yield base
+
+
+@pytest.fixture
+async def projecting(page_settings: Settings, redis: Redis) -> AsyncIterator[Projectors]:
+    """The page's stream, and a projector folding it while the test runs."""
+    await make_stream(page_settings)
+    started = Projectors(page_settings, redis)
+    await started.start()
+    yield started
+    await started.stop_all()
 
 
 @pytest.fixture
@@ -146,74 +154,64 @@ def label(ms: int, zone: str = BROWSER_ZONE) -> str:
 
 
 async def test_the_dashboard_shows_real_numbers_and_the_current_hour_live(
-    page_settings: Settings, server: str, browser: webdriver.Chrome, redis: Redis, tmp_path: Path
+    server: str, browser: webdriver.Chrome, projecting: Projectors, tmp_path: Path
 ) -> None:
     screenshot = Path(os.environ.get(SCREENSHOT_TO) or tmp_path / "dashboard.png")
-    nc = await nats.connect(page_settings.nats_url)
-    await ensure_stream(nc, page_settings)
-    await nc.close()
-    projectors = Projectors(page_settings, redis)
-    await projectors.start()
-    try:
-        now = hour_of(system_now_ms())
-        async with httpx.AsyncClient(base_url=server) as http:
-            for hour, clicks in ((now, 3), (now - 1, 5), (now - 2, 2)):
-                for i in range(clicks):
-                    kind = "click" if i % 2 == 0 else "impression"
-                    r = await http.post(
-                        f"/analytics?timestamp={hour * HOUR_MS + 1}&user=u{hour % 7}-{i}&{kind}"
-                    )
-                    assert r.status_code == 204
-            # Once projected (the page reads the range once, then follows only the current hour live).
-            for hour, text in (
-                (now, "3\nclicks,2\n"),
-                (now - 1, "5\nclicks,3\n"),
-                (now - 2, "2\nclicks,1\n"),
-            ):
-                await eventually(
-                    functools.partial(http.get, f"/analytics?timestamp={hour * HOUR_MS}"),
-                    functools.partial(_answers, f"unique_users,{text}impressions,"),
-                )
-            # Selenium blocks: it runs in a thread, so the projector on this loop keeps applying.
-            await asyncio.to_thread(browser.get, server + "/")
-            # Each UTC hour's first millisecond is in a local hour of its own (Kolkata's start at :30 UTC).
-            await until(browser, 20, shows(label((now - 1) * HOUR_MS + 1), ["5", "3", "2"]))
-            table = await asyncio.to_thread(cells, browser)
-            assert table[label(now * HOUR_MS + 1)] == ["3", "2", "1"]
-            assert table[label((now - 2) * HOUR_MS + 1)] == ["2", "1", "1"]
-            # More events for the current UTC hour: the page changes without a reload, within 2 s (its row
-            # is the last, or the one before when the local hour that began at :30 UTC is already on).
-            for i in range(4):
-                assert (
-                    await http.post(f"/analytics?timestamp={now * HOUR_MS + 2}&user=late{i}&click")
-                ).status_code == 204
-            posted = time.monotonic()
-            await until(browser, 2, shows(label(now * HOUR_MS + 1), ["7", "6", "1"]))
-            assert time.monotonic() - posted <= 2.0
-            bar = browser.execute_script(
-                "return [...document.querySelectorAll('#clicks rect')]"
-                ".find(r => r.querySelector('title').textContent.startsWith(arguments[0]))",
-                label(now * HOUR_MS + 1),
+    now = hour_of(system_now_ms())
+    async with httpx.AsyncClient(base_url=server) as http:
+        for hour, clicks in ((now, 3), (now - 1, 5), (now - 2, 2)):
+            for i in range(clicks):
+                kind = "click" if i % 2 == 0 else "impression"
+                r = await http.post(f"/analytics?timestamp={hour * HOUR_MS + 1}&user=u{hour % 7}-{i}&{kind}")
+                assert r.status_code == 204
+        # Once projected (the page reads the range once, then follows only the current hour live).
+        for hour, text in (
+            (now, "3\nclicks,2\n"),
+            (now - 1, "5\nclicks,3\n"),
+            (now - 2, "2\nclicks,1\n"),
+        ):
+            await eventually(
+                functools.partial(http.get, f"/analytics?timestamp={hour * HOUR_MS}"),
+                functools.partial(_answers, f"unique_users,{text}impressions,"),
             )
-            await asyncio.to_thread(bar.click)
-            assert "6 clicks" in browser.find_element(By.ID, "detail").text
-            await asyncio.to_thread(browser.save_screenshot, str(screenshot))
-            assert (await asyncio.to_thread(screenshot.stat)).st_size > 10_000
-            # The switch: 7 days of hours, then 30 days by day (a row per local day, and the total).
-            for button, rows in (("7 d", 168 + 1), ("30 d (daily)", None)):
-                pick = f"//div[@class='ranges']/button[text()='{button}']"
-                await asyncio.to_thread(browser.find_element(By.XPATH, pick).click)
-                await until(browser, 10, functools.partial(switched, rows))
-            days = await asyncio.to_thread(cells, browser)
-            assert len(days) - 1 == 30
-            # Today's row: every user above is distinct, so its union is the sum of its hours' users.
-            totals = {now: (7, 6, 1), now - 1: (5, 3, 2), now - 2: (2, 1, 1)}
-            today = label(system_now_ms())[:10]
-            mine = [t for h, t in totals.items() if label(h * HOUR_MS + 1)[:10] == today]
-            expected = [str(sum(t[i] for t in mine)) for i in range(3)]
-            assert days[today] == expected
-    finally:
-        await projectors.stop_all()
+        # Selenium blocks: it runs in a thread, so the projector on this loop keeps applying.
+        await asyncio.to_thread(browser.get, server + "/")
+        # Each UTC hour's first millisecond is in a local hour of its own (Kolkata's start at :30 UTC).
+        await until(browser, 20, shows(label((now - 1) * HOUR_MS + 1), ["5", "3", "2"]))
+        table = await asyncio.to_thread(cells, browser)
+        assert table[label(now * HOUR_MS + 1)] == ["3", "2", "1"]
+        assert table[label((now - 2) * HOUR_MS + 1)] == ["2", "1", "1"]
+        # More events for the current UTC hour: the page changes without a reload, within 2 s (its row
+        # is the last, or the one before when the local hour that began at :30 UTC is already on).
+        for i in range(4):
+            assert (
+                await http.post(f"/analytics?timestamp={now * HOUR_MS + 2}&user=late{i}&click")
+            ).status_code == 204
+        posted = time.monotonic()
+        await until(browser, 2, shows(label(now * HOUR_MS + 1), ["7", "6", "1"]))
+        assert time.monotonic() - posted <= 2.0
+        bar = browser.execute_script(
+            "return [...document.querySelectorAll('#clicks rect')]"
+            ".find(r => r.querySelector('title').textContent.startsWith(arguments[0]))",
+            label(now * HOUR_MS + 1),
+        )
+        await asyncio.to_thread(bar.click)
+        assert "6 clicks" in browser.find_element(By.ID, "detail").text
+        await asyncio.to_thread(browser.save_screenshot, str(screenshot))
+        assert (await asyncio.to_thread(screenshot.stat)).st_size > 10_000
+        # The switch: 7 days of hours, then 30 days by day (a row per local day, and the total).
+        for button, rows in (("7 d", 168 + 1), ("30 d (daily)", None)):
+            pick = f"//div[@class='ranges']/button[text()='{button}']"
+            await asyncio.to_thread(browser.find_element(By.XPATH, pick).click)
+            await until(browser, 10, functools.partial(switched, rows))
+        days = await asyncio.to_thread(cells, browser)
+        assert len(days) - 1 == 30
+        # Today's row: every user above is distinct, so its union is the sum of its hours' users.
+        totals = {now: (7, 6, 1), now - 1: (5, 3, 2), now - 2: (2, 1, 1)}
+        today = label(system_now_ms())[:10]
+        mine = [t for h, t in totals.items() if label(h * HOUR_MS + 1)[:10] == today]
+        expected = [str(sum(t[i] for t in mine)) for i in range(3)]
+        assert days[today] == expected
 
 
 @pytest.fixture
@@ -437,51 +435,43 @@ def the_events(now_ms: int) -> list[Event]:
 
 
 async def test_in_a_half_hour_zone_the_page_shows_local_labels_numbers_comparison_and_csv(
-    page_settings: Settings, server: str, browser: webdriver.Chrome, redis: Redis, downloads: Path
+    server: str, browser: webdriver.Chrome, projecting: Projectors, downloads: Path
 ) -> None:
-    nc = await nats.connect(page_settings.nats_url)
-    await ensure_stream(nc, page_settings)
-    await nc.close()
-    projectors = Projectors(page_settings, redis)
-    await projectors.start()
-    try:
-        events = the_events(system_now_ms())
-        async with httpx.AsyncClient(base_url=server) as http:
-            for at, user, kind in events:
-                assert (await http.post(f"/analytics?timestamp={at}&user={user}&{kind}")).status_code == 204
-            lo, hi = min(e[0] for e in events), max(e[0] for e in events) + 1
-            await eventually(
-                functools.partial(
-                    http.get,
-                    f"/analytics?from={lo}&to={hi}&granularity=day",
-                    headers={"accept": "application/json"},
-                ),
-                lambda r: r.json()["total"]["clicks"] == sum(k == "click" for *_, k in events),
-            )
-        await asyncio.to_thread(browser.get, server + "/")
-        # The browser's zone is the default, in its own spelling; every label and number is that zone's.
-        zone = browser.execute_script("return document.getElementById('zone').value")
-        assert zone in ("Asia/Kolkata", "Asia/Calcutta")
-        await shows_exactly(browser, events, "hour", 48)
-        table = page_state(browser)["page"]["rows"]
-        csv = await downloaded_csv(browser, downloads)
-        lines = [f"Hour ({zone}),Unique users,Clicks,Impressions"] + [",".join(r) for r in table]
-        assert csv == "\r\n".join(lines) + "\r\n"
-        # 30 days by local day, then a zone picked in the picker (by day, then by hour).
-        pick = "//div[@class='ranges']/button[text()='30 d (daily)']"
-        await asyncio.to_thread(browser.find_element(By.XPATH, pick).click)
-        await shows_exactly(browser, events, "day", 30)
-        browser.execute_script(
-            "const s = document.getElementById('zone'); s.value = arguments[0];"
-            "s.dispatchEvent(new Event('change'));",
-            PICKED_ZONE,
+    events = the_events(system_now_ms())
+    async with httpx.AsyncClient(base_url=server) as http:
+        for at, user, kind in events:
+            assert (await http.post(f"/analytics?timestamp={at}&user={user}&{kind}")).status_code == 204
+        lo, hi = min(e[0] for e in events), max(e[0] for e in events) + 1
+        await eventually(
+            functools.partial(
+                http.get,
+                f"/analytics?from={lo}&to={hi}&granularity=day",
+                headers={"accept": "application/json"},
+            ),
+            lambda r: r.json()["total"]["clicks"] == sum(k == "click" for *_, k in events),
         )
-        await shows_exactly(browser, events, "day", 30)
-        csv = await downloaded_csv(browser, downloads)
-        assert csv.startswith(f"Day ({PICKED_ZONE}),Unique users,Clicks,Impressions\r\n")
-        assert csv.endswith(f"{TOTAL},{','.join(page_state(browser)['page']['rows'][-1][1:])}\r\n")
-        pick = "//div[@class='ranges']/button[text()='48 h']"
-        await asyncio.to_thread(browser.find_element(By.XPATH, pick).click)
-        await shows_exactly(browser, events, "hour", 48)
-    finally:
-        await projectors.stop_all()
+    await asyncio.to_thread(browser.get, server + "/")
+    # The browser's zone is the default, in its own spelling; every label and number is that zone's.
+    zone = browser.execute_script("return document.getElementById('zone').value")
+    assert zone in ("Asia/Kolkata", "Asia/Calcutta")
+    await shows_exactly(browser, events, "hour", 48)
+    table = page_state(browser)["page"]["rows"]
+    csv = await downloaded_csv(browser, downloads)
+    lines = [f"Hour ({zone}),Unique users,Clicks,Impressions"] + [",".join(r) for r in table]
+    assert csv == "\r\n".join(lines) + "\r\n"
+    # 30 days by local day, then a zone picked in the picker (by day, then by hour).
+    pick = "//div[@class='ranges']/button[text()='30 d (daily)']"
+    await asyncio.to_thread(browser.find_element(By.XPATH, pick).click)
+    await shows_exactly(browser, events, "day", 30)
+    browser.execute_script(
+        "const s = document.getElementById('zone'); s.value = arguments[0];"
+        "s.dispatchEvent(new Event('change'));",
+        PICKED_ZONE,
+    )
+    await shows_exactly(browser, events, "day", 30)
+    csv = await downloaded_csv(browser, downloads)
+    assert csv.startswith(f"Day ({PICKED_ZONE}),Unique users,Clicks,Impressions\r\n")
+    assert csv.endswith(f"{TOTAL},{','.join(page_state(browser)['page']['rows'][-1][1:])}\r\n")
+    pick = "//div[@class='ranges']/button[text()='48 h']"
+    await asyncio.to_thread(browser.find_element(By.XPATH, pick).click)
+    await shows_exactly(browser, events, "hour", 48)

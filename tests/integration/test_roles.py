@@ -7,7 +7,6 @@ import asyncio
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
@@ -23,41 +22,12 @@ from contract.schema import Batch, Event, Kind, encode
 from contract.settings import Settings
 from deploy.credentials import NATS_ROLES, REDIS_ROLES, ensure_secrets, write_urls
 from deploy.servers import ROOT
-from projector.log.stream_config import ensure_stream
-from tests.conftest import Server, running
+from tests.conftest import Server
 from tests.helpers import eventually, settings_env
+from tests.integration import secured
+from tests.integration.secured import connect_as
 
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("secured")
-
-
-@pytest.fixture(scope="module")
-def servers(data_dir: Path) -> Iterator[tuple[Server, Server]]:
-    settings = Settings(data_dir=data_dir)
-    with (
-        running("nats", data_dir, settings) as nats_server,
-        running("valkey", data_dir / "v", settings) as valkey,
-    ):
-        yield nats_server, valkey
-
-
-@pytest.fixture
-async def admin(servers: tuple[Server, Server]) -> AsyncIterator[NATS]:
-    nc = await nats.connect(servers[0].role_url("admin"))
-    await ensure_stream(nc, Settings())
-    yield nc
-    await nc.close()
-
-
-async def connect_as(server: Server, role: str) -> tuple[NATS, list[Exception]]:
-    errors: list[Exception] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(exc)
-
-    return await nats.connect(server.role_url(role), error_cb=on_error), errors
+admin, data_dir, servers = secured.admin, secured.data_dir, secured.servers  # the fixtures, in one place
 
 
 async def test_anonymous_clients_are_refused_by_nats_and_redis(servers: tuple[Server, Server]) -> None:
