@@ -146,11 +146,22 @@ async def test_a_projector_killed_while_snapshotting_never_leaves_a_cut_that_mis
         # Kill while the partitions are being snapshotted: hour entries written, not every manifest.
         kv = await js.key_value(snapshot_bucket(settings.stream_name))
 
-        def midway(names: list[str]) -> bool:
-            manifests = sum(name.endswith(".manifest") for name in names)
-            return manifests < settings.partitions and any(".h" in name for name in names)
+        # One watcher, not a kv.keys() poll: each poll opens a consumer, and on a loaded machine
+        # a 1 ms poll once met "maximum consumers limit reached".
+        watcher = await kv.watchall()
+        names: set[str] = set()
 
-        await eventually(kv.keys, midway, timeout=60, interval=0.001)
+        async def midway() -> None:
+            async for entry in watcher:
+                names.add(entry.key if entry is not None else "")
+                manifests = sum(name.endswith(".manifest") for name in names)
+                if manifests < settings.partitions and any(".h" in name for name in names):
+                    return
+
+        try:
+            await asyncio.wait_for(midway(), timeout=60)
+        finally:
+            await watcher.stop()
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
