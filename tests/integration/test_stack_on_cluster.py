@@ -23,6 +23,7 @@ import httpx
 import pytest
 from redis.exceptions import MovedError
 
+from api.reader import Reader
 from contract.buckets import MINUTE_MS, day_start, day_token, parse_phases
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
@@ -332,6 +333,15 @@ async def day_rollups_in_their_slots(
             got = (int(stored.get(b"clicks", 0)), int(stored.get(b"impressions", 0)))
             assert got == (row.clicks, row.impressions), (p, token, got, row)
             assert near(await owner.pfcount(users), len(row.users)), (p, token)
+        # A whole Kolkata day is read from its rollups (no hour, cold or not): one changed changes it.
+        day = day_start(min(ts for ts, _, _ in events), settings.day_phases[1]) + DAY_MS
+        reader = Reader(client, keys, settings.partitions, split_by_partition=True)
+        (before,), _ = await reader.spans([(day, day + DAY_MS)])
+        assert before.clicks == sum(r.clicks for (_, t), r in want.items() if t == day_token(day))
+        gen = keys.live_generation(await client.get(keys.generation(0)))
+        await client.hincrby(keys.cell_counts(gen, day_token(day), 0), "clicks", 1000)
+        (after,), _ = await reader.spans([(day, day + DAY_MS)])
+        assert after.clicks == before.clicks + 1000
         return len(want)
     finally:
         await client.aclose()
