@@ -229,6 +229,7 @@ async def answers_through(
         seen.append(await eventually(lambda: answers(http, truth), lambda a: a == seen[0], 30))
         assert await generations(stack.admin) == {2}  # the replaced one is gone from every shard
         busiest = max(truth.hours(), key=lambda h: sum(truth.text(h)[1:]))
+        assert busiest == truth.hours()[0]  # with a Kolkata and a Kathmandu midnight; cold if any is
         await asyncio.to_thread(run, ["-m", "projector", "replay", hour_token(busiest)], stack.projector)
         seen.append(await eventually(lambda: answers(http, truth), lambda a: a == seen[0], 30))
         audited = await asyncio.to_thread(
