@@ -1,8 +1,9 @@
 """The README is a front door, and true: at most 250 lines, its links resolve, and its layout lists
-exactly the modules that exist."""
+exactly the modules that exist; every test file and test the README and docs/ cite exists."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -81,3 +82,47 @@ def test_every_relative_link_in_the_readme_and_docs_resolves_to_a_file_and_headi
             elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}#{fragment}")
     assert broken == []
+
+
+CITED = re.compile(r"`(?:tests/)?((?:unit|integration|bench)/[\w/]+\.py)(?:::(\w+))?[^`]*`")
+"""A test cited as docs/testing.md does: `integration/test_x.py::test_name` (tests/ optional)."""
+
+
+def cited_tests(text: str) -> list[tuple[str, str]]:
+    """(path under tests/, name or "") of every test file or test the text cites."""
+    return CITED.findall(text)
+
+
+def defined(path: Path) -> set[str]:
+    """The top-level functions and classes of a test module."""
+    nodes = ast.parse(path.read_text()).body
+    return {n.name for n in nodes if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+
+
+def test_the_citation_reader_sees_files_and_tests() -> None:
+    text = (
+        "| x | y | `integration/test_a.py::test_b`, `tests/unit/test_c.py` |\n"
+        "`unit/test_d.py::test_e[param]` and `integration/test_f.py` (a file), not `server/app.py`"
+    )
+    assert cited_tests(text) == [
+        ("integration/test_a.py", "test_b"),
+        ("unit/test_c.py", ""),
+        ("unit/test_d.py", "test_e"),
+        ("integration/test_f.py", ""),
+    ]
+
+
+def test_every_test_the_readme_and_docs_cite_exists() -> None:
+    """A test renamed or moved leaves its citation behind (testing.md once named
+    test_http_contract::test_readiness_names_a_missing_projector a long while after it moved)."""
+    missing, seen = [], 0
+    for doc in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for path, name in cited_tests(doc.read_text()):
+            seen += 1
+            module = ROOT / "tests" / path
+            if not module.is_file():
+                missing.append(f"{doc.name}: {path}")
+            elif name and name not in defined(module):
+                missing.append(f"{doc.name}: {path}::{name}")
+    assert seen > 100  # the pattern still matches how the docs cite tests
+    assert missing == []
