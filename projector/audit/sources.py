@@ -1,6 +1,7 @@
 """The audit's two reads of an hour: what Redis (or, for a cold hour, its snapshot entry) serves for it
 and its quarter-hours with each partition's watermark, in one consistent view; then the hour's messages
-from the log. And the read of a day rollup with its components, in one consistent view."""
+from the log, widened by those that lend their keys (`keyed_span`, which a single-hour replay folds
+too). And the read of a day rollup with its components, in one consistent view."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from contract.keys import CLICKS_FIELD, IMPRESSIONS_FIELD, Keys
 from contract.projections_client import ProjectionsClient
 from contract.schema import CellState, HourState
 from contract.settings import Settings
-from projector.audit.verdict import Counted, DayAudit, DayPart, check_day
+from projector.audit.verdict import Counted, DayAudit, DayPart, check_day, first_keyed_ms
+from projector.fold.digest import Digest, digest
 from projector.log.pull import Puller
 from projector.projections.snapshots import Snapshots
 
@@ -191,7 +193,7 @@ class HourLog:
     seqs: dict[int, list[int]] = field(default_factory=dict)
     stamps: dict[int, list[int]] = field(default_factory=dict)
 
-    def columns(self, partition: int) -> tuple[list[str], list[bytes], list[int], list[int]]:
+    def columns(self, partition: int) -> Columns:
         return (
             self.subjects.get(partition, []),
             self.payloads.get(partition, []),
@@ -253,3 +255,56 @@ async def _read(nc: NATS, settings: Settings, config: ConsumerConfig, upto_seq: 
         with contextlib.suppress(Exception):
             await js.delete_consumer(settings.stream_name, consumer.name)
     return found
+
+
+Columns = tuple[list[str], list[bytes], list[int], list[int]]
+"""Messages column by column in stream order: subjects, payloads, stream seqs, stream ms."""
+
+KEYED_LOOKBACK = 2
+"""Dedup windows before an hour's first keyed event whose keyed events are folded with the hour's:
+a key the same user sent within the window, in any hour, refused it (a chain of one key's retries
+longer than this is the one case still judged wrongly)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedSpan:
+    columns: Columns
+    """The hour's messages, with the partition's messages of every hour since KEYED_LOOKBACK windows
+    before its first keyed event (up to its last message) when it has keyed events."""
+    hour_digest: Digest
+    """The hour's messages alone, folded."""
+    widened: bool
+
+
+async def keyed_span(nc: NATS, settings: Settings, partition: int, hour: int, columns: Columns) -> KeyedSpan:
+    """`columns`, the hour's messages of `partition` in stream order, and what lends them its keys."""
+    done = fold(settings, columns)
+    first = first_keyed_ms(done, hour)
+    if first is None:
+        return KeyedSpan(columns, done, widened=False)
+    since = first - KEYED_LOOKBACK * int(settings.dedup_window_s * 1000)
+    span = await read_partition_span(nc, settings, partition, since, columns[2][-1])
+    return KeyedSpan(merged(columns, span.columns(partition)), done, widened=True)
+
+
+def fold(settings: Settings, columns: Columns) -> Digest:
+    """`digest` of these messages for this configuration."""
+    return digest(*columns, prefix=settings.subject_prefix, partitions=settings.partitions)
+
+
+def cut(columns: Columns, start: int, stop: int) -> Columns:
+    """Messages `start` to `stop` (not included) of a run."""
+    subjects, payloads, seqs, stamps = columns
+    return subjects[start:stop], payloads[start:stop], seqs[start:stop], stamps[start:stop]
+
+
+def merged(one: Columns, other: Columns) -> Columns:
+    """Two runs of messages as one, in stream order, each sequence once."""
+    rows = sorted(
+        {
+            seq: (subj, data, seq, ms)
+            for subj, data, seq, ms in (*zip(*one, strict=True), *zip(*other, strict=True))
+        }.values(),
+        key=lambda r: r[2],
+    )
+    return ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
