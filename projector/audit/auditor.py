@@ -19,7 +19,6 @@ from projector.audit.sources import (
     Columns,
     audit_day,
     days_overlapping,
-    fold,
     keyed_span,
     read_hour_log,
     read_served,
@@ -96,7 +95,7 @@ class Auditor:
         settings = self.settings
         window_ms = int(settings.dedup_window_s * 1000)
         span = await keyed_span(self.nc, settings, partition, hour, columns)
-        done = fold(settings, span.columns) if span.widened else span.hour_digest
+        done = span.digest
         counted = counted_of(done, hour, window_ms)
         if counted is None or not quarters:
             return counted
