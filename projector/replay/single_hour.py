@@ -1,6 +1,7 @@
 """Replay of one hour: rebuilt beside the live hour under seized partition leases (so its watermarks
-hold still), then renamed over it with its quarter-hours in one step; the day rollups overlapping the
-hour are then rebuilt from their components, under the same leases."""
+hold still), its keys judged as live judged them (`fold_hour`), then renamed over it with its
+quarter-hours in one step; the day rollups overlapping the hour are then rebuilt from their
+components, under the same leases."""
 
 from __future__ import annotations
 
