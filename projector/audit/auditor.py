@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -17,10 +16,11 @@ from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
 from projector.audit.sources import (
+    Columns,
     audit_day,
     days_overlapping,
+    keyed_span,
     read_hour_log,
-    read_partition_span,
     read_served,
 )
 from projector.audit.verdict import (
@@ -30,20 +30,11 @@ from projector.audit.verdict import (
     PartitionAudit,
     compare,
     counted_of,
-    first_keyed_ms,
     quarters_of,
 )
-from projector.fold.digest import digest
 from projector.projections.snapshots import Snapshots, open_snapshots
 
 log = logging.getLogger("audit")
-
-Columns = tuple[list[str], list[bytes], list[int], list[int]]
-
-KEYED_LOOKBACK = 2
-"""Dedup windows before an hour's first keyed event whose keyed events the audit folds with the hour's:
-a key the same user sent within the window, in any hour, refused it (a chain of one key's retries
-longer than this is the one case the audit may call a mismatch wrongly)."""
 
 
 @dataclass
@@ -99,34 +90,16 @@ class Auditor:
 
     async def _recount(self, partition: int, hour: int, columns: Columns, quarters: bool) -> Counted | None:
         """The hour's messages of one partition folded (with its quarter-hours when `quarters`); with
-        keyed events among them, folded again together with the partition's messages of every hour
-        since KEYED_LOOKBACK dedup windows before the first, whose keys may have refused them."""
+        keyed events among them, folded again together with the messages that lend them their keys
+        (`keyed_span`, what a single-hour replay folds too)."""
         settings = self.settings
         window_ms = int(settings.dedup_window_s * 1000)
-        fold = functools.partial(digest, prefix=settings.subject_prefix, partitions=settings.partitions)
-        done = fold(*columns)
-        first = first_keyed_ms(done, hour)
-        if first is not None:
-            since = first - KEYED_LOOKBACK * window_ms
-            span = await read_partition_span(self.nc, settings, partition, since, columns[2][-1])
-            columns = merged(columns, span.columns(partition))
-            done = fold(*columns)
+        span = await keyed_span(self.nc, settings, partition, hour, columns)
+        done = span.digest
         counted = counted_of(done, hour, window_ms)
         if counted is None or not quarters:
             return counted
         return dataclasses.replace(counted, quarters=quarters_of(done, hour, window_ms))
-
-
-def merged(one: Columns, other: Columns) -> Columns:
-    """Two runs of messages as one, in stream order, each sequence once."""
-    rows = sorted(
-        {
-            seq: (subj, data, seq, ms)
-            for subj, data, seq, ms in (*zip(*one, strict=True), *zip(*other, strict=True))
-        }.values(),
-        key=lambda r: r[2],
-    )
-    return ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
 
 
 async def hours_in_log(nc: NATS, settings: Settings) -> list[int]:

@@ -14,7 +14,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contract.hours import hour_token, partition_filter, system_now_ms
 from contract.settings import Settings
+from projector.audit.sources import Columns, cut, keyed_span
 from projector.fold.deltas import Deltas
+from projector.fold.digest import digest
 from projector.log.dead_letters import dead_letter
 from projector.log.fetched import Fetched, digest_fetched
 from projector.log.pull import Puller
@@ -58,12 +60,10 @@ async def fold_partition(
     dead_letter_above: int,
     *,
     after: int = 0,
-    subject_filter: str | None = None,
-    upto: int | None = None,
     snapshots: Snapshots | None = None,
 ) -> Built:
-    """Fold every message on the partition (or `subject_filter`) after stream seq `after`, up to
-    `upto`, into `gen`'s keys, whose watermark for the partition is `after` to begin with.
+    """Fold every message on the partition after stream seq `after` into `gen`'s keys, whose watermark
+    for the partition is `after` to begin with.
 
     A whole-partition build ends with the watermark at the stream's last sequence as it was when the
     build began: everything of the partition up to there is applied, so no retention gap is seen later.
@@ -73,7 +73,7 @@ async def fold_partition(
     consumer = await js.add_consumer(
         settings.stream_name,
         ConsumerConfig(
-            filter_subject=subject_filter or partition_filter(settings.subject_prefix, partition),
+            filter_subject=partition_filter(settings.subject_prefix, partition),
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
             opt_start_seq=after + 1 if after else None,
@@ -83,12 +83,12 @@ async def fold_partition(
     fold = _Fold(settings, js, store, gen, partition, dead_letter_above, after, snapshots)
     puller = Puller(nc, settings.stream_name, consumer.name, settings.pull_reader)
     try:
-        await fold.run(puller, consumer.name, consumer.num_pending or 0, upto)
+        await fold.run(puller, consumer.name, consumer.num_pending or 0)
     finally:
         await puller.close()
         with contextlib.suppress(Exception):
             await js.delete_consumer(settings.stream_name, consumer.name)
-    if subject_filter is None and last > fold.watermark:
+    if last > fold.watermark:
         fold.watermark = await _apply(store, gen, partition, fold.watermark, Deltas(last_seq=last))
     log.info(
         "p%d: %d messages, %d events, up to stream seq %d",
@@ -98,6 +98,55 @@ async def fold_partition(
         fold.watermark,
     )
     return Built(fold.messages, fold.events, fold.watermark)
+
+
+async def fold_hour(
+    settings: Settings,
+    nc: NATS,
+    store: ProjectionStore,
+    gen: int,
+    partition: int,
+    hour: int,
+    columns: Columns,
+    *,
+    after: int,
+    upto: int,
+) -> Built:
+    """The hour's messages of one partition (`columns`, stream order) past stream seq `after` and up to
+    `upto`, folded into `gen`, whose watermark for the partition is `after` to begin with, keys judged
+    as live judged them: folded with the messages that may have refused its keyed events
+    (`keyed_span`, the audit's recount folds the same). Those lend `gen`'s dedup set their keyed
+    events; what they add to other hours' cells of `gen` is never swapped in."""
+    seqs = columns[2]
+    lo, hi = bisect.bisect_right(seqs, after), bisect.bisect_right(seqs, upto)
+    mine = cut(columns, lo, hi)
+    if not mine[2]:
+        return Built(0, 0, after)
+    span = await keyed_span(nc, settings, partition, hour, mine)
+    watermark = after
+    for start in range(0, len(span.columns[2]), REPLAY_FETCH):
+        subjects, payloads, run, stamps = cut(span.columns, start, start + REPLAY_FETCH)
+        done = digest(
+            subjects,
+            payloads,
+            run,
+            stamps,
+            prefix=settings.subject_prefix,
+            partitions=settings.partitions,
+            after=watermark,
+        )
+        if done.unknown is not None:
+            raise ReplayRefused(
+                f"p{partition}: stream seq {run[done.digested]}: {done.unknown}; upgrade this projector first"
+            )
+        # Nothing is dead-lettered: every message is at or below the live watermark, so live did that.
+        deltas = done.deltas
+        if deltas:
+            deltas.hours = {h: d for h, d in deltas.hours.items() if h == hour}
+            watermark = await _apply(store, gen, partition, watermark, deltas)
+    lent = len(span.columns[2]) - len(mine[2])
+    log.info("p%d: %d messages of the hour, %d lending keys", partition, len(mine[2]), lent)
+    return Built(len(mine[2]), span.hour_digest.deltas.events, watermark)
 
 
 class _Fold:
@@ -119,7 +168,7 @@ class _Fold:
         self.watermark = after
         self.messages = self.events = 0
 
-    async def run(self, puller: Puller, consumer: str, pending: int, upto: int | None) -> None:
+    async def run(self, puller: Puller, consumer: str, pending: int) -> None:
         stalls = 0
         while pending > 0:
             try:
@@ -135,14 +184,8 @@ class _Fold:
                     ) from None
                 continue
             stalls = 0
-            last_seq = fetched.seqs[-1]
-            if upto is not None:
-                # Without acks nothing is redelivered, so stream sequences only rise within a fetch.
-                fetched = fetched.head(bisect.bisect_right(fetched.seqs, upto))
             await self._take(fetched)
             pending = fetched.pending
-            if upto is not None and last_seq >= upto:
-                break
 
     async def _take(self, fetched: Fetched) -> None:
         done = digest_fetched(fetched, self.settings, after=self.watermark)

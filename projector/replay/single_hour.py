@@ -1,6 +1,7 @@
 """Replay of one hour: rebuilt beside the live hour under seized partition leases (so its watermarks
-hold still), then renamed over it with its quarter-hours in one step; the day rollups overlapping the
-hour are then rebuilt from their components, under the same leases."""
+hold still), its keys judged as live judged them (`fold_hour`), then renamed over it with its
+quarter-hours in one step; the day rollups overlapping the hour are then rebuilt from their
+components, under the same leases."""
 
 from __future__ import annotations
 
@@ -12,17 +13,18 @@ import uuid
 from nats.aio.client import Client as NATS
 
 from contract.buckets import QUARTERS_PER_HOUR, day_tokens
-from contract.hours import hour_token, subject
+from contract.hours import hour_token
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
+from projector.audit.sources import read_hour_log
 from projector.log.change_notices import announce
 from projector.projections.hot_window import rebuild_day_thawing
 from projector.projections.leases import Leases
 from projector.projections.snapshots import Snapshots, open_snapshots
 from projector.projections.store import DayOutcome, ProjectionStore, SwapOutcome
 from projector.replay.lock import replay_lock, seized
-from projector.replay.partition_fold import fold_partition, restore_if_compacted
+from projector.replay.partition_fold import fold_hour, restore_if_compacted
 from projector.replay.reports import ReplayRefused, ReplayReport, report
 
 log = logging.getLogger("replay")
@@ -48,17 +50,18 @@ async def replay_hour(
                 watermarks = {p: await store.watermark(gens[p], p) for p in partitions}
                 snapshots = await open_snapshots(nc, redis_client, settings)
                 starts = await restore_if_compacted(settings, nc, snapshots, store, rebuilt, only_hour=hour)
+                found = await read_hour_log(nc, settings, hour)
                 built = await asyncio.gather(
                     *(
-                        fold_partition(
+                        fold_hour(
                             settings,
                             nc,
                             store,
                             rebuilt,
                             p,
-                            watermarks[p],
+                            hour,
+                            found.columns(p),
                             after=starts[p],
-                            subject_filter=subject(settings.subject_prefix, hour, p),
                             upto=watermarks[p],
                         )
                         for p in partitions
