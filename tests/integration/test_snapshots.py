@@ -161,7 +161,7 @@ async def test_a_projector_killed_while_snapshotting_never_leaves_a_cut_that_mis
         try:
             await asyncio.wait_for(midway(), timeout=60)
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
