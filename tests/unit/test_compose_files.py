@@ -118,3 +118,7 @@ def test_the_cluster_balancer_is_haproxy_as_non_root_with_client_addresses_and_r
     checked = [line for line in lines if line.startswith("server ") and line.endswith(" check")]
     assert [line.split()[2] for line in checked] == ["http-1:8080", "http-2:8080"]
     assert "Retry-After" in " ".join(line for line in lines if line.startswith("http-error status 503"))
+    # None ready: the servers answer anyway (their own 503 naming what they lack, GETs Redis can serve).
+    assert "option allbackups" in lines
+    backups = [line.split()[2:] for line in lines if line.startswith("server ") and "backup" in line]
+    assert backups == [["http-1:8080", "backup"], ["http-2:8080", "backup"]]
