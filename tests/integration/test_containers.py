@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -436,18 +437,20 @@ def post(path, headers={}):
     answer = conn.getresponse()
     answer.read()
     return answer.status
-if sys.argv[1:] == ["exhaust"]:
-    # No timestamp: each is refused with 400 after the limit counted it, so nothing is stored. Six
-    # 429s in a row: both servers' buckets (round robin) are empty.
+if sys.argv[1] == "exhaust":
+    # No timestamp: each is refused with 400 after the limit counted it, so nothing is stored. Each
+    # server gives a client at most its burst of 400s (next to nothing refills), so as many 400s as
+    # all the servers' bursts mean every bucket is empty, whichever server was ready when.
+    spend = int(sys.argv[2])
     sent, last = 0, []
-    while last[-6:] != [429] * 6 and sent < 5000:
+    while (last.count(400) < spend or last[-6:] != [429] * 6) and sent < 20 * spend:
         last.append(post("/analytics"))
         sent += 1
     forged = [
         post("/analytics?timestamp=123&user=forger&click", {"X-Forwarded-For": f"192.0.2.{i}"})
         for i in range(1, 5)
     ]
-    print(json.dumps({"sent": sent, "answers": sorted(set(last)), "forged": forged}))
+    print(json.dumps({"sent": sent, "400s": last.count(400), "answers": sorted(set(last)), "forged": forged}))
 else:
     print(json.dumps({"other": post("/analytics?timestamp=123&user=other&click")}))
 """
@@ -467,13 +470,15 @@ async def readme_and_rate_limits(stack: Stack, http: httpx.AsyncClient) -> Truth
     label = f"io.podman.compose.project={stack.project}"  # so a leftover fails the teardown check
     run = ["run", "--rm", "--label", label, "--network", f"{stack.project}_default", stack.image]
 
-    def client(*args: str) -> dict[str, object]:
-        found: dict[str, object] = json.loads(stack.podman(*run, "python3", "-c", CLIENT, *args))
+    def client(*args: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(stack.podman(*run, "python3", "-c", CLIENT, *args))
         return found
 
     started = time.monotonic()
-    spent = await asyncio.to_thread(client, "exhaust")
+    burst = int(stack.limits["HOURGLASS_POST_BURST"])
+    spent = await asyncio.to_thread(client, "exhaust", str(2 * burst))  # http-1 and http-2
     assert spent["answers"] == [400, 429], spent
+    assert 2 * burst <= spent["400s"] <= 2 * burst + 2, spent  # a burst a server, then next to nothing
     assert spent["forged"] == [429] * 4, spent  # the balancer's X-Forwarded-For is the right-most
     assert await asyncio.to_thread(client) == {"other": 204}
     host = await http.post("/analytics?timestamp=123&user=host&click")
