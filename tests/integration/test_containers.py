@@ -437,7 +437,7 @@ def post(path, headers={}):
     answer = conn.getresponse()
     answer.read()
     return answer.status
-if sys.argv[1] == "exhaust":
+if sys.argv[1:2] == ["exhaust"]:
     # No timestamp: each is refused with 400 after the limit counted it, so nothing is stored. Each
     # server gives a client at most its burst of 400s (next to nothing refills), so as many 400s as
     # all the servers' bursts mean every bucket is empty, whichever server was ready when.
