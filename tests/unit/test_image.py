@@ -1,10 +1,11 @@
-"""The image's part of the lock: every runtime dependency with its hashes, none of the dev tools."""
+"""The image's part of the lock: every runtime dependency with its hashes, none of the dev tools; the
+base's Debian packages."""
 
 from __future__ import annotations
 
 import re
 
-from deploy.image import ROOT, runtime_lock, tools_lock
+from deploy.image import BASE_RECIPE, ROOT, runtime_lock, source_files, tools_lock
 
 
 def pinned(text: str) -> dict[str, str]:
@@ -30,3 +31,8 @@ def test_uv_comes_alone_with_its_hashes() -> None:
     tools = tools_lock((ROOT / "requirements.lock").read_text())
     assert list(pinned(tools)) == ["uv"]
     assert "--hash=sha256:" in tools
+
+
+def test_the_base_has_haproxy_for_the_compose_cluster_and_the_image_its_config() -> None:
+    assert "--include=python3,ca-certificates,haproxy" in BASE_RECIPE
+    assert ROOT / "deploy" / "haproxy.cfg" in source_files()
