@@ -10,6 +10,7 @@ import functools
 import random
 import re
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -25,7 +26,13 @@ from deploy.servers import ROOT, free_port, port_open
 from deploy.valkey_cluster import BUS_PORT_OFFSET
 from tests.helpers import eventually, settings_env
 from tests.integration.conftest import spawn
-from tests.integration.test_front_door import QUICK_S, stack_processes, stack_settings
+from tests.integration.test_front_door import (
+    QUICK_S,
+    assert_one_line,
+    stack_processes,
+    stack_settings,
+    up,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -59,8 +66,9 @@ def one_free_port(taken: set[int]) -> int:
     return port
 
 
-def cluster_settings(data: Path, taken: set[int]) -> Settings:
-    """A cluster-up stack whose every port differs from those in `taken` (another stack's)."""
+def cluster_settings(data: Path, taken: set[int], metrics: bool = False) -> Settings:
+    """A cluster-up stack whose every port differs from those in `taken` (another stack's); with
+    `metrics`, the projector's and the audit's metrics ports are on too (off by default)."""
     nats = distinct_ports(3, CLUSTER_PORT_OFFSET, taken)
     valkey = distinct_ports(6, BUS_PORT_OFFSET, taken)
     return stack_settings(
@@ -69,6 +77,8 @@ def cluster_settings(data: Path, taken: set[int]) -> Settings:
         redis_url=",".join(f"redis://127.0.0.1:{p}/0" for p in valkey),
         http_port=one_free_port(taken),
         admin_port=one_free_port(taken),
+        projector_metrics_port=one_free_port(taken) if metrics else 0,
+        audit_metrics_port=one_free_port(taken) if metrics else 0,
         stream_replicas=3,
     )
 
@@ -131,10 +141,12 @@ class Stack:
         assert stack_processes(self.settings.data_dir) == []
 
 
-def start(tmp_path: Path, name: str, taken: set[int], reaper: list[subprocess.Popen[bytes]]) -> Stack:
+def start(
+    tmp_path: Path, name: str, taken: set[int], reaper: list[subprocess.Popen[bytes]], metrics: bool = False
+) -> Stack:
     data = tmp_path / name / "data"
     assert not data.exists()
-    settings = cluster_settings(data, taken)
+    settings = cluster_settings(data, taken, metrics)
     data.parent.mkdir(parents=True)
     log = tmp_path / name / "up.log"
     began = time.monotonic()
@@ -147,7 +159,8 @@ async def test_two_cluster_up_stacks_side_by_side_each_count_their_own_and_the_r
     tmp_path: Path, reaper: list[subprocess.Popen[bytes]]
 ) -> None:
     taken: set[int] = set()
-    readme, other = start(tmp_path, "readme", taken, reaper), start(tmp_path, "other", taken, reaper)
+    readme = start(tmp_path, "readme", taken, reaper)
+    other = start(tmp_path, "other", taken, reaper, metrics=True)
     started_in = await asyncio.gather(readme.started(), other.started())
     async with (
         httpx.AsyncClient(base_url=readme.base, timeout=10) as http,
@@ -186,7 +199,8 @@ async def test_two_cluster_up_stacks_side_by_side_each_count_their_own_and_the_r
         assert "valkey6 | started" in text, text
         assert "valkey-form | " in text, text
         assert "exited with" not in text, text  # neither disturbed the other: nothing restarted
-        # Every port the stack listens on was checked before it started, and no other.
+        # Every port the stack listens on was checked before it started, and no other (the second
+        # stack's projector and audit metrics ports included).
         checked = {p.port for p in ports.planned(stack.settings, projectors=1)}
         bound = listening_ports(stack_processes(stack.settings.data_dir))
         assert bound == checked, (sorted(bound - checked), sorted(checked - bound))
@@ -229,3 +243,18 @@ async def shows(http: httpx.AsyncClient, timestamp: int, users: int, clicks: int
 
 def _ok(response: httpx.Response) -> bool:
     return response.status_code == 200
+
+
+@pytest.mark.parametrize("which", ["node", "bus"])
+def test_a_taken_valkey_node_or_bus_port_is_one_line_naming_it(tmp_path: Path, which: str) -> None:
+    settings = cluster_settings(tmp_path / "data", set())
+    node = settings.redis_nodes()[4].port
+    port, what = (node, "") if which == "node" else (node + BUS_PORT_OFFSET, f" (cluster bus of {node})")
+    with socket.socket() as theirs:
+        theirs.bind(("127.0.0.1", port))
+        theirs.listen()
+        began = time.monotonic()
+        done = up(settings, "--cluster")
+    assert time.monotonic() - began < QUICK_S
+    assert_one_line(done, f"port {port}{what} is taken (ANALYTICS_REDIS_URL moves it)")
+    assert stack_processes(settings.data_dir) == []
