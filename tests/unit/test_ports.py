@@ -75,3 +75,22 @@ def test_a_valkey_cluster_checks_each_node_and_its_cluster_bus() -> None:
     assert found == {(port, "") for port in range(7001, 7007)} | {
         (port + 10000, f"cluster bus of {port}") for port in range(7001, 7007)
     }
+
+
+def test_cluster_up_with_every_port_on_checks_each_with_the_variable_that_moves_it() -> None:
+    from deploy.supervisor import CLUSTER_URL, VALKEY_CLUSTER_URL
+
+    settings = Settings(
+        nats_url=CLUSTER_URL,
+        redis_url=VALKEY_CLUSTER_URL,
+        projector_metrics_port=9300,
+        audit_metrics_port=9400,
+    )
+    found = {(p.port, p.variable) for p in planned(settings, projectors=2)}
+    assert found == (
+        {(port, "ANALYTICS_NATS_URL") for port in (4222, 4223, 4224, 6222, 6223, 6224)}
+        | {(port, "ANALYTICS_REDIS_URL") for port in [*range(7001, 7007), *range(17001, 17007)]}
+        | {(8080, "ANALYTICS_HTTP_PORT"), (9180, "ANALYTICS_ADMIN_PORT")}
+        | {(9300, "ANALYTICS_PROJECTOR_METRICS_PORT"), (9301, "ANALYTICS_PROJECTOR_METRICS_PORT")}
+        | {(9400, "ANALYTICS_AUDIT_METRICS_PORT")}
+    )
