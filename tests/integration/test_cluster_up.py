@@ -162,6 +162,13 @@ async def test_two_cluster_up_stacks_side_by_side_each_count_their_own_and_the_r
     readme = start(tmp_path, "readme", taken, reaper)
     other = start(tmp_path, "other", taken, reaper, metrics=True)
     started_in = await asyncio.gather(readme.started(), other.started())
+    # A third stack on ports of its own but the first one's data dir is refused, touching nothing.
+    same_dir = cluster_settings(readme.settings.data_dir, taken)
+    assert_one_line(
+        await asyncio.to_thread(up, same_dir, "--cluster"),
+        f"{same_dir.data_dir} is in use by another stack (pid {readme.proc.pid})",
+        "ANALYTICS_DATA_DIR moves it",
+    )
     async with (
         httpx.AsyncClient(base_url=readme.base, timeout=10) as http,
         httpx.AsyncClient(base_url=other.base, timeout=10) as theirs,
