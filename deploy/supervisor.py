@@ -20,8 +20,7 @@ from pathlib import Path
 from contract.settings import Settings, SettingsError
 from deploy import ports
 from deploy.credentials import prepare
-from deploy.data_lock import claim
-from deploy.ports import CLUSTER_PORT_OFFSET, EX_CONFIG, IN_USE, Port
+from deploy.ports import CLUSTER_PORT_OFFSET, EX_CONFIG, IN_USE, Port, claim
 from deploy.servers import (
     jetstream_answers,
     loopback_port,

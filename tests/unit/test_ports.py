@@ -1,11 +1,15 @@
-"""The ports `./just up` checks before it starts anything, and how it names them."""
+"""The ports `./just up` checks before it starts anything, and how it names them; the data dir it locks."""
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
+
+import pytest
 
 from contract.settings import Settings
-from deploy.ports import Port, planned, problems
+from deploy.ports import Port, claim, planned, problems
 from deploy.servers import free_port
 
 
@@ -94,3 +98,20 @@ def test_cluster_up_with_every_port_on_checks_each_with_the_variable_that_moves_
         | {(9300, "ANALYTICS_PROJECTOR_METRICS_PORT"), (9301, "ANALYTICS_PROJECTOR_METRICS_PORT")}
         | {(9400, "ANALYTICS_AUDIT_METRICS_PORT")}
     )
+
+
+def test_a_second_claim_on_a_held_data_dir_is_one_line_naming_the_holder_and_the_variable(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    held = claim(data)
+    try:
+        with pytest.raises(SystemExit) as refused:
+            claim(data)
+        assert str(refused.value) == (
+            f"{data} is in use by another stack (pid {os.getpid()}); ANALYTICS_DATA_DIR moves it"
+        )
+        claim(tmp_path / "other").close()  # another directory is free
+    finally:
+        held.close()
+    claim(data).close()  # released with its holder
