@@ -20,7 +20,7 @@ from pathlib import Path
 from contract.settings import Settings, SettingsError
 from deploy import ports
 from deploy.credentials import prepare
-from deploy.ports import CLUSTER_PORT_OFFSET, EX_CONFIG, IN_USE, Port
+from deploy.ports import CLUSTER_PORT_OFFSET, EX_CONFIG, IN_USE, Port, claim
 from deploy.servers import (
     jetstream_answers,
     loopback_port,
@@ -379,7 +379,7 @@ def _main() -> None:
     taken = ports.problems(ports.planned(settings, args.projectors))
     if taken:
         raise SystemExit("; ".join(taken))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _held = claim(settings.data_dir)  # kept open: the lock lasts as long as the supervisor
     sup = Supervisor(build_children(settings, args.projectors), settings.data_dir / "up.log")
 
     async def _run() -> None:

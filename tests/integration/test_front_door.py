@@ -55,13 +55,18 @@ def nats_port(settings: Settings) -> int:
 
 
 def stack_processes(data_dir: Path) -> list[int]:
-    """Live processes started with this stack's environment: the supervisor and all it started."""
+    """Live processes started with this stack's environment: the supervisor and all it started. A
+    valkey-server writes its title over its environment, so it is known by its working directory
+    (its `--dir`, under the data dir)."""
     mark = f"ANALYTICS_DATA_DIR={data_dir}".encode()
+    inside = data_dir.resolve()
     found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if mark in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
+            if mark in (proc / "environ").read_bytes().split(b"\0") or (
+                inside in (cwd := (proc / "cwd").readlink()).parents or cwd == inside
+            ):
+                found.append(int(proc.name))
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return found

@@ -1,11 +1,15 @@
-"""The ports `./just up` checks before it starts anything, and how it names them."""
+"""The ports `./just up` checks before it starts anything, and how it names them; the data dir it locks."""
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
+
+import pytest
 
 from contract.settings import Settings
-from deploy.ports import Port, planned, problems
+from deploy.ports import Port, claim, planned, problems
 from deploy.servers import free_port
 
 
@@ -75,3 +79,39 @@ def test_a_valkey_cluster_checks_each_node_and_its_cluster_bus() -> None:
     assert found == {(port, "") for port in range(7001, 7007)} | {
         (port + 10000, f"cluster bus of {port}") for port in range(7001, 7007)
     }
+
+
+def test_cluster_up_with_every_port_on_checks_each_with_the_variable_that_moves_it() -> None:
+    from deploy.supervisor import CLUSTER_URL, VALKEY_CLUSTER_URL
+
+    settings = Settings(
+        nats_url=CLUSTER_URL,
+        redis_url=VALKEY_CLUSTER_URL,
+        projector_metrics_port=9300,
+        audit_metrics_port=9400,
+    )
+    found = {(p.port, p.variable) for p in planned(settings, projectors=2)}
+    assert found == (
+        {(port, "ANALYTICS_NATS_URL") for port in (4222, 4223, 4224, 6222, 6223, 6224)}
+        | {(port, "ANALYTICS_REDIS_URL") for port in [*range(7001, 7007), *range(17001, 17007)]}
+        | {(8080, "ANALYTICS_HTTP_PORT"), (9180, "ANALYTICS_ADMIN_PORT")}
+        | {(9300, "ANALYTICS_PROJECTOR_METRICS_PORT"), (9301, "ANALYTICS_PROJECTOR_METRICS_PORT")}
+        | {(9400, "ANALYTICS_AUDIT_METRICS_PORT")}
+    )
+
+
+def test_a_second_claim_on_a_held_data_dir_is_one_line_naming_the_holder_and_the_variable(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    held = claim(data)
+    try:
+        with pytest.raises(SystemExit) as refused:
+            claim(data)
+        assert str(refused.value) == (
+            f"{data} is in use by another stack (pid {os.getpid()}); ANALYTICS_DATA_DIR moves it"
+        )
+        claim(tmp_path / "other").close()  # another directory is free
+    finally:
+        held.close()
+    claim(data).close()  # released with its holder
