@@ -64,7 +64,7 @@ def test_every_long_running_service_restarts_and_the_http_one_checks_readyz(name
         assert "depends_on" not in spec, svc
     http = [spec for svc, spec in services(name).items() if svc.startswith("http")]
     assert http
-    assert all("/readyz" in " ".join(spec["healthcheck"]["test"]) for spec in http)
+    assert all("/readyz/ingest'" in " ".join(spec["healthcheck"]["test"]) for spec in http)
 
 
 def test_the_cluster_nodes_get_a_config_with_authenticated_routes() -> None:
