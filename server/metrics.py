@@ -22,7 +22,8 @@ from prometheus_client import (
 )
 
 ROUTES = frozenset(
-    {"/", "/analytics", "/analytics/range", "/analytics/live", "/healthz", "/readyz", "/metrics"}
+    {"/", "/analytics", "/analytics/range", "/analytics/live", "/metrics"}
+    | {"/healthz", "/readyz", "/readyz/ingest"}
 )
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 """RFC 9110's methods and PATCH; any other token a client makes up is counted as `other`, so label

@@ -1,15 +1,18 @@
-"""What `/readyz` answers: NATS, the stream, Redis and the projectors, as refreshed in the background.
+"""What `/readyz` answers (NATS, the stream, Redis and the projectors) and `/readyz/ingest` answers (NATS and
+the stream only: what a POST needs), as refreshed in the background.
 
 A probe reads the last refresh instead of calling JetStream and Redis itself, so probes cost nothing and
-a hung dependency shows up as a stale refresh rather than a hung probe.
+a hung dependency shows up as a stale refresh rather than a hung probe. NATS and Redis are checked side by
+side, each under its own timeout, so a hung Redis never makes the ingest answer fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
@@ -31,19 +34,30 @@ class Readiness:
     redis: Callable[[], ProjectionsClient | None]
     clock: Callable[[], int] = system_now_ms
     problems: list[str] = field(default_factory=lambda: ["starting: not checked yet"])
+    ingest_problems: list[str] = field(default_factory=lambda: ["starting: not checked yet"])
+    """The part of `problems` that stops a POST: NATS and the stream."""
     refused: str | None = None
     """Set when the stream was made for another partition count: this process must not publish."""
     checked_at: float = 0.0
     stopped: bool = False
 
     def current(self) -> list[str]:
+        """Everything that is wrong (`/readyz`): for people, `./just up` and alerts."""
+        return self._with_live(self.problems)
+
+    def ingest(self) -> list[str]:
+        """What stops this process taking POSTs (`/readyz/ingest`): for balancers and readiness probes,
+        which must not take every HTTP server out because Redis or the projectors are down."""
+        return self._with_live(self.ingest_problems)
+
+    def _with_live(self, problems: list[str]) -> list[str]:
         nc = self.nc()
         live = [] if nc is not None and nc.is_connected else ["nats: not connected"]
         if time.monotonic() - self.checked_at > 3 * REFRESH_S and self.checked_at:
             live.append(
                 f"checks: last refresh {time.monotonic() - self.checked_at:.1f}s ago (hung dependency?)"
             )
-        return live + [p for p in self.problems if not (live and p.startswith("nats:"))]
+        return live + [p for p in problems if not (live and p.startswith("nats:"))]
 
     async def run(self) -> None:
         # Ended by `stopped` as well as by cancelling: Python 3.11's wait_for returns the check's
@@ -52,17 +66,24 @@ class Readiness:
         # (asyncio.timeout does not swallow it, but then a client library that turns a cancellation
         # into its own error would.)
         while not self.stopped:
-            try:
+            try:  # each dependency has its own shorter timeout (`_timed`); this one is a safety net
                 self.problems = await asyncio.wait_for(self.check(), 2 * REFRESH_S)
             except TimeoutError:
                 self.problems = [f"checks: no answer within {2 * REFRESH_S:.0f}s (a dependency hangs)"]
+                self.ingest_problems = self.problems
             except Exception as exc:
                 self.problems = [f"checks: {type(exc).__name__} {exc}"]
+                self.ingest_problems = self.problems
             self.checked_at = time.monotonic()
             await asyncio.sleep(REFRESH_S)
 
     async def check(self) -> list[str]:
-        return await self._nats() + await self._redis()
+        """Every problem; the NATS part is also kept as `ingest_problems`."""
+        nats_part, redis_part = await asyncio.gather(
+            _timed("nats", self._nats()), _timed("redis", self._redis())
+        )
+        self.ingest_problems = nats_part
+        return nats_part + redis_part
 
     async def _nats(self) -> list[str]:
         s = self.settings
@@ -106,6 +127,15 @@ class Readiness:
             if why is not None:
                 problems.append(f"projector: partition {p}: {_text(why)}")
         return problems
+
+
+async def _timed(what: str, checking: Coroutine[Any, Any, list[str]]) -> list[str]:
+    # 1.5 refreshes: a refresh then ends well within the 3 that `_with_live` calls stale, even with one
+    # dependency hanging, so a hung Redis cannot make the ingest answer flicker.
+    try:
+        return await asyncio.wait_for(checking, 1.5 * REFRESH_S)
+    except TimeoutError:
+        return [f"{what}: no answer within {1.5 * REFRESH_S:g}s (it hangs)"]
 
 
 def _text(raw: bytes | str) -> str:

@@ -87,8 +87,19 @@ async def healthz() -> Response[bytes]:
 
 @route("/readyz", http_method=READ_METHODS, include_in_schema=False)
 async def readyz(services: NamedDependency[Services]) -> Response[bytes]:
-    problems = services.readiness.current()
-    metrics.count("/readyz", "GET", 503 if problems else 200)
+    """Everything: NATS, the stream, Redis and the projectors (for people, `./just up` and alerts)."""
+    return _readiness("/readyz", services.readiness.current(), services)
+
+
+@route("/readyz/ingest", http_method=READ_METHODS, include_in_schema=False)
+async def readyz_ingest(services: NamedDependency[Services]) -> Response[bytes]:
+    """Whether this process can take POSTs: NATS and the stream only (for balancers and readiness
+    probes, so a Redis or projector outage does not take every HTTP server out and stop ingestion)."""
+    return _readiness("/readyz/ingest", services.readiness.ingest(), services)
+
+
+def _readiness(path: str, problems: list[str], services: Services) -> Response[bytes]:
+    metrics.count(path, "GET", 503 if problems else 200)
     if problems:
         return Response(
             content="".join(f"{p}\n" for p in problems).encode(),
@@ -99,5 +110,8 @@ async def readyz(services: NamedDependency[Services]) -> Response[bytes]:
     return Response(content=b"ready\n", media_type="text/plain")
 
 
-HANDLERS = [analytics_options, dashboard, post_analytics, get_analytics, get_range, live, healthz, readyz]
+HANDLERS = [
+    *(analytics_options, dashboard, post_analytics, get_analytics, get_range, live),
+    *(healthz, readyz, readyz_ingest),
+]
 """In this order: OPTIONS /analytics before the two handlers that share its path."""

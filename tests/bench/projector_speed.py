@@ -17,7 +17,7 @@ import time
 import redis as redis_lib
 
 from tests.bench import cluster as cluster_bench
-from tests.bench.run import cpu, fill_stream, process, wait_applied
+from tests.bench.run import cpu, fill_stream, peak_rss_mb, process, wait_applied
 from tests.bench.servers import scratch_servers
 from tests.bench.wait_rounds import wait_rounds
 from tests.helpers import settings_env
@@ -82,9 +82,12 @@ def main() -> None:
         asyncio.run(fill_stream(settings, args.events, args.per_message, args.keyed))
         started, before = time.perf_counter(), cpu(*servers)
         with contextlib.ExitStack() as running:
-            for _ in range(args.projectors):
-                running.enter_context(process([sys.executable, "-m", "projector", "run"], env, log))
+            pids = [
+                running.enter_context(process([sys.executable, "-m", "projector", "run"], env, log)).pid
+                for _ in range(args.projectors)
+            ]
             asyncio.run(wait_applied(settings))
+            peaks = [peak_rss_mb(pid) for pid in pids]
         projector_s = time.perf_counter() - started
         used = {"projector": spent(before, cpu(*servers))}
         replays = []
@@ -112,6 +115,7 @@ def main() -> None:
     )
     who = f"{args.projectors} projector processes" if args.projectors > 1 else "one projector process"
     print(f"  {who} from a cold start: {args.events / projector_s:,.0f} events/s ({projector_s:.1f} s)")
+    print(f"  peak RSS (VmHWM) of each projector process: {', '.join(f'{mb:.0f} MiB' for mb in peaks)}")
     for processes, replay_s in replays:
         how = f"ANALYTICS_REPLAY_PROCESSES={processes}"
         print(f"  ./just replay, {how}: {args.events / replay_s:,.0f} events/s ({replay_s:.1f} s)")

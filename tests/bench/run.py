@@ -180,6 +180,19 @@ def worker_rss_mb(granian_pid: int) -> float:
     return best
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MiB: what a memory limit must leave room for."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def pss_mb(pid: int) -> float:
+    """The process's proportional share of resident memory now, in MiB: pages shared with a forked
+    parent or child count half in each, so the figures of a process tree add up to what it uses."""
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    return int(re.search(r"^Pss:\s+(\d+)", rollup, re.M).group(1)) / 1024  # type: ignore[union-attr]
+
+
 async def freshness(url: str, samples: int) -> list[float]:
     """Seconds from a POST's 204 until a GET shows it, on an hour of its own."""
     probe_ts = 0  # 1970-01-01T00: nothing else writes there

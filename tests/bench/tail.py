@@ -13,7 +13,18 @@ from pathlib import Path
 
 from contract.hours import system_now_ms
 from deploy.servers import free_port
-from tests.bench.run import PACED_CONNECTIONS, POST_LUA, cpu, ensure_wrk, pace, process, run_wrk, wait_http
+from tests.bench.run import (
+    PACED_CONNECTIONS,
+    POST_LUA,
+    cpu,
+    ensure_wrk,
+    pace,
+    peak_rss_mb,
+    process,
+    pss_mb,
+    run_wrk,
+    wait_http,
+)
 from tests.bench.servers import scratch_servers
 from tests.helpers import settings_env
 
@@ -52,6 +63,8 @@ def main() -> None:
             elapsed = time.monotonic() - started
             used = [b - a for a, b in zip(before, cpu(*pids)[1:], strict=True)]
             steal = _steal()
+            peaks = [peak_rss_mb(pid) for pid in (*pids[:2], server.pid)]
+            together = pss_mb(pids[0]) + pss_mb(server.pid)
     print(f"paced POSTs: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms")
     print(f"CPU meanwhile, of {os.cpu_count()} cores:")
     for name, seconds in zip(names, used, strict=True):
@@ -59,6 +72,9 @@ def main() -> None:
     print(
         f"  stolen by the hypervisor: {(steal[0] - stolen[0]) / (steal[1] - stolen[1]):.1%} of all CPU time"
     )
+    worker, projector_mb, main = peaks
+    print(f"Peak RSS (VmHWM): HTTP worker {worker:.0f} MiB and its granian main process {main:.0f} MiB,")
+    print(f"  projector {projector_mb:.0f} MiB; the HTTP server's two processes now, PSS: {together:.0f} MiB")
 
 
 def _child_of(pid: int) -> int:

@@ -217,7 +217,7 @@ async def run_the_workload(
         before = await front(stack, http) if front else Truth()
         first = await drive(http, system_now_ms(), 300, concurrency=4, duplicate_every=10, seed=31)
         live = await exact(http, merged(before, first.truth))
-        stack.podman("healthcheck", "run", stack.container(http_service(stack)))  # /readyz: 200
+        stack.podman("healthcheck", "run", stack.container(http_service(stack)))  # /readyz/ingest: 200
 
         # A full replay rebuilds every projection from the log: the same answers.
         replay = ["exec", stack.container(projector), "python3", "-m", "projector", "replay"]

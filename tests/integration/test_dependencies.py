@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -43,6 +44,11 @@ async def test_post_answers_503_promptly_while_nats_is_down_and_recovers(
         assert response.headers["retry-after"] == "1"
         assert time.monotonic() - started < 3.0
     assert (await app_client.get("/readyz")).status_code == 503
+    # The balancer's probe says so at once: nats-py sees the closed socket, no refresh needed.
+    ingest = await app_client.get("/readyz/ingest")
+    assert ingest.status_code == 503, ingest.text
+    assert "nats: not connected" in ingest.text
+    assert ingest.headers["retry-after"] == "1"
     own_nats.start()  # same port, same store: the stream is still there
     response = await eventually(
         lambda: app_client.post("/analytics?timestamp=1&user=c&click"),
@@ -50,6 +56,7 @@ async def test_post_answers_503_promptly_while_nats_is_down_and_recovers(
         timeout=30,
     )
     assert response.status_code == 204
+    await eventually(lambda: app_client.get("/readyz/ingest"), lambda r: r.status_code == 200, timeout=30)
 
 
 async def test_get_answers_503_promptly_while_redis_is_down_and_recovers(
@@ -59,6 +66,9 @@ async def test_get_answers_503_promptly_while_redis_is_down_and_recovers(
     own_redis.kill()
     ready = await eventually(lambda: app_client.get("/readyz"), lambda r: "redis:" in r.text)
     assert ready.status_code == 503
+    # Ingestion does not need Redis: the balancer's probe stays 200 and POSTs are taken.
+    assert (await app_client.get("/readyz/ingest")).status_code == 200
+    assert (await app_client.post("/analytics?timestamp=1&user=r&click")).status_code == 204
     started = time.monotonic()
     response = await app_client.get("/analytics?timestamp=7200000")  # an hour no worker has cached
     assert response.status_code == 503
@@ -109,6 +119,12 @@ async def test_a_hung_redis_gets_503_within_the_redis_timeout(
         assert took < own_settings.redis_timeout_s + 2.0
         ready = await eventually(lambda: app_client.get("/readyz"), lambda r: r.status_code == 503)
         assert "redis" in ready.text or "checks:" in ready.text
+        # The balancer's probe stays 200: ingestion does not wait on Redis.
+        for _ in range(8):  # across a few refreshes, each one waiting out the hung Redis
+            ingest = await app_client.get("/readyz/ingest")
+            assert ingest.status_code == 200, ingest.text
+            await asyncio.sleep(0.5)
+        assert (await app_client.post("/analytics?timestamp=1&user=h&click")).status_code == 204
     finally:
         os.kill(own_redis.proc.pid, signal.SIGCONT)
     await eventually(lambda: app_client.get("/analytics?timestamp=10800000"), lambda r: r.status_code == 200)

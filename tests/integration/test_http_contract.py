@@ -169,6 +169,8 @@ async def test_odd_methods_and_paths_get_a_4xx_never_a_5xx(client: Client) -> No
 async def test_health_and_readiness(client: Client) -> None:
     assert (await client.get("/healthz")).status_code == 200
     await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
+    ingest = await client.get("/readyz/ingest")
+    assert (ingest.status_code, ingest.text) == (200, "ready\n")
 
 
 def test_hour_helper_matches_contract() -> None:
@@ -208,7 +210,7 @@ async def test_unknown_parameters_are_ignored_and_the_event_still_counts(client:
     assert parse_text(got.text) == (1, 1, 0)
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/analytics?timestamp=7"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/readyz/ingest", "/analytics?timestamp=7"])
 async def test_head_answers_like_get_without_a_body(client: Client, path: str) -> None:
     await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 200)
     got, head = await client.get(path), await client.head(path)

@@ -291,6 +291,9 @@ async def test_readyz_turns_503_naming_the_projectors_once_the_only_one_stops_he
 ) -> None:
     before = await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 503)
     assert "projector: none is running" in before.text
+    # Ingestion does not need a projector: the balancer's probe is 200 and a POST is taken.
+    await eventually(lambda: client.get("/readyz/ingest"), lambda r: r.status_code == 200)
+    assert (await client.post(f"/analytics?timestamp={system_now_ms()}&user=p&click")).status_code == 204
     projector = spawn(
         ["-m", "projector", "run"], settings_env(settings.replace(lease_ttl_s=1.0)), tmp_path / "p.log"
     )
@@ -300,3 +303,5 @@ async def test_readyz_turns_503_naming_the_projectors_once_the_only_one_stops_he
     pause(projector.pid)  # alive but silent: no heartbeat, no clean leave
     gone = await eventually(lambda: client.get("/readyz"), lambda r: r.status_code == 503, timeout=30)
     assert "projector: none is running (no heartbeat within its lease)" in gone.text
+    assert (await client.get("/readyz/ingest")).status_code == 200
+    assert (await client.post(f"/analytics?timestamp={system_now_ms()}&user=q&click")).status_code == 204

@@ -64,7 +64,7 @@ def test_every_long_running_service_restarts_and_the_http_one_checks_readyz(name
         assert "depends_on" not in spec, svc
     http = [spec for svc, spec in services(name).items() if svc.startswith("http")]
     assert http
-    assert all("/readyz" in " ".join(spec["healthcheck"]["test"]) for spec in http)
+    assert all("/readyz/ingest'" in " ".join(spec["healthcheck"]["test"]) for spec in http)
 
 
 def test_the_cluster_nodes_get_a_config_with_authenticated_routes() -> None:
@@ -111,7 +111,8 @@ def test_the_cluster_balancer_is_haproxy_as_non_root_with_client_addresses_and_r
     binds = [line for line in lines if line.startswith("bind ")]
     assert binds == ["bind :8080"]  # no port below 1024: no privilege needed
     for wanted in ("mode http", "option forwardfor", "balance roundrobin", "option http-keep-alive",
-                   "option httpchk", "http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host balancer",
+                   "option httpchk",
+                   "http-check send meth GET uri /readyz/ingest ver HTTP/1.1 hdr Host balancer",
                    "http-check expect status 200"):  # fmt: skip
         assert wanted in lines, wanted
     assert all(f"timeout {t}" in " ".join(lines) for t in ("connect", "client", "server", "http-request"))

@@ -4,8 +4,11 @@ base's Debian packages."""
 from __future__ import annotations
 
 import re
+import tomllib
 
-from deploy.image import BASE_RECIPE, ROOT, runtime_lock, source_files, tools_lock
+from packaging.requirements import Requirement
+
+from deploy.image import BASE_RECIPE, ROOT, RUNTIME_ROOTS, runtime_lock, source_files, tools_lock
 
 
 def pinned(text: str) -> dict[str, str]:
@@ -25,6 +28,19 @@ def test_the_image_gets_the_runtime_dependencies_and_the_servers_with_hashes_onl
     assert ";" not in part  # markers evaluated for bookworm's Python 3.11 on Linux
     assert "colorama" not in found  # Windows only
     assert "async-timeout" in found  # bookworm's 3.11.2 is before 3.11.3
+
+
+def test_every_runtime_dependency_is_a_root_tzdata_included_not_only_through_faker() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {Requirement(spec).name for spec in project["dependencies"]}
+    assert "tzdata" in wanted
+    assert wanted <= set(RUNTIME_ROOTS)
+    lock = (ROOT / "requirements.lock").read_text()
+    assert "tzdata" in pinned(runtime_lock(lock))
+    # Were faker (a dev tool's dependency) to go, tzdata would stay: it is a root, not a passenger.
+    alone = re.sub(r"^faker==.*?(?=^[a-z])", "", lock, flags=re.M | re.S).replace("#   faker\n", "")
+    assert "faker" not in pinned(alone)
+    assert "tzdata" in pinned(runtime_lock(alone))
 
 
 def test_uv_comes_alone_with_its_hashes() -> None:

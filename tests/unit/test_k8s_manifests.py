@@ -44,7 +44,7 @@ def test_the_kustomization_lists_every_file() -> None:
 def test_http_has_probes_on_healthz_and_readyz_and_a_service() -> None:
     container = of_kind("Deployment")["hourglass-http"]["spec"]["template"]["spec"]["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz/ingest"
     assert of_kind("Service")["hourglass-http"]["spec"]["selector"]["app.kubernetes.io/component"] == "http"
     assert set(of_kind("Service")) == {"hourglass-http"}  # nothing else is offered
 
