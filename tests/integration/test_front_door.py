@@ -89,13 +89,13 @@ def hold(held: list[socket.socket], port: int) -> None:
 
 
 def up(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_module(settings_env(settings), "deploy.supervisor", *args)
+
+
+def run_module(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m <args>` run to its end with `env`, its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "deploy.supervisor", *args],
-        env=settings_env(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, "-m", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
 
 
@@ -182,14 +182,7 @@ def test_the_http_process_on_a_taken_port_says_so_in_one_line(
 ) -> None:
     settings = stack_settings(tmp_path / "data", admin_port=0)
     hold(listener, settings.http_port)
-    done = subprocess.run(
-        [sys.executable, "-m", "server"],
-        env=settings_env(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_module(settings_env(settings), "server")
     assert_one_line(done, f"port {settings.http_port} is taken (ANALYTICS_HTTP_PORT moves it)")
     assert done.returncode == EX_CONFIG
 
@@ -293,15 +286,7 @@ async def test_our_valkey_failing_to_bind_is_one_line_even_past_the_port_check(
 
 def test_a_bad_setting_is_one_line(tmp_path: Path) -> None:
     env = {**settings_env(stack_settings(tmp_path / "data")), "ANALYTICS_HTTP_PORT": "eighty"}
-    done = subprocess.run(
-        [sys.executable, "-m", "deploy.supervisor"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert_one_line(done, "ANALYTICS_HTTP_PORT='eighty'")
+    assert_one_line(run_module(env, "deploy.supervisor"), "ANALYTICS_HTTP_PORT='eighty'")
 
 
 @pytest.mark.parametrize(
@@ -320,22 +305,12 @@ def test_a_secrets_directory_missing_the_roles_file_is_one_line_naming_it(
     """As a Kubernetes Secret mounted with a key misnamed: the file is named, not a NOAUTH later."""
     settings = stack_settings(tmp_path / "data")
     (settings.data_dir / "secrets").mkdir(parents=True)
-    done = subprocess.run(
-        [sys.executable, "-m", *command],
-        env=settings_env(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert_one_line(done, f"secrets/{missing} is missing")
+    assert_one_line(run_module(settings_env(settings), *command), f"secrets/{missing} is missing")
 
 
 def test_the_http_process_refuses_a_bad_setting_in_one_line(tmp_path: Path) -> None:
     env = {**settings_env(stack_settings(tmp_path / "data")), "ANALYTICS_PARTITIONS": "0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "server"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    done = run_module(env, "server")
     assert_one_line(done, "ANALYTICS_PARTITIONS must be at least 1")
     assert done.returncode == EX_CONFIG
 

@@ -5,9 +5,6 @@ the live dedup entries still refuse later retries."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import httpx
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
@@ -16,12 +13,12 @@ from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR, day_tokens, parse_ph
 from contract.hours import HOUR_MS, hour_token, partition_of
 from contract.keys import Keys
 from contract.settings import Settings
-from deploy.servers import ROOT
 from projector.audit.auditor import Auditor
 from projector.audit.verdict import Verdict
 from projector.replay.single_hour import replay_hour
-from tests.helpers import eventually, settings_env
+from tests.helpers import eventually
 from tests.integration.cells import Raw, expected, stored
+from tests.integration.test_audit import run_audit
 
 A = 490_100  # two fixed closed hours in 2025, and a third for markers
 B = A + 1
@@ -81,17 +78,6 @@ async def assert_exact(redis: Redis, settings: Settings, counted: list[Raw]) -> 
         for token in (hour_token(A), hour_token(B), *quarters, *sorted(days)):
             want = expected(counted, token, p, settings.partitions)
             assert await stored(redis, keys, 1, token, p) == want, f"p{p} {token}"
-
-
-def run_audit(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "projector", "audit", *args],
-        cwd=ROOT,
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 async def test_a_key_sent_in_another_hour_stays_refused_by_a_single_hour_replay_and_a_repair(
