@@ -94,6 +94,13 @@ class Reader:
                 if attempt:
                     raise
                 await self._redis.script_load(script.script)
+            except RuntimeError as exc:
+                # redis-py's cluster pipeline passes on uvloop's RuntimeError for a connection the node
+                # closed under it (seen while a slot moved) instead of a ConnectionError: the same
+                # fault, and a 503 like it, not a 500.
+                if "closed" not in str(exc):
+                    raise
+                raise redis.exceptions.ConnectionError(str(exc)) from exc
         raise AssertionError("unreachable")
 
     async def hour(self, hour: int) -> HourTotals:

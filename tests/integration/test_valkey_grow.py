@@ -18,7 +18,7 @@ from contract.hours import HOUR_MS, system_now_ms
 from contract.redis_nodes import parse_redis_nodes
 from contract.settings import Settings
 from contract.slots import partition_slot
-from deploy.credentials import ensure_secrets, write_redis_acl
+from deploy.credentials import ensure_secrets, write_redis_acl, write_urls
 from deploy.servers import ROOT, free_port, wait_for_port
 from deploy.valkey_cluster import _client, master_auth_file, node_command, primaries
 from tests.conftest import Server
@@ -234,7 +234,8 @@ def test_the_node_command_runs_one_more_node_with_the_stacks_users(
     )
     assert missing.returncode != 0
     assert missing.stderr.strip().endswith("start the stack once (./just cluster-up) so its users exist")
-    secrets = ensure_secrets(data)
+    secrets = ensure_secrets(data)  # what `./just cluster-up` leaves: the role URL files and the ACL
+    write_urls(secrets, nats_port=4222, redis_port=port)
     write_redis_acl(secrets, settings)
     node = spawn(command[1:], settings_env(settings), tmp_path / "node.log")
     reaper.append(node)
