@@ -439,11 +439,11 @@ def post(path, headers={}):
     return answer.status
 if sys.argv[1:2] == ["exhaust"]:
     # No timestamp: each is refused with 400 after the limit counted it, so nothing is stored. Each
-    # server gives a client at most its burst of 400s (next to nothing refills), so as many 400s as
-    # all the servers' bursts mean every bucket is empty, whichever server was ready when.
-    spend = int(sys.argv[2])
+    # server gives a client at most its burst of 400s (next to nothing refills); round robin spreads
+    # the POSTs, so a run of 50 429s means every server in rotation has an empty bucket for it.
+    burst = int(sys.argv[2])
     sent, refused, last = 0, 0, []
-    while (refused < spend or last[-6:] != [429] * 6) and sent < 20 * spend:
+    while (refused < burst or last[-50:] != [429] * 50) and sent < 40 * burst:
         last.append(post("/analytics"))
         refused += last[-1] == 400
         sent += 1
@@ -477,9 +477,16 @@ async def readme_and_rate_limits(stack: Stack, http: httpx.AsyncClient) -> Truth
 
     started = time.monotonic()
     burst = int(stack.limits["HOURGLASS_POST_BURST"])
-    spent = await asyncio.to_thread(client, "exhaust", str(2 * burst))  # http-1 and http-2
+    spent = await asyncio.to_thread(client, "exhaust", str(burst))
     assert spent["answers"] == [400, 429], spent
-    assert 2 * burst <= spent["400s"] <= 2 * burst + 2, spent  # a burst a server, then next to nothing
+    # A burst from each server in HAProxy's rotation (both, or one while the other's checks have not
+    # passed yet, as once in CI), then next to nothing.
+    servers = round(spent["400s"] / burst)
+    if servers != 2:  # say why: the balancer logs each server going up or down
+        balancer = stack.container("balancer")
+        print(stack.podman("logs", balancer) + stack.podman_stderr("logs", balancer))
+    assert servers in (1, 2), spent
+    assert abs(spent["400s"] - servers * burst) <= 2, spent
     assert spent["forged"] == [429] * 4, spent  # the balancer's X-Forwarded-For is the right-most
     assert await asyncio.to_thread(client) == {"other": 204}
     host = await http.post("/analytics?timestamp=123&user=host&click")
