@@ -121,6 +121,15 @@ class ProjectionStore:
         keys = Keys(settings.key_prefix)
         return cls(redis, keys, settings.dedup_window_s, wait, partitions=settings.partitions)
 
+    def _guard(self, gen: int | str, partition: int) -> list[str]:
+        """The first three keys of every script that writes a partition's cells: its generation pointer,
+        fence and watermark in `gen`, which the script checks before writing anything."""
+        return [
+            self.keys.generation(partition),
+            self.keys.fence(partition),
+            self.keys.watermark(gen, partition),
+        ]
+
     async def current_generation(self, partition: int) -> int:
         """The partition's live generation, recording the first one when its pointer is missing (Redis
         is new, was wiped, that shard lost its data, or Redis holds the layout before hash tags): the
@@ -162,9 +171,7 @@ class ProjectionStore:
         if phases is None:
             phases = await self.phases(gen, partition)
         keys = [
-            self.keys.generation(partition),
-            self.keys.fence(partition),
-            self.keys.watermark(gen, partition),
+            *self._guard(gen, partition),
             self.keys.dedup(gen, partition),
             self.keys.dirty(gen, partition),
             self.keys.cold(gen, partition),
@@ -240,9 +247,7 @@ class ProjectionStore:
         moved = 0
         for start in range(0, len(hours), EVICT_CHUNK):
             keys = [
-                self.keys.generation(partition),
-                self.keys.fence(partition),
-                self.keys.watermark(gen, partition),
+                *self._guard(gen, partition),
                 self.keys.dirty(gen, partition),
                 self.keys.cold(gen, partition),
             ]
@@ -271,9 +276,7 @@ class ProjectionStore:
         `mark`: also mark them changed, so the next snapshot takes them again and the hot window moves
         them out again (an apply marks the hours it writes; a day rebuild only reads them)."""
         keys = [
-            self.keys.generation(partition),
-            self.keys.fence(partition),
-            self.keys.watermark(gen, partition),
+            *self._guard(gen, partition),
             self.keys.cold(gen, partition),
             self.keys.dirty(gen, partition),
         ]
@@ -303,9 +306,7 @@ class ProjectionStore:
         `cold` hours (hour, snapshot entry watermark) stay in the store and are only named in Redis."""
         checked = gen if live else ""
         head = [
-            self.keys.generation(partition),
-            self.keys.fence(partition),
-            self.keys.watermark(gen, partition),
+            *self._guard(gen, partition),
             self.keys.dedup(gen, partition),
             self.keys.cold(gen, partition),
         ]
@@ -421,9 +422,7 @@ class ProjectionStore:
         written: hot_window.rebuild_day_thawing thaws those hours and calls again."""
         components = day_components(day_token)
         keys = [
-            self.keys.generation(partition),
-            self.keys.fence(partition),
-            self.keys.watermark(gen, partition),
+            *self._guard(gen, partition),
             self.keys.dirty(gen, partition),
             self.keys.cold(gen, partition),
             self.keys.cell_users(gen, day_token, partition),

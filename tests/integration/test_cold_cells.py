@@ -92,13 +92,21 @@ async def snapshotted(nc: NATS, redis: Redis, settings: Settings) -> tuple[Snaps
     return snapshots, store
 
 
-async def test_an_hour_evicted_and_thawed_keeps_its_quarters_and_day_rollups_never_leave(
+async def seeded_and_snapshotted(
     nc: NATS, redis: Redis, settings: Settings
-) -> None:
+) -> tuple[Keys, list[str], Cells, Snapshots, ProjectionStore]:
+    """The seeded cells' keys, tokens and values, then snapshotted."""
     keys = Keys(settings.key_prefix)
     tokens = await seed(redis, keys)
     before = await cells(redis, keys, tokens)
     snapshots, store = await snapshotted(nc, redis, settings)
+    return keys, tokens, before, snapshots, store
+
+
+async def test_an_hour_evicted_and_thawed_keeps_its_quarters_and_day_rollups_never_leave(
+    nc: NATS, redis: Redis, settings: Settings
+) -> None:
+    keys, tokens, before, snapshots, store = await seeded_and_snapshotted(nc, redis, settings)
     manifest, _ = await snapshots.manifest(P)
     assert manifest is not None
     days = [t for t in tokens if t.startswith("d")]
@@ -144,10 +152,7 @@ async def test_an_entry_from_before_quarter_hours_thaws_without_quarter_keys(
 async def test_a_partition_restored_from_its_snapshot_after_flushall_has_exact_quarters_and_days(
     nc: NATS, redis: Redis, settings: Settings
 ) -> None:
-    keys = Keys(settings.key_prefix)
-    tokens = await seed(redis, keys)
-    before = await cells(redis, keys, tokens)
-    snapshots, store = await snapshotted(nc, redis, settings)
+    keys, tokens, before, snapshots, store = await seeded_and_snapshotted(nc, redis, settings)
     await redis.flushall()
     await redis.set(keys.generation(P), 1)
     await redis.set(keys.phases(1, P), phases_text(PHASES))  # what the worker records before restoring

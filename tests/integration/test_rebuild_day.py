@@ -62,14 +62,22 @@ async def assert_exact(
     assert await redis.zscore(keys.dirty(gen, P), token) is not None
 
 
-async def test_a_damaged_day_rollup_is_rebuilt_exactly_from_its_components(
+async def seeded(
     redis: Redis, settings: Settings
-) -> None:
+) -> tuple[Keys, ProjectionStore, list[tuple[int, str, str]]]:
+    """Generation 1 of partition P live, holding `events()` in every cell (hours, quarters, days)."""
     keys = Keys(settings.key_prefix)
     store = ProjectionStore(redis, keys, partitions=1)
     evs = events()
     await seed(redis, keys, 1, evs)
     await redis.set(keys.generation(P), 1)
+    return keys, store, evs
+
+
+async def test_a_damaged_day_rollup_is_rebuilt_exactly_from_its_components(
+    redis: Redis, settings: Settings
+) -> None:
+    keys, store, evs = await seeded(redis, settings)
     await redis.set(keys.fence(P), "mine")
     await redis.set(keys.watermark(1, P), 40)
     utc, kolkata = day_token(DAY), day_token(DAY - DAY_MS + KOLKATA * 60_000)
@@ -97,11 +105,7 @@ class HeldEntries:
 async def test_cold_components_are_thawed_with_their_quarters_before_the_day_is_rebuilt(
     redis: Redis, settings: Settings
 ) -> None:
-    keys = Keys(settings.key_prefix)
-    store = ProjectionStore(redis, keys, partitions=1)
-    evs = events()
-    await seed(redis, keys, 1, evs)
-    await redis.set(keys.generation(P), 1)
+    keys, store, evs = await seeded(redis, settings)
     await redis.set(keys.watermark(1, P), 40)
     snapshots = HeldEntries()
     cold_hour = (DAY + 18 * HOUR_MS) // HOUR_MS  # its first two quarters end the Kolkata day
