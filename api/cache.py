@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import msgspec
 
 from api.reader import HourTotals
-from contract.answer import JSON, TEXT, Answer
 from contract.hours import hour_end, hour_start
+from server.answer import JSON, TEXT, Answer
 
 
 class HourJSON(msgspec.Struct, frozen=True):

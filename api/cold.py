@@ -17,8 +17,8 @@ from prometheus_client import Counter
 
 from contract import hll, schema
 from contract.buckets import parse_quarter_token
-from contract.errors import Unavailable
 from contract.stream import snapshot_bucket, snapshot_hour_key
+from server.failures import Unavailable
 
 COLD_READS = Counter(
     "hourglass_cold_reads",

@@ -13,10 +13,10 @@ from api.cache import HourCache, cache_control
 from api.ranges import RangeQuery, parse_range, parse_read, render_csv, render_json
 from api.reader import HourTotals
 from api.tokens import ReadTokens
-from contract.answer import CSV, JSON, Answer
-from contract.errors import Unavailable
 from contract.hours import hour_of
-from contract.params import parse_query
+from server.answer import CSV, JSON, Answer
+from server.failures import Unavailable
+from server.params import parse_query
 
 ReadBuckets = Callable[[Sequence[tuple[int, int]]], Awaitable[tuple[list[HourTotals], HourTotals]]]
 """Each row's totals and the range's, rows given as [start, end) in ms (api.range_read)."""

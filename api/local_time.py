@@ -15,8 +15,8 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from contract.buckets import DAY_MS, QUARTER_MS
-from contract.errors import ParamError
 from contract.hours import HOUR_MS
+from server.failures import ParamError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - local wall-clock arithmetic, labelled with its offset

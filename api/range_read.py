@@ -19,10 +19,10 @@ from api.cells import CellPlan, plan
 from api.cold import ColdHour, ColdSource, EntryGone
 from contract import hll
 from contract.buckets import owning_hour, parse_phases
-from contract.errors import Unavailable
 from contract.hours import hour_token
 from contract.keys import FIRST_GENERATION, GEN_PLACEHOLDER, Keys
-from contract.projections_client import ProjectionsClient
+from deploy.projections_client import ProjectionsClient
+from server.failures import Unavailable
 
 SCRIPT_MAX_KEYS = 7000
 """Lua's unpack() stops near 8,000 values: a row naming more keys than this is counted here from raw

@@ -12,9 +12,9 @@ import msgspec
 
 from api.local_time import labels, local_rows, utc_labels
 from contract.buckets import zone
-from contract.errors import ParamError
 from contract.hours import HOUR_MS, hour_start
-from contract.params import parse_query, parse_timestamp, parse_timestamp_param, single, timestamp_only
+from server.failures import ParamError
+from server.params import parse_query, parse_timestamp, parse_timestamp_param, single, timestamp_only
 
 
 class Granularity(enum.StrEnum):

@@ -21,10 +21,10 @@ from api.cells import joined
 from api.cold import ColdSource, EntryGone
 from api.range_read import SCRIPT_MAX_KEYS, Found, RangeReads, Totals
 from contract import hll
-from contract.errors import Unavailable
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import FIRST_GENERATION, Keys
-from contract.projections_client import ProjectionsClient
+from deploy.projections_client import ProjectionsClient
+from server.failures import Unavailable
 
 __all__ = ["SCRIPT_MAX_KEYS", "HourTotals", "Reader"]
 

@@ -1,1 +1,1 @@
-"""The contract shared by ingest, projector and api: wire schema, subjects, hours, key layout, settings."""
+"""What crosses process boundaries: the wire schema, subjects and hours, the Redis key and cell layout."""

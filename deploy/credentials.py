@@ -15,9 +15,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from contract.hours import changes_subject
-from contract.settings import Settings
 from contract.stream import snapshot_bucket
 from deploy.servers import NATS_CONF, durable_nats_conf
+from deploy.settings import Settings
 
 NATS_ROLES = ("admin", "ingest", "api", "projector", "audit")
 REDIS_ROLES = ("admin", "projector", "api", "audit")

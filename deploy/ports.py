@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from contract.settings import Settings
 from deploy.servers import loopback_port
+from deploy.settings import Settings
 
 CLUSTER_PORT_OFFSET = 2000
 """A loopback cluster node listens for routes on its client port plus this."""

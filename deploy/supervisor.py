@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract.settings import Settings, SettingsError
 from deploy import ports
 from deploy.credentials import prepare
 from deploy.ports import CLUSTER_PORT_OFFSET, EX_CONFIG, IN_USE, Port, claim
@@ -31,6 +30,7 @@ from deploy.servers import (
     port_open,
     redis_identity,
 )
+from deploy.settings import Settings, SettingsError
 from deploy.valkey_cluster import form_command, valkey_nodes
 
 COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[31m"]

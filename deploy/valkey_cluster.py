@@ -24,11 +24,11 @@ from typing import Any
 
 import redis
 
-from contract.redis_nodes import RedisNode, parse_redis_nodes
-from contract.settings import Settings, SettingsError
 from contract.slots import SLOTS, partition_slot, slot_ranges
 from deploy.credentials import ensure_secrets, write_secret
+from deploy.redis_nodes import RedisNode, parse_redis_nodes
 from deploy.servers import loopback_port, valkey_command
+from deploy.settings import Settings, SettingsError
 
 BUS_PORT_OFFSET = 10000
 """Valkey's cluster bus listens on the client port plus this."""

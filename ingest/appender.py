@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from contract.errors import Unavailable
+from server.failures import Unavailable
 
 
 class _PubAck(msgspec.Struct):

@@ -8,12 +8,12 @@ from typing import Any
 from litestar.exceptions import TooManyRequestsException
 
 from contract import schema
-from contract.answer import NO_CONTENT, Answer
-from contract.errors import Unavailable
-from contract.settings import Settings
+from deploy.settings import Settings
 from ingest.limits import RateLimiter, client_address, parse_networks, retry_after
 from ingest.publisher import Publisher
 from ingest.validation import idempotency_key, parse_event
+from server.answer import NO_CONTENT, Answer
+from server.failures import Unavailable
 
 
 class Ingest:

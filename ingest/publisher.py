@@ -9,12 +9,12 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from contract import schema
-from contract.errors import Unavailable
 from contract.hours import hour_of, partition_of, subject
-from contract.settings import Settings
+from deploy.settings import Settings
 from ingest.appender import Appender
 from ingest.batcher import Batcher
 from ingest.seams import EventLog
+from server.failures import Unavailable
 
 log = logging.getLogger("ingest")
 

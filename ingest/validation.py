@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from contract.errors import ParamError
 from contract.hours import MAX_TIMESTAMP_MS
-from contract.params import parse_query, parse_timestamp, single
 from contract.schema import Event, Kind, key_problem, user_problem
+from server.failures import ParamError
+from server.params import parse_query, parse_timestamp, single
 
 _KINDS = {kind.value: kind for kind in Kind}
 

@@ -12,7 +12,7 @@ import sys
 import nats.errors
 import redis.exceptions
 
-from contract.settings import SettingsError
+from deploy.settings import SettingsError
 from projector.cli.audit_command import AuditArgs, audit_command
 from projector.cli.commands import Command, build, parent_gone, read_job, run_command
 from projector.cli.lifetime import end_with_parent, on_stop_signals

@@ -20,10 +20,10 @@ from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from litestar.types import ASGIApp
 
-from contract.backoff import NatsLog, reason
-from contract.projections_client import check_cluster
-from contract.settings import Settings, SettingsError, redacted
 from contract.stream import partition_mismatch
+from deploy.backoff import NatsLog, reason
+from deploy.projections_client import check_cluster
+from deploy.settings import Settings, SettingsError, redacted
 
 EX_CONFIG = 78
 """Exit code when the port is taken: `./just up` (deploy.ports.EX_CONFIG) stops rather than restarts."""

@@ -11,7 +11,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp
 
 from contract.hours import system_now_ms
-from contract.settings import Settings
+from deploy.settings import Settings
 from server.fast import FastFront
 from server.link import Clients
 from server.routes import HANDLERS

@@ -10,9 +10,9 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from contract.answer import JSON, TEXT, Answer
-from contract.errors import ParamError, Unavailable
 from server import metrics
+from server.answer import JSON, TEXT, Answer
+from server.failures import ParamError, Unavailable
 
 log = logging.getLogger("server")
 

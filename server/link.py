@@ -20,15 +20,15 @@ from nats.aio.msg import Msg
 
 from api.cold import ColdHour, ColdStore
 from api.reader import HourTotals, Reader
-from contract.backoff import with_backoff
-from contract.errors import Unavailable
 from contract.hours import changes_subject
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient, connect
-from contract.settings import Settings
+from deploy.backoff import with_backoff
+from deploy.projections_client import ProjectionsClient, connect
+from deploy.settings import Settings
 from ingest.publisher import Publisher
 from ingest.seams import EventLog
 from server import metrics
+from server.failures import Unavailable
 
 log = logging.getLogger("server")
 

@@ -31,7 +31,7 @@ from api.cache import HourJSON
 from api.ranges import BucketJSON, Granularity, RangeJSON, TotalJSON
 from contract.hours import MAX_TIMESTAMP_MS
 from contract.schema import CONTROL, MAX_KEY_CHARS, MAX_USER_BYTES, Kind
-from contract.settings import Settings
+from deploy.settings import Settings
 
 DEFAULTS = Settings()
 

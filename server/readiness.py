@@ -19,9 +19,9 @@ from nats.js.errors import NotFoundError
 
 from contract.hours import system_now_ms
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
-from contract.settings import Settings
 from contract.stream import partition_mismatch
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 
 REFRESH_S = 1.0
 """How often the state is refreshed; a refresh older than three of these counts as a failure."""

@@ -16,7 +16,7 @@ from api.get import Reads
 from api.live import LiveHub
 from api.tokens import ReadTokens
 from contract.schema import decode_changed
-from contract.settings import Settings
+from deploy.settings import Settings
 from ingest.post import Ingest
 from server import metrics
 from server.errors import Errors

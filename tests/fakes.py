@@ -11,10 +11,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from contract.errors import Unavailable
 from contract.schema import Kind
 from projector.fold.deltas import Deltas
 from projector.projections.store import ApplyResult, Outcome
+from server.failures import Unavailable
 
 
 class Projections(Protocol):

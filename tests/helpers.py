@@ -21,9 +21,9 @@ from prometheus_client import REGISTRY
 from api.reader import HourTotals, Reader
 from contract.hours import partition_filter
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient, connect
-from contract.settings import Settings
+from deploy.projections_client import ProjectionsClient, connect
 from deploy.servers import free_port
+from deploy.settings import Settings
 
 T = TypeVar("T")
 _ids = itertools.count(1)

@@ -14,7 +14,7 @@ from contract import schema
 from contract.buckets import QUARTER_MS, day_tokens, quarter_of, quarter_token
 from contract.hours import hour_of, hour_token, parse_subject
 from contract.schema import AnyBatch, Event, Kind
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.fold.deltas import CellDelta, Deltas, Keyed
 from projector.fold.digest import Decoder
 from projector.fold.rules import Rejected, screen

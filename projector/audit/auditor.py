@@ -13,8 +13,8 @@ from nats.aio.client import Client as NATS
 
 from contract.hours import parse_subject
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
-from contract.settings import Settings
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 from projector.audit.sources import (
     Columns,
     audit_day,

@@ -21,8 +21,8 @@ from prometheus_client import Counter, Gauge
 
 from contract.hours import hour_of, hour_token, system_now_ms
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
-from contract.settings import Settings
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 from projector import metrics
 from projector.audit.auditor import Auditor, messages_per_hour
 from projector.audit.records import Records

@@ -9,7 +9,7 @@ from redis.typing import EncodableT, FieldT
 from contract.buckets import is_day_token
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
+from deploy.projections_client import ProjectionsClient
 from projector.audit.verdict import DayAudit, HourAudit, Verdict
 
 FINAL = (Verdict.OK.value, Verdict.MISMATCH.value)

@@ -29,9 +29,9 @@ from contract.buckets import (
 )
 from contract.hours import hour_token, parse_subject, partition_filter
 from contract.keys import CLICKS_FIELD, IMPRESSIONS_FIELD, Keys
-from contract.projections_client import ProjectionsClient
 from contract.schema import CellState, HourState
-from contract.settings import Settings
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 from projector.audit.verdict import Counted, DayAudit, DayPart, check_day, first_keyed_ms
 from projector.fold.deltas import Keyed
 from projector.fold.digest import Digest, digest

@@ -13,8 +13,8 @@ from nats.aio.client import Client as NATS
 
 from contract.hours import hour_end, hour_of, parse_hour_token, system_now_ms
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
-from contract.settings import Settings, SettingsError
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings, SettingsError
 from projector.audit.auditor import Auditor, hours_in_log
 from projector.audit.follow import follow
 from projector.audit.records import summary

@@ -21,10 +21,10 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from contract.backoff import with_backoff
 from contract.hours import parse_hour_token
-from contract.projections_client import ProjectionsClient, check_cluster
-from contract.settings import Settings
+from deploy.backoff import with_backoff
+from deploy.projections_client import ProjectionsClient, check_cluster
+from deploy.settings import Settings
 from projector import metrics
 from projector.cli.audit_command import AuditArgs, audit_view
 from projector.cli.inspect_view import cluster_view, inspect_view

@@ -11,10 +11,10 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from contract import schema
 from contract.buckets import is_day_token
-from contract.projections_client import node_client
-from contract.settings import Settings
 from contract.slots import partitions_in
 from contract.stream import consumer_name, snapshot_bucket, snapshot_manifest_key
+from deploy.projections_client import node_client
+from deploy.settings import Settings
 
 
 async def inspect_view(settings: Settings, nc: NATS, last: int = 10) -> str:

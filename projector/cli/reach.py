@@ -13,9 +13,9 @@ import nats.errors
 import redis.exceptions
 from nats.aio.client import Client as NATS
 
-from contract.backoff import FIRST_DELAY_S, MAX_DELAY_S, NatsLog, reason
-from contract.projections_client import ProjectionsClient, check_cluster, connect
-from contract.settings import Settings, redacted
+from deploy.backoff import FIRST_DELAY_S, MAX_DELAY_S, NatsLog, reason
+from deploy.projections_client import ProjectionsClient, check_cluster, connect
+from deploy.settings import Settings, redacted
 
 log = logging.getLogger("projector")
 

@@ -19,9 +19,9 @@ from nats.js.errors import NotFoundError
 from contract import schema
 from contract.hours import system_now_ms
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
-from contract.settings import Settings
 from contract.stream import snapshot_bucket
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 from projector import metrics
 from projector.fold.digest import Decoder
 from projector.live.worker import TRANSIENT, PartitionWorker, Stopped, out_of_memory

@@ -17,8 +17,8 @@ from nats.js.errors import NotFoundError
 
 from contract import schema
 from contract.hours import hour_of, system_now_ms
-from contract.settings import Settings
 from contract.stream import consumer_name
+from deploy.settings import Settings
 from projector import metrics
 from projector.fold.deltas import Deltas
 from projector.fold.digest import Decoder

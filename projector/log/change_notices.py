@@ -6,7 +6,7 @@ from nats.aio.client import Client as NATS
 
 from contract import schema
 from contract.hours import changes_subject
-from contract.settings import Settings
+from deploy.settings import Settings
 
 
 async def announce(nc: NATS, settings: Settings, hours: tuple[int, ...] | None) -> None:

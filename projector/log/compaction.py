@@ -18,8 +18,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contract.hours import HOUR_MS, stream_subjects
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
-from contract.settings import Settings
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 from projector.audit.records import audited_through
 from projector.projections.snapshots import Snapshots
 

@@ -9,8 +9,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contract.hours import partition_filter
-from contract.settings import Settings
 from contract.stream import consumer_name
+from deploy.settings import Settings
 from projector import metrics
 
 log = logging.getLogger("projector")

@@ -8,8 +8,8 @@ import logging
 from nats.js import JetStreamContext
 
 from contract import schema
-from contract.settings import Settings
 from contract.stream import dead_letter_stream, dead_letter_subject
+from deploy.settings import Settings
 from projector import metrics
 from projector.fold.rules import Rejected
 from projector.log.fetched import Pulled

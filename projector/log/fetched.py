@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from contract import schema
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.fold.digest import Decoder, Digest, digest
 
 

@@ -14,7 +14,6 @@ from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageT
 from nats.js.errors import NotFoundError
 
 from contract.hours import stream_subjects
-from contract.settings import Settings
 from contract.stream import (
     DUPLICATE_WINDOW_S,
     PARTITIONS_METADATA,
@@ -23,6 +22,7 @@ from contract.stream import (
     partition_mismatch,
     snapshot_bucket,
 )
+from deploy.settings import Settings
 
 log = logging.getLogger("stream")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
+from deploy.projections_client import ProjectionsClient
 from projector.projections.scripts import source
 
 

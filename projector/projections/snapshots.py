@@ -35,9 +35,9 @@ from contract.buckets import (
 )
 from contract.hours import parse_hour_token
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
-from contract.settings import Settings
 from contract.stream import snapshot_bucket, snapshot_dedup_key, snapshot_hour_key, snapshot_manifest_key
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 from projector.projections.hot_window import rebuild_day_thawing
 from projector.projections.store import DayOutcome, ProjectionStore, RestoreRefused
 

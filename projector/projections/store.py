@@ -24,9 +24,9 @@ from contract.buckets import (
 )
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
-from contract.projections_client import ProjectionsClient
 from contract.schema import CellState, HourState, Kind
-from contract.settings import Settings
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 from projector import metrics
 from projector.fold.deltas import Deltas
 from projector.projections.scripts import source

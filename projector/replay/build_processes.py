@@ -10,8 +10,8 @@ import sys
 import msgspec
 from nats.aio.client import Client as NATS
 
-from contract.projections_client import ProjectionsClient
-from contract.settings import Settings
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 from projector.projections.snapshots import open_snapshots
 from projector.projections.store import ProjectionStore
 from projector.replay.partition_fold import fold_partitions

@@ -16,8 +16,8 @@ import uuid
 from nats.aio.client import Client as NATS
 
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
-from contract.settings import Settings
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 from projector.log.change_notices import announce
 from projector.projections.leases import Leases
 from projector.projections.snapshots import Snapshots, open_snapshots

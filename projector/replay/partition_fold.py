@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contract.hours import hour_token, partition_filter, system_now_ms
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.audit.sources import Columns, cut, keyed_span
 from projector.fold.deltas import Deltas
 from projector.fold.digest import digest

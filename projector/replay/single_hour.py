@@ -15,8 +15,8 @@ from nats.aio.client import Client as NATS
 from contract.buckets import QUARTERS_PER_HOUR, day_tokens
 from contract.hours import hour_token
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient
-from contract.settings import Settings
+from deploy.projections_client import ProjectionsClient
+from deploy.settings import Settings
 from projector.audit.sources import read_hour_log
 from projector.log.change_notices import announce
 from projector.projections.hot_window import rebuild_day_thawing

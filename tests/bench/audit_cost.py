@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from contract.hours import partition_of, subject
 from contract.schema import Batch, Event, Kind, encode
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.audit.auditor import Auditor
 from projector.audit.follow import Follower
 from projector.audit.verdict import Verdict

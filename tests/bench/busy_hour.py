@@ -25,7 +25,7 @@ from contract.buckets import day_tokens, quarter_token
 from contract.hours import HOUR_MS, hour_token, partition_of, subject
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
-from contract.settings import Settings
+from deploy.settings import Settings
 from tests.bench.commits import tree_env
 from tests.bench.history import caught_up
 from tests.bench.run import process

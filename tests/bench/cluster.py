@@ -27,9 +27,9 @@ from pathlib import Path
 import redis as redis_lib
 
 from contract.hours import HOUR_MS, system_now_ms
-from contract.redis_nodes import parse_redis_nodes
-from contract.settings import Settings
+from deploy.redis_nodes import parse_redis_nodes
 from deploy.servers import free_port
+from deploy.settings import Settings
 from tests.bench.run import (
     WrkResult,
     cpu,

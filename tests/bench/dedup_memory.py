@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from contract.hours import hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from projector.replay.driver import replay
 from tests.bench.servers import own_servers

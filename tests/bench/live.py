@@ -25,9 +25,9 @@ import httpx
 import nats
 
 from contract.hours import system_now_ms
-from contract.settings import Settings
 from deploy.credentials import prepare
 from deploy.servers import ROOT, free_port, nats_command, valkey_command, wait_for_port
+from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from tests.helpers import settings_env
 

@@ -37,8 +37,8 @@ from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.schema import Batch, Event, Kind, encode
-from contract.settings import Settings
 from deploy.servers import ROOT, free_port
+from deploy.settings import Settings
 from projector.projections.hot_window import first_hot_hour
 from tests.bench import busy_hour
 from tests.bench.commits import checkout, tree_server

@@ -33,9 +33,8 @@ import nats
 from contract import schema
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
-from contract.projections_client import connect
-from contract.settings import Settings
 from deploy.credentials import nats_auth_config, prepare, write_secret
+from deploy.projections_client import connect
 from deploy.servers import (
     NATS_CONF,
     ROOT,
@@ -45,6 +44,7 @@ from deploy.servers import (
     valkey_command,
     wait_for_port,
 )
+from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from tests.helpers import settings_env
 

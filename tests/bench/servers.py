@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from contract.settings import Settings
 from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
+from deploy.settings import Settings
 
 
 class Scratch(NamedTuple):

@@ -20,9 +20,9 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract import schema
-from contract.projections_client import connect
-from contract.settings import Settings
+from deploy.projections_client import connect
 from deploy.servers import ROOT, free_port
+from deploy.settings import Settings
 from projector.live.balancer import Projector, run_projector
 from projector.log.stream_config import ensure_stream
 from server.app import Clients, create_app

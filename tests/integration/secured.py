@@ -10,7 +10,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from tests.conftest import Server, running
 

@@ -14,8 +14,8 @@ from typing import Any
 import schemathesis
 
 from api.ranges import parse_range
-from contract.errors import ParamError
 from contract.hours import HOUR_MS, MAX_TIMESTAMP_MS
+from server.failures import ParamError
 
 SKEW_ENV = "HOURGLASS_ST_FUTURE_SKEW_MS"
 BUCKETS_ENV = "HOURGLASS_ST_RANGE_MAX_BUCKETS"

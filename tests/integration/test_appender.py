@@ -9,8 +9,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, StreamConfig
 
-from contract.errors import Unavailable
 from ingest.appender import Appender
+from server.failures import Unavailable
 
 
 async def test_a_stored_append_returns_its_stream_sequence(nc: NATS) -> None:

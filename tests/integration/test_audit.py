@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_token, partition_of
 from contract.keys import Keys
-from contract.settings import Settings
 from deploy.servers import ROOT
+from deploy.settings import Settings
 from projector.audit.auditor import Auditor, hours_in_log
 from projector.audit.verdict import Verdict
 from tests.helpers import eventually, settings_env

@@ -13,7 +13,7 @@ from contract import hll
 from contract.buckets import quarter_of, quarter_token
 from contract.hours import HOUR_MS, hour_token, partition_of
 from contract.keys import Keys
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.audit.auditor import Auditor
 from projector.audit.records import Records, summary
 from projector.audit.verdict import Verdict

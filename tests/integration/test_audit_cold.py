@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_of, hour_token, system_now_ms
 from contract.keys import Keys
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.audit.auditor import Auditor
 from projector.audit.verdict import Verdict
 from tests.conftest import Server

@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from contract.buckets import day_tokens
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
-from contract.settings import Settings
 from deploy.servers import ROOT
+from deploy.settings import Settings
 from projector.audit.follow import Follower
 from projector.audit.records import Records
 from projector.log.compaction import compact

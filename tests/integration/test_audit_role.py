@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from contract.hours import hour_token
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
-from contract.settings import Settings
 from deploy.servers import ROOT
+from deploy.settings import Settings
 from projector.audit.records import Records
 from projector.audit.verdict import HourAudit
 from tests.conftest import Server

@@ -14,8 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 from contract.hours import system_now_ms
-from contract.settings import Settings
 from deploy.servers import ROOT, free_port
+from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.load import Tally, drive, wait_until_done

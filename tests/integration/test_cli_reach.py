@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from contract.settings import Settings, redacted
 from deploy.servers import ROOT, free_port
+from deploy.settings import Settings, redacted
 from projector.cli.reach import reach_nats
 from tests.conftest import Server, running
 from tests.helpers import eventually, isolated_settings, settings_env

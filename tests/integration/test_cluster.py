@@ -13,9 +13,9 @@ import nats
 import pytest
 
 from contract.hours import system_now_ms
-from contract.settings import Settings
 from deploy.credentials import ensure_secrets, write_nats_config
 from deploy.servers import NATS_CONF, free_port, nats_cluster_command, wait_for_port
+from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings
 from tests.integration.conftest import production_stack

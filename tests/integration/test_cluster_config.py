@@ -15,9 +15,9 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
-from contract.settings import Settings
 from deploy.credentials import Secrets, ensure_secrets, nats_cluster_config, write_secret
 from deploy.servers import ROOT, free_port, nats_command, wait_for_port
+from deploy.settings import Settings
 from tests.helpers import eventually
 
 BASE = ROOT / "deploy" / "nats-cluster.conf"

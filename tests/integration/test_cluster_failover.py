@@ -19,9 +19,9 @@ import redis
 
 from contract.hours import system_now_ms
 from contract.keys import Keys
-from contract.projections_client import ProjectionsClient, connect
-from contract.redis_nodes import parse_redis_nodes
 from contract.slots import partition_slot
+from deploy.projections_client import ProjectionsClient, connect
+from deploy.redis_nodes import parse_redis_nodes
 from deploy.valkey_cluster import DEFAULT_NODE_TIMEOUT_MS, _client, _run
 from projector.projections.store import ProjectionStore
 from tests.conftest import Server

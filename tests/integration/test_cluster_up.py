@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from contract.settings import Settings
 from deploy import ports
 from deploy.ports import CLUSTER_PORT_OFFSET
 from deploy.servers import free_port, port_open
+from deploy.settings import Settings
 from deploy.valkey_cluster import BUS_PORT_OFFSET
 from tests.helpers import eventually, settings_env
 from tests.integration.conftest import spawn

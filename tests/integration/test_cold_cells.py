@@ -14,7 +14,7 @@ from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR, day_tokens, phases_t
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
 from contract.schema import HourState
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from projector.projections.hot_window import Evictor
 from projector.projections.snapshots import Snapshots, open_snapshots

@@ -13,7 +13,7 @@ from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR, day_tokens, phases_t
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from projector.projections.hot_window import Evictor, apply_thawing
 from projector.projections.snapshots import open_snapshots

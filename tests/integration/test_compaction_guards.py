@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 
 from contract import schema
 from contract.hours import subject
-from contract.settings import Settings
 from contract.stream import snapshot_bucket, snapshot_manifest_key
+from deploy.settings import Settings
 from projector.log.compaction import compact
 from projector.log.stream_config import ensure_stream
 from projector.projections.snapshots import Snapshots, open_snapshots

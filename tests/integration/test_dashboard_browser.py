@@ -31,8 +31,8 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from contract.hours import HOUR_MS, hour_of, system_now_ms
-from contract.settings import Settings
 from deploy.servers import ROOT, free_port, wait_for_port
+from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.conftest import Projectors, make_stream

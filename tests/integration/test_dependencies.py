@@ -12,7 +12,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from contract.settings import Settings
+from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, pause
 from tests.integration.conftest import production_stack

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from contract.settings import Settings
 from deploy.credentials import prepare
 from deploy.servers import free_port, nats_command, wait_for_port
+from deploy.settings import Settings
 
 
 @pytest.mark.parametrize("durable", [True, False])

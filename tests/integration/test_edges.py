@@ -17,8 +17,8 @@ from api.reader import HourTotals
 from contract.hours import HOUR_MS, hour_token, partition_of, subject
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
-from contract.settings import Settings
 from deploy.servers import ROOT
+from deploy.settings import Settings
 from projector.projections.leases import Leases
 from projector.projections.store import Outcome, ProjectionStore, SwapOutcome
 from projector.replay.driver import replay

@@ -15,7 +15,7 @@ from api.reader import Reader
 from contract.hours import HOUR_MS
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.fold.deltas import Keyed
 from projector.live.balancer import Projector
 from projector.projections.leases import Leases

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, system_now_ms
-from contract.settings import Settings
+from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settled, stored_hours
 from tests.integration.conftest import production_stack

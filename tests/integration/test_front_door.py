@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from contract.settings import Settings
 from deploy.credentials import prepare
 from deploy.ports import EX_CONFIG, Port
 from deploy.servers import (
@@ -29,6 +28,7 @@ from deploy.servers import (
     valkey_command,
     wait_for_port,
 )
+from deploy.settings import Settings
 from deploy.supervisor import Child, Supervisor
 from tests.helpers import eventually, settings_env
 from tests.integration.conftest import spawn

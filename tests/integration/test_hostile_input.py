@@ -9,7 +9,7 @@ import nats
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contract.settings import Settings
+from deploy.settings import Settings
 
 KNOWN = ["timestamp", "user", "click", "impression", "event", "_"]
 pieces = st.sampled_from(

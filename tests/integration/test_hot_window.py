@@ -16,7 +16,7 @@ from api.cold import ColdStore
 from api.reader import HourTotals, Reader
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.replay.driver import replay
 from projector.replay.single_hour import replay_hour
 from tests.conftest import Server

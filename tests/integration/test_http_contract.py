@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY, generate_latest
 from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_of, system_now_ms
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from server.app import Clients, create_app
 from server.metrics import exposition

@@ -18,8 +18,8 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS
-from contract.settings import Settings
 from deploy.servers import ROOT, free_port, wait_for_port
+from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from server.app import Clients, create_app
 from tests.conftest import Server

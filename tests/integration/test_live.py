@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_of, system_now_ms
-from contract.settings import Settings
+from deploy.settings import Settings
 from server.app import Clients, create_app
 from tests.conftest import Server
 from tests.helpers import isolated_settings, lifespan

@@ -21,7 +21,7 @@ from contract import hll
 from contract.buckets import parse_phases, quarter_token
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
-from contract.settings import Settings
+from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import isolated_settings, settle
 

@@ -19,8 +19,8 @@ from contract import schema
 from contract.hours import HOUR_MS, partition_of, subject
 from contract.keys import Keys
 from contract.schema import Event
-from contract.settings import Settings
 from contract.stream import dead_letter_stream
+from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import eventually, metric, stored_hour
 from tests.integration.conftest import Projectors, production_stack, scoped_settings, with_roles

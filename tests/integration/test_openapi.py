@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from contract.settings import Settings
+from deploy.settings import Settings
 from tests.integration.st_hooks import mend
 
 CHECKS = [

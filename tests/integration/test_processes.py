@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from api.reader import HourTotals
 from contract.hours import system_now_ms
 from contract.keys import Keys
-from contract.settings import Settings
 from deploy.servers import ROOT, free_port, port_open
+from deploy.settings import Settings
 from tests.helpers import eventually, pause, settings_env, settled, stored_hours
 from tests.integration.conftest import spawn
 from tests.integration.load import Tally, drive, wait_until_done

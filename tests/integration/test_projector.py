@@ -14,8 +14,8 @@ from api.reader import HourTotals, Reader
 from contract.hours import HOUR_MS, partition_of, system_now_ms
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
-from contract.settings import Settings
 from contract.stream import consumer_name
+from deploy.settings import Settings
 from projector.live.balancer import run_projector
 from projector.log.consumer_position import position_consumer
 from projector.projections.store import Outcome, ProjectionStore

@@ -11,7 +11,7 @@ import nats
 import pytest
 from redis.asyncio import Redis
 
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.live.balancer import run_projector
 from projector.log import parser_tap
 from projector.replay.driver import replay

@@ -10,7 +10,7 @@ from api import range_read
 from api.reader import Reader
 from contract.hours import HOUR_MS
 from contract.keys import Keys
-from contract.settings import Settings
+from deploy.settings import Settings
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.usefixtures("projector")

@@ -20,7 +20,7 @@ from contract.buckets import (
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
 from contract.schema import CellState, HourState
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.projections.hot_window import rebuild_day_thawing
 from projector.projections.snapshots import Snapshots
 from projector.projections.store import DayOutcome, ProjectionStore

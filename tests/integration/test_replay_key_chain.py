@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_token, partition_of
 from contract.keys import Keys
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.audit.auditor import Auditor
 from projector.audit.verdict import Verdict
 from projector.replay.single_hour import replay_hour

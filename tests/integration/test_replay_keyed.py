@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR, day_tokens, parse_phases, quarter_token
 from contract.hours import HOUR_MS, hour_token, partition_of
 from contract.keys import Keys
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.audit.auditor import Auditor
 from projector.audit.verdict import Verdict
 from projector.replay.single_hour import replay_hour

@@ -16,9 +16,9 @@ from api.reader import HourTotals, Reader
 from contract import schema
 from contract.hours import HOUR_MS, partition_of, subject
 from contract.keys import Keys
-from contract.settings import Settings
 from contract.stream import dead_letter_stream
 from deploy.servers import ROOT
+from deploy.settings import Settings
 from projector.fold.deltas import Deltas, HourDelta
 from projector.log.stream_config import ensure_stream
 from projector.projections.store import ProjectionStore

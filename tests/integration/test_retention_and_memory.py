@@ -19,8 +19,8 @@ from redis.asyncio import Redis as AsyncRedis
 from api.reader import HourTotals
 from contract.hours import HOUR_MS
 from contract.keys import Keys
-from contract.settings import Settings
 from deploy.servers import ROOT
+from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, metric, settings_env, stored_hour

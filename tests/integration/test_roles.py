@@ -19,9 +19,9 @@ from redis.asyncio import Redis
 
 from contract.hours import changes_subject
 from contract.schema import Batch, Event, Kind, encode
-from contract.settings import Settings
 from deploy.credentials import NATS_ROLES, REDIS_ROLES, ensure_secrets, write_urls
 from deploy.servers import ROOT
+from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import eventually, settings_env
 from tests.integration import secured

@@ -25,8 +25,8 @@ from redis.asyncio import Redis
 
 from contract.hours import hour_of, partition_of, system_now_ms
 from contract.keys import Keys
-from contract.settings import Settings
 from deploy.servers import free_port
+from deploy.settings import Settings
 from projector.projections.snapshots import open_snapshots
 from projector.projections.store import ProjectionStore
 from tests.conftest import Server

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from contract.settings import Settings
+from deploy.settings import Settings
 from tests.integration import st_hooks
 
 ST = Path(sys.executable).parent / "st"

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from api.reader import Reader
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.projections.store import Outcome, ProjectionStore
 from tests.fakes import MemoryProjections, Projections
 from tests.reference_fold import Message, fold

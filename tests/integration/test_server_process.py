@@ -15,8 +15,8 @@ from typing import IO
 import httpx
 import pytest
 
-from contract.settings import Settings
 from deploy.servers import ROOT, free_port, wait_for_port
+from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import isolated_settings, settings_env
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from contract.hours import HOUR_MS
-from contract.settings import Settings
 from deploy.servers import free_port
+from deploy.settings import Settings
 from tests.helpers import eventually, settings_env
 from tests.integration.conftest import spawn
 from tests.integration.workload import parse_text

@@ -20,9 +20,9 @@ from api.reader import HourTotals, Reader
 from contract import schema
 from contract.hours import HOUR_MS, hour_token, partition_of, subject
 from contract.keys import Keys
-from contract.settings import Settings
 from contract.stream import snapshot_bucket, snapshot_manifest_key
 from deploy.servers import ROOT
+from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from projector.projections.snapshots import open_snapshots
 from projector.replay.driver import replay

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from api.reader import SCRIPT_MAX_KEYS, HourTotals, Reader
 from contract.hours import HOUR_MS
 from contract.keys import Keys
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.projections.leases import Leases
 from projector.replay.driver import replay
 from tests.helpers import settle

@@ -27,10 +27,10 @@ from api.reader import Reader
 from contract.buckets import MINUTE_MS, day_start, day_token, parse_phases
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
-from contract.projections_client import connect, node_client
-from contract.settings import Settings
 from contract.slots import key_slot, partition_slot
+from deploy.projections_client import connect, node_client
 from deploy.servers import ROOT
+from deploy.settings import Settings
 from tests.conftest import running
 from tests.helpers import eventually, settings_env
 from tests.integration.conftest import Roles, make_stream, roles_on, spawn, wait_ready

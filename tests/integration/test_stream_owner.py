@@ -11,9 +11,9 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
-from contract.settings import Settings
 from contract.stream import PARTITIONS_METADATA, dead_letter_stream
 from deploy.servers import ROOT
+from deploy.settings import Settings
 from projector.log.stream_config import PartitionMismatch, ensure_stream
 from server.app import create_app
 from tests.helpers import eventually, serve, settings_env

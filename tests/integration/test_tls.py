@@ -15,9 +15,9 @@ import nats.errors
 import pytest
 
 from contract.hours import HOUR_MS
-from contract.settings import Settings
 from deploy.credentials import prepare
 from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
+from deploy.settings import Settings
 from tests.helpers import eventually
 from tests.integration.conftest import production_stack
 

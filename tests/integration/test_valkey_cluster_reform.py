@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from contract.redis_nodes import parse_redis_nodes
+from deploy.redis_nodes import parse_redis_nodes
 from deploy.servers import ROOT
 from deploy.valkey_cluster import _client, _run, form
 from tests.helpers import eventually

@@ -21,7 +21,7 @@ from contract.hll import registers, sketch
 from contract.hours import HOUR_MS, hour_of, partition_of, subject
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.live.balancer import Projector
 from projector.projections.store import ProjectionStore
 from projector.replay.driver import replay

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from contract.hours import parse_hour_token
-from contract.settings import SettingsError
+from deploy.settings import SettingsError
 from projector.cli.audit_command import AuditArgs, chosen_hours, since_hour
 
 

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from contract.backoff import with_backoff
+from deploy.backoff import with_backoff
 
 log = logging.getLogger("test")
 

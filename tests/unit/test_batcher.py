@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from contract import schema
-from contract.errors import Unavailable
 from contract.schema import Event, Kind
 from ingest.batcher import Batcher
+from server.failures import Unavailable
 
 
 class Log:

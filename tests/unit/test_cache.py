@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from api.cache import HourCache, View
 from api.reader import HourTotals
-from contract.errors import ParamError
-from contract.params import parse_query, parse_timestamp, timestamp_only
+from server.failures import ParamError
+from server.params import parse_query, parse_timestamp, timestamp_only
 
 
 class Source:

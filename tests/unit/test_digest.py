@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from contract import schema
 from contract.hours import HOUR_MS, subject
 from contract.schema import Batch, Event, Kind
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.fold.deltas import Deltas
 from projector.fold.digest import digest
 from projector.fold.rules import Rejected

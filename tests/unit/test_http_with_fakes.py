@@ -14,10 +14,10 @@ import redis.exceptions
 
 from api.reader import HourTotals
 from contract import schema
-from contract.errors import Unavailable
 from contract.hours import HOUR_MS, hour_of, partition_of, subject
-from contract.settings import Settings
+from deploy.settings import Settings
 from server.app import Clients, create_app
+from server.failures import Unavailable
 from tests.fakes import MemoryEventLog
 from tests.helpers import serve
 

@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from contract.settings import ROLES
+from deploy.settings import ROLES
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 VERSION = kubernetes_validate.latest_version()

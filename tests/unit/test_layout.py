@@ -27,19 +27,49 @@ def imported(package: str, skip: frozenset[str] = frozenset()) -> set[str]:
     return found - {"__future__"}
 
 
-PROJECTIONS_CLIENT = "contract/projections_client.py"
-"""The one contract module that imports redis: every process must connect to the projections the same
-way (one Redis or a cluster, same options, same cluster checks)."""
+def imported_modules(package: str) -> dict[str, set[str]]:
+    """Each module of the package (dotted) with the dotted names it imports from other packages."""
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        dotted = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        names = found.setdefault(dotted, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module)
+    return found
+
+
+PROCESS_EDGE = frozenset(
+    {"deploy.settings", "deploy.backoff", "deploy.redis_nodes", "deploy.projections_client"}
+)
+"""What every process reads at its edge: the settings, the retry policy, the one way to reach Redis. The rest
+of deploy/ (supervisor, images, clusters) runs processes and is imported by none of them."""
+
+HTTP_PARTS = frozenset({"server.answer", "server.params", "server.failures"})
+"""What the HTTP paths are made of (an answer, query parameters, the 400 and 503 failures): the write and read
+sides build answers with them, and the rest of server/ serves those sides."""
 
 
 def test_the_contract_imports_nothing_but_the_standard_library_and_msgspec() -> None:
-    outside = imported("contract", frozenset({PROJECTIONS_CLIENT})) - set(sys.stdlib_module_names)
+    outside = imported("contract") - set(sys.stdlib_module_names)
     assert outside - {"msgspec", "contract"} == set()
 
 
-def test_only_the_projections_client_adds_redis_to_the_contract() -> None:
-    outside = imported("contract") - set(sys.stdlib_module_names) - {"msgspec", "contract"}
-    assert outside == {"redis"}
+@pytest.mark.parametrize(("leaves", "allowed"), [(PROCESS_EDGE, {"redis"}), (HTTP_PARTS, set())])
+def test_the_shared_leaves_import_only_the_contract_and_each_other(
+    leaves: frozenset[str], allowed: set[str]
+) -> None:
+    modules = {**imported_modules("deploy"), **imported_modules("server")}
+    for leaf in leaves:
+        outside = {
+            name
+            for name in modules[leaf]
+            if name.split(".")[0] not in set(sys.stdlib_module_names) | allowed | {"contract"}
+            and name not in leaves
+        }
+        assert outside == set(), leaf
 
 
 @pytest.mark.parametrize(
@@ -52,7 +82,15 @@ def test_only_the_projections_client_adds_redis_to_the_contract() -> None:
     ],
 )
 def test_imports_flow_one_way(package: str, forbidden: set[str]) -> None:
-    assert imported(package) & forbidden == set()
+    """Packages import downwards; deploy's process edge and server's HTTP parts are leaves anyone may use."""
+    leaves = PROCESS_EDGE | HTTP_PARTS
+    crossing = {
+        f"{module} imports {name}"
+        for module, names in imported_modules(package).items()
+        for name in names
+        if name.split(".")[0] in forbidden and name not in leaves
+    }
+    assert crossing == set()
 
 
 def modules(package: str) -> list[Path]:

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from api import cells
 from api.ranges import RangeQuery, parse_range, render_csv
 from contract import buckets
-from contract.errors import ParamError
 from contract.hours import HOUR_MS
+from server.failures import ParamError
 
 
 def ms(iso: str) -> int:

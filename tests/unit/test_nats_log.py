@@ -9,9 +9,9 @@ import logging
 import nats
 import pytest
 
-from contract.backoff import NatsLog
-from contract.settings import Settings
+from deploy.backoff import NatsLog
 from deploy.servers import free_port
+from deploy.settings import Settings
 
 PASSWORD = "hunter2secret"
 

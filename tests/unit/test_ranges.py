@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.ranges import Granularity, parse_range, render_csv, render_json
-from contract.errors import ParamError
 from contract.hours import HOUR_MS
+from server.failures import ParamError
 
 H = 493_910  # 2026-05-06T14:00Z, in hours since the epoch
 

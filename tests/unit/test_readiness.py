@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from contract.settings import Settings
+from deploy.settings import Settings
 from server.readiness import REFRESH_S, Readiness
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contract.settings import Settings
+from deploy.settings import Settings
 from projector.replay.driver import REPLAY_SPLIT_MESSAGES, replay_processes
 
 

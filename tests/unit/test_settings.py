@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.settings import Settings, SettingsError, field_docs, redacted
+from deploy.settings import Settings, SettingsError, field_docs, redacted
 
 CONFIG_DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

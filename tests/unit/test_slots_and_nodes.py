@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from contract.redis_nodes import NodeListError, parse_redis_nodes
-from contract.settings import Settings, SettingsError
 from contract.slots import SLOTS, crc16, key_slot, partition_slot, partitions_in, slot_ranges
+from deploy.redis_nodes import NodeListError, parse_redis_nodes
+from deploy.settings import Settings, SettingsError
 
 
 def test_crc16_is_xmodem_as_redis_cluster_uses() -> None:

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contract.errors import ParamError
-from contract.params import parse_query, parse_timestamp
 from contract.schema import Event, Kind
 from ingest.validation import _parse_full, _plain, parse_event, parse_idempotency_key
+from server.failures import ParamError
+from server.params import parse_query, parse_timestamp
 
 NOW = 1_764_079_200_000  # 2025-11-25T14:00Z
 DAY = 86_400_000

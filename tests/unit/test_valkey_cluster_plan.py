@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from contract.redis_nodes import parse_redis_nodes
-from contract.settings import Settings
+from deploy.redis_nodes import parse_redis_nodes
+from deploy.settings import Settings
 from deploy.supervisor import VALKEY_CLUSTER_URL
 from deploy.valkey_cluster import FormError, form_command, plan, valkey_nodes
 

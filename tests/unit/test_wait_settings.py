@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contract.settings import Settings, SettingsError
+from deploy.settings import Settings, SettingsError
 
 
 def test_wait_is_off_by_default_and_its_bounds_are_checked() -> None:

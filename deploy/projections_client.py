@@ -15,9 +15,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from contract.redis_nodes import RedisNode
-from contract.settings import Settings, SettingsError
 from contract.slots import SLOTS
+from deploy.redis_nodes import RedisNode
+from deploy.settings import Settings, SettingsError
 
 ProjectionsClient: TypeAlias = Redis | RedisCluster
 """What a process holds to read and write the projections."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from contract.errors import ParamError
 from contract.hours import MAX_TIMESTAMP_MS
+from server.failures import ParamError
 
 MAX_FIELDS = 32
 

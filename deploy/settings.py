@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from contract.backoff import NatsLog
 from contract.buckets import day_phases, zone
-from contract.redis_nodes import NodeListError, RedisNode, parse_redis_nodes
+from deploy.backoff import NatsLog
+from deploy.redis_nodes import NodeListError, RedisNode, parse_redis_nodes
 
 ENV_PREFIX = "ANALYTICS_"
 
@@ -334,7 +334,7 @@ class Settings:
 
     def nats_options(self, name: str, url: str = "") -> dict[str, Any]:
         """Keyword arguments for `nats.connect` (to `url`, by default ANALYTICS_NATS_URL): reconnect
-        forever, fail a connect attempt fast, one log line per failed try (contract.backoff.NatsLog)."""
+        forever, fail a connect attempt fast, one log line per failed try (deploy.backoff.NatsLog)."""
         tls = {"tls": self.tls_context()} if "tls://" in self.nats_url or self.tls_ca_file else {}
         url = url or self.nats_url
         return {
