@@ -19,6 +19,7 @@ from api.cells import CellPlan, plan
 from api.cold import ColdHour, ColdSource, EntryGone
 from contract import hll
 from contract.buckets import owning_hour, parse_phases
+from contract.cells import Cell, CellLayout
 from contract.hours import hour_token
 from contract.keys import FIRST_GENERATION, GEN_PLACEHOLDER, Keys
 from deploy.projections_client import ProjectionsClient
@@ -61,6 +62,7 @@ class RangeReads:
     ) -> None:
         self._redis = redis
         self._keys = keys
+        self._cells = CellLayout(keys)
         self._partitions = partitions
         self._cold = cold
         self._split = split
@@ -102,10 +104,10 @@ class RangeReads:
         texts = list(dict.fromkeys(where[p][1] for p in parts))
         args: list[Any] = [FIRST_GENERATION, mode, len(parts)]
         for p in parts:
-            head, users = self._keys.cell_users(GEN_PLACEHOLDER, "\0", p).split("\0")
-            counts = self._keys.cell_counts(GEN_PLACEHOLDER, "\0", p).split("\0")[1]
+            users, counts = self._cells.tails()
+            head = self._cells.head(GEN_PLACEHOLDER, p)
             args += [*where[p], texts.index(where[p][1]) + 1, head, users, counts]
-            args += [self._keys.cold_template(p), self._keys.phases(GEN_PLACEHOLDER, p)]
+            args += [self._keys.cold(GEN_PLACEHOLDER, p), self._keys.phases(GEN_PLACEHOLDER, p)]
         args.append(len(texts))
         named = sum(len(plans[where[p][1]].total) for p in parts)
         for text in texts:
@@ -233,7 +235,7 @@ class RangeReads:
         """The range's unique users when its cover names too many keys for a script (a generation
         without day rollups): one PFCOUNT in a pipeline, then the generations and phases checked."""
         every = [
-            self._keys.cell_users(where[p][0], plans[where[p][1]].cells[i], p)
+            self._cells.users(Cell(where[p][0], p, plans[where[p][1]].cells[i]))
             for p in range(self._partitions)
             for i in plans[where[p][1]].total
         ]

@@ -21,8 +21,9 @@ from api.cells import joined
 from api.cold import ColdSource, EntryGone
 from api.range_read import SCRIPT_MAX_KEYS, Found, RangeReads, Totals
 from contract import hll
+from contract.cells import CellLayout
 from contract.hours import HOUR_MS, hour_token
-from contract.keys import FIRST_GENERATION, Keys
+from contract.keys import FIRST_GENERATION, GEN_PLACEHOLDER, Keys
 from deploy.projections_client import ProjectionsClient
 from server.failures import Unavailable
 
@@ -43,6 +44,7 @@ class Reader:
     ) -> None:
         self._redis = redis
         self._keys = keys
+        self._cells = CellLayout(keys)
         self._partitions = partitions
         self._cold = cold
         """Where cold hours are read from (None: nowhere, a cold hour is then unavailable)."""
@@ -71,8 +73,8 @@ class Reader:
         calls = []
         for p in range(self._partitions):
             args: list[str | int] = [FIRST_GENERATION, "raw", 1, hour_token(hour)]
-            args += [self._keys.users_template(hour, p), self._keys.counts_template(hour, p)]
-            calls.append(([self._keys.generation(p)], [*args, self._keys.cold_template(p)]))
+            args += self._cells.template(p, hour_token(hour))
+            calls.append(([self._keys.generation(p)], [*args, self._keys.cold(GEN_PLACEHOLDER, p)]))
         found = await self._scripts(self._read, calls)
         cells: dict[tuple[int, int], Found] = {}
         for p, raw in enumerate(found):
@@ -111,9 +113,9 @@ class Reader:
             return await self._hour_split(hour, attempt)
         parts = range(self._partitions)
         args: list[str | int] = [FIRST_GENERATION, "count", self._partitions, hour_token(hour)]
-        args += [self._keys.users_template(hour, p) for p in parts]
-        args += [self._keys.counts_template(hour, p) for p in parts]
-        args += [self._keys.cold_template(p) for p in parts]
+        users, counts = zip(*(self._cells.template(p, hour_token(hour)) for p in parts), strict=True)
+        args += [*users, *counts]
+        args += [self._keys.cold(GEN_PLACEHOLDER, p) for p in parts]
         found = await self._read(keys=[self._keys.generation(p) for p in parts], args=args)
         if int(found[0]) < 0:
             return await self._count(hour, _cells([(hour, p) for p in parts], found), attempt)

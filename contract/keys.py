@@ -1,8 +1,8 @@
 """Redis key layout of the projections: every key Hourglass reads or writes is named here.
 
 Projections live in a generation (`<prefix>:{p<N>}:g<gen>:...`) so a replay can build a new one beside
-the live one and switch. Per hour and partition there is a HyperLogLog of users and a hash of counters;
-per partition a watermark: the last stream sequence applied.
+the live one and switch. The counts themselves are cells (contract.cells names their keys); per partition
+there is a watermark: the last stream sequence applied.
 
 Every key of a partition carries the partition's hash tag `{p<N>}` right after the prefix, and what
 an apply, evict, thaw, restore, swap or read script checks (the generation pointer, the fence) has a
@@ -97,9 +97,6 @@ class Keys:
         entry that holds the hour. Reads and late events go to that entry."""
         return f"{self._part(partition)}:g{gen}:cold"
 
-    def cold_template(self, partition: int) -> str:
-        return self.cold(GEN_PLACEHOLDER, partition)
-
     @property
     def replay_lock(self) -> str:
         """Held by the one replay that may run at a time (full or single-hour)."""
@@ -133,39 +130,7 @@ class Keys:
         """Sorted set of hour tokens (and day rollup tokens) found mismatched, scored by when (ms)."""
         return f"{self.prefix}:{{audit}}:mismatches"
 
-    def users(self, gen: int | str, hour: int, partition: int) -> str:
-        return self.cell_users(gen, hour_token(hour), partition)
-
-    def counts(self, gen: int | str, hour: int, partition: int) -> str:
-        return self.cell_counts(gen, hour_token(hour), partition)
-
-    def cell_users(self, gen: int | str, token: str, partition: int) -> str:
-        """HyperLogLog of the users of any stored bucket (contract.buckets): an hour, a quarter-hour of
-        it, or a day rollup."""
-        return f"{self._part(partition)}:g{gen}:{token}:users"
-
-    def cell_counts(self, gen: int | str, token: str, partition: int) -> str:
-        """Hash of the clicks and impressions of any stored bucket, as `cell_users`."""
-        return f"{self._part(partition)}:g{gen}:{token}:counts"
-
-    def cell_users_template(self, token: str, partition: int) -> str:
-        return self.cell_users(GEN_PLACEHOLDER, token, partition)
-
-    def cell_counts_template(self, token: str, partition: int) -> str:
-        return self.cell_counts(GEN_PLACEHOLDER, token, partition)
-
     def phases(self, gen: int | str, partition: int) -> str:
         """The day rollups the generation keeps (contract.buckets.phases_text), set once when the
         generation starts and never changed: a missing key means none (a generation from before)."""
         return f"{self._part(partition)}:g{gen}:phases"
-
-    def users_template(self, hour: int, partition: int) -> str:
-        """`users` with the generation left as GEN_PLACEHOLDER, for scripts that read it first."""
-        return self.users(GEN_PLACEHOLDER, hour, partition)
-
-    def counts_template(self, hour: int, partition: int) -> str:
-        return self.counts(GEN_PLACEHOLDER, hour, partition)
-
-
-CLICKS_FIELD = "clicks"
-IMPRESSIONS_FIELD = "impressions"

@@ -27,8 +27,9 @@ from contract.buckets import (
     parse_quarter_token,
     quarter_token,
 )
+from contract.cells import COUNTERS, Cell, CellLayout
 from contract.hours import hour_token, parse_subject, partition_filter
-from contract.keys import CLICKS_FIELD, IMPRESSIONS_FIELD, Keys
+from contract.keys import Keys
 from contract.schema import CellState, HourState
 from deploy.projections_client import ProjectionsClient
 from deploy.settings import Settings
@@ -69,6 +70,7 @@ async def _served(
 ) -> Served:
     token = hour_token(hour)
     quarters = [quarter_token(hour, q) for q in range(QUARTERS_PER_HOUR)]
+    layout = CellLayout(keys)
     for _ in range(5):
         gen = keys.live_generation(await redis.get(keys.generation(p)))
         async with redis.pipeline(transaction=True) as pipe:
@@ -77,8 +79,8 @@ async def _served(
             pipe.get(keys.phases(gen, p))
             pipe.get(keys.generation(p))
             for cell in (token, *quarters):
-                pipe.get(keys.cell_users(gen, cell, p))
-                pipe.hmget(keys.cell_counts(gen, cell, p), CLICKS_FIELD, IMPRESSIONS_FIELD)
+                pipe.get(layout.users(Cell(gen, p, cell)))
+                pipe.hmget(layout.counts(Cell(gen, p, cell)), *COUNTERS)
             wm, at, phases, now, *cells = await pipe.execute()
         if keys.live_generation(now) != gen:
             continue  # a replay switched meanwhile
@@ -135,6 +137,7 @@ async def _day_part(
 ) -> DayPart | None:
     cells = day_components(token)
     hours = sorted({h for h in map(owning_hour, cells) if h is not None})
+    layout = CellLayout(keys)
     for _ in range(5):
         gen = keys.live_generation(await redis.get(keys.generation(p)))
         async with redis.pipeline(transaction=True) as pipe:
@@ -142,8 +145,8 @@ async def _day_part(
             pipe.hmget(keys.cold(gen, p), [hour_token(h) for h in hours])
             pipe.get(keys.generation(p))
             for cell in (token, *cells):
-                pipe.get(keys.cell_users(gen, cell, p))
-                pipe.hmget(keys.cell_counts(gen, cell, p), CLICKS_FIELD, IMPRESSIONS_FIELD)
+                pipe.get(layout.users(Cell(gen, p, cell)))
+                pipe.hmget(layout.counts(Cell(gen, p, cell)), *COUNTERS)
             phases, cold, now, *found = await pipe.execute()
         if keys.live_generation(now) != gen:
             continue  # a replay switched meanwhile

@@ -33,6 +33,7 @@ from contract.buckets import (
     parse_phases,
     quarter_token,
 )
+from contract.cells import COUNTERS, Cell, CellLayout
 from contract.hours import parse_hour_token
 from contract.keys import Keys
 from contract.stream import snapshot_bucket, snapshot_dedup_key, snapshot_hour_key, snapshot_manifest_key
@@ -240,11 +241,12 @@ async def _states(
     """The entries of dirty tokens as Redis holds them now: an hour with its 4 quarter-hours, a day
     rollup alone."""
     cells = {t: [t] if is_day_token(t) else _hour_and_quarters(t) for t in tokens}
+    layout = CellLayout(keys)
     async with redis.pipeline(transaction=False) as pipe:
         for token in tokens:
             for cell in cells[token]:
-                pipe.get(keys.cell_users(gen, cell, partition))
-                pipe.hmget(keys.cell_counts(gen, cell, partition), "clicks", "impressions")
+                pipe.get(layout.users(Cell(gen, partition, cell)))
+                pipe.hmget(layout.counts(Cell(gen, partition, cell)), *COUNTERS)
         replies = iter(await pipe.execute())
     states = []
     for token in tokens:

@@ -22,6 +22,7 @@ from contract.buckets import (
     phases_text,
     quarter_token,
 )
+from contract.cells import Cell, CellLayout
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
 from contract.schema import CellState, HourState, Kind
@@ -103,6 +104,7 @@ class ProjectionStore:
     ) -> None:
         self._redis = redis
         self.keys = keys
+        self.cells = CellLayout(keys)
         self.partitions = partitions
         self.window_ms = int(dedup_window_s * 1000)
         self.wait_replicas, self.wait_timeout_ms = wait
@@ -120,15 +122,6 @@ class ProjectionStore:
         wait = (settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
         keys = Keys(settings.key_prefix)
         return cls(redis, keys, settings.dedup_window_s, wait, partitions=settings.partitions)
-
-    def _guard(self, gen: int | str, partition: int) -> list[str]:
-        """The first three keys of every script that writes a partition's cells: its generation pointer,
-        fence and watermark in `gen`, which the script checks before writing anything."""
-        return [
-            self.keys.generation(partition),
-            self.keys.fence(partition),
-            self.keys.watermark(gen, partition),
-        ]
 
     async def current_generation(self, partition: int) -> int:
         """The partition's live generation, recording the first one when its pointer is missing (Redis
@@ -170,17 +163,21 @@ class ProjectionStore:
         `phases` (default: those recorded for `gen`, see `phases`), with the watermark, atomically."""
         if phases is None:
             phases = await self.phases(gen, partition)
-        keys = [
-            *self._guard(gen, partition),
-            self.keys.dedup(gen, partition),
-            self.keys.dirty(gen, partition),
-            self.keys.cold(gen, partition),
-        ]
-        cell_keys, cell_args = apply_payload(self.keys, gen, partition, tuple(phases), deltas)
-        keys += cell_keys
-        mode = "live" if live else "build"
-        args: list[str | int] = [gen, epoch, expected, deltas.last_seq, mode]
-        args += [cell_args[0], self.window_ms, deltas.last_ms, *cell_args[1:]]
+        cells, own = apply_payload(gen, partition, tuple(phases), deltas)
+        keys, args = self.cells.call(
+            gen,
+            partition,
+            check=gen if live else "",
+            epoch=epoch,
+            watermark=expected,
+            named=[
+                self.keys.dedup(gen, partition),
+                self.keys.dirty(gen, partition),
+                self.keys.cold(gen, partition),
+            ],
+            cells=cells,
+        )
+        args += [deltas.last_seq, self.window_ms, deltas.last_ms, *own]
         if live and self.wait_replicas > 0:
             status, watermark, _, *cold = await self._apply_and_wait(keys, args)
         else:
@@ -246,15 +243,21 @@ class ProjectionStore:
         many moved, or -1 when the generation, fence or watermark moved meanwhile."""
         moved = 0
         for start in range(0, len(hours), EVICT_CHUNK):
-            keys = [
-                *self._guard(gen, partition),
-                self.keys.dirty(gen, partition),
-                self.keys.cold(gen, partition),
-            ]
-            args: list[str | int] = [gen, epoch, watermark]
+            cells: list[Cell] = []
+            own: list[str | int] = []
             for hour, at in hours[start : start + EVICT_CHUNK]:
-                keys += self._hour_cells(gen, hour, partition)
-                args += [hour_token(hour), at]
+                cells += self.cells.hour_cells(gen, partition, hour)
+                own += [hour_token(hour), at, 1 + QUARTERS_PER_HOUR]
+            keys, args = self.cells.call(
+                gen,
+                partition,
+                check=gen,
+                epoch=epoch,
+                watermark=watermark,
+                named=[self.keys.dirty(gen, partition), self.keys.cold(gen, partition)],
+                cells=cells,
+            )
+            args += own
             done = int(await self._evict(keys=keys, args=args))
             if done < 0:
                 return -1
@@ -275,15 +278,21 @@ class ProjectionStore:
         """Put cold hours back into Redis as their snapshot entries hold them; False when refused.
         `mark`: also mark them changed, so the next snapshot takes them again and the hot window moves
         them out again (an apply marks the hours it writes; a day rebuild only reads them)."""
-        keys = [
-            *self._guard(gen, partition),
-            self.keys.cold(gen, partition),
-            self.keys.dirty(gen, partition),
-        ]
-        args: list[bytes | str | int] = [gen if live else "", epoch, watermark, "mark" if mark else ""]
+        cells: list[Cell] = []
+        own: list[bytes | str | int] = ["mark" if mark else ""]
         for item in hours:
-            keys += self._hour_cells(gen, item.hour, partition)
-            args += [hour_token(item.hour), item.at, *_cells(item.state)]
+            cells += self.cells.hour_cells(gen, partition, item.hour)
+            own += [hour_token(item.hour), item.at, 1 + QUARTERS_PER_HOUR, *_cells(item.state)]
+        keys, header = self.cells.call(
+            gen,
+            partition,
+            check=gen if live else "",
+            epoch=epoch,
+            watermark=watermark,
+            named=[self.keys.cold(gen, partition), self.keys.dirty(gen, partition)],
+            cells=cells,
+        )
+        args: list[bytes | str | int] = [*header, *own]
         return int(await self._thaw(keys=keys, args=args)) >= 0
 
     async def restore(
@@ -304,51 +313,39 @@ class ProjectionStore:
         `live=False` writes into a generation being built (by a replay), which is not live yet.
         `hours` go back with their quarter-hours, `days` (day rollup token, entry) as they are;
         `cold` hours (hour, snapshot entry watermark) stay in the store and are only named in Redis."""
-        checked = gen if live else ""
-        head = [
-            *self._guard(gen, partition),
-            self.keys.dedup(gen, partition),
-            self.keys.cold(gen, partition),
-        ]
+        named = [self.keys.dedup(gen, partition), self.keys.cold(gen, partition)]
+        check = gen if live else ""
         refused = f"p{partition}: restore refused (fence, generation or watermark moved)"
-        entries = [
-            (hour_token(hour), self._hour_cells(gen, hour, partition), _cells(state)) for hour, state in hours
-        ]
+
+        async def write(cells: Sequence[Cell], own: Sequence[bytes | str | int]) -> None:
+            keys, header = self.cells.call(gen, partition, check=check, epoch=epoch, named=named, cells=cells)
+            if not await self._restore(keys=keys, args=[*header, *own]):
+                raise RestoreRefused(refused)
+
+        entries = [(self.cells.hour_cells(gen, partition, hour), _cells(state)) for hour, state in hours]
         for token, state in days:
-            cell = [self.keys.cell_users(gen, token, partition), self.keys.cell_counts(gen, token, partition)]
-            entries.append((token, cell, [state.hll or b"", state.clicks, state.impressions]))
+            entries.append(
+                ((Cell(gen, partition, token),), [state.hll or b"", state.clicks, state.impressions])
+            )
         step = RESTORE_CHUNK // (1 + QUARTERS_PER_HOUR)
         for start in range(0, len(entries), step):
-            keys = list(head)
-            args: list[bytes | str | int] = [checked, epoch, "cells", watermark]
-            for token, cell_keys, values in entries[start : start + step]:
-                keys += cell_keys
-                args += [token, len(cell_keys) // 2, *values]
-            if not await self._restore(keys=keys, args=args):
-                raise RestoreRefused(refused)
+            cells: list[Cell] = []
+            own: list[bytes | str | int] = ["cells", watermark]
+            for entry_cells, values in entries[start : start + step]:
+                cells += entry_cells
+                own += [entry_cells[0].token, len(entry_cells), *values]
+            await write(cells, own)
         for start in range(0, len(cold), EVICT_CHUNK):
-            keys = list(head)
-            args = [checked, epoch, "cold", watermark]
+            cells = []
+            own = ["cold", watermark]
             for hour, at in cold[start : start + EVICT_CHUNK]:
-                keys += self._hour_cells(gen, hour, partition)
-                args += [hour_token(hour), at]
-            if not await self._restore(keys=keys, args=args):
-                raise RestoreRefused(refused)
-        args = [checked, epoch, "commit", watermark]
+                cells += self.cells.hour_cells(gen, partition, hour)
+                own += [hour_token(hour), at, 1 + QUARTERS_PER_HOUR]
+            await write(cells, own)
+        commit: list[bytes | str | int] = ["commit", watermark]
         for member, at in dedup:
-            args += [at, member]
-        if not await self._restore(keys=head, args=args):
-            raise RestoreRefused(refused)
-
-    def _hour_cells(self, gen: int | str, hour: int, partition: int) -> list[str]:
-        """The keys of an hour and its quarter-hours, users then counts of each, the hour first."""
-        tokens = [hour_token(hour)] + [quarter_token(hour, q) for q in range(QUARTERS_PER_HOUR)]
-        keys = self.keys
-        return [
-            k
-            for t in tokens
-            for k in (keys.cell_users(gen, t, partition), keys.cell_counts(gen, t, partition))
-        ]
+            commit += [at, member]
+        await write((), commit)
 
     async def cold_hours(self, gen: int, partition: int) -> dict[int, int]:
         """The partition's cold hours: hour -> the watermark of the snapshot entry holding it."""
@@ -403,12 +400,16 @@ class ProjectionStore:
                 return SwapOutcome.FENCED
         for p, epoch in epochs.items():
             g = gens[p]
-            keys = [self.keys.generation(p), self.keys.fence(p), self.keys.cold(g, p), self.keys.dirty(g, p)]
-            pairs = zip(self._hour_cells(g, hour, p), self._hour_cells(rebuilt, hour, p), strict=True)
-            keys += [key for pair in pairs for key in pair]
-            outcome = SwapOutcome(
-                int(await self._swap(keys=keys, args=[g, hour_token(hour), epoch, watermarks[p]]))
+            keys, args = self.cells.call(
+                g,
+                p,
+                check=g,
+                epoch=epoch,
+                named=[self.keys.cold(g, p), self.keys.dirty(g, p)],
+                cells=[*self.cells.hour_cells(g, p, hour), *self.cells.hour_cells(rebuilt, p, hour)],
             )
+            args += [hour_token(hour), watermarks[p]]
+            outcome = SwapOutcome(int(await self._swap(keys=keys, args=args)))
             if outcome is not SwapOutcome.SWAPPED:
                 return outcome
         return SwapOutcome.SWAPPED
@@ -421,20 +422,17 @@ class ProjectionStore:
         generation being built) or the fence is not `epoch` ("" = unfenced). With COLD nothing was
         written: hot_window.rebuild_day_thawing thaws those hours and calls again."""
         components = day_components(day_token)
-        keys = [
-            *self._guard(gen, partition),
-            self.keys.dirty(gen, partition),
-            self.keys.cold(gen, partition),
-            self.keys.cell_users(gen, day_token, partition),
-            self.keys.cell_counts(gen, day_token, partition),
-        ]
-        args: list[str | int] = [gen if live else "", epoch, day_token]
-        for token in components:
-            keys += [
-                self.keys.cell_users(gen, token, partition),
-                self.keys.cell_counts(gen, token, partition),
-            ]
-            args.append(token[:10])  # the hour holding it (an hour token is its own first 10 characters)
+        keys, args = self.cells.call(
+            gen,
+            partition,
+            check=gen if live else "",
+            epoch=epoch,
+            named=[self.keys.dirty(gen, partition), self.keys.cold(gen, partition)],
+            cells=[Cell(gen, partition, token) for token in (day_token, *components)],
+        )
+        args.append(day_token)
+        # Per component, the hour holding it (an hour token is its own first 10 characters).
+        args += [token[:10] for token in components]
         status, *cold = await self._rebuild_day(keys=keys, args=args)
         pairs = tuple((_text(cold[i]), int(cold[i + 1])) for i in range(0, len(cold), 2))
         return DayResult(DayOutcome(int(status)), pairs)
@@ -520,12 +518,12 @@ _KIND = {Kind.CLICK: "c", Kind.IMPRESSION: "i"}
 
 
 def apply_payload(
-    keys: Keys, gen: int | str, partition: int, phases: tuple[int, ...], deltas: Deltas
-) -> tuple[list[str], list[str | int]]:
-    """The cells' keys (users, counts per cell) and the script's arguments after the head: the cell
-    count, one token per cell, the group count, per group its cells, clicks, impressions and users,
-    then the keyed events naming their group (see apply.lua)."""
-    cells = _Cells(keys, gen, partition, phases)
+    gen: int | str, partition: int, phases: tuple[int, ...], deltas: Deltas
+) -> tuple[list[Cell], list[str | int]]:
+    """The cells one apply touches, and the script's own arguments after the header's watermark, window
+    and newest time: one token per cell, the group count, per group its cells, clicks, impressions and
+    users, then the keyed events naming their group (see apply.lua)."""
+    cells = _Cells(gen, partition, phases)
     groups: list[str | int] = []
     for hour, delta in deltas.hours.items():
         for quarter, cell in enumerate(delta.quarters):
@@ -536,27 +534,24 @@ def apply_payload(
         f"\x1f{k.user}\x1f{k.key}\x1e"
         for k in deltas.keyed
     )
-    return cells.keys, [len(cells.tokens), *cells.tokens, len(groups) // 4, *groups, keyed]
+    return cells.cells, [*(c.token for c in cells.cells), len(groups) // 4, *groups, keyed]
 
 
 class _Cells:
     """The cells one apply touches, numbered from 1 in the order first named, and the groups (one per
     quarter-hour: the quarter, its hour and its day rollups) that events go to."""
 
-    def __init__(self, keys: Keys, gen: int | str, partition: int, phases: tuple[int, ...]) -> None:
-        self._named, self._gen, self._partition, self._phases = keys, gen, partition, phases
-        self.keys: list[str] = []
-        self.tokens: list[str] = []
+    def __init__(self, gen: int | str, partition: int, phases: tuple[int, ...]) -> None:
+        self._gen, self._partition, self._phases = gen, partition, phases
+        self.cells: list[Cell] = []
         self._index: dict[str, int] = {}
         self._groups: dict[tuple[int, int], int] = {}
 
     def _cell(self, token: str) -> int:
         found = self._index.get(token)
         if found is None:
-            found = self._index[token] = len(self.tokens) + 1
-            self.tokens.append(token)
-            self.keys.append(self._named.cell_users(self._gen, token, self._partition))
-            self.keys.append(self._named.cell_counts(self._gen, token, self._partition))
+            found = self._index[token] = len(self.cells) + 1
+            self.cells.append(Cell(self._gen, self._partition, token))
         return found
 
     def group(self, hour: int, quarter: int) -> str:

@@ -22,6 +22,7 @@ import nats
 from redis.asyncio import Redis
 
 from contract.buckets import day_tokens, quarter_token
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token, partition_of, subject
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
@@ -103,7 +104,10 @@ async def cell_bytes(settings: Settings, redis: Redis, hour: int) -> dict[str, i
         gen = keys.live_generation(await redis.get(keys.generation(p)))
         for kind, tokens in kinds.items():
             for token in tokens:
-                for key in (keys.cell_users(gen, token, p), keys.cell_counts(gen, token, p)):
+                for key in (
+                    CellLayout(keys).users(Cell(gen, p, token)),
+                    CellLayout(keys).counts(Cell(gen, p, token)),
+                ):
                     out[kind] += int(await redis.memory_usage(key, samples=0) or 0)
     return out
 

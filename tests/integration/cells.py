@@ -8,6 +8,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from contract import cells as layout
 from contract import hll
 from contract.buckets import DAY_MS, QUARTER_MS, is_day_token, parse_day_token, parse_quarter_token
 from contract.hours import HOUR_MS, parse_hour_token, partition_of
@@ -40,6 +41,8 @@ def expected(events: Iterable[Raw], token: str, partition: int, partitions: int)
 
 
 async def stored(redis: Redis, keys: Keys, gen: int, token: str, partition: int) -> Cell:
-    raw = cast(bytes | None, await redis.get(keys.cell_users(gen, token, partition)))
-    counts = await redis.hgetall(keys.cell_counts(gen, token, partition))
+    raw = cast(
+        bytes | None, await redis.get(layout.CellLayout(keys).users(layout.Cell(gen, partition, token)))
+    )
+    counts = await redis.hgetall(layout.CellLayout(keys).counts(layout.Cell(gen, partition, token)))
     return hll.registers(raw or b""), int(counts.get(b"clicks", 0)), int(counts.get(b"impressions", 0))

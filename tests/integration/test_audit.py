@@ -11,6 +11,7 @@ import httpx
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token, partition_of
 from contract.keys import Keys
 from deploy.servers import ROOT
@@ -91,9 +92,9 @@ async def test_corrupted_hours_are_named_exactly_and_repaired(
 
     keys, gen = Keys(settings.key_prefix), 1
     part = partition_of("u1", settings.partitions)
-    await redis.hincrby(keys.counts(gen, HOURS[1], part), "clicks", 1)
-    await redis.pfadd(keys.users(gen, HOURS[2], part), "intruder")
-    await redis.delete(keys.counts(gen, HOURS[4], part))
+    await redis.hincrby(CellLayout(keys).counts(Cell.of_hour(gen, part, HOURS[1])), "clicks", 1)
+    await redis.pfadd(CellLayout(keys).users(Cell.of_hour(gen, part, HOURS[2])), "intruder")
+    await redis.delete(CellLayout(keys).counts(Cell.of_hour(gen, part, HOURS[4])))
 
     found = {h: await auditor.hour(h) for h in HOURS}
     bad = {h for h, a in found.items() if a.verdict is Verdict.MISMATCH}

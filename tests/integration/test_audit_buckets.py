@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from contract import hll
 from contract.buckets import quarter_of, quarter_token
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token, partition_of
 from contract.keys import Keys
 from deploy.settings import Settings
@@ -84,7 +85,7 @@ async def test_a_damaged_quarter_is_named_and_repair_rebuilds_its_hour(
     auditor = await written(client, nc, redis, settings)
     keys, hour, part = Keys(settings.key_prefix), HOURS[1], partition_of("u1", settings.partitions)
     quarter = quarter_token(hour, 2)
-    await redis.hincrby(keys.cell_counts(1, quarter, part), "clicks", 1)
+    await redis.hincrby(CellLayout(keys).counts(Cell(1, part, quarter)), "clicks", 1)
 
     found = await auditor.hour(hour)
     assert found.verdict is Verdict.MISMATCH
@@ -104,7 +105,7 @@ async def test_a_damaged_quarter_is_named_and_repair_rebuilds_its_hour(
     assert fixed.stdout.count("rebuilt from") == 1, fixed.stdout  # the hour's replay rebuilt its days
     assert (await auditor.hour(hour)).verdict is Verdict.OK
     assert [(await auditor.day(t)).verdict for t in DAYS] == [Verdict.OK] * 3
-    assert int(await redis.hget(keys.cell_counts(1, quarter, part), "clicks") or 0) == want
+    assert int(await redis.hget(CellLayout(keys).counts(Cell(1, part, quarter)), "clicks") or 0) == want
 
 
 async def test_a_damaged_day_rollup_is_reported_recorded_and_rebuilt_exactly(
@@ -114,8 +115,8 @@ async def test_a_damaged_day_rollup_is_reported_recorded_and_rebuilt_exactly(
     keys, p0, p1 = Keys(settings.key_prefix), 0, settings.partitions - 1
     kolkata, utc = DAYS[2], DAYS[1]
     before = {(t, p): await stored(redis, keys, t, p) for t in DAYS for p in (p0, p1)}
-    assert await redis.pfadd(keys.cell_users(1, kolkata, p0), "stray-user") == 1
-    await redis.hincrby(keys.cell_counts(1, utc, p1), "impressions", 2)
+    assert await redis.pfadd(CellLayout(keys).users(Cell(1, p0, kolkata)), "stray-user") == 1
+    await redis.hincrby(CellLayout(keys).counts(Cell(1, p1, utc)), "impressions", 2)
 
     found = {t: await auditor.day(t) for t in DAYS}
     assert [found[t].verdict for t in DAYS] == [Verdict.OK, Verdict.MISMATCH, Verdict.MISMATCH]
@@ -148,9 +149,9 @@ async def stored(
     redis: Redis, keys: Keys, token: str, p: int
 ) -> tuple[bytes, dict[bytes | str, bytes | str]]:
     """A cell's registers (whatever its encoding) and counters."""
-    raw = await redis.get(keys.cell_users(1, token, p))
+    raw = await redis.get(CellLayout(keys).users(Cell(1, p, token)))
     return hll.registers(raw if isinstance(raw, bytes) else b""), await redis.hgetall(
-        keys.cell_counts(1, token, p)
+        CellLayout(keys).counts(Cell(1, p, token))
     )
 
 

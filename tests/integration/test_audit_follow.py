@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.buckets import day_tokens
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
 from deploy.servers import ROOT
@@ -66,7 +67,7 @@ async def test_a_corrupted_hour_is_reported_within_one_interval_of_becoming_due(
     total = functools.partial(_clicks, redis, keys, settings)
     await eventually(total, lambda n: n == 12 * len(HOURS))
     part = partition_of("u3", settings.partitions)
-    await redis.hincrby(keys.counts(1, HOURS[2], part), "clicks", 5)
+    await redis.hincrby(CellLayout(keys).counts(Cell.of_hour(1, part, HOURS[2])), "clicks", 5)
 
     # The clock says the first two hours are due, the last two not yet.
     now = {"ms": (HOURS[2] + 1) * HOUR_MS + 61_000 - HOUR_MS}
@@ -134,7 +135,7 @@ async def _clicks(redis: Redis, keys: Keys, settings: Settings) -> int:
     total = 0
     for hour in HOURS:
         for p in range(settings.partitions):
-            total += int(await redis.hget(keys.counts(1, hour, p), "clicks") or 0)
+            total += int(await redis.hget(CellLayout(keys).counts(Cell.of_hour(1, p, hour)), "clicks") or 0)
     return total
 
 

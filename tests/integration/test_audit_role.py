@@ -15,6 +15,7 @@ import redis.exceptions
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
+from contract.cells import Cell, CellLayout
 from contract.hours import hour_token
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
@@ -74,8 +75,8 @@ async def test_the_audit_writes_its_results_only(servers: tuple[Server, Server])
     assert await Records(audit, keys).through() == HOUR
     for forbidden in (
         audit.set(keys.generation(0), 2),
-        audit.hincrby(keys.counts(1, HOUR, 0), "clicks", 1),
-        audit.pfadd(keys.users(1, HOUR, 0), "x"),
+        audit.hincrby(CellLayout(keys).counts(Cell.of_hour(1, 0, HOUR)), "clicks", 1),
+        audit.pfadd(CellLayout(keys).users(Cell.of_hour(1, 0, HOUR)), "x"),
         audit.delete(keys.watermark(1, 0)),
         audit.zadd(keys.dedup(1, 0), {"u\nk": 1}),
         audit.flushall(),

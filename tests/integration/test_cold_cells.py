@@ -11,6 +11,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR, day_tokens, phases_text, quarter_of, quarter_token
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
 from contract.schema import HourState
@@ -62,8 +63,8 @@ async def seed(redis: Redis, keys: Keys) -> list[str]:
         quarter = quarter_of(at)
         for token in (hour_token(hour), quarter_token(hour, quarter), *day_tokens(hour, quarter, PHASES)):
             tokens.add(token)
-            await redis.pfadd(keys.cell_users(1, token, P), user)
-            await redis.hincrby(keys.cell_counts(1, token, P), f"{kind}s", 1)
+            await redis.pfadd(CellLayout(keys).users(Cell(1, P, token)), user)
+            await redis.hincrby(CellLayout(keys).counts(Cell(1, P, token)), f"{kind}s", 1)
     dirty = {t: WM for t in tokens if len(t) != 12}  # hours and days: quarters ride with their hour
     await redis.zadd(keys.dirty(1, P), dirty)
     await redis.set(keys.generation(P), 1)
@@ -74,8 +75,8 @@ async def seed(redis: Redis, keys: Keys) -> list[str]:
 async def cells(redis: Redis, keys: Keys, tokens: list[str]) -> Cells:
     return {
         t: (
-            cast(bytes | None, await redis.get(keys.cell_users(1, t, P))),
-            await redis.hgetall(keys.cell_counts(1, t, P)),  # type: ignore[misc]
+            cast(bytes | None, await redis.get(CellLayout(keys).users(Cell(1, P, t)))),
+            await redis.hgetall(CellLayout(keys).counts(Cell(1, P, t))),  # type: ignore[misc]
         )
         for t in tokens
     }
@@ -120,7 +121,7 @@ async def test_an_hour_evicted_and_thawed_keeps_its_quarters_and_day_rollups_nev
     assert await Evictor(store, snapshots, 1, P).run("", WM, BASE + 2) == 2
     gone = [t for t in tokens if not t.startswith("d") and int(t[:10]) < int(hour_token(BASE + 2))]
     assert len(gone) == 2 * (1 + QUARTERS_PER_HOUR)
-    assert not await redis.exists(*(keys.cell_users(1, t, P) for t in gone))
+    assert not await redis.exists(*(CellLayout(keys).users(Cell(1, P, t)) for t in gone))
     assert await cells(redis, keys, [t for t in tokens if t not in gone]) == {
         t: v for t, v in before.items() if t not in gone
     }
@@ -138,15 +139,15 @@ async def test_an_entry_from_before_quarter_hours_thaws_without_quarter_keys(
     store = ProjectionStore.from_settings(redis, settings)
     await redis.set(keys.generation(P), 1)
     await redis.set(keys.watermark(1, P), WM)
-    await redis.pfadd(keys.users(1, BASE, P), "old")
-    await redis.hset(keys.counts(1, BASE, P), "clicks", 3)
+    await redis.pfadd(CellLayout(keys).users(Cell.of_hour(1, P, BASE)), "old")
+    await redis.hset(CellLayout(keys).counts(Cell.of_hour(1, P, BASE)), "clicks", 3)
     assert await store.evict(1, P, "", WM, [(BASE, 4)]) == 1
-    await redis.pfadd(keys.cell_users(1, quarter_token(BASE, 1), P), "stale")  # must not survive
+    await redis.pfadd(CellLayout(keys).users(Cell(1, P, quarter_token(BASE, 1))), "stale")  # must not survive
     old = HourState(b"", 3, 0)
     assert await store.thaw(1, P, "", WM, [Thawed(BASE, 4, old)])
-    assert int(await redis.hget(keys.counts(1, BASE, P), "clicks") or 0) == 3
+    assert int(await redis.hget(CellLayout(keys).counts(Cell.of_hour(1, P, BASE)), "clicks") or 0) == 3
     quarters = [quarter_token(BASE, q) for q in range(QUARTERS_PER_HOUR)]
-    assert not await redis.exists(*(keys.cell_users(1, t, P) for t in quarters))
+    assert not await redis.exists(*(CellLayout(keys).users(Cell(1, P, t)) for t in quarters))
 
 
 async def test_a_partition_restored_from_its_snapshot_after_flushall_has_exact_quarters_and_days(
@@ -185,4 +186,4 @@ async def test_a_restore_into_a_generation_keeping_other_day_starts_rebuilds_the
     for day in days:
         assert await stored(redis, keys, 1, day, P) == expected(events(), day, P, 1)
     kolkata = day_tokens(BASE + 2, 0, PHASES)[1]
-    assert not await redis.exists(keys.cell_users(1, kolkata, P))
+    assert not await redis.exists(CellLayout(keys).users(Cell(1, P, kolkata)))

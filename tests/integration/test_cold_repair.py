@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR, day_tokens, phases_text, quarter_token
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
@@ -75,8 +76,8 @@ async def test_a_single_hour_repair_leaves_its_quarters_and_the_utc_and_kolkata_
     damaged = BASE + 1  # 18:00 UTC: its last two quarter-hours open a Kolkata day
     for p in parts:  # a bug, or a hand edit, corrupts the hour, its quarters and its days
         for token in tokens_of(damaged, phases):
-            await redis.hincrby(keys.cell_counts(gen, token, p), "clicks", 7)
-            await redis.pfadd(keys.cell_users(gen, token, p), "intruder")
+            await redis.hincrby(CellLayout(keys).counts(Cell(gen, p, token)), "clicks", 7)
+            await redis.pfadd(CellLayout(keys).users(Cell(gen, p, token)), "intruder")
     assert await cells() != truth
 
     await replay_hour(settings, nc, redis, damaged)

@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from api.reader import HourTotals
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token, partition_of, subject
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
@@ -119,7 +120,7 @@ async def test_dedup_memory_holds_only_the_keys_inside_the_window(redis: Redis, 
         assert result.outcome is Outcome.APPLIED
         watermark = result.watermark
     assert await redis.zcard(store.keys.dedup(gen, 0)) <= 110
-    assert await redis.hget(store.keys.counts(gen, 11, 0), "clicks") == b"2000"
+    assert await redis.hget(CellLayout(store.keys).counts(Cell.of_hour(gen, 0, 11)), "clicks") == b"2000"
 
 
 async def test_counts_never_decrease_while_a_replay_runs_under_load(
@@ -159,14 +160,14 @@ async def test_a_single_hour_replay_never_writes_into_a_generation_that_was_swit
     store = ProjectionStore.from_settings(redis, settings)
     gen = await store.current_generation(0)
     scratch = await store.new_generation()
-    await redis.pfadd(store.keys.users(scratch, 11, 0), "rebuilt-user")
+    await redis.pfadd(CellLayout(store.keys).users(Cell.of_hour(scratch, 0, 11)), "rebuilt-user")
     leases = Leases(redis, store.keys, "single-hour", ttl_s=5)
     epochs = {p: str(await leases.seize(p)) for p in range(settings.partitions)}
     await store.switch_generation(await store.new_generation())  # a full replay finished meanwhile
     watermarks = dict.fromkeys(epochs, 0)
     assert await store.swap_hour(gen, scratch, 11, epochs, watermarks) is SwapOutcome.GENERATION_MOVED
-    assert not await redis.exists(store.keys.users(gen, 11, 0))
-    assert await redis.exists(store.keys.users(scratch, 11, 0))
+    assert not await redis.exists(CellLayout(store.keys).users(Cell.of_hour(gen, 0, 11)))
+    assert await redis.exists(CellLayout(store.keys).users(Cell.of_hour(scratch, 0, 11)))
 
 
 @pytest.mark.usefixtures("projector")
@@ -178,7 +179,7 @@ async def test_generations_left_by_a_killed_replay_are_removed_by_the_next_repla
     store = ProjectionStore.from_settings(redis, settings)
     orphan = await store.new_generation()  # what a replay killed halfway leaves
     await redis.set(store.keys.watermark(orphan, 0), 5)
-    await redis.pfadd(store.keys.users(orphan, 11, 0), "half-built")
+    await redis.pfadd(CellLayout(store.keys).users(Cell.of_hour(orphan, 0, 11)), "half-built")
     report = await replay(settings, nc, redis)
     assert not [k async for k in redis.scan_iter(match=store.keys.gen_pattern(orphan, 0))]
     assert await stored_hour(redis, settings, 11) == HourTotals(1, 1, 0)

@@ -12,6 +12,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from api.reader import Reader
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
@@ -80,7 +81,7 @@ async def test_a_key_counts_again_only_after_the_window_on_stream_time(store: Pr
         result = await store.apply(gen, 0, watermark, deltas)
         assert result.outcome is Outcome.APPLIED
         watermark = result.watermark
-    counts = await store._redis.hgetall(store.keys.counts(gen, 9, 0))
+    counts = await store._redis.hgetall(CellLayout(store.keys).counts(Cell.of_hour(gen, 0, 9)))
     assert counts == {b"clicks": b"3"}  # at 0, at window + 1, at 2 * window + 2
 
 

@@ -19,6 +19,7 @@ from api.ranges import parse_range
 from api.reader import Reader
 from contract import hll
 from contract.buckets import parse_phases, quarter_token
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
 from deploy.settings import Settings
@@ -156,8 +157,8 @@ async def test_a_quarter_hour_of_a_cold_hour_is_read_from_its_hours_snapshot_ent
     for q, users in enumerate(hot_quarters):  # partition 0 keeps the hour in Redis
         for cell in (token, quarter_token(hour, q)):
             for user in users:
-                await redis.pfadd(keys.cell_users(1, cell, 0), user)
-                await redis.hincrby(keys.cell_counts(1, cell, 0), "clicks", 1)
+                await redis.pfadd(CellLayout(keys).users(Cell(1, 0, cell)), user)
+                await redis.hincrby(CellLayout(keys).counts(Cell(1, 0, cell)), "clicks", 1)
     await redis.hset(keys.cold(1, 1), token, 7)  # partition 1's hour left Redis for entry 7
     store = Snapshots(token, cold_quarters)
     start = hour * HOUR_MS

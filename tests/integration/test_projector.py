@@ -11,6 +11,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from api.reader import HourTotals, Reader
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, partition_of, system_now_ms
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
@@ -74,7 +75,10 @@ async def test_redelivered_batch_is_not_counted_twice(store: ProjectionStore) ->
     assert again.watermark == 1
     assert await store.watermark(gen, 0) == 1
     redis = store._redis
-    assert await redis.hgetall(store.keys.counts(gen, 0, 0)) == {b"clicks": b"1", b"impressions": b"1"}
+    assert await redis.hgetall(CellLayout(store.keys).counts(Cell.of_hour(gen, 0, 0))) == {
+        b"clicks": b"1",
+        b"impressions": b"1",
+    }
 
 
 async def test_apply_into_a_stale_generation_is_refused(store: ProjectionStore) -> None:
@@ -189,8 +193,8 @@ async def test_replay_of_one_hour_repairs_it_and_leaves_the_rest_alone(
     store = ProjectionStore.from_settings(redis, settings)
     gen = await store.current_generation(0)
     for p in range(settings.partitions):  # a bug, or a hand edit, corrupts hour a
-        await redis.hset(store.keys.counts(gen, a, p), "clicks", 999)
-        await redis.pfadd(store.keys.users(gen, a, p), "intruder")
+        await redis.hset(CellLayout(store.keys).counts(Cell.of_hour(gen, p, a)), "clicks", 999)
+        await redis.pfadd(CellLayout(store.keys).users(Cell.of_hour(gen, p, a)), "intruder")
     in_redis = Reader(redis, store.keys, settings.partitions)
     assert (await in_redis.hour(a)).clicks == 999 * settings.partitions
 

@@ -17,6 +17,7 @@ from contract.buckets import (
     quarter_of,
     quarter_token,
 )
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
 from contract.schema import CellState, HourState
@@ -44,8 +45,8 @@ async def seed(redis: Redis, keys: Keys, gen: int, evs: list[tuple[int, str, str
     for at, user, kind in evs:
         hour = at // HOUR_MS
         for token in (hour_token(hour), quarter_token(hour, quarter_of(at))):
-            await redis.pfadd(keys.cell_users(gen, token, P), user)
-            await redis.hincrby(keys.cell_counts(gen, token, P), kind, 1)
+            await redis.pfadd(CellLayout(keys).users(Cell(gen, P, token)), user)
+            await redis.hincrby(CellLayout(keys).counts(Cell(gen, P, token)), kind, 1)
 
 
 async def assert_exact(
@@ -54,9 +55,9 @@ async def assert_exact(
     begin = parse_day_token(token)
     inside = [e for e in evs if begin <= e[0] < begin + DAY_MS]
     assert inside
-    raw = cast(bytes | None, await redis.get(keys.cell_users(gen, token, P)))
+    raw = cast(bytes | None, await redis.get(CellLayout(keys).users(Cell(gen, P, token))))
     assert hll.registers(raw or b"") == hll.sketch(u for _, u, _ in inside)
-    counts = await redis.hgetall(keys.cell_counts(gen, token, P))
+    counts = await redis.hgetall(CellLayout(keys).counts(Cell(gen, P, token)))
     assert int(counts.get(b"clicks", 0)) == sum(1 for e in inside if e[2] == "clicks")
     assert int(counts.get(b"impressions", 0)) == sum(1 for e in inside if e[2] == "impressions")
     assert await redis.zscore(keys.dirty(gen, P), token) is not None
@@ -81,8 +82,8 @@ async def test_a_damaged_day_rollup_is_rebuilt_exactly_from_its_components(
     await redis.set(keys.fence(P), "mine")
     await redis.set(keys.watermark(1, P), 40)
     utc, kolkata = day_token(DAY), day_token(DAY - DAY_MS + KOLKATA * 60_000)
-    await redis.pfadd(keys.cell_users(1, utc, P), "a-stranger")  # damage
-    await redis.hset(keys.cell_counts(1, utc, P), "clicks", 99_999)
+    await redis.pfadd(CellLayout(keys).users(Cell(1, P, utc)), "a-stranger")  # damage
+    await redis.hset(CellLayout(keys).counts(Cell(1, P, utc)), "clicks", 99_999)
     for token in (utc, kolkata):
         result = await store.rebuild_day(1, P, token, "mine")
         assert result.outcome is DayOutcome.REBUILT
@@ -112,13 +113,13 @@ async def test_cold_components_are_thawed_with_their_quarters_before_the_day_is_
     tokens = [hour_token(cold_hour)] + [quarter_token(cold_hour, q) for q in range(4)]
     cells: list[tuple[bytes | None, int, int]] = []
     for token in tokens:
-        raw = cast(bytes | None, await redis.get(keys.cell_users(1, token, P)))
-        counts = await redis.hgetall(keys.cell_counts(1, token, P))
+        raw = cast(bytes | None, await redis.get(CellLayout(keys).users(Cell(1, P, token))))
+        counts = await redis.hgetall(CellLayout(keys).counts(Cell(1, P, token)))
         cells.append((raw, int(counts.get(b"clicks", 0)), int(counts.get(b"impressions", 0))))
     quarters = tuple(CellState(*cell) for cell in cells[1:])
     snapshots.held[(P, tokens[0], 33)] = HourState(*cells[0], quarters=quarters)
     assert await store.evict(1, P, "", 40, [(cold_hour, 33)]) == 1
-    assert not await redis.exists(*(keys.cell_users(1, t, P) for t in tokens))
+    assert not await redis.exists(*(CellLayout(keys).users(Cell(1, P, t)) for t in tokens))
     kolkata = day_token(DAY + KOLKATA * 60_000 - DAY_MS)
     assert any(t.startswith(tokens[0]) for t in day_components(kolkata))
     assert (await store.rebuild_day(1, P, kolkata)).cold == ((tokens[0], 33),)

@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR, day_tokens, parse_phases, quarter_token
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token, partition_of
 from contract.keys import Keys
 from deploy.settings import Settings
@@ -103,7 +104,7 @@ async def test_a_key_sent_in_another_hour_stays_refused_by_a_single_hour_replay_
 
     # A damaged hour B is repaired by the audit to the same exact value.
     keys, p = Keys(settings.key_prefix), partition_of(USERS[0], settings.partitions)
-    await redis.hincrby(keys.counts(1, B, p), "impressions", 5)
+    await redis.hincrby(CellLayout(keys).counts(Cell.of_hour(1, p, B)), "impressions", 5)
     assert (await auditor.hour(B)).verdict is Verdict.MISMATCH
     fixed = run_audit(settings, hour_token(B), "--repair")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr

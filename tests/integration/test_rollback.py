@@ -23,6 +23,7 @@ import nats
 import pytest
 from redis.asyncio import Redis
 
+from contract.cells import Cell, CellLayout
 from contract.hours import hour_of, partition_of, system_now_ms
 from contract.keys import Keys
 from deploy.servers import free_port
@@ -70,7 +71,10 @@ def partition_keys(keys: Keys, gen: int, partition: int, hours: set[int]) -> lis
         keys.gap(gen, partition),
     ]
     for hour in sorted(hours):
-        named += [keys.users(gen, hour, partition), keys.counts(gen, hour, partition)]
+        named += [
+            CellLayout(keys).users(Cell.of_hour(gen, partition, hour)),
+            CellLayout(keys).counts(Cell.of_hour(gen, partition, hour)),
+        ]
     return named
 
 

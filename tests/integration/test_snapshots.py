@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from api.reader import HourTotals, Reader
 from contract import schema
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token, partition_of, subject
 from contract.keys import Keys
 from contract.stream import snapshot_bucket, snapshot_manifest_key
@@ -274,14 +275,14 @@ async def test_an_hour_changed_at_the_cuts_own_watermark_is_written_again(
     keys = Keys(settings.key_prefix)
     gen, hour, token = 1, BASE, hour_token(BASE)
     await redis.set(keys.watermark(gen, 0), 5)
-    await redis.pfadd(keys.users(gen, hour, 0), "a")
-    await redis.hset(keys.counts(gen, hour, 0), "clicks", 1)
+    await redis.pfadd(CellLayout(keys).users(Cell.of_hour(gen, 0, hour)), "a")
+    await redis.hset(CellLayout(keys).counts(Cell.of_hour(gen, 0, hour)), "clicks", 1)
     await redis.zadd(keys.dirty(gen, 0), {token: 5})
     snapshots = await open_snapshots(nc, redis, settings)
     assert snapshots is not None
     assert await snapshots.write(gen, 0) is not None
     assert await snapshots.write(gen, 0) is None  # nothing changed: nothing written
-    await redis.hset(keys.counts(gen, hour, 0), "clicks", 7)  # rebuilt: it differs
+    await redis.hset(CellLayout(keys).counts(Cell.of_hour(gen, 0, hour)), "clicks", 7)  # rebuilt: it differs
     await redis.zadd(keys.dirty(gen, 0), {token: 5})
     assert await snapshots.write(gen, 0) is not None
     assert (await snapshots.entry(0, token, 5)).clicks == 7

@@ -25,6 +25,7 @@ from redis.exceptions import MovedError
 
 from api.reader import Reader
 from contract.buckets import MINUTE_MS, day_start, day_token, parse_phases
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
 from contract.slots import key_slot, partition_slot
@@ -321,7 +322,10 @@ async def day_rollups_in_their_slots(
         for (p, token), row in sorted(want.items()):
             gen = keys.live_generation(await client.get(keys.generation(p)))
             assert parse_phases(await client.get(keys.phases(gen, p))) == settings.day_phases
-            counts, users = keys.cell_counts(gen, token, p), keys.cell_users(gen, token, p)
+            counts, users = (
+                CellLayout(keys).counts(Cell(gen, p, token)),
+                CellLayout(keys).users(Cell(gen, p, token)),
+            )
             assert key_slot(counts) == key_slot(users) == partition_slot(p)
             holders = []
             for node in nodes:
@@ -340,7 +344,7 @@ async def day_rollups_in_their_slots(
         (before,), _ = await reader.spans([(day, day + DAY_MS)])
         assert before.clicks == sum(r.clicks for (_, t), r in want.items() if t == day_token(day))
         gen = keys.live_generation(await client.get(keys.generation(0)))
-        await client.hincrby(keys.cell_counts(gen, day_token(day), 0), "clicks", 1000)
+        await client.hincrby(CellLayout(keys).counts(Cell(gen, 0, day_token(day))), "clicks", 1000)
         (after,), _ = await reader.spans([(day, day + DAY_MS)])
         assert after.clicks == before.clicks + 1000
         return len(want)

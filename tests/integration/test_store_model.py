@@ -20,6 +20,7 @@ from hypothesis.stateful import (
 )
 from redis.asyncio import Redis
 
+from contract.cells import Cell, CellLayout
 from contract.hours import hour_token
 from contract.keys import Keys
 from contract.schema import Batch, Event, HourState, Kind
@@ -254,8 +255,8 @@ class StoreMachine(RuleBasedStateMachine):
         due = [(hour, wm)]
         if hour in part.dirty:  # changed since its last snapshot: it must stay
             assert self.run(self.store.evict(self.gen, p, MINE, wm, due)) == 0
-        users = self.run(self.redis.get(self.keys.users(self.gen, hour, p)))
-        counts = self.run(self.redis.hgetall(self.keys.counts(self.gen, hour, p)))
+        users = self.run(self.redis.get(CellLayout(self.keys).users(Cell.of_hour(self.gen, p, hour))))
+        counts = self.run(self.redis.hgetall(CellLayout(self.keys).counts(Cell.of_hour(self.gen, p, hour))))
         state = HourState(users, int(counts.get(b"clicks", 0)), int(counts.get(b"impressions", 0)))
         self.snapshots.held[(p, token, wm)] = state
         self.run(self.redis.zrem(self.keys.dirty(self.gen, p), token))  # what the snapshot writer does
@@ -293,7 +294,10 @@ class StoreMachine(RuleBasedStateMachine):
             assert await self.store.watermark(gen, p) == part.watermark, f"p{p} watermark"
             assert await self.store.cold_hours(gen, p) == part.cold, f"p{p} cold hours"
             for hour, want in part.hours.items():
-                users, counts = k.users(gen, hour, p), k.counts(gen, hour, p)
+                users, counts = (
+                    CellLayout(k).users(Cell.of_hour(gen, p, hour)),
+                    CellLayout(k).counts(Cell.of_hour(gen, p, hour)),
+                )
                 if hour in part.cold:
                     assert await r.exists(users, counts) == 0, f"p{p} {hour}: cold yet in Redis"
                     held = self.snapshots.held[(p, hour_token(hour), part.cold[hour])]

@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from contract.cells import Cell, CellLayout
 from contract.keys import Keys
 from contract.slots import partition_slot
 from deploy.servers import free_port, valkey_command, wait_for_port
@@ -76,7 +77,7 @@ async def test_an_apply_returns_only_once_the_replica_holds_it(
         assert result.outcome is Outcome.APPLIED
         # Read at once from the replica, no polling: WAIT returned, so it has this apply.
         assert int(await replica.get(keys.watermark(1, 0)) or 0) == seq
-    assert await replica.hget(keys.counts(1, HOUR, 0), "clicks") == b"50"
+    assert await replica.hget(CellLayout(keys).counts(Cell.of_hour(1, 0, HOUR)), "clicks") == b"50"
     await held_back_by_a_stalled_replica(store, replica, replica_proc, keys, 50)
     assert metric("hourglass_projector_wait_short_total") == short
 

@@ -15,6 +15,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
+from contract import cells as layout
 from contract import schema
 from contract.buckets import parse_phases, phases_text
 from contract.hll import registers, sketch
@@ -92,7 +93,7 @@ async def stored(redis: Redis, keys: Keys, gen: int, partition: int) -> dict[str
     async for raw in redis.scan_iter(match=f"{head}*:counts", count=1000):
         token = raw.decode()[len(head) : -len(":counts")]
         counts = await redis.hgetall(raw)
-        hll = await redis.get(keys.cell_users(gen, token, partition))
+        hll = await redis.get(layout.CellLayout(keys).users(layout.Cell(gen, partition, token)))
         assert isinstance(hll, bytes), f"{token}: counts without users"
         found[token] = (registers(hll), int(counts.get(b"clicks", 0)), int(counts.get(b"impressions", 0)))
     return found

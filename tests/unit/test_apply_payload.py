@@ -4,8 +4,8 @@ quarter, its hour and one day rollup per phase, keyed events naming their group.
 from __future__ import annotations
 
 from contract.buckets import day_tokens, quarter_token
+from contract.cells import Cell
 from contract.hours import hour_token
-from contract.keys import Keys
 from contract.schema import Kind
 from projector.fold.deltas import Deltas, HourDelta, Keyed
 from projector.projections.store import apply_payload
@@ -22,21 +22,18 @@ def test_cells_are_named_once_and_groups_name_the_quarter_its_hour_and_its_days(
         keyed=[Keyed("k", "dan", 5, HOUR, Kind.CLICK, 2), Keyed("k2", "ann", 6, HOUR, Kind.IMPRESSION, 0)],
         last_seq=3,
     )
-    keys, args = apply_payload(Keys("hg"), 7, 1, PHASES, deltas)
-    count = int(args[0])
-    tokens = [str(t) for t in args[1 : 1 + count]]
+    cells, args = apply_payload(7, 1, PHASES, deltas)
+    count = len(cells)
+    tokens = [str(t) for t in args[:count]]
     assert len(set(tokens)) == count
-    assert keys == [
-        k for t in tokens for k in (Keys("hg").cell_users(7, t, 1), Keys("hg").cell_counts(7, t, 1))
-    ]
-    assert all("{p1}" in key for key in keys)
-    rest = args[1 + count :]
+    assert cells == [Cell(7, 1, t) for t in tokens]
+    rest = args[count:]
     groups = int(rest[0])
     assert groups == 3  # quarters 0 and 3 (unkeyed), then quarter 2 (keyed only)
     named = []
     for g in range(groups):
-        cells, clicks, impressions, users = rest[1 + 4 * g : 5 + 4 * g]
-        named.append(({tokens[int(c) - 1] for c in str(cells).split(",")}, clicks, impressions, users))
+        numbers, clicks, impressions, users = rest[1 + 4 * g : 5 + 4 * g]
+        named.append(({tokens[int(c) - 1] for c in str(numbers).split(",")}, clicks, impressions, users))
     for (named_cells, *_), quarter in zip(named, (0, 3, 2), strict=True):
         assert named_cells == {
             quarter_token(HOUR, quarter),
@@ -51,5 +48,5 @@ def test_cells_are_named_once_and_groups_name_the_quarter_its_hour_and_its_days(
 
 
 def test_nothing_to_apply_names_no_cell() -> None:
-    keys, args = apply_payload(Keys("hg"), 1, 0, PHASES, Deltas(last_seq=9))
-    assert (keys, args) == ([], [0, 0, ""])
+    cells, args = apply_payload(1, 0, PHASES, Deltas(last_seq=9))
+    assert (cells, args) == ([], [0, ""])

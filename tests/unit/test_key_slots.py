@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from api.reader import Reader
 from contract.buckets import DAY_MS, day_token
+from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import GEN_PLACEHOLDER, Keys
 from contract.schema import HourState, Kind
@@ -56,8 +57,10 @@ def test_every_key_of_a_partition_carries_its_tag_and_shared_keys_carry_none() -
     assert Keys.tag(3) == "{p3}"
     assert keys.generation(3) == "hg:{p3}:gen"
     assert keys.watermark(1, 3) == "hg:{p3}:g1:wm"
-    assert keys.users(1, 493_900, 3) == f"hg:{{p3}}:g1:{hour_token(493_900)}:users"
-    assert keys.counts(1, 493_900, 3) == f"hg:{{p3}}:g1:{hour_token(493_900)}:counts"
+    assert CellLayout(keys).users(Cell.of_hour(1, 3, 493_900)) == f"hg:{{p3}}:g1:{hour_token(493_900)}:users"
+    assert (
+        CellLayout(keys).counts(Cell.of_hour(1, 3, 493_900)) == f"hg:{{p3}}:g1:{hour_token(493_900)}:counts"
+    )
     for p in range(PARTITIONS):
         own = [
             keys.generation(p),
@@ -69,8 +72,8 @@ def test_every_key_of_a_partition_carries_its_tag_and_shared_keys_carry_none() -
             keys.dirty(7, p),
             keys.gap(7, p),
             keys.cold(7, p),
-            keys.users(7, HOUR, p),
-            keys.counts(7, HOUR, p),
+            CellLayout(keys).users(Cell.of_hour(7, p, HOUR)),
+            CellLayout(keys).counts(Cell.of_hour(7, p, HOUR)),
         ]
         assert {slot(k) for k in own} == {slot(Keys.tag(p))}
     for key in shared(keys):

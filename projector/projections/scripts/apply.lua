@@ -1,38 +1,29 @@
 -- Applies one partition's folded deltas and advances its watermark in one atomic step.
--- KEYS: generation, fence, watermark, dedup (sorted set), dirty (sorted set), cold (hash), then
---       (users HLL, counts hash) per cell: the stored buckets the deltas touch (contract.buckets:
---       hours, their quarter-hours, day rollups), cell i at KEYS[5 + 2i] and KEYS[6 + 2i].
--- ARGV: gen, epoch ("" = unfenced), expected watermark, new watermark, mode ("live" | "build"),
---       cell count, dedup window ms, newest stream ms of the deltas, then one token per cell,
---       then the group count and per group (the events of one quarter-hour: they all go to the same
---       cells, its quarter, its hour and its day rollups): its cell numbers joined by ",", its unkeyed
---       clicks, impressions, users joined by "\n" (user names cannot hold control characters, so the
---       newline is a safe separator), then the keyed events, all in one string (see below).
+-- Cells (cells.lua): the stored buckets the deltas touch (contract.buckets: hours, their quarter-hours,
+-- day rollups). Named keys: dedup (sorted set), dirty (sorted set), cold (hash). The guard checks the
+-- generation only when live (a generation being built is not live yet), the fence, the watermark.
+-- Own ARGV: the new watermark, the dedup window ms, the newest stream ms of the deltas, then one token
+--       per cell, then the group count and per group (the events of one quarter-hour: they all go to
+--       the same cells, its quarter, its hour and its day rollups): its cell numbers joined by ",", its
+--       unkeyed clicks, impressions, users joined by "\n" (user names cannot hold control characters, so
+--       the newline is a safe separator), then the keyed events, all in one string (see below).
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced;
 -- 4: some hours are cold (in the snapshot store, not in Redis), followed by their token, entry
 -- watermark pairs. Nothing is written then: the caller thaws those hours and applies again.
-local gen = ARGV[1]
-local current_gen = redis.call('GET', KEYS[1])
-if ARGV[5] == 'live' and current_gen ~= gen then
-  return {2, 0, current_gen or ''}
-end
-if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
-  return {3, 0, current_gen or ''}
-end
-local wm = tonumber(redis.call('GET', KEYS[3]) or '0')
-if wm ~= tonumber(ARGV[3]) then
-  return {1, wm, current_gen or ''}
-end
-local cells = tonumber(ARGV[6])
-local window = tonumber(ARGV[7])
-local newest = tonumber(ARGV[8])
+local DEDUP, DIRTY, COLD = named(1), named(2), named(3)
+local status, live, wm = guard()
+if status ~= 0 then return {status, wm, live} end
+local new_wm = ARGV[OWN]
+local window = tonumber(ARGV[OWN + 1])
+local newest = tonumber(ARGV[OWN + 2])
+local TOKENS = OWN + 2  -- the token of cell c is ARGV[TOKENS + c]
 -- Tokens: an hour is YYYYMMDDHH (10 characters), a quarter-hour YYYYMMDDHHMM (12), a day rollup dYYYYMMDDHHMM.
-if redis.call('HLEN', KEYS[6]) > 0 then
-  local cold = {4, wm, current_gen or ''}
-  for c = 1, cells do
-    local token = ARGV[8 + c]
+if redis.call('HLEN', COLD) > 0 then
+  local cold = {4, wm, live}
+  for c = 1, CELLS do
+    local token = ARGV[TOKENS + c]
     if #token == 10 then  -- only hours go cold (with their quarter-hours); day rollups never do
-      local at = redis.call('HGET', KEYS[6], token)
+      local at = redis.call('HGET', COLD, token)
       if at then
         cold[#cold + 1] = token
         cold[#cold + 1] = at
@@ -43,7 +34,7 @@ if redis.call('HLEN', KEYS[6]) > 0 then
 end
 local CHUNK = 4000
 local clicks, impressions = {}, {}
-for c = 1, cells do
+for c = 1, CELLS do
   clicks[c], impressions[c] = 0, 0
 end
 -- Users to every cell of a group (PFADD is idempotent: a user in several quarter-hours is no problem).
@@ -52,7 +43,7 @@ local function add_users(targets, list, n)
   for from = 1, n, CHUNK do
     local upto = math.min(from + CHUNK - 1, n)
     for _, c in ipairs(targets) do
-      redis.call('PFADD', KEYS[5 + 2 * c], unpack(list, from, upto))
+      redis.call('PFADD', users_of(c), unpack(list, from, upto))
     end
   end
 end
@@ -62,7 +53,7 @@ local function add_counts(targets, c_n, i_n)
     impressions[c] = impressions[c] + i_n
   end
 end
-local arg = 9 + cells
+local arg = TOKENS + CELLS + 1
 local groups = tonumber(ARGV[arg])
 arg = arg + 1
 local targets = {}
@@ -100,7 +91,7 @@ if keyed > 0 then
   local last = {}
   for c = 1, keyed, CHUNK do
     local upto = math.min(c + CHUNK - 1, keyed)
-    local scores = redis.call('ZMSCORE', KEYS[4], unpack(members, c, upto))
+    local scores = redis.call('ZMSCORE', DEDUP, unpack(members, c, upto))
     for j = c, upto do
       if scores[j - c + 1] then last[members[j]] = tonumber(scores[j - c + 1]) end
     end
@@ -125,7 +116,7 @@ if keyed > 0 then
     end
   end
   for c = 1, #zadd, CHUNK do  -- CHUNK is even, so score and member stay together
-    redis.call('ZADD', KEYS[4], unpack(zadd, c, math.min(c + CHUNK - 1, #zadd)))
+    redis.call('ZADD', DEDUP, unpack(zadd, c, math.min(c + CHUNK - 1, #zadd)))
   end
   for g, list in pairs(users) do
     add_users(targets[g], list, #list)
@@ -135,19 +126,19 @@ end
 -- The snapshot writer takes every hour and day rollup changed since its last cut (an hour's
 -- quarter-hours ride with it); the score says by which apply.
 local dirty = {}
-for c = 1, cells do
-  local token = ARGV[8 + c]
-  if clicks[c] > 0 then redis.call('HINCRBY', KEYS[6 + 2 * c], 'clicks', clicks[c]) end
-  if impressions[c] > 0 then redis.call('HINCRBY', KEYS[6 + 2 * c], 'impressions', impressions[c]) end
+for c = 1, CELLS do
+  local token = ARGV[TOKENS + c]
+  if clicks[c] > 0 then redis.call('HINCRBY', counts_of(c), 'clicks', clicks[c]) end
+  if impressions[c] > 0 then redis.call('HINCRBY', counts_of(c), 'impressions', impressions[c]) end
   if #token ~= 12 then
-    dirty[#dirty + 1] = ARGV[4]
+    dirty[#dirty + 1] = new_wm
     dirty[#dirty + 1] = token
   end
 end
 for c = 1, #dirty, CHUNK do
-  redis.call('ZADD', KEYS[5], unpack(dirty, c, math.min(c + CHUNK - 1, #dirty)))
+  redis.call('ZADD', DIRTY, unpack(dirty, c, math.min(c + CHUNK - 1, #dirty)))
 end
 -- Entries older than the window can no longer refuse anything: keep only the window's keys.
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%d', newest - window))
-redis.call('SET', KEYS[3], ARGV[4])
-return {0, tonumber(ARGV[4]), current_gen or ''}
+redis.call('ZREMRANGEBYSCORE', DEDUP, '-inf', '(' .. string.format('%d', newest - window))
+redis.call('SET', WATERMARK, new_wm)
+return {0, tonumber(new_wm), live}

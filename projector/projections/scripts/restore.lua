@@ -1,46 +1,45 @@
 -- Writes a snapshot into a generation that has lost the partition, in chunks; the watermark goes last.
--- KEYS: generation, fence, watermark, dedup, cold, then per entry: users HLL, counts hash of each of its
---       cells (an hour: the hour, then its 4 quarter-hours; a day rollup: itself).
--- ARGV: gen ("" = a generation being built, not checked), epoch ("" = unfenced), op, watermark, then
---       for "cells", per entry: token, number of cells, then per cell: HLL bytes ("" = none), clicks,
---       impressions (the entry goes to Redis);
---       for "cold", per hour: token, entry watermark (the hour stays in the store: only named here; its
---       keys are 10 as for "cells");
+-- Cells (cells.lua): each entry's cells (an hour: the hour, then its quarter-hours; a day rollup:
+-- itself), entry after entry. Named keys: dedup, cold. The guard checks the generation (unless it is
+-- being built) and the fence; the watermark must not exist yet.
+-- Own ARGV: op, watermark, then
+--       for "cells", per entry: its token, its number of cells, then per cell: HLL bytes ("" = none),
+--       clicks, impressions (the entry goes to Redis);
+--       for "cold", per hour: its token, its entry watermark, its number of cells (the hour stays in the
+--       store: only named here, its cells emptied);
 --       for "commit": dedup entries as score, member pairs.
 -- Returns 1 when written, 0 when refused: the generation moved, the fence moved, or the partition
 -- already has a watermark (someone else restored it, or applied to it).
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-if ARGV[3] == 'cells' then
-  local k, a = 6, 5
+local DEDUP, COLD = named(1), named(2)
+if guard() ~= 0 then return 0 end
+if redis.call('EXISTS', WATERMARK) == 1 then return 0 end
+local op = ARGV[OWN]
+if op == 'cells' then
+  local c, a = 1, OWN + 2
   while a <= #ARGV do
-    redis.call('HDEL', KEYS[5], ARGV[a])
-    local cells = tonumber(ARGV[a + 1])
+    redis.call('HDEL', COLD, ARGV[a])
+    local n = tonumber(ARGV[a + 1])
     a = a + 2
-    for _ = 1, cells do
-      local users, counts = KEYS[k], KEYS[k + 1]
-      redis.call('DEL', users, counts)
-      if ARGV[a] ~= '' then redis.call('SET', users, ARGV[a]) end
-      if tonumber(ARGV[a + 1]) > 0 then redis.call('HSET', counts, 'clicks', ARGV[a + 1]) end
-      if tonumber(ARGV[a + 2]) > 0 then redis.call('HSET', counts, 'impressions', ARGV[a + 2]) end
-      k, a = k + 2, a + 3
+    for _ = 1, n do
+      put_cell(c, ARGV[a], ARGV[a + 1], ARGV[a + 2])
+      c, a = c + 1, a + 3
     end
   end
   return 1
 end
-if ARGV[3] == 'cold' then
-  local h = 0
-  for a = 5, #ARGV, 2 do
-    redis.call('DEL', unpack(KEYS, 6 + 10 * h, 15 + 10 * h))
-    redis.call('HSET', KEYS[5], ARGV[a], ARGV[a + 1])
-    h = h + 1
+if op == 'cold' then
+  local first = 1
+  for a = OWN + 2, #ARGV, 3 do
+    local last = first + tonumber(ARGV[a + 2]) - 1
+    redis.call('DEL', keys_of(first, last))
+    redis.call('HSET', COLD, ARGV[a], ARGV[a + 1])
+    first = last + 1
   end
   return 1
 end
-redis.call('DEL', KEYS[4])
-for c = 5, #ARGV, 4000 do
-  redis.call('ZADD', KEYS[4], unpack(ARGV, c, math.min(c + 3999, #ARGV)))
+redis.call('DEL', DEDUP)
+for c = OWN + 2, #ARGV, 4000 do
+  redis.call('ZADD', DEDUP, unpack(ARGV, c, math.min(c + 3999, #ARGV)))
 end
-redis.call('SET', KEYS[3], ARGV[4])
+redis.call('SET', WATERMARK, ARGV[OWN + 1])
 return 1
