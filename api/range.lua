@@ -1,20 +1,21 @@
--- Reads a range of rows, each a union of stored cells (hours, quarter-hours, day rollups), in the live
--- generation of each partition, in one round trip and one consistent view.
+-- Reads rows of a range, each a union of stored cells (hours, quarter-hours, day rollups), in the live
+-- generation of each partition named: one bounded step of a range read (api/range_read.py cuts a long
+-- range into steps, each checking the generations and phases it was planned with).
+-- Partitions hold disjoint users (a user's partition is a hash of the user), so a row's unique users are
+-- the sum over partitions of the union of that partition's cells: PFCOUNT over one partition's keys.
 -- KEYS: the n partitions' generation keys. ARGV: the generation a missing key means, the mode ("count":
--- count here; "raw": return the parts, for a caller that reads one partition per call, as on a Redis
--- Cluster, and counts the unions itself), n, then per partition 8 values: the generation and the phases
--- text the caller planned with, its group (partitions of one group share their cells), the cell key
--- head template (`...:g{gen}:`), the users and counts key tails, the cold-hash template and the
--- phases-key template. Then the number of groups, and per group three texts of space-separated words
--- (a few long arguments cost far less to send than many short ones): its cells' tokens; each row as k
--- then k cell indices (0-based), or `-1 k r` for r rows of k cells each in the order of the cells; the cell indices of the range's total, or -1 (the caller counts the
--- total itself).
+-- count here; "raw": return the parts, for a caller that counts itself), n, then per partition 8 values:
+-- the generation and the phases text the caller planned with, its group (partitions of one group share
+-- their cells), the cell key head template (`...:g{gen}:`), the users and counts key tails, the
+-- cold-hash template and the phases-key template. Then the number of groups, and per group three texts
+-- of space-separated words (a few long arguments cost far less to send than many short ones): its
+-- cells' tokens; each row as k then k cell indices (0-based), or `-1 k r` for r rows of k cells each in
+-- the order of the cells; the cell indices of the range's total, or -1 (no total in this step).
 -- Returns, when a partition's generation or phases are not what the caller planned with, {-2} and then
 -- per partition {generation, phases text}: the caller plans again. Else per row {unique users, clicks,
--- impressions}, then the unique users of the whole range (-1 when t = -1): PFCOUNT over many keys counts
--- their union without writing anything. When a cell's hour is cold in some partition, or in "raw" mode,
--- {-1} and then per partition and cell {cold entry watermark or '', HyperLogLog bytes or '', clicks,
--- impressions}.
+-- impressions}, then the unique users of the total (-1 when there is none). When a cell's hour is cold
+-- in some partition, or in "raw" mode, {-1} and then per partition and cell {cold entry watermark or '',
+-- HyperLogLog bytes or '', clicks, impressions}.
 local n = tonumber(ARGV[3])
 local parts, stale = {}, false
 for p = 1, n do
@@ -81,17 +82,13 @@ for p = 1, n do
     end
   end
 end
-local function counts(part, token)
-  local found = redis.call('HMGET', part.head .. token .. part.counts, 'clicks', 'impressions')
-  return tonumber(found[1] or '0'), tonumber(found[2] or '0')
-end
 if any then
   local raw = {-1}
   for p = 1, n do
     local part, group = parts[p], groups[parts[p].group]
     for i = 1, group.c do
       local token = group.cells[i]
-      local clicks, impressions = counts(part, token)
+      local found = redis.call('HMGET', part.head .. token .. part.counts, 'clicks', 'impressions')
       if part.at[i] then
         raw[#raw + 1] = part.at[i]
         raw[#raw + 1] = ''
@@ -99,39 +96,45 @@ if any then
         raw[#raw + 1] = ''
         raw[#raw + 1] = redis.call('GET', part.head .. token .. part.users) or ''
       end
-      raw[#raw + 1] = clicks
-      raw[#raw + 1] = impressions
+      raw[#raw + 1] = tonumber(found[1] or '0')
+      raw[#raw + 1] = tonumber(found[2] or '0')
     end
   end
   return raw
 end
-local out, users = {}, {}
+local out = {}
 for r = 1, groups[parts[1].group].r do
   local m, clicks, impressions = 0, 0, 0
   for p = 1, n do
     local part = parts[p]
     local group = groups[part.group]
     local k, row = group.k, group.rows[r]
+    local users, u = {}, 0
     for j = 1, k or #row do
       local token = group.cells[k and (r - 1) * k + j or row[j]]
       local found = redis.call('HMGET', part.head .. token .. part.counts, 'clicks', 'impressions')
       local c, i = tonumber(found[1]), tonumber(found[2])
       if c or i then  -- no counters, no users: every counted user came with a click or impression
         clicks, impressions = clicks + (c or 0), impressions + (i or 0)
-        m = m + 1
-        users[m] = part.head .. token .. part.users
+        u = u + 1
+        users[u] = part.head .. token .. part.users
       end
     end
+    if u > 0 then m = m + redis.call('PFCOUNT', unpack(users, 1, u)) end
   end
-  out[#out + 1] = m > 0 and redis.call('PFCOUNT', unpack(users, 1, m)) or 0
+  out[#out + 1] = m
   out[#out + 1] = clicks
   out[#out + 1] = impressions
 end
-local every = {}
-for p = 1, n do
-  local part, group = parts[p], groups[parts[p].group]
-  if not group.total then every = false break end
-  for _, i in ipairs(group.total) do every[#every + 1] = part.head .. group.cells[i] .. part.users end
+local total = -1
+if groups[parts[1].group].total then
+  total = 0
+  for p = 1, n do
+    local part, group = parts[p], groups[parts[p].group]
+    local every = {}
+    for _, i in ipairs(group.total) do every[#every + 1] = part.head .. group.cells[i] .. part.users end
+    if #every > 0 then total = total + redis.call('PFCOUNT', unpack(every)) end
+  end
 end
-out[#out + 1] = every and redis.call('PFCOUNT', unpack(every)) or -1
+out[#out + 1] = total
 return out

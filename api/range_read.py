@@ -1,11 +1,13 @@
 """Redis adapter of range reads: rows of any span (local hours and days), each the union of the cells
-contract.buckets.cover names in the generation's phases, read in one script and one consistent view.
+contract.buckets.cover names in the generation's phases, read in bounded steps of one consistent view.
 
-The script is told the generation and phases each partition was planned with; if a replay switched
-meanwhile, it answers so and the range is planned again. On one node one script reads every partition
-and counts there; on a Redis Cluster one script per partition (its slot only) runs in one pipeline and
-returns raw registers, and the unions are counted here with contract.hll, as for cold cells. The total's
-union is taken over the range's own cover (day rollups where they fit), not over every row's cells.
+Partitions hold disjoint users, so a row's unique users are the sum over partitions of the union of that
+partition's cells, counted by Redis (PFCOUNT) on one node and per partition on a Redis Cluster alike:
+no registers are shipped but those of cold cells. A long range is read in steps of at most STEP_CELLS
+cell reads, so no script holds Redis long; each step is told the generation and phases each partition
+was planned with, and if a replay switched meanwhile it answers so and the whole range is planned and
+read again. The total's union is taken over the range's own cover (day rollups where they fit), in the
+last step.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from deploy.projections_client import ProjectionsClient
 from server.failures import Unavailable
 
 SCRIPT_MAX_KEYS = 7000
-"""Lua's unpack() stops near 8,000 values: a row naming more keys than this is counted here from raw
-registers, and a total naming more (a generation without day rollups) by PFCOUNT in a pipeline."""
+"""Lua's unpack() stops near 8,000 values: a row naming more keys of one partition than this is counted
+here from raw registers, and a total naming more (a generation without day rollups) by PFCOUNT in a
+pipeline."""
+STEP_CELLS = 2000
+"""Cell reads (HMGET, and PFCOUNT's keys) one step's script makes at most, over its partitions, unless a
+single row needs more: about 2-5 ms of Redis (docs/performance.md)."""
 
 Where = list[tuple[str, str]]
 """Per partition, its live generation and its phases text, as the range script reads them."""
@@ -54,6 +60,8 @@ class Found:
     raw: bytes
     clicks: int
     impressions: int
+    users: int = 0
+    """Unique users as Redis counted them (an hour read's warm partition)."""
 
 
 class RangeReads:
@@ -79,9 +87,14 @@ class RangeReads:
             where = self._where
             plans = {text: plan(rows, parse_phases(text)) for text in {ph for _, ph in where}}
             try:
-                if self._split:
-                    return await self._split_read(where, plans, scripts)
-                return await self._one_read(where, plans, scripts)
+                found: list[Totals] = []
+                users = 0
+                for step in _steps(plans, len(rows), 1 if self._split else self._partitions):
+                    step_rows, total = await self._step(where, step, scripts)
+                    found += step_rows
+                    users = total if total is not None else users
+                clicks, impressions = sum(r.clicks for r in found), sum(r.impressions for r in found)
+                return found, Totals(users, clicks, impressions)
             except Stale:
                 pass  # what changed is known (or forgotten, to be looked up): plan again
         raise Unavailable("Redis", "the generation kept switching during a range read")
@@ -93,7 +106,6 @@ class RangeReads:
             for p in parts:
                 pipe.get(self._keys.generation(p))
             gens = [_text(raw) or str(FIRST_GENERATION) for raw in await pipe.execute()]
-        async with self._redis.pipeline(transaction=False) as pipe:
             for p in parts:
                 pipe.get(self._keys.phases(gens[p], p))
             found = await pipe.execute()
@@ -103,34 +115,60 @@ class RangeReads:
         """The range script's arguments (see range.lua) for `parts`."""
         texts = list(dict.fromkeys(where[p][1] for p in parts))
         args: list[Any] = [FIRST_GENERATION, mode, len(parts)]
+        users, counts = self._cells.tails()
         for p in parts:
-            users, counts = self._cells.tails()
             head = self._cells.head(GEN_PLACEHOLDER, p)
             args += [*where[p], texts.index(where[p][1]) + 1, head, users, counts]
             args += [self._keys.cold(GEN_PLACEHOLDER, p), self._keys.phases(GEN_PLACEHOLDER, p)]
         args.append(len(texts))
-        named = sum(len(plans[where[p][1]].total) for p in parts)
         for text in texts:
             cells = plans[text]
             args += [" ".join(cells.cells), _rows_text(cells.rows)]
-            total = named <= SCRIPT_MAX_KEYS and mode == "count"
+            total = len(cells.total) <= SCRIPT_MAX_KEYS and bool(cells.total or not cells.rows)
             args.append(" ".join(map(str, cells.total)) if total else "-1")
         return args
 
-    async def _one_read(
+    async def _step(
         self, where: Where, plans: dict[str, CellPlan], scripts: Scripts
-    ) -> tuple[list[Totals], Totals]:
-        parts = range(self._partitions)
-        widest = max(len(row) for cells in plans.values() for row in cells.rows)
-        mode = "raw" if widest * self._partitions > SCRIPT_MAX_KEYS else "count"
-        keys = [self._keys.generation(p) for p in parts]
-        (found,) = await scripts([(keys, self._args(where, parts, plans, mode))])
-        self._check(found, parts)
-        if int(found[0]) == -1:
-            return await self._count(where, plans, self._found(where, plans, parts, found))
-        rows = list(map(Totals, found[0:-1:3], found[1:-1:3], found[2:-1:3]))
-        users = found[-1] if found[-1] >= 0 else await self._total_by_pipeline(where, plans)
-        return rows, Totals(users, sum(r.clicks for r in rows), sum(r.impressions for r in rows))
+    ) -> tuple[list[Totals], int | None]:
+        """One step's rows and, when it holds the total, the total's unique users: one script on one
+        node, one per partition (its slot only) in one pipeline on a cluster, summed here."""
+        widest = max((len(row) for cells in plans.values() for row in cells.rows), default=0)
+        mode = "raw" if widest > SCRIPT_MAX_KEYS else "count"
+        calls = [[p] for p in range(self._partitions)] if self._split else [list(range(self._partitions))]
+        answers = await scripts(
+            [
+                ([self._keys.generation(p) for p in parts], self._args(where, parts, plans, mode))
+                for parts in calls
+            ]
+        )
+        stale = False
+        for parts, found in zip(calls, answers, strict=True):
+            try:
+                self._check(found, parts)
+            except Stale:
+                stale = True
+        if stale:
+            raise Stale
+        wants_total = any(cells.total for cells in plans.values())
+        rows: list[Totals] | None = None
+        users: int | None = 0 if wants_total else None
+        raw: dict[int, list[Found]] = {}
+        for parts, found in zip(calls, answers, strict=True):
+            if int(found[0]) == -1:
+                raw.update(self._found(where, plans, parts, found))
+                continue
+            mine = list(map(Totals, found[0:-1:3], found[1:-1:3], found[2:-1:3]))
+            rows = mine if rows is None else [_plus(a, b) for a, b in zip(rows, mine, strict=True)]
+            if users is not None:
+                users = users + found[-1] if found[-1] >= 0 else None
+        if raw:
+            mine, total = await self._count(where, plans, raw)
+            rows = mine if rows is None else [_plus(a, b) for a, b in zip(rows, mine, strict=True)]
+            users = None if users is None or total is None else users + total
+        if wants_total and users is None:
+            users = await self._total_by_pipeline(where, plans)
+        return rows or [], users
 
     def _check(self, found: list[Any], parts: Sequence[int]) -> None:
         """Raise Stale (remembering what the script found) when it answered -2."""
@@ -143,26 +181,6 @@ class RangeReads:
             where[p] = (_text(gen), _text(phases))
         self._where = where if all(g for g, _ in where) else None
         raise Stale
-
-    async def _split_read(
-        self, where: Where, plans: dict[str, CellPlan], scripts: Scripts
-    ) -> tuple[list[Totals], Totals]:
-        """One range script per partition (its slot only), all in one pipeline; unions counted here."""
-        parts = range(self._partitions)
-        calls = [([self._keys.generation(p)], self._args(where, [p], plans, "raw")) for p in parts]
-        answers = await scripts(calls)
-        stale = False
-        for p, found in enumerate(answers):
-            try:
-                self._check(found, [p])
-            except Stale:
-                stale = True
-        if stale:
-            raise Stale
-        cells: dict[int, list[Found]] = {}
-        for p, found in enumerate(answers):
-            cells.update(self._found(where, plans, [p], found))
-        return await self._count(where, plans, cells)
 
     def _found(
         self, where: Where, plans: dict[str, CellPlan], parts: Sequence[int], found: list[Any]
@@ -181,9 +199,9 @@ class RangeReads:
 
     async def _count(
         self, where: Where, plans: dict[str, CellPlan], cells: dict[int, list[Found]]
-    ) -> tuple[list[Totals], Totals]:
-        """Totals from raw cells, cold ones from their hours' snapshot entries, unions counted with
-        contract.hll (what PFCOUNT gives)."""
+    ) -> tuple[list[Totals], int | None]:
+        """Rows and the total from raw cells of some partitions, cold ones from their hours' snapshot
+        entries: each partition's unions counted with contract.hll (what PFCOUNT gives), then summed."""
         cold = await self._cold_cells(where, plans, cells)
         sketches: dict[tuple[int, int], tuple[bytes, int, int]] = {}
 
@@ -199,16 +217,19 @@ class RangeReads:
             return sketches[p, i]
 
         rows: list[Totals] = []
-        unions: list[bytes] = []
         for r in range(len(next(iter(plans.values())).rows)):
-            parts = [(p, i) for p in cells for i in plans[where[p][1]].rows[r]]
-            union = hll.merge(sketch(p, i)[0] for p, i in parts)
-            unions.append(union)
-            clicks = sum(sketch(p, i)[1] for p, i in parts)
-            impressions = sum(sketch(p, i)[2] for p, i in parts)
-            rows.append(Totals(hll.count(union), clicks, impressions))
-        total = hll.count(hll.merge(unions))
-        return rows, Totals(total, sum(r.clicks for r in rows), sum(r.impressions for r in rows))
+            users = clicks = impressions = 0
+            for p in cells:
+                mine = [sketch(p, i) for i in plans[where[p][1]].rows[r]]
+                users += hll.count(hll.merge(s[0] for s in mine)) if mine else 0
+                clicks += sum(s[1] for s in mine)
+                impressions += sum(s[2] for s in mine)
+            rows.append(Totals(users, clicks, impressions))
+        totals = [plans[where[p][1]].total for p in cells]
+        if not any(totals):
+            return rows, None
+        users = sum(hll.count(hll.merge(sketch(p, i)[0] for i in plans[where[p][1]].total)) for p in cells)
+        return rows, users
 
     async def _cold_cells(
         self, where: Where, plans: dict[str, CellPlan], cells: dict[int, list[Found]]
@@ -233,23 +254,53 @@ class RangeReads:
 
     async def _total_by_pipeline(self, where: Where, plans: dict[str, CellPlan]) -> int:
         """The range's unique users when its cover names too many keys for a script (a generation
-        without day rollups): one PFCOUNT in a pipeline, then the generations and phases checked."""
-        every = [
-            self._cells.users(Cell(where[p][0], p, plans[where[p][1]].cells[i]))
-            for p in range(self._partitions)
-            for i in plans[where[p][1]].total
-        ]
+        without day rollups): a PFCOUNT per partition in a pipeline, then the generations and phases
+        checked."""
+        parts = range(self._partitions)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.pfcount(*every)
-            for p in range(self._partitions):
+            for p in parts:
+                tokens = [plans[where[p][1]].cells[i] for i in plans[where[p][1]].total]
+                pipe.pfcount(*(self._cells.users(Cell(where[p][0], p, t)) for t in tokens))
+            for p in parts:
                 pipe.get(self._keys.generation(p))
                 pipe.get(self._keys.phases(where[p][0], p))
-            users, *after = await pipe.execute()
+            found = await pipe.execute()
+        users, after = sum(found[: len(parts)]), found[len(parts) :]
         gens = [_text(raw) or str(FIRST_GENERATION) for raw in after[0::2]]
         if [(g, _text(ph)) for g, ph in zip(gens, after[1::2], strict=True)] != where:
             self._where = None
             raise Stale
         return int(users)
+
+
+def _plus(a: Totals, b: Totals) -> Totals:
+    return Totals(a.unique_users + b.unique_users, a.clicks + b.clicks, a.impressions + b.impressions)
+
+
+def _steps(plans: dict[str, CellPlan], rows: int, partitions: int) -> list[dict[str, CellPlan]]:
+    """The range's plans cut into steps of consecutive rows, each reading at most STEP_CELLS cells over
+    `partitions` (one row at least); the last step also reads the total."""
+    widest = max((len(row) for cells in plans.values() for row in cells.rows), default=1)
+    per_step = max(1, STEP_CELLS // max(1, widest * partitions))
+    starts = list(range(0, rows, per_step)) or [0]
+    return [
+        {text: _slice(cells, start, start + per_step, start == starts[-1]) for text, cells in plans.items()}
+        for start in starts
+    ]
+
+
+def _slice(cells: CellPlan, start: int, stop: int, total: bool) -> CellPlan:
+    """The plan of rows [start, stop), naming only the cells they read (and the total's, if `total`)."""
+    if start == 0 and stop >= len(cells.rows) and total:
+        return cells
+    rows = cells.rows[start:stop]
+    used = sorted({i for row in rows for i in row} | (set(cells.total) if total else set()))
+    index = {old: new for new, old in enumerate(used)}
+    return CellPlan(
+        [cells.cells[i] for i in used],
+        [[index[i] for i in row] for row in rows],
+        [index[i] for i in cells.total] if total else [],
+    )
 
 
 def _rows_text(rows: list[list[int]]) -> str:

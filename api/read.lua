@@ -1,37 +1,33 @@
 -- Reads one hour across partitions in the live generation of each, in one round trip.
--- KEYS: the n partitions' generation keys. ARGV: the generation a missing key means, the mode
--- ("count": count here; "raw": return every partition's parts, for a caller that reads one partition
--- per call, as on a Redis Cluster, and counts the union itself), n, the hour token, then n users-key
--- templates, n counts-key templates and n cold-hash templates, each with {gen} where the generation goes.
+-- Partitions hold disjoint users (a user's partition is a hash of the user), so the hour's unique users
+-- are the sum of each partition's own count: PFCOUNT of one key, which Redis answers from the count it
+-- caches in the HyperLogLog, on one node and per partition on a cluster alike.
+-- KEYS: the n partitions' generation keys. ARGV: the generation a missing key means, n, the hour token,
+-- then n users-key templates, n counts-key templates and n cold-hash templates, each with {gen} where the
+-- generation goes (contract.cells, contract.keys).
 -- Returns {unique users, clicks, impressions}. When the hour is cold in some partition (it left Redis
--- for the snapshot store), or in "raw" mode, it returns {-1} and then per partition {cold entry
--- watermark or '', the HyperLogLog's bytes or '', clicks, impressions}: the caller counts the union.
-local n = tonumber(ARGV[3])
-local token = ARGV[4]
-local gens, cold, any = {}, {}, ARGV[2] == 'raw'
+-- for the snapshot store) it returns {-1} and then per partition {cold entry watermark or '', unique
+-- users, clicks, impressions}: the caller counts the cold partitions from their entries.
+local n = tonumber(ARGV[2])
+local token = ARGV[3]
+local users, clicks, impressions, any = 0, 0, 0, false
+local parts = {-1}
 for i = 1, n do
-  gens[i] = redis.call('GET', KEYS[i]) or ARGV[1]
-  cold[i] = redis.call('HGET', (string.gsub(ARGV[4 + 2 * n + i], '{gen}', gens[i])), token)
-  if cold[i] then any = true end
-end
-local users, raw = {}, {-1}
-local clicks, impressions = 0, 0
-for i = 1, n do
-  users[i] = string.gsub(ARGV[4 + i], '{gen}', gens[i])
-  local counts = redis.call('HMGET', (string.gsub(ARGV[4 + n + i], '{gen}', gens[i])), 'clicks', 'impressions')
-  clicks = clicks + tonumber(counts[1] or '0')
-  impressions = impressions + tonumber(counts[2] or '0')
-  if any then
-    if cold[i] then
-      raw[#raw + 1] = cold[i]
-      raw[#raw + 1] = ''
-    else
-      raw[#raw + 1] = ''
-      raw[#raw + 1] = redis.call('GET', users[i]) or ''
-    end
-    raw[#raw + 1] = tonumber(counts[1] or '0')
-    raw[#raw + 1] = tonumber(counts[2] or '0')
+  local gen = redis.call('GET', KEYS[i]) or ARGV[1]
+  local cold = redis.call('HGET', (string.gsub(ARGV[3 + 2 * n + i], '{gen}', gen)), token)
+  local counts = redis.call('HMGET', (string.gsub(ARGV[3 + n + i], '{gen}', gen)), 'clicks', 'impressions')
+  local c, m = tonumber(counts[1] or '0'), tonumber(counts[2] or '0')
+  local u = 0
+  if cold then
+    any = true
+  else
+    u = redis.call('PFCOUNT', (string.gsub(ARGV[3 + i], '{gen}', gen)))
   end
+  users, clicks, impressions = users + u, clicks + c, impressions + m
+  parts[#parts + 1] = cold or ''
+  parts[#parts + 1] = u
+  parts[#parts + 1] = c
+  parts[#parts + 1] = m
 end
-if any then return raw end
-return {redis.call('PFCOUNT', unpack(users)), clicks, impressions}
+if any then return parts end
+return {users, clicks, impressions}

@@ -69,18 +69,6 @@ class Reader:
         ((keys, args),) = calls
         return [await self._range(keys=keys, args=args)]
 
-    async def _hour_split(self, hour: int, attempt: int) -> HourTotals:
-        calls = []
-        for p in range(self._partitions):
-            args: list[str | int] = [FIRST_GENERATION, "raw", 1, hour_token(hour)]
-            args += self._cells.template(p, hour_token(hour))
-            calls.append(([self._keys.generation(p)], [*args, self._keys.cold(GEN_PLACEHOLDER, p)]))
-        found = await self._scripts(self._read, calls)
-        cells: dict[tuple[int, int], Found] = {}
-        for p, raw in enumerate(found):
-            cells.update(_cells([(hour, p)], raw))
-        return await self._count(hour, cells, attempt)
-
     async def _scripts(
         self, script: AsyncScript, calls: list[tuple[list[str], list[str | int]]]
     ) -> list[Any]:
@@ -108,50 +96,51 @@ class Reader:
     async def hour(self, hour: int) -> HourTotals:
         return await self._hour(hour, 0)
 
+    def _hour_call(self, hour: int, parts: Sequence[int]) -> tuple[list[str], list[str | int]]:
+        """read.lua's keys and arguments for the hour in `parts` (see read.lua)."""
+        users, counts = zip(*(self._cells.template(p, hour_token(hour)) for p in parts), strict=True)
+        args: list[str | int] = [FIRST_GENERATION, len(parts), hour_token(hour), *users, *counts]
+        args += [self._keys.cold(GEN_PLACEHOLDER, p) for p in parts]
+        return [self._keys.generation(p) for p in parts], args
+
     async def _hour(self, hour: int, attempt: int) -> HourTotals:
         if self._split:
-            return await self._hour_split(hour, attempt)
-        parts = range(self._partitions)
-        args: list[str | int] = [FIRST_GENERATION, "count", self._partitions, hour_token(hour)]
-        users, counts = zip(*(self._cells.template(p, hour_token(hour)) for p in parts), strict=True)
-        args += [*users, *counts]
-        args += [self._keys.cold(GEN_PLACEHOLDER, p) for p in parts]
-        found = await self._read(keys=[self._keys.generation(p) for p in parts], args=args)
-        if int(found[0]) < 0:
-            return await self._count(hour, _cells([(hour, p) for p in parts], found), attempt)
-        users, clicks, impressions = found
-        return HourTotals(int(users), int(clicks), int(impressions))
+            calls = [self._hour_call(hour, [p]) for p in range(self._partitions)]
+            answers = await self._scripts(self._read, calls)
+        else:
+            keys, args = self._hour_call(hour, range(self._partitions))
+            answers = [await self._read(keys=keys, args=args)]
+        if all(int(found[0]) >= 0 for found in answers):
+            return HourTotals(*(sum(int(found[k]) for found in answers) for k in range(3)))
+        parts: list[Found] = []
+        for found in answers:
+            if int(found[0]) >= 0:
+                parts.append(Found(None, b"", int(found[1]), int(found[2]), int(found[0])))
+                continue
+            for i in range(1, len(found), 4):
+                at, users, clicks, impressions = found[i : i + 4]
+                parts.append(Found(int(at) if at else None, b"", int(clicks), int(impressions), int(users)))
+        return await self._count(hour, parts, attempt)
 
-    async def _count(self, hour: int, cells: dict[tuple[int, int], Found], attempt: int) -> HourTotals:
-        """The totals of an hour cold in some partitions: the cold parts come from the snapshot store,
-        and the union is counted here (contract.hll gives what PFCOUNT gives)."""
-        cold = [(cell, c) for cell, c in cells.items() if c.at is not None]
+    async def _count(self, hour: int, parts: list[Found], attempt: int) -> HourTotals:
+        """The totals of an hour cold in some partitions: the cold ones are counted from their snapshot
+        entries (contract.hll gives what PFCOUNT gives), the others as Redis counted them."""
+        cold = [(p, c) for p, c in enumerate(parts) if c.at is not None]
         if cold and self._cold is None:
             raise Unavailable("NATS", "cold hours are read from the snapshot store, which is not connected")
         try:
             source = self._cold
             found = await asyncio.gather(
-                *(source.hour(p, hour_token(h), c.at or 0) for (h, p), c in cold if source is not None)
+                *(source.hour(p, hour_token(hour), c.at or 0) for p, c in cold if source is not None)
             )
         except EntryGone as gone:
             # Thawed and snapshotted again since Redis named the entry: Redis names the new one now.
             if attempt >= 3:
                 raise Unavailable("NATS", f"snapshot entry {gone} is missing") from None
             return await self._hour(hour, attempt + 1)
-        sketches = [(h.registers, h.clicks, h.impressions) for h in found]
-        sketches += [(hll.registers(c.raw), c.clicks, c.impressions) for c in cells.values() if c.at is None]
+        warm = [c for c in parts if c.at is None]
         return HourTotals(
-            hll.count(hll.merge(s[0] for s in sketches)),
-            sum(s[1] for s in sketches),
-            sum(s[2] for s in sketches),
+            sum(hll.count(h.registers) for h in found) + sum(c.users for c in warm),
+            sum(h.clicks for h in found) + sum(c.clicks for c in warm),
+            sum(h.impressions for h in found) + sum(c.impressions for c in warm),
         )
-
-
-def _cells(order: Sequence[tuple[int, int]], found: list[Any]) -> dict[tuple[int, int], Found]:
-    """The cells of a script's cold answer: -1, then per cell {entry watermark or '', bytes or '',
-    clicks, impressions} in `order`."""
-    cells = {}
-    for i, cell in enumerate(order):
-        at, raw, clicks, impressions = found[1 + 4 * i : 5 + 4 * i]
-        cells[cell] = Found(int(at) if at else None, raw or b"", int(clicks), int(impressions))
-    return cells
