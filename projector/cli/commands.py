@@ -28,10 +28,10 @@ from contract.settings import Settings
 from projector import metrics
 from projector.cli.audit_command import AuditArgs, audit_view
 from projector.cli.inspect_view import cluster_view, inspect_view
-from projector.cli.reach import keep_reaching_nats, keep_reaching_redis, reach_nats, reach_redis
 from projector.live.balancer import run_projector
 from projector.log.stream_config import check_partitions, ensure_stream
 from projector.projections.store import ProjectionStore
+from projector.reach import keep_reaching_nats, keep_reaching_redis, reach_nats, reach_redis
 from projector.replay.build_processes import BuildJob, build_partitions
 from projector.replay.driver import replay
 from projector.replay.reports import ReplayRefused
