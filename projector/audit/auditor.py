@@ -15,7 +15,7 @@ from contract.hours import parse_subject
 from contract.keys import Keys
 from contract.projections_client import ProjectionsClient
 from contract.settings import Settings
-from projector.audit.sources import audit_day, days_overlapping, read_served
+from projector.audit.served import audit_day, days_overlapping, read_served
 from projector.audit.verdict import (
     Counted,
     DayAudit,

@@ -26,7 +26,7 @@ from contract.settings import Settings
 from projector import metrics
 from projector.audit.auditor import Auditor, messages_per_hour
 from projector.audit.records import Records
-from projector.audit.sources import Moved
+from projector.audit.served import Moved
 from projector.audit.verdict import HourAudit, Verdict
 from projector.reach import keep_reaching_nats, keep_reaching_redis
 
