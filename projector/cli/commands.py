@@ -23,9 +23,11 @@ from nats.js.errors import NotFoundError
 
 from contract.backoff import with_backoff
 from contract.hours import parse_hour_token
+from contract.keys import Keys
 from contract.projections_client import ProjectionsClient, check_cluster
 from contract.settings import Settings
 from projector import metrics
+from projector.audit.records import Records
 from projector.cli.audit_command import AuditArgs, audit_view
 from projector.cli.inspect_view import cluster_view, inspect_view
 from projector.live.balancer import run_projector
@@ -123,7 +125,8 @@ async def _with_redis(
             partitions = _partitions(command.partitions, settings)
             log.info("projecting partitions %s of %s", partitions, settings.stream_name)
             command.graceful = True
-            await run_projector(settings, nc, redis_client, stop, partitions)
+            through = Records(redis_client, Keys(settings.key_prefix)).through  # compaction waits for it
+            await run_projector(settings, nc, redis_client, stop, partitions, audited_through=through)
         elif command.name == "replay" and command.hour:
             hour = parse_hour_token(command.hour)
             report = await replay_hour(settings, nc, redis_client, hour)
