@@ -172,3 +172,49 @@ def test_inside_the_projector_imports_run_one_way(part: str) -> None:
         if other != part and PROJECTOR_RANKS.get(other, rank) >= rank
     }
     assert upward == set()
+
+
+def module_graph(package: str) -> dict[str, set[str]]:
+    """Each module of the package (dotted) -> the package's modules it imports, deferred imports too."""
+    names = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        me = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        graph[me] = (found & names) - {me}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One path around each cycle found (empty: the imports form no cycle)."""
+    found: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            found.append([*path[path.index(node) :], node])
+            return
+        if node in done:
+            return
+        for other in sorted(graph.get(node, ())):
+            visit(other, [*path, node])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [])
+    return found
+
+
+def test_the_cycle_finder_finds_a_deferred_import_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_cycle_in_deploy() -> None:
+    """No two deploy modules import each other, however indirectly or late (a deferred import)."""
+    assert cycles(module_graph("deploy")) == []
