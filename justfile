@@ -93,8 +93,7 @@ bench-ab *args:
 bench-tail *args:
     {{python}} -m tests.bench.tail "$@"
 
-# Projector processes from a cold start, then replays, on a generated live-shaped stream
-# (--events, --per-message, --projectors, --replay-processes); prints CPU per event of each engine.
+# Projector processes from a cold start, then replays, on a generated live-shaped stream: CPU per event of each engine (--events, --per-message, --projectors, --replay-processes).
 bench-projector *args:
     {{python}} -m tests.bench.projector_speed "$@"
 
@@ -106,8 +105,7 @@ bench-components *args:
 bench-live *args:
     {{python}} -m tests.bench.live "$@"
 
-# One stream projected into one Valkey node and into clusters of 2 and 3 primaries, then GET and range
-# p50/p99 through the HTTP server against each: events/s, Redis CPU per event, ratios to one node.
+# One stream projected into one Valkey node and into clusters of 2 and 3 primaries: events/s, Redis CPU per event, GET and range p50/p99 and their ratios to one node.
 bench-cluster *args:
     {{python}} -m tests.bench.cluster "$@"
 
@@ -115,8 +113,7 @@ bench-cluster *args:
 bench-history *args:
     {{python}} -m tests.bench.history "$@"
 
-# Hourglass against bare Litestar and raw ASGI with wrk: throughput ratios, latency, freshness, two
-# workers, durable mode, projector, replay and RSS; prints the tables and writes docs/benchmarks.md.
+# Hourglass against bare Litestar and raw ASGI with wrk (throughput, latency, freshness, durable mode, projector, replay, RSS), written to docs/benchmarks.md.
 bench *args:
     {{python}} -m tests.bench.run "$@"
 
@@ -124,8 +121,7 @@ bench *args:
 screenshot:
     HOURGLASS_SCREENSHOT="$PWD/docs/dashboard.png" {{python}} -m pytest -q tests/integration/test_dashboard_browser.py -k real_numbers
 
-# Another commit's HTTP server against this checkout's, same servers, alternating unpaced wrk rounds
-# (--base REV, --rounds, --seconds): median POST and GET rates and their ratio.
+# Another commit's HTTP server against this checkout's in alternating wrk rounds: median POST and GET rates and their ratio (--base REV, --rounds, --seconds).
 bench-commits *args:
     {{python}} -m tests.bench.commits "$@"
 
@@ -138,7 +134,7 @@ bench-ranges *args:
 image *args:
     @exec {{python}} -m deploy.image "$@"
 
-# podman-compose with this machine's podman settings: ./just compose -f deploy/compose.cluster.yaml up -d
+# Run podman-compose with this machine's podman settings, e.g. ./just compose -f deploy/compose.cluster.yaml up -d.
 [no-exit-message]
 compose *args:
     @PATH="$PATH:/usr/sbin:/sbin" CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/containers.conf}" exec .venv/bin/podman-compose "$@"

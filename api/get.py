@@ -10,7 +10,7 @@ import redis.exceptions
 from litestar.exceptions import NotAuthorizedException
 
 from api.cache import HourCache, cache_control
-from api.ranges import RangeQuery, parse_range, parse_read, render_csv, render_json
+from api.ranges import RangeQuery, Row, parse_range, parse_read, render_csv, render_json
 from api.reader import HourTotals
 from api.tokens import ReadTokens
 from contract.hours import hour_of
@@ -107,12 +107,15 @@ class Reads:
     async def _range(
         self, q: RangeQuery, headers: Iterable[tuple[bytes, bytes]], answered: Callable[[int], None]
     ) -> Answer:
-        try:
-            found, total = await self._buckets(q.spans)
-        except REDIS_ERRORS as exc:
-            raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
-        rows = [(t.unique_users, t.clicks, t.impressions) for t in found]
-        whole = (total.unique_users, total.clicks, total.impressions)
+        rows: list[Row] = []
+        whole: Row = (0, 0, 0)
+        if q.spans:  # an empty range has nothing to read
+            try:
+                found, total = await self._buckets(q.spans)
+            except REDIS_ERRORS as exc:
+                raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
+            rows = [(t.unique_users, t.clicks, t.impressions) for t in found]
+            whole = (total.unique_users, total.clicks, total.impressions)
         wants_json, _ = _negotiation(headers)
         body, media = (render_json(q, rows, whole), JSON) if wants_json else (render_csv(q, rows, whole), CSV)
         answered(200)

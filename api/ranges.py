@@ -56,7 +56,9 @@ def parse_read(raw_query: bytes, max_buckets: int) -> int | RangeQuery:
 
 
 def parse_range(query: dict[str, list[str]], max_buckets: int) -> RangeQuery:
-    """`from` (rounded down to its bucket) up to `to` (exclusive): every bucket starting in between."""
+    """`from` (rounded down to its bucket) up to `to` (exclusive): every bucket starting in between,
+    none when `to` is at or before that bucket's start (an empty range, not an error: a schema cannot
+    relate `to` to `from`, so the OpenAPI document admits it)."""
     if single(query, "timestamp") is not None:
         raise ParamError("timestamp", "give either timestamp, or from and to, not both")
     start_ms = parse_timestamp_param(query, "from")
@@ -81,19 +83,14 @@ def parse_range(query: dict[str, list[str]], max_buckets: int) -> RangeQuery:
             "(ANALYTICS_RANGE_MAX_BUCKETS) fit in one read",
         )
     rows = local_rows(name, tz, start_ms, end_ms, step, max_buckets)
-    if not rows:
-        raise ParamError("to", f"must be after from rounded down to its local {granularity.value}")
     return RangeQuery(granularity, tuple((s, e) for s, e, _ in rows), tuple(labels(rows)), name)
 
 
 def _utc_range(granularity: Granularity, start_ms: int, end_ms: int, max_buckets: int) -> RangeQuery:
     step = HOURS_PER[granularity]
     first = start_ms // HOUR_MS // step * step
-    if end_ms <= first * HOUR_MS:
-        raise ParamError(
-            "to", f"must be after from rounded down to its {granularity.value} ({first * HOUR_MS})"
-        )
-    count = -(-(end_ms - first * HOUR_MS) // (step * HOUR_MS))  # buckets whose start is before `to`
+    # Buckets whose start is before `to`: none when `to` is at or before `from`'s bucket.
+    count = max(0, -(-(end_ms - first * HOUR_MS) // (step * HOUR_MS)))
     if count > max_buckets:
         raise ParamError(
             "to",

@@ -85,6 +85,14 @@ def write_secret(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
+def master_auth_file(directory: Path, user: str, password: str) -> Path:
+    """A 0600 config file with what a Valkey cluster's replicas sign in to their primary as, kept off
+    the command line."""
+    path = directory / "valkey-replication.conf"
+    write_secret(path, f"masteruser {user}\nmasterauth {password}\n")
+    return path
+
+
 def nats_permissions(*stacks: Settings) -> dict[str, dict[str, list[str]]]:
     """What each role may publish and subscribe to, for these streams (usually one)."""
     merged: dict[str, dict[str, list[str]]] = {}
@@ -282,8 +290,6 @@ def main() -> None:
         config = nats_cluster_config(found, settings, include, "0.0.0.0:6222", routes)
         write_secret(found.directory / "nats-cluster.conf", config)
     if args.valkey_replication:
-        from deploy.valkey_cluster import master_auth_file  # it imports this module
-
         master_auth_file(found.directory, "admin", found.redis["admin"])
     print(f"credentials in {found.directory}")
 

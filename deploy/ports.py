@@ -21,6 +21,9 @@ EX_CONFIG = 78
 """Exit code (sysexits' EX_CONFIG) of a child that cannot run as configured, e.g. its port is taken:
 the supervisor stops everything instead of restarting it."""
 
+MAX_PORT = 65535
+"""The highest TCP port; a derived port (a Valkey node's cluster bus, its port + 10000) can pass it."""
+
 IN_USE = "address already in use"
 """How nats-server, valkey-server and granian say a port is taken (compared in lower case)."""
 
@@ -35,8 +38,10 @@ class Port:
     """Said after the port when the variable alone does not tell which port it is."""
 
     def taken(self) -> str:
-        what = f" ({self.what})" if self.what else ""
-        return f"port {self.port}{what} is taken ({self.variable} moves it)"
+        return f"{self.named()} is taken ({self.variable} moves it)"
+
+    def named(self) -> str:
+        return f"port {self.port} ({self.what})" if self.what else f"port {self.port}"
 
 
 def planned(settings: Settings, projectors: int) -> list[Port]:
@@ -70,10 +75,14 @@ def planned(settings: Settings, projectors: int) -> list[Port]:
 
 
 def problems(ports: list[Port]) -> list[str]:
-    """What stops these ports from being bound: set twice, taken, or privileged (empty: all free)."""
+    """What stops these ports from being bound: past 65535, set twice, taken, or privileged (empty:
+    all free)."""
     found: list[str] = []
     seen: dict[int, Port] = {}
     for port in ports:
+        if port.port > MAX_PORT:
+            found.append(f"{port.named()} is above {MAX_PORT} ({port.variable} moves it)")
+            continue
         first = seen.setdefault(port.port, port)
         if first is not port:
             found.append(f"port {port.port} is set twice ({first.variable} and {port.variable})")

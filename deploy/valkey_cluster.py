@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from contract.slots import SLOTS, partition_slot, slot_ranges
-from deploy.credentials import ensure_secrets, write_secret
+from deploy.credentials import ensure_secrets, master_auth_file
 from deploy.redis_nodes import RedisNode, parse_redis_nodes
 from deploy.servers import loopback_port, valkey_command
 from deploy.settings import Settings, SettingsError
@@ -43,8 +43,8 @@ def node_command(
     port: int, data_dir: Path, aclfile: Path | None, node_timeout_ms: int, auth: Path | None
 ) -> list[str]:
     """One cluster node: the single node's command line plus cluster mode and its own nodes.conf;
-    `auth` is a config file (see `master_auth_file`) naming the user a replica signs in to its primary
-    as, since the ACL has no `default` user."""
+    `auth` is a config file (see `credentials.master_auth_file`) naming the user a replica signs in to
+    its primary as, since the ACL has no `default` user."""
     binary, *rest = valkey_command(port, data_dir, aclfile)
     return [
         binary,
@@ -54,13 +54,6 @@ def node_command(
         "--cluster-config-file", str(data_dir / "nodes.conf"),
         "--cluster-node-timeout", str(node_timeout_ms),
     ]  # fmt: skip
-
-
-def master_auth_file(directory: Path, user: str, password: str) -> Path:
-    """A 0600 config file with the replicas' credentials, kept off the command line."""
-    path = directory / "valkey-replication.conf"
-    write_secret(path, f"masteruser {user}\nmasterauth {password}\n")
-    return path
 
 
 def valkey_nodes(

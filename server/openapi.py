@@ -4,7 +4,7 @@ The handlers read the raw query string with the parsers the fast front shares (f
 names the parameter), so Litestar cannot see typed parameters; these Operation classes add them and the
 answers to the document Litestar generates. Every limit comes from the module that enforces it, and
 every request the document allows is one the server accepts, but for what JSON Schema cannot say (a
-POST's timestamp against the server's clock, a range's `to` against its `from`), stated in prose.
+POST's timestamp against the server's clock, a range's length), stated in prose.
 `tests/integration/test_schemathesis_cli.py` holds the document to that with `st run --checks all`.
 """
 
@@ -246,10 +246,10 @@ class GetRange(Operation):
         self.description = (
             "Every bucket (hour or day, in the zone `tz`, UTC by default) from the one containing "
             "`from` up to, not including, "
-            "`to`, and the total over the range (its unique users are the union, not a sum). `to` must "
-            "be after `from` rounded down to its bucket, and the range at most "
-            f"`ANALYTICS_RANGE_MAX_BUCKETS` buckets (default {DEFAULTS.range_max_buckets}): otherwise a "
-            "400 naming `to` (a schema cannot relate two parameters). CSV by default, JSON with "
+            "`to`, and the total over the range (its unique users are the union, not a sum). A `to` at "
+            "or before `from` rounded down to its bucket is an empty range: no rows and a zero total. "
+            f"At most `ANALYTICS_RANGE_MAX_BUCKETS` buckets (default {DEFAULTS.range_max_buckets}): "
+            "more is a 400 naming `to` (a schema cannot relate two parameters). CSV by default, JSON with "
             "`Accept: application/json`. `GET /analytics?from=&to=` answers the same, for older "
             "clients."
         )

@@ -15,14 +15,7 @@ from contract.hours import parse_subject
 from contract.keys import Keys
 from deploy.projections_client import ProjectionsClient
 from deploy.settings import Settings
-from projector.audit.sources import (
-    Columns,
-    audit_day,
-    days_overlapping,
-    keyed_span,
-    read_hour_log,
-    read_served,
-)
+from projector.audit.served import audit_day, days_overlapping, read_served
 from projector.audit.verdict import (
     Counted,
     DayAudit,
@@ -32,6 +25,7 @@ from projector.audit.verdict import (
     counted_of,
     quarters_of,
 )
+from projector.log.hour_log import Columns, keyed_span, read_hour_log
 from projector.projections.snapshots import Snapshots, open_snapshots
 
 log = logging.getLogger("audit")

@@ -26,9 +26,9 @@ from deploy.settings import Settings
 from projector import metrics
 from projector.audit.auditor import Auditor, messages_per_hour
 from projector.audit.records import Records
-from projector.audit.sources import Moved
+from projector.audit.served import Moved
 from projector.audit.verdict import HourAudit, Verdict
-from projector.cli.reach import keep_reaching_nats, keep_reaching_redis
+from projector.reach import keep_reaching_nats, keep_reaching_redis
 
 log = logging.getLogger("audit")
 T = TypeVar("T")

@@ -111,11 +111,6 @@ def quarters_of(done: Digest, hour: int, window_ms: int) -> tuple[Counted, ...]:
     )
 
 
-def first_keyed_ms(done: Digest, hour: int) -> int | None:
-    """When the hour's first keyed event was stored (None: the hour has none)."""
-    return min((k.stream_ms for k in done.deltas.keyed if k.hour == hour), default=None)
-
-
 def counted_flags(keyed: Sequence[Keyed], window_ms: int) -> list[bool]:
     """Which keyed events count, in stream order: a user's key counts again only once the window has
     passed since it last counted (apply.lua's rule, starting from no entries)."""

@@ -1,1 +1,1 @@
-"""The command line's pieces: reaching the servers in bounded time, and the inspect view."""
+"""The command line's pieces: what each command does, the audit command, the inspect view, lifetime."""

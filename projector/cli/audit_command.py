@@ -19,9 +19,9 @@ from projector.audit.auditor import Auditor, hours_in_log
 from projector.audit.follow import follow
 from projector.audit.records import summary
 from projector.audit.verdict import DayAudit, HourAudit, Verdict
-from projector.cli.reach import Unreachable, reach_nats, reach_redis
 from projector.projections.hot_window import rebuild_day_thawing
 from projector.projections.store import DayOutcome, ProjectionStore
+from projector.reach import Unreachable, reach_nats, reach_redis
 from projector.replay.reports import ReplayRefused
 from projector.replay.single_hour import replay_hour
 

@@ -22,16 +22,18 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from contract.hours import parse_hour_token
+from contract.keys import Keys
 from deploy.backoff import with_backoff
 from deploy.projections_client import ProjectionsClient, check_cluster
 from deploy.settings import Settings
 from projector import metrics
+from projector.audit.records import Records
 from projector.cli.audit_command import AuditArgs, audit_view
 from projector.cli.inspect_view import cluster_view, inspect_view
-from projector.cli.reach import keep_reaching_nats, keep_reaching_redis, reach_nats, reach_redis
 from projector.live.balancer import run_projector
 from projector.log.stream_config import check_partitions, ensure_stream
 from projector.projections.store import ProjectionStore
+from projector.reach import keep_reaching_nats, keep_reaching_redis, reach_nats, reach_redis
 from projector.replay.build_processes import BuildJob, build_partitions
 from projector.replay.driver import replay
 from projector.replay.reports import ReplayRefused
@@ -123,7 +125,8 @@ async def _with_redis(
             partitions = _partitions(command.partitions, settings)
             log.info("projecting partitions %s of %s", partitions, settings.stream_name)
             command.graceful = True
-            await run_projector(settings, nc, redis_client, stop, partitions)
+            through = Records(redis_client, Keys(settings.key_prefix)).through  # compaction waits for it
+            await run_projector(settings, nc, redis_client, stop, partitions, audited_through=through)
         elif command.name == "replay" and command.hour:
             hour = parse_hour_token(command.hour)
             report = await replay_hour(settings, nc, redis_client, hour)

@@ -25,7 +25,7 @@ from deploy.settings import Settings
 from projector import metrics
 from projector.fold.digest import Decoder
 from projector.live.worker import TRANSIENT, PartitionWorker, Stopped, out_of_memory
-from projector.log.compaction import compact
+from projector.log.compaction import AuditedThrough, compact, nothing_audited
 from projector.projections.leases import Leases, fair_share
 from projector.projections.snapshots import Snapshots, open_snapshots
 from projector.projections.store import ProjectionStore
@@ -41,7 +41,9 @@ class _Running:
 
 
 class Projector:
-    """Holds a fair share of the partitions' leases and runs a worker for each one it holds."""
+    """Holds a fair share of the partitions' leases and runs a worker for each one it holds, and
+    compacts the log now and then: `audited_through` asks the audit's records how far it got (without
+    them, and with ANALYTICS_AUDIT_ENABLED, nothing is purged)."""
 
     def __init__(
         self,
@@ -51,6 +53,7 @@ class Projector:
         partitions: Iterable[int] | None = None,
         clock: Callable[[], int] = system_now_ms,
         decoder: Decoder = schema.decode,
+        audited_through: AuditedThrough = nothing_audited,
     ) -> None:
         self.settings = settings
         self.decoder = decoder
@@ -63,6 +66,7 @@ class Projector:
         self.running: dict[int, _Running] = {}
         self.redis = redis_client
         self.snapshots: Snapshots | None = None
+        self.audited_through = audited_through
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("projector %s may take partitions %s", self.owner, self.candidates)
@@ -92,7 +96,8 @@ class Projector:
     async def _compact(self) -> None:
         assert self.snapshots is not None
         try:
-            done = await compact(self.nc, self.settings, self.snapshots, self.clock(), self.redis)
+            covered = await self.snapshots.covered(self.settings.partitions)
+            done = await compact(self.nc, self.settings, covered, self.clock(), self.audited_through)
         except (*TRANSIENT, NotFoundError, redis.exceptions.ResponseError) as exc:
             log.warning("compaction failed (%s %s); retrying later", type(exc).__name__, exc)
             return
@@ -178,5 +183,6 @@ async def run_projector(
     redis_client: ProjectionsClient,
     stop: asyncio.Event,
     partitions: Iterable[int] | None = None,
+    audited_through: AuditedThrough = nothing_audited,
 ) -> None:
-    await Projector(settings, nc, redis_client, partitions).run(stop)
+    await Projector(settings, nc, redis_client, partitions, audited_through=audited_through).run(stop)

@@ -2,6 +2,9 @@
 younger than ANALYTICS_LOG_KEEP_S always stay, and (with ANALYTICS_AUDIT_ENABLED) so do the events of
 every hour the audit has not audited yet.
 
+Its caller passes both what the snapshots cover and how to ask the audit how far it got, so the log
+imports neither the projections nor the audit.
+
 Any projector may run it (a purge only ever moves the stream's first sequence forward). It never
 passes a durable manifest, so the stream plus the snapshots always hold every event: a restore, or a
 replay, gets every hour exactly.
@@ -11,19 +14,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contract.hours import HOUR_MS, stream_subjects
-from contract.keys import Keys
-from deploy.projections_client import ProjectionsClient
 from deploy.settings import Settings
-from projector.audit.records import audited_through
-from projector.projections.snapshots import Snapshots
 
 log = logging.getLogger("projector")
+
+AuditedThrough = Callable[[], Awaitable[int | None]]
+"""Asks the audit's records for the hour through which every hour was audited (None: none yet)."""
+
+
+async def nothing_audited() -> int | None:
+    """What compaction hears when its caller names no audit records: no hour audited yet, so with
+    ANALYTICS_AUDIT_ENABLED nothing goes."""
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,23 +44,19 @@ class Compacted:
 
 
 async def compact(
-    nc: NATS, settings: Settings, snapshots: Snapshots, now_ms: int, redis: ProjectionsClient
+    nc: NATS, settings: Settings, covered: int | None, now_ms: int, audited_through: AuditedThrough
 ) -> Compacted | None:
-    """Purge what the snapshots, the keep period and the audit allow; None when nothing may go yet."""
-    covered: int | None = None
-    for partition in range(settings.partitions):
-        manifest, _ = await snapshots.manifest(partition)
-        if manifest is None:
-            return None  # a partition without a cut needs its whole log
-        covered = manifest.watermark if covered is None else min(covered, manifest.watermark)
+    """Purge what the snapshots, the keep period and the audit allow; None when nothing may go yet.
+    `covered`: the lowest snapshot watermark over the partitions (None: a partition has no cut yet);
+    `audited_through` is asked only with ANALYTICS_AUDIT_ENABLED."""
     if covered is None:
-        return None
+        return None  # a partition without a cut needs its whole log
     js = nc.jetstream()
     state = (await js.stream_info(settings.stream_name)).state
     keep_from = await _first_seq_since(nc, settings, now_ms - int(settings.log_keep_s * 1000), state.last_seq)
     upto = min(covered + 1, keep_from)
     if settings.audit_enabled:
-        through = await audited_through(redis, Keys(settings.key_prefix))
+        through = await audited_through()
         if through is None:
             return None  # no hour audited yet: every event may still be recounted
         # A message stored before this moment holds no event of an hour after `through` (a POST may

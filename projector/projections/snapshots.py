@@ -70,6 +70,17 @@ class Snapshots:
             return None, 0
         return schema.unpack_manifest(entry.value), entry.revision or 0
 
+    async def covered(self, partitions: int) -> int | None:
+        """The lowest watermark the partitions' manifests cover (None: a partition has no cut yet, and
+        needs its whole log)."""
+        covered: int | None = None
+        for partition in range(partitions):
+            manifest, _ = await self.manifest(partition)
+            if manifest is None:
+                return None
+            covered = manifest.watermark if covered is None else min(covered, manifest.watermark)
+        return covered
+
     async def write(self, gen: int, partition: int) -> Written | None:
         """Snapshot the hours that changed since the last cut; None when nothing changed.
 

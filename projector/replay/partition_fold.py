@@ -14,11 +14,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contract.hours import hour_token, partition_filter, system_now_ms
 from deploy.settings import Settings
-from projector.audit.sources import Columns, cut, keyed_span
 from projector.fold.deltas import Deltas
 from projector.fold.digest import digest
 from projector.log.dead_letters import dead_letter
 from projector.log.fetched import Fetched, digest_fetched
+from projector.log.hour_log import Columns, cut, keyed_span
 from projector.log.pull import Puller
 from projector.projections.hot_window import apply_thawing, first_hot_hour
 from projector.projections.snapshots import Snapshots

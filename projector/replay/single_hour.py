@@ -17,8 +17,8 @@ from contract.hours import hour_token
 from contract.keys import Keys
 from deploy.projections_client import ProjectionsClient
 from deploy.settings import Settings
-from projector.audit.sources import read_hour_log
 from projector.log.change_notices import announce
+from projector.log.hour_log import read_hour_log
 from projector.projections.hot_window import rebuild_day_thawing
 from projector.projections.leases import Leases
 from projector.projections.snapshots import Snapshots, open_snapshots

@@ -20,9 +20,11 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract import schema
+from contract.keys import Keys
 from deploy.projections_client import connect
 from deploy.servers import ROOT, free_port
 from deploy.settings import Settings
+from projector.audit.records import Records
 from projector.live.balancer import Projector, run_projector
 from projector.log.stream_config import ensure_stream
 from server.app import Clients, create_app
@@ -105,7 +107,9 @@ async def production_stack(
         nc = await nats.connect(**projector_settings.nats_options("test-projector"))
         redis = connect(projector_settings)
         stop = asyncio.Event()
-        task = asyncio.create_task(run_projector(projector_settings, nc, redis, stop))
+        through = Records(redis, Keys(projector_settings.key_prefix)).through
+        running = run_projector(projector_settings, nc, redis, stop, audited_through=through)
+        task = asyncio.create_task(running)
         await eventually(
             functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200, ready_timeout
         )
@@ -141,7 +145,8 @@ async def projector(settings: Settings, client: httpx.AsyncClient, redis: Redis)
     """A live projector over all partitions, running beside the app (the stream exists by now)."""
     own = await nats.connect(settings.nats_url)
     stop = asyncio.Event()
-    task = asyncio.create_task(run_projector(settings, own, redis, stop))
+    through = Records(redis, Keys(settings.key_prefix)).through
+    task = asyncio.create_task(run_projector(settings, own, redis, stop, audited_through=through))
     yield
     stop.set()
     await task
@@ -158,7 +163,8 @@ class Projectors:
     async def start(self, decoder: Callable[[bytes], schema.AnyBatch] = schema.decode) -> None:
         own = await nats.connect(self.settings.nats_url)
         stop = asyncio.Event()
-        projector = Projector(self.settings, own, self.redis, decoder=decoder)
+        through = Records(self.redis, Keys(self.settings.key_prefix)).through
+        projector = Projector(self.settings, own, self.redis, decoder=decoder, audited_through=through)
         self.members.append((stop, asyncio.create_task(projector.run(stop)), own))
 
     async def stop_all(self) -> None:

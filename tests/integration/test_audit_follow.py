@@ -23,7 +23,7 @@ from deploy.servers import ROOT
 from deploy.settings import Settings
 from projector.audit.follow import Follower
 from projector.audit.records import Records
-from projector.log.compaction import compact
+from projector.log.compaction import Compacted, compact
 from projector.projections.snapshots import open_snapshots
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, metric, settings_env
@@ -155,18 +155,24 @@ async def test_compaction_keeps_every_event_the_audit_has_not_covered(
     await eventually(covered, lambda c: c >= last - 3 * settings.partitions, timeout=30)
     later = system_now_ms() + 5_000  # past the keep period
     records = Records(redis, Keys(settings.key_prefix))
+
+    async def compacted() -> Compacted | None:
+        """What the live projector does, told what the audit's records say."""
+        covered = await snapshots.covered(settings.partitions)
+        return await compact(nc, settings, covered, later, records.through)
+
     # Nothing audited: nothing goes. Audited through an hour long past: events stored now may still
     # hold later hours (up to a day ahead), so nothing goes either.
-    assert await compact(nc, settings, snapshots, later, redis) is None
+    assert await compacted() is None
     await records.raise_through(hour_of(system_now_ms()) - 30)
-    assert await compact(nc, settings, snapshots, later, redis) is None
+    assert await compacted() is None
     assert (await js.stream_info(settings.stream_name)).state.first_seq == 1
     # Audited through a day ahead of now: compaction goes as far as the snapshots allow.
     await records.raise_through(hour_of(system_now_ms()) + 25)
 
     # (The live projector compacts too: whichever of us gets there first.)
     async def first_seq() -> int:
-        await compact(nc, settings, snapshots, later, redis)
+        await compacted()
         return (await js.stream_info(settings.stream_name)).state.first_seq
 
     assert await eventually(first_seq, lambda f: f > 1) > 1

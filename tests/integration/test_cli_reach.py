@@ -16,7 +16,7 @@ import pytest
 
 from deploy.servers import ROOT, free_port
 from deploy.settings import Settings, redacted
-from projector.cli.reach import reach_nats
+from projector.reach import reach_nats
 from tests.conftest import Server, running
 from tests.helpers import eventually, isolated_settings, settings_env
 

@@ -12,7 +12,7 @@ from contract import schema
 from contract.hours import subject
 from contract.stream import snapshot_bucket, snapshot_manifest_key
 from deploy.settings import Settings
-from projector.log.compaction import compact
+from projector.log.compaction import Compacted, compact, nothing_audited
 from projector.log.stream_config import ensure_stream
 from projector.projections.snapshots import Snapshots, open_snapshots
 from tests.conftest import Server
@@ -65,6 +65,11 @@ async def first_seq(nc: NATS, settings: Settings) -> int:
 REDIS: list[Redis] = []
 
 
+async def compacted(nc: NATS, settings: Settings, snapshots: Snapshots, now_ms: int) -> Compacted | None:
+    """What the live projector does (no audit in these tests)."""
+    return await compact(nc, settings, await snapshots.covered(settings.partitions), now_ms, nothing_audited)
+
+
 def two_partitions(nats_server: Server, redis_server: Server, **overrides: object) -> Settings:
     return isolated_settings(nats_server.url, redis_server.url, partitions=2, **overrides)
 
@@ -77,12 +82,12 @@ async def test_compaction_never_purges_past_the_lowest_snapshot_manifest(
     stored = await stream_with(nc, settings, 10)
     now = stored[-1] + LATER_MS
     snapshots = await cut(nc, settings, {0: 8, 1: 5})
-    done = await compact(nc, settings, snapshots, now, redis)
+    done = await compacted(nc, settings, snapshots, now)
     assert done is not None
     assert done.covered == 5
     # Partition 1's cut covers seq 5 only: seq 6 on must stay, for partition 1 and for everyone.
     assert await first_seq(nc, settings) == 6
-    assert await compact(nc, settings, snapshots, now, redis) is None, "nothing more may go"
+    assert await compacted(nc, settings, snapshots, now) is None, "nothing more may go"
 
 
 async def test_compaction_never_purges_events_younger_than_the_keep_period(
@@ -93,10 +98,10 @@ async def test_compaction_never_purges_events_younger_than_the_keep_period(
     stored = await stream_with(nc, settings, 10)
     snapshots = await cut(nc, settings, {0: 10, 1: 10})
     # Just now: every event is younger than an hour, so none goes although the snapshots cover them all.
-    assert await compact(nc, settings, snapshots, stored[-1] + 1, redis) is None
+    assert await compacted(nc, settings, snapshots, stored[-1] + 1) is None
     assert await first_seq(nc, settings) == 1
     # An hour after the 4th event was stored: the first three are older than the keep period, it is not.
-    done = await compact(nc, settings, snapshots, stored[3] + 3_600_000, redis)
+    done = await compacted(nc, settings, snapshots, stored[3] + 3_600_000)
     assert done is not None
     assert await first_seq(nc, settings) == 4
 
@@ -109,8 +114,8 @@ async def test_compaction_purges_nothing_while_a_partition_has_no_manifest(
     stored = await stream_with(nc, settings, 6)
     now = stored[-1] + LATER_MS
     snapshots = await cut(nc, settings, {0: 6})
-    assert await compact(nc, settings, snapshots, now, redis) is None
+    assert await compacted(nc, settings, snapshots, now) is None
     assert await first_seq(nc, settings) == 1, "a partition without a cut needs its whole log"
     await cut(nc, settings, {1: 6})
-    assert await compact(nc, settings, snapshots, now, redis) is not None
+    assert await compacted(nc, settings, snapshots, now) is not None
     assert await first_seq(nc, settings) == 7

@@ -158,6 +158,15 @@ def test_a_cluster_with_a_taken_node_or_route_port_is_one_line(
     assert stack_processes(settings.data_dir) == []
 
 
+def test_a_valkey_node_whose_cluster_bus_would_pass_65535_is_one_line(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()},redis://127.0.0.1:65000"
+    settings = stack_settings(tmp_path / "data", redis_url=url)
+    assert_one_line(
+        up(settings), "port 75000 (cluster bus of 65000) is above 65535 (ANALYTICS_REDIS_URL moves it)"
+    )
+    assert stack_processes(settings.data_dir) == []
+
+
 def someone_elses_nats(port: int, store: Path) -> subprocess.Popen[bytes]:
     """A nats-server that is not ours: the project's plain config, no users, its own name."""
     theirs = subprocess.Popen(nats_command(port, store), stderr=subprocess.DEVNULL)

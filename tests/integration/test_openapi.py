@@ -3,6 +3,7 @@ as documented."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import httpx
@@ -100,13 +101,19 @@ def test_the_document_describes_each_operation_exactly(http_server: tuple[str, S
 
 def test_the_range_path_and_the_old_range_query_answer_the_same(http_server: tuple[str, Settings]) -> None:
     base, _ = http_server
-    query = "from=0&to=10800000&granularity=hour"
-    for accept in ("text/csv", "application/json"):
+    empty = "from=10800000&to=0&granularity=day"  # to before from: no rows, a zero total
+    for query, accept in itertools.product(
+        ["from=0&to=10800000&granularity=hour", empty], ["text/csv", "application/json"]
+    ):
         documented = httpx.get(f"{base}/analytics/range?{query}", headers={"accept": accept})
         old = httpx.get(f"{base}/analytics?{query}", headers={"accept": accept})
         assert documented.status_code == old.status_code == 200
         assert documented.content == old.content
         assert documented.headers["content-type"] == old.headers["content-type"]
-    refused = httpx.get(f"{base}/analytics/range?from=10800000&to=0")
+    assert (
+        httpx.get(f"{base}/analytics/range?{empty}").text
+        == "day,unique_users,clicks,impressions\ntotal,0,0,0\n"
+    )
+    refused = httpx.get(f"{base}/analytics/range?from=0&to={8785 * 3_600_000}")
     assert refused.status_code == 400
     assert refused.text.startswith("to: ")

@@ -16,11 +16,11 @@ import pytest
 
 from contract.hours import HOUR_MS, system_now_ms
 from contract.slots import partition_slot
-from deploy.credentials import ensure_secrets, write_redis_acl, write_urls
+from deploy.credentials import ensure_secrets, master_auth_file, write_redis_acl, write_urls
 from deploy.redis_nodes import parse_redis_nodes
 from deploy.servers import ROOT, free_port, wait_for_port
 from deploy.settings import Settings
-from deploy.valkey_cluster import _client, master_auth_file, node_command, primaries
+from deploy.valkey_cluster import _client, node_command, primaries
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.conftest import make_stream, spawn, wait_ready

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.credentials import Secrets, ensure_secrets, write_redis_acl, write_urls
+from deploy.credentials import Secrets, ensure_secrets, master_auth_file, write_redis_acl, write_urls
 from deploy.redis_nodes import parse_redis_nodes
 from deploy.servers import port_open, wait_for_port
 from deploy.settings import Settings
-from deploy.valkey_cluster import BUS_PORT_OFFSET, form, master_auth_file, node_command
+from deploy.valkey_cluster import BUS_PORT_OFFSET, form, node_command
 
 NODE_TIMEOUT_MS = 1000
 

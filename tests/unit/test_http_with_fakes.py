@@ -163,6 +163,27 @@ async def test_projections_that_cannot_answer_give_a_503(http: httpx.AsyncClient
 
 
 @pytest.mark.parametrize(
+    "path",
+    [
+        "/analytics/range?from=0&to=0",
+        f"/analytics/range?from={NOW}&to={NOW}",
+        f"/analytics/range?from={NOW}&to={NOW - 2 * 24 * HOUR_MS}&granularity=day&tz=Asia/Kathmandu",
+        "/analytics?from=0&to=0",
+    ],
+)
+async def test_an_empty_range_is_a_200_with_no_rows_and_a_zero_total_read_from_nowhere(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    """Nothing to read, so no Redis is asked (these fakes have none: a read would be a 503)."""
+    response = await http.get(path)
+    assert response.status_code == 200
+    assert response.text.splitlines()[1:] == ["total,0,0,0"]
+    as_json = (await http.get(path, headers={"Accept": "application/json"})).json()
+    assert as_json["buckets"] == []
+    assert as_json["total"] == {"unique_users": 0, "clicks": 0, "impressions": 0}
+
+
+@pytest.mark.parametrize(
     "raised",
     [
         redis.exceptions.ClusterDownError("The cluster is down"),

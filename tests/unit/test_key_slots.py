@@ -12,12 +12,13 @@ from redis.asyncio import Redis
 
 from api.reader import Reader
 from contract.buckets import DAY_MS, day_token
-from contract.cells import Cell, CellLayout
+from contract.cells import HEADER_ARGS, Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import GEN_PLACEHOLDER, Keys
 from contract.schema import HourState, Kind
 from projector.fold.deltas import Deltas, HourDelta, Keyed
 from projector.projections.leases import Leases
+from projector.projections.scripts import source
 from projector.projections.store import ProjectionStore, SwapOutcome, Thawed
 
 PREFIX = "hg"
@@ -97,6 +98,10 @@ def audit_records(keys: Keys) -> list[str]:
     ]
 
 
+PRELUDE = source("cells")
+"""What every cell script starts with (its own first line follows)."""
+
+
 @dataclass
 class Recorder:
     """Stands in for Redis: records every script call (its name and keys) and answers plausibly."""
@@ -105,12 +110,12 @@ class Recorder:
     values: dict[str, Any] = field(default_factory=dict)
 
     def register_script(self, source: str) -> Any:
-        name = source.splitlines()[0]
+        name = source.removeprefix(PRELUDE).splitlines()[0]
 
         async def run(keys: list[str], args: list[Any], client: Any = None) -> Any:
             self.calls.append((name, list(keys), list(args)))
             if "Applies one partition" in name:
-                return [0, args[3], args[0]]
+                return [0, args[HEADER_ARGS], args[0]]
             if "Rebuilds one day rollup" in name:
                 return [1]
             if "Reads one hour" in name:

@@ -4,8 +4,8 @@ audit and the single-hour replay read the partition further back."""
 from __future__ import annotations
 
 from contract.schema import Kind
-from projector.audit.sources import unsettled
 from projector.fold.deltas import Keyed
+from projector.log.hour_log import unsettled
 
 W = 1000
 HOUR = 7

@@ -146,3 +146,113 @@ def test_the_fold_is_pure() -> None:
         if m.split(".")[0] not in allowed and not m.startswith(("contract", "projector.fold"))
     }
     assert outside == set()
+
+
+PROJECTOR_RANKS = {
+    "__main__": 6,
+    "cli": 5,
+    "live": 4,
+    "replay": 4,
+    "audit": 4,
+    "log": 3,
+    "projections": 3,
+    "metrics": 2,
+    "reach": 2,
+    "fold": 1,
+}
+"""Each part of the projector (a subpackage, or a module beside them) and its rank: a part imports only
+parts of a lower rank, never one of its own, so imports inside the projector run one way."""
+
+
+def projector_part(path: Path) -> str:
+    """The part of the projector a file belongs to: its subpackage, or the module's own name."""
+    first = path.relative_to(ROOT / "projector").parts[0]
+    return first.removesuffix(".py")
+
+
+def projector_parts_imported(path: Path) -> set[str]:
+    """The parts of the projector the file imports (relative imports resolved, deferred ones too)."""
+    package = list(path.relative_to(ROOT).parent.parts)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = base + (node.module.split(".") if node.module else [])
+            names = [[*module, alias.name] for alias in node.names]
+        else:
+            continue
+        found |= {name[1] for name in names if name[0] == "projector" and len(name) > 1}
+    return found
+
+
+def test_every_part_of_the_projector_has_a_rank() -> None:
+    parts = {projector_part(p) for p in (ROOT / "projector").rglob("*.py")} - {"__init__"}
+    assert parts == set(PROJECTOR_RANKS)
+
+
+def test_the_projector_package_itself_imports_none_of_its_parts() -> None:
+    assert projector_parts_imported(ROOT / "projector" / "__init__.py") == set()
+
+
+@pytest.mark.parametrize("part", sorted(PROJECTOR_RANKS))
+def test_inside_the_projector_imports_run_one_way(part: str) -> None:
+    """`__main__` on top, then `cli`; then `live`, `replay` and `audit`; then `log` and `projections`;
+    then `metrics` and `reach`; `fold` at the bottom. A part may import only parts below its own rank."""
+    rank = PROJECTOR_RANKS[part]
+    files = [p for p in (ROOT / "projector").rglob("*.py") if projector_part(p) == part]
+    assert files
+    upward = {
+        f"{path.relative_to(ROOT)} imports {other}"
+        for path in files
+        for other in projector_parts_imported(path)
+        if other != part and PROJECTOR_RANKS.get(other, rank) >= rank
+    }
+    assert upward == set()
+
+
+def module_graph(package: str) -> dict[str, set[str]]:
+    """Each module of the package (dotted) -> the package's modules it imports, deferred imports too."""
+    names = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        me = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        graph[me] = (found & names) - {me}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One path around each cycle found (empty: the imports form no cycle)."""
+    found: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            found.append([*path[path.index(node) :], node])
+            return
+        if node in done:
+            return
+        for other in sorted(graph.get(node, ())):
+            visit(other, [*path, node])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [])
+    return found
+
+
+def test_the_cycle_finder_finds_a_deferred_import_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_cycle_in_deploy() -> None:
+    """No two deploy modules import each other, however indirectly or late (a deferred import)."""
+    assert cycles(module_graph("deploy")) == []

@@ -117,10 +117,10 @@ def test_the_bucket_limit_holds_in_any_zone() -> None:
     assert far.value.param == "to"
 
 
-def test_to_must_be_after_from_rounded_down_in_the_zone() -> None:
-    with pytest.raises(ParamError) as caught:
-        read("2026-01-02T00:00+05:30", "2026-01-01T23:00+05:30", "Asia/Kolkata")
-    assert caught.value.param == "to"
+def test_a_to_at_or_before_from_rounded_down_in_the_zone_is_an_empty_range() -> None:
+    assert read("2026-01-02T00:00+05:30", "2026-01-01T23:00+05:30", "Asia/Kolkata").spans == ()
+    assert read("2026-01-03T00:00+05:30", "2026-01-02T00:00+05:30", "Asia/Kolkata", "day").spans == ()
+    assert len(read("2026-01-02T00:30+05:30", "2026-01-02T00:10+05:30", "Asia/Kolkata").spans) == 1
 
 
 def test_csv_rows_carry_local_labels() -> None:

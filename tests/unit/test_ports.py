@@ -81,6 +81,18 @@ def test_a_valkey_cluster_checks_each_node_and_its_cluster_bus() -> None:
     }
 
 
+def test_a_valkey_node_whose_cluster_bus_would_pass_65535_is_one_line_naming_the_variable() -> None:
+    url = "redis://127.0.0.1:7001,redis://127.0.0.1:60000"
+    found = problems(planned(Settings(redis_url=url, http_port=0, admin_port=0), projectors=1))
+    assert "port 70000 (cluster bus of 60000) is above 65535 (ANALYTICS_REDIS_URL moves it)" in found
+
+
+def test_a_nats_node_whose_route_port_would_pass_65535_is_one_line_too() -> None:
+    url = "nats://127.0.0.1:4222,nats://127.0.0.1:64000"
+    found = problems(planned(Settings(nats_url=url, http_port=0, admin_port=0), projectors=1))
+    assert "port 66000 (cluster routes of 64000) is above 65535 (ANALYTICS_NATS_URL moves it)" in found
+
+
 def test_cluster_up_with_every_port_on_checks_each_with_the_variable_that_moves_it() -> None:
     from deploy.supervisor import CLUSTER_URL, VALKEY_CLUSTER_URL
 

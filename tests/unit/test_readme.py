@@ -1,5 +1,6 @@
-"""The README is a front door, and true: at most 250 lines, its links resolve, and its layout lists
-exactly the modules that exist; every test file and test the README and docs/ cite exists."""
+"""The README is a front door, and true: at most 250 lines, its links resolve, its layout maps every
+package, and docs/layout.md lists exactly the modules that exist; every test file and test the README
+and docs/ cite exists."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("contract", "ingest", "projector", "api", "server", "deploy")
 README = ROOT / "README.md"
+LAYOUT = ROOT / "docs" / "layout.md"
 
 
 def layout_tree() -> list[str]:
-    """The lines of the text block under `## Layout`."""
+    """The lines of docs/layout.md's module tree (its text block)."""
+    return LAYOUT.read_text().split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+
+
+def readme_layout() -> str:
+    """The README's `## Layout` section."""
     text = README.read_text()
-    section = text[text.index("\n## Layout\n") :]
-    return section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    section = text[text.index("\n## Layout\n") + 1 :]
+    return section[: section.index("\n## ")]
 
 
 def listed_modules(tree: list[str]) -> set[str]:
@@ -45,8 +52,18 @@ def test_the_layout_names_every_module_and_no_other() -> None:
         for path in (ROOT / package).rglob("*.py")
         if path.name != "__init__.py"
     }
-    assert sorted(present - listed) == [], "modules missing from the README's layout"
-    assert sorted(listed - present) == [], "modules in the README's layout that do not exist"
+    assert sorted(present - listed) == [], "modules missing from docs/layout.md"
+    assert sorted(listed - present) == [], "modules in docs/layout.md that do not exist"
+
+
+def test_the_readme_maps_each_package_on_one_line_and_links_the_module_list() -> None:
+    """A short map where to start reading, not the inventory (which once took 101 of its 250 lines)."""
+    section = readme_layout()
+    assert "(docs/layout.md)" in section
+    for package in (*PACKAGES, "tests"):
+        rows = [line for line in section.splitlines() if line.startswith(f"| `{package}/` |")]
+        assert len(rows) == 1, f"{package}/ is not one row of the README's layout"
+    assert len(section.splitlines()) < 20
 
 
 def test_the_layout_reader_sees_nested_paths() -> None:
