@@ -106,6 +106,7 @@ class RangeReads:
             for p in parts:
                 pipe.get(self._keys.generation(p))
             gens = [_text(raw) or str(FIRST_GENERATION) for raw in await pipe.execute()]
+        async with self._redis.pipeline(transaction=False) as pipe:
             for p in parts:
                 pipe.get(self._keys.phases(gens[p], p))
             found = await pipe.execute()

@@ -150,7 +150,8 @@ class Snapshots:
 async def test_a_quarter_hour_of_a_cold_hour_is_read_from_its_hours_snapshot_entry(redis: Redis) -> None:
     keys, hour = Keys(f"coldq{time.monotonic_ns()}"), ms("2026-11-25T04:00Z") // HOUR_MS
     token = hour_token(hour)
-    cold_quarters = [{"c0"}, set(), {"c2", "shared"}, {"c3"}]
+    # A user lives in one partition (contract.hours.partition_of), so the partitions share none.
+    cold_quarters = [{"c0"}, set(), {"c2", "c2b"}, {"c3"}]
     hot_quarters = [{"h0"}, {"h1"}, {"h2", "shared"}, set()]
     for p in (0, 1):
         await redis.set(keys.phases(1, p), "0")
@@ -173,7 +174,7 @@ async def test_a_quarter_hour_of_a_cold_hour_is_read_from_its_hours_snapshot_ent
         answers.append(await reader.spans([*local_hour.spans, (start, start + HOUR_MS)]))
     assert answers[0] == answers[1]
     (local, whole), total = answers[0]
-    assert (local.unique_users, local.clicks) == (4, 5)  # h2, shared, c2, c3: 2 + 3 clicks
-    assert (whole.unique_users, whole.clicks) == (7, 8)  # h0 h1 h2 shared c0 c2 c3
-    assert (total.unique_users, total.clicks) == (7, 5 + 8)  # uniques: the union; counts: the rows summed
+    assert (local.unique_users, local.clicks) == (5, 5)  # h2, shared, c2, c2b, c3: 2 + 3 clicks
+    assert (whole.unique_users, whole.clicks) == (8, 8)  # h0 h1 h2 shared c0 c2 c2b c3
+    assert (total.unique_users, total.clicks) == (8, 5 + 8)  # uniques: the union; counts: the rows summed
     assert store.reads >= 2

@@ -120,7 +120,7 @@ class Recorder:
                 return [1]
             if "Reads one hour" in name:
                 return [0, 0, 0]
-            if "Reads a range" in name:
+            if "Reads rows of a range" in name:
                 return [0] * (3 * range_rows(args) + 1)
             return 1
 
@@ -151,16 +151,13 @@ class Pipe:
         assert command == "EVALSHA", command
         keys, args = list(rest[:numkeys]), list(rest[numkeys:])
         self.owner.calls.append((sha, keys, args))
-        cells = range_cells(args) if "Reads a range" in sha else 1
-        self.queued.append([-1, *(["", "", 0, 0] * cells)])
+        if "Reads rows of a range" in sha:
+            self.queued.append([0] * (3 * range_rows(args) + 1))
+        else:
+            self.queued.append([0, 0, 0])
 
     async def execute(self) -> list[Any]:
         return self.queued
-
-
-def range_cells(args: list[Any]) -> int:
-    """How many cells a range script call names (api/range.lua's arguments, one group)."""
-    return len(str(args[4 + 8 * int(args[2])]).split())
 
 
 def range_rows(args: list[Any]) -> int:
