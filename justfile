@@ -129,6 +129,10 @@ bench-commits *args:
 bench-ranges *args:
     {{python}} -m tests.bench.ranges "$@"
 
+# How long one script holds Redis at the documented limits (SLOWLOG): range reads in steps and in one script, a replay fetch's apply.
+bench-scripts *args:
+    {{python}} -m tests.bench.script_time "$@"
+
 # Build the Hourglass image offline with podman (its Debian base made by mmdebstrap), and say how big it is.
 [no-exit-message]
 image *args:

@@ -31,9 +31,9 @@ SCRIPT_MAX_KEYS = 7000
 """Lua's unpack() stops near 8,000 values: a row naming more keys of one partition than this is counted
 here from raw registers, and a total naming more (a generation without day rollups) by PFCOUNT in a
 pipeline."""
-STEP_CELLS = 2000
+STEP_CELLS = 1000
 """Cell reads (HMGET, and PFCOUNT's keys) one step's script makes at most, over its partitions, unless a
-single row needs more: about 2-5 ms of Redis (docs/performance.md)."""
+single row needs more: a few milliseconds of Redis (`./just bench-scripts`)."""
 
 Where = list[tuple[str, str]]
 """Per partition, its live generation and its phases text, as the range script reads them."""
