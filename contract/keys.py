@@ -66,6 +66,10 @@ class Keys:
         counted; the apply trims it to the dedup window, so it holds only keys inside the window."""
         return f"{self._part(partition)}:g{gen}:dedup"
 
+    def scratch(self, partition: int) -> str:
+        """A HyperLogLog the apply script builds and deletes within one call (never seen outside it)."""
+        return f"{self._part(partition)}:scratch"
+
     def lease(self, partition: int) -> str:
         """Which projector applies the partition now; expires unless renewed."""
         return f"{self._part(partition)}:lease"

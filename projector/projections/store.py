@@ -174,6 +174,7 @@ class ProjectionStore:
                 self.keys.dedup(gen, partition),
                 self.keys.dirty(gen, partition),
                 self.keys.cold(gen, partition),
+                self.keys.scratch(partition),
             ],
             cells=cells,
         )

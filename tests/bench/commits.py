@@ -101,7 +101,9 @@ def tree_server(
 def tree_env(tree: Path, env: dict[str, str]) -> dict[str, str]:
     """`env` for a process importing the packages of `tree`, with only the settings that tree knows (an
     older commit refuses a setting added since)."""
-    known = (tree / "contract" / "settings.py").read_text()
+    # Settings moved from contract/ to deploy/; a commit has one or the other.
+    found = [tree / d / "settings.py" for d in ("deploy", "contract")]
+    known = next(path for path in found if path.exists()).read_text()
     env = {
         k: v for k, v in env.items() if not k.startswith("ANALYTICS_") or f"    {k[10:].lower()}:" in known
     }

@@ -1,7 +1,8 @@
 """`./just bench-projector`: projector processes, then `./just replay`, on a generated stream.
 
 Run it at two commits to compare them on the same machine, minutes apart, e.g. the lean pull reader
-against nats-py's fetch: `./just bench-projector` here and at the commit before it.
+against nats-py's fetch: `./just bench-projector` here and at the commit before it. For the replay,
+`--base REV` does that in one run, in alternating rounds (tests/bench/replay_commits.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import redis as redis_lib
 
 from tests.bench import cluster as cluster_bench
+from tests.bench.replay_commits import replay_rounds
 from tests.bench.run import cpu, fill_stream, peak_rss_mb, process, wait_applied
 from tests.bench.servers import scratch_servers
 from tests.bench.wait_rounds import wait_rounds
@@ -59,6 +61,12 @@ def main() -> None:
         help="instead: the stream applied into one Valkey node (1) and clusters of N primaries, same run "
         "(the applies of ./just bench-cluster; its other options pass through)",
     )
+    parser.add_argument(
+        "--base",
+        help="instead: ./just replay of this commit against this checkout's on the same stream, in "
+        "alternating rounds (the first --replay-processes value; no projector run)",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of each side with --base")
     args, rest = parser.parse_known_args()
     if args.redis_primaries:
         primaries = [str(n) for n in args.redis_primaries]
@@ -80,6 +88,9 @@ def main() -> None:
             [sys.executable, "-m", "projector", "stream"], env=env, check=True, capture_output=True
         )
         asyncio.run(fill_stream(settings, args.events, args.per_message, args.keyed))
+        if args.base:
+            replay_rounds(scratch, env, args.base, args.rounds, args.replay_processes[0], args.events)
+            return
         started, before = time.perf_counter(), cpu(*servers)
         with contextlib.ExitStack() as running:
             pids = [

@@ -17,14 +17,15 @@ from redis.asyncio import Redis
 
 from contract import cells as layout
 from contract import schema
-from contract.buckets import parse_phases, phases_text
+from contract.buckets import day_tokens, parse_phases, phases_text, quarter_token
 from contract.hll import registers, sketch
-from contract.hours import HOUR_MS, hour_of, partition_of, subject
+from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, subject
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind
 from deploy.settings import Settings
+from projector.fold.deltas import Deltas, Keyed
 from projector.live.balancer import Projector
-from projector.projections.store import ProjectionStore
+from projector.projections.store import Outcome, ProjectionStore
 from projector.replay.driver import replay
 from tests.helpers import settle
 from tests.integration.conftest import make_stream
@@ -160,3 +161,54 @@ async def test_a_generation_keeps_the_phases_recorded_first(
     assert await fresh.phases(6, 0) == (0, 1110)
     assert await fresh.record_phases(6, 0, (0, 240, 300), live=False) == (0, 240, 300)  # a build sets
     assert await redis.get(store.keys.phases(6, 0)) == phases_text((0, 240, 300)).encode()
+
+
+async def test_many_users_go_into_dense_cells_as_pfadd_would_put_them(
+    settings: Settings, redis: Redis
+) -> None:
+    """apply.lua sends a group of many users into its dense cells through one scratch HyperLogLog and
+    PFMERGE, and into sparse or new cells by PFADD: every cell ends with the registers, encoding and
+    length that PFADD of each group's users into each of its cells gives, and no scratch key is left."""
+    store = ProjectionStore.from_settings(redis, settings)
+    phases = (0, 330)  # UTC and Kolkata
+    gen = await store.new_generation()
+    await store.record_phases(gen, 0, phases, live=False)
+    hour = hour_of(NY_FALL_BACK)
+    rng = random.Random(3)
+    # (quarter, unkeyed users, keyed users) per apply: cells go dense, then take merges; a new quarter
+    # of dense hour and days; a small group; many keyed users; an hour of its own that stays sparse.
+    applies = [
+        [(hour, 0, range(0, 3000), range(0))],
+        [(hour, 0, range(2500, 4000), range(0))],
+        [(hour, 1, range(4000, 4700), range(4700, 4800)), (hour - 30, 2, range(50), range(0))],
+        [(hour, 1, range(5000, 5030), range(5030, 5600)), (hour - 30, 2, range(50, 100), range(0))],
+    ]
+    watermark = 0
+    reference = f"{settings.key_prefix}:reference:"
+    for seq, groups in enumerate(applies, start=1):
+        deltas = Deltas(last_seq=seq, last_ms=NY_FALL_BACK)
+        for h, quarter, plain, keyed in groups:
+            cell = deltas.hour(h).quarters[quarter]
+            cell.users.update(f"u{i}" for i in plain)
+            cell.impressions += len(plain)
+            deltas.keyed += [Keyed(f"k{i}", f"u{i}", NY_FALL_BACK, h, Kind.CLICK, quarter) for i in keyed]
+            users = [f"u{i}" for i in (*plain, *keyed)]
+            rng.shuffle(users)
+            for token in (quarter_token(h, quarter), hour_token(h), *day_tokens(h, quarter, phases)):
+                await redis.pfadd(reference + token, *users)
+        result = await store.apply(gen, 0, watermark, deltas, live=False)
+        assert result.outcome is Outcome.APPLIED
+        watermark = result.watermark
+    tokens = [raw.decode()[len(reference) :] async for raw in redis.scan_iter(match=f"{reference}*")]
+    assert len(tokens) == 2 + 1 + 4 + 2  # two quarters, an hour, two days each of the two hours
+    layout_ = layout.CellLayout(store.keys)
+    for token in tokens:
+        mine = await redis.get(layout_.users(layout.Cell(gen, 0, token)))
+        theirs = await redis.get(reference + token)
+        assert isinstance(mine, bytes)
+        assert isinstance(theirs, bytes)
+        # Bytes 8-15 cache a cardinality: PFMERGE marks it stale even when no register changed.
+        assert (mine[:5], len(mine), registers(mine)) == (theirs[:5], len(theirs), registers(theirs)), token
+    encodings = {await redis.getrange(layout_.users(layout.Cell(gen, 0, t)), 4, 4) for t in tokens}
+    assert encodings == {b"\x00", b"\x01"}  # dense cells and sparse ones
+    assert not await redis.exists(store.keys.scratch(0))

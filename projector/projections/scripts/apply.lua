@@ -1,7 +1,8 @@
 -- Applies one partition's folded deltas and advances its watermark in one atomic step.
 -- Cells (cells.lua): the stored buckets the deltas touch (contract.buckets: hours, their quarter-hours,
--- day rollups). Named keys: dedup (sorted set), dirty (sorted set), cold (hash). The guard checks the
--- generation only when live (a generation being built is not live yet), the fence, the watermark.
+-- day rollups). Named keys: dedup (sorted set), dirty (sorted set), cold (hash), scratch (see
+-- add_users). The guard checks the generation only when live (a generation being built is not live
+-- yet), the fence, the watermark.
 -- Own ARGV: the new watermark, the dedup window ms, the newest stream ms of the deltas, then one token
 --       per cell, then the group count and per group (the events of one quarter-hour: they all go to
 --       the same cells, its quarter, its hour and its day rollups): its cell numbers joined by ",", its
@@ -10,7 +11,7 @@
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced;
 -- 4: some hours are cold (in the snapshot store, not in Redis), followed by their token, entry
 -- watermark pairs. Nothing is written then: the caller thaws those hours and applies again.
-local DEDUP, DIRTY, COLD = named(1), named(2), named(3)
+local DEDUP, DIRTY, COLD, SCRATCH = named(1), named(2), named(3), named(4)
 local status, live, wm = guard()
 if status ~= 0 then return {status, wm, live} end
 local new_wm = ARGV[OWN]
@@ -37,15 +38,30 @@ local clicks, impressions = {}, {}
 for c = 1, CELLS do
   clicks[c], impressions[c] = 0, 0
 end
--- Users to every cell of a group (PFADD is idempotent: a user in several quarter-hours is no problem).
--- unpack() is limited by the Lua stack, so users go to PFADD in chunks.
+-- Users to every cell of a group (PFADD is idempotent: a user in several quarter-hours is no problem),
+-- in chunks (unpack() is limited by the Lua stack). A group has 3+ cells, and PFADD costs per user
+-- and cell; so many users go once into SCRATCH (dense, this call's own, deleted before it ends), then
+-- PFMERGE into each dense cell: the same registers PFADD gives, still dense, at a cost independent of
+-- the users. A sparse or missing cell takes PFADD, so it stays sparse as long as it would have.
+local MERGE_FROM, DENSE_EMPTY = 400, 'HYLL' .. string.rep('\0', 12 + 12288)  -- header, registers
 local function add_users(targets, list, n)
+  local direct, merged = targets, {}
+  if n >= MERGE_FROM and #targets > 1 then
+    direct = {}
+    for _, c in ipairs(targets) do
+      local dense = redis.call('GETRANGE', users_of(c), 4, 4) == '\0'
+      table.insert(dense and merged or direct, c)
+    end
+    if #merged < 2 then direct, merged = targets, {} end  -- one merge saves nothing
+  end
+  if #merged > 0 then redis.call('SET', SCRATCH, DENSE_EMPTY) end
   for from = 1, n, CHUNK do
     local upto = math.min(from + CHUNK - 1, n)
-    for _, c in ipairs(targets) do
-      redis.call('PFADD', users_of(c), unpack(list, from, upto))
-    end
+    for _, c in ipairs(direct) do redis.call('PFADD', users_of(c), unpack(list, from, upto)) end
+    if #merged > 0 then redis.call('PFADD', SCRATCH, unpack(list, from, upto)) end
   end
+  for _, c in ipairs(merged) do redis.call('PFMERGE', users_of(c), SCRATCH) end
+  if #merged > 0 then redis.call('DEL', SCRATCH) end
 end
 local function add_counts(targets, c_n, i_n)
   for _, c in ipairs(targets) do
