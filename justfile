@@ -93,7 +93,7 @@ bench-ab *args:
 bench-tail *args:
     {{python}} -m tests.bench.tail "$@"
 
-# Projector processes from a cold start, then replays, on a generated live-shaped stream: CPU per event of each engine (--events, --per-message, --projectors, --replay-processes).
+# Projector processes from a cold start, then replays, on a generated live-shaped stream: CPU per event of each engine (--events, --per-message, --projectors, --replay-processes; --base REV replays another commit back to back).
 bench-projector *args:
     {{python}} -m tests.bench.projector_speed "$@"
 
