@@ -179,9 +179,9 @@ class PartitionWorker:
                 metrics.CONSUMER_LAG.labels(str(self.partition)).set(fetched.pending)
                 msgs = fetched.head(_contiguous(fetched, delivered))
                 delivered += len(msgs)
-                outcome = await self._take(msgs, puller, stop)
-                if outcome is not None:
-                    return outcome
+                for run in msgs.runs():  # a bounded apply each
+                    if (outcome := await self._take(run, puller, stop)) is not None:
+                        return outcome
                 if len(msgs) < len(fetched):
                     log.info("p%d: delivery gap after consumer seq %d; resyncing", self.partition, delivered)
                     return Stopped.RESYNC

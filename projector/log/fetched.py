@@ -9,6 +9,10 @@ from contract import schema
 from deploy.settings import Settings
 from projector.fold.digest import Decoder, Digest, digest
 
+APPLY_MAX_BYTES = 64 * 1024
+"""Stream payload bytes folded into one apply at most (one message at least): about 1,000 events, a few
+milliseconds of Redis, so no apply holds Redis long however large a fetch is (`./just bench-scripts`)."""
+
 
 class Meta(NamedTuple):
     """Where a message sits, from its reply subject `$JS.ACK.[<domain>.<account>.]<stream>.<consumer>.
@@ -83,10 +87,30 @@ class Fetched:
         """The first `n` messages (`pending` stays that of the whole fetch)."""
         if n >= len(self):
             return self
+        return self._part(0, n)
+
+    def runs(self, max_bytes: int | None = None) -> list[Fetched]:
+        """The messages in runs of at most `max_bytes` (APPLY_MAX_BYTES) of payload (a larger message is
+        a run alone), each folded and applied on its own; `pending` stays that of the whole fetch."""
+        if max_bytes is None:
+            max_bytes = APPLY_MAX_BYTES
+        found: list[Fetched] = []
+        start, size = 0, 0
+        for i, payload in enumerate(self.payloads):
+            if i > start and size + len(payload) > max_bytes:
+                found.append(self._part(start, i))
+                start, size = i, 0
+            size += len(payload)
+        if start == 0:
+            return [self]
+        found.append(self._part(start, len(self)))
+        return found
+
+    def _part(self, start: int, stop: int) -> Fetched:
         part = Fetched()
         for name in self.__slots__:
             value = getattr(self, name)
-            setattr(part, name, value[:n] if isinstance(value, list) else value)
+            setattr(part, name, value[start:stop] if isinstance(value, list) else value)
         return part
 
 

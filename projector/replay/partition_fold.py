@@ -184,7 +184,8 @@ class _Fold:
                     ) from None
                 continue
             stalls = 0
-            await self._take(fetched)
+            for run in fetched.runs():
+                await self._take(run)
             pending = fetched.pending
 
     async def _take(self, fetched: Fetched) -> None:

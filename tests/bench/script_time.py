@@ -1,7 +1,7 @@
 """`./just bench-scripts`: how long one script holds Redis at the documented limits (Valkey's SLOWLOG):
 range reads of up to a leap year of hours (ANALYTICS_RANGE_MAX_BUCKETS) in UTC, in a rolled-up zone and
 in one without day rollups, read in bounded steps and, for comparison, in one script; and the apply of
-a replay-sized fetch.
+a projector's largest fetch, applied in runs as the worker applies it.
 
 Seeds a year and a bit of hours in every partition (`--users` users an hour a partition) through the
 store's own apply into a scratch Valkey, with UTC and Asia/Kolkata day rollups, then prints per read:
@@ -25,10 +25,12 @@ from api.range_read import RangeReads
 from api.ranges import parse_range
 from api.reader import Reader
 from contract.buckets import day_phases
-from contract.hours import HOUR_MS
+from contract.hours import HOUR_MS, subject
 from contract.keys import Keys
-from contract.schema import Kind
-from projector.fold.deltas import Deltas, HourDelta, Keyed
+from contract.schema import Batch, Event, Kind, encode
+from projector.fold.deltas import Deltas, HourDelta
+from projector.fold.digest import digest
+from projector.log.fetched import APPLY_MAX_BYTES, Fetched
 from projector.projections.store import ProjectionStore
 from tests.bench.servers import scratch_servers
 
@@ -104,28 +106,56 @@ async def main_async(args: argparse.Namespace) -> None:
                 cells.append(f"{worst:6.2f} ms x{count:<4} {wall:6.1f} ms")
             range_read.STEP_CELLS = default_step
             print(f"{name + ' (' + zone + ')':34} {cells[0]:>24} {cells[1]:>24}")
-        apply_ms = await big_apply(redis, store, first, args.fetch_events)
-        print(f"the apply of one replay fetch ({args.fetch_events} events, 4 keyed in 10): {apply_ms:.2f} ms")
+        worst, applies = await fetch_applies(redis, store, first, args.fetch_messages)
+        print(
+            f"one fetch of {args.fetch_messages} messages of 4 events (1 keyed in 10), in {applies} applies "
+            f"of at most {APPLY_MAX_BYTES // 1024} KiB of payload: the longest {worst:.2f} ms"
+        )
         await redis.aclose()
 
 
-async def big_apply(redis: Redis, store: ProjectionStore, first: int, events: int) -> float:
-    """The longest script of one apply of `events` events spread over one hour's quarters, 40% keyed."""
+async def fetch_applies(redis: Redis, store: ProjectionStore, first: int, messages: int) -> tuple[float, int]:
+    """The longest apply script of one live-shaped fetch (`messages` messages of 4 events, one keyed in
+    ten) folded and applied in Fetched.runs as the worker does: (ms, applies)."""
     hour = first - 10
-    delta = HourDelta.of({f"big-{i}" for i in range(events // 2)}, events // 4, events // 4, quarter=0)
-    keyed = [Keyed(f"k{i}", f"big-{i}", i, hour, Kind.CLICK, i % 4) for i in range(events * 4 // 10)]
-    deltas = Deltas(hours={hour: delta}, keyed=keyed, last_seq=1, last_ms=events)
-    worst, _, _ = await longest(
-        redis, lambda: store.apply(9, 0, 0, deltas, live=False, phases=day_phases(ZONES))
-    )
-    return worst
+    prefix, subjects, payloads, seqs, stamps = "analytics.events", [], [], [], []
+    for m in range(messages):
+        events = []
+        for e in range(4):
+            n = m * 4 + e
+            key = f"k{n}" if n % 10 == 0 else None
+            events.append(Event(hour * HOUR_MS + n % HOUR_MS, f"fetch-{n % 3000}", Kind.CLICK, key))
+        subjects.append(subject(prefix, hour, 0))
+        payloads.append(encode(Batch(events=tuple(events))))
+        seqs.append(m + 1)
+        stamps.append(hour * HOUR_MS + m)
+    fetched = Fetched()
+    fetched.subjects, fetched.payloads, fetched.seqs, fetched.stamps = subjects, payloads, seqs, stamps
+    watermark, phases = 0, day_phases(ZONES)
+
+    async def run() -> None:
+        nonlocal watermark
+        for part in fetched.runs():
+            done = digest(
+                part.subjects,
+                part.payloads,
+                part.seqs,
+                part.stamps,
+                prefix=prefix,
+                partitions=1,
+                after=watermark,
+            )
+            watermark = (await store.apply(9, 0, watermark, done.deltas, live=False, phases=phases)).watermark
+
+    worst, applies, _ = await longest(redis, run)
+    return worst, applies
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=int, default=8784 + 48)
     parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--fetch-events", type=int, default=6000)
+    parser.add_argument("--fetch-messages", type=int, default=1000, help="a projector fetch's most")
     asyncio.run(main_async(parser.parse_args(argv)))
 
 
