@@ -84,6 +84,11 @@ class Stack:
         assert done.returncode == 0 or not check, f"podman {' '.join(args)}: {done.stderr[-2000:]}"
         return done.stdout
 
+    def healthy(self, service: str) -> bool:
+        """The service's own healthcheck (`podman healthcheck run`) passes now."""
+        argv = ["podman", "healthcheck", "run", self.container(service)]
+        return subprocess.run(argv, env=self.env(), capture_output=True, timeout=120).returncode == 0
+
     def podman_stderr(self, *args: str) -> str:
         done = subprocess.run(["podman", *args], env=self.env(), capture_output=True, text=True, timeout=120)
         return done.stderr
@@ -217,7 +222,15 @@ async def run_the_workload(
         before = await front(stack, http) if front else Truth()
         first = await drive(http, system_now_ms(), 300, concurrency=4, duplicate_every=10, seed=31)
         live = await exact(http, merged(before, first.truth))
-        stack.podman("healthcheck", "run", stack.container(http_service(stack)))  # /readyz/ingest: 200
+        # /readyz/ingest: 200. A server that came up late (a restart after a failed start) is polled for,
+        # and its log printed if it never does.
+        service = http_service(stack)
+        try:
+            await eventually(lambda: asyncio.to_thread(stack.healthy, service), bool, timeout=60)
+        except AssertionError:
+            print(stack.podman("logs", "--tail", "200", stack.container(service), check=False))
+            print(stack.podman_stderr("logs", "--tail", "200", stack.container(service)))
+            raise
 
         # A full replay rebuilds every projection from the log: the same answers.
         replay = ["exec", stack.container(projector), "python3", "-m", "projector", "replay"]
