@@ -31,7 +31,7 @@ SCRIPT_MAX_KEYS = 7000
 """Lua's unpack() stops near 8,000 values: a row naming more keys of one partition than this is counted
 here from raw registers, and a total naming more (a generation without day rollups) by PFCOUNT in a
 pipeline."""
-STEP_CELLS = 1000
+STEP_CELLS = 250
 """Cell reads (HMGET, and PFCOUNT's keys) one step's script makes at most, over its partitions, unless a
 single row needs more: a few milliseconds of Redis (`./just bench-scripts`)."""
 
@@ -136,7 +136,10 @@ class RangeReads:
         node, one per partition (its slot only) in one pipeline on a cluster, summed here."""
         widest = max((len(row) for cells in plans.values() for row in cells.rows), default=0)
         mode = "raw" if widest > SCRIPT_MAX_KEYS else "count"
-        calls = [[p] for p in range(self._partitions)] if self._split else [list(range(self._partitions))]
+        # The total alone (of a long range) is one script per partition on one node too: its unions are
+        # per partition anyway, and each stays short.
+        alone = self._split or not any(cells.rows for cells in plans.values())
+        calls = [[p] for p in range(self._partitions)] if alone else [list(range(self._partitions))]
         answers = await scripts(
             [
                 ([self._keys.generation(p) for p in parts], self._args(where, parts, plans, mode))
@@ -279,15 +282,18 @@ def _plus(a: Totals, b: Totals) -> Totals:
 
 
 def _steps(plans: dict[str, CellPlan], rows: int, partitions: int) -> list[dict[str, CellPlan]]:
-    """The range's plans cut into steps of consecutive rows, each reading at most STEP_CELLS cells over
-    `partitions` (one row at least); the last step also reads the total."""
+    """The range's plans as steps, each reading at most STEP_CELLS cells over `partitions` (one row at
+    least): all in one step when it fits, else steps of consecutive rows, then the total alone."""
     widest = max((len(row) for cells in plans.values() for row in cells.rows), default=1)
+    total = max((len(cells.total) for cells in plans.values()), default=0)
+    if (rows * widest + total) * partitions <= STEP_CELLS:
+        return [plans]
     per_step = max(1, STEP_CELLS // max(1, widest * partitions))
-    starts = list(range(0, rows, per_step)) or [0]
-    return [
-        {text: _slice(cells, start, start + per_step, start == starts[-1]) for text, cells in plans.items()}
-        for start in starts
+    steps = [
+        {text: _slice(cells, start, start + per_step, False) for text, cells in plans.items()}
+        for start in range(0, rows, per_step)
     ]
+    return [*steps, {text: _slice(cells, 0, 0, True) for text, cells in plans.items()}]
 
 
 def _slice(cells: CellPlan, start: int, stop: int, total: bool) -> CellPlan:

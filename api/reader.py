@@ -64,7 +64,7 @@ class Reader:
         return await self._ranges.read([[span] for span in spans], self._range_calls)
 
     async def _range_calls(self, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
-        if self._split:
+        if len(calls) > 1:
             return await self._scripts(self._range, calls)
         ((keys, args),) = calls
         return [await self._range(keys=keys, args=args)]
