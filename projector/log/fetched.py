@@ -9,8 +9,8 @@ from contract import schema
 from deploy.settings import Settings
 from projector.fold.digest import Decoder, Digest, digest
 
-APPLY_MAX_BYTES = 32 * 1024
-"""Stream payload bytes folded into one apply at most (one message at least): about 500 events, a few
+APPLY_MAX_BYTES = 128 * 1024
+"""Stream payload bytes folded into one apply at most (one message at least): about 2,500 events, a few
 milliseconds of Redis, so no apply holds Redis long however large a fetch is (`./just bench-scripts`)."""
 
 
