@@ -169,7 +169,17 @@ async def exact(
 
 
 async def ready(http: httpx.AsyncClient) -> None:
-    await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, timeout=120, interval=0.5)
+    last: list[str] = []
+
+    async def probe() -> httpx.Response:
+        response = await http.get("/readyz")
+        last[:] = [response.text]
+        return response
+
+    try:
+        await eventually(probe, lambda r: r.status_code == 200, timeout=120, interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; /readyz said: {last}") from None
 
 
 def free_subnet(stack: Stack) -> str:
