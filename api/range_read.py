@@ -81,7 +81,9 @@ class RangeReads:
         self, rows: Sequence[Sequence[tuple[int, int]]], scripts: Scripts
     ) -> tuple[list[Totals], Totals]:
         """Each row's totals (a row is one or more [start, end) spans) and all rows', uniques as unions."""
-        for _ in range(4):
+        # Each partition's worker records its phases once as it starts, so a read during a start may
+        # find every partition changed in turn: one attempt each, and a few for replays' switches.
+        for _ in range(self._partitions + 4):
             if self._where is None:
                 self._where = await self.locate()
             where = self._where

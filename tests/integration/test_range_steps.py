@@ -22,10 +22,12 @@ FIRST = 493_900
 PARTITIONS = 2
 
 
-async def seed(redis: Redis, keys: Keys, gen: int, clicks_per_hour: int) -> None:
+async def seed(
+    redis: Redis, keys: Keys, gen: int, clicks_per_hour: int, partitions: int = PARTITIONS
+) -> None:
     """Every hour of every partition of `gen`: its own users (u<gen>-<p>-<h>-<i>), a click each."""
     layout = CellLayout(keys)
-    for p in range(PARTITIONS):
+    for p in range(partitions):
         await redis.set(keys.phases(gen, p), "0")
         for h in range(FIRST, FIRST + HOURS):
             cell = Cell(gen, p, hour_token(h))
@@ -83,3 +85,29 @@ async def test_a_long_range_is_read_in_steps_of_bounded_cells(
     assert steps == [1] * (HOURS // 2) + [PARTITIONS]  # rows, then the total: one script a partition
     assert found == [Totals(2 * PARTITIONS, 2 * PARTITIONS, 0)] * HOURS
     assert total.unique_users == 2 * PARTITIONS * HOURS
+
+
+async def test_workers_starting_one_by_one_during_a_long_read_still_get_an_answer(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partitions = 8
+    keys = Keys(f"steps{time.monotonic_ns()}")
+    await seed(redis, keys, 1, 2, partitions)
+    for p in range(partitions):
+        await redis.delete(keys.phases(1, p))  # no worker has started yet
+    monkeypatch.setattr(range_read, "STEP_CELLS", partitions)  # a step reads one row
+    reader = Reader(redis, keys, partitions)
+    started: list[int] = []
+
+    async def scripts(batch: list[tuple[list[str], list[str | int]]]) -> list[Any]:
+        found = await reader._range_calls(batch)
+        if len(started) < partitions:  # the next worker records its phases after every step
+            await redis.set(keys.phases(1, len(started)), "0")
+            started.append(len(started))
+        return found
+
+    rows = [[(h * HOUR_MS, (h + 1) * HOUR_MS)] for h in range(FIRST, FIRST + HOURS)]
+    found, total = await RangeReads(redis, keys, partitions, None, False).read(rows, scripts)
+    assert started == list(range(partitions))
+    assert found == [Totals(2 * partitions, 2 * partitions, 0)] * HOURS
+    assert total.unique_users == 2 * partitions * HOURS
