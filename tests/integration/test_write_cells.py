@@ -167,8 +167,9 @@ async def test_many_users_go_into_dense_cells_as_pfadd_would_put_them(
     settings: Settings, redis: Redis
 ) -> None:
     """apply.lua sends a group of many users into its dense cells through one scratch HyperLogLog and
-    PFMERGE, and into sparse or new cells by PFADD: every cell ends with the registers, encoding and
-    length that PFADD of each group's users into each of its cells gives, and no scratch key is left."""
+    PFMERGE, and so into sparse or new cells these users push past the sparse limit; into other sparse
+    cells by PFADD: every cell ends with the registers, encoding and length that PFADD of each group's
+    users into each of its cells gives, and no scratch key is left."""
     store = ProjectionStore.from_settings(redis, settings)
     phases = (0, 330)  # UTC and Kolkata
     gen = await store.new_generation()
@@ -176,12 +177,15 @@ async def test_many_users_go_into_dense_cells_as_pfadd_would_put_them(
     hour = hour_of(NY_FALL_BACK)
     rng = random.Random(3)
     # (quarter, unkeyed users, keyed users) per apply: cells go dense, then take merges; a new quarter
-    # of dense hour and days; a small group; many keyed users; an hour of its own that stays sparse.
+    # of dense hour and days; a small group; many keyed users; an hour of its own that stays sparse;
+    # then two new quarters stay sparse, and one of them takes enough new users to go dense.
     applies = [
         [(hour, 0, range(0, 3000), range(0))],
         [(hour, 0, range(2500, 4000), range(0))],
         [(hour, 1, range(4000, 4700), range(4700, 4800)), (hour - 30, 2, range(50), range(0))],
         [(hour, 1, range(5000, 5030), range(5030, 5600)), (hour - 30, 2, range(50, 100), range(0))],
+        [(hour, 2, range(6000, 6800), range(0)), (hour, 3, range(7000, 7800), range(0))],
+        [(hour, 3, range(8000, 9000), range(0))],
     ]
     watermark = 0
     reference = f"{settings.key_prefix}:reference:"
@@ -200,7 +204,7 @@ async def test_many_users_go_into_dense_cells_as_pfadd_would_put_them(
         assert result.outcome is Outcome.APPLIED
         watermark = result.watermark
     tokens = [raw.decode()[len(reference) :] async for raw in redis.scan_iter(match=f"{reference}*")]
-    assert len(tokens) == 2 + 1 + 4 + 2  # two quarters, an hour, two days each of the two hours
+    assert len(tokens) == 4 + 1 + 4 + 2  # four quarters, an hour, two days each of the two hours
     layout_ = layout.CellLayout(store.keys)
     for token in tokens:
         mine = await redis.get(layout_.users(layout.Cell(gen, 0, token)))

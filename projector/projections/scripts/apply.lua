@@ -41,18 +41,28 @@ end
 -- Users to every cell of a group (PFADD is idempotent: a user in several quarter-hours is no problem),
 -- in chunks (unpack() is limited by the Lua stack). A group has 3+ cells, and PFADD costs per user
 -- and cell; so many users go once into SCRATCH (dense, this call's own, deleted before it ends), then
--- PFMERGE into each dense cell: the same registers PFADD gives, still dense, at a cost independent of
--- the users. A sparse or missing cell takes PFADD, so it stays sparse as long as it would have.
+-- PFMERGE into each cell that is or will be dense: the same registers PFADD gives, dense, at a cost
+-- independent of the users. A sparse cell scans itself on every PFADD (the slow case: thousands of new
+-- users into sparse cells held Redis for tens of ms), so a cell these users would push past the sparse
+-- limit (about 2 bytes a register; Valkey's hll-sparse-max-bytes, 3000 by default) is merged into
+-- too, and comes out dense as PFADD would have left it. Other sparse cells take PFADD and stay sparse.
 local MERGE_FROM, DENSE_EMPTY = 400, 'HYLL' .. string.rep('\0', 12 + 12288)  -- header, registers
+local SPARSE_MAX = 3000
 local function add_users(targets, list, n)
-  local direct, merged = targets, {}
-  if n >= MERGE_FROM and #targets > 1 then
+  local direct, merged, dense_only = targets, {}, true
+  if n >= MERGE_FROM then
     direct = {}
     for _, c in ipairs(targets) do
-      local dense = redis.call('GETRANGE', users_of(c), 4, 4) == '\0'
-      table.insert(dense and merged or direct, c)
+      local key = users_of(c)
+      local dense = redis.call('GETRANGE', key, 4, 4) == '\0'
+      if dense or redis.call('STRLEN', key) + 2 * n > SPARSE_MAX then
+        merged[#merged + 1] = c
+        dense_only = dense_only and dense
+      else
+        direct[#direct + 1] = c
+      end
     end
-    if #merged < 2 then direct, merged = targets, {} end  -- one merge saves nothing
+    if #merged == 1 and dense_only then direct, merged = targets, {} end  -- one merge saves nothing
   end
   if #merged > 0 then redis.call('SET', SCRATCH, DENSE_EMPTY) end
   for from = 1, n, CHUNK do
