@@ -243,7 +243,10 @@ async def run_the_workload(
             raise
 
         # A full replay rebuilds every projection from the log: the same answers.
-        replay = ["exec", stack.container(projector), "python3", "-m", "projector", "replay"]
+        # Three nodes' containers on two shared cores can take more than the default 5 s to answer a new
+        # connection (a clean-clone run saw it): the command's deadline is a setting, raised here.
+        deadline = ["-e", "ANALYTICS_CONNECT_DEADLINE_S=30"]
+        replay = ["exec", *deadline, stack.container(projector), "python3", "-m", "projector", "replay"]
         stack.podman(*replay)
         assert await exact(http, merged(before, first.truth)) == live
         marks.append(time.monotonic())

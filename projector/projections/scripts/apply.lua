@@ -1,13 +1,11 @@
 -- Applies one partition's folded deltas and advances its watermark in one atomic step.
--- Cells (cells.lua): the stored buckets the deltas touch (contract.buckets: hours, their quarter-hours,
--- day rollups). Named keys: dedup (sorted set), dirty (sorted set), cold (hash), scratch (see
--- add_users). The guard checks the generation only when live (a generation being built is not live
--- yet), the fence, the watermark.
--- Own ARGV: the new watermark, the dedup window ms, the newest stream ms of the deltas, then one token
---       per cell, then the group count and per group (the events of one quarter-hour: they all go to
---       the same cells, its quarter, its hour and its day rollups): its cell numbers joined by ",", its
---       unkeyed clicks, impressions, users joined by "\n" (user names cannot hold control characters, so
---       the newline is a safe separator), then the keyed events, all in one string (see below).
+-- Cells (cells.lua): the buckets the deltas touch (contract.buckets: hours, quarter-hours, day rollups).
+-- Named keys: dedup (sorted set), dirty (sorted set), cold (hash), scratch (see add_users). The guard
+-- checks the generation only when live (one being built is not live yet), the fence, the watermark.
+-- Own ARGV: the new watermark, the dedup window ms, the newest stream ms of the deltas, one token per
+--       cell, the group count and per group (one quarter-hour's events: its quarter, hour and day
+--       rollups): its cell numbers joined by ",", its unkeyed clicks, impressions, users joined by "\n"
+--       (user names hold no control characters), then the keyed events in one string (see below).
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced;
 -- 4: some hours are cold (in the snapshot store, not in Redis), followed by their token, entry
 -- watermark pairs. Nothing is written then: the caller thaws those hours and applies again.
@@ -15,8 +13,7 @@ local DEDUP, DIRTY, COLD, SCRATCH = named(1), named(2), named(3), named(4)
 local status, live, wm = guard()
 if status ~= 0 then return {status, wm, live} end
 local new_wm = ARGV[OWN]
-local window = tonumber(ARGV[OWN + 1])
-local newest = tonumber(ARGV[OWN + 2])
+local window, newest = tonumber(ARGV[OWN + 1]), tonumber(ARGV[OWN + 2])
 local TOKENS = OWN + 2  -- the token of cell c is ARGV[TOKENS + c]
 -- Tokens: an hour is YYYYMMDDHH (10 characters), a quarter-hour YYYYMMDDHHMM (12), a day rollup dYYYYMMDDHHMM.
 if redis.call('HLEN', COLD) > 0 then
@@ -38,19 +35,15 @@ local clicks, impressions = {}, {}
 for c = 1, CELLS do
   clicks[c], impressions[c] = 0, 0
 end
--- Users to every cell of a group (PFADD is idempotent: a user in several quarter-hours is no problem),
--- in chunks (unpack() is limited by the Lua stack). A group has 3+ cells, and PFADD costs per user
--- and cell; so many users go once into SCRATCH (dense, this call's own, deleted before it ends), then
--- PFMERGE into each cell that is or will be dense: the same registers PFADD gives, dense, at a cost
--- independent of the users. A sparse cell scans itself on every PFADD (the slow case: thousands of new
--- users into sparse cells held Redis for tens of ms), so a cell these users would push past the sparse
--- limit (about 2 bytes a register; Valkey's hll-sparse-max-bytes, 3000 by default) is merged into
--- too, and comes out dense as PFADD would have left it. Other sparse cells take PFADD and stay sparse.
-local MERGE_FROM, DENSE_EMPTY = 400, 'HYLL' .. string.rep('\0', 12 + 12288)  -- header, registers
-local SPARSE_MAX = 3000
+-- Users into every cell of a group (PFADD is idempotent), in chunks (unpack() is limited by the Lua
+-- stack). Many users go once into SCRATCH (dense, deleted before the script ends), then PFMERGE into
+-- each cell that is dense or that they would push past the sparse limit (about 2 bytes a register;
+-- hll-sparse-max-bytes is 3000 by default): PFADD into a sparse HyperLogLog scans it, the slow case.
+-- The registers are PFADD's, and a cell left sparse takes PFADD and stays sparse.
+local MERGE_FROM, SPARSE_MAX, DENSE_EMPTY = 400, 3000, 'HYLL' .. string.rep('\0', 12 + 12288)
 local function add_users(targets, list, n)
   local direct, merged, dense_only = targets, {}, true
-  if n >= MERGE_FROM then
+  if n >= MERGE_FROM then  -- few users cost little either way
     direct = {}
     for _, c in ipairs(targets) do
       local key = users_of(c)
@@ -100,9 +93,8 @@ end
 -- A keyed event counts (its user and its click or impression, in every cell of its group) only if
 -- its user did not send its key within the window, measured on stream time, so live, rebuild and
 -- replay decide exactly alike. Scores are read in one ZMSCORE and writes grouped per group.
--- Keyed events come as one string, not five arguments each (arguments cost the client far more):
--- per event "stream ms \31 group number (1-based) \31 c|i \31 user \31 key \30". Neither a user
--- nor a key can hold a control character, so the separators are safe.
+-- Keyed events come as one string (arguments cost the client far more), per event "stream ms \31
+-- group number (1-based) \31 c|i \31 user \31 key \30" (users and keys hold no control characters).
 local ats, kgroups, kinds, kusers, members = {}, {}, {}, {}, {}
 local keyed = 0
 for at, group, kind, user, key in string.gmatch(ARGV[arg] or '', '(%d+)\31(%d+)\31(%a)\31([^\31]*)\31([^\30]*)\30') do
@@ -149,8 +141,7 @@ if keyed > 0 then
     add_counts(targets[g], kclicks[g] or 0, kimpressions[g] or 0)
   end
 end
--- The snapshot writer takes every hour and day rollup changed since its last cut (an hour's
--- quarter-hours ride with it); the score says by which apply.
+-- The snapshot writer takes the hours and day rollups changed since its last cut (by which apply).
 local dirty = {}
 for c = 1, CELLS do
   local token = ARGV[TOKENS + c]
@@ -164,7 +155,6 @@ end
 for c = 1, #dirty, CHUNK do
   redis.call('ZADD', DIRTY, unpack(dirty, c, math.min(c + CHUNK - 1, #dirty)))
 end
--- Entries older than the window can no longer refuse anything: keep only the window's keys.
-redis.call('ZREMRANGEBYSCORE', DEDUP, '-inf', '(' .. string.format('%d', newest - window))
+redis.call('ZREMRANGEBYSCORE', DEDUP, '-inf', '(' .. string.format('%d', newest - window))  -- past the window
 redis.call('SET', WATERMARK, new_wm)
 return {0, tonumber(new_wm), live}
