@@ -17,8 +17,13 @@ class Kind(StrEnum):
     IMPRESSION = "impression"
 
 
+Dimensions = tuple[tuple[str, str], ...]
+"""An event's dimension values as (name, value) pairs, sorted by name: `(("campaign", "spring"),)`."""
+
+
 class Event(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """One tracked event. Encoded as a compact array: `[timestamp_ms, user, kind, key]`."""
+    """One tracked event. Encoded as a compact array: `[timestamp_ms, user, kind, key]`, and
+    `[timestamp_ms, user, kind, key, [[name, value], ...]]` when it carries dimensions (version 2)."""
 
     ts: int
     """Milliseconds since the epoch, as the client sent it; its UTC hour is where the event counts."""
@@ -26,21 +31,37 @@ class Event(msgspec.Struct, frozen=True, array_like=True, gc=False):
     kind: Kind
     key: str | None = None
     """The client's Idempotency-Key, when it sent one (later versions dedupe on it)."""
+    dims: Dimensions = ()
+    """The dimensions the event was sent with (ANALYTICS_DIMENSIONS), sorted by name; none: ()."""
 
 
 class BatchV1(msgspec.Struct, frozen=True, tag=1, tag_field="v", gc=False):
-    """One stream message: events of one subject (one hour, one partition) appended together."""
+    """One stream message: events of one subject (one hour, one partition) appended together. Its
+    events carry no dimensions."""
 
     events: tuple[Event, ...]
 
 
-Batch = BatchV1
-"""The version new messages are written with."""
+class BatchV2(msgspec.Struct, frozen=True, tag=2, tag_field="v", gc=False):
+    """Version 1 whose events may carry dimensions: written only when one of them does, so a reader
+    that knows only version 1 keeps reading every batch without them (and stops, never skipping, at
+    the first with them)."""
 
-AnyBatch = BatchV1
-"""Every version a reader must still decode; becomes a Union when a version is added."""
+    events: tuple[Event, ...]
 
-KNOWN_VERSIONS = frozenset({1})
+
+AnyBatch = BatchV1 | BatchV2
+"""Every version a reader must still decode."""
+
+KNOWN_VERSIONS = frozenset({1, 2})
+
+
+def Batch(events: tuple[Event, ...]) -> AnyBatch:
+    """The batch new messages are written as: version 2 when an event carries dimensions, else 1."""
+    for event in events:
+        if event.dims:
+            return BatchV2(events=events)
+    return BatchV1(events=events)
 
 
 class UnknownVersion(ValueError):
@@ -56,11 +77,11 @@ class _Versioned(msgspec.Struct):
 
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AnyBatch)
+_decoder: msgspec.json.Decoder[AnyBatch] = msgspec.json.Decoder(AnyBatch)
 _version_decoder = msgspec.json.Decoder(_Versioned)
 
 
-def encode(batch: Batch) -> bytes:
+def encode(batch: AnyBatch) -> bytes:
     return _encoder.encode(batch)
 
 
@@ -99,6 +120,47 @@ def user_problem(user: str) -> str | None:
         return f"is longer than {MAX_USER_BYTES} bytes"
     if CONTROL.search(user):
         return "contains control characters"
+    return None
+
+
+DIMENSION_NAME_MAX = 32
+DIMENSION_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+"""A dimension's name, as ANALYTICS_DIMENSIONS declares it and a query parameter names it."""
+DIMENSION_VALUE = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
+"""A dimension's value: 1-64 characters that need no escaping in a URL, a CSV cell or a key."""
+DIMENSION_VALUE_RULE = "must be 1-64 characters of A-Z a-z 0-9 . _ : / -"
+RESERVED_NAMES = frozenset(
+    {"timestamp", "user", "event", "click", "impression"}
+    | {"from", "to", "tz", "granularity", "by", "sort", "top"}
+)
+"""Query parameters of the API itself, which no dimension may be named."""
+MAX_DIMENSIONS = 16
+
+
+def dimension_names_problem(names: tuple[str, ...]) -> str | None:
+    """Why a declaration of dimensions (ANALYTICS_DIMENSIONS) is wrong, or None."""
+    if len(names) > MAX_DIMENSIONS:
+        return f"at most {MAX_DIMENSIONS} dimensions, got {len(names)}"
+    for name in names:
+        if not DIMENSION_NAME.fullmatch(name):
+            return f"{name[:40]!r} is not a dimension name ([a-z][a-z0-9_]{{0,31}})"
+        if name in RESERVED_NAMES:
+            return f"{name!r} is a parameter of the API itself"
+    if len(set(names)) < len(names):
+        return "a dimension is named twice"
+    return None
+
+
+def dims_problem(dims: Dimensions) -> str | None:
+    """Why an event's dimensions break the rules ingest enforces, or None."""
+    names = [name for name, _ in dims]
+    if names != sorted(set(names)):
+        return "dimensions must be sorted by name, each once"
+    for name, value in dims:
+        if not DIMENSION_NAME.fullmatch(name):
+            return f"dimension name {name[:40]!r} is not [a-z][a-z0-9_]{{0,31}}"
+        if not DIMENSION_VALUE.fullmatch(value):
+            return f"{name}: {DIMENSION_VALUE_RULE}, got {value[:70]!r}"
     return None
 
 

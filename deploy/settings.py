@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from contract.buckets import day_phases, zone
+from contract.schema import dimension_names_problem
 from deploy.backoff import NatsLog
 from deploy.redis_nodes import NodeListError, RedisNode, parse_redis_nodes
 
@@ -165,6 +166,11 @@ class Settings:
     hours and quarter-hours, more slowly. Each zone adds one or two HyperLogLog updates per event.
     A change applies to generations built after it: run a replay."""
 
+    dimensions: str = "campaign,creative,site"
+    """The dimensions an event may carry (comma-separated names, [a-z][a-z0-9_]*, at most 16): a POST
+    may add `&campaign=spring-sale`, and any other parameter named like a dimension is a 400. Empty:
+    none. The log keeps them; a removed one stays in old messages."""
+
     range_max_buckets: int = 8784
     """The most buckets (hours or days) one range read may ask for; 8,784 hours is a leap year."""
 
@@ -297,6 +303,9 @@ class Settings:
                 zone(name)
             except ValueError as exc:
                 raise SettingsError(f"ANALYTICS_DAY_ZONES: {exc}") from None
+        problem = dimension_names_problem(self.dimension_names)
+        if problem is not None:
+            raise SettingsError(f"ANALYTICS_DIMENSIONS={self.dimensions!r}: {problem}")
         if self.pull_reader not in ("auto", "fast", "public"):
             raise SettingsError("ANALYTICS_PULL_READER must be auto, fast or public")
         self.redis_nodes()
@@ -311,6 +320,11 @@ class Settings:
     @property
     def day_zone_names(self) -> tuple[str, ...]:
         return tuple(name.strip() for name in self.day_zones.split(",") if name.strip())
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        """The declared dimensions, in the order ANALYTICS_DIMENSIONS names them."""
+        return tuple(name.strip() for name in self.dimensions.split(",") if name.strip())
 
     @property
     def day_phases(self) -> tuple[int, ...]:

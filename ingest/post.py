@@ -38,12 +38,15 @@ class Ingest:
             RateLimiter(settings.post_rate_per_s, settings.post_burst) if settings.post_rate_per_s else None
         )
         self._trusted = parse_networks(settings.trusted_proxies)
+        self._dimensions = frozenset(settings.dimension_names)
 
     async def answer(self, scope: Any) -> Answer:
         if self._limiter is not None:
             self._limit(scope)
         key = idempotency_key(scope["headers"])
-        event = parse_event(scope["query_string"], self._clock(), self._settings.future_skew_ms, key)
+        event = parse_event(
+            scope["query_string"], self._clock(), self._settings.future_skew_ms, key, self._dimensions
+        )
         await self.store(event)
         return NO_CONTENT
 

@@ -3,27 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from difflib import get_close_matches
+from itertools import pairwise
 
 from contract.hours import MAX_TIMESTAMP_MS
-from contract.schema import Event, Kind, key_problem, user_problem
+from contract.schema import (
+    DIMENSION_NAME_MAX,
+    DIMENSION_VALUE,
+    DIMENSION_VALUE_RULE,
+    Dimensions,
+    Event,
+    Kind,
+    key_problem,
+    user_problem,
+)
 from server.failures import ParamError
 from server.params import parse_query, parse_timestamp, single
 
 _KINDS = {kind.value: kind for kind in Kind}
+EVENT_PARAMS = frozenset({"timestamp", "user", "event", *_KINDS})
+"""The parameters of a POST besides the declared dimensions."""
 
 
 def parse_event(
-    raw_query: bytes, now_ms: int, future_skew_ms: int, idempotency_key: str | None = None
+    raw_query: bytes,
+    now_ms: int,
+    future_skew_ms: int,
+    idempotency_key: str | None = None,
+    dimensions: frozenset[str] = frozenset(),
 ) -> Event:
-    """The event a POST describes, or a ParamError naming the parameter that is wrong.
+    """The event a POST describes, or a ParamError naming the parameter that is wrong. `dimensions`
+    are the declared ones (ANALYTICS_DIMENSIONS): any other parameter named like one is an error.
 
-    A plain query such as `timestamp=123&user=kek&click` is read without building the query dict;
-    anything else (and every error) goes through the full parse below."""
-    plain = _plain(raw_query, now_ms, future_skew_ms, idempotency_key)
-    return plain if plain is not None else _parse_full(raw_query, now_ms, future_skew_ms, idempotency_key)
+    A plain query such as `timestamp=123&user=kek&click&campaign=x` is read without building the query
+    dict; anything else (and every error) goes through the full parse below."""
+    plain = _plain(raw_query, now_ms, future_skew_ms, idempotency_key, dimensions)
+    if plain is not None:
+        return plain
+    return _parse_full(raw_query, now_ms, future_skew_ms, idempotency_key, dimensions)
 
 
-def _parse_full(raw_query: bytes, now_ms: int, future_skew_ms: int, idempotency_key: str | None) -> Event:
+def _parse_full(
+    raw_query: bytes, now_ms: int, future_skew_ms: int, key: str | None, dimensions: frozenset[str]
+) -> Event:
     query = parse_query(raw_query)
     timestamp = parse_timestamp(query)
     if timestamp > now_ms + future_skew_ms:
@@ -32,7 +54,41 @@ def _parse_full(raw_query: bytes, now_ms: int, future_skew_ms: int, idempotency_
             f"{timestamp} is more than {future_skew_ms} ms in the future; "
             "it must be milliseconds since the epoch (not micro- or nanoseconds)",
         )
-    return Event(ts=timestamp, user=_user(query), kind=_kind(query), key=idempotency_key)
+    user, kind = _user(query), _kind(query)
+    return Event(ts=timestamp, user=user, kind=kind, key=key, dims=parse_dimensions(query, dimensions))
+
+
+def parse_dimensions(query: dict[str, list[str]], dimensions: frozenset[str]) -> Dimensions:
+    """The declared dimensions a query names, sorted by name. A parameter that looks like a declared
+    dimension mistyped (`campain`, `Site`, `creatives`) is a ParamError saying which one it resembles;
+    other unknown parameters (`_=123`, `utm_source`) are ignored, as pixels send them."""
+    found: list[tuple[str, str]] = []
+    for name in query:
+        if name in dimensions:
+            value = single(query, name)
+            assert value is not None
+            if not DIMENSION_VALUE.fullmatch(value):
+                raise ParamError(name, f"{DIMENSION_VALUE_RULE}, got {value[:70]!r}")
+            found.append((name, value))
+        elif name not in EVENT_PARAMS and (like := resembles(name, dimensions)) is not None:
+            declared = ", ".join(sorted(dimensions))
+            raise ParamError(
+                name, f"is not a declared dimension; did you mean {like}? (ANALYTICS_DIMENSIONS: {declared})"
+            )
+    return tuple(sorted(found))
+
+
+def resembles(name: str, dimensions: frozenset[str]) -> str | None:
+    """The declared dimension `name` looks like a mistyping of, if any: the same but for case, or
+    close in spelling (difflib's ratio of at least 0.8: `campain`, `sites`, not `size` for `site`)."""
+    if len(name) > 2 * DIMENSION_NAME_MAX:
+        return None
+    lowered = name.lower()
+    for dimension in sorted(dimensions):
+        if lowered == dimension:
+            return dimension
+    close = get_close_matches(lowered, sorted(dimensions), n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def _user(query: dict[str, list[str]]) -> str:
@@ -87,7 +143,9 @@ def parse_idempotency_key(value: str | None) -> str | None:
     return value
 
 
-def _plain(raw_query: bytes, now_ms: int, future_skew_ms: int, idempotency_key: str | None) -> Event | None:
+def _plain(
+    raw_query: bytes, now_ms: int, future_skew_ms: int, key: str | None, dimensions: frozenset[str]
+) -> Event | None:
     """The event of a plain, valid query; None for anything else (encoded or unknown parameters,
     `event=`, any error), which the full parse then answers. Where this returns an event, the full
     parse returns the same one (tests/unit/test_validation.py)."""
@@ -96,6 +154,7 @@ def _plain(raw_query: bytes, now_ms: int, future_skew_ms: int, idempotency_key: 
     timestamp: int | None = None
     user: str | None = None
     kind: Kind | None = None
+    dims: list[tuple[str, str]] = []
     for part in raw_query.split(b"&"):
         name, _, value = part.partition(b"=")
         if name == b"timestamp" and timestamp is None:
@@ -106,13 +165,19 @@ def _plain(raw_query: bytes, now_ms: int, future_skew_ms: int, idempotency_key: 
             user = value.decode("ascii")
         elif name in _FLAGS and kind is None and not value:
             kind = _FLAGS[name]
+        elif (dim := name.decode()) in dimensions and DIMENSION_VALUE.fullmatch(text := value.decode()):
+            dims.append((dim, text))
         else:
             return None
     if timestamp is None or user is None or kind is None:
         return None
     if timestamp > MAX_TIMESTAMP_MS or timestamp > now_ms + future_skew_ms or user_problem(user) is not None:
         return None
-    return Event(ts=timestamp, user=user, kind=kind, key=idempotency_key)
+    if len(dims) > 1:
+        dims.sort()
+        if any(a[0] == b[0] for a, b in pairwise(dims)):
+            return None  # a dimension given twice: the full parse says so
+    return Event(ts=timestamp, user=user, kind=kind, key=key, dims=tuple(dims))
 
 
 _FLAGS = {kind.value.encode(): kind for kind in Kind}

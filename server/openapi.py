@@ -30,7 +30,7 @@ from litestar.openapi.spec import (
 from api.cache import HourJSON
 from api.ranges import BucketJSON, Granularity, RangeJSON, TotalJSON
 from contract.hours import MAX_TIMESTAMP_MS
-from contract.schema import CONTROL, MAX_KEY_CHARS, MAX_USER_BYTES, Kind
+from contract.schema import CONTROL, DIMENSION_VALUE, MAX_KEY_CHARS, MAX_USER_BYTES, Kind
 from deploy.settings import Settings
 
 DEFAULTS = Settings()
@@ -58,6 +58,7 @@ USER = Schema(
         ),
     ],
 )
+DIMENSION = Schema(type=OpenAPIType.STRING, pattern=f"^{DIMENSION_VALUE.pattern}$")
 IDEMPOTENCY_KEY = Schema(
     type=OpenAPIType.STRING,
     min_length=1,
@@ -120,7 +121,9 @@ class PostAnalytics(Operation):
         self.summary = "Record one click or impression"
         self.description = (
             "Answers 204 only once the event is durably in the event log (JetStream's PubAck). "
-            "Unknown parameters are ignored.\n\n"
+            "The event may carry the dimensions the server declares (`ANALYTICS_DIMENSIONS`, default "
+            f"{', '.join(DEFAULTS.dimension_names)}): any other parameter named like one "
+            "(`[a-z][a-z0-9_]*`) is a 400 naming it; others (a `_` cache-buster) are ignored.\n\n"
             "Shorthand, for curl and logs: a value-less flag `&click` or `&impression` may stand in for "
             "`event` (`POST /analytics?timestamp=1700000000000&user=ann&click`). Give exactly one of "
             "`event`, `click` or `impression`; more than one is a 400."
@@ -136,6 +139,10 @@ class PostAnalytics(Operation):
             ),
             _query("user", USER, "Who; unique users are counted per hour by this name."),
             _query("event", Schema(type=OpenAPIType.STRING, enum=kinds), "What happened."),
+            *(
+                _query(name, DIMENSION, f"The event's {name} (a dimension), if any.", required=False)
+                for name in DEFAULTS.dimension_names
+            ),
             Parameter(
                 name="Idempotency-Key",
                 param_in="header",

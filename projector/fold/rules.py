@@ -14,10 +14,19 @@ from operator import attrgetter
 from typing import NamedTuple
 
 from contract.hours import HOUR_MS
-from contract.schema import MAX_KEY_CHARS, MAX_USER_BYTES, AnyBatch, Batch, Event, key_problem, user_problem
+from contract.schema import (
+    MAX_KEY_CHARS,
+    MAX_USER_BYTES,
+    AnyBatch,
+    Batch,
+    Event,
+    dims_problem,
+    key_problem,
+    user_problem,
+)
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-_ts, _user, _key = attrgetter("ts"), attrgetter("user"), attrgetter("key")
+_ts, _user, _key, _dims = attrgetter("ts"), attrgetter("user"), attrgetter("key"), attrgetter("dims")
 
 
 class Rejected(NamedTuple):
@@ -58,6 +67,8 @@ def event_problem(event: Event, hour: int, partition: int, partitions: int) -> s
         problem = key_problem(event.key)
         if problem is not None:
             return f"Idempotency-Key {problem}"
+    if event.dims:
+        return dims_problem(event.dims)
     return None
 
 
@@ -77,6 +88,10 @@ def all_good(events: Sequence[Event], hour: int, partition: int, partitions: int
     if any(map(str.isspace, users)):
         return False
     if set(map(partitions.__rmod__, map(zlib.crc32, map(str.encode, users)))) != {partition}:
+        return False
+    dims = set(map(_dims, events))
+    dims.discard(())
+    if any(map(dims_problem, dims)):
         return False
     keys = set(map(_key, events))
     keys.discard(None)

@@ -40,7 +40,7 @@ PARTITIONS = 4
 IN_FLIGHT = 64
 
 
-def batch(rng: random.Random, now: int, size: int, keyed_share: float, seq: int) -> schema.Batch:
+def batch(rng: random.Random, now: int, size: int, keyed_share: float, seq: int) -> schema.AnyBatch:
     events = []
     for i in range(size):
         ts = now if rng.random() > 0.05 else now - HOUR_MS * rng.randint(1, 5)

@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY, generate_latest
 from redis.asyncio import Redis
 
+from contract import schema
 from contract.hours import HOUR_MS, hour_of, system_now_ms
 from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
@@ -234,3 +235,39 @@ async def test_made_up_methods_share_one_metric_label(client: Client) -> None:
     text = exposition()[0].decode()
     assert "BREW" not in text
     assert 'method="other",route="/analytics",status="405"' in text
+
+
+async def test_dimensions_are_stored_with_the_event_and_count_in_every_total(
+    client: Client, nc: NATS, settings: Settings
+) -> None:
+    ts = 9 * HOUR_MS + 7
+    path = f"/analytics?timestamp={ts}&user=dim-a&click&site=example.com&campaign=spring-sale&creative=c12"
+    assert (await client.post(path)).status_code == 204
+    assert (await client.post(f"/analytics?timestamp={ts}&user=dim-b&impression")).status_code == 204
+    # Every total counts both, as without dimensions.
+    assert await eventually(lambda: hour_text(client, ts), lambda t: t == (2, 1, 1)) == (2, 1, 1)
+    # The log holds the first with its dimensions, sorted by name, in a version 2 message.
+    js = nc.jetstream()
+    info = await js.stream_info(settings.stream_name)
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        batch = schema.decode((await js.get_msg(settings.stream_name, seq)).data or b"")
+        found += [(type(batch).__name__, e) for e in batch.events if e.ts == ts]
+    assert sorted((version, e.user, e.dims) for version, e in found) == [
+        ("BatchV1", "dim-b", ()),
+        ("BatchV2", "dim-a", (("campaign", "spring-sale"), ("creative", "c12"), ("site", "example.com"))),
+    ]
+
+
+async def test_a_mistyped_dimension_is_a_400_naming_it_and_nothing_is_stored(
+    client: Client, nc: NATS, settings: Settings
+) -> None:
+    await ensure_stream(nc, settings)
+    before = await stream_messages(nc, settings)
+    response = await client.post(f"/analytics?timestamp={HOUR_MS}&user=u&click&campain=spring")
+    assert response.status_code == 400
+    assert response.text.startswith("campain: is not a declared dimension; did you mean campaign?")
+    bad = await client.post(f"/analytics?timestamp={HOUR_MS}&user=u&click&campaign=spring%20sale")
+    assert bad.status_code == 400
+    assert bad.text.startswith("campaign: must be 1-64 characters")
+    assert await stream_messages(nc, settings) == before

@@ -79,7 +79,10 @@ def test_the_document_describes_each_operation_exactly(http_server: tuple[str, S
     assert set(document["paths"]) == {"/analytics", "/analytics/range"}
     post = document["paths"]["/analytics"]["post"]
     params = {p["name"]: p for p in post["parameters"]}
-    assert set(params) == {"timestamp", "user", "event", "Idempotency-Key"}
+    dimensions = {"campaign", "creative", "site"}
+    assert set(params) == {"timestamp", "user", "event", "Idempotency-Key", *dimensions}
+    assert not any(params[name]["required"] for name in dimensions)
+    assert params["campaign"]["schema"]["pattern"] == "^[A-Za-z0-9._:/-]{1,64}$"
     assert params["event"]["required"]
     assert params["event"]["schema"]["enum"] == ["click", "impression"]
     assert "&click" in post["description"]  # the shorthand is prose, not a parameter

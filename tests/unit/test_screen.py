@@ -21,7 +21,10 @@ stamps = st.sampled_from([HOUR * HOUR_MS, HOUR * HOUR_MS + 5, (HOUR + 1) * HOUR_
     min_value=-5, max_value=10 * HOUR_MS
 )
 keys = st.none() | st.sampled_from(["k", "", "é", "x" * 129, "ok key"])
-events = st.builds(Event, ts=stamps, user=users, kind=st.sampled_from(Kind), key=keys)
+good_dims = [(), (("campaign", "spring"),), (("campaign", "a"), ("site", "x.com"))]
+bad_dims = [(("site", "a"), ("campaign", "b")), (("campaign", ""),), (("Campaign", "x"),), (("c", "a b"),)]
+dims = st.sampled_from([*good_dims, *bad_dims])
+events = st.builds(Event, ts=stamps, user=users, kind=st.sampled_from(Kind), key=keys, dims=dims)
 
 
 def partition(user: str) -> int:

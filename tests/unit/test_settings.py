@@ -73,3 +73,19 @@ def test_logged_urls_never_show_a_password() -> None:
         == "nats://admin:***@127.0.0.1:4222,nats://h:1"
     )
     assert "s3cret" not in redacted("redis://api:s3cret@h:6379/0")
+
+
+@pytest.mark.parametrize(
+    ("declared", "why"),
+    [
+        ("campaign,Campaign", "'Campaign' is not a dimension name"),
+        ("campaign,user", "'user' is a parameter of the API itself"),
+        ("site,site", "a dimension is named twice"),
+        (",".join(f"d{i}" for i in range(17)), "at most 16 dimensions"),
+    ],
+)
+def test_a_bad_list_of_dimensions_is_refused_naming_the_variable(declared: str, why: str) -> None:
+    with pytest.raises(SettingsError, match="ANALYTICS_DIMENSIONS") as refused:
+        Settings.from_env({"ANALYTICS_DIMENSIONS": declared})
+    assert why in str(refused.value)
+    assert Settings.from_env({"ANALYTICS_DIMENSIONS": ""}).dimension_names == ()

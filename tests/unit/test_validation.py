@@ -111,6 +111,8 @@ def test_idempotency_key_must_be_printable_ascii_up_to_128() -> None:
             parse_idempotency_key(bad)
 
 
+DIMS = frozenset({"campaign", "creative", "site"})
+
 # parse_event reads plain queries on a shortcut: it must answer exactly as its full parse would.
 _PARTS = st.sampled_from(
     [
@@ -137,6 +139,19 @@ _PARTS = st.sampled_from(
         "other=1",
         "",
         "=x",
+        "campaign=spring-sale",
+        "campaign=summer",
+        "campaign=",
+        "campaign=%41",
+        "campaign=a:b/c.d_e-f",
+        "campaign=" + "x" * 65,
+        "creative=c12",
+        "site=example.com",
+        "site=a,b",
+        "region=eu",
+        "_cb=123",
+        "Campaign=x",
+        "campain=x",
     ]
 )
 
@@ -147,7 +162,7 @@ def test_the_shortcut_answers_as_the_full_parse(parts: list[str], key: str | Non
     answers: list[Event | str] = []
     for parse in (parse_event, _parse_full):
         try:
-            answers.append(parse(raw, NOW, DAY, key))
+            answers.append(parse(raw, NOW, DAY, key, DIMS))
         except ParamError as exc:
             answers.append(str(exc))
     assert answers[0] == answers[1]
@@ -165,4 +180,35 @@ def test_every_plain_valid_post_is_the_event_it_names(
     parts = [f"timestamp={ts}", f"user={user}", kind]
     raw = "&".join(parts[i] for i in order).encode()
     assert parse_event(raw, now_ms=NOW, future_skew_ms=DAY) == Event(ts, user, Kind(kind))
-    assert _plain(raw, NOW, DAY, None) is not None  # on the shortcut
+    assert _plain(raw, NOW, DAY, None, DIMS) is not None  # on the shortcut
+
+
+def test_declared_dimensions_ride_on_the_event_sorted_by_name() -> None:
+    raw = b"timestamp=5&user=u&click&site=example.com&campaign=spring-sale"
+    event = parse_event(raw, NOW, DAY, None, DIMS)
+    assert event.dims == (("campaign", "spring-sale"), ("site", "example.com"))
+    assert _plain(raw, NOW, DAY, None, DIMS) == event  # the shortcut reads them too
+    assert parse_event(b"timestamp=5&user=u&click", NOW, DAY, None, DIMS).dims == ()
+
+
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        ("campaign=", "campaign: must be 1-64 characters"),
+        ("campaign=" + "x" * 65, "campaign: must be 1-64 characters"),
+        ("campaign=a%20b", "campaign: must be 1-64 characters"),
+        ("campaign=a&campaign=b", "campaign: is given more than once"),
+        ("campain=x", "campain: is not a declared dimension; did you mean campaign? (ANALYTICS_DIMENSIONS: "),
+        ("Site=x", "Site: is not a declared dimension; did you mean site?"),
+        ("creatives=x", "creatives: is not a declared dimension; did you mean creative?"),
+    ],
+)
+def test_a_bad_or_undeclared_dimension_is_a_400_naming_it(query: str, names: str) -> None:
+    with pytest.raises(ParamError) as raised:
+        parse_event(f"timestamp=5&user=u&click&{query}".encode(), NOW, DAY, None, DIMS)
+    assert str(raised.value).startswith(names)
+
+
+@pytest.mark.parametrize("other", ["_=17", "utm_source=mail", "size=3", "region=eu"])
+def test_parameters_unlike_any_dimension_are_ignored_as_pixels_send_them(other: str) -> None:
+    assert parse_event(f"timestamp=5&user=u&click&{other}".encode(), NOW, DAY, None, DIMS).dims == ()
