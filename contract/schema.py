@@ -82,10 +82,16 @@ _version_decoder = msgspec.json.Decoder(_Versioned)
 
 
 def encode(batch: AnyBatch) -> bytes:
+    if isinstance(batch, BatchV1):
+        # Four fields an event, as version 1 always had: a reader that knows only version 1 rejects a
+        # fifth, so the dimensions' empty default is left out.
+        return _encoder.encode({"v": 1, "events": [(e.ts, e.user, e.kind, e.key) for e in batch.events]})
     return _encoder.encode(batch)
 
 
 def encode_event(event: Event) -> bytes:
+    if not event.dims:
+        return _encoder.encode((event.ts, event.user, event.kind, event.key))
     return _encoder.encode(event)
 
 

@@ -35,6 +35,13 @@ def test_version_1_messages_written_today_still_decode() -> None:
     )
 
 
+def test_a_batch_without_dimensions_is_written_as_version_1_always_was() -> None:
+    # A reader that knows only version 1 refuses a fifth field: these bytes must never change.
+    batch = Batch(events=(Event(123, "kek", Kind.CLICK), Event(5, "u", Kind.IMPRESSION, "key-1")))
+    assert schema.encode(batch) == b'{"v":1,"events":[[123,"kek","click",null],[5,"u","impression","key-1"]]}'
+    assert schema.encode_event(Event(1, "a", Kind.CLICK)) == b'[1,"a","click",null]'
+
+
 def test_v1_without_the_optional_key_decodes() -> None:
     assert schema.decode(b'{"v":1,"events":[[1,"a","click"]]}').events[0].key is None
 
