@@ -161,7 +161,8 @@ class RangeReads:
         users: int | None = 0 if wants_total else None
         raw: dict[int, list[Found]] = {}
         for parts, found in zip(calls, answers, strict=True):
-            if int(found[0]) == -1:
+            # {-1} alone is no rows and no total (a total too wide for a script), not a raw answer.
+            if int(found[0]) == -1 and len(found) > 1:
                 raw.update(self._found(where, plans, parts, found))
                 continue
             mine = list(map(Totals, found[0:-1:3], found[1:-1:3], found[2:-1:3]))

@@ -43,6 +43,12 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="the commit to compare this checkout with")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=5, help="duration of one wrk round")
+    parser.add_argument(
+        "--head-query",
+        default="",
+        help="appended to this checkout's POSTs only (e.g. '&campaign=spring-sale&creative=c12&site=x.com': "
+        "POST with dimensions here against POST without at --base)",
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
     with scratch_servers("hourglass-commits-") as scratch, checkout(args.base) as base_tree:
@@ -54,6 +60,12 @@ def main() -> None:
         scripts = {"post": tmp / "post.lua", "get": tmp / "get.lua"}
         scripts["post"].write_text(POST_LUA.replace("{now}", str(now)))
         scripts["get"].write_text(GET_LUA.replace("{now}", str(now)))
+        head_post = tmp / "post-head.lua"
+        extra = args.head_query.replace("\\", "").replace('"', "")
+        head_post.write_text(
+            POST_LUA.replace("{now}", str(now)).replace(".. kind)", f'.. kind .. "{extra}")')
+        )
+        script_of = {("base", "post"): scripts["post"], ("head", "post"): head_post}
         env = settings_env(settings)
         subprocess.run([sys.executable, "-m", "projector", "stream"], env=env, check=True, timeout=60)
         servers = [
@@ -68,20 +80,24 @@ def main() -> None:
             except TimeoutError:
                 print(log.read_text()[-3000:], file=sys.stderr)
                 raise
-            for url in urls.values():  # warm-up: caches, connections, the first batches
+            for name, url in urls.items():  # warm-up: caches, connections, the first batches
                 for kind in scripts:
-                    run_wrk(wrk, url, scripts[kind], 2)
+                    run_wrk(wrk, url, script_of.get((name, kind), scripts[kind]), 2)
             results: dict[tuple[str, str], list[WrkResult]] = {}
             for r in range(args.rounds):
                 for kind in ("post", "get"):
                     for name in ("base", "head") if r % 2 == 0 else ("head", "base"):
-                        got = run_wrk(wrk, urls[name], scripts[kind], args.seconds)
+                        got = run_wrk(
+                            wrk, urls[name], script_of.get((name, kind), scripts[kind]), args.seconds
+                        )
                         results.setdefault((name, kind), []).append(got)
                         print(f"  round {r + 1} {kind.upper():4} {name:4} {got.rps:>9,.0f} req/s", flush=True)
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], text=True, capture_output=True
     )
     print(f"base {args.base} against this checkout ({head.stdout.strip()}, uncommitted changes included):")
+    if args.head_query:
+        print(f"  this checkout's POSTs carry {args.head_query!r}")
     for kind in ("post", "get"):
         med = {name: statistics.median(x.rps for x in results[name, kind]) for name in ports}
         failures = sum(x.failures for name in ports for x in results[name, kind])

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from api import range_read
 from api.range_read import RangeReads, Totals
+from api.ranges import parse_range
 from api.reader import Reader
 from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token
@@ -111,3 +112,25 @@ async def test_workers_starting_one_by_one_during_a_long_read_still_get_an_answe
     assert started == list(range(partitions))
     assert found == [Totals(2 * partitions, 2 * partitions, 0)] * HOURS
     assert total.unique_users == 2 * partitions * HOURS
+
+
+async def test_a_total_too_wide_for_a_script_is_counted_by_a_pipeline(redis: Redis) -> None:
+    """488 days by day in a zone without day rollups, in a generation without any (no phases recorded):
+    the total's hours are more keys than one script takes, so the script answers only "no total" and
+    the pipeline counts it (schemathesis found this read a 500)."""
+    keys = Keys(f"steps{time.monotonic_ns()}")
+    layout = CellLayout(keys)
+    last = 500_000
+    await redis.pfadd(layout.users(Cell(1, 0, hour_token(last - 30))), "wide-total")
+    await redis.hset(layout.counts(Cell(1, 0, hour_token(last - 30))), "clicks", 1)
+    query = {
+        "from": [str((last - 487 * 24) * HOUR_MS)],
+        "to": [str(last * HOUR_MS)],
+        "tz": ["America/Hermosillo"],
+        "granularity": ["day"],
+    }
+    rows = [[span] for span in parse_range(query, 8784).spans]
+    reader = Reader(redis, keys, PARTITIONS)
+    found, total = await RangeReads(redis, keys, PARTITIONS, None, False).read(rows, reader._range_calls)
+    assert len(found) == len(rows) >= 488
+    assert total == Totals(1, 1, 0)
