@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from operator import attrgetter
 
 import msgspec
 
@@ -58,10 +59,10 @@ KNOWN_VERSIONS = frozenset({1, 2})
 
 def Batch(events: tuple[Event, ...]) -> AnyBatch:
     """The batch new messages are written as: version 2 when an event carries dimensions, else 1."""
-    for event in events:
-        if event.dims:
-            return BatchV2(events=events)
-    return BatchV1(events=events)
+    return BatchV2(events=events) if any(map(_DIMS, events)) else BatchV1(events=events)
+
+
+_DIMS = attrgetter("dims")
 
 
 class UnknownVersion(ValueError):
@@ -77,6 +78,8 @@ class _Versioned(msgspec.Struct):
 
 
 _encoder = msgspec.json.Encoder()
+_FOUR_FIELDS = attrgetter("ts", "user", "kind", "key")
+"""An event as version 1 writes it."""
 _decoder: msgspec.json.Decoder[AnyBatch] = msgspec.json.Decoder(AnyBatch)
 _version_decoder = msgspec.json.Decoder(_Versioned)
 
@@ -85,13 +88,13 @@ def encode(batch: AnyBatch) -> bytes:
     if isinstance(batch, BatchV1):
         # Four fields an event, as version 1 always had: a reader that knows only version 1 rejects a
         # fifth, so the dimensions' empty default is left out.
-        return _encoder.encode({"v": 1, "events": [(e.ts, e.user, e.kind, e.key) for e in batch.events]})
+        return _encoder.encode({"v": 1, "events": list(map(_FOUR_FIELDS, batch.events))})
     return _encoder.encode(batch)
 
 
 def encode_event(event: Event) -> bytes:
     if not event.dims:
-        return _encoder.encode((event.ts, event.user, event.kind, event.key))
+        return _encoder.encode(_FOUR_FIELDS(event))
     return _encoder.encode(event)
 
 

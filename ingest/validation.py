@@ -154,7 +154,7 @@ def _plain(
     timestamp: int | None = None
     user: str | None = None
     kind: Kind | None = None
-    dims: list[tuple[str, str]] = []
+    dims: list[tuple[str, str]] | None = None
     for part in raw_query.split(b"&"):
         name, _, value = part.partition(b"=")
         if name == b"timestamp" and timestamp is None:
@@ -166,18 +166,19 @@ def _plain(
         elif name in _FLAGS and kind is None and not value:
             kind = _FLAGS[name]
         elif (dim := name.decode()) in dimensions and DIMENSION_VALUE.fullmatch(text := value.decode()):
-            dims.append((dim, text))
+            dims = [(dim, text)] if dims is None else [*dims, (dim, text)]
         else:
             return None
     if timestamp is None or user is None or kind is None:
         return None
     if timestamp > MAX_TIMESTAMP_MS or timestamp > now_ms + future_skew_ms or user_problem(user) is not None:
         return None
-    if len(dims) > 1:
-        dims.sort()
-        if any(a[0] == b[0] for a, b in pairwise(dims)):
-            return None  # a dimension given twice: the full parse says so
-    return Event(ts=timestamp, user=user, kind=kind, key=key, dims=tuple(dims))
+    if dims is None:
+        return Event(timestamp, user, kind, key)
+    dims.sort()
+    if any(a[0] == b[0] for a, b in pairwise(dims)):
+        return None  # a dimension given twice: the full parse says so
+    return Event(timestamp, user, kind, key, tuple(dims))
 
 
 _FLAGS = {kind.value.encode(): kind for kind in Kind}
