@@ -15,11 +15,13 @@ import httpx
 import nats
 from litestar.types import ASGIApp
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
+from redis.exceptions import RedisError
 
 from api.reader import HourTotals, Reader
-from contract.hours import partition_filter
+from contract.hours import HOUR_MS, partition_filter, system_now_ms
 from contract.keys import Keys
 from deploy.projections_client import ProjectionsClient, connect
 from deploy.servers import free_port
@@ -29,13 +31,24 @@ T = TypeVar("T")
 _ids = itertools.count(1)
 
 
+NOT_YET: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, timed out (TimeoutError is one)
+    RedisError,
+    NatsError,
+    httpx.TransportError,
+)
+"""What a probe may raise while the system is still coming round: a dependency not (yet) answering.
+Anything else (an AssertionError above all) is a finding, raised at once."""
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T]],
     until: Callable[[T], bool],
     timeout: float = 20.0,
     interval: float = 0.05,
 ) -> T:
-    """Poll `probe` until `until(result)` holds; fail with the last result after `timeout`."""
+    """Poll `probe` until `until(result)` holds; fail with the last result after `timeout`. Only the
+    NOT_YET exceptions count as "not yet"; any other exception from the probe fails the test at once."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while True:
@@ -43,12 +56,21 @@ async def eventually(
             last = await probe()
             if until(last):
                 return last
-        except Exception as exc:
+        except NOT_YET as exc:
             if time.monotonic() > deadline:
                 raise AssertionError(f"probe kept failing: {exc!r}") from exc
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
         await asyncio.sleep(interval)
+
+
+async def clear_of_hour_end(margin_s: float) -> None:
+    """Return at once unless the current UTC hour ends within `margin_s`; then return just after it has.
+    For tests that follow a process whose clock cannot be pinned (a browser's) through "the current
+    hour": such a test must not see that hour end while it runs."""
+    left_ms = HOUR_MS - system_now_ms() % HOUR_MS
+    if left_ms < margin_s * 1000:
+        await asyncio.sleep(left_ms / 1000 + 0.05)
 
 
 async def stored_hour(redis: ProjectionsClient, settings: Settings, hour: int) -> HourTotals:
