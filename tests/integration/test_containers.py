@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -154,18 +155,46 @@ def merged(*truths: Truth) -> Truth:
 
 
 async def exact(
-    http: httpx.AsyncClient, truth: Truth, timeout: float = 90
+    http: httpx.AsyncClient, stack: Stack, projector: str, truth: Truth, timeout: float = 90
 ) -> dict[int, tuple[int, int, int]]:
-    """The answers once clicks and impressions are exact; unique users within HyperLogLog's error."""
-    got = await eventually(
-        lambda: answers(http, truth),
-        lambda a: all(a[h][1:] == truth.text(h)[1:] for h in truth.hours()),
-        timeout=timeout,
-    )
+    """The answers once clicks and impressions are exact (unique users within HyperLogLog's error), and
+    still the same once every projector consumer has caught up: a first match alone cannot see a count
+    that later goes past the truth (an event applied twice after a crash), this can."""
+
+    async def matching() -> dict[int, tuple[int, int, int]]:
+        return await eventually(
+            lambda: answers(http, truth),
+            lambda a: all(a[h][1:] == truth.text(h)[1:] for h in truth.hours()),
+            timeout=timeout,
+        )
+
+    await matching()
+    await eventually(lambda: asyncio.to_thread(consumer_lags, stack, projector), caught_up, timeout=timeout)
+    got = await matching()
     for hour in truth.hours():
         users = truth.text(hour)[0]
         assert abs(got[hour][0] - users) <= max(1, users * 0.03), (hour, got[hour], users)
     return got
+
+
+LAG = re.compile(r" lag +(\d+) unprocessed, +(\d+) in flight")
+
+
+def consumer_lags(stack: Stack, projector: str) -> list[tuple[int, int]] | None:
+    """(unprocessed, in flight) of every projector consumer, from `projector inspect` in its container;
+    None when a consumer is missing or the command could not reach NATS yet."""
+    deadline = ["-e", "ANALYTICS_CONNECT_DEADLINE_S=30"]
+    view = stack.podman(
+        "exec", *deadline, stack.container(projector), "python3", "-m", "projector", "inspect", check=False
+    )
+    if "not created yet" in view:
+        return None
+    found = [(int(m[1]), int(m[2])) for m in LAG.finditer(view)]
+    return found or None
+
+
+def caught_up(lags: list[tuple[int, int]] | None) -> bool:
+    return lags is not None and all(lag == (0, 0) for lag in lags)
 
 
 async def ready(http: httpx.AsyncClient) -> None:
@@ -231,7 +260,7 @@ async def run_the_workload(
         marks.append(time.monotonic())
         before = await front(stack, http) if front else Truth()
         first = await drive(http, system_now_ms(), 300, concurrency=4, duplicate_every=10, seed=31)
-        live = await exact(http, merged(before, first.truth))
+        live = await exact(http, stack, projector, merged(before, first.truth))
         # /readyz/ingest: 200. A server that came up late (a restart after a failed start) is polled for,
         # and its log printed if it never does.
         service = http_service(stack)
@@ -248,7 +277,7 @@ async def run_the_workload(
         deadline = ["-e", "ANALYTICS_CONNECT_DEADLINE_S=30"]
         replay = ["exec", *deadline, stack.container(projector), "python3", "-m", "projector", "replay"]
         stack.podman(*replay)
-        assert await exact(http, merged(before, first.truth)) == live
+        assert await exact(http, stack, projector, merged(before, first.truth)) == live
         marks.append(time.monotonic())
 
         # Down and up again with the volumes kept: the stream and the projections are still there.
@@ -257,7 +286,7 @@ async def run_the_workload(
         stack.limits.clear()
         stack.compose("up", "-d")
         await ready(http)
-        assert await exact(http, merged(before, first.truth)) == live
+        assert await exact(http, stack, projector, merged(before, first.truth)) == live
         marks.append(time.monotonic())
 
         # A projector and a NATS container crash under load; every event with a 204 counts once.
@@ -277,7 +306,7 @@ async def run_the_workload(
                 interval=0.5,
             )
         await load
-        await exact(http, merged(before, first.truth, second.truth), timeout=120)
+        await exact(http, stack, projector, merged(before, first.truth, second.truth), timeout=120)
         marks.append(time.monotonic())
     steps = ("up", "front+workload+replay" if front else "workload+replay", "restart", "crashes")
     return " ".join(f"{s}={b - a:.0f}s" for s, a, b in zip(steps, marks, marks[1:], strict=False)) + (

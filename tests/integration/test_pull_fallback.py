@@ -15,8 +15,8 @@ from deploy.settings import Settings
 from projector.live.balancer import run_projector
 from projector.log import parser_tap
 from projector.replay.driver import replay
-from tests.helpers import eventually, metric
-from tests.integration.test_projector import answers, counts_match, post_workload, stored
+from tests.helpers import metric, settled
+from tests.integration.test_projector import counts_match, post_workload, stored
 
 
 async def project_and_replay(settings: Settings, client: httpx.AsyncClient, redis: Redis, seed: int) -> None:
@@ -25,7 +25,7 @@ async def project_and_replay(settings: Settings, client: httpx.AsyncClient, redi
     stop = asyncio.Event()
     task = asyncio.create_task(run_projector(settings, own, redis, stop))
     try:
-        live = await eventually(lambda: answers(client, truth.hours()), counts_match(truth))  # type: ignore[arg-type]
+        live = await settled(settings, lambda r: stored(r, settings, truth.hours()), counts_match(truth))  # type: ignore[arg-type]
         assert metric("hourglass_projector_pull_reader_fallback") == 1
         rebuilt = await nats.connect(settings.nats_url)
         try:
