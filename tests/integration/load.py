@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.integration.workload import Truth, mixed_events, post_path
+from contract.hours import HOUR_MS
+from tests.helpers import eventually
+from tests.integration.workload import Truth, mixed_events, parse_text, post_path
 
 
 @dataclass
@@ -96,3 +98,43 @@ async def wait_until_done(tally: Tally, at_least: int, timeout: float = 60.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"load stalled at {tally.done} events; {tally.report()}")
         await asyncio.sleep(0.01)
+
+
+@dataclass
+class ClosedHour:
+    """An hour nobody writes to while a fault runs: its counts are settled before the fault, so every
+    200 answer for it during and after the fault must be exactly those (a promoted stale replica, a
+    slot half moved or a swap half done would show fewer, or none)."""
+
+    timestamp: int
+    counts: tuple[int, int, int]
+    wrong: list[tuple[int, int, int]] = field(default_factory=list)
+
+    @classmethod
+    async def written(cls, http: httpx.AsyncClient, hour: int, events: int = 40) -> ClosedHour:
+        at = hour * HOUR_MS
+        for i in range(events):
+            kind = "click" if i % 2 else "impression"
+            response = await http.post(post_path(at + i, f"closed-{hour}-{i}", kind))
+            assert response.status_code == 204, response.text
+        expected = (events // 2, events - events // 2)
+        answer = await eventually(
+            lambda: _counts(http, at), lambda got: got is not None and got[1:] == expected
+        )
+        assert answer is not None
+        return cls(at, answer)
+
+    async def check(self, http: httpx.AsyncClient) -> httpx.Response | None:
+        """GET the hour once; remember a 200 whose counts differ. Returns the answer (None: none came)."""
+        try:
+            response = await http.get("/analytics", params={"timestamp": self.timestamp})
+        except httpx.TransportError:
+            return None
+        if response.status_code == 200 and (got := parse_text(response.text)) != self.counts:
+            self.wrong.append(got)
+        return response
+
+
+async def _counts(http: httpx.AsyncClient, at: int) -> tuple[int, int, int] | None:
+    response = await http.get("/analytics", params={"timestamp": at})
+    return parse_text(response.text) if response.status_code == 200 else None

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from contract.hours import system_now_ms
+from contract.hours import hour_of, system_now_ms
 from contract.keys import Keys
 from contract.slots import partition_slot
 from deploy.projections_client import ProjectionsClient, connect
@@ -27,7 +27,7 @@ from projector.projections.store import ProjectionStore
 from tests.conftest import Server
 from tests.helpers import eventually, metric, pause
 from tests.integration.conftest import Roles, production_stack, roles_on
-from tests.integration.load import Tally, drive, wait_until_done
+from tests.integration.load import ClosedHour, Tally, drive, wait_until_done
 from tests.integration.test_faults import converged
 from tests.integration.test_rollback import busiest_partition
 from tests.integration.valkey_cluster import ValkeyCluster, running_cluster
@@ -91,7 +91,10 @@ class Reads:
 
     seen: list[tuple[float, float, int]] = field(default_factory=list)
 
-    async def run(self, http: httpx.AsyncClient, now_ms: int, stop: asyncio.Event) -> None:
+    async def run(
+        self, http: httpx.AsyncClient, now_ms: int, stop: asyncio.Event, closed: ClosedHour
+    ) -> None:
+        """Each round: the current hour, then a closed hour whose every 200 must show its settled counts."""
         while not stop.is_set():
             began = time.monotonic()
             try:
@@ -99,6 +102,9 @@ class Reads:
             except httpx.TransportError:
                 status = 0
             self.seen.append((began, time.monotonic(), status))
+            began = time.monotonic()
+            answer = await closed.check(http)
+            self.seen.append((began, time.monotonic(), answer.status_code if answer else 0))
             await asyncio.sleep(0.02)  # a client's poll interval, not a wait for consistency
 
     def after(self, since: float) -> list[tuple[float, float, int]]:
@@ -130,9 +136,10 @@ async def test_a_primary_sigkilled_under_load_is_replaced_and_the_counts_end_exa
     partition, _ = busiest_partition(now, settings.partitions)
     primary, replica = await holder(valkey_cluster, partition)
     tally, reads, stop = Tally(), Reads(), asyncio.Event()
+    closed = await ClosedHour.written(stack, hour_of(now) - 10)
     load = asyncio.create_task(drive(stack, now, EVENTS, duplicate_every=10, tally=tally))
     await wait_until_done(tally, 300)
-    probe = asyncio.create_task(reads.run(stack, now, stop))
+    probe = asyncio.create_task(reads.run(stack, now, stop, closed))
     killed_at = time.monotonic()
     valkey_cluster.kill(primary)
     await eventually(lambda: asyncio.to_thread(is_primary, valkey_cluster, replica), bool, 30)
@@ -145,6 +152,7 @@ async def test_a_primary_sigkilled_under_load_is_replaced_and_the_counts_end_exa
     await converged(stack, tally, settings)
     refused, window, slowest = reads.window(killed_at)
     assert reads.unexpected() == []
+    assert closed.wrong == [], (closed.counts, closed.wrong[:5])
     assert tally.unavailable == 0, tally.report()  # POSTs never touch Redis
     assert window < 15, window
     print(

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from contract.hours import HOUR_MS, system_now_ms
+from contract.hours import HOUR_MS, hour_of, system_now_ms
 from contract.slots import partition_slot
 from deploy.credentials import ensure_secrets, master_auth_file, write_redis_acl, write_urls
 from deploy.redis_nodes import parse_redis_nodes
@@ -24,7 +24,7 @@ from deploy.valkey_cluster import _client, node_command, primaries
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.conftest import make_stream, spawn, wait_ready
-from tests.integration.load import Tally, drive, wait_until_done
+from tests.integration.load import ClosedHour, Tally, drive, wait_until_done
 from tests.integration.test_faults import converged
 from tests.integration.valkey_cluster import NODE_TIMEOUT_MS, ValkeyCluster, cluster_ports, running_cluster
 
@@ -122,7 +122,9 @@ class Reads:
         return self.refused[-1][0] - self.refused[0][0] if self.refused else 0.0
 
 
-async def read_while(http: httpx.AsyncClient, now_ms: int, stop: asyncio.Event, reads: Reads) -> None:
+async def read_while(
+    http: httpx.AsyncClient, now_ms: int, stop: asyncio.Event, reads: Reads, closed: ClosedHour
+) -> None:
     hour = now_ms - now_ms % HOUR_MS
     paths = [
         f"/analytics?timestamp={now_ms}",
@@ -141,6 +143,13 @@ async def read_while(http: httpx.AsyncClient, now_ms: int, stop: asyncio.Event, 
                 reads.refused.append(
                     (time.monotonic(), response.status_code, response.headers.get("retry-after"))
                 )
+        # An hour settled before the moves: every 200 for it shows exactly its counts (closed.wrong).
+        if (answer := await closed.check(http)) is None:
+            reads.no_answer += 1
+        elif answer.is_success:
+            reads.ok += 1
+        else:
+            reads.refused.append((time.monotonic(), answer.status_code, answer.headers.get("retry-after")))
         await asyncio.sleep(0.005)  # a poller's pace, not a wait for consistency
 
 
@@ -174,12 +183,13 @@ async def test_partitions_moved_to_a_new_primary_under_load_end_exact_and_reads_
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, 30)
             now, tally, reads, stop = system_now_ms(), Tally(), Reads(), asyncio.Event()
+            closed = await ClosedHour.written(http, hour_of(now) - 10)
             load = asyncio.create_task(
                 drive(
                     http, now, 4000, concurrency=6, duplicate_every=10, tally=tally, until=stop, timeout=240
                 )
             )
-            reading = asyncio.create_task(read_while(http, now, stop, reads))
+            reading = asyncio.create_task(read_while(http, now, stop, reads, closed))
             await wait_until_done(tally, 200)
             new = start_node(cluster)
             added = await asyncio.to_thread(grow, cluster, "add", node_url(new))
@@ -206,6 +216,7 @@ async def test_partitions_moved_to_a_new_primary_under_load_end_exact_and_reads_
             assert all(status == 503 and retry for _, status, retry in reads.refused), reads.refused
             assert reads.window() <= READ_WINDOW_S, reads.refused
             assert reads.no_answer == 0
+            assert closed.wrong == [], (closed.counts, closed.wrong[:5])
             assert posted > 0  # the moves ran under load: POSTs and GETs went on meanwhile
             assert read > 0
             await converged(http, tally, settings, timeout=90)
