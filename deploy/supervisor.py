@@ -40,6 +40,10 @@ START_GRACE_S = 3.0
 """A child stopped during start-up has nothing to finish: killed after this."""
 TAIL_LINES = 5
 READY_TIMEOUT_S = 20.0
+RESTART_BACKOFF_S = (0.5, 10.0)
+"""A child that dies waits the first, then twice as long each time up to the second, before its restart..."""
+STEADY_S = 30.0
+"""...until it stayed up this long: then its next restart waits the first again."""
 CLUSTER_URL = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
 VALKEY_CLUSTER_URL = ",".join(f"redis://127.0.0.1:{port}/0" for port in range(7001, 7007))
 """`cluster-up`'s Valkey cluster: 3 primaries and 3 replicas (cluster bus on 17001-17006)."""
@@ -212,7 +216,8 @@ class Supervisor:
         return f"{child.name} failed ({code}): {lines[-1] if lines else 'no output'}"
 
     async def _watch(self, child: Child) -> None:
-        backoff = 0.5
+        first, most = RESTART_BACKOFF_S
+        backoff = first
         while not self.stopping.is_set():
             assert child.proc is not None
             code = await child.proc.wait()
@@ -222,8 +227,8 @@ class Supervisor:
                 # Restarting would fail the same way, every time: stop, and say why.
                 self.fail(await self._exit_line(child, code))
                 return
-            if time.monotonic() - child.started > 30:
-                backoff = 0.5
+            if time.monotonic() - child.started > STEADY_S:
+                backoff = first
             child.restarts += 1
             self.say(
                 child.name,
@@ -234,7 +239,7 @@ class Supervisor:
                 await asyncio.wait_for(self.stopping.wait(), backoff)
             if self.stopping.is_set():
                 return
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(backoff * 2, most)
             await self._spawn(child)
 
     async def _in_use(self, child: Child) -> bool:

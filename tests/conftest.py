@@ -17,9 +17,10 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from deploy.credentials import Secrets, ensure_secrets, write_nats_config, write_redis_acl, write_urls
-from deploy.servers import NATS_CONF, free_port, nats_command, valkey_command, wait_for_port
+from deploy.servers import NATS_CONF, nats_command, valkey_command, wait_for_port
 from deploy.settings import Settings
 from tests.helpers import isolated_settings
+from tests.ports import free_port
 
 # Examples are judged by what they return, never by how long they took: on 2 cores shared with the
 # integration tests' servers, hypothesis's 200 ms deadline failed a correct HyperLogLog decode once.

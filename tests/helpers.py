@@ -24,8 +24,8 @@ from api.reader import HourTotals, Reader
 from contract.hours import HOUR_MS, partition_filter, system_now_ms
 from contract.keys import Keys
 from deploy.projections_client import ProjectionsClient, connect
-from deploy.servers import free_port
 from deploy.settings import Settings
+from tests.ports import free_port
 
 T = TypeVar("T")
 _ids = itertools.count(1)

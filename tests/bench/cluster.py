@@ -28,7 +28,6 @@ import redis as redis_lib
 
 from contract.hours import HOUR_MS, system_now_ms
 from deploy.redis_nodes import parse_redis_nodes
-from deploy.servers import free_port
 from deploy.settings import Settings
 from tests.bench.run import (
     WrkResult,
@@ -43,6 +42,7 @@ from tests.bench.run import (
 from tests.bench.servers import scratch_servers
 from tests.helpers import settings_env
 from tests.integration.valkey_cluster import ValkeyCluster, running_cluster
+from tests.ports import free_port
 
 
 @dataclass(frozen=True)

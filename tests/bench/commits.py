@@ -20,10 +20,11 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from contract.hours import system_now_ms
-from deploy.servers import ROOT, free_port
+from deploy.servers import ROOT
 from tests.bench.run import GET_LUA, POST_LUA, WrkResult, ensure_wrk, process, run_wrk, wait_http
 from tests.bench.servers import scratch_servers
 from tests.helpers import settings_env
+from tests.ports import free_port
 
 
 @contextmanager

@@ -30,10 +30,11 @@ from redis.asyncio import Redis
 from contract import schema
 from contract.hours import HOUR_MS, system_now_ms
 from contract.keys import Keys
-from deploy.servers import free_port, nats_cluster_command, nats_command, valkey_command, wait_for_port
+from deploy.servers import nats_cluster_command, nats_command, valkey_command, wait_for_port
 from ingest.appender import Appender
 from projector.fold.deltas import Deltas
 from projector.projections.store import Outcome, ProjectionStore
+from tests.ports import free_port
 from tests.reference_fold import Message, fold
 
 PARTITIONS = 4

@@ -23,7 +23,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contract.hours import hour_of, subject, system_now_ms
 from contract.schema import Batch, Event, Kind, encode
-from deploy.servers import free_port, nats_command, wait_for_port
+from deploy.servers import nats_command, wait_for_port
+from tests.ports import free_port
 
 STREAM = "BENCHREAD"
 PREFIX = "benchread.events"

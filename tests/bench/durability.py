@@ -16,7 +16,8 @@ from pathlib import Path
 
 import nats
 
-from deploy.servers import NATS_CONF, durable_nats_conf, free_port, nats_command, wait_for_port
+from deploy.servers import NATS_CONF, durable_nats_conf, nats_command, wait_for_port
+from tests.ports import free_port
 
 ROUNDS = 5
 MESSAGES = 4000

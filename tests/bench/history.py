@@ -36,13 +36,14 @@ from api.reader import HourTotals, Reader
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
 from contract.schema import Batch, Event, Kind, encode
-from deploy.servers import ROOT, free_port, wait_for_port
+from deploy.servers import ROOT, wait_for_port
 from deploy.settings import Settings
 from projector.live.balancer import Projector
 from projector.log.stream_config import ensure_stream
 from projector.replay.driver import replay
 from tests.bench.servers import own_servers
 from tests.helpers import settings_env
+from tests.ports import free_port
 
 
 async def publish(settings: Settings, hours: range, per_hour: int) -> int:

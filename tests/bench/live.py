@@ -26,10 +26,11 @@ import nats
 
 from contract.hours import system_now_ms
 from deploy.credentials import prepare
-from deploy.servers import ROOT, free_port, nats_command, valkey_command, wait_for_port
+from deploy.servers import ROOT, nats_command, valkey_command, wait_for_port
 from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from tests.helpers import settings_env
+from tests.ports import free_port
 
 
 async def measure(base: str, samples: int) -> list[float]:

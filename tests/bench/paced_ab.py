@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 from contract.hours import system_now_ms
-from deploy.servers import free_port
 from tests.bench.run import (
     GET_LUA,
     PACED_CONNECTIONS,
@@ -28,6 +27,7 @@ from tests.bench.run import (
 )
 from tests.bench.servers import scratch_servers
 from tests.helpers import settings_env
+from tests.ports import free_port
 
 
 def main() -> None:

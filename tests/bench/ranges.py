@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.schema import Batch, Event, Kind, encode
-from deploy.servers import ROOT, free_port
+from deploy.servers import ROOT
 from deploy.settings import Settings
 from projector.projections.hot_window import first_hot_hour
 from tests.bench import busy_hour
@@ -46,6 +46,7 @@ from tests.bench.history import caught_up, cold_count
 from tests.bench.run import GET_LUA, WrkResult, ensure_wrk, process, run_wrk, wait_http
 from tests.bench.servers import scratch_servers
 from tests.helpers import settings_env
+from tests.ports import free_port
 
 BASE = "ed692a1"
 """The last release: main before issue 22."""

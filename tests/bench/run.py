@@ -35,18 +35,11 @@ from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_m
 from contract.keys import Keys
 from deploy.credentials import nats_auth_config, prepare, write_secret
 from deploy.projections_client import connect
-from deploy.servers import (
-    NATS_CONF,
-    ROOT,
-    durable_nats_conf,
-    free_port,
-    nats_command,
-    valkey_command,
-    wait_for_port,
-)
+from deploy.servers import NATS_CONF, ROOT, durable_nats_conf, nats_command, valkey_command, wait_for_port
 from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from tests.helpers import settings_env
+from tests.ports import free_port
 
 POST_LUA = """
 wrk.method = "POST"

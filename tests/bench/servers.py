@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
+from deploy.servers import nats_command, valkey_command, wait_for_port
 from deploy.settings import Settings
+from tests.ports import free_port
 
 
 class Scratch(NamedTuple):

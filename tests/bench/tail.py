@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from contract.hours import system_now_ms
-from deploy.servers import free_port
 from tests.bench.run import (
     PACED_CONNECTIONS,
     POST_LUA,
@@ -27,6 +26,7 @@ from tests.bench.run import (
 )
 from tests.bench.servers import scratch_servers
 from tests.helpers import settings_env
+from tests.ports import free_port
 
 
 def main() -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import redis as redis_lib
 
-from deploy.servers import free_port, valkey_command, wait_for_port
+from deploy.servers import valkey_command, wait_for_port
 from tests.bench.run import process, wait_applied
 from tests.bench.servers import Scratch
+from tests.ports import free_port
 
 BATCHES: tuple[tuple[str, dict[str, str]], ...] = (
     ("fetches of 1000 messages", {}),

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from contract import schema
 from contract.keys import Keys
 from deploy.projections_client import connect
-from deploy.servers import ROOT, free_port
+from deploy.servers import ROOT
 from deploy.settings import Settings
 from projector.audit.records import Records
 from projector.live.balancer import Projector, run_projector
@@ -31,6 +31,7 @@ from server.app import Clients, create_app
 from tests.conftest import Server, running
 from tests.helpers import eventually, isolated_settings, serve, settings_env
 from tests.integration.valkey_cluster import valkey_cluster  # noqa: F401  (a fixture)
+from tests.ports import free_port
 
 
 async def make_stream(settings: Settings, timeout: float = 20) -> None:

@@ -14,12 +14,13 @@ import pytest
 from redis.asyncio import Redis
 
 from contract.hours import system_now_ms
-from deploy.servers import ROOT, free_port
+from deploy.servers import ROOT
 from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.test_faults import converged
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from deploy.servers import ROOT, free_port
+from deploy.servers import ROOT
 from deploy.settings import Settings, redacted
 from projector.reach import reach_nats
 from tests.conftest import Server, running
 from tests.helpers import eventually, isolated_settings, settings_env
+from tests.ports import free_port
 
 DEADLINE_S = 1.5
 PASSWORD = "hunter2secret"

@@ -14,13 +14,14 @@ import pytest
 
 from contract.hours import system_now_ms
 from deploy.credentials import ensure_secrets, write_nats_config
-from deploy.servers import NATS_CONF, free_port, nats_cluster_command, wait_for_port
+from deploy.servers import NATS_CONF, nats_cluster_command, wait_for_port
 from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings
 from tests.integration.conftest import production_stack
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.test_faults import converged
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 

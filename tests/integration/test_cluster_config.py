@@ -16,9 +16,10 @@ import pytest
 from nats.js.api import StreamConfig
 
 from deploy.credentials import Secrets, ensure_secrets, nats_cluster_config, write_secret
-from deploy.servers import ROOT, free_port, nats_command, wait_for_port
+from deploy.servers import ROOT, nats_command, wait_for_port
 from deploy.settings import Settings
 from tests.helpers import eventually
+from tests.ports import free_port
 
 BASE = ROOT / "deploy" / "nats-cluster.conf"
 

@@ -20,7 +20,7 @@ import pytest
 
 from deploy import ports
 from deploy.ports import CLUSTER_PORT_OFFSET
-from deploy.servers import free_port, port_open
+from deploy.servers import port_open
 from deploy.settings import Settings
 from deploy.valkey_cluster import BUS_PORT_OFFSET
 from tests.helpers import eventually, settings_env
@@ -33,6 +33,7 @@ from tests.integration.test_front_door import (
     stack_settings,
     up,
 )
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -27,11 +27,12 @@ import yaml
 
 from contract.hours import HOUR_MS, system_now_ms
 from deploy import image
-from deploy.servers import ROOT, free_port
+from deploy.servers import ROOT
 from tests.helpers import eventually
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.readme import readme_counts_hold, readme_truth, run_readme_curl_lines
 from tests.integration.workload import Truth, answers, parse_text
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 COMPOSE = str(Path(sys.executable).parent / "podman-compose")

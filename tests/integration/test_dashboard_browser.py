@@ -30,11 +30,12 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from contract.hours import HOUR_MS, hour_of, system_now_ms
-from deploy.servers import ROOT, free_port, wait_for_port
+from deploy.servers import ROOT, wait_for_port
 from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import clear_of_hour_end, eventually, isolated_settings, settings_env
 from tests.integration.conftest import Projectors, make_stream
+from tests.ports import free_port
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER) and os.environ.get("CI"):

@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from deploy.credentials import prepare
-from deploy.servers import free_port, nats_command, wait_for_port
+from deploy.servers import nats_command, wait_for_port
 from deploy.settings import Settings
+from tests.ports import free_port
 
 
 @pytest.mark.parametrize("durable", [True, False])

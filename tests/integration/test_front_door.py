@@ -20,7 +20,6 @@ from deploy.ports import EX_CONFIG, Port
 from deploy.servers import (
     NATS_CONF,
     ROOT,
-    free_port,
     nats_command,
     nats_identity,
     nats_server_name,
@@ -32,6 +31,7 @@ from deploy.settings import Settings
 from deploy.supervisor import Child, Supervisor
 from tests.helpers import eventually, settings_env
 from tests.integration.conftest import spawn
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 

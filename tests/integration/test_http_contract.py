@@ -16,7 +16,7 @@ from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from server.app import Clients, create_app
 from server.metrics import exposition
-from tests.helpers import eventually, serve
+from tests.helpers import eventually, metric, serve
 from tests.integration.workload import Truth, mixed_events, parse_text, post_path
 
 Client = httpx.AsyncClient
@@ -190,14 +190,28 @@ async def test_get_carries_validators_and_answers_304_when_unchanged(client: Cli
     assert as_json.headers["etag"] != etag
 
 
+POSTED = 'hourglass_http_requests_total{method="POST",route="/analytics",status="204"}'
+SERVER_COUNTERS = (POSTED, "hourglass_publish_batch_events_count", "hourglass_puback_seconds_count")
+
+
+def samples(text: str, names: tuple[str, ...]) -> dict[str, float]:
+    """The named samples (name with labels, as exposed) of a text exposition; 0 for one not there yet."""
+    found = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: float(found.get(name, 0)) for name in names}
+
+
 async def test_metrics_count_requests_batches_and_projector_progress(client: Client) -> None:
+    """Each counter moves by what this test did (the registries are process-wide: earlier tests' counts
+    are the baseline, not a pass)."""
+    server_before = samples(exposition()[0].decode(), SERVER_COUNTERS)  # what the admin port serves
+    applied_before = metric("hourglass_projector_events_applied_total")  # the in-process projector's
     assert (await client.post("/analytics?timestamp=1&user=m&click")).status_code == 204
     await eventually(lambda: hour_text(client, 1), lambda t: t[1] >= 1)
-    text = exposition()[0].decode()  # what the admin port serves
-    assert 'hourglass_http_requests_total{method="POST",route="/analytics",status="204"}' in text
-    assert "hourglass_publish_batch_events_bucket" in text
-    assert "hourglass_puback_seconds_bucket" in text
-    projector = generate_latest(REGISTRY).decode()  # the in-process projector's registry
+    server_after = samples(exposition()[0].decode(), SERVER_COUNTERS)
+    assert server_after[POSTED] == server_before[POSTED] + 1
+    assert all(server_after[name] > server_before[name] for name in SERVER_COUNTERS), server_after
+    assert metric("hourglass_projector_events_applied_total") == applied_before + 1
+    projector = generate_latest(REGISTRY).decode()
     assert 'hourglass_projector_applied_seq{partition="' in projector
     assert 'hourglass_consumer_lag{partition="' in projector
 

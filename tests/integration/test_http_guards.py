@@ -18,12 +18,13 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS
-from deploy.servers import ROOT, free_port, wait_for_port
+from deploy.servers import ROOT, wait_for_port
 from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from server.app import Clients, create_app
 from tests.conftest import Server
 from tests.helpers import isolated_settings, serve, settings_env
+from tests.ports import free_port
 
 
 async def app(settings: Settings, nc: NATS, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:

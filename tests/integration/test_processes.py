@@ -18,12 +18,13 @@ from redis.asyncio import Redis
 from api.reader import HourTotals
 from contract.hours import system_now_ms
 from contract.keys import Keys
-from deploy.servers import ROOT, free_port, port_open
+from deploy.servers import ROOT, port_open
 from deploy.settings import Settings
 from tests.helpers import eventually, pause, settings_env, settled, stored_hours
 from tests.integration.conftest import spawn
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.workload import Truth, answers, mixed_events, post_path, stored_matches
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 

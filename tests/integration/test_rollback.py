@@ -26,7 +26,6 @@ from redis.asyncio import Redis
 from contract.cells import Cell, CellLayout
 from contract.hours import hour_of, partition_of, system_now_ms
 from contract.keys import Keys
-from deploy.servers import free_port
 from deploy.settings import Settings
 from projector.projections.snapshots import open_snapshots
 from projector.projections.store import ProjectionStore
@@ -36,6 +35,7 @@ from tests.integration.conftest import make_stream, production_stack, spawn, wai
 from tests.integration.load import Tally, drive, wait_until_done
 from tests.integration.test_faults import converged
 from tests.integration.workload import mixed_events
+from tests.ports import free_port
 
 PARTITIONS = Settings().partitions
 

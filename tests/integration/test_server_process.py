@@ -15,10 +15,11 @@ from typing import IO
 import httpx
 import pytest
 
-from deploy.servers import ROOT, free_port, wait_for_port
+from deploy.servers import ROOT, wait_for_port
 from deploy.settings import Settings
 from tests.conftest import Server
 from tests.helpers import isolated_settings, settings_env
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 

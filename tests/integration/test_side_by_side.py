@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 from contract.hours import HOUR_MS
-from deploy.servers import free_port
 from deploy.settings import Settings
 from tests.helpers import eventually, settings_env
 from tests.integration.conftest import spawn
 from tests.integration.workload import parse_text
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -16,10 +16,11 @@ import pytest
 
 from contract.hours import HOUR_MS
 from deploy.credentials import prepare
-from deploy.servers import free_port, nats_command, valkey_command, wait_for_port
+from deploy.servers import nats_command, valkey_command, wait_for_port
 from deploy.settings import Settings
 from tests.helpers import eventually
 from tests.integration.conftest import production_stack
+from tests.ports import free_port
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:

@@ -17,13 +17,14 @@ import redis.exceptions
 from contract.slots import SLOTS, key_slot, partition_slot, partitions_in
 from deploy.projections_client import ProjectionsClient, check_cluster, connect, node_client
 from deploy.redis_nodes import parse_redis_nodes
-from deploy.servers import ROOT, free_port, valkey_command, wait_for_port
+from deploy.servers import ROOT, valkey_command, wait_for_port
 from deploy.settings import Settings, SettingsError
 from deploy.valkey_cluster import _client, _nodes_table, _run, form
 from tests.conftest import Server
 from tests.helpers import eventually, isolated_settings, settings_env
 from tests.integration.conftest import make_stream
 from tests.integration.valkey_cluster import ValkeyCluster, running_cluster
+from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -18,7 +18,7 @@ from contract.hours import HOUR_MS, hour_of, system_now_ms
 from contract.slots import partition_slot
 from deploy.credentials import ensure_secrets, master_auth_file, write_redis_acl, write_urls
 from deploy.redis_nodes import parse_redis_nodes
-from deploy.servers import ROOT, free_port, wait_for_port
+from deploy.servers import ROOT, wait_for_port
 from deploy.settings import Settings
 from deploy.valkey_cluster import _client, node_command, primaries
 from tests.conftest import Server
@@ -27,6 +27,7 @@ from tests.integration.conftest import make_stream, spawn, wait_ready
 from tests.integration.load import ClosedHour, Tally, drive, wait_until_done
 from tests.integration.test_faults import converged
 from tests.integration.valkey_cluster import NODE_TIMEOUT_MS, ValkeyCluster, cluster_ports, running_cluster
+from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(300)
 

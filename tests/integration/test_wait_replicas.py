@@ -20,10 +20,11 @@ from redis.asyncio.cluster import RedisCluster
 from contract.cells import Cell, CellLayout
 from contract.keys import Keys
 from contract.slots import partition_slot
-from deploy.servers import free_port, valkey_command, wait_for_port
+from deploy.servers import valkey_command, wait_for_port
 from projector.fold.deltas import Deltas, HourDelta
 from projector.projections.store import Outcome, ProjectionStore
 from tests.helpers import eventually, metric, pause
+from tests.ports import free_port
 
 HOUR = 480_000
 

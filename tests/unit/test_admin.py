@@ -8,9 +8,9 @@ import socket
 import httpx
 import pytest
 
-from deploy.servers import free_port
 from server.admin import serve_admin
 from server.metrics import count
+from tests.ports import free_port
 
 
 def test_metrics_answer_get_and_head_and_nothing_else_is_served() -> None:

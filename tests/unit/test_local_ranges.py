@@ -128,18 +128,10 @@ def test_csv_rows_carry_local_labels() -> None:
     assert render_csv(q, [(1, 2, 3)], (1, 2, 3)).decode().splitlines()[1] == "2026-11-25T00:00:00+05:30,1,2,3"
 
 
-def test_a_year_by_hour_plans_in_a_few_milliseconds() -> None:
-    import time
-
-    q = None
-    took = []
-    for _ in range(5):
-        began = time.perf_counter()
-        q = read("2025-01-01T00:00+05:30", "2026-01-01T00:00+05:30", "Asia/Kolkata", "hour", 9000)
-        took.append(time.perf_counter() - began)
-    assert q is not None
+def test_a_year_by_hour_plans_one_span_per_hour() -> None:
+    # How fast it plans is `./just bench-ranges`'s to say, not a test's.
+    q = read("2025-01-01T00:00+05:30", "2026-01-01T00:00+05:30", "Asia/Kolkata", "hour", 9000)
     assert len(q.spans) == 8760
-    assert min(took) < 0.05  # a few ms here; generous for a shared CI machine
 
 
 def test_kolkata_rows_read_quarter_hours_or_day_rollups() -> None:

@@ -10,8 +10,8 @@ import nats
 import pytest
 
 from deploy.backoff import NatsLog
-from deploy.servers import free_port
 from deploy.settings import Settings
+from tests.ports import free_port
 
 PASSWORD = "hunter2secret"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from deploy.ports import Port, claim, planned, problems
-from deploy.servers import free_port
 from deploy.settings import Settings
+from tests.ports import free_port
 
 
 def test_the_default_stack_binds_these_ports_each_moved_by_its_variable() -> None:
