@@ -60,6 +60,10 @@ inspect *args:
 valkey-cluster *args:
     @exec {{python}} -m deploy.valkey_cluster "$@"
 
+# Partitions, pauses and kills under keyed load, each node in a network namespace of its own (needs root): one row per schedule (--schedule NAME, --seconds N).
+faults *args:
+    {{python}} -m tests.faults.harness "$@"
+
 # Apply ruff's fixes and formatting.
 fmt:
     ruff check --fix .

@@ -40,14 +40,16 @@ def durable_nats_conf(directory: Path) -> Path:
     return path
 
 
-def nats_command(port: int, store_dir: Path, config: Path = NATS_CONF, name: str = "") -> list[str]:
+def nats_command(
+    port: int, store_dir: Path, config: Path = NATS_CONF, name: str = "", host: str = "127.0.0.1"
+) -> list[str]:
     """`name` overrides nats.conf's server_name, so a readiness check can tell this server from another."""
     return [
         nats_server_binary(),
         "-c",
         str(config),
         "-a",
-        "127.0.0.1",
+        host,
         "-p",
         str(port),
         "-sd",
@@ -70,25 +72,31 @@ def nats_cluster_command(
     store_dir: Path,
     config: Path = NATS_CONF,
     route_credentials: str = "",
+    host: str = "127.0.0.1",
+    peer_hosts: list[str] | None = None,
 ) -> list[str]:
-    """One node of a loopback JetStream cluster: nats.conf plus name, cluster listen and routes.
-    `route_credentials` (`user:password`) makes the routes authenticate, both ways."""
+    """One node of a JetStream cluster (on loopback unless `host` and `peer_hosts` say otherwise):
+    nats.conf plus name, cluster listen and routes. `route_credentials` (`user:password`) makes the
+    routes authenticate, both ways."""
     auth = f"{route_credentials}@" if route_credentials else ""
-    routes = ",".join(f"nats-route://{auth}127.0.0.1:{p}" for p in peer_cluster_ports)
+    hosts = peer_hosts or [host] * len(peer_cluster_ports)
+    routes = ",".join(f"nats-route://{auth}{h}:{p}" for h, p in zip(hosts, peer_cluster_ports, strict=True))
     return [
-        *nats_command(port, store_dir, config),
+        *nats_command(port, store_dir, config, host=host),
         "-n", name,
         "--cluster_name", "hourglass",
-        "--cluster", f"nats://{auth}127.0.0.1:{cluster_port}",
+        "--cluster", f"nats://{auth}{host}:{cluster_port}",
         "--routes", routes,
     ]  # fmt: skip
 
 
-def valkey_command(port: int, data_dir: Path, aclfile: Path | None = None) -> list[str]:
+def valkey_command(
+    port: int, data_dir: Path, aclfile: Path | None = None, host: str = "127.0.0.1"
+) -> list[str]:
     acl = ["--aclfile", str(aclfile)] if aclfile is not None else []
     return [
         valkey_server_binary(),
-        "--bind", "127.0.0.1",
+        "--bind", host,
         "--port", str(port),
         "--dir", str(data_dir),
         "--appendonly", "yes",

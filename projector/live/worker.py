@@ -23,7 +23,7 @@ from projector import metrics
 from projector.fold.deltas import Deltas
 from projector.fold.digest import Decoder
 from projector.log.change_notices import announce
-from projector.log.consumer_position import position_consumer
+from projector.log.consumer_position import partition_last_seq, position_consumer
 from projector.log.dead_letters import dead_letter
 from projector.log.fetched import Fetched, Pulled, digest_fetched
 from projector.log.pull import Puller
@@ -327,17 +327,18 @@ class PartitionWorker:
         await self.store.record_gap(self.gen, self.partition, why)
 
     async def _caught_up(self) -> bool:
-        """Idle: with nothing pending, every message of this partition up to the stream's last
-        sequence is applied, so the watermark may move there. That keeps an idle partition's watermark
-        near the head of the log, where retention cannot overtake it unnoticed."""
+        """Idle, with no message of this partition in the stream past the watermark: the watermark may
+        move to the stream's last sequence (near the head of the log, where retention cannot overtake
+        it). The stream is asked, never the shared consumer, which a projector that lost the partition
+        may have just recreated, empty: trusting it skipped messages (docs/faults.md)."""
         last = (await self.js.stream_info(self.settings.stream_name)).state.last_seq
         if last <= self.watermark:
             return True
-        # Read after `last`: nothing pending means nothing up to it.
-        info = await self.js.consumer_info(self.settings.stream_name, consumer_name(self.partition))
-        delivered = info.delivered.stream_seq if info.delivered else 0
-        if info.num_pending or info.num_ack_pending or (delivered or 0) > self.watermark:
-            return True
+        # Read after `last`: a message of this partition up to `last` would be this one or a later one.
+        if (ours := await partition_last_seq(self.js, self.settings, self.partition)) > self.watermark:
+            # Idle for a whole fetch, yet there is more of ours: the consumer is not delivering it.
+            log.info("p%d: stream seq %d is not delivered; resyncing", self.partition, ours)
+            return False
         result = await self.store.apply(
             self.gen, self.partition, self.watermark, Deltas(last_seq=last), epoch=self.epoch
         )

@@ -65,3 +65,15 @@ async def position_consumer(
             opt_start_seq=watermark + 1 if watermark else None,
         ),
     )
+
+
+async def partition_last_seq(js: JetStreamContext, settings: Settings, partition: int) -> int:
+    """The stream sequence of the partition's last message (0 when it has none), from the stream
+    itself: what no consumer, shared by name between projectors, can misreport."""
+    try:
+        found = await js.get_last_msg(
+            settings.stream_name, partition_filter(settings.subject_prefix, partition)
+        )
+    except NotFoundError:
+        return 0
+    return found.seq or 0

@@ -1,0 +1,447 @@
+"""The fault harness: a 3-node JetStream cluster, Valkey and two projectors, each in a namespace of its
+own, an HTTP app in the test process, and schedules of partitions and pauses run under keyed load.
+
+After each schedule heals, the checker settles and compares: every acknowledged event counted exactly
+once, nothing counted that was never sent, the three nodes holding the same stream, the audit clean,
+and no read answering anything but 200 or 503, nor a settled closed hour other than its counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contract import schema
+from contract.hours import hour_of, hour_token, system_now_ms
+from deploy.credentials import Secrets, ensure_secrets, write_nats_config, write_redis_acl
+from deploy.projections_client import connect
+from deploy.servers import NATS_CONF, ROOT, nats_cluster_command, valkey_command, wait_for_port
+from deploy.settings import Settings
+from server.app import create_app
+from tests.faults.network import Network, Node
+from tests.helpers import eventually, isolated_settings, serve, settings_env, settle, stored_hours
+from tests.integration.conftest import make_stream
+from tests.integration.load import ClosedHour, Tally, drive, wait_until_done
+
+CLOSED_HOURS_FROM = hour_of(1_735_689_600_000)  # 2025-01-01T00:00Z: schedule N reads hour N after it
+"""Fixed hours, not hours before now: a run that crosses an hour boundary must not give two schedules one."""
+
+NATS_PORT, ROUTE_PORT, MONITOR_PORT, VALKEY_PORT = 4222, 6222, 8222, 6379
+"""The same in every namespace: each node has a network of its own."""
+
+
+@dataclass
+class Process:
+    node: Node
+    argv: list[str]
+    env: dict[str, str] | None
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.node.argv(self.argv), env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@dataclass
+class Cluster:
+    """The servers and projectors of one harness run, and the settings every client uses."""
+
+    net: Network
+    settings: Settings
+    nats: dict[str, Process]
+    valkey: Process
+    projectors: dict[str, Process]
+    secrets: Secrets
+
+    def nats_node(self, name: str) -> Node:
+        return self.nats[name].node
+
+    async def leader(self) -> str:
+        nc = await nats.connect(**self.settings.nats_options("faults-leader"))
+        try:
+            info = await eventually(
+                lambda: nc.jetstream().stream_info(self.settings.stream_name),
+                lambda i: bool(i.cluster and i.cluster.leader),
+                timeout=30,
+            )
+        finally:
+            await nc.close()
+        assert info.cluster is not None
+        assert info.cluster.leader is not None
+        return info.cluster.leader
+
+    def stream_states(self) -> dict[str, tuple[int, int, int, int] | None]:
+        """(messages, bytes, first seq, last seq) of the stream as each node holds it (its monitoring
+        port's /jsz), or None where the node does not answer or lacks the stream."""
+        out: dict[str, tuple[int, int, int, int] | None] = {}
+        for name, process in self.nats.items():
+            url = f"http://{process.node.ip}:{MONITOR_PORT}/jsz?accounts=true&streams=true"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:  # our own node, on our own bridge
+                    jsz = json.load(answer)
+            except OSError:
+                out[name] = None
+                continue
+            out[name] = None
+            for account in jsz.get("account_details") or []:
+                for stream in account.get("stream_detail") or []:
+                    if stream["name"] == self.settings.stream_name:
+                        s = stream["state"]
+                        out[name] = (s["messages"], s["bytes"], s["first_seq"], s["last_seq"])
+        return out
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(directory: Path) -> AsyncIterator[Cluster]:
+    with Network.created() as net:
+        names = ("n1", "n2", "n3")
+        nodes = {name: net.add(name) for name in (*names, "valkey", "p1", "p2")}
+        secrets = ensure_secrets(directory)
+        base = Settings()
+        config = write_nats_config(secrets, base, NATS_CONF)
+        acl = write_redis_acl(secrets, base)
+        routes = f"route:{secrets.nats['admin']}"
+        servers: dict[str, Process] = {}
+        for name in names:
+            store = directory / name
+            store.mkdir(parents=True, exist_ok=True)
+            peers = [nodes[n].ip for n in names if n != name]
+            argv = [
+                *nats_cluster_command(
+                    name, NATS_PORT, ROUTE_PORT, [ROUTE_PORT] * 2, store, config, routes,
+                    host=nodes[name].ip, peer_hosts=peers,
+                ),
+                "-m", str(MONITOR_PORT),
+            ]  # fmt: skip
+            servers[name] = Process(nodes[name], argv, None, directory / f"{name}.log")
+        (directory / "valkey").mkdir(parents=True, exist_ok=True)
+        valkey_argv = valkey_command(VALKEY_PORT, directory / "valkey", acl, host=nodes["valkey"].ip)
+        valkey = Process(nodes["valkey"], valkey_argv, None, directory / "valkey.log")
+        nats_url = ",".join(secrets.nats_url("admin", nodes[n].ip, NATS_PORT) for n in names)
+        redis_url = secrets.redis_url("admin", nodes["valkey"].ip, VALKEY_PORT)
+        settings = isolated_settings(
+            nats_url, redis_url, stream_replicas=3, projector_batch=50, publish_timeout_s=2.0
+        )
+        env = settings_env(settings)
+        projectors = {
+            p: Process(nodes[p], [sys.executable, "-m", "projector", "run"], env, directory / f"{p}.log")
+            for p in ("p1", "p2")
+        }
+        cluster = Cluster(net, settings, servers, valkey, projectors, secrets)
+        everything = [*servers.values(), valkey, *projectors.values()]
+        try:
+            for process in [*servers.values(), valkey]:
+                process.start()
+            for name in names:
+                wait_for_port(nodes[name].ip, NATS_PORT, 20, servers[name].proc)
+            wait_for_port(nodes["valkey"].ip, VALKEY_PORT, 20, valkey.proc)
+            await make_stream(settings, timeout=60)
+            for process in projectors.values():
+                process.start()
+            yield cluster
+        finally:
+            for process in reversed(everything):
+                process.stop()
+
+
+Schedule = Callable[[Cluster, float], Awaitable[None]]
+
+
+async def _hold(seconds: float) -> None:
+    await asyncio.sleep(seconds)  # the fault's duration: time the load runs against it, not a wait
+
+
+async def leader_isolated(cluster: Cluster, seconds: float) -> None:
+    """The stream's leader cut off from the other two nodes (clients still reach it), then healed."""
+    leader = cluster.nats_node(await cluster.leader())
+    cluster.net.isolate(leader, [p.node for p in cluster.nats.values()])
+    await _hold(seconds)
+    cluster.net.heal()
+
+
+async def rolling(cluster: Cluster, seconds: float) -> None:
+    """Each node in turn cut off from the other two, a third of the time each."""
+    for process in cluster.nats.values():
+        cluster.net.isolate(process.node, [p.node for p in cluster.nats.values()])
+        await _hold(seconds / 3)
+        cluster.net.heal()
+
+
+async def bridge(cluster: Cluster, seconds: float) -> None:
+    """Two nodes that cannot see each other, and one (the leader) that sees both."""
+    leader = await cluster.leader()
+    a, b = (p.node for name, p in cluster.nats.items() if name != leader)
+    cluster.net.cut(a, b)
+    await _hold(seconds)
+    cluster.net.heal()
+
+
+async def projectors_from_redis(cluster: Cluster, seconds: float) -> None:
+    """Both projectors cut off from Valkey while they still read NATS."""
+    for process in cluster.projectors.values():
+        cluster.net.cut(process.node, cluster.valkey.node)
+    await _hold(seconds)
+    cluster.net.heal()
+
+
+async def projectors_from_nats(cluster: Cluster, seconds: float) -> None:
+    """Both projectors cut off from every NATS node while their leases in Valkey are still valid."""
+    for process in cluster.projectors.values():
+        for server in cluster.nats.values():
+            cluster.net.cut(process.node, server.node)
+    await _hold(seconds)
+    cluster.net.heal()
+
+
+async def leader_paused_and_isolated(cluster: Cluster, seconds: float) -> None:
+    """Jepsen's composite: the leader SIGSTOPped, cut off while stopped, resumed still cut off, healed."""
+    name = await cluster.leader()
+    leader = cluster.nats[name]
+    leader.signal(signal.SIGSTOP)
+    cluster.net.isolate(leader.node, [p.node for p in cluster.nats.values()])
+    await _hold(seconds / 2)
+    leader.signal(signal.SIGCONT)
+    await _hold(seconds / 2)
+    cluster.net.heal()
+
+
+SCHEDULES: dict[str, Schedule] = {
+    "leader-isolated": leader_isolated,
+    "rolling": rolling,
+    "bridge": bridge,
+    "projectors-from-redis": projectors_from_redis,
+    "projectors-from-nats": projectors_from_nats,
+    "leader-paused-and-isolated": leader_paused_and_isolated,
+}
+
+
+@dataclass
+class Row:
+    schedule: str
+    seconds: float
+    acknowledged: int = 0
+    logged: int = 0
+    """Of the acknowledged events, how many the stream holds (their keys)."""
+    counted: int = 0
+    lost: int = 0
+    doubled: int = 0
+    retried: int = 0
+    """503s and answerless requests, each retried with the same key (never counted twice)."""
+    nodes_agree: bool = False
+    audit: str = ""
+    bad_reads: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        clean = self.audit == "clean" and not self.bad_reads
+        return not self.lost and not self.doubled and self.nodes_agree and clean
+
+    HEADER = (
+        f"{'schedule':<28} {'s':>4} {'acked':>7} {'logged':>7} {'counted':>7} {'lost':>5} {'doubled':>7} "
+        f"{'retried':>7} {'agree':>5}  audit  bad reads"
+    )
+
+    def line(self) -> str:
+        return (
+            f"{self.schedule:<28} {self.seconds:>4.0f} {self.acknowledged:>7} {self.logged:>7} "
+            f"{self.counted:>7} {self.lost:>5} {self.doubled:>7} {self.retried:>7} "
+            f"{'yes' if self.nodes_agree else 'NO':>5}  "
+            f"{self.audit[:6]:<6} {len(self.bad_reads)}"
+        )
+
+
+async def _read_on(
+    http: httpx.AsyncClient, now_ms: int, closed: ClosedHour, stop: asyncio.Event, row: Row
+) -> None:
+    """A dashboard's polling: the current hour and a closed one, each answer checked."""
+    while not stop.is_set():
+        try:
+            current = await http.get("/analytics", params={"timestamp": now_ms})
+            if current.status_code not in (200, 503):
+                row.bad_reads.append(f"current hour: {current.status_code} {current.text[:200]}")
+        except httpx.TransportError:
+            pass
+        answer = await closed.check(http)
+        if answer is not None and answer.status_code not in (200, 503):
+            row.bad_reads.append(f"closed hour: {answer.status_code} {answer.text[:200]}")
+        await asyncio.sleep(0.05)  # a poller's pace, not a wait for consistency
+    row.bad_reads += [f"closed hour answered {got}, settled {closed.counts}" for got in closed.wrong]
+
+
+async def logged_keys(settings: Settings, prefix: str) -> set[str]:
+    """The Idempotency-Keys starting with `prefix` of every event the stream holds: what was logged,
+    to tell a loss in the log from a loss between the log and the projections."""
+    nc = await nats.connect(**settings.nats_options("faults-log"))
+    js = nc.jetstream()
+    found: set[str] = set()
+    try:
+        last = (await js.stream_info(settings.stream_name)).state.last_seq
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL)
+        sub = await js.pull_subscribe(
+            f"{settings.subject_prefix}.>", stream=settings.stream_name, config=config
+        )
+        seq = 0
+        while seq < last:
+            for msg in await sub.fetch(1000, timeout=10):
+                seq = msg.metadata.sequence.stream
+                with contextlib.suppress(Exception):  # a dead letter or a foreign message: not ours
+                    found |= {
+                        e.key for e in schema.decode(msg.data).events if e.key and e.key.startswith(prefix)
+                    }
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return found
+
+
+async def _settled_counts(settings: Settings, hours: list[int]) -> dict[int, int]:
+    """Clicks plus impressions of each hour in Redis, once every partition has applied the whole log."""
+    nc = await nats.connect(**settings.nats_options("faults-check"))
+    redis = connect(settings)
+    try:
+        await settle(nc, redis, settings, timeout=120)
+        stored = await stored_hours(redis, settings, hours)
+    finally:
+        await nc.close()
+        await redis.aclose()
+    return {hour: totals.clicks + totals.impressions for hour, totals in stored.items()}
+
+
+def _audit(settings: Settings, hours: list[int]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "projector", "audit", *(hour_token(h) for h in hours)],
+        env=settings_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if done.returncode == 0 and " 0 mismatched" in done.stdout:
+        return "clean"
+    return f"exit {done.returncode}: {(done.stdout + done.stderr).strip()[-3000:]}"
+
+
+async def run_schedule(
+    cluster: Cluster, http: httpx.AsyncClient, name: str, seconds: float, seed: int
+) -> Row:
+    """Load, the schedule, heal, then the checks; one row."""
+    row, settings = Row(name, seconds), cluster.settings
+    now = system_now_ms()
+    hours = list(range(hour_of(now) - 7, hour_of(now) + 1))  # where the load writes (workload.mixed_events)
+    before = await _settled_counts(settings, hours)  # earlier schedules' events, in the same hours
+    closed = await ClosedHour.written(http, CLOSED_HOURS_FROM + seed)
+    tally, stop = Tally(), asyncio.Event()
+    events = int((seconds + 60) * 1500)  # more than the load gets through: it stops when told
+    load = asyncio.create_task(
+        drive(
+            http,
+            now,
+            events,
+            8,
+            duplicate_every=10,
+            seed=seed,
+            tally=tally,
+            until=stop,
+            timeout=seconds + 180,
+        )
+    )
+    reads = asyncio.create_task(_read_on(http, now, closed, stop, row))
+    await wait_until_done(tally, 100)
+    await SCHEDULES[name](cluster, seconds)
+    await wait_until_done(tally, tally.done + 100, timeout=120)  # the load goes on after the heal
+    stop.set()
+    await load
+    await reads
+    after = await _settled_counts(settings, hours)
+    truth = tally.truth
+    assert set(truth.hours()) <= set(hours), (truth.hours(), hours)
+    row.acknowledged = tally.events
+    row.logged = len(await logged_keys(settings, f"ev-{seed}-"))
+    row.retried = tally.unavailable + tally.transport_errors
+    for hour in hours:
+        want = truth.clicks[hour] + truth.impressions[hour]
+        have = after[hour] - before[hour]
+        row.counted += have
+        row.lost += max(0, want - have)
+        row.doubled += max(0, have - want)
+    try:
+        await eventually(
+            lambda: asyncio.to_thread(cluster.stream_states),
+            lambda s: None not in s.values() and len(set(s.values())) == 1,
+            timeout=60,
+        )
+        row.nodes_agree = True
+    except AssertionError:
+        row.nodes_agree = False
+    closed_hours = [h for h in truth.hours() if h < hour_of(system_now_ms())]
+    row.audit = await asyncio.to_thread(_audit, settings, closed_hours) if closed_hours else "clean"
+    return row
+
+
+async def run(names: list[str], seconds: float, directory: Path) -> list[Row]:
+    rows = []
+    async with running_cluster(directory) as cluster:
+        async for http in serve(create_app(cluster.settings)):
+            await eventually(functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200, 60)
+            for seed, name in enumerate(names, start=1):
+                started = time.monotonic()
+                row = await run_schedule(cluster, http, name, seconds, seed)
+                rows.append(row)
+                print(f"{row.line()}   ({time.monotonic() - started:.0f} s)", flush=True)
+    return rows
+
+
+def main() -> None:
+    """`./just faults [--schedule NAME ...] [--seconds N]`."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="just faults", description=__doc__.splitlines()[0])
+    parser.add_argument("--schedule", action="append", choices=sorted(SCHEDULES), help="default: all")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long each fault lasts")
+    args = parser.parse_args()
+    names = args.schedule or list(SCHEDULES)
+    print(Row.HEADER, flush=True)
+    directory = Path(tempfile.mkdtemp(prefix="hourglass-faults-"))
+    rows = asyncio.run(run(names, args.seconds, directory))
+    bad = [row for row in rows if not row.ok]
+    if bad:
+        print(f"logs of every node kept in {directory}")
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+    for row in bad:
+        for read in row.bad_reads[:5]:
+            print(f"  {row.schedule}: {read}")
+        if row.audit != "clean":
+            print(f"  {row.schedule}: audit {row.audit}")
+    raise SystemExit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,59 @@
+"""Network partitions and pauses under keyed load (issue 31's harness, short): each schedule ends with
+every acknowledged event counted exactly once, the three JetStream nodes agreeing, the audit clean and
+no read answering anything but 200 or 503. `./just faults --seconds 300` runs the long version."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.app import create_app
+from tests.faults.harness import SCHEDULES, Cluster, run_schedule, running_cluster
+from tests.helpers import eventually, serve
+
+pytestmark = pytest.mark.slow
+
+SECONDS = 20.0
+"""How long each fault lasts here; the load runs before, during and after it."""
+
+
+@pytest.fixture(scope="module")
+def root() -> None:
+    if os.geteuid() != 0:
+        why = "network namespaces and nftables need root"
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}, and CI runs as root")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+async def cluster(root: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    async with running_cluster(Path(tmp_path_factory.mktemp("faults"))) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+async def http(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in serve(create_app(cluster.settings)):
+        await eventually(functools.partial(client.get, "/readyz"), lambda r: r.status_code == 200, 60)
+        yield client
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+async def test_a_schedule_of_faults_loses_and_doubles_nothing(
+    cluster: Cluster, http: httpx.AsyncClient, name: str
+) -> None:
+    seed = list(SCHEDULES).index(name) + 1
+    row = await run_schedule(cluster, http, name, SECONDS, seed)
+    print(f"\n{row.line()}")
+    assert row.lost == 0, row.line()
+    assert row.doubled == 0, row.line()
+    assert row.logged == row.acknowledged, row.line()
+    assert row.nodes_agree, row.line()
+    assert row.audit == "clean", row.audit
+    assert row.bad_reads == [], row.bad_reads[:5]
