@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-NEEDED = ["chromium", "chromium-driver", "podman", "runc", "mmdebstrap", "aardvark-dns", "catatonit"]
+NEEDED = [
+    "chromium", "chromium-driver", "podman", "runc", "mmdebstrap", "aardvark-dns", "catatonit",
+    "iproute2", "nftables",
+]  # fmt: skip
 
 
 def stub(path: Path, body: str) -> None:
