@@ -64,6 +64,12 @@ class Process:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; `start` brings it back on the same data."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
@@ -234,6 +240,30 @@ async def leader_paused_and_isolated(cluster: Cluster, seconds: float) -> None:
     cluster.net.heal()
 
 
+async def leader_killed_while_isolated(cluster: Cluster, seconds: float) -> None:
+    """The leader cut off, then SIGKILLed, restarted on its store while still cut off, then healed."""
+    leader = cluster.nats[await cluster.leader()]
+    cluster.net.isolate(leader.node, [p.node for p in cluster.nats.values()])
+    await _hold(seconds / 3)
+    leader.kill()
+    await _hold(seconds / 3)
+    leader.start()
+    await _hold(seconds / 3)
+    cluster.net.heal()
+
+
+async def projector_killed_while_cut_off(cluster: Cluster, seconds: float) -> None:
+    """Both projectors cut off from Valkey; one SIGKILLed meanwhile and restarted; then healed."""
+    for process in cluster.projectors.values():
+        cluster.net.cut(process.node, cluster.valkey.node)
+    await _hold(seconds / 2)
+    victim = cluster.projectors["p1"]
+    victim.kill()
+    victim.start()
+    await _hold(seconds / 2)
+    cluster.net.heal()
+
+
 SCHEDULES: dict[str, Schedule] = {
     "leader-isolated": leader_isolated,
     "rolling": rolling,
@@ -241,6 +271,8 @@ SCHEDULES: dict[str, Schedule] = {
     "projectors-from-redis": projectors_from_redis,
     "projectors-from-nats": projectors_from_nats,
     "leader-paused-and-isolated": leader_paused_and_isolated,
+    "leader-killed-while-isolated": leader_killed_while_isolated,
+    "projector-killed-while-cut-off": projector_killed_while_cut_off,
 }
 
 
@@ -266,13 +298,13 @@ class Row:
         return not self.lost and not self.doubled and self.nodes_agree and clean
 
     HEADER = (
-        f"{'schedule':<28} {'s':>4} {'acked':>7} {'logged':>7} {'counted':>7} {'lost':>5} {'doubled':>7} "
+        f"{'schedule':<31} {'s':>4} {'acked':>7} {'logged':>7} {'counted':>7} {'lost':>5} {'doubled':>7} "
         f"{'retried':>7} {'agree':>5}  audit  bad reads"
     )
 
     def line(self) -> str:
         return (
-            f"{self.schedule:<28} {self.seconds:>4.0f} {self.acknowledged:>7} {self.logged:>7} "
+            f"{self.schedule:<31} {self.seconds:>4.0f} {self.acknowledged:>7} {self.logged:>7} "
             f"{self.counted:>7} {self.lost:>5} {self.doubled:>7} {self.retried:>7} "
             f"{'yes' if self.nodes_agree else 'NO':>5}  "
             f"{self.audit[:6]:<6} {len(self.bad_reads)}"
@@ -371,9 +403,9 @@ async def run_schedule(
         )
     )
     reads = asyncio.create_task(_read_on(http, now, closed, stop, row))
-    await wait_until_done(tally, 100)
+    await wait_until_done(tally, 50)
     await SCHEDULES[name](cluster, seconds)
-    await wait_until_done(tally, tally.done + 100, timeout=120)  # the load goes on after the heal
+    await wait_until_done(tally, tally.done + 50, timeout=120)  # the load goes on after the heal
     stop.set()
     await load
     await reads

@@ -21,6 +21,11 @@ pytestmark = pytest.mark.slow
 SECONDS = 20.0
 """How long each fault lasts here; the load runs before, during and after it."""
 
+IN_CI = ["leader-isolated", "bridge", "projectors-from-redis", "leader-paused-and-isolated"]
+"""A minority leader, a bridge, the schedule that found a loss, and Jepsen's composite; the others
+(rolling, projectors cut off from NATS, the two with a SIGKILL) run in `./just faults`: .ci/run has
+25 minutes in all."""
+
 
 @pytest.fixture(scope="module")
 def root() -> None:
@@ -44,11 +49,11 @@ async def http(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.mark.parametrize("name", list(SCHEDULES))
+@pytest.mark.parametrize("name", IN_CI)
 async def test_a_schedule_of_faults_loses_and_doubles_nothing(
     cluster: Cluster, http: httpx.AsyncClient, name: str
 ) -> None:
-    seed = list(SCHEDULES).index(name) + 1
+    seed = list(SCHEDULES).index(name) + 1  # its own keys, users and closed hour
     row = await run_schedule(cluster, http, name, SECONDS, seed)
     print(f"\n{row.line()}")
     assert row.lost == 0, row.line()

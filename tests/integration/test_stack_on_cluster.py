@@ -210,7 +210,7 @@ async def post_all(http: httpx.AsyncClient, events: list[tuple[int, str, str]]) 
 
 
 async def answers_through(
-    stack: Roles, log: Path, events: list[tuple[int, str, str]]
+    stack: Roles, log: Path, events: list[tuple[int, str, str]], damage_one: bool = False
 ) -> list[dict[str, str]]:
     """The answers once projected, after `replay`, and after a replay of the busiest hour alone."""
     truth, local = Truth(), local_truth(events)
@@ -237,6 +237,8 @@ async def answers_through(
             run, ["-m", "projector", "audit", hour_token(busiest)], stack.projector
         )
         assert "1 hour(s) audited, 0 mismatched" in audited, audited
+        if not damage_one:
+            return seen
         # A damaged hour (one partition's counts and users, on whichever shard holds them) is found by
         # the audit, named, and repaired by it: the answers are the first ones again.
         damaged = truth.hours()[-1]
@@ -286,7 +288,8 @@ async def test_the_same_events_give_the_same_answers_on_one_node_and_on_a_cluste
     with running("nats", tmp_path / "nats2") as nats, running_cluster(tmp_path / "vc") as cluster:
         assert len(cluster.ports) == 6
         roles = roles_on(nats, cluster.role_url, **options)
-        on_cluster = await answers_through(roles, tmp_path / "cluster.log", events)
+        # The audit finding and repairing a damaged hour, on the cluster, once: with every hour hot.
+        on_cluster = await answers_through(roles, tmp_path / "cluster.log", events, damage_one=not cold)
         rollups = await day_rollups_in_their_slots(roles.admin, cluster, events)
     assert single[0] == on_cluster[0]
     for after in (*single[1:], *on_cluster[1:]):
