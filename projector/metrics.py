@@ -78,6 +78,11 @@ RETENTION_GAPS = Counter(
     "Times a partition found events dropped by retention before they were applied",
     ["partition"],
 )
+LOG_REWINDS = Counter(
+    "hourglass_projector_log_rewinds",
+    "Times a partition found the stream ending below its watermark: the log lost applied messages",
+    ["partition"],
+)
 PULL_READER_FALLBACK = Gauge(
     "hourglass_projector_pull_reader_fallback",
     "1 when this process reads the log through nats-py's public API (its internals the fast reader hooks "

@@ -82,17 +82,22 @@ async def stored_hour(redis: ProjectionsClient, settings: Settings, hour: int) -
 
 async def lagging(nc: NATS, redis: ProjectionsClient, settings: Settings) -> list[tuple[int, int, int]]:
     """(partition, watermark, last sequence) of every partition whose live-generation watermark has
-    not reached the last sequence the stream holds on that partition's subjects."""
+    not reached the last sequence the stream holds on that partition's subjects, or is past the end
+    of the stream (a log that went back below what was applied, not rebuilt yet)."""
     js = nc.jetstream()
     keys = Keys(settings.key_prefix)
     behind = []
+    end = (await js.stream_info(settings.stream_name)).state.last_seq
     for p in range(settings.partitions):
         gen = keys.live_generation(await redis.get(keys.generation(p)))
+        watermark = int(await redis.get(keys.watermark(gen, p)) or 0)
+        if watermark > end:
+            behind.append((p, watermark, end))
+            continue
         try:
             last = await js.get_last_msg(settings.stream_name, partition_filter(settings.subject_prefix, p))
         except NotFoundError:
             continue  # nothing was ever written to this partition
-        watermark = int(await redis.get(keys.watermark(gen, p)) or 0)
         if watermark < (last.seq or 0):
             behind.append((p, watermark, last.seq or 0))
     return behind

@@ -22,6 +22,7 @@ from deploy.settings import Settings
 from projector import metrics
 from projector.fold.deltas import Deltas
 from projector.fold.digest import Decoder
+from projector.live.log_trouble import LogBehind, RewindWatch, log_rewound, retention_gap
 from projector.log.change_notices import announce
 from projector.log.consumer_position import partition_last_seq, position_consumer
 from projector.log.dead_letters import dead_letter
@@ -41,6 +42,7 @@ TRANSIENT = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
     nats.errors.Error,
+    LogBehind,
 )
 
 
@@ -81,6 +83,7 @@ class PartitionWorker:
         self.store = store
         self.partition = partition
         self.epoch = epoch
+        self.rewinds = RewindWatch()
         self.decoder = decoder
         self.gen = 0
         self.watermark = 0
@@ -216,9 +219,13 @@ class PartitionWorker:
                 metrics.RESTORES.inc()
         if self.snapshots is not None and (self.evictor is None or self.evictor.gen != self.gen):
             self.evictor = Evictor(self.store, self.snapshots, self.gen, self.partition)
-        first = (await self.js.stream_info(self.settings.stream_name)).state.first_seq
-        if self.watermark + 1 < first:
-            await self._retention_gap(first)
+        state = (await self.js.stream_info(self.settings.stream_name)).state
+        if self.rewinds.lost(self.partition, self.watermark, state.last_seq):
+            phases = self.settings.day_phases
+            await log_rewound(self.store, self.gen, self.partition, self.watermark, state.last_seq, phases)
+            self.watermark = 0
+        elif self.watermark + 1 < state.first_seq:
+            await retention_gap(self.store, self.gen, self.partition, self.watermark, state.first_seq)
         batch, counted = self.settings.projector_batch, self.rollback_counted
         await position_consumer(self.js, self.settings, self.partition, self.watermark, batch, counted)
         self.rollback_counted = False
@@ -314,25 +321,15 @@ class PartitionWorker:
     def _hot_from(self) -> int | None:
         return first_hot_hour(self.clock(), self.settings.hot_hours)
 
-    async def _retention_gap(self, first: int) -> None:
-        """Events of this partition may have been dropped by retention before they were applied.
-        Never continue quietly: the alarm stays (on `/readyz`) for the rest of this generation."""
-        why = (
-            f"retention dropped stream seqs {self.watermark + 1}..{first - 1} before they were applied "
-            f"(watermark {self.watermark}, the stream starts at {first}); counts may miss those events. "
-            "./just replay rebuilds from what the log still holds and clears this"
-        )
-        metrics.RETENTION_GAPS.labels(str(self.partition)).inc()
-        log.error("p%d: %s", self.partition, why)
-        await self.store.record_gap(self.gen, self.partition, why)
-
     async def _caught_up(self) -> bool:
         """Idle, with no message of this partition in the stream past the watermark: the watermark may
         move to the stream's last sequence (near the head of the log, where retention cannot overtake
         it). The stream is asked, never the shared consumer, which a projector that lost the partition
         may have just recreated, empty: trusting it skipped messages (docs/faults.md)."""
         last = (await self.js.stream_info(self.settings.stream_name)).state.last_seq
-        if last <= self.watermark:
+        if last < self.watermark:
+            return False  # the log went back, or says so for a while: _position tells which
+        if last == self.watermark:
             return True
         # Read after `last`: a message of this partition up to `last` would be this one or a later one.
         if (ours := await partition_last_seq(self.js, self.settings, self.partition)) > self.watermark:

@@ -21,9 +21,10 @@ from contract.hours import HOUR_MS
 from contract.keys import Keys
 from deploy.servers import ROOT
 from deploy.settings import Settings
+from projector.live import log_trouble
 from projector.log.stream_config import ensure_stream
 from tests.conftest import Server
-from tests.helpers import eventually, isolated_settings, metric, settings_env, stored_hour
+from tests.helpers import eventually, isolated_settings, metric, settings_env, settled, stored_hour
 from tests.integration.conftest import Projectors, production_stack
 
 HOUR = 17
@@ -58,6 +59,59 @@ async def test_events_dropped_by_retention_before_they_were_applied_are_reported
     # What the log still holds is applied: the alarm is about what it no longer holds.
     await eventually(lambda: stored_hour(redis, settings, HOUR), lambda t: t.impressions == 8)
     assert (await stored_hour(redis, settings, HOUR)).clicks == 0
+
+
+async def test_a_log_that_lost_applied_messages_is_followed_again_from_its_end_loudly(
+    client: httpx.AsyncClient,
+    nc: NATS,
+    redis: Redis,
+    settings: Settings,
+    projectors: Projectors,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As after every node's OS crashed under the default sync_interval (docs/faults.md): the stream
+    ends below the watermarks, and new events get sequence numbers that were applied already."""
+    caplog.set_level(logging.ERROR, logger="projector")
+    monkeypatch.setattr(log_trouble, "REWIND_CONFIRM_S", 1.0)  # how long a shorter stream is waited out
+    await projectors.start()
+    for i in range(40):
+        assert (await client.post(f"/analytics?timestamp={TS}&user=before{i}&click")).status_code == 204
+    await settled(
+        settings, lambda r: stored_hour(r, settings, HOUR), lambda t: t.clicks == 40, nc=nc, redis=redis
+    )
+    await projectors.stop_all()
+    js = nc.jetstream()
+    await js.delete_stream(settings.stream_name)
+    await ensure_stream(nc, settings)  # the log, back with less than was applied
+
+    def rewinds() -> list[float]:
+        return [metric("hourglass_projector_log_rewinds_total", {"partition": str(p)}) for p in range(4)]
+
+    before = rewinds()
+    for i in range(8):
+        assert (await client.post(f"/analytics?timestamp={TS}&user=after{i}&impression")).status_code == 204
+    await projectors.start()
+
+    # Every partition had applied past the new end of the log; until each has seen it, its watermark
+    # in Redis is still past the end, and a settle would pass at once.
+    await eventually(
+        lambda: asyncio.sleep(0, rewinds()), lambda now: all(a > b for a, b in zip(now, before, strict=True))
+    )
+    # The partitions are rebuilt from the log: the clicks it lost are gone, no new event is skipped.
+    want = (0, 8)
+    await settled(
+        settings,
+        lambda r: stored_hour(r, settings, HOUR),
+        lambda t: (t.clicks, t.impressions) == want,
+        nc=nc,
+        redis=redis,
+    )
+    ready = await eventually(lambda: client.get("/readyz"), lambda r: "the log lost" in r.text)
+    assert ready.status_code == 503
+    assert "./just replay clears this" in ready.text
+    assert all(a > b for a, b in zip(rewinds(), before, strict=True))
+    assert any("stream seqs up to" in r.getMessage() for r in caplog.records)
 
 
 async def test_an_idle_partition_keeps_its_watermark_at_the_head_of_the_log(
