@@ -60,7 +60,7 @@ inspect *args:
 valkey-cluster *args:
     @exec {{python}} -m deploy.valkey_cluster "$@"
 
-# Partitions, pauses and kills under keyed load, each node in a network namespace of its own (needs root): one row per schedule (--schedule NAME, --seconds N).
+# Partitions, pauses, kills and power losses under keyed load, each node in a network namespace of its own (needs root): one row per schedule (--schedule NAME, --seconds N, --sync default|always).
 faults *args:
     {{python}} -m tests.faults.harness "$@"
 

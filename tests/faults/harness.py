@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +32,19 @@ from contract import schema
 from contract.hours import hour_of, hour_token, system_now_ms
 from deploy.credentials import Secrets, ensure_secrets, write_nats_config, write_redis_acl
 from deploy.projections_client import connect
-from deploy.servers import NATS_CONF, ROOT, nats_cluster_command, valkey_command, wait_for_port
+from deploy.servers import (
+    NATS_CONF,
+    ROOT,
+    durable_nats_conf,
+    nats_cluster_command,
+    valkey_command,
+    wait_for_port,
+)
 from deploy.settings import Settings
 from server.app import create_app
+from tests.faults.lazyfs import LazyDisk
 from tests.faults.network import Network, Node
+from tests.faults.schedules import ON_LAZY_DISKS, SCHEDULES
 from tests.helpers import eventually, isolated_settings, serve, settings_env, settle, stored_hours
 from tests.integration.conftest import make_stream
 from tests.integration.load import ClosedHour, Tally, drive, wait_until_done
@@ -87,6 +97,22 @@ class Cluster:
     valkey: Process
     projectors: dict[str, Process]
     secrets: Secrets
+    disks: dict[str, LazyDisk]
+    """Each nats-server's disk, when the stores run on LazyFS; empty otherwise."""
+    sync_always: bool
+
+    def lose_power(self, names: list[str]) -> None:
+        """Those nodes' machines lose power: servers SIGKILLed, unsynced writes dropped, disks mounted
+        again; each server stays down until its `start`."""
+        for name in names:
+            self.nats[name].kill()
+        for name in names:
+            self.disks[name].lose_power()
+            self.disks[name].start()
+
+    def dropped(self) -> int:
+        """Unsynced bytes dropped by every power loss so far."""
+        return sum(sum(disk.dropped) for disk in self.disks.values())
 
     def nats_node(self, name: str) -> Node:
         return self.nats[name].node
@@ -127,16 +153,24 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def running_cluster(directory: Path) -> AsyncIterator[Cluster]:
+async def running_cluster(
+    directory: Path, *, lazy_disks: bool = False, sync_always: bool = False
+) -> AsyncIterator[Cluster]:
+    """The cluster, torn down on exit; `lazy_disks` puts each store on LazyFS, `sync_always` makes
+    nats-server fsync before every PubAck (Hourglass's durable mode)."""
     with Network.created() as net:
         names = ("n1", "n2", "n3")
         nodes = {name: net.add(name) for name in (*names, "valkey", "p1", "p2")}
         secrets = ensure_secrets(directory)
         base = Settings()
-        config = write_nats_config(secrets, base, NATS_CONF)
+        config = write_nats_config(secrets, base, durable_nats_conf(directory) if sync_always else NATS_CONF)
         acl = write_redis_acl(secrets, base)
         routes = f"route:{secrets.nats['admin']}"
         servers: dict[str, Process] = {}
+        disks = {
+            name: LazyDisk(directory / f"{name}.disk", directory / name, directory / f"{name}.lazyfs.log")
+            for name in (names if lazy_disks else ())
+        }
         for name in names:
             store = directory / name
             store.mkdir(parents=True, exist_ok=True)
@@ -162,9 +196,11 @@ async def running_cluster(directory: Path) -> AsyncIterator[Cluster]:
             p: Process(nodes[p], [sys.executable, "-m", "projector", "run"], env, directory / f"{p}.log")
             for p in ("p1", "p2")
         }
-        cluster = Cluster(net, settings, servers, valkey, projectors, secrets)
+        cluster = Cluster(net, settings, servers, valkey, projectors, secrets, disks, sync_always)
         everything = [*servers.values(), valkey, *projectors.values()]
         try:
+            for disk in disks.values():
+                disk.start()
             for process in [*servers.values(), valkey]:
                 process.start()
             for name in names:
@@ -177,103 +213,8 @@ async def running_cluster(directory: Path) -> AsyncIterator[Cluster]:
         finally:
             for process in reversed(everything):
                 process.stop()
-
-
-Schedule = Callable[[Cluster, float], Awaitable[None]]
-
-
-async def _hold(seconds: float) -> None:
-    await asyncio.sleep(seconds)  # the fault's duration: time the load runs against it, not a wait
-
-
-async def leader_isolated(cluster: Cluster, seconds: float) -> None:
-    """The stream's leader cut off from the other two nodes (clients still reach it), then healed."""
-    leader = cluster.nats_node(await cluster.leader())
-    cluster.net.isolate(leader, [p.node for p in cluster.nats.values()])
-    await _hold(seconds)
-    cluster.net.heal()
-
-
-async def rolling(cluster: Cluster, seconds: float) -> None:
-    """Each node in turn cut off from the other two, a third of the time each."""
-    for process in cluster.nats.values():
-        cluster.net.isolate(process.node, [p.node for p in cluster.nats.values()])
-        await _hold(seconds / 3)
-        cluster.net.heal()
-
-
-async def bridge(cluster: Cluster, seconds: float) -> None:
-    """Two nodes that cannot see each other, and one (the leader) that sees both."""
-    leader = await cluster.leader()
-    a, b = (p.node for name, p in cluster.nats.items() if name != leader)
-    cluster.net.cut(a, b)
-    await _hold(seconds)
-    cluster.net.heal()
-
-
-async def projectors_from_redis(cluster: Cluster, seconds: float) -> None:
-    """Both projectors cut off from Valkey while they still read NATS."""
-    for process in cluster.projectors.values():
-        cluster.net.cut(process.node, cluster.valkey.node)
-    await _hold(seconds)
-    cluster.net.heal()
-
-
-async def projectors_from_nats(cluster: Cluster, seconds: float) -> None:
-    """Both projectors cut off from every NATS node while their leases in Valkey are still valid."""
-    for process in cluster.projectors.values():
-        for server in cluster.nats.values():
-            cluster.net.cut(process.node, server.node)
-    await _hold(seconds)
-    cluster.net.heal()
-
-
-async def leader_paused_and_isolated(cluster: Cluster, seconds: float) -> None:
-    """Jepsen's composite: the leader SIGSTOPped, cut off while stopped, resumed still cut off, healed."""
-    name = await cluster.leader()
-    leader = cluster.nats[name]
-    leader.signal(signal.SIGSTOP)
-    cluster.net.isolate(leader.node, [p.node for p in cluster.nats.values()])
-    await _hold(seconds / 2)
-    leader.signal(signal.SIGCONT)
-    await _hold(seconds / 2)
-    cluster.net.heal()
-
-
-async def leader_killed_while_isolated(cluster: Cluster, seconds: float) -> None:
-    """The leader cut off, then SIGKILLed, restarted on its store while still cut off, then healed."""
-    leader = cluster.nats[await cluster.leader()]
-    cluster.net.isolate(leader.node, [p.node for p in cluster.nats.values()])
-    await _hold(seconds / 3)
-    leader.kill()
-    await _hold(seconds / 3)
-    leader.start()
-    await _hold(seconds / 3)
-    cluster.net.heal()
-
-
-async def projector_killed_while_cut_off(cluster: Cluster, seconds: float) -> None:
-    """Both projectors cut off from Valkey; one SIGKILLed meanwhile and restarted; then healed."""
-    for process in cluster.projectors.values():
-        cluster.net.cut(process.node, cluster.valkey.node)
-    await _hold(seconds / 2)
-    victim = cluster.projectors["p1"]
-    victim.kill()
-    victim.start()
-    await _hold(seconds / 2)
-    cluster.net.heal()
-
-
-SCHEDULES: dict[str, Schedule] = {
-    "leader-isolated": leader_isolated,
-    "rolling": rolling,
-    "bridge": bridge,
-    "projectors-from-redis": projectors_from_redis,
-    "projectors-from-nats": projectors_from_nats,
-    "leader-paused-and-isolated": leader_paused_and_isolated,
-    "leader-killed-while-isolated": leader_killed_while_isolated,
-    "projector-killed-while-cut-off": projector_killed_while_cut_off,
-}
+            for disk in disks.values():
+                disk.stop()
 
 
 @dataclass
@@ -291,23 +232,28 @@ class Row:
     nodes_agree: bool = False
     audit: str = ""
     bad_reads: list[str] = field(default_factory=list)
+    dropped: int | None = None
+    """Unsynced bytes the power losses dropped, on LazyFS; None where nothing ran on it."""
+    stalled: str = ""
+    """Why the load never got going again after the schedule (say, the stream was lost)."""
 
     @property
     def ok(self) -> bool:
-        clean = self.audit == "clean" and not self.bad_reads
+        clean = self.audit == "clean" and not self.bad_reads and not self.stalled
         return not self.lost and not self.doubled and self.nodes_agree and clean
 
     HEADER = (
-        f"{'schedule':<31} {'s':>4} {'acked':>7} {'logged':>7} {'counted':>7} {'lost':>5} {'doubled':>7} "
-        f"{'retried':>7} {'agree':>5}  audit  bad reads"
+        f"{'schedule':<40} {'s':>4} {'acked':>7} {'logged':>7} {'counted':>7} {'lost':>5} {'doubled':>7} "
+        f"{'retried':>7} {'agree':>5}  audit  bad reads  dropped"
     )
 
     def line(self) -> str:
         return (
-            f"{self.schedule:<31} {self.seconds:>4.0f} {self.acknowledged:>7} {self.logged:>7} "
+            f"{self.schedule:<40} {self.seconds:>4.0f} {self.acknowledged:>7} {self.logged:>7} "
             f"{self.counted:>7} {self.lost:>5} {self.doubled:>7} {self.retried:>7} "
             f"{'yes' if self.nodes_agree else 'NO':>5}  "
-            f"{self.audit[:6]:<6} {len(self.bad_reads)}"
+            f"{self.audit[:6]:<6} {len(self.bad_reads):>9}  "
+            f"{'-' if self.dropped is None else f'{self.dropped / 1e6:.2f} MB'}"
         )
 
 
@@ -383,6 +329,7 @@ async def run_schedule(
 ) -> Row:
     """Load, the schedule, heal, then the checks; one row."""
     row, settings = Row(name, seconds), cluster.settings
+    dropped_before = cluster.dropped()
     now = system_now_ms()
     hours = list(range(hour_of(now) - 7, hour_of(now) + 1))  # where the load writes (workload.mixed_events)
     before = await _settled_counts(settings, hours)  # earlier schedules' events, in the same hours
@@ -405,8 +352,16 @@ async def run_schedule(
     reads = asyncio.create_task(_read_on(http, now, closed, stop, row))
     await wait_until_done(tally, 50)
     await SCHEDULES[name](cluster, seconds)
-    await wait_until_done(tally, tally.done + 50, timeout=120)  # the load goes on after the heal
+    try:
+        await wait_until_done(tally, tally.done + 50, timeout=120)  # the load goes on after the heal
+    except AssertionError as stalled:
+        row.stalled = str(stalled)
     stop.set()
+    if row.stalled:
+        load.cancel()
+        await asyncio.gather(load, return_exceptions=True)
+        await reads
+        return await _after_a_stall(cluster, row, tally, seed, dropped_before)
     await load
     await reads
     after = await _settled_counts(settings, hours)
@@ -415,6 +370,8 @@ async def run_schedule(
     row.acknowledged = tally.events
     row.logged = len(await logged_keys(settings, f"ev-{seed}-"))
     row.retried = tally.unavailable + tally.transport_errors
+    if cluster.disks:
+        row.dropped = cluster.dropped() - dropped_before
     for hour in hours:
         want = truth.clicks[hour] + truth.impressions[hour]
         have = after[hour] - before[hour]
@@ -435,32 +392,68 @@ async def run_schedule(
     return row
 
 
-async def run(names: list[str], seconds: float, directory: Path) -> list[Row]:
+async def _after_a_stall(cluster: Cluster, row: Row, tally: Tally, seed: int, dropped_before: int) -> Row:
+    """What can be checked when the cluster never took writes again (the stream lost): how many
+    acknowledged events the log still holds. Events in flight at the stall were never acknowledged."""
+    row.acknowledged = tally.done
+    try:
+        row.logged = len(await logged_keys(cluster.settings, f"ev-{seed}-"))
+    except (TimeoutError, nats.errors.Error, OSError):
+        row.logged = 0
+    row.lost = max(0, row.acknowledged - row.logged)
+    row.retried = tally.unavailable + tally.transport_errors
+    row.nodes_agree = False
+    row.audit = "not run"
+    if cluster.disks:
+        row.dropped = cluster.dropped() - dropped_before
+    return row
+
+
+async def run(names: list[str], seconds: float, directory: Path, *, sync_always: bool) -> list[Row]:
+    """The partition schedules on one cluster, then the power losses on another whose stores are on
+    LazyFS; one row each, printed as it comes."""
     rows = []
-    async with running_cluster(directory) as cluster:
-        async for http in serve(create_app(cluster.settings)):
-            await eventually(functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200, 60)
-            for seed, name in enumerate(names, start=1):
-                started = time.monotonic()
-                row = await run_schedule(cluster, http, name, seconds, seed)
-                rows.append(row)
-                print(f"{row.line()}   ({time.monotonic() - started:.0f} s)", flush=True)
+    for lazy in (False, True):
+        group = [name for name in names if (name in ON_LAZY_DISKS) == lazy]
+        if not group:
+            continue
+        where = directory / ("lazy" if lazy else "plain")
+        async with running_cluster(where, lazy_disks=lazy, sync_always=sync_always) as cluster:
+            async for http in serve(create_app(cluster.settings)):
+                await eventually(functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200, 60)
+                for name in group:
+                    started = time.monotonic()
+                    seed = list(SCHEDULES).index(name) + 1  # its own keys, users and closed hour
+                    row = await run_schedule(cluster, http, name, seconds, seed)
+                    rows.append(row)
+                    print(f"{row.line()}   ({time.monotonic() - started:.0f} s)", flush=True)
+                    if row.stalled:
+                        print(f"  {name}: {row.stalled}; the schedules after it need a new cluster")
+                        break
     return rows
 
 
 def main() -> None:
-    """`./just faults [--schedule NAME ...] [--seconds N]`."""
+    """`./just faults [--schedule NAME ...] [--seconds N] [--sync default|always]`."""
     import argparse
     import tempfile
 
     parser = argparse.ArgumentParser(prog="just faults", description=__doc__.splitlines()[0])
-    parser.add_argument("--schedule", action="append", choices=sorted(SCHEDULES), help="default: all")
+    parser.add_argument("--schedule", action="append", choices=list(SCHEDULES), help="default: all")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long each fault lasts")
+    parser.add_argument(
+        "--sync",
+        choices=("default", "always"),
+        default="default",
+        help="nats-server's sync_interval: its default (fsync every 2 minutes), or always (durable mode)",
+    )
     args = parser.parse_args()
     names = args.schedule or list(SCHEDULES)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would bury the table
+    print(f"nats-server sync_interval: {'always' if args.sync == 'always' else '2m (the default)'}")
     print(Row.HEADER, flush=True)
     directory = Path(tempfile.mkdtemp(prefix="hourglass-faults-"))
-    rows = asyncio.run(run(names, args.seconds, directory))
+    rows = asyncio.run(run(names, args.seconds, directory, sync_always=args.sync == "always"))
     bad = [row for row in rows if not row.ok]
     if bad:
         print(f"logs of every node kept in {directory}")
@@ -470,7 +463,7 @@ def main() -> None:
         for read in row.bad_reads[:5]:
             print(f"  {row.schedule}: {read}")
         if row.audit != "clean":
-            print(f"  {row.schedule}: audit {row.audit}")
+            print(f"  {row.schedule}: audit {row.audit[:2000]}")
     raise SystemExit(1 if bad else 0)
 
 

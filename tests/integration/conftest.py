@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,3 +249,25 @@ def reaper() -> Iterator[list[subprocess.Popen[bytes]]]:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _required(why: str, present: bool) -> None:
+    """Skip where the machine cannot do it; in CI, which can, fail instead."""
+    if present:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}, and CI has it")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def root() -> None:
+    """The fault harness's network namespaces, nftables rules and FUSE mounts need root."""
+    _required("network namespaces, nftables and FUSE mounts need root", os.geteuid() == 0)
+
+
+@pytest.fixture(scope="session")
+def fuse(root: None) -> None:
+    """LazyFS (tests/faults/lazyfs.py) needs /dev/fuse and fusermount3 (Debian's fuse3)."""
+    _required("FUSE needs /dev/fuse", os.path.exists("/dev/fuse"))
+    _required("FUSE needs fusermount3 (Debian's fuse3)", shutil.which("fusermount3") is not None)

@@ -5,7 +5,6 @@ no read answering anything but 200 or 503. `./just faults --seconds 300` runs th
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import httpx
 import pytest
 
 from server.app import create_app
-from tests.faults.harness import SCHEDULES, Cluster, run_schedule, running_cluster
+from tests.faults.harness import Cluster, run_schedule, running_cluster
+from tests.faults.schedules import SCHEDULES
 from tests.helpers import eventually, serve
 
 pytestmark = pytest.mark.slow
@@ -21,19 +21,10 @@ pytestmark = pytest.mark.slow
 SECONDS = 20.0
 """How long each fault lasts here; the load runs before, during and after it."""
 
-IN_CI = ["leader-isolated", "bridge", "projectors-from-redis", "leader-paused-and-isolated"]
-"""A minority leader, a bridge, the schedule that found a loss, and Jepsen's composite; the others
-(rolling, projectors cut off from NATS, the two with a SIGKILL) run in `./just faults`: .ci/run has
-25 minutes in all."""
-
-
-@pytest.fixture(scope="module")
-def root() -> None:
-    if os.geteuid() != 0:
-        why = "network namespaces and nftables need root"
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}, and CI runs as root")
-        pytest.skip(why)
+IN_CI = ["leader-isolated", "projectors-from-redis", "leader-paused-and-isolated"]
+"""A minority leader, the schedule that found a loss, and Jepsen's composite; the others (rolling, a
+bridge, projectors cut off from NATS, the two with a SIGKILL) run in `./just faults`, and the power
+losses in test_power_loss.py: .ci/run has 25 minutes in all."""
 
 
 @pytest.fixture(scope="module")

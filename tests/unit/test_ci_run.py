@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NEEDED = [
     "chromium", "chromium-driver", "podman", "runc", "mmdebstrap", "aardvark-dns", "catatonit",
-    "iproute2", "nftables",
+    "iproute2", "nftables", "fuse3",
 ]  # fmt: skip
 
 
