@@ -163,6 +163,8 @@ def redis_identity(port: int, password: str, pid: int, timeout: float = 2.0) -> 
     """Is the server on this loopback port the valkey-server we started (process `pid`)? True when it
     accepts the stack's admin password and reports that pid; False while it does not answer yet."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     if not port_open("127.0.0.1", port):
         return False
@@ -173,6 +175,9 @@ def redis_identity(port: int, password: str, pid: int, timeout: float = 2.0) -> 
         password=password,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+        # One try: redis-py's default retries a silent port 10 times, and the check held the
+        # supervisor about 22 s before it saw that valkey-server had exited.
+        retry=Retry(NoBackoff(), 0),
     )
     try:
         found = client.info("server").get("process_id")
