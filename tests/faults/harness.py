@@ -217,6 +217,14 @@ async def running_cluster(
                 disk.stop()
 
 
+@contextlib.asynccontextmanager
+async def http_on(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP app in this process against the cluster, once it answers ready."""
+    async for client in serve(create_app(cluster.settings)):
+        await eventually(functools.partial(client.get, "/readyz"), lambda r: r.status_code == 200, 60)
+        yield client
+
+
 @dataclass
 class Row:
     schedule: str
@@ -418,18 +426,17 @@ async def run(names: list[str], seconds: float, directory: Path, *, sync_always:
         if not group:
             continue
         where = directory / ("lazy" if lazy else "plain")
-        async with running_cluster(where, lazy_disks=lazy, sync_always=sync_always) as cluster:
-            async for http in serve(create_app(cluster.settings)):
-                await eventually(functools.partial(http.get, "/readyz"), lambda r: r.status_code == 200, 60)
-                for name in group:
-                    started = time.monotonic()
-                    seed = list(SCHEDULES).index(name) + 1  # its own keys, users and closed hour
-                    row = await run_schedule(cluster, http, name, seconds, seed)
-                    rows.append(row)
-                    print(f"{row.line()}   ({time.monotonic() - started:.0f} s)", flush=True)
-                    if row.stalled:
-                        print(f"  {name}: {row.stalled}; the schedules after it need a new cluster")
-                        break
+        running = running_cluster(where, lazy_disks=lazy, sync_always=sync_always)
+        async with running as cluster, http_on(cluster) as http:
+            for name in group:
+                started = time.monotonic()
+                seed = list(SCHEDULES).index(name) + 1  # its own keys, users and closed hour
+                row = await run_schedule(cluster, http, name, seconds, seed)
+                rows.append(row)
+                print(f"{row.line()}   ({time.monotonic() - started:.0f} s)", flush=True)
+                if row.stalled:
+                    print(f"  {name}: {row.stalled}; the schedules after it need a new cluster")
+                    break
     return rows
 
 

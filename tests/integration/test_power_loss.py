@@ -5,17 +5,14 @@ two are cut off in turn (Jepsen's composite), then all three at once: nothing ac
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from server.app import create_app
-from tests.faults.harness import Cluster, run_schedule, running_cluster
+from tests.faults.harness import Cluster, http_on, run_schedule, running_cluster
 from tests.faults.schedules import SCHEDULES
-from tests.helpers import eventually, serve
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +28,7 @@ async def cluster(fuse: None, tmp_path_factory: pytest.TempPathFactory) -> Async
 
 @pytest.fixture(scope="module")
 async def http(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in serve(create_app(cluster.settings)):
-        await eventually(functools.partial(client.get, "/readyz"), lambda r: r.status_code == 200, 60)
+    async with http_on(cluster) as client:
         yield client
 
 
