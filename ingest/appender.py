@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import time
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -30,6 +32,13 @@ class _PubAck(msgspec.Struct):
 
 _decode_ack = msgspec.json.Decoder(_PubAck).decode
 
+log = logging.getLogger("ingest")
+
+SWITCH_AFTER = 3
+"""PubAck timeouts in a row after which this worker moves to another NATS server. Its own may be cut
+off from the stream's leader and from a quorum while the client connection stays up, and nats-py moves
+only when the connection breaks: until the partition healed, every POST was a 503 (docs/faults.md)."""
+
 
 class Appender:
     def __init__(self, nc: NATS) -> None:
@@ -38,6 +47,8 @@ class Appender:
         self._pending: dict[str, asyncio.Future[int]] = {}
         self._counter = itertools.count(1)
         self._sub: Subscription | None = None
+        self._timeouts_in_a_row = 0
+        self._switched_at = float("-inf")
 
     async def _subscribe(self) -> None:
         self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
@@ -49,14 +60,35 @@ class Appender:
         token = str(next(self._counter))
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[token] = future
+        started = time.monotonic()
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token)
             async with asyncio.timeout(timeout_s):
-                return await future
+                seq = await future
         except TimeoutError as exc:
+            await self._timed_out(started)
             raise Unavailable("NATS", f"no PubAck within {timeout_s}s") from exc
         finally:
             self._pending.pop(token, None)
+        self._timeouts_in_a_row = 0
+        return seq
+
+    async def _timed_out(self, started: float) -> None:
+        """Count a timeout of an append sent since the last move (older ones say nothing of the
+        server moved to), and move after SWITCH_AFTER in a row."""
+        if started < self._switched_at:
+            return
+        self._timeouts_in_a_row += 1
+        if self._timeouts_in_a_row < SWITCH_AFTER:
+            return
+        self._timeouts_in_a_row = 0
+        self._switched_at = time.monotonic()
+        log.warning(
+            "no PubAck for %d appends in a row through %s; moving to another NATS server",
+            SWITCH_AFTER,
+            getattr(self._nc.connected_url, "netloc", "?").rpartition("@")[2],
+        )
+        await self._nc.force_reconnect()
 
     async def _on_reply(self, msg: Msg) -> None:
         future = self._pending.get(msg.subject[len(self._prefix) :])

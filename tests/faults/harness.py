@@ -131,6 +131,15 @@ class Cluster:
         assert info.cluster.leader is not None
         return info.cluster.leader
 
+    def serving(self, client: str) -> str | None:
+        """The node a NATS client of this name is connected to (each node's /connz), if any."""
+        for name, process in self.nats.items():
+            url = f"http://{process.node.ip}:{MONITOR_PORT}/connz?limit=1024"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
+                if any(c.get("name") == client for c in json.load(answer).get("connections") or []):
+                    return name
+        return None
+
     def stream_states(self) -> dict[str, tuple[int, int, int, int] | None]:
         """(messages, bytes, first seq, last seq) of the stream as each node holds it (its monitoring
         port's /jsz), or None where the node does not answer or lacks the stream."""
@@ -230,6 +239,8 @@ class Row:
     schedule: str
     seconds: float
     acknowledged: int = 0
+    during: int = 0
+    """Of them, how many were acknowledged while the fault lasted: how available ingest stayed."""
     logged: int = 0
     """Of the acknowledged events, how many the stream holds (their keys)."""
     counted: int = 0
@@ -251,14 +262,14 @@ class Row:
         return not self.lost and not self.doubled and self.nodes_agree and clean
 
     HEADER = (
-        f"{'schedule':<40} {'s':>4} {'acked':>7} {'logged':>7} {'counted':>7} {'lost':>5} {'doubled':>7} "
-        f"{'retried':>7} {'agree':>5}  audit  bad reads  dropped"
+        f"{'schedule':<40} {'s':>4} {'acked':>7} {'during':>7} {'logged':>7} {'counted':>7} {'lost':>5} "
+        f"{'doubled':>7} {'retried':>7} {'agree':>5}  audit  bad reads  dropped"
     )
 
     def line(self) -> str:
         return (
-            f"{self.schedule:<40} {self.seconds:>4.0f} {self.acknowledged:>7} {self.logged:>7} "
-            f"{self.counted:>7} {self.lost:>5} {self.doubled:>7} {self.retried:>7} "
+            f"{self.schedule:<40} {self.seconds:>4.0f} {self.acknowledged:>7} {self.during:>7} "
+            f"{self.logged:>7} {self.counted:>7} {self.lost:>5} {self.doubled:>7} {self.retried:>7} "
             f"{'yes' if self.nodes_agree else 'NO':>5}  "
             f"{self.audit[:6]:<6} {len(self.bad_reads):>9}  "
             f"{'-' if self.dropped is None else f'{self.dropped / 1e6:.2f} MB'}"
@@ -359,7 +370,9 @@ async def run_schedule(
     )
     reads = asyncio.create_task(_read_on(http, now, closed, stop, row))
     await wait_until_done(tally, 50)
+    before_fault = tally.done
     await SCHEDULES[name](cluster, seconds)
+    row.during = tally.done - before_fault
     try:
         await wait_until_done(tally, tally.done + 50, timeout=120)  # the load goes on after the heal
     except AssertionError as stalled:

@@ -26,6 +26,20 @@ async def leader_isolated(cluster: Cluster, seconds: float) -> None:
     cluster.net.heal()
 
 
+INGEST_CLIENT = "hourglass-http"
+"""The NATS connection name of the HTTP app's worker."""
+
+
+async def ingest_node_isolated(cluster: Cluster, seconds: float) -> None:
+    """The node the HTTP worker is connected to cut off from the other two (the worker still reaches
+    it), then healed: the worker must move to another node to get PubAcks meanwhile."""
+    name = cluster.serving(INGEST_CLIENT)
+    assert name is not None, f"no node serves {INGEST_CLIENT}"
+    cluster.net.isolate(cluster.nats_node(name), [p.node for p in cluster.nats.values()])
+    await _hold(seconds)
+    cluster.net.heal()
+
+
 async def rolling(cluster: Cluster, seconds: float) -> None:
     """Each node in turn cut off from the other two, a third of the time each."""
     for process in cluster.nats.values():
@@ -135,6 +149,7 @@ async def power_loss_follower_then_leader_isolated(cluster: Cluster, seconds: fl
 
 SCHEDULES: dict[str, Schedule] = {
     "leader-isolated": leader_isolated,
+    "ingest-node-isolated": ingest_node_isolated,
     "rolling": rolling,
     "bridge": bridge,
     "projectors-from-redis": projectors_from_redis,
