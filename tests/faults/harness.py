@@ -42,6 +42,7 @@ from deploy.servers import (
 )
 from deploy.settings import Settings
 from server.app import create_app
+from tests.faults.digest import node_digest
 from tests.faults.lazyfs import LazyDisk
 from tests.faults.network import Network, Node
 from tests.faults.schedules import ON_LAZY_DISKS, SCHEDULES
@@ -139,6 +140,18 @@ class Cluster:
                 if any(c.get("name") == client for c in json.load(answer).get("connections") or []):
                     return name
         return None
+
+    async def digests(self, last_seq: int) -> dict[str, str | None]:
+        """Each node's hash of the stream's messages up to `last_seq` (tests/faults/digest.py), None
+        where it did not answer."""
+        out: dict[str, str | None] = {}
+        for name, process in self.nats.items():
+            url = self.secrets.nats_url("admin", process.node.ip, NATS_PORT)
+            try:
+                out[name] = await node_digest(url, self.settings.stream_name, last_seq)
+            except (TimeoutError, nats.errors.Error, OSError):
+                out[name] = None
+        return out
 
     def stream_states(self) -> dict[str, tuple[int, int, int, int] | None]:
         """(messages, bytes, first seq, last seq) of the stream as each node holds it (its monitoring
@@ -249,6 +262,8 @@ class Row:
     retried: int = 0
     """503s and answerless requests, each retried with the same key (never counted twice)."""
     nodes_agree: bool = False
+    """The nodes report the same stream state on /jsz, and hold the same messages (digests)."""
+    digests: dict[str, str | None] = field(default_factory=dict)
     audit: str = ""
     bad_reads: list[str] = field(default_factory=list)
     dropped: int | None = None
@@ -333,11 +348,19 @@ async def _settled_counts(settings: Settings, hours: list[int]) -> dict[int, int
     return {hour: totals.clicks + totals.impressions for hour, totals in stored.items()}
 
 
+AUDIT_TIMEOUT_S = 900.0
+"""A 300 s run leaves about a million events in the load's hours: on 2 cores their audit outlasted 120 s."""
+
+
 def _audit(settings: Settings, hours: list[int]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "projector", "audit", *(hour_token(h) for h in hours)],
-        env=settings_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "projector", "audit", *(hour_token(h) for h in hours)],
+            env=settings_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=AUDIT_TIMEOUT_S,
+            check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"timed out after {AUDIT_TIMEOUT_S:.0f} s"
     if done.returncode == 0 and " 0 mismatched" in done.stdout:
         return "clean"
     return f"exit {done.returncode}: {(done.stdout + done.stderr).strip()[-3000:]}"
@@ -400,12 +423,13 @@ async def run_schedule(
         row.lost += max(0, want - have)
         row.doubled += max(0, have - want)
     try:
-        await eventually(
+        states = await eventually(
             lambda: asyncio.to_thread(cluster.stream_states),
             lambda s: None not in s.values() and len(set(s.values())) == 1,
             timeout=60,
         )
-        row.nodes_agree = True
+        row.digests = await cluster.digests(max(s[3] for s in states.values() if s is not None))
+        row.nodes_agree = None not in row.digests.values() and len(set(row.digests.values())) == 1
     except AssertionError:
         row.nodes_agree = False
     closed_hours = [h for h in truth.hours() if h < hour_of(system_now_ms())]
@@ -484,6 +508,8 @@ def main() -> None:
             print(f"  {row.schedule}: {read}")
         if row.audit != "clean":
             print(f"  {row.schedule}: audit {row.audit[:2000]}")
+        if not row.nodes_agree and row.digests:
+            print(f"  {row.schedule}: digests {row.digests}")
     raise SystemExit(1 if bad else 0)
 
 
