@@ -354,7 +354,7 @@ class Settings:
         return {
             **tls,
             **NatsLog(name, redacted(url)).options(),
-            "servers": url.split(","),
+            **nats_servers(url),
             "name": name,
             "connect_timeout": 2,
             "reconnect_time_wait": 0.5,
@@ -439,6 +439,22 @@ def credentials_into(url: str, secret_url: str) -> str:
         else:
             out.append(urlunsplit(parts._replace(netloc=userinfo + parts.netloc)))
     return ",".join(out)
+
+
+def nats_servers(url: str) -> dict[str, Any]:
+    """`servers` for `nats.connect`, with the credentials of ANALYTICS_NATS_URL passed as `user` and
+    `password` (or `token`) instead. nats-py sends a URL's own credentials only to that URL, and the
+    servers a cluster advertises join the pool without any, so a reconnect to one of them would be
+    refused with 'Authorization Violation'."""
+    urls = url.split(",")
+    parts = [urlsplit(one) for one in urls]
+    userinfo = {(p.username, p.password) for p in parts}
+    if len(userinfo) != 1 or next(iter(userinfo))[0] is None:
+        return {"servers": urls}  # no credentials, or different ones per server: left to nats-py
+    user, password = next(iter(userinfo))
+    bare = [urlunsplit(p._replace(netloc=p.netloc.rpartition("@")[2])) for p in parts]
+    auth = {"user": user, "password": password} if password is not None else {"token": user}
+    return {"servers": bare, **auth}
 
 
 def redacted(url: str) -> str:

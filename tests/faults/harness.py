@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import ServiceUnavailableError
 
 from contract import schema
 from contract.hours import hour_of, hour_token, system_now_ms
@@ -316,11 +317,20 @@ async def logged_keys(settings: Settings, prefix: str) -> set[str]:
     js = nc.jetstream()
     found: set[str] = set()
     try:
-        last = (await js.stream_info(settings.stream_name)).state.last_seq
         config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL)
-        sub = await js.pull_subscribe(
-            f"{settings.subject_prefix}.>", stream=settings.stream_name, config=config
-        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                last = (await js.stream_info(settings.stream_name)).state.last_seq
+                sub = await js.pull_subscribe(
+                    f"{settings.subject_prefix}.>", stream=settings.stream_name, config=config
+                )
+                break
+            except (ServiceUnavailableError, nats.errors.TimeoutError):
+                # After a heal the meta leader may still be elected: JetStream answers 503 a while.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
         seq = 0
         while seq < last:
             for msg in await sub.fetch(1000, timeout=10):

@@ -22,6 +22,7 @@ from tests.helpers import eventually
 from tests.ports import free_port
 
 BASE = ROOT / "deploy" / "nats-cluster.conf"
+Nodes = list[tuple[int, int, subprocess.Popen[bytes]]]
 
 
 @pytest.fixture
@@ -30,8 +31,8 @@ def secrets(tmp_path: Path) -> Secrets:
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, secrets: Secrets) -> Iterator[list[tuple[int, int]]]:
-    """(client port, cluster port) of three nodes, each started from its generated config."""
+def nodes(tmp_path: Path, secrets: Secrets) -> Iterator[Nodes]:
+    """(client port, cluster port, process) of three nodes, each started from its generated config."""
     ports = [(free_port(), free_port()) for _ in range(3)]
     routes = [f"127.0.0.1:{cport}" for _, cport in ports]
     include = os.path.relpath(BASE, secrets.directory)
@@ -47,14 +48,14 @@ def nodes(tmp_path: Path, secrets: Secrets) -> Iterator[list[tuple[int, int]]]:
         procs.append(subprocess.Popen(nats_command(port, store, config), stdout=log, stderr=log, env=env))
     for (port, _), proc in zip(ports, procs, strict=True):
         wait_for_port("127.0.0.1", port, 20, proc)
-    yield ports
+    yield [(port, cport, proc) for (port, cport), proc in zip(ports, procs, strict=True)]
     for proc in procs:
         proc.terminate()
         proc.wait(10)
 
 
 async def test_the_compose_cluster_config_forms_a_cluster_over_authenticated_routes(
-    nodes: list[tuple[int, int]], secrets: Secrets
+    nodes: Nodes, secrets: Secrets
 ) -> None:
     nc = await nats.connect(secrets.nats_url("admin", "127.0.0.1", nodes[0][0]))
     try:
@@ -73,9 +74,7 @@ async def test_the_compose_cluster_config_forms_a_cluster_over_authenticated_rou
 
 
 @pytest.mark.parametrize("password", ["wrong", None])
-def test_a_route_without_the_route_password_is_refused(
-    nodes: list[tuple[int, int]], password: str | None
-) -> None:
+def test_a_route_without_the_route_password_is_refused(nodes: Nodes, password: str | None) -> None:
     with socket.create_connection(("127.0.0.1", nodes[0][1]), timeout=5) as sock:
         stream = sock.makefile("rb")
         assert stream.readline().startswith(b"INFO ")
@@ -84,6 +83,29 @@ def test_a_route_without_the_route_password_is_refused(
         assert b"Authorization Violation" in stream.readline()
 
 
-async def test_the_cluster_refuses_anonymous_clients(nodes: list[tuple[int, int]]) -> None:
+async def test_the_cluster_refuses_anonymous_clients(nodes: Nodes) -> None:
     with pytest.raises((nats.errors.Error, OSError, asyncio.TimeoutError)):
         await nats.connect(f"nats://127.0.0.1:{nodes[1][0]}", allow_reconnect=False, connect_timeout=2)
+
+
+async def test_a_client_given_one_server_fails_over_to_the_servers_the_cluster_advertises(
+    nodes: Nodes, secrets: Secrets
+) -> None:
+    """nats-py sends a URL's own credentials only to that URL; the servers a cluster advertises join
+    its pool without any, and were refused with 'Authorization Violation' (a CI run of the fault
+    harness's ingest-node-isolated found it), so the settings pass credentials on their own."""
+    first, _, process = nodes[0]
+    settings = Settings(nats_url=secrets.nats_url("admin", "127.0.0.1", first))
+    nc = await nats.connect(**settings.nats_options("hourglass-failover"))
+    try:
+        await eventually(lambda: asyncio.sleep(0, nc.discovered_servers), lambda found: len(found) == 2)
+        process.kill()
+        process.wait(10)
+        moved = await eventually(
+            lambda: asyncio.sleep(0, nc.connected_url), lambda url: url is not None and url.port != first
+        )
+        assert moved is not None
+        assert moved.port in {nodes[1][0], nodes[2][0]}
+        await nc.flush(timeout=5)
+    finally:
+        await nc.close()
