@@ -75,6 +75,8 @@ class Readiness:
                 self.problems = [f"checks: {type(exc).__name__} {exc}"]
                 self.ingest_problems = self.problems
             self.checked_at = time.monotonic()
+            if self.stopped:  # a cancellation swallowed by wait_for: not a second's more sleep
+                break
             await asyncio.sleep(REFRESH_S)
 
     async def check(self) -> list[str]:
