@@ -74,6 +74,13 @@ class Settings:
     post_burst: int = 50
     """How many POSTs a client may send at once before the rate applies."""
 
+    batch_max_events: int = 10_000
+    """The most events one `POST /analytics/batch` may hold; a batch with more is a 413."""
+
+    batch_max_bytes: int = 8 * 1024 * 1024
+    """The largest `POST /analytics/batch` body, counted after decompression while it is read; a
+    larger one is a 413 as soon as it passes this (a gzip bomb stops early)."""
+
     trusted_proxies: str = ""
     """Comma-separated addresses or CIDRs of proxies whose X-Forwarded-For names the client."""
 
@@ -288,6 +295,8 @@ class Settings:
             raise SettingsError(f"ANALYTICS_TRUSTED_PROXIES: {exc}") from None
         if self.post_rate_per_s < 0:
             raise SettingsError("ANALYTICS_POST_RATE_PER_S must be 0 (no limit) or more")
+        if self.batch_max_events < 1 or self.batch_max_bytes < 1:
+            raise SettingsError("ANALYTICS_BATCH_MAX_EVENTS and ANALYTICS_BATCH_MAX_BYTES must be at least 1")
         if self.hot_hours < 0:
             raise SettingsError("ANALYTICS_HOT_HOURS must be 0 (keep every hour) or more")
         if not 0 < self.audit_cpu_share <= 1:

@@ -48,6 +48,18 @@ class Batcher:
 
     async def submit(self, subject: str, event: schema.Event) -> None:
         """Returns once the message holding `event` is stored; raises what the append raised."""
+        await self._enqueue(subject, event)
+
+    async def submit_all(self, items: list[tuple[str, schema.Event]]) -> None:
+        """Returns once every message holding one of the (subject, event) `items` is stored; raises
+        what the first failed append raised (others may have been stored)."""
+        futures = [self._enqueue(subject, event) for subject, event in items]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def _enqueue(self, subject: str, event: schema.Event) -> asyncio.Future[None]:
         state = self._subjects.get(subject)
         if state is None:
             state = self._subjects[subject] = _Subject()
@@ -61,7 +73,7 @@ class Batcher:
                 state.timer = loop.call_later(self._linger_s, self._flush, subject, state)
             else:
                 state.timer = loop.call_soon(self._flush, subject, state)
-        await future
+        return future
 
     def _flush(self, subject: str, state: _Subject, force: bool = False) -> None:
         if state.timer is not None:

@@ -32,13 +32,15 @@ class RateLimiter:
         self._max = max_clients
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def wait_s(self, client: str) -> float:
-        """0 when the client may send now (and it is counted); otherwise the seconds until it may."""
+    def wait_s(self, client: str, events: int = 1) -> float:
+        """0 when the client may send now (and its `events` are counted); otherwise the seconds until
+        it may. A batch larger than the burst is let through whole when the client owes nothing, and
+        what it costs past the burst is owed: the client waits until it is paid back."""
         now = self._clock()
         tokens, at = self._buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
         if tokens >= 1.0:
-            self._remember(client, tokens - 1.0, now)
+            self._remember(client, tokens - events, now)
             return 0.0
         self._remember(client, tokens, now)
         return (1.0 - tokens) / self.rate

@@ -50,13 +50,20 @@ class Publisher:
         """Returns once JetStream has stored the event; raises Unavailable otherwise."""
         if not self._connected():
             raise Unavailable("NATS", "not connected")
+        await self._batcher.submit(self._subject(event), event)
+
+    async def publish_all(self, events: list[schema.Event]) -> None:
+        """Returns once JetStream has stored every event; raises Unavailable otherwise (some of them
+        may be stored: a retry must carry the same keys)."""
+        if not self._connected():
+            raise Unavailable("NATS", "not connected")
+        await self._batcher.submit_all([(self._subject(event), event) for event in events])
+
+    def _subject(self, event: schema.Event) -> str:
         settings = self._settings
-        subj = subject(
-            settings.subject_prefix,
-            hour_of(event.ts),
-            partition_of(event.user, settings.partitions),
+        return subject(
+            settings.subject_prefix, hour_of(event.ts), partition_of(event.user, settings.partitions)
         )
-        await self._batcher.submit(subj, event)
 
     async def _send(self, subj: str, payload: bytes) -> None:
         try:

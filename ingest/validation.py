@@ -40,13 +40,15 @@ def parse_event(
     plain = _plain(raw_query, now_ms, future_skew_ms, idempotency_key, dimensions)
     if plain is not None:
         return plain
-    return _parse_full(raw_query, now_ms, future_skew_ms, idempotency_key, dimensions)
-
-
-def _parse_full(
-    raw_query: bytes, now_ms: int, future_skew_ms: int, key: str | None, dimensions: frozenset[str]
-) -> Event:
     query = parse_query(raw_query)
+    return event_of(query, now_ms, future_skew_ms, idempotency_key, dimensions)
+
+
+def event_of(
+    query: dict[str, list[str]], now_ms: int, future_skew_ms: int, key: str | None, dimensions: frozenset[str]
+) -> Event:
+    """The event of parsed parameters (a POST's query, or a line of a batch in the same shape), or a
+    ParamError naming the one that is wrong."""
     timestamp = parse_timestamp(query)
     if timestamp > now_ms + future_skew_ms:
         raise ParamError(

@@ -24,6 +24,7 @@ from litestar.openapi.spec import (
     Operation,
     Parameter,
     Reference,
+    RequestBody,
     Schema,
 )
 
@@ -32,6 +33,8 @@ from api.ranges import BucketJSON, Granularity, RangeJSON, TotalJSON
 from contract.hours import MAX_TIMESTAMP_MS
 from contract.schema import CONTROL, DIMENSION_VALUE, MAX_KEY_CHARS, MAX_USER_BYTES, Kind
 from deploy.settings import Settings
+from ingest.batch_body import Rejected
+from ingest.post import BatchAnswer
 
 DEFAULTS = Settings()
 
@@ -160,6 +163,74 @@ class PostAnalytics(Operation):
         }
 
 
+_batch_line = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["timestamp", "user", "event"],
+    properties={
+        "timestamp": TIMESTAMP,
+        "user": USER,
+        "event": Schema(type=OpenAPIType.STRING, enum=[kind.value for kind in Kind]),
+        "key": IDEMPOTENCY_KEY,
+        **{name: DIMENSION for name in DEFAULTS.dimension_names},
+    },
+    additional_properties=False,
+)
+_batch_body = Schema(
+    type=OpenAPIType.ARRAY,
+    min_items=1,
+    max_items=DEFAULTS.batch_max_events,
+    items=_batch_line,
+    description="One event per line: as NDJSON, a JSON object a line; as CSV, a header line naming "
+    "the columns (`timestamp,user,event`, then `key` and dimensions if wanted), then a row a line "
+    "(no line breaks inside a cell). The array here is what the lines hold.",
+)
+
+
+@dataclass
+class PostBatch(Operation):
+    def __post_init__(self) -> None:
+        self.summary = "Record a batch of clicks and impressions"
+        self.description = (
+            "Answers 200 only once every accepted event is durably in the event log (JetStream's "
+            "PubAck). Each line obeys the rules of `POST /analytics`; a line that breaks one is refused "
+            "on its own, named in `rejected` by its line number, and never stops the others. With an "
+            "`Idempotency-Key` header each line without a `key` gets one derived from it and its line "
+            "number, so a retried batch counts once. `Content-Encoding: gzip` is accepted. At most "
+            f"`ANALYTICS_BATCH_MAX_EVENTS` (default {DEFAULTS.batch_max_events}) events and "
+            f"`ANALYTICS_BATCH_MAX_BYTES` (default {DEFAULTS.batch_max_bytes}) bytes after "
+            "decompression; more is a 413. The per-client rate limit counts the batch's events."
+        )
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                "application/x-ndjson": OpenAPIMediaType(schema=_batch_body),
+                CSV: OpenAPIMediaType(schema=_batch_body),
+            },
+        )
+        self.parameters = [
+            Parameter(
+                name="Idempotency-Key",
+                param_in="header",
+                description="Lines without a `key` get `<this>/<line number>`: a retry of the same "
+                "batch with the same header counts each event once.",
+                schema=IDEMPOTENCY_KEY,
+            )
+        ]
+        self.responses = {
+            "200": OpenAPIResponse(
+                description="Every accepted event is stored durably; refused lines are listed.",
+                content={JSON: OpenAPIMediaType(schema=_batch_answer)},
+            ),
+            "400": BAD_REQUEST,
+            "413": OpenAPIResponse(description="Over a batch limit, which the body names.", content=_error),
+            "415": OpenAPIResponse(
+                description="Not NDJSON or CSV, or an encoding other than gzip.", content=_error
+            ),
+            "429": TOO_MANY,
+            "503": UNAVAILABLE,
+        }
+
+
 def _object(struct: type[msgspec.Struct], **special: Schema) -> Schema:
     """A JSON body's schema from the msgspec Struct that renders it: counts are never negative."""
     properties: dict[str, Schema | Reference] = {}
@@ -173,6 +244,13 @@ def _object(struct: type[msgspec.Struct], **special: Schema) -> Schema:
 
 
 _moment = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME)
+_batch_answer = _object(
+    BatchAnswer,
+    rejected=Schema(
+        type=OpenAPIType.ARRAY,
+        items=_object(Rejected, line=Schema(type=OpenAPIType.INTEGER, minimum=1)),
+    ),
+)
 _hour_json = _object(HourJSON, hour_start=_moment, hour_end=_moment)
 _range_json = _object(
     RangeJSON,

@@ -30,6 +30,13 @@ async def post_analytics(
     return Rendered(await services.ingest.answer(request.scope))
 
 
+@post("/analytics/batch", operation_class=openapi.PostBatch, request_max_body_size=None)
+async def post_batch(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Response[bytes]:
+    """Read as a stream: its limit (ANALYTICS_BATCH_MAX_BYTES) holds after decompression, so Litestar's
+    own cap on the raw body is off here."""
+    return Rendered(await services.ingest.batch(request.scope, request.stream()))
+
+
 @route("/analytics", http_method=READ_METHODS, operation_class=openapi.GetAnalytics)
 async def get_analytics(
     request: Request[Any, Any, Any], services: NamedDependency[Services]
@@ -111,7 +118,7 @@ def _readiness(path: str, problems: list[str], services: Services) -> Response[b
 
 
 HANDLERS = [
-    *(analytics_options, dashboard, post_analytics, get_analytics, get_range, live),
+    *(analytics_options, dashboard, post_analytics, post_batch, get_analytics, get_range, live),
     *(healthz, readyz, readyz_ingest),
 ]
 """In this order: OPTIONS /analytics before the two handlers that share its path."""

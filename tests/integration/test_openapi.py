@@ -36,6 +36,7 @@ OPERATIONS = {
     "GET /analytics",
     "HEAD /analytics",
     "POST /analytics",
+    "POST /analytics/batch",
     "GET /analytics/range",
     "HEAD /analytics/range",
 }
@@ -76,7 +77,10 @@ def test_every_answer_matches_the_document_and_none_is_a_5xx(
 def test_the_document_describes_each_operation_exactly(http_server: tuple[str, Settings]) -> None:
     base, _ = http_server
     document = httpx.get(f"{base}/schema").json()
-    assert set(document["paths"]) == {"/analytics", "/analytics/range"}
+    assert set(document["paths"]) == {"/analytics", "/analytics/batch", "/analytics/range"}
+    batch = document["paths"]["/analytics/batch"]["post"]
+    assert set(batch["requestBody"]["content"]) == {"application/x-ndjson", "text/csv"}
+    assert set(batch["responses"]) == {"200", "400", "413", "415", "429", "503"}
     post = document["paths"]["/analytics"]["post"]
     params = {p["name"]: p for p in post["parameters"]}
     dimensions = {"campaign", "creative", "site"}

@@ -32,8 +32,10 @@ def st_run(base: str, settings: Settings, workdir: Path, location: str) -> subpr
         "100",
         "--seed",
         "18",
+        # One worker: with two, the coverage phase hit CPython 3.11's "AST constructor recursion depth
+        # mismatch" (hypothesis parses lambdas' source, and ast.parse is not thread-safe there).
         "--workers",
-        "2",
+        "1",
         "--continue-on-failure",
         "--generation-database",
         "none",
@@ -59,7 +61,8 @@ def test_schemathesis_finds_no_failure(http_server: tuple[str, Settings], tmp_pa
     run = st_run(base, settings, tmp_path, f"{base}/schema/openapi.json")
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout, run.stdout[-3000:]
-    assert "Tested: 5" in run.stdout, run.stdout[-3000:]  # POST, GET and HEAD of /analytics and the range
+    # POST, GET and HEAD of /analytics and the range, and the batch
+    assert "Tested: 6" in run.stdout, run.stdout[-3000:]
 
 
 def test_schemathesis_fails_a_document_that_promises_the_click_flag(

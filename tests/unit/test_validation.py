@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contract.schema import Event, Kind
-from ingest.validation import _parse_full, _plain, parse_event, parse_idempotency_key
+from ingest.validation import _plain, event_of, parse_event, parse_idempotency_key
 from server.failures import ParamError
 from server.params import parse_query, parse_timestamp
 
@@ -160,7 +160,7 @@ _PARTS = st.sampled_from(
 def test_the_shortcut_answers_as_the_full_parse(parts: list[str], key: str | None) -> None:
     raw = "&".join(parts).encode()
     answers: list[Event | str] = []
-    for parse in (parse_event, _parse_full):
+    for parse in (parse_event, lambda *args: event_of(parse_query(args[0]), *args[1:])):
         try:
             answers.append(parse(raw, NOW, DAY, key, DIMS))
         except ParamError as exc:

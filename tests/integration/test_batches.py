@@ -1,0 +1,102 @@
+"""POST /analytics/batch against real NATS and Valkey: a batch spanning many hours and partitions counts
+exactly, its retry under the same Idempotency-Key counts once, and one without a key counts again."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from api.reader import Reader
+from contract.hours import HOUR_MS, hour_of, partition_of
+from contract.keys import Keys
+from deploy.servers import ROOT
+from deploy.settings import Settings
+from tests.helpers import settled
+
+HOURS = range(9, 14)
+
+
+def body(events: Sequence[Mapping[str, object]]) -> bytes:
+    return b"".join(json.dumps(e).encode() + b"\n" for e in events)
+
+
+def truth(events: Sequence[Mapping[str, object]], times: int = 1) -> dict[int, tuple[int, int, int]]:
+    users: dict[int, set[object]] = defaultdict(set)
+    kinds: dict[int, list[object]] = defaultdict(list)
+    for e in events:
+        hour = hour_of(int(str(e["timestamp"])))
+        users[hour].add(e["user"])
+        kinds[hour].extend([e["event"]] * times)
+    return {h: (len(users[h]), kinds[h].count("click"), kinds[h].count("impression")) for h in kinds}
+
+
+async def stored(redis: Redis, settings: Settings, hours: list[int]) -> dict[int, tuple[int, int, int]]:
+    reader = Reader(redis, Keys(settings.key_prefix), settings.partitions)
+    out = {}
+    for hour in hours:
+        t = await reader.hour(hour)
+        out[hour] = (t.unique_users, t.clicks, t.impressions)
+    return out
+
+
+@pytest.mark.usefixtures("projector")
+async def test_a_batch_over_many_hours_and_partitions_counts_exactly_and_once_when_retried_with_a_key(
+    client: httpx.AsyncClient, nc: NATS, redis: Redis, settings: Settings
+) -> None:
+    keyed = [
+        {
+            "timestamp": h * HOUR_MS + i * 7_000,
+            "user": f"u{i % 15}",
+            "event": "click" if i % 3 else "impression",
+        }
+        for h in HOURS
+        for i in range(40)
+    ]
+    assert len({partition_of(str(e["user"]), settings.partitions) for e in keyed}) == settings.partitions
+    headers = {"Content-Type": "application/x-ndjson", "Idempotency-Key": "import-7"}
+    bad = {"timestamp": 9 * HOUR_MS, "user": "", "event": "click"}
+    for _ in range(2):  # a retry of the whole batch, as after a timeout
+        answer = await client.post("/analytics/batch", content=body([*keyed, bad]), headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {
+            "accepted": 200,
+            "duplicates": 0,
+            "rejected": [{"line": 201, "error": "user: is empty"}],
+        }
+
+    unkeyed = [{"timestamp": 20 * HOUR_MS + i, "user": f"v{i}", "event": "click"} for i in range(10)]
+    for _ in range(2):  # no key anywhere: the retry is counted again (docs/api.md says so)
+        answer = await client.post(
+            "/analytics/batch", content=body(unkeyed), headers={"Content-Type": "application/x-ndjson"}
+        )
+        assert answer.json()["accepted"] == 10
+
+    want = {**truth(keyed), **truth(unkeyed, times=2)}
+    hours = sorted(want)
+    assert (
+        await settled(
+            settings, lambda r: stored(r, settings, hours), lambda got: got == want, nc=nc, redis=redis
+        )
+        == want
+    )
+
+
+def test_the_readme_batch_line_is_answered_as_the_readme_says(http_server: tuple[str, Settings]) -> None:
+    """Run as written against a real server (granian), with its port."""
+    base, _ = http_server
+    text = (ROOT / "README.md").read_text()
+    block = text.split("Many events at once", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    promised = re.search(r"^# (\{.*\})$", block, re.M)
+    assert promised is not None
+    script = block.replace("localhost:8080", base)
+    done = subprocess.run(["bash", "-ec", script], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == json.loads(promised.group(1))
