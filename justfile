@@ -55,6 +55,11 @@ audit *args:
 inspect *args:
     @exec {{python}} -m projector inspect "$@"
 
+# Send NDJSON or CSV files (.gz too) through POST /analytics/batch, with progress; running it again counts nothing twice.
+[no-exit-message]
+import *args:
+    @exec {{python}} -m ingest import "$@"
+
 # The Valkey cluster's operations: form, node --port P, add URL [--replica-of URL], move --partition N --to URL, rebalance.
 [no-exit-message]
 valkey-cluster *args:

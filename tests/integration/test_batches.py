@@ -3,13 +3,18 @@ exactly, its retry under the same Idempotency-Key counts once, and one without a
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import re
 import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import httpx
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
@@ -17,9 +22,11 @@ from redis.asyncio import Redis
 from api.reader import Reader
 from contract.hours import HOUR_MS, hour_of, partition_of
 from contract.keys import Keys
+from deploy.projections_client import connect
 from deploy.servers import ROOT
 from deploy.settings import Settings
-from tests.helpers import settled
+from projector.live.balancer import run_projector
+from tests.helpers import settings_env, settled
 
 HOURS = range(9, 14)
 
@@ -100,3 +107,52 @@ def test_the_readme_batch_line_is_answered_as_the_readme_says(http_server: tuple
     done = subprocess.run(["bash", "-ec", script], capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == json.loads(promised.group(1))
+
+
+async def test_an_import_run_twice_counts_each_event_once_and_puts_refused_lines_beside_the_file(
+    http_server: tuple[str, Settings], tmp_path: Path
+) -> None:
+    """`./just import` as the CLI, against a real server, with a projector counting what it stores."""
+    base, settings = http_server
+    events = [
+        {
+            "timestamp": (30 + i % 3) * HOUR_MS + i,
+            "user": f"w{i % 40}",
+            "event": "click" if i % 4 else "impression",
+        }
+        for i in range(2500)  # three chunks
+    ]
+    lines = [json.dumps(e) for e in events]
+    lines.insert(1200, '{"timestamp": 5, "user": "x", "event": "view"}')  # the file's line 1201
+    ndjson = tmp_path / "events.ndjson.gz"
+    ndjson.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    table = tmp_path / "more.csv"
+    table.write_text(f"user,timestamp,event\nz1,{33 * HOUR_MS},click\nz2,{33 * HOUR_MS},nope\n")
+    command = [sys.executable, "-m", "ingest", "import", str(ndjson), str(table), "--url", base]
+    for _ in range(2):
+        done = subprocess.run(
+            command, env=settings_env(settings), capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 1, done.stderr  # some lines were refused
+        assert "2,500 events accepted" in done.stderr, done.stderr
+    assert (
+        tmp_path / "events.ndjson.gz.rejects"
+    ).read_text() == "1201\tevent: must be 'click' or 'impression', got 'view'\n"
+    assert (tmp_path / "more.csv.rejects").read_text().startswith("3\tevent:")
+
+    nc = await nats.connect(**settings.nats_options("test-import"))
+    redis = connect(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_projector(settings, nc, redis, stop))
+    try:
+        want = {**truth(events), **truth([{"timestamp": 33 * HOUR_MS, "user": "z1", "event": "click"}])}
+        hours = sorted(want)
+        got = await settled(
+            settings, lambda r: stored(r, settings, hours), lambda got: got == want, nc=nc, redis=redis
+        )
+        assert got == want
+    finally:
+        stop.set()
+        await task
+        await nc.close()
+        await redis.aclose()
