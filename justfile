@@ -98,6 +98,10 @@ lock:
 bench-ab *args:
     {{python}} -m tests.bench.paced_ab "$@"
 
+# Events/s through POST /analytics/batch (1,000-event batches) against single POSTs, same run, one HTTP worker, with each engine's CPU per event.
+bench-batch *args:
+    {{python}} -m tests.bench.batch "$@"
+
 # One Hourglass under paced POSTs (--rate, --seconds), and where the CPU went meanwhile.
 bench-tail *args:
     {{python}} -m tests.bench.tail "$@"

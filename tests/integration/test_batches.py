@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -26,7 +28,9 @@ from deploy.projections_client import connect
 from deploy.servers import ROOT
 from deploy.settings import Settings
 from projector.live.balancer import run_projector
-from tests.helpers import settings_env, settled
+from tests.conftest import Server
+from tests.helpers import isolated_settings, settings_env, settled
+from tests.integration.conftest import spawn, wait_ready
 
 HOURS = range(9, 14)
 
@@ -156,3 +160,65 @@ async def test_an_import_run_twice_counts_each_event_once_and_puts_refused_lines
         await task
         await nc.close()
         await redis.aclose()
+
+
+async def test_a_worker_sigkilled_mid_batch_then_a_retry_with_the_same_key_ends_exact(
+    nats_server: Server, redis_server: Server, tmp_path: Path, reaper: list[subprocess.Popen[bytes]]
+) -> None:
+    """Small messages (20 events each, one append in flight) make a 6,000-event batch take hundreds of
+    appends, so the kill lands after some of it is in the stream and before the answer."""
+    settings = isolated_settings(
+        nats_server.url, redis_server.url, http_workers=1, publish_max_batch=20, publish_timeout_s=2.0
+    )
+    env, log = settings_env(settings), tmp_path / "server.log"
+    subprocess.run([sys.executable, "-m", "projector", "stream"], env=env, cwd=ROOT, check=True, timeout=60)
+    base = f"http://127.0.0.1:{settings.http_port}"
+    events = [
+        {
+            "timestamp": (40 + i % 6) * HOUR_MS + i,
+            "user": f"k{i % 120}",
+            "event": "click" if i % 5 else "impression",
+        }
+        for i in range(6000)
+    ]
+    headers = {"Content-Type": "application/x-ndjson", "Idempotency-Key": "ad-server-42"}
+    nc = await nats.connect(**settings.nats_options("test-sigkill"))
+    js = nc.jetstream()
+    try:
+        server = spawn(["-m", "server"], env, log)
+        reaper.append(server)
+        wait_ready(base, server)
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            post = asyncio.create_task(http.post("/analytics/batch", content=body(events), headers=headers))
+            while (await js.stream_info(settings.stream_name)).state.messages == 0:
+                assert not post.done(), "the batch was answered before any of it was seen in the stream"
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+            with pytest.raises(httpx.TransportError):
+                await post
+        partial = (await js.stream_info(settings.stream_name)).state.messages
+        assert 0 < partial < len(events) // 20, partial  # some of the batch was stored, not all
+
+        again = spawn(["-m", "server"], env, log)
+        reaper.append(again)
+        wait_ready(base, again)
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            answer = await http.post("/analytics/batch", content=body(events), headers=headers)
+        assert answer.json() == {"accepted": 6000, "duplicates": 0, "rejected": []}
+
+        redis = connect(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_projector(settings, nc, redis, stop))
+        try:
+            want = truth(events)
+            hours = sorted(want)
+            got = await settled(
+                settings, lambda r: stored(r, settings, hours), lambda g: g == want, nc=nc, redis=redis
+            )
+            assert got == want
+        finally:
+            stop.set()
+            await task
+            await redis.aclose()
+    finally:
+        await nc.close()
