@@ -55,6 +55,11 @@ audit *args:
 inspect *args:
     @exec {{python}} -m projector inspect "$@"
 
+# The numbers with each row's audit verdict (--from ISO --to ISO [--granularity hour|day] [--tz ZONE] [--format csv|ndjson] [--out FILE]), or --raw: the retained events as NDJSON for ./just import.
+[no-exit-message]
+export *args:
+    @exec {{python}} -m projector export "$@"
+
 # Send NDJSON or CSV files (.gz too) through POST /analytics/batch, with progress; running it again counts nothing twice.
 [no-exit-message]
 import *args:

@@ -1,5 +1,5 @@
-"""Command line of the projector: `run`, `replay`, `audit`, `inspect`, `stream` (and `build`, a replay's
-helper)."""
+"""Command line of the projector: `run`, `replay`, `audit`, `inspect`, `stream`, `export` (and `build`, a
+replay's helper)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 import nats.errors
 import redis.exceptions
@@ -15,6 +16,7 @@ import redis.exceptions
 from deploy.settings import SettingsError
 from projector.cli.audit_command import AuditArgs, audit_command
 from projector.cli.commands import Command, build, parent_gone, read_job, run_command
+from projector.cli.export_command import ExportArgs
 from projector.cli.lifetime import end_with_parent, on_stop_signals
 
 log = logging.getLogger("projector")
@@ -50,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
         "--repair", action="store_true", help="rebuild each mismatched hour, then audit it again"
     )
     aud.add_argument("--follow", action="store_true", help="keep auditing hours as they close (a service)")
+    exp = sub.add_parser("export", help="the numbers with their audit verdicts, or the raw events (--raw)")
+    exp.add_argument("--from", dest="start", required=True, help="ISO 8601 date or time (in --tz)")
+    exp.add_argument("--to", dest="end", required=True, help="ISO 8601 date or time (in --tz), exclusive")
+    exp.add_argument("--granularity", default="hour", choices=["hour", "day"])
+    exp.add_argument(
+        "--tz", default="UTC", help="IANA time zone of the rows (and of times without an offset)"
+    )
+    exp.add_argument("--by", help="a dimension (breakdowns are not built yet)")
+    exp.add_argument("--format", default="csv", choices=["csv", "ndjson"])
+    exp.add_argument(
+        "--out", type=Path, help="a file (gzipped when it ends in .gz); default: standard output"
+    )
+    exp.add_argument("--raw", action="store_true", help="the retained events as NDJSON, for ./just import")
+    exp.add_argument("--url", help="the HTTP server (default: ANALYTICS_HTTP_HOST and ANALYTICS_HTTP_PORT)")
     sub.add_parser("build", help="(started by replay) fold the partitions of a job read from stdin")
     return parser
 
@@ -90,6 +106,18 @@ def main() -> None:
         hour=getattr(args, "hour", None),
         last=getattr(args, "last", 10),
     )
+    if args.command == "export":
+        command.export = ExportArgs(
+            args.start,
+            args.end,
+            args.granularity,
+            args.tz,
+            args.by,
+            args.format,
+            args.out,
+            args.raw,
+            args.url,
+        )
     if args.command == "audit":
         command.audit = AuditArgs(args.hours, args.since, args.repair, args.follow)
         command.graceful = args.follow

@@ -17,7 +17,7 @@ from deploy.projections_client import ProjectionsClient
 from deploy.settings import Settings, SettingsError
 from projector.audit.auditor import Auditor, hours_in_log
 from projector.audit.follow import follow
-from projector.audit.records import summary
+from projector.audit.records import Records, summary
 from projector.audit.verdict import DayAudit, HourAudit, Verdict
 from projector.projections.hot_window import rebuild_day_thawing
 from projector.projections.store import DayOutcome, ProjectionStore
@@ -94,11 +94,15 @@ async def _audit_once(
         print("no closed hour in the log to audit")
         return 0
     bad = 0
+    # Recorded as the continuous audit records its own (what `./just export` and inspect show); with
+    # no message count, so the continuous audit, when it runs, checks each hour again itself.
+    records = Records(redis, Keys(settings.key_prefix))
     for hour in named:
         found = await auditor.hour(hour)
         print(found.line(), flush=True)
         if found.verdict is Verdict.MISMATCH and repair:
             found = await _repair(settings, nc, redis, auditor, hour)
+        await records.save(found, system_now_ms())
         bad += found.verdict in (Verdict.MISMATCH, Verdict.UNREADABLE)
     print(f"{len(named)} hour(s) audited, {bad} mismatched")
     # After the hours: repairing an hour rebuilds its day rollups, which are audited next.

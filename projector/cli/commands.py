@@ -29,6 +29,7 @@ from deploy.settings import Settings
 from projector import metrics
 from projector.audit.records import Records
 from projector.cli.audit_command import AuditArgs, audit_view
+from projector.cli.export_command import ExportArgs, ExportError, export_numbers, export_raw
 from projector.cli.inspect_view import cluster_view, inspect_view
 from projector.live.balancer import run_projector
 from projector.log.stream_config import check_partitions, ensure_stream
@@ -54,6 +55,8 @@ class Command:
     """Set once the live projector runs: a stop signal then lets it hand its leases back itself."""
     audit: AuditArgs | None = None
     """The options of `audit`."""
+    export: ExportArgs | None = None
+    """The options of `export`."""
     parent: int | None = None
     """A build's replay: when a stop signal comes because the replay is gone, the build says so."""
 
@@ -88,6 +91,8 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
                 )
             print(said)
             return 0
+        if command.export is not None:
+            return await _export(command.export, settings, nc)
         if command.name == "inspect":
             await check_cluster(settings)  # refused in one line before anything is printed
             sys.stdout.write(await inspect_view(settings, nc, last=command.last))
@@ -113,6 +118,28 @@ async def run_command(command: Command, stop: asyncio.Event) -> int:
     finally:
         await nc.close()
     return 0
+
+
+async def _export(args: ExportArgs, settings: Settings, nc: NATS) -> int:
+    """`export`: exit 2 with one line when the export cannot be made."""
+    try:
+        if args.raw:
+            written = await export_raw(nc, settings, args)
+            print(f"exported {written:,} events", file=sys.stderr)
+            return 0
+        host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+        redis_client = await reach_redis(settings, settings.connect_deadline_s)
+        try:
+            rows = await export_numbers(
+                redis_client, settings, args, args.url or f"http://{host}:{settings.http_port}"
+            )
+        finally:
+            await redis_client.aclose()
+        print(f"exported {rows:,} rows", file=sys.stderr)
+        return 0
+    except ExportError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _with_redis(

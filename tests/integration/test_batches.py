@@ -4,6 +4,7 @@ exactly, its retry under the same Idempotency-Key counts once, and one without a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from api.reader import Reader
-from contract.hours import HOUR_MS, hour_of, partition_of
+from contract.hours import HOUR_MS, hour_of, hour_token, partition_of
 from contract.keys import Keys
 from deploy.projections_client import connect
 from deploy.servers import ROOT
@@ -222,3 +223,90 @@ async def test_a_worker_sigkilled_mid_batch_then_a_retry_with_the_same_key_ends_
             await redis.aclose()
     finally:
         await nc.close()
+
+
+def _run(args: list[str], settings: Settings) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_an_export_is_the_range_read_with_verdicts_and_its_raw_events_rebuild_a_second_stack(
+    http_server: tuple[str, Settings],
+    nats_server: Server,
+    redis_server: Server,
+    tmp_path: Path,
+    reaper: list[subprocess.Popen[bytes]],
+) -> None:
+    base, settings = http_server
+    events = [
+        {
+            "timestamp": (50 + i % 4) * HOUR_MS + i,
+            "user": f"e{i % 24}",
+            "event": "click" if i % 3 else "impression",
+        }
+        for i in range(400)
+    ] + [{"timestamp": 51 * HOUR_MS, "user": "kept", "event": "click", "key": "k-1", "campaign": "spring"}]
+    async with httpx.AsyncClient(base_url=base) as http:
+        answer = await http.post(
+            "/analytics/batch", content=body(events), headers={"Content-Type": "application/x-ndjson"}
+        )
+        assert answer.json()["accepted"] == len(events)
+        want = truth(events)
+        hours = sorted(want)
+        window = ["--from", "1970-01-03T02:00:00Z", "--to", "1970-01-03T06:00:00Z"]  # hours 50-53
+        assert [hour_of(moment) for moment in (50 * HOUR_MS, 53 * HOUR_MS)] == [hours[0], hours[-1]]
+        async with _projecting(settings):
+            await settled(settings, lambda r: stored(r, settings, hours), lambda got: got == want)
+            served = (
+                await http.get("/analytics/range", params={"from": 50 * HOUR_MS, "to": 54 * HOUR_MS})
+            ).text
+        before = _run(["-m", "projector", "export", *window, "--url", base], settings)
+        assert before.returncode == 0, before.stderr
+        audited = _run(["-m", "projector", "audit", *(hour_token(h) for h in hours)], settings)
+        assert audited.returncode == 0, audited.stdout + audited.stderr
+        after = _run(["-m", "projector", "export", *window, "--url", base], settings)
+    rows = served.splitlines()[1:-1]  # without the header and the total
+    assert before.stdout.splitlines() == [
+        "hour,unique_users,clicks,impressions,audit",
+        *(r + ",not yet audited" for r in rows),
+    ]
+    assert after.stdout.splitlines()[1:] == [r + ",audited" for r in rows]
+
+    raw = tmp_path / "moved.ndjson.gz"
+    exported = _run(["-m", "projector", "export", "--raw", *window, "--out", str(raw)], settings)
+    assert exported.returncode == 0, exported.stderr
+    lines = [json.loads(line) for line in gzip.decompress(raw.read_bytes()).splitlines()]
+    assert sorted(map(json.dumps, lines)) == sorted(map(json.dumps, events))  # keys and dimensions kept
+
+    second = isolated_settings(nats_server.url, redis_server.url, http_workers=1)
+    assert _run(["-m", "projector", "stream"], second).returncode == 0
+    server = spawn(["-m", "server"], settings_env(second), tmp_path / "second.log")
+    reaper.append(server)
+    second_base = f"http://127.0.0.1:{second.http_port}"
+    wait_ready(second_base, server)
+    imported = _run(["-m", "ingest", "import", str(raw), "--url", second_base], second)
+    assert imported.returncode == 0, imported.stderr
+    async with _projecting(second):
+        await settled(second, lambda r: stored(r, second, hours), lambda got: got == want)
+
+
+@contextlib.asynccontextmanager
+async def _projecting(settings: Settings) -> AsyncIterator[None]:
+    nc = await nats.connect(**settings.nats_options("test-projector"))
+    redis = connect(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_projector(settings, nc, redis, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await nc.close()
+        await redis.aclose()
