@@ -7,7 +7,6 @@ what a killed replay left behind.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -24,7 +23,7 @@ from projector.projections.snapshots import Snapshots, open_snapshots
 from projector.projections.store import ProjectionStore
 from projector.replay.build_processes import build_elsewhere
 from projector.replay.lock import replay_lock, seized
-from projector.replay.partition_fold import fold_partition, fold_partitions, restore_if_compacted
+from projector.replay.partition_fold import all_or_none, fold_partition, fold_partitions, restore_if_compacted
 from projector.replay.reports import Built, ReplayReport, report
 
 log = logging.getLogger("replay")
@@ -60,8 +59,8 @@ async def replay(settings: Settings, nc: NATS, redis_client: ProjectionsClient) 
             bulk = await _bulk(settings, nc, store, gen, filed, starts, snapshots)
             leases = Leases(redis_client, Keys(settings.key_prefix), owner, settings.lease_ttl_s)
             async with seized(leases, partitions, settings.lease_ttl_s):
-                tail = await asyncio.gather(
-                    *(
+                tail = await all_or_none(
+                    [
                         fold_partition(
                             settings,
                             nc,
@@ -73,7 +72,7 @@ async def replay(settings: Settings, nc: NATS, redis_client: ProjectionsClient) 
                             snapshots=snapshots,
                         )
                         for p in partitions
-                    )
+                    ]
                 )
                 replaced = await store.switch_generation(gen)
                 switched = True
@@ -115,10 +114,8 @@ async def _bulk(
         here = await fold_partitions(settings, nc, store, gen, partitions, starts, filed, snapshots)
         return [here[p] for p in partitions]
     log.info("folding %d partitions in %d build processes", len(partitions), processes)
-    async with asyncio.TaskGroup() as group:
-        tasks = [
-            group.create_task(build_elsewhere(settings, gen, partitions[i::processes], filed, starts))
-            for i in range(processes)
-        ]
-    built = {p: b for task in tasks for p, b in task.result().items()}
+    found = await all_or_none(
+        [build_elsewhere(settings, gen, partitions[i::processes], filed, starts) for i in range(processes)]
+    )
+    built = {p: b for one in found for p, b in one.items()}
     return [built[p] for p in partitions]

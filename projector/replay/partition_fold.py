@@ -7,6 +7,8 @@ import asyncio
 import bisect
 import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -26,6 +28,7 @@ from projector.projections.store import Outcome, ProjectionStore
 from projector.replay.reports import Built, ReplayRefused
 
 log = logging.getLogger("replay")
+T = TypeVar("T")
 
 REPLAY_FETCH = 1000
 """Messages per fetch (and at most `FETCH_MAX_BYTES`): many small live-written messages per apply."""
@@ -42,13 +45,28 @@ async def fold_partitions(
     snapshots: Snapshots | None,
 ) -> dict[int, Built]:
     """These partitions folded into `gen` side by side, each from its start."""
-    built = await asyncio.gather(
-        *(
+    built = await all_or_none(
+        [
             fold_partition(settings, nc, store, gen, p, filed[p], after=starts[p], snapshots=snapshots)
             for p in partitions
-        )
+        ]
     )
     return dict(zip(partitions, built, strict=True))
+
+
+async def all_or_none(folds: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Every result; or, when one raises, the others cancelled and ended first, then its exception.
+
+    asyncio.gather leaves the others running: a refused replay then dropped its half-built generation
+    while other partitions still applied to it, and their keys outlived the drop (seen in CI)."""
+    tasks = [asyncio.ensure_future(fold) for fold in folds]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def fold_partition(

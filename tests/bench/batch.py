@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8, help="each round's load")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind, alternating")
     parser.add_argument("--size", type=int, default=1000, help="events a batch")
+    parser.add_argument(
+        "--import-events", type=int, default=1_000_000, help="events in the imported file (0: none)"
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
     with scratch_servers("hourglass-batch-") as scratch:
@@ -139,7 +143,47 @@ def main() -> None:
             for _ in range(args.rounds):
                 singles.append(_round(wrk, url, single, args.seconds, 64, 1, pids, settings))
                 batches.append(_round(wrk, url, batch, args.seconds, 4, args.size, pids, settings))
+            imported = (
+                _import(scratch.workdir, args.import_events, url, env, pids, settings)
+                if args.import_events
+                else None
+            )
     print(_table(singles, batches, args))
+    if imported is not None:
+        cpu_line = ", ".join(f"{name} {us:.1f}" for name, us in imported.cpu_us.items())
+        print(
+            f"\n./just import of {args.import_events:,} events (NDJSON, gzip): {imported.events_per_s:,.0f} "
+            f"events/s end to end, the projector {imported.catch_up_s:.2f} s behind at the end; "
+            f"CPU µs per event: {cpu_line}, the import itself {imported.cpu_us['import']:.1f}"
+        )
+
+
+def _import(
+    workdir: Path, count: int, url: str, env: dict[str, str], pids: dict[str, int], settings: Settings
+) -> Round:
+    """`python -m ingest import` of a generated file of `count` events (a day of history, 40k users)."""
+    now = system_now_ms()
+    day_ago = now - 24 * 3_600_000
+    path = workdir / "history.ndjson.gz"
+    with gzip.open(path, "wt") as out:
+        for n in range(count):
+            kind = "click" if n % 3 == 0 else "impression"
+            ts, user = day_ago + n * 86_400_000 // count, f"h{n * 7919 % 40_000}"
+            out.write(f'{{"timestamp":{ts},"user":"{user}","event":"{kind}"}}\n')
+    before = cpu(*pids.values())
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "ingest", "import", str(path), "--url", url],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    elapsed = time.monotonic() - started
+    catch_up = asyncio.run(_caught_up(settings))
+    after = cpu(*pids.values())
+    used = {name: b - a for name, a, b in zip(pids, before[1:], after[1:], strict=True)}
+    used["import"] = after[0] - before[0]
+    return Round(count / elapsed, {name: s * 1e6 / count for name, s in used.items()}, catch_up)
 
 
 def _table(singles: list[Round], batches: list[Round], args: argparse.Namespace) -> str:

@@ -11,6 +11,7 @@ connection between them always leaves from 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 from collections.abc import Iterator
@@ -38,6 +39,9 @@ def _run(*argv: str, stdin: str | None = None) -> None:
     done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30, check=False)
     if done.returncode != 0:
         raise NoNetwork(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
+
+
+_created = itertools.count()
 
 
 def _free_subnet() -> str:
@@ -70,7 +74,9 @@ class Network:
     def created(cls) -> Iterator[Network]:
         if os.geteuid() != 0:
             raise NoNetwork("network namespaces and nftables need root (CI runs as root)")
-        net = cls(tag=f"{os.getpid() % 100_000:05d}", subnet=_free_subnet())
+        # Unique per network, not only per process: a namespace still held by a process that has not
+        # exited yet keeps its veth, whose name the next network of this process would then collide with.
+        net = cls(tag=f"{os.getpid() % 100_000:05d}{next(_created) % 10}", subnet=_free_subnet())
         try:
             _run("ip", "link", "add", net.bridge, "type", "bridge")
             _run("ip", "addr", "add", f"{net.gateway}/24", "dev", net.bridge)
@@ -124,7 +130,10 @@ class Network:
             _run("ip", "netns", "exec", node.namespace, "nft", "-f", "-", stdin="\n".join(script) + "\n")
 
     def close(self) -> None:
-        for node in self.nodes.values():
+        for n, node in enumerate(self.nodes.values(), start=2):
+            # The host's end first: deleting it deletes the pair at once, even while a process that
+            # has not exited yet still holds the namespace.
+            subprocess.run(["ip", "link", "del", f"hg{self.tag}v{n}"], capture_output=True, check=False)
             subprocess.run(["ip", "netns", "del", node.namespace], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
         self.nodes.clear()
