@@ -14,13 +14,15 @@ from typing import Any
 
 import msgspec
 
-from contract.schema import MAX_KEY_CHARS, Event, key_problem
+from contract.hours import MAX_TIMESTAMP_MS
+from contract.schema import DIMENSION_VALUE, MAX_KEY_CHARS, Event, Kind, key_problem, user_problem
 from ingest.validation import event_of
 from server.failures import ParamError
 
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
 MEDIA_TYPES = (NDJSON, CSV)
+KINDS = {kind.value: kind for kind in Kind}
 CSV_COLUMNS = ("timestamp", "user", "event")
 """The columns a CSV header must name; `key` and the declared dimensions may follow, in any order."""
 
@@ -144,13 +146,16 @@ class BatchReader:
                 f"body: more than {self._max_events} events; split the batch (ANALYTICS_BATCH_MAX_EVENTS)",
             )
         decoded = _json_object(text, line) if self._header is None else None  # else a 400: not NDJSON
+        if decoded is not None and (event := _plain(decoded, self._rules, line)) is not None:
+            self._keep(event)
+            return
         try:
             fields = _csv_fields(self._header, text) if self._header is not None else _json_fields(decoded)
-            self._add(fields, line)
+            self._keep(self._event(fields, line))
         except ParamError as exc:
             self.out.rejected.append(Rejected(line, str(exc)))
 
-    def _add(self, fields: dict[str, list[str]], line: int) -> None:
+    def _event(self, fields: dict[str, list[str]], line: int) -> Event:
         rules = self._rules
         key = fields.pop("key", [""])[0]
         if key:
@@ -159,7 +164,10 @@ class BatchReader:
                 raise ParamError("key", problem)
         elif rules.batch_key is not None:
             key = rules.derived_key(line)
-        event = event_of(fields, rules.now_ms, rules.future_skew_ms, key or None, rules.dimensions)
+        return event_of(fields, rules.now_ms, rules.future_skew_ms, key or None, rules.dimensions)
+
+    def _keep(self, event: Event) -> None:
+        """The event, unless an earlier line had its user and key."""
         if event.key is not None:
             seen = (event.user, event.key)
             if seen in self._seen:
@@ -167,6 +175,32 @@ class BatchReader:
                 return
             self._seen.add(seen)
         self.out.events.append(event)
+
+
+def _plain(line_fields: dict[str, Any], rules: LineRules, line: int) -> Event | None:
+    """The event of a plain, valid NDJSON line (an integer timestamp, `event`, declared dimensions and
+    nothing else); None for anything else, which the full parse then answers. Where this returns an
+    event, the full parse returns the same one (tests/unit/test_batch_body.py)."""
+    fields = dict(line_fields)
+    ts, user, kind, key = (
+        fields.pop("timestamp", None),
+        fields.pop("user", None),
+        fields.pop("event", None),
+        fields.pop("key", None),
+    )
+    if type(ts) is not int or not 0 <= ts <= MAX_TIMESTAMP_MS or ts > rules.now_ms + rules.future_skew_ms:
+        return None
+    if type(user) is not str or user_problem(user) is not None or type(kind) is not str or kind not in KINDS:
+        return None
+    if key is None or key == "":
+        key = rules.derived_key(line) if rules.batch_key is not None else None
+    elif type(key) is not str or key_problem(key) is not None:
+        return None
+    dims = rules.dimensions
+    for name, value in fields.items():
+        if name not in dims or type(value) is not str or not DIMENSION_VALUE.fullmatch(value):
+            return None
+    return Event(ts, user, KINDS[kind], key, tuple(sorted(fields.items())) if fields else ())
 
 
 def _json_object(text: str, line: int) -> dict[str, Any]:

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 from contract import schema
 
+BATCH_IN_FLIGHT = 8
+"""Appends one batch request has awaiting their PubAck at once."""
+
 Send = Callable[[str, bytes], Awaitable[None]]
 """Appends one encoded batch to a subject; returns once stored, raises if not."""
 
@@ -48,18 +51,6 @@ class Batcher:
 
     async def submit(self, subject: str, event: schema.Event) -> None:
         """Returns once the message holding `event` is stored; raises what the append raised."""
-        await self._enqueue(subject, event)
-
-    async def submit_all(self, items: list[tuple[str, schema.Event]]) -> None:
-        """Returns once every message holding one of the (subject, event) `items` is stored; raises
-        what the first failed append raised (others may have been stored)."""
-        futures = [self._enqueue(subject, event) for subject, event in items]
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-
-    def _enqueue(self, subject: str, event: schema.Event) -> asyncio.Future[None]:
         state = self._subjects.get(subject)
         if state is None:
             state = self._subjects[subject] = _Subject()
@@ -73,7 +64,36 @@ class Batcher:
                 state.timer = loop.call_later(self._linger_s, self._flush, subject, state)
             else:
                 state.timer = loop.call_soon(self._flush, subject, state)
-        return future
+        await future
+
+    async def submit_all(self, items: list[tuple[str, schema.Event]]) -> None:
+        """Returns once every (subject, event) of `items` is stored; raises what the first failed append
+        raised (others may have been stored). A batch request's events need no company: each subject's
+        share goes in messages of its own (at most `max_events` each), appended side by side, without
+        a future per event."""
+        by_subject: dict[str, list[schema.Event]] = {}
+        for subject, event in items:
+            by_subject.setdefault(subject, []).append(event)
+        size = self._max_events
+        gate = asyncio.Semaphore(BATCH_IN_FLIGHT)
+        outcomes = await asyncio.gather(
+            *(
+                self._append_now(gate, subject, events[at : at + size])
+                for subject, events in by_subject.items()
+                for at in range(0, len(events), size)
+            ),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _append_now(self, gate: asyncio.Semaphore, subject: str, events: list[schema.Event]) -> None:
+        async with gate:
+            started = asyncio.get_running_loop().time()
+            await self._send(subject, schema.encode(schema.Batch(events=tuple(events))))
+            if self._on_batch is not None:
+                self._on_batch(len(events), asyncio.get_running_loop().time() - started)
 
     def _flush(self, subject: str, state: _Subject, force: bool = False) -> None:
         if state.timer is not None:

@@ -15,7 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contract.schema import MAX_KEY_CHARS, Event, Kind
-from ingest.batch_body import CSV, NDJSON, BatchLines, BatchReader, LineRules, Rejected, TooLarge
+from ingest.batch_body import (
+    CSV,
+    NDJSON,
+    BatchLines,
+    BatchReader,
+    LineRules,
+    Rejected,
+    TooLarge,
+    _json_fields,
+    _plain,
+)
 from ingest.validation import parse_event
 from server.failures import ParamError
 
@@ -222,3 +232,41 @@ def test_any_events_written_as_ndjson_or_csv_read_back_the_same_in_any_chunks(
     )
     body = out.getvalue().encode()
     assert read(body, CSV, chunk=chunk).events == events
+
+
+_FIELD_VALUES = st.one_of(
+    st.integers(-5, NOW + 2 * DAY),
+    st.sampled_from(
+        ["", " ", "ann", "a\u00e9", "click", "impression", "view", "spring", "x y", "1764079200000"]
+    ),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False),
+)
+_FIELD_NAMES = st.sampled_from(
+    ["timestamp", "user", "event", "key", "campaign", "site", "campain", "click", "other"]
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.fixed_dictionaries(
+        {
+            "timestamp": st.integers(0, NOW),
+            "user": st.sampled_from(["ann", "a\u00e9"]),
+            "event": _FIELD_VALUES,
+        }
+    ),
+    st.dictionaries(_FIELD_NAMES, _FIELD_VALUES, max_size=4),
+    st.sampled_from([None, "b-1"]),
+)
+def test_the_shortcut_answers_as_the_full_parse(
+    valid: dict[str, object], changes: dict[str, object], batch_key: str | None
+) -> None:
+    line = {**valid, **changes}  # a valid line, often broken or widened by the changes
+    rules = LineRules(NOW, DAY, DIMS, batch_key)
+    plain = _plain(line, rules, 7)
+    if plain is None:
+        return
+    reader = BatchReader(NDJSON, False, 1 << 20, 10, rules)
+    assert reader._event(_json_fields(line), 7) == plain  # the full parse of the same line

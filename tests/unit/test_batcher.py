@@ -106,3 +106,20 @@ async def test_no_event_is_lost_or_duplicated_under_concurrency(linger: float) -
     await asyncio.gather(*(batcher.submit(f"s{i % 2}", ev(i)) for i in range(500)))
     sent = sorted(e.ts for _, events in log.messages for e in events)
     assert sent == list(range(500))
+
+
+async def test_a_batch_requests_events_go_per_subject_in_messages_of_at_most_the_batch_size() -> None:
+    log = Log()
+    items = [("a" if i % 3 else "b", ev(i)) for i in range(25)]
+    await Batcher(log.send, max_events=5).submit_all(items)
+    sent = {subject: [e for s, events in log.messages if s == subject for e in events] for subject in "ab"}
+    assert sent == {s: [e for subject, e in items if subject == s] for s in "ab"}  # each in line order
+    assert all(len(events) <= 5 for _, events in log.messages)
+    assert len(log.messages) == 4 + 2  # 16 events of a, 9 of b
+
+
+async def test_a_batch_request_whose_append_fails_raises_after_the_others_are_done() -> None:
+    log = Log()
+    log.fail = Unavailable("NATS", "down")
+    with pytest.raises(Unavailable):
+        await Batcher(log.send, max_events=5).submit_all([("a", ev(i)) for i in range(12)])
