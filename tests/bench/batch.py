@@ -150,7 +150,7 @@ def main() -> None:
             )
     print(_table(singles, batches, args))
     if imported is not None:
-        cpu_line = ", ".join(f"{name} {us:.1f}" for name, us in imported.cpu_us.items())
+        cpu_line = ", ".join(f"{name} {us:.1f}" for name, us in imported.cpu_us.items() if name != "import")
         print(
             f"\n./just import of {args.import_events:,} events (NDJSON, gzip): {imported.events_per_s:,.0f} "
             f"events/s end to end, the projector {imported.catch_up_s:.2f} s behind at the end; "
