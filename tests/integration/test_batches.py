@@ -84,6 +84,24 @@ async def test_a_batch_over_many_hours_and_partitions_counts_exactly_and_once_wh
             "rejected": [{"line": 201, "error": "user: is empty"}],
         }
 
+    # gzip and both limits, on the real server (settings: at most 10,000 events and 8 MiB)
+    gz = await client.post(
+        "/analytics/batch",
+        content=gzip.compress(f"timestamp,event,user\n{21 * HOUR_MS},impression,g1\n".encode()),
+        headers={"Content-Type": "text/csv", "Content-Encoding": "gzip"},
+    )
+    assert gz.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    many = body(
+        [{"timestamp": 22 * HOUR_MS, "user": "m", "event": "click"}] * (settings.batch_max_events + 1)
+    )
+    assert (await client.post("/analytics/batch", content=many, headers=headers)).status_code == 413
+    bomb = gzip.compress(b"\n" * (settings.batch_max_bytes + 1))
+    too_big = await client.post(
+        "/analytics/batch", content=bomb, headers={**headers, "Content-Encoding": "gzip"}
+    )
+    assert too_big.status_code == 413
+    assert "ANALYTICS_BATCH_MAX_BYTES" in too_big.text
+
     unkeyed = [{"timestamp": 20 * HOUR_MS + i, "user": f"v{i}", "event": "click"} for i in range(10)]
     for _ in range(2):  # no key anywhere: the retry is counted again (docs/api.md says so)
         answer = await client.post(
@@ -91,7 +109,8 @@ async def test_a_batch_over_many_hours_and_partitions_counts_exactly_and_once_wh
         )
         assert answer.json()["accepted"] == 10
 
-    want = {**truth(keyed), **truth(unkeyed, times=2)}
+    gz_event = {"timestamp": 21 * HOUR_MS, "user": "g1", "event": "impression"}
+    want = {**truth(keyed), **truth(unkeyed, times=2), **truth([gz_event]), 22: (0, 0, 0)}  # 22: the 413
     hours = sorted(want)
     assert (
         await settled(
