@@ -57,7 +57,7 @@ AnyBatch = BatchV1 | BatchV2
 KNOWN_VERSIONS = frozenset({1, 2})
 
 
-def Batch(events: tuple[Event, ...]) -> AnyBatch:
+def batch_of(events: tuple[Event, ...]) -> AnyBatch:
     """The batch new messages are written as: version 2 when an event carries dimensions, else 1."""
     return BatchV2(events=events) if any(map(_DIMS, events)) else BatchV1(events=events)
 
@@ -133,7 +133,8 @@ def user_problem(user: str) -> str | None:
 
 
 DIMENSION_NAME_MAX = 32
-DIMENSION_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+DIMENSION_NAME_RULE = f"[a-z][a-z0-9_]{{0,{DIMENSION_NAME_MAX - 1}}}"
+DIMENSION_NAME = re.compile(DIMENSION_NAME_RULE)
 """A dimension's name, as ANALYTICS_DIMENSIONS declares it and a query parameter names it."""
 DIMENSION_VALUE = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
 """A dimension's value: 1-64 characters that need no escaping in a URL, a CSV cell or a key."""
@@ -152,7 +153,7 @@ def dimension_names_problem(names: tuple[str, ...]) -> str | None:
         return f"at most {MAX_DIMENSIONS} dimensions, got {len(names)}"
     for name in names:
         if not DIMENSION_NAME.fullmatch(name):
-            return f"{name[:40]!r} is not a dimension name ([a-z][a-z0-9_]{{0,31}})"
+            return f"{name[:40]!r} is not a dimension name ({DIMENSION_NAME_RULE})"
         if name in RESERVED_NAMES:
             return f"{name!r} is a parameter of the API itself"
     if len(set(names)) < len(names):
@@ -167,7 +168,7 @@ def dims_problem(dims: Dimensions) -> str | None:
         return "dimensions must be sorted by name, each once"
     for name, value in dims:
         if not DIMENSION_NAME.fullmatch(name):
-            return f"dimension name {name[:40]!r} is not [a-z][a-z0-9_]{{0,31}}"
+            return f"dimension name {name[:40]!r} is not {DIMENSION_NAME_RULE}"
         if not DIMENSION_VALUE.fullmatch(value):
             return f"{name}: {DIMENSION_VALUE_RULE}, got {value[:70]!r}"
     return None

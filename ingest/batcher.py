@@ -91,7 +91,7 @@ class Batcher:
     async def _append_now(self, gate: asyncio.Semaphore, subject: str, events: list[schema.Event]) -> None:
         async with gate:
             started = asyncio.get_running_loop().time()
-            await self._send(subject, schema.encode(schema.Batch(events=tuple(events))))
+            await self._send(subject, schema.encode(schema.batch_of(events=tuple(events))))
             if self._on_batch is not None:
                 self._on_batch(len(events), asyncio.get_running_loop().time() - started)
 
@@ -113,7 +113,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await self._send(subject, schema.encode(schema.Batch(events=tuple(e for e, _ in items))))
+            await self._send(subject, schema.encode(schema.batch_of(events=tuple(e for e, _ in items))))
         except BaseException as exc:
             for _, future in items:
                 if not future.done():

@@ -86,9 +86,8 @@ def resembles(name: str, dimensions: frozenset[str]) -> str | None:
     if len(name) > 2 * DIMENSION_NAME_MAX:
         return None
     lowered = name.lower()
-    for dimension in sorted(dimensions):
-        if lowered == dimension:
-            return dimension
+    if lowered in dimensions:
+        return lowered
     close = get_close_matches(lowered, sorted(dimensions), n=1, cutoff=0.8)
     return close[0] if close else None
 

@@ -118,13 +118,13 @@ def read(msg: Msg, settings: Settings, decoder: Decoder = schema.decode, meta: M
         raise
     except (msgspec.DecodeError, ValueError) as exc:
         return Read(
-            Message(seq, schema.Batch(events=()), stream_ms), [Rejected(-1, f"not a batch: {exc}")], msg
+            Message(seq, schema.batch_of(events=()), stream_ms), [Rejected(-1, f"not a batch: {exc}")], msg
         )
     try:
         hour, partition = parse_subject(settings.subject_prefix, msg.subject)
     except ValueError:
         reason = f"subject {msg.subject} is not <prefix>.<YYYYMMDDHH>.<partition>"
-        return Read(Message(seq, schema.Batch(events=()), stream_ms), [Rejected(-1, reason)], msg)
+        return Read(Message(seq, schema.batch_of(events=()), stream_ms), [Rejected(-1, reason)], msg)
     kept, rejected = screen(batch, hour, partition, settings.partitions)
     return Read(Message(seq, kept, stream_ms), rejected, msg)
 

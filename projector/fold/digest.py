@@ -121,7 +121,7 @@ def _screen(
         for i in members:
             if not batches[i]:
                 continue
-            good, why = screen(schema.Batch(events=batches[i]), hour, partition, partitions)
+            good, why = screen(schema.batch_of(events=batches[i]), hour, partition, partitions)
             if why:
                 kept[i] = good.events
                 rejected.append((i, why))

@@ -18,8 +18,8 @@ from contract.schema import (
     MAX_KEY_CHARS,
     MAX_USER_BYTES,
     AnyBatch,
-    Batch,
     Event,
+    batch_of,
     dims_problem,
     key_problem,
     user_problem,
@@ -52,7 +52,7 @@ def screen(batch: AnyBatch, hour: int, partition: int, partitions: int) -> tuple
             kept.append(event)
         else:
             rejected.append(Rejected(i, reason))
-    return Batch(events=tuple(kept)), rejected
+    return batch_of(events=tuple(kept)), rejected
 
 
 def event_problem(event: Event, hour: int, partition: int, partitions: int) -> str | None:

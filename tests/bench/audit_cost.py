@@ -18,7 +18,7 @@ import nats
 from redis.asyncio import Redis
 
 from contract.hours import partition_of, subject
-from contract.schema import Batch, Event, Kind, encode
+from contract.schema import Event, Kind, batch_of, encode
 from deploy.settings import Settings
 from projector.audit.auditor import Auditor
 from projector.audit.follow import Follower
@@ -46,11 +46,11 @@ async def publish(settings: Settings, hours: int, events: int, users: int, keyed
                 Event(hour * 3_600_000 + i % 3_600_000, user, Kind(("click", "impression")[i % 2]), key)
             )
             if len(bucket) == PER_MESSAGE:
-                await js.publish(subject(settings.subject_prefix, hour, p), encode(Batch(tuple(bucket))))
+                await js.publish(subject(settings.subject_prefix, hour, p), encode(batch_of(tuple(bucket))))
                 bucket.clear()
         for p, bucket in pending.items():
             if bucket:
-                await js.publish(subject(settings.subject_prefix, hour, p), encode(Batch(tuple(bucket))))
+                await js.publish(subject(settings.subject_prefix, hour, p), encode(batch_of(tuple(bucket))))
     await nc.close()
 
 

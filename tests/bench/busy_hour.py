@@ -25,7 +25,7 @@ from contract.buckets import day_tokens, quarter_token
 from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token, partition_of, subject
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind, encode
+from contract.schema import Event, Kind, batch_of, encode
 from deploy.settings import Settings
 from tests.bench.commits import tree_env
 from tests.bench.history import caught_up
@@ -67,7 +67,7 @@ async def publish(
     pending = []
     for p, events in by_partition.items():
         for i in range(0, len(events), per_message):
-            payload = encode(Batch(tuple(events[i : i + per_message])))
+            payload = encode(batch_of(tuple(events[i : i + per_message])))
             pending.append(await js.publish_async(subject(settings.subject_prefix, hour, p), payload))
     await asyncio.gather(*pending)
     await nc.close()

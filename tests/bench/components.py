@@ -48,7 +48,7 @@ def batch(rng: random.Random, now: int, size: int, keyed_share: float, seq: int)
         key = f"k{seq}-{i}" if rng.random() < keyed_share else None
         kind = schema.Kind.CLICK if rng.random() < 0.3 else schema.Kind.IMPRESSION
         events.append(schema.Event(ts, f"user{rng.randrange(200_000)}", kind, key))
-    return schema.Batch(events=tuple(events))
+    return schema.batch_of(events=tuple(events))
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contract.hours import hour_of, subject, system_now_ms
-from contract.schema import Batch, Event, Kind, encode
+from contract.schema import Event, Kind, batch_of, encode
 from deploy.servers import nats_command, wait_for_port
 from tests.ports import free_port
 
@@ -36,7 +36,7 @@ async def fill(url: str, messages: int) -> None:
     js = nc.jetstream()
     await js.add_stream(name=STREAM, subjects=[f"{PREFIX}.>"])
     now = system_now_ms()
-    payload = encode(Batch(events=tuple(Event(now, f"user-{i}", Kind.CLICK) for i in range(6))))
+    payload = encode(batch_of(events=tuple(Event(now, f"user-{i}", Kind.CLICK) for i in range(6))))
     where = subject(PREFIX, hour_of(now), 0)
     pending = [js.publish(where, payload) for _ in range(messages)]
     for i in range(0, len(pending), 500):

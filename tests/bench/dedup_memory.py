@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from contract.hours import hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind, encode
+from contract.schema import Event, Kind, batch_of, encode
 from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from projector.replay.driver import replay
@@ -41,13 +41,13 @@ async def publish(settings: Settings, events: int) -> float:
         bucket.append(Event(now, user, Kind.CLICK, key=f"order-{i:09d}"))
         if len(bucket) == PER_MESSAGE:
             await js.publish(
-                subject(settings.subject_prefix, hour_of(now), p), encode(Batch(events=tuple(bucket)))
+                subject(settings.subject_prefix, hour_of(now), p), encode(batch_of(events=tuple(bucket)))
             )
             bucket.clear()
     for p, bucket in pending.items():
         if bucket:
             await js.publish(
-                subject(settings.subject_prefix, hour_of(now), p), encode(Batch(events=tuple(bucket)))
+                subject(settings.subject_prefix, hour_of(now), p), encode(batch_of(events=tuple(bucket)))
             )
     seconds = time.perf_counter() - started
     await nc.close()

@@ -35,7 +35,7 @@ from api.cold import ColdStore
 from api.reader import HourTotals, Reader
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind, encode
+from contract.schema import Event, Kind, batch_of, encode
 from deploy.servers import ROOT, wait_for_port
 from deploy.settings import Settings
 from projector.live.balancer import Projector
@@ -66,7 +66,7 @@ async def publish(settings: Settings, hours: range, per_hour: int) -> int:
             batch = [Event(ts, u, Kind.CLICK) for u in names]
             batch += [Event(ts, u, Kind.IMPRESSION) for u in names]
             events += len(batch)
-            payload = encode(Batch(tuple(batch)))
+            payload = encode(batch_of(tuple(batch)))
             pending.append(await js.publish_async(subject(settings.subject_prefix, hour, p), payload))
             if len(pending) >= 1000:
                 await asyncio.gather(*pending)

@@ -36,7 +36,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from contract.hours import HOUR_MS, hour_of, partition_of, subject, system_now_ms
-from contract.schema import Batch, Event, Kind, encode
+from contract.schema import Event, Kind, batch_of, encode
 from deploy.servers import ROOT
 from deploy.settings import Settings
 from projector.projections.hot_window import first_hot_hour
@@ -128,7 +128,7 @@ async def publish_all(settings: Settings, events: list[tuple[int, str, str]]) ->
     pending = []
     for (hour, p), batch in groups.items():
         pending.append(
-            await js.publish_async(subject(settings.subject_prefix, hour, p), encode(Batch(tuple(batch))))
+            await js.publish_async(subject(settings.subject_prefix, hour, p), encode(batch_of(tuple(batch))))
         )
         if len(pending) >= 1000:  # PubAcks awaited a thousand at a time
             await asyncio.gather(*pending)

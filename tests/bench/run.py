@@ -236,7 +236,7 @@ async def fill_stream(
         buf = buffers.setdefault(subj, [])
         buf.append(schema.Event(ts, user, kind, key))
         if len(buf) >= sizes.setdefault(subj, size()):
-            pending.append(await js.publish_async(subj, schema.encode(schema.Batch(events=tuple(buf)))))
+            pending.append(await js.publish_async(subj, schema.encode(schema.batch_of(events=tuple(buf)))))
             buffers[subj] = []
             sizes[subj] = size()
             if len(pending) > 256:
@@ -244,7 +244,7 @@ async def fill_stream(
                 pending.clear()
     for subj, buf in buffers.items():
         if buf:
-            pending.append(await js.publish_async(subj, schema.encode(schema.Batch(events=tuple(buf)))))
+            pending.append(await js.publish_async(subj, schema.encode(schema.batch_of(events=tuple(buf)))))
     await asyncio.gather(*pending)
     await nc.close()
     return time.perf_counter() - started

@@ -27,7 +27,7 @@ from api.reader import Reader
 from contract.buckets import day_phases
 from contract.hours import HOUR_MS, subject
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind, encode
+from contract.schema import Event, Kind, batch_of, encode
 from projector.fold.deltas import Deltas, HourDelta
 from projector.fold.digest import digest
 from projector.log.fetched import APPLY_MAX_BYTES, Fetched
@@ -144,7 +144,7 @@ async def fetch_applies(
             key = f"k{n}" if n % 10 == 0 else None
             events.append(Event(hour * HOUR_MS + n % HOUR_MS, f"fetch-{n % 3000}", Kind.CLICK, key))
         subjects.append(subject(prefix, hour, 0))
-        payloads.append(encode(Batch(events=tuple(events))))
+        payloads.append(encode(batch_of(events=tuple(events))))
         seqs.append(m + 1)
         stamps.append(hour * HOUR_MS + m)
     fetched = Fetched()

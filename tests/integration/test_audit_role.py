@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from contract.cells import Cell, CellLayout
 from contract.hours import hour_token
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind, encode
+from contract.schema import Event, Kind, batch_of, encode
 from deploy.servers import ROOT
 from deploy.settings import Settings
 from projector.audit.records import Records
@@ -39,7 +39,7 @@ async def test_the_audit_reads_the_log_and_redis_under_its_own_role(
     settings = Settings()
     events = tuple(Event(HOUR * 3_600_000 + i, "u", Kind.CLICK) for i in range(3))
     subj = f"{settings.subject_prefix}.{hour_token(HOUR)}.2"
-    ack = await admin.jetstream().publish(subj, encode(Batch(events)))
+    ack = await admin.jetstream().publish(subj, encode(batch_of(events)))
     nats_server, valkey = servers
     # As if p2's projector had applied it and then lost the hour's counts.
     redis_admin = Redis.from_url(valkey.role_url("admin"))

@@ -13,7 +13,7 @@ from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR, day_tokens, phases_t
 from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind
+from contract.schema import Event, Kind, batch_of
 from deploy.settings import Settings
 from projector.log.stream_config import ensure_stream
 from projector.projections.hot_window import Evictor, apply_thawing
@@ -97,7 +97,7 @@ async def test_a_late_event_for_a_cold_hour_lands_in_its_quarter_hour_and_its_da
     await redis.set(keys.generation(0), 1)
     await redis.set(keys.phases(1, 0), phases_text(phases))  # what the worker records before applying
     events = raw_events()
-    first = Message(1, Batch(events=tuple(Event(ts, user, Kind(kind)) for ts, user, kind in events)))
+    first = Message(1, batch_of(events=tuple(Event(ts, user, Kind(kind)) for ts, user, kind in events)))
     assert (await store.apply(1, 0, 0, fold([first]))).outcome is Outcome.APPLIED
     assert await snapshots.write(1, 0) is not None
     assert await Evictor(store, snapshots, 1, 0).run("", 1, BASE + 3) == 3
@@ -107,7 +107,7 @@ async def test_a_late_event_for_a_cold_hour_lands_in_its_quarter_hour_and_its_da
         "late",
         "click",
     )  # the first quarter of a Kolkata day
-    second = Message(2, Batch(events=(Event(late[0], late[1], Kind.CLICK),)))
+    second = Message(2, batch_of(events=(Event(late[0], late[1], Kind.CLICK),)))
     result = await apply_thawing(store, snapshots, 1, 0, 1, fold([second]))
     assert result.outcome is Outcome.APPLIED
     assert await store.cold_hours(1, 0) == {BASE: 1, BASE + 2: 1}

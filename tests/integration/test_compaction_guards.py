@@ -31,7 +31,7 @@ async def stream_with(nc: NATS, settings: Settings, messages: int) -> list[int]:
     for i in range(messages):
         await asyncio.sleep(0.003)  # distinct milliseconds, so a cut by time falls between two messages
         batch = schema.encode(
-            schema.Batch(events=(schema.Event(HOUR * 3_600_000, f"u{i}", schema.Kind.CLICK),))
+            schema.batch_of(events=(schema.Event(HOUR * 3_600_000, f"u{i}", schema.Kind.CLICK),))
         )
         ack = await js.publish(
             subject(settings.subject_prefix, HOUR, i % 2), batch, stream=settings.stream_name

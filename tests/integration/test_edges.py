@@ -17,7 +17,7 @@ from api.reader import HourTotals
 from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, hour_token, partition_of, subject
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind, encode
+from contract.schema import Event, Kind, batch_of, encode
 from deploy.servers import ROOT
 from deploy.settings import Settings
 from projector.projections.leases import Leases
@@ -115,7 +115,7 @@ async def test_dedup_memory_holds_only_the_keys_inside_the_window(redis: Redis, 
     for seq in range(1, 201):
         at = seq * 100
         events = tuple(Event(TS, f"user{seq}-{i}", Kind.CLICK, key=f"k{seq}-{i}") for i in range(10))
-        deltas = fold([Message(seq, Batch(events=events), stream_ms=at)])
+        deltas = fold([Message(seq, batch_of(events=events), stream_ms=at)])
         result = await store.apply(gen, 0, watermark, deltas)
         assert result.outcome is Outcome.APPLIED
         watermark = result.watermark
@@ -139,7 +139,7 @@ async def test_counts_never_decrease_while_a_replay_runs_under_load(
                 Event(TS, user, Kind.CLICK)
             )
         for p, events in by_partition.items():
-            await js.publish(subject(settings.subject_prefix, 11, p), encode(Batch(events=tuple(events))))
+            await js.publish(subject(settings.subject_prefix, 11, p), encode(batch_of(events=tuple(events))))
             history += len(events)
     await eventually(lambda: stored_hour(redis, settings, 11), lambda t: t.clicks == history, timeout=60)
 
@@ -221,7 +221,7 @@ async def test_duplicates_inside_one_apply_count_once(redis: Redis, settings: Se
         Event(TS + HOUR_MS, "ann", Kind.IMPRESSION, key="k1"),  # a retry naming another hour
         Event(TS, "ann", Kind.IMPRESSION, key="k2"),
     )
-    result = await store.apply(gen, 0, 0, fold([Message(1, Batch(events=events), stream_ms=5)]))
+    result = await store.apply(gen, 0, 0, fold([Message(1, batch_of(events=events), stream_ms=5)]))
     assert result.outcome is Outcome.APPLIED
     assert await stored_hour(redis, settings, 11) == HourTotals(2, 2, 1)
     assert await stored_hour(redis, settings, 12) == HourTotals(0, 0, 0)
@@ -234,7 +234,7 @@ async def test_an_apply_with_more_keyed_events_than_lua_can_unpack_at_once(
     gen = await store.current_generation(0)
     events = tuple(Event(TS, f"user{i}", Kind.CLICK, key=f"k{i}") for i in range(9_000))
     retried = events[:3_000]  # the same requests again, in the same apply
-    deltas = fold([Message(1, Batch(events=events)), Message(2, Batch(events=retried))])
+    deltas = fold([Message(1, batch_of(events=events)), Message(2, batch_of(events=retried))])
     assert (await store.apply(gen, 0, 0, deltas)).outcome is Outcome.APPLIED
     assert (await stored_hour(redis, settings, 11)).clicks == 9_000
 

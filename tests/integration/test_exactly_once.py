@@ -15,7 +15,7 @@ from api.reader import Reader
 from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind
+from contract.schema import Event, Kind, batch_of
 from deploy.settings import Settings
 from projector.fold.deltas import Keyed
 from projector.live.balancer import Projector
@@ -76,7 +76,7 @@ async def test_a_key_counts_again_only_after_the_window_on_stream_time(store: Pr
     evs = (Event(TS, "u", Kind.CLICK, key="k"),)
     watermark = 0
     for seq, at in enumerate([0, window, window + 1, 2 * window + 1, 2 * window + 2], start=1):
-        deltas = fold([Message(seq, Batch(events=evs), stream_ms=at)])
+        deltas = fold([Message(seq, batch_of(events=evs), stream_ms=at)])
         assert deltas.keyed == [Keyed("k", "u", at, 9, Kind.CLICK)]
         result = await store.apply(gen, 0, watermark, deltas)
         assert result.outcome is Outcome.APPLIED
@@ -95,7 +95,7 @@ async def test_a_stale_projector_cannot_write_after_losing_its_lease(
     assert old_epoch is not None
     assert await new.acquire(0) is None
     gen = await store.current_generation(0)
-    deltas = fold([Message(1, Batch(events=(Event(TS, "u", Kind.CLICK),)))])
+    deltas = fold([Message(1, batch_of(events=(Event(TS, "u", Kind.CLICK),)))])
     # "old" pauses past its lease; "new" takes the partition and raises the fence.
     new_epoch = await eventually(lambda: new.acquire(0), lambda e: e is not None)
     assert new_epoch is not None

@@ -76,7 +76,7 @@ async def dead_letter_scenario(
     where = subject(settings.subject_prefix, HOUR, 0)
     js = nc.jetstream()
     garbage = await js.publish(where, b"this is not a batch")
-    mixed = schema.Batch(
+    mixed = schema.batch_of(
         events=(
             Event(TS, good, schema.Kind.CLICK),
             Event(TS - HOUR_MS, good, schema.Kind.CLICK),  # another hour than its subject's
@@ -127,7 +127,7 @@ _newer = msgspec.json.Decoder(schema.BatchV1 | BatchV99)
 
 def newer_decoder(payload: bytes) -> schema.AnyBatch:
     """What a projector of a later release would decode: version 99 as well as version 1."""
-    return schema.Batch(events=_newer.decode(payload).events)
+    return schema.batch_of(events=_newer.decode(payload).events)
 
 
 async def test_a_batch_of_an_unknown_version_stops_its_partition_until_a_projector_knows_it(

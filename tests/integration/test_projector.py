@@ -15,7 +15,7 @@ from api.reader import HourTotals, Reader
 from contract.cells import Cell, CellLayout
 from contract.hours import HOUR_MS, partition_of, system_now_ms
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind
+from contract.schema import Event, Kind, batch_of
 from contract.stream import consumer_name
 from deploy.settings import Settings
 from projector.live.balancer import run_projector
@@ -69,7 +69,7 @@ async def store(redis: Redis, settings: Settings) -> ProjectionStore:
 
 async def test_redelivered_batch_is_not_counted_twice(store: ProjectionStore) -> None:
     gen = await store.current_generation(0)
-    deltas = fold([Message(1, Batch(events=(Event(1, "a", Kind.CLICK), Event(2, "b", Kind.IMPRESSION))))])
+    deltas = fold([Message(1, batch_of(events=(Event(1, "a", Kind.CLICK), Event(2, "b", Kind.IMPRESSION))))])
     first = await store.apply(gen, 0, 0, deltas)
     again = await store.apply(gen, 0, 0, deltas)
     assert first.outcome is Outcome.APPLIED
@@ -85,7 +85,7 @@ async def test_redelivered_batch_is_not_counted_twice(store: ProjectionStore) ->
 
 async def test_apply_into_a_stale_generation_is_refused(store: ProjectionStore) -> None:
     gen = await store.current_generation(0)
-    deltas = fold([Message(1, Batch(events=(Event(1, "a", Kind.CLICK),)))])
+    deltas = fold([Message(1, batch_of(events=(Event(1, "a", Kind.CLICK),)))])
     result = await store.apply(gen + 1, 0, 0, deltas)
     assert result.outcome is Outcome.GENERATION_MOVED
 

@@ -55,7 +55,7 @@ async def live_log(nc: NATS, redis: Redis, settings: Settings) -> ProjectionStor
     for p in range(settings.partitions):
         for tag in ("a", "b"):
             click = schema.Event(TS, user_in(p, settings, tag), schema.Kind.CLICK)
-            await publish(nc, settings, p, schema.encode(schema.Batch(events=(click,))))
+            await publish(nc, settings, p, schema.encode(schema.batch_of(events=(click,))))
     await replay(settings, nc, redis)
     assert await hour(redis, settings) == EXPECTED
     return ProjectionStore.from_settings(redis, settings)
@@ -84,7 +84,7 @@ async def test_a_replay_meeting_an_unknown_schema_version_stops_names_it_and_dro
     live = await store.live_generation(0)
     # Partition 0 folds a good batch into the new generation, then meets version 99.
     click = schema.Event(TS, user_in(0, settings, "c"), schema.Kind.CLICK)
-    await publish(nc, settings, 0, schema.encode(schema.Batch(events=(click,))))
+    await publish(nc, settings, 0, schema.encode(schema.batch_of(events=(click,))))
     newer = msgspec.json.encode({"v": 99, "events": [[TS, user_in(0, settings, "d"), "click", None]]})
     seq = await publish(nc, settings, 0, newer)
     proc = subprocess.run(
@@ -142,7 +142,7 @@ async def test_a_replay_files_no_second_dead_letter_for_what_the_live_path_filed
     await ensure_stream(nc, settings)
     good = user_in(0, settings, "g")
     wrong_hour = schema.Event(TS - HOUR_MS, good, schema.Kind.CLICK)  # another hour than its subject's
-    batch = schema.Batch(events=(schema.Event(TS, good, schema.Kind.CLICK), wrong_hour))
+    batch = schema.batch_of(events=(schema.Event(TS, good, schema.Kind.CLICK), wrong_hour))
     seq = await publish(nc, settings, 0, schema.encode(batch))
     projectors = Projectors(settings, redis)
     await projectors.start()

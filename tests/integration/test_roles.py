@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
 from contract.hours import changes_subject
-from contract.schema import Batch, Event, Kind, encode
+from contract.schema import Event, Kind, batch_of, encode
 from deploy.credentials import NATS_ROLES, REDIS_ROLES, ensure_secrets, write_urls
 from deploy.servers import ROOT
 from deploy.settings import Settings
@@ -46,7 +46,7 @@ async def test_ingest_may_append_events_but_not_purge_delete_or_announce(
     settings = Settings()
     nc, errors = await connect_as(servers[0], "ingest")
     js = nc.jetstream(timeout=1)
-    batch = encode(Batch((Event(1, "u", Kind.CLICK),)))
+    batch = encode(batch_of((Event(1, "u", Kind.CLICK),)))
     ack = await js.publish(f"{settings.subject_prefix}.1970010100.0", batch)
     assert ack.seq >= 1
     with pytest.raises(nats.errors.TimeoutError):  # the request never reaches JetStream

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from api.reader import Reader
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind
+from contract.schema import Event, Kind, batch_of
 from deploy.settings import Settings
 from projector.projections.store import Outcome, ProjectionStore
 from tests.fakes import MemoryProjections, Projections
@@ -19,7 +19,7 @@ WINDOW_S = 0.05
 
 
 def msg(seq: int, at: int, *events: Event) -> Message:
-    return Message(seq, Batch(events=events), stream_ms=at)
+    return Message(seq, batch_of(events=events), stream_ms=at)
 
 
 def click(user: str, key: str | None = None, hour: int = 0) -> Event:

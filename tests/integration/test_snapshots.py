@@ -136,7 +136,7 @@ async def test_a_projector_killed_while_snapshotting_never_leaves_a_cut_that_mis
             user = next(
                 f"h{hour}-{i}" for i in range(100) if partition_of(f"h{hour}-{i}", settings.partitions) == p
             )
-            batch = schema.Batch(events=(schema.Event(hour * HOUR_MS, user, schema.Kind.CLICK),))
+            batch = schema.batch_of(events=(schema.Event(hour * HOUR_MS, user, schema.Kind.CLICK),))
             await js.publish(subject(settings.subject_prefix, hour, p), schema.encode(batch))
     env = settings_env(settings.replace(snapshot_interval_s=0.05))
     log = (tmp_path / "projector.log").open("ab")

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from contract.cells import Cell, CellLayout
 from contract.hours import hour_token
 from contract.keys import Keys
-from contract.schema import Batch, Event, HourState, Kind
+from contract.schema import Event, HourState, Kind, batch_of
 from projector.fold.deltas import Deltas
 from projector.projections.hot_window import apply_thawing
 from projector.projections.snapshots import Snapshots
@@ -140,7 +140,7 @@ class StoreMachine(RuleBasedStateMachine):
     def next_message(self, p: int, batch: list[Event], step: int) -> Message:
         self.seq += 1
         self.clock += step
-        message = Message(self.seq, Batch(events=tuple(batch)), stream_ms=self.clock)
+        message = Message(self.seq, batch_of(events=tuple(batch)), stream_ms=self.clock)
         self.parts[p].log.append(message)
         return message
 
@@ -218,7 +218,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(p=st.integers(0, PARTITIONS - 1), batch=batches)
     def a_seized_lease_refuses_the_apply(self, p: int, batch: list[Event]) -> None:
         self.run(self.redis.set(self.keys.fence(p), "someone-else"))
-        message = Message(self.seq + 1, Batch(events=tuple(batch)), stream_ms=self.clock)
+        message = Message(self.seq + 1, batch_of(events=tuple(batch)), stream_ms=self.clock)
         assert self.run(self._apply(p, message)) is Outcome.FENCED
         self.check_store_equals_model()
         self.run(self.redis.set(self.keys.fence(p), MINE))
@@ -232,7 +232,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.run(wipe())
         for p in range(PARTITIONS):
             assert self.run(self.store.live_generation(p)) is None, "a wipe is detected"
-        stale = Message(self.seq + 1, Batch(events=(Event(7, "z", Kind.CLICK),)), stream_ms=self.clock)
+        stale = Message(self.seq + 1, batch_of(events=(Event(7, "z", Kind.CLICK),)), stream_ms=self.clock)
         assert self.run(self._apply(0, stale)) is Outcome.GENERATION_MOVED
         self.gen = self.start_generations()
         assert self.gen == 1

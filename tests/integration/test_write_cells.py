@@ -21,7 +21,7 @@ from contract.buckets import day_tokens, parse_phases, phases_text, quarter_toke
 from contract.hll import registers, sketch
 from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, subject
 from contract.keys import Keys
-from contract.schema import Batch, Event, Kind
+from contract.schema import Event, Kind, batch_of
 from deploy.settings import Settings
 from projector.fold.deltas import Deltas, Keyed
 from projector.live.balancer import Projector
@@ -74,7 +74,7 @@ async def publish(settings: Settings, nc: NATS, messages: list[tuple[str, list[E
     js = nc.jetstream()
     for subj, events in messages:
         real = subj.replace("x.", f"{settings.subject_prefix}.", 1)
-        await js.publish(real, schema.encode(Batch(events=tuple(events))), stream=settings.stream_name)
+        await js.publish(real, schema.encode(batch_of(events=tuple(events))), stream=settings.stream_name)
 
 
 def expected(settings: Settings, messages: list[tuple[str, list[Event]]]) -> dict[int, dict[str, Cell]]:
@@ -82,7 +82,7 @@ def expected(settings: Settings, messages: list[tuple[str, list[Event]]]) -> dic
     the others (the test takes seconds), so stream time 0 for all decides keyed events alike."""
     per: dict[int, list[Message]] = defaultdict(list)
     for seq, (subj, events) in enumerate(messages, start=1):
-        per[int(subj.rsplit(".", 1)[1])].append(Message(seq, Batch(events=tuple(events)), 0))
+        per[int(subj.rsplit(".", 1)[1])].append(Message(seq, batch_of(events=tuple(events)), 0))
     window = int(settings.dedup_window_s * 1000)
     return {p: cells(msgs, settings.day_phases, window) for p, msgs in per.items()}
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from contract import hll, schema
 from contract.buckets import quarter_of, quarter_token
 from contract.hours import HOUR_MS, partition_of, subject
-from contract.schema import Batch, Event, Kind
+from contract.schema import Event, Kind, batch_of
 from projector.audit.verdict import (
     EMPTY,
     Counted,
@@ -51,7 +51,7 @@ def messages(
         mine = tuple(e for e in batch if partition_of(e.user, PARTS) == partition)
         if mine:
             subjects.append(subject(PREFIX, HOUR, partition))
-            payloads.append(schema.encode(Batch(events=mine)))
+            payloads.append(schema.encode(batch_of(events=mine)))
             seqs.append(i + 1)
             stamps.append(now)
     return subjects, payloads, seqs, stamps

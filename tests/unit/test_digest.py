@@ -11,7 +11,7 @@ from nats.aio.msg import Msg
 
 from contract import schema
 from contract.hours import HOUR_MS, subject
-from contract.schema import Batch, Event, Kind
+from contract.schema import Event, Kind, batch_of
 from deploy.settings import Settings
 from projector.fold.deltas import Deltas
 from projector.fold.digest import digest
@@ -52,7 +52,7 @@ subjects = st.sampled_from(
     ]
 )
 payloads = st.lists(events, max_size=5).map(
-    lambda evs: schema.encode(Batch(events=tuple(evs)))
+    lambda evs: schema.encode(batch_of(events=tuple(evs)))
 ) | st.sampled_from([b"not json", b'{"v":99,"events":[]}', b'{"v":1,"events":[]}', b"[]"])
 runs = st.lists(st.tuples(subjects, payloads, st.integers(min_value=0, max_value=3)), max_size=14)
 
@@ -107,9 +107,9 @@ def test_a_clean_run_of_many_messages_is_folded_per_hour_with_keys_in_stream_ord
     user = next(f"u{i}" for i in range(50) if zlib.crc32(f"u{i}".encode()) % PARTS == 0)
     now, late = subject(PREFIX, HOUR, 0), subject(PREFIX, HOUR - 3, 0)
     run = [
-        (now, Batch(events=(Event(HOUR * HOUR_MS, user, Kind.CLICK),))),
-        (late, Batch(events=(Event((HOUR - 3) * HOUR_MS, user, Kind.IMPRESSION, "k1"),))),
-        (now, Batch(events=(Event(HOUR * HOUR_MS + 1, user, Kind.IMPRESSION, "k0"),) * 2)),
+        (now, batch_of(events=(Event(HOUR * HOUR_MS, user, Kind.CLICK),))),
+        (late, batch_of(events=(Event((HOUR - 3) * HOUR_MS, user, Kind.IMPRESSION, "k1"),))),
+        (now, batch_of(events=(Event(HOUR * HOUR_MS + 1, user, Kind.IMPRESSION, "k0"),) * 2)),
     ]
     got = digest(
         [s for s, _ in run],
@@ -145,7 +145,7 @@ def test_a_run_across_quarter_hours_is_counted_in_each_quarter() -> None:
     )
     got = digest(
         [subject(PREFIX, HOUR, 0)],
-        [msgspec.json.encode(Batch(events=events))],
+        [msgspec.json.encode(batch_of(events=events))],
         [1],
         [10],
         prefix=PREFIX,
@@ -162,7 +162,7 @@ def _without_dimensions(payload: bytes) -> bytes:
         batch = schema.decode(payload)
     except ValueError:
         return payload
-    return schema.encode(Batch(events=tuple(msgspec.structs.replace(e, dims=()) for e in batch.events)))
+    return schema.encode(batch_of(events=tuple(msgspec.structs.replace(e, dims=()) for e in batch.events)))
 
 
 @given(runs, st.integers(min_value=0, max_value=6))

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from contract.buckets import quarter_of
 from contract.hours import hour_of
-from contract.schema import Batch, Event, Kind
+from contract.schema import Event, Kind, batch_of
 from projector.fold.deltas import Deltas, Keyed
 from tests.reference_fold import Message, fold, merge
 
@@ -21,7 +21,7 @@ events = st.builds(
 )
 messages = st.lists(st.lists(events, min_size=0, max_size=5), max_size=12).map(
     lambda batches: [
-        Message(seq, Batch(events=tuple(evs)), stream_ms=seq * 1000) for seq, evs in enumerate(batches, 1)
+        Message(seq, batch_of(events=tuple(evs)), stream_ms=seq * 1000) for seq, evs in enumerate(batches, 1)
     ]
 )
 
@@ -83,12 +83,12 @@ def test_messages_at_or_below_the_watermark_are_skipped(msgs: list[Message], wm:
 
 
 def test_redelivery_after_apply_folds_to_nothing() -> None:
-    msgs = [Message(1, Batch(events=(Event(1, "a", Kind.CLICK),)))]
+    msgs = [Message(1, batch_of(events=(Event(1, "a", Kind.CLICK),)))]
     assert not fold(msgs, after=1)
 
 
 def test_keyed_events_are_left_whole_to_the_apply_user_included() -> None:
-    deltas = fold([Message(3, Batch(events=(Event(5, "u", Kind.CLICK, key="k"),)), stream_ms=77)])
+    deltas = fold([Message(3, batch_of(events=(Event(5, "u", Kind.CLICK, key="k"),)), stream_ms=77)])
     assert deltas.hours[0].users == set()
     assert deltas.hours[0].clicks == 0
     assert deltas.keyed == [Keyed("k", "u", 77, 0, Kind.CLICK, 0)]
@@ -107,10 +107,10 @@ def test_late_events_are_counted_by_the_age_of_their_hour() -> None:
     before = {age: seen(age) for age in ("1h", "1d", "older")}
     now_hour = 1000
     msgs = [
-        Message(1, Batch(events=(Event(now_hour * HOUR, "a", Kind.CLICK),))),  # the current hour: not late
-        Message(2, Batch(events=(Event((now_hour - 1) * HOUR, "b", Kind.CLICK, key="k"),))),
-        Message(3, Batch(events=(Event((now_hour - 5) * HOUR, "c", Kind.IMPRESSION),) * 2)),
-        Message(4, Batch(events=(Event(0, "d", Kind.CLICK),))),
+        Message(1, batch_of(events=(Event(now_hour * HOUR, "a", Kind.CLICK),))),  # the current hour: not late
+        Message(2, batch_of(events=(Event((now_hour - 1) * HOUR, "b", Kind.CLICK, key="k"),))),
+        Message(3, batch_of(events=(Event((now_hour - 5) * HOUR, "c", Kind.IMPRESSION),) * 2)),
+        Message(4, batch_of(events=(Event(0, "d", Kind.CLICK),))),
     ]
     count_late(fold(msgs), now_hour)
     assert {age: seen(age) - before[age] for age in before} == {"1h": 1, "1d": 2, "older": 1}

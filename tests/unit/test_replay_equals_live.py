@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contract.schema import Batch, Event, Kind
+from contract.schema import Event, Kind, batch_of
 from tests.fakes import MemoryProjections
 from tests.reference_fold import Message, fold
 
@@ -26,7 +26,7 @@ logs = st.lists(
     st.tuples(st.lists(events, max_size=4), st.integers(min_value=0, max_value=40)), max_size=14
 ).map(
     lambda items: [
-        Message(seq, Batch(events=tuple(evs)), stream_ms=sum(gap for _, gap in items[:seq]))
+        Message(seq, batch_of(events=tuple(evs)), stream_ms=sum(gap for _, gap in items[:seq]))
         for seq, (evs, _) in enumerate(items, start=1)
     ]
 )
