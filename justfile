@@ -19,12 +19,30 @@ up *args:
 cluster-up *args:
     @exec {{python}} -m deploy.supervisor --cluster "$@"
 
-# Lint, format check, type check, then unit and integration tests against real servers.
+# Lint, format check, type check, then unit and integration tests against real servers (with no arguments, the type check and the unit tests run beside the integration tests).
 test *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
     ruff check .
     ruff format --check .
-    mypy
-    {{python}} -m pytest "$@"
+    if [ $# -gt 0 ]; then
+        mypy
+        exec {{python}} -m pytest "$@"
+    fi
+    # The type check and the unit tests need no servers, and the integration tests mostly wait on
+    # theirs: side by side, CI takes about a minute and a half less. Their output follows at the end.
+    beside="$(mktemp)"
+    trap 'rm -f "$beside"' EXIT
+    (mypy && {{python}} -m pytest tests/unit) > "$beside" 2>&1 &
+    unit=$!
+    status=0
+    {{python}} -m pytest tests/integration || status=$?
+    unit_status=0
+    wait "$unit" || unit_status=$?
+    echo "--- mypy and the unit tests, run beside the integration tests:"
+    cat "$beside"
+    if [ "$unit_status" -ne 0 ]; then echo "mypy or the unit tests failed (exit $unit_status)"; fi
+    exit $(( status != 0 ? status : unit_status ))
 
 # Only the fast, pure unit tests.
 unit *args:

@@ -14,6 +14,7 @@ from api import cells
 from api.ranges import parse_range
 from contract import buckets
 from contract.hours import HOUR_MS, hour_token
+from server.failures import ParamError
 
 ZONES = sorted(available_timezones())
 MODERN = (
@@ -75,7 +76,14 @@ def test_rows_from_cells_equal_the_direct_local_fold(
         "granularity": ["hour" if hourly else "day"],
         "tz": [name],
     }
-    q = parse_range(query, 10_000)
+    try:
+        q = parse_range(query, 10_000)
+    except ParamError as exc:
+        # Refused, as documented, where a row would not start on a quarter-hour: a transition at 00:01
+        # (America/Goose_Bay until 2010, say) or local mean time. Nothing to fold then.
+        if exc.param == "tz" and "not a whole number of quarter-hours" in exc.problem:
+            return
+        raise
     cell_store = store(events, phases)
     plan = cells.plan([[span] for span in q.spans], phases)
 
