@@ -164,22 +164,10 @@ async def test_an_import_run_twice_counts_each_event_once_and_puts_refused_lines
     ).read_text() == "1201\tevent: must be 'click' or 'impression', got 'view'\n"
     assert (tmp_path / "more.csv.rejects").read_text().startswith("3\tevent:")
 
-    nc = await nats.connect(**settings.nats_options("test-import"))
-    redis = connect(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_projector(settings, nc, redis, stop))
-    try:
-        want = {**truth(events), **truth([{"timestamp": 33 * HOUR_MS, "user": "z1", "event": "click"}])}
-        hours = sorted(want)
-        got = await settled(
-            settings, lambda r: stored(r, settings, hours), lambda got: got == want, nc=nc, redis=redis
-        )
-        assert got == want
-    finally:
-        stop.set()
-        await task
-        await nc.close()
-        await redis.aclose()
+    want = {**truth(events), **truth([{"timestamp": 33 * HOUR_MS, "user": "z1", "event": "click"}])}
+    hours = sorted(want)
+    async with _projecting(settings):
+        assert await settled(settings, lambda r: stored(r, settings, hours), lambda got: got == want) == want
 
 
 async def test_a_worker_sigkilled_mid_batch_then_a_retry_with_the_same_key_ends_exact(
@@ -226,20 +214,10 @@ async def test_a_worker_sigkilled_mid_batch_then_a_retry_with_the_same_key_ends_
             answer = await http.post("/analytics/batch", content=body(events), headers=headers)
         assert answer.json() == {"accepted": 6000, "duplicates": 0, "rejected": []}
 
-        redis = connect(settings)
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_projector(settings, nc, redis, stop))
-        try:
-            want = truth(events)
-            hours = sorted(want)
-            got = await settled(
-                settings, lambda r: stored(r, settings, hours), lambda g: g == want, nc=nc, redis=redis
-            )
-            assert got == want
-        finally:
-            stop.set()
-            await task
-            await redis.aclose()
+        want = truth(events)
+        hours = sorted(want)
+        async with _projecting(settings):
+            assert await settled(settings, lambda r: stored(r, settings, hours), lambda g: g == want) == want
     finally:
         await nc.close()
 
