@@ -345,6 +345,12 @@ class Settings:
         """Several nodes listed: the projections live on a Redis Cluster."""
         return len(self.redis_nodes()) > 1
 
+    @property
+    def http_url(self) -> str:
+        """Where a command on this machine reaches the HTTP server (a wildcard bind via loopback)."""
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
     def nats_read_options(self, name: str) -> dict[str, Any]:
         """Like `nats_options`, for the HTTP process's reading connection."""
         return self.nats_options(name, self.nats_api_url or self.nats_url)

@@ -23,8 +23,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"configuration: {exc}", file=sys.stderr)
         return 2
-    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
-    url = args.url or f"http://{host}:{settings.http_port}"
+    url = args.url or settings.http_url
     try:
         return asyncio.run(import_files(url, args.files))
     except KeyboardInterrupt:

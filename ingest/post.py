@@ -93,23 +93,23 @@ class Ingest:
         if self._limiter is not None and lines.events:
             self._limit(scope, len(lines.events))
         if lines.events:
-            publisher = self._publisher()
-            refused = self._refused()
-            if refused is not None:
-                raise Unavailable("NATS", refused)
-            await publisher.publish_all(lines.events)
+            await self._publishing().publish_all(lines.events)
         self._answered(200)
         answer = BatchAnswer(len(lines.events), lines.duplicates, lines.rejected)
         return Answer.of(200, msgspec.json.encode(answer), JSON)
 
     async def store(self, event: schema.Event) -> None:
         """Returns once JetStream has stored `event` (its PubAck); raises Unavailable otherwise."""
+        await self._publishing().publish(event)
+        self._answered(204)
+
+    def _publishing(self) -> Publisher:
+        """The publisher, unless NATS is not connected yet or this process must not publish."""
         publisher = self._publisher()
         refused = self._refused()
         if refused is not None:
             raise Unavailable("NATS", refused)
-        await publisher.publish(event)
-        self._answered(204)
+        return publisher
 
     def _limit(self, scope: Any, events: int = 1) -> None:
         """Over the client's rate: 429 before anything is stored (a batch counts its events)."""

@@ -19,6 +19,7 @@ from projector.audit.auditor import Auditor, hours_in_log
 from projector.audit.follow import follow
 from projector.audit.records import Records, summary
 from projector.audit.verdict import DayAudit, HourAudit, Verdict
+from projector.cli.export_command import ExportError, moment_ms
 from projector.projections.hot_window import rebuild_day_thawing
 from projector.projections.store import DayOutcome, ProjectionStore
 from projector.reach import Unreachable, reach_nats, reach_redis
@@ -39,14 +40,11 @@ class AuditArgs:
 def since_hour(raw: str) -> int:
     """The hour of an ISO-8601 moment (UTC when it names no zone)."""
     try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
+        return hour_of(moment_ms(raw, UTC))
+    except ExportError:
         raise SettingsError(
             f"--since must be an ISO-8601 time such as 2026-11-25T14:00Z, got {raw!r}"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return hour_of(int(moment.timestamp() * 1000))
 
 
 def chosen_hours(args: AuditArgs) -> list[int] | None:

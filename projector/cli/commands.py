@@ -127,12 +127,9 @@ async def _export(args: ExportArgs, settings: Settings, nc: NATS) -> int:
             written = await export_raw(nc, settings, args)
             print(f"exported {written:,} events", file=sys.stderr)
             return 0
-        host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
         redis_client = await reach_redis(settings, settings.connect_deadline_s)
         try:
-            rows = await export_numbers(
-                redis_client, settings, args, args.url or f"http://{host}:{settings.http_port}"
-            )
+            rows = await export_numbers(redis_client, settings, args, args.url or settings.http_url)
         finally:
             await redis_client.aclose()
         print(f"exported {rows:,} rows", file=sys.stderr)
