@@ -7,7 +7,6 @@ events come from the stream itself, hour subject by hour subject, in stream orde
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import gzip
 import io
@@ -22,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contract import schema
 from contract.hours import HOUR_MS, hour_token, parse_subject
@@ -31,9 +30,8 @@ from deploy.projections_client import ProjectionsClient
 from deploy.settings import Settings
 from projector.audit.records import Records
 from projector.audit.verdict import Verdict
-from projector.log.pull import Puller
+from projector.log.ephemeral_read import delivered
 
-FETCH = 1000
 RAW_FILTERS_MAX = 256
 """Up to this many hours are read through one filter subject each; a longer span reads the whole log."""
 AUDITED, NOT_YET, MISMATCHED = "audited", "not yet audited", "mismatched"
@@ -98,26 +96,16 @@ async def export_raw(nc: NATS, settings: Settings, args: ExportArgs) -> int:
     if last < first:
         raise ExportError("--to must be after --from")
     prefix = settings.subject_prefix
-    config = ConsumerConfig(
-        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0
-    )
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     if last - first < RAW_FILTERS_MAX:
         config.filter_subjects = [f"{prefix}.{hour_token(h)}.*" for h in range(first, last + 1)]
     else:
         config.filter_subject = f"{prefix}.>"
-    js = nc.jetstream()
-    consumer = await js.add_consumer(settings.stream_name, config)
-    pending = consumer.num_pending or 0
-    puller = Puller(nc, settings.stream_name, consumer.name, settings.pull_reader)
     written = 0
     encoder = msgspec.json.Encoder()
-    try:
-        with _output(args.out) as out:
-            while pending > 0:
-                fetched = await puller.fetch(min(FETCH, pending), 5.0)
-                if not fetched.seqs:
-                    raise ExportError("the stream stopped answering; nothing more could be read")
-                pending -= len(fetched.seqs)
+    with _output(args.out) as out:
+        try:
+            async for fetched in delivered(nc, settings.stream_name, config, settings.pull_reader):
                 lines = io.BytesIO()
                 for subject, payload in zip(fetched.subjects, fetched.payloads, strict=True):
                     try:
@@ -132,10 +120,8 @@ async def export_raw(nc: NATS, settings: Settings, args: ExportArgs) -> int:
                         lines.write(b"\n")
                         written += 1
                 out.write(lines.getvalue())
-    finally:
-        await puller.close()
-        with contextlib.suppress(Exception):  # it goes by itself after inactive_threshold anyway
-            await js.delete_consumer(settings.stream_name, consumer.name)
+        except TimeoutError:
+            raise ExportError("the stream stopped answering; nothing more could be read") from None
     return written
 
 

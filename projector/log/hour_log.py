@@ -1,6 +1,6 @@
-"""An hour's messages read from the stream, column by column in stream order, through one ephemeral
-consumer; and, for a partition, widened by the messages that lend them their keys (`keyed_span`): what
-the audit recounts and a single-hour replay folds, the same way."""
+"""An hour's messages read from the stream (`ephemeral_read.py`), column by column in stream order;
+and, for a partition, widened by the messages that lend them their keys (`keyed_span`): what the audit
+recounts and a single-hour replay folds, the same way."""
 
 from __future__ import annotations
 
@@ -10,16 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contract.hours import hour_token, parse_subject, partition_filter
 from deploy.settings import Settings
 from projector.fold.deltas import Keyed
 from projector.fold.digest import Digest, digest
-from projector.log.pull import Puller
-
-READ_FETCH = 1000
-"""Messages asked for at a time."""
+from projector.log.ephemeral_read import delivered
 
 Columns = tuple[list[str], list[bytes], list[int], list[int]]
 """Messages column by column in stream order: subjects, payloads, stream seqs, stream ms."""
@@ -67,17 +64,11 @@ async def read_partition_span(
 
 
 async def _read(nc: NATS, settings: Settings, config: ConsumerConfig, upto_seq: int | None = None) -> HourLog:
-    """What an ephemeral consumer without acks delivers, up to `upto_seq`, split by partition."""
-    js = nc.jetstream()
-    config.ack_policy = AckPolicy.NONE
-    config.inactive_threshold = 30.0
-    consumer = await js.add_consumer(settings.stream_name, config)
-    pending = consumer.num_pending or 0
+    """What the stream delivers for `config`, up to `upto_seq`, split by partition."""
     found = HourLog()
-    puller = Puller(nc, settings.stream_name, consumer.name, settings.pull_reader)
-    try:
-        while pending > 0:
-            fetched = await puller.fetch(min(READ_FETCH, pending), 5.0)
+    batches = delivered(nc, settings.stream_name, config, settings.pull_reader)
+    async with contextlib.aclosing(batches):
+        async for fetched in batches:
             for i in range(len(fetched)):
                 if upto_seq is not None and fetched.seqs[i] > upto_seq:
                     return found
@@ -90,11 +81,6 @@ async def _read(nc: NATS, settings: Settings, config: ConsumerConfig, upto_seq: 
                 found.payloads.setdefault(partition, []).append(fetched.payloads[i])
                 found.seqs.setdefault(partition, []).append(fetched.seqs[i])
                 found.stamps.setdefault(partition, []).append(fetched.stamps[i])
-            pending -= len(fetched)
-    finally:
-        await puller.close()
-        with contextlib.suppress(Exception):
-            await js.delete_consumer(settings.stream_name, consumer.name)
     return found
 
 

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
+from projector.log import ephemeral_read
 from projector.log.fetched import Meta
 from projector.log.pull import Puller
 
@@ -116,3 +117,30 @@ async def test_messages_split_across_socket_reads_arrive_whole_and_in_order(nc: 
         got += (await puller.fetch(7, 2.0)).payloads
     assert got == payloads
     await puller.close()
+
+
+async def test_a_log_read_whose_consumer_goes_away_reads_on_through_a_fresh_one_each_message_once(
+    nc: NATS,
+) -> None:
+    """After a partition healed, the audit's consumer went quiet with messages pending and the audit
+    gave up ("no message within 5.0s"); a fresh consumer now takes over from the next sequence."""
+    n = next(_streams)
+    stream, subject = f"READ{n}", f"read{n}"
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=stream, subjects=[f"{subject}.>"]))
+    for i in range(25):
+        await js.publish(f"{subject}.{i % 2}", str(i).encode())
+    config = ConsumerConfig(filter_subject=f"{subject}.>", deliver_policy=DeliverPolicy.ALL)
+    ephemeral_read.READ_FETCH, saved = 10, ephemeral_read.READ_FETCH
+    try:
+        seen: list[bytes] = []
+        batches = ephemeral_read.delivered(nc, stream, config, "auto", quiet_s=0.3)
+        async for fetched in batches:
+            if not seen:  # the consumer vanishes, as one on a cut-off server does for its readers
+                for name in [info.name for info in await js.consumers_info(stream)]:
+                    await js.delete_consumer(stream, name)
+            seen.extend(fetched.payloads)
+    finally:
+        ephemeral_read.READ_FETCH = saved
+        await js.delete_stream(stream)
+    assert seen == [str(i).encode() for i in range(25)]
