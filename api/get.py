@@ -4,22 +4,33 @@ at GET /analytics/range, the range's documented path)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.exceptions
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import ClientException, NotAuthorizedException
 
-from api.cache import HourCache, cache_control
+from api.breakdown import Filtered, Sort, chosen, parse_breakdown, value_axes
+from api.breakdown import render_csv as render_breakdown_csv
+from api.breakdown import render_json as render_breakdown_json
+from api.cache import HourCache, View, cache_control
 from api.ranges import RangeQuery, Row, parse_range, parse_read, render_csv, render_json
-from api.reader import HourTotals
+from api.reader import HourTotals, NotKept
 from api.tokens import ReadTokens
-from contract.hours import hour_of
+from contract.cells import NONE, OTHER, axis_of
+from contract.hours import hour_of, hour_token
 from server.answer import CSV, JSON, Answer
 from server.failures import Unavailable
 from server.params import parse_query
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 ReadBuckets = Callable[[Sequence[tuple[int, int]]], Awaitable[tuple[list[HourTotals], HourTotals]]]
 """Each row's totals and the range's, rows given as [start, end) in ms (api.range_read)."""
+AxisCounts = Callable[[int, str], Awaitable[dict[str, tuple[int, int]]]]
+"""Every axis of a dimension an hour has, with its clicks and impressions (api.reader)."""
+AxisTotals = Callable[[int, Sequence[str]], Awaitable[list[HourTotals]]]
+"""Each axis's totals in an hour (api.reader)."""
 REDIS_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -47,15 +58,26 @@ class Reads:
         tokens: ReadTokens | None = None,
         answered: Callable[[int], None] = lambda _: None,
         range_answered: Callable[[int], None] = lambda _: None,
+        *,
+        dimensions: frozenset[str] = frozenset(),
+        axis_counts: AxisCounts | None = None,
+        axis_totals: AxisTotals | None = None,
+        breakdown_answered: Callable[[int], None] = lambda _: None,
     ) -> None:
-        """`hours` and `buckets` read Redis (or raise Unavailable while it is not connected);
-        `answered` counts GET /analytics's answers, `range_answered` GET /analytics/range's."""
+        """`hours`, `buckets` and the axis reads read Redis (or raise Unavailable while it is not
+        connected); `answered` counts GET /analytics's answers, `range_answered` GET /analytics/range's
+        and `breakdown_answered` GET /analytics/breakdown's."""
         self._hours = hours
+        self._dimensions = dimensions
+        self._axis_counts = axis_counts
+        self._axis_totals = axis_totals
+        self._breakdown_answered = breakdown_answered
         self._buckets = buckets
         self._max_buckets = max_buckets
         self._tokens = tokens if tokens is not None and tokens.required else None
         self._answered = answered
         self._range_answered = range_answered
+        self._staleness_s = staleness_s
         self._cache_control = cache_control(staleness_s)
         self.cache = HourCache(self._fetch, staleness_s)
 
@@ -63,10 +85,15 @@ class Reads:
         headers = scope["headers"]
         if self._tokens is not None:
             self.authorize(headers)
-        asked = parse_read(scope["query_string"], self._max_buckets)
+        asked = parse_read(scope["query_string"], self._max_buckets, self._dimensions)
         if isinstance(asked, RangeQuery):
             return await self._range(asked, headers, self._answered)
-        view = await self.cache.view(hour_of(asked))
+        if isinstance(asked, Filtered):
+            hour = hour_of(asked.timestamp)
+            (totals,) = await self._axes(self._axis_totals, hour, [asked.only.axis])
+            view = View.of(hour, totals, self._staleness_s)
+        else:
+            view = await self.cache.view(hour_of(asked))
         wants_json, if_none_match = _negotiation(headers)
         rendering = view.as_json if wants_json else view.as_text
         if if_none_match is not None and rendering.etag in if_none_match:
@@ -82,6 +109,50 @@ class Reads:
             self.authorize(headers)
         asked = parse_range(parse_query(scope["query_string"]), self._max_buckets)
         return await self._range(asked, headers, self._range_answered)
+
+    async def breakdown_answer(self, scope: Any) -> Answer:
+        """GET /analytics/breakdown: one hour's rows per value of a dimension (api.breakdown)."""
+        headers = scope["headers"]
+        if self._tokens is not None:
+            self.authorize(headers)
+        q = parse_breakdown(parse_query(scope["query_string"]), self._dimensions)
+        hour = hour_of(q.timestamp)
+        counts = await self._axes(self._axis_counts, hour, q.dimension)
+        values = {axis.partition("=")[2]: c for axis, c in counts.items()}
+        values = {v: c for v, c in values.items() if v not in (NONE, OTHER)}
+        if q.sort is Sort.UNIQUE_USERS:
+            every = sorted(values)
+            found = await self._axes(self._axis_totals, hour, [axis_of(q.dimension, v) for v in every])
+            shown = chosen(q, values, {v: t.unique_users for v, t in zip(every, found, strict=True)})
+        else:
+            shown = chosen(q, values)
+        found = await self._axes(self._axis_totals, hour, value_axes(q.dimension, shown))
+        rows = [
+            (name, (t.unique_users, t.clicks, t.impressions))
+            for name, t in zip([*shown, NONE, OTHER], found, strict=True)
+        ]
+        total = await self._fetch(hour)
+        whole = (total.unique_users, total.clicks, total.impressions)
+        wants_json, _ = _negotiation(headers)
+        if wants_json:
+            body, media = render_breakdown_json(q, rows, whole), JSON
+        else:
+            body, media = render_breakdown_csv(q, rows, whole), CSV
+        self._breakdown_answered(200)
+        return Answer.of(200, body, media, {"cache-control": self._cache_control, "vary": "Accept"})
+
+    async def _axes(self, read: Callable[[int, _T], Awaitable[_R]] | None, hour: int, what: _T) -> _R:
+        """An axis read of the hour; 409 when its axis cells are not kept, 503 when Redis is down."""
+        if read is None:
+            raise Unavailable("Redis", "breakdowns are not connected")
+        try:
+            return await read(hour, what)
+        except NotKept as exc:
+            raise ClientException(
+                status_code=409, detail=f"no breakdowns of hour {hour_token(hour)}: {exc}"
+            ) from None
+        except REDIS_ERRORS as exc:
+            raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
 
     def authorize(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """401 unless read tokens are off or the request carries one."""

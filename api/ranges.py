@@ -10,6 +10,7 @@ from functools import cached_property
 
 import msgspec
 
+from api.breakdown import Filtered, parse_filter
 from api.local_time import labels, local_rows, utc_labels
 from contract.buckets import zone
 from contract.hours import HOUR_MS, hour_start
@@ -43,15 +44,23 @@ class RangeQuery:
         return tuple(tuple(range(s // HOUR_MS, -(-e // HOUR_MS))) for s, e in self.spans)
 
 
-def parse_read(raw_query: bytes, max_buckets: int) -> int | RangeQuery:
-    """A GET's query: the timestamp of the hour it asks for, or the range; a ParamError names what is
-    wrong. The common `timestamp=<digits>` is read without building the query dict."""
+def parse_read(
+    raw_query: bytes, max_buckets: int, dimensions: frozenset[str] = frozenset()
+) -> int | RangeQuery | Filtered:
+    """A GET's query: the timestamp of the hour it asks for, the range, or the hour and a filter; a
+    ParamError names what is wrong. The common `timestamp=<digits>` is read without building the query
+    dict."""
     timestamp = timestamp_only(raw_query)
     if timestamp is not None:
         return timestamp
     query = parse_query(raw_query)
+    only = parse_filter(query, dimensions) if dimensions else None
     if "from" in query or "to" in query:
+        if only is not None:
+            raise ParamError(only.dimension, "a filter works on one hour (timestamp=) so far, not on a range")
         return parse_range(query, max_buckets)
+    if only is not None:
+        return Filtered(parse_timestamp(query), only)
     return parse_timestamp(query)
 
 

@@ -32,6 +32,10 @@ __all__ = ["SCRIPT_MAX_KEYS", "HourTotals", "Reader"]
 HourTotals = Totals
 
 
+class NotKept(Exception):
+    """The hour's axis cells are not (all) in Redis: a filter or breakdown of it cannot be answered."""
+
+
 class Reader:
     def __init__(
         self,
@@ -51,6 +55,7 @@ class Reader:
         self._split = split_by_partition
         self._read = redis.register_script(files("api").joinpath("read.lua").read_text())
         self._range = redis.register_script(files("api").joinpath("range.lua").read_text())
+        self._axes = redis.register_script(files("api").joinpath("axes.lua").read_text())
         self._ranges = RangeReads(redis, keys, partitions, cold, split_by_partition)
 
     async def buckets(self, buckets: Sequence[Sequence[int]]) -> tuple[list[HourTotals], HourTotals]:
@@ -144,3 +149,49 @@ class Reader:
             sum(h.clicks for h in found) + sum(c.clicks for c in warm),
             sum(h.impressions for h in found) + sum(c.impressions for c in warm),
         )
+
+    async def axis_counts(self, hour: int, dimension: str) -> dict[str, tuple[int, int]]:
+        """Every axis of `dimension` the hour has, with its clicks and impressions over all partitions."""
+        found: dict[str, tuple[int, int]] = {}
+        for answer in await self._axis_calls(hour, "counts", [dimension]):
+            for i in range(1, len(answer), 3):
+                axis = answer[i].decode() if isinstance(answer[i], bytes) else str(answer[i])
+                clicks, impressions = found.get(axis, (0, 0))
+                found[axis] = (clicks + int(answer[i + 1]), impressions + int(answer[i + 2]))
+        return found
+
+    async def axis_totals(self, hour: int, axes: Sequence[str]) -> list[HourTotals]:
+        """Each axis's totals over all partitions ("a|b": the union of two); partitions hold disjoint
+        users, so unique users add up."""
+        sums = [[0, 0, 0] for _ in axes]
+        for answer in await self._axis_calls(hour, "users", list(axes)):
+            for row, at in zip(sums, range(1, len(answer), 3), strict=True):
+                for k in range(3):
+                    row[k] += int(answer[at + k])
+        return [HourTotals(*row) for row in sums]
+
+    async def _axis_calls(self, hour: int, mode: str, rest: list[str]) -> list[Any]:
+        token = hour_token(hour)
+        calls: list[tuple[list[str], list[str | int]]] = [
+            (
+                [self._keys.generation(p)],
+                [
+                    *(FIRST_GENERATION, token, self._keys.cold(GEN_PLACEHOLDER, p)),
+                    *(f"{self._cells.head(GEN_PLACEHOLDER, p)}{token}:", mode, *rest),
+                ],
+            )
+            for p in range(self._partitions)
+        ]
+        answers = await self._scripts(self._axes, calls)
+        states = {int(a[0]) for a in answers}
+        if 1 in states:
+            raise NotKept(
+                "its breakdowns left Redis with it (older than ANALYTICS_HOT_HOURS, or brought back from "
+                "the snapshot store, which keeps none)"
+            )
+        if 2 in states:
+            raise NotKept(
+                "it was counted without breakdowns (before them, or with no ANALYTICS_DIMENSIONS); "
+                "./just replay builds them from the log"
+            )
+        return answers

@@ -13,8 +13,11 @@ restore, swap_hour, rebuild_day) is called the same way, through `CellLayout.cal
 
 The scripts read that header through one shared prelude (projector/projections/scripts/cells.lua):
 they find a cell's keys by its number, never by position arithmetic of their own, and run one guard.
-A new axis of a cell (a campaign, say) is a field of `Cell` that goes into its keys here; the scripts
-find its keys as they find every cell's.
+A dimension is the one axis beyond time so far: a cell of an hour may also hold only the events with
+one dimension's value (`axis` "campaign=spring-sale"), those without it ("campaign=(none)"), those past
+the cardinality bound ("campaign=(other)"), or those carrying no dimension at all ("(none)"). Its keys
+follow the hour's (`...:<hour>:<axis>:users`), and the hour's axes hash (`...:<hour>:axes`) names
+every axis cell the hour has, so the scripts that move an hour (evict, swap) find them.
 """
 
 from __future__ import annotations
@@ -37,13 +40,39 @@ HEADER_ARGS = 5
 """Every cell script's first arguments (see the module docstring); its own start after them."""
 
 
+NONE = "(none)"
+"""The value of a dimension an event was sent without; alone, the axis of events with no dimension."""
+OTHER = "(other)"
+"""The value every new value of a dimension counts under once the hour has its bound of values."""
+AXES = "axes"
+"""What follows an hour's token in the key of its axes hash: axis -> "1", and "#<dimension>" -> how
+many values of it have cells; "!partial" when the hour's axis cells are incomplete (it came back from
+the snapshot store, which keeps no axes)."""
+
+
+def axis_of(dimension: str, value: str) -> str:
+    """The axis of the events carrying `value` of `dimension` (NONE, OTHER or a value)."""
+    return f"{dimension}={value}"
+
+
+def axes_of(dims: Sequence[tuple[str, str]], declared: Sequence[str]) -> tuple[str, ...]:
+    """The axis cells one event counts in: one per declared dimension (its value, or NONE), or NONE
+    alone when it carries none of them."""
+    given = dict(dims)
+    if not any(name in given for name in declared):
+        return (NONE,)
+    return tuple(axis_of(name, given.get(name, NONE)) for name in declared)
+
+
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """One stored bucket (an hour, quarter-hour or day rollup token) of one partition in one generation."""
+    """One stored bucket (an hour, quarter-hour or day rollup token) of one partition in one generation,
+    of every event or (`axis`) of those of one dimension's value."""
 
     gen: int | str
     partition: int
     token: str
+    axis: str = ""
 
     @classmethod
     def of_hour(cls, gen: int | str, partition: int, hour: int) -> Cell:
@@ -63,7 +92,13 @@ class CellLayout:
     def keys_of(self, cell: Cell) -> tuple[str, ...]:
         """The cell's keys, in the order of ROLES."""
         head = f"{self.head(cell.gen, cell.partition)}{cell.token}:"
+        if cell.axis:
+            head = f"{head}{cell.axis}:"
         return tuple(head + role for role in ROLES)
+
+    def axes(self, gen: int | str, partition: int, hour: int) -> str:
+        """The hour's axes hash (AXES)."""
+        return f"{self.head(gen, partition)}{hour_token(hour)}:{AXES}"
 
     def users(self, cell: Cell) -> str:
         """The HyperLogLog of the cell's users."""

@@ -176,7 +176,13 @@ class Settings:
     dimensions: str = "campaign,creative,site"
     """The dimensions an event may carry (comma-separated names, [a-z][a-z0-9_]*, at most 16): a POST
     may add `&campaign=spring-sale`, and any other parameter named like a dimension is a 400. Empty:
-    none. The log keeps them; a removed one stays in old messages."""
+    none. The log keeps them; a removed one stays in old messages. The projector counts each hour per
+    value of each (GET /analytics/breakdown); events without any count once more, in one cell per hour.
+    A change applies to generations built after it: run a replay."""
+
+    dimension_max_values: int = 10_000
+    """Distinct values of one dimension that get cells of their own per hour and partition; later new
+    values count as `(other)` (a metric and one WARNING per hour and dimension). No total changes."""
 
     range_max_buckets: int = 8784
     """The most buckets (hours or days) one range read may ask for; 8,784 hours is a leap year."""
@@ -299,6 +305,8 @@ class Settings:
             raise SettingsError("ANALYTICS_BATCH_MAX_EVENTS and ANALYTICS_BATCH_MAX_BYTES must be at least 1")
         if self.hot_hours < 0:
             raise SettingsError("ANALYTICS_HOT_HOURS must be 0 (keep every hour) or more")
+        if self.dimension_max_values < 1:
+            raise SettingsError("ANALYTICS_DIMENSION_MAX_VALUES must be at least 1")
         if not 0 < self.audit_cpu_share <= 1:
             raise SettingsError("ANALYTICS_AUDIT_CPU_SHARE must be above 0 and at most 1 (one core)")
         if self.redis_wait_replicas < 0:

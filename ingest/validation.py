@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from difflib import get_close_matches
 from itertools import pairwise
 
 from contract.hours import MAX_TIMESTAMP_MS
 from contract.schema import (
-    DIMENSION_NAME_MAX,
     DIMENSION_VALUE,
-    DIMENSION_VALUE_RULE,
-    Dimensions,
     Event,
     Kind,
     key_problem,
     user_problem,
 )
 from server.failures import ParamError
-from server.params import parse_query, parse_timestamp, single
+from server.params import parse_dimensions, parse_query, parse_timestamp, single
 
 _KINDS = {kind.value: kind for kind in Kind}
 EVENT_PARAMS = frozenset({"timestamp", "user", "event", *_KINDS})
@@ -57,39 +53,8 @@ def event_of(
             "it must be milliseconds since the epoch (not micro- or nanoseconds)",
         )
     user, kind = _user(query), _kind(query)
-    return Event(ts=timestamp, user=user, kind=kind, key=key, dims=parse_dimensions(query, dimensions))
-
-
-def parse_dimensions(query: dict[str, list[str]], dimensions: frozenset[str]) -> Dimensions:
-    """The declared dimensions a query names, sorted by name. A parameter that looks like a declared
-    dimension mistyped (`campain`, `Site`, `creatives`) is a ParamError saying which one it resembles;
-    other unknown parameters (`_=123`, `utm_source`) are ignored, as pixels send them."""
-    found: list[tuple[str, str]] = []
-    for name in query:
-        if name in dimensions:
-            value = single(query, name)
-            assert value is not None
-            if not DIMENSION_VALUE.fullmatch(value):
-                raise ParamError(name, f"{DIMENSION_VALUE_RULE}, got {value[:70]!r}")
-            found.append((name, value))
-        elif name not in EVENT_PARAMS and (like := resembles(name, dimensions)) is not None:
-            declared = ", ".join(sorted(dimensions))
-            raise ParamError(
-                name, f"is not a declared dimension; did you mean {like}? (ANALYTICS_DIMENSIONS: {declared})"
-            )
-    return tuple(sorted(found))
-
-
-def resembles(name: str, dimensions: frozenset[str]) -> str | None:
-    """The declared dimension `name` looks like a mistyping of, if any: the same but for case, or
-    close in spelling (difflib's ratio of at least 0.8: `campain`, `sites`, not `size` for `site`)."""
-    if len(name) > 2 * DIMENSION_NAME_MAX:
-        return None
-    lowered = name.lower()
-    if lowered in dimensions:
-        return lowered
-    close = get_close_matches(lowered, sorted(dimensions), n=1, cutoff=0.8)
-    return close[0] if close else None
+    dims = parse_dimensions(query, dimensions, EVENT_PARAMS)
+    return Event(ts=timestamp, user=user, kind=kind, key=key, dims=dims)
 
 
 def _user(query: dict[str, list[str]]) -> str:

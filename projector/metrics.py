@@ -118,3 +118,10 @@ def serve(port: int) -> None:
         logging.getLogger("projector").error(
             "metrics port %d unavailable (%s); serving no metrics", port, exc
         )
+
+
+DIMENSION_OVERFLOW = Counter(
+    "hourglass_projector_dimension_values_over_bound",
+    "New dimension values counted as (other): their hour and partition had ANALYTICS_DIMENSION_MAX_VALUES",
+    ["dimension"],
+)

@@ -101,6 +101,12 @@ class Link:
         """A range's rows, each [start, end) in ms (api.range_read)."""
         return await self._redis_reader().spans(spans)
 
+    async def axis_counts(self, hour: int, dimension: str) -> dict[str, tuple[int, int]]:
+        return await self._redis_reader().axis_counts(hour, dimension)
+
+    async def axis_totals(self, hour: int, axes: Sequence[str]) -> list[HourTotals]:
+        return await self._redis_reader().axis_totals(hour, axes)
+
     def _redis_reader(self) -> Reader:
         if self._reader is None:
             raise Unavailable("Redis", "not connected yet")

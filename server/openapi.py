@@ -6,6 +6,9 @@ answers to the document Litestar generates. Every limit comes from the module th
 every request the document allows is one the server accepts, but for what JSON Schema cannot say (a
 POST's timestamp against the server's clock, a range's length), stated in prose.
 `tests/integration/test_schemathesis_cli.py` holds the document to that with `st run --checks all`.
+
+The module is long because every operation's parameters and answers are spelled out here, one class
+each, beside the schemas they share.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
+from api.breakdown import TOP_DEFAULT, TOP_MAX, BreakdownJSON, RowJSON, Sort
 from api.cache import HourJSON
 from api.ranges import BucketJSON, Granularity, RangeJSON, TotalJSON
 from contract.hours import MAX_TIMESTAMP_MS
@@ -103,6 +107,12 @@ UNAVAILABLE = OpenAPIResponse(
 UNAUTHORIZED = OpenAPIResponse(
     description="Only when the server has read tokens (`ANALYTICS_READ_TOKENS`): send "
     "`Authorization: Bearer <token>`.",
+    content=_error,
+)
+NOT_KEPT = OpenAPIResponse(
+    description="The hour's breakdowns are not in Redis: it is older than `ANALYTICS_HOT_HOURS` (the "
+    "snapshot store keeps totals only), or it was counted before breakdowns (`./just replay` builds "
+    "them). The body says which.",
     content=_error,
 )
 TOO_MANY = OpenAPIResponse(
@@ -286,6 +296,78 @@ _ranges = (
 )
 
 
+DIMENSION_VALUE_SCHEMA = Schema(type=OpenAPIType.STRING, pattern=f"^{DIMENSION_VALUE.pattern}$")
+
+
+def _filters(description: str) -> list[Parameter]:
+    return [
+        _query(name, DIMENSION_VALUE_SCHEMA, description, required=False) for name in DEFAULTS.dimension_names
+    ]
+
+
+_breakdown_row = _object(
+    RowJSON, value=Schema(type=OpenAPIType.STRING), ctr=Schema(type=[OpenAPIType.NUMBER, OpenAPIType.NULL])
+)
+_breakdown_json = _object(
+    BreakdownJSON,
+    by=Schema(type=OpenAPIType.STRING),
+    sort=Schema(type=OpenAPIType.STRING, enum=[s.value for s in Sort]),
+    rows=Schema(type=OpenAPIType.ARRAY, items=_breakdown_row),
+    total=_breakdown_row,
+)
+_breakdown_line = r"[A-Za-z0-9._:/()-]+,[0-9]+,[0-9]+,[0-9]+,([0-9]+\.[0-9]{4})?\n"
+_breakdown_csv = rf"^[a-z][a-z0-9_]*,unique_users,clicks,impressions,ctr\n({_breakdown_line})+$"
+
+
+@dataclass
+class GetBreakdown(Operation):
+    def __post_init__(self) -> None:
+        self.summary = _head(
+            self, "Unique users, clicks and impressions of one UTC hour per value of a dimension"
+        )
+        self.description = (
+            "A row per value of the dimension `by` (the `top` by `sort`, ties by value), then `(none)` "
+            "(events without the dimension), `(other)` (values past `ANALYTICS_DIMENSION_MAX_VALUES` "
+            "in the hour) and `total` (the hour unfiltered: its unique users are the union). `ctr` is "
+            "clicks per impression, empty without impressions. CSV by default, JSON with `Accept: "
+            f"application/json`. {_ranges}"
+        )
+        self.parameters = [
+            _query(
+                "by",
+                Schema(type=OpenAPIType.STRING, enum=list(DEFAULTS.dimension_names)),
+                "A declared dimension (`ANALYTICS_DIMENSIONS`).",
+            ),
+            _query("timestamp", TIMESTAMP, "Any moment of the hour, in milliseconds since the epoch (UTC)."),
+            _query(
+                "sort",
+                Schema(type=OpenAPIType.STRING, enum=[s.value for s in Sort], default=Sort.CLICKS.value),
+                "What the rows are ordered by, largest first.",
+                required=False,
+            ),
+            _query(
+                "top",
+                Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=TOP_MAX, default=TOP_DEFAULT),
+                "How many values get a row.",
+                required=False,
+            ),
+        ]
+        self.responses = {
+            "200": OpenAPIResponse(
+                description="A row per value shown, then (none), (other) and total.",
+                headers={"Cache-Control": _validators["Cache-Control"]},
+                content={
+                    CSV: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, pattern=_breakdown_csv)),
+                    JSON: OpenAPIMediaType(schema=_breakdown_json),
+                },
+            ),
+            "400": BAD_REQUEST,
+            "401": UNAUTHORIZED,
+            "409": NOT_KEPT,
+            "503": UNAVAILABLE,
+        }
+
+
 def _head(operation: Operation, summary: str) -> str:
     return summary + (", headers only" if "Head" in (operation.operation_id or "") else "")
 
@@ -299,11 +381,12 @@ class GetAnalytics(Operation):
             f"Answers carry an ETag: send it back in `If-None-Match` for a 304. {_ranges}"
         )
         self.parameters = [
-            _query("timestamp", TIMESTAMP, "Any moment of the hour, in milliseconds since the epoch (UTC).")
+            _query("timestamp", TIMESTAMP, "Any moment of the hour, in milliseconds since the epoch (UTC)."),
+            *_filters("Count only the hour's events with this value of the dimension; one filter at a time."),
         ]
         self.responses = {
             "200": OpenAPIResponse(
-                description="The hour's totals.",
+                description="The hour's totals (of the events with the filter's value, if any).",
                 headers=_validators,
                 content={
                     TEXT: OpenAPIMediaType(
@@ -320,6 +403,7 @@ class GetAnalytics(Operation):
             ),
             "400": BAD_REQUEST,
             "401": UNAUTHORIZED,
+            "409": NOT_KEPT,
             "503": UNAVAILABLE,
         }
 

@@ -1,10 +1,13 @@
-"""Query-string parsing shared by both HTTP paths: single-valued parameters and timestamps."""
+"""Query-string parsing shared by both HTTP paths and by writes and reads: single-valued parameters,
+timestamps and dimensions."""
 
 from __future__ import annotations
 
+from difflib import get_close_matches
 from urllib.parse import parse_qsl
 
 from contract.hours import MAX_TIMESTAMP_MS
+from contract.schema import DIMENSION_NAME_MAX, DIMENSION_VALUE, DIMENSION_VALUE_RULE, Dimensions
 from server.failures import ParamError
 
 MAX_FIELDS = 32
@@ -77,3 +80,38 @@ def timestamp_only(raw: bytes) -> int | None:
         if value <= MAX_TIMESTAMP_MS:
             return value
     return None
+
+
+def parse_dimensions(
+    query: dict[str, list[str]], dimensions: frozenset[str], own: frozenset[str] = frozenset()
+) -> Dimensions:
+    """The declared dimensions a query names, sorted by name: an event's, or a read's filter. A
+    parameter that looks like a declared dimension mistyped (`campain`, `Site`, `creatives`) is a
+    ParamError saying which one it resembles; the request's `own` parameters and other unknown ones
+    (`_=123`, `utm_source`) are ignored, as pixels send them."""
+    found: list[tuple[str, str]] = []
+    for name in query:
+        if name in dimensions:
+            value = single(query, name)
+            assert value is not None
+            if not DIMENSION_VALUE.fullmatch(value):
+                raise ParamError(name, f"{DIMENSION_VALUE_RULE}, got {value[:70]!r}")
+            found.append((name, value))
+        elif name not in own and (like := resembles(name, dimensions)) is not None:
+            declared = ", ".join(sorted(dimensions))
+            raise ParamError(
+                name, f"is not a declared dimension; did you mean {like}? (ANALYTICS_DIMENSIONS: {declared})"
+            )
+    return tuple(sorted(found))
+
+
+def resembles(name: str, dimensions: frozenset[str]) -> str | None:
+    """The declared dimension `name` looks like a mistyping of, if any: the same but for case, or
+    close in spelling (difflib's ratio of at least 0.8: `campain`, `sites`, not `size` for `site`)."""
+    if len(name) > 2 * DIMENSION_NAME_MAX:
+        return None
+    lowered = name.lower()
+    if lowered in dimensions:
+        return lowered
+    close = get_close_matches(lowered, sorted(dimensions), n=1, cutoff=0.8)
+    return close[0] if close else None

@@ -50,6 +50,13 @@ async def get_range(request: Request[Any, Any, Any], services: NamedDependency[S
     return Rendered(await services.reads.range_answer(request.scope))
 
 
+@route("/analytics/breakdown", http_method=READ_METHODS, operation_class=openapi.GetBreakdown)
+async def get_breakdown(
+    request: Request[Any, Any, Any], services: NamedDependency[Services]
+) -> Response[bytes]:
+    return Rendered(await services.reads.breakdown_answer(request.scope))
+
+
 @route("/analytics", http_method=[HttpMethod.OPTIONS], include_in_schema=False)
 async def analytics_options() -> Response[None]:
     # Registered before the two analytics handlers: Litestar's own would name only one of them.
@@ -118,7 +125,8 @@ def _readiness(path: str, problems: list[str], services: Services) -> Response[b
 
 
 HANDLERS = [
-    *(analytics_options, dashboard, post_analytics, post_batch, get_analytics, get_range, live),
+    *(analytics_options, dashboard, post_analytics, post_batch, get_analytics, get_range, get_breakdown),
+    live,
     *(healthz, readyz, readyz_ingest),
 ]
 """In this order: OPTIONS /analytics before the two handlers that share its path."""

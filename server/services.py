@@ -56,6 +56,10 @@ class Services:
             tokens=ReadTokens.from_settings(settings.read_tokens, settings.read_tokens_file),
             answered=metrics.counter("/analytics", "GET"),
             range_answered=metrics.counter("/analytics/range", "GET"),
+            dimensions=frozenset(settings.dimension_names),
+            axis_counts=link.axis_counts,
+            axis_totals=link.axis_totals,
+            breakdown_answered=metrics.counter("/analytics/breakdown", "GET"),
         )
         live = LiveHub(
             reads.latest_json,

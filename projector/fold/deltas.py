@@ -34,6 +34,10 @@ class HourDelta:
     own users and counts are their union and sums."""
 
     quarters: tuple[CellDelta, CellDelta, CellDelta, CellDelta] = field(default_factory=_four)
+    axes: dict[str, CellDelta] = field(default_factory=dict)
+    """The hour's unkeyed events again, per axis (contract.cells.axes_of), when dimensions are
+    declared: in the order each axis first appears in the stream, keyed events' axes included (with
+    nothing of theirs added), which is the order new values claim cells under the bound."""
 
     @classmethod
     def of(cls, users: Iterable[str], clicks: int, impressions: int, quarter: int = 0) -> HourDelta:
@@ -59,6 +63,8 @@ class HourDelta:
     def merge(self, other: HourDelta) -> None:
         for mine, theirs in zip(self.quarters, other.quarters, strict=True):
             mine.merge(theirs)
+        for axis, theirs in other.axes.items():
+            self.axes.setdefault(axis, CellDelta()).merge(theirs)
 
 
 class Keyed(NamedTuple):
@@ -72,6 +78,8 @@ class Keyed(NamedTuple):
     kind: Kind
     quarter: int = 0
     """Which quarter-hour (0-3) of `hour` the event's timestamp falls in."""
+    axes: tuple[str, ...] = ()
+    """The axis cells it also counts in when it counts (contract.cells.axes_of)."""
 
     @property
     def member(self) -> str:

@@ -19,6 +19,7 @@ import msgspec
 
 from contract import schema
 from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR
+from contract.cells import NONE, axes_of
 from contract.hours import parse_subject
 from projector.fold.deltas import CellDelta, Deltas, Keyed
 from projector.fold.rules import Rejected, all_good, screen
@@ -26,6 +27,7 @@ from projector.fold.rules import Rejected, all_good, screen
 Decoder = Callable[[bytes], schema.AnyBatch]
 
 _user, _kind, _key, _ts = attrgetter("user"), attrgetter("kind"), attrgetter("key"), attrgetter("ts")
+_dims = attrgetter("dims")
 _is_none = partial(is_, None)
 _NOTHING: tuple[schema.Event, ...] = ()
 
@@ -58,16 +60,18 @@ def digest(
     partitions: int,
     after: int = 0,
     decoder: Decoder = schema.decode,
+    dimensions: tuple[str, ...] = (),
 ) -> Digest:
     """Decode, screen and fold messages in stream order (`stamps`: when JetStream stored each, in ms),
-    folding nothing at or below stream seq `after`. Stops in front of a batch of an unknown version."""
+    folding nothing at or below stream seq `after`, and into axis cells too when `dimensions` are
+    declared. Stops in front of a batch of an unknown version."""
     batches, rejected, unknown = _decode(payloads, decoder)
     kept, hours = _screen(subjects, batches, rejected, prefix, partitions)
     rejected.sort(key=_first)
     folded = [i for i in range(len(batches)) if seqs[i] > after]
     if not folded:
         return Digest(Deltas(), rejected, len(batches), unknown)
-    deltas = _fold(folded, batches, kept, hours, seqs, stamps)
+    deltas = _fold(folded, batches, kept, hours, seqs, stamps, dimensions)
     return Digest(deltas, rejected, len(batches), unknown)
 
 
@@ -135,8 +139,10 @@ def _fold(
     hours: list[int],
     seqs: Sequence[int],
     stamps: Sequence[int],
+    dimensions: tuple[str, ...] = (),
 ) -> Deltas:
-    """The kept events of the `folded` messages, per quarter-hour, at C speed where there are no keys."""
+    """The kept events of the `folded` messages, per quarter-hour (and per axis), at C speed where there
+    are no keys (nor dimensions)."""
     deltas = Deltas()
     deltas.last_seq = max(seqs[i] for i in folded)
     deltas.last_ms = max(stamps[i] for i in folded)
@@ -156,6 +162,8 @@ def _fold(
             unkeyed = list(compress(events, map(_is_none, map(_key, events))))
         if unkeyed:
             _count(quarters, unkeyed)
+        if dimensions:
+            _count_axes(deltas.hour(hour).axes, events, unkeyed, dimensions)
     if any_keyed:
         # In stream order, across hours: the first of a key within the window is the one that counts.
         keyed = deltas.keyed
@@ -164,7 +172,8 @@ def _fold(
             if mine and any(map(_key, mine)):
                 for event in compress(mine, map(_key, mine)):
                     quarter = event.ts // QUARTER_MS % QUARTERS_PER_HOUR
-                    keyed.append(Keyed(event.key, event.user, stamps[i], hours[i], event.kind, quarter))  # type: ignore[arg-type]
+                    axes = axes_of(event.dims, dimensions) if dimensions else ()
+                    keyed.append(Keyed(event.key, event.user, stamps[i], hours[i], event.kind, quarter, axes))  # type: ignore[arg-type]
     return deltas
 
 
@@ -179,6 +188,34 @@ def _count(quarters: tuple[CellDelta, ...], events: list[schema.Event]) -> None:
     which = list(map(QUARTER_MS.__rfloordiv__, stamps))
     for at in set(which):
         _add(quarters[at % QUARTERS_PER_HOUR], list(compress(events, map(at.__eq__, which))))
+
+
+def _count_axes(
+    axes: dict[str, CellDelta],
+    events: list[schema.Event],
+    unkeyed: list[schema.Event],
+    dimensions: tuple[str, ...],
+) -> None:
+    """An hour's events into its axis cells: those without dimensions into NONE at C speed, the others
+    one by one; every axis named in stream order, keyed events' too (the apply counts those)."""
+    if not any(map(_dims, events)):
+        bulk = axes.setdefault(NONE, CellDelta())
+        if unkeyed:
+            _add(bulk, unkeyed)
+        return
+    counted = set(map(id, unkeyed))
+    for event in events:
+        named = axes_of(event.dims, dimensions) if event.dims else (NONE,)
+        for axis in named:
+            cell = axes.get(axis)
+            if cell is None:
+                cell = axes[axis] = CellDelta()
+            if id(event) in counted:
+                cell.users.add(event.user)
+                if event.kind is schema.Kind.CLICK:
+                    cell.clicks += 1
+                else:
+                    cell.impressions += 1
 
 
 def _add(cell: CellDelta, events: list[schema.Event]) -> None:

@@ -127,4 +127,5 @@ def digest_fetched(
         partitions=settings.partitions,
         after=after,
         decoder=decoder,
+        dimensions=settings.dimension_names,
     )

@@ -22,14 +22,14 @@ from contract.buckets import (
     phases_text,
     quarter_token,
 )
-from contract.cells import Cell, CellLayout
+from contract.cells import NONE, OTHER, Cell, CellLayout, axis_of
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
 from contract.schema import CellState, HourState, Kind
 from deploy.projections_client import ProjectionsClient
 from deploy.settings import Settings
 from projector import metrics
-from projector.fold.deltas import Deltas
+from projector.fold.deltas import Deltas, Keyed
 from projector.projections.scripts import source
 
 log = logging.getLogger("projector")
@@ -79,6 +79,8 @@ class ApplyResult:
     watermark: int
     cold: tuple[tuple[str, int], ...] = ()
     """With COLD: the hours (token, snapshot entry watermark) to thaw before applying again."""
+    overflowed: tuple[tuple[str, int], ...] = ()
+    """With APPLIED: ("<hour token> <dimension>", how many new values of it went to (other))."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +103,15 @@ class ProjectionStore:
         wait: tuple[int, int] = (0, 100),
         *,
         partitions: int,
+        max_values: int = 10_000,
     ) -> None:
         self._redis = redis
         self.keys = keys
         self.cells = CellLayout(keys)
         self.partitions = partitions
         self.window_ms = int(dedup_window_s * 1000)
+        self.max_values = max_values
+        self._overflow_told: set[str] = set()
         self.wait_replicas, self.wait_timeout_ms = wait
         self._apply = redis.register_script(source("apply"))
         self._swap = redis.register_script(source("swap_hour"))
@@ -121,7 +126,14 @@ class ProjectionStore:
     def from_settings(cls, redis: ProjectionsClient, settings: Settings) -> ProjectionStore:
         wait = (settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
         keys = Keys(settings.key_prefix)
-        return cls(redis, keys, settings.dedup_window_s, wait, partitions=settings.partitions)
+        return cls(
+            redis,
+            keys,
+            settings.dedup_window_s,
+            wait,
+            partitions=settings.partitions,
+            max_values=settings.dimension_max_values,
+        )
 
     async def current_generation(self, partition: int) -> int:
         """The partition's live generation, recording the first one when its pointer is missing (Redis
@@ -163,7 +175,7 @@ class ProjectionStore:
         `phases` (default: those recorded for `gen`, see `phases`), with the watermark, atomically."""
         if phases is None:
             phases = await self.phases(gen, partition)
-        cells, own = apply_payload(gen, partition, tuple(phases), deltas)
+        cells, axis_hours, own = apply_payload(gen, partition, tuple(phases), deltas, self.max_values)
         keys, args = self.cells.call(
             gen,
             partition,
@@ -175,6 +187,7 @@ class ProjectionStore:
                 self.keys.dirty(gen, partition),
                 self.keys.cold(gen, partition),
                 self.keys.scratch(partition),
+                *(self.cells.axes(gen, partition, hour) for hour in axis_hours),
             ],
             cells=cells,
         )
@@ -184,7 +197,30 @@ class ProjectionStore:
         else:
             status, watermark, _, *cold = await self._apply(keys=keys, args=args)
         pairs = tuple((_text(cold[i]), int(cold[i + 1])) for i in range(0, len(cold), 2))
+        if int(status) == Outcome.APPLIED:
+            if pairs:
+                self._tell_overflow(partition, pairs)
+            return ApplyResult(Outcome.APPLIED, int(watermark), overflowed=pairs)
         return ApplyResult(Outcome(int(status)), int(watermark), pairs)
+
+    def _tell_overflow(self, partition: int, overflowed: tuple[tuple[str, int], ...]) -> None:
+        """One WARNING per hour and dimension (per process) when new values start counting as (other)."""
+        for where, values in overflowed:
+            token, _, dimension = where.partition(" ")
+            metrics.DIMENSION_OVERFLOW.labels(dimension).inc(values)
+            if where in self._overflow_told:
+                continue
+            if len(self._overflow_told) > 10_000:
+                self._overflow_told.clear()
+            self._overflow_told.add(where)
+            log.warning(
+                "hour %s, partition %d: %s has its %d values (ANALYTICS_DIMENSION_MAX_VALUES); new ones "
+                "count as (other), every total unchanged",
+                token,
+                partition,
+                dimension,
+                self.max_values,
+            )
 
     async def record_phases(
         self, gen: int | str, partition: int, phases: Sequence[int], *, live: bool = True
@@ -519,41 +555,62 @@ _KIND = {Kind.CLICK: "c", Kind.IMPRESSION: "i"}
 
 
 def apply_payload(
-    gen: int | str, partition: int, phases: tuple[int, ...], deltas: Deltas
-) -> tuple[list[Cell], list[str | int]]:
-    """The cells one apply touches, and the script's own arguments after the header's watermark, window
-    and newest time: one token per cell, the group count, per group its cells, clicks, impressions and
-    users, then the keyed events naming their group (see apply.lua)."""
+    gen: int | str, partition: int, phases: tuple[int, ...], deltas: Deltas, max_values: int = 10_000
+) -> tuple[list[Cell], list[int], list[str | int]]:
+    """The cells one apply touches, the hours whose axes hash it names (after the script's four named
+    keys), and the script's own arguments after the header's watermark, window and newest time: one
+    token per cell, the bound and the axes (new values to admit, axes to record), the group count, per
+    group its cells, clicks, impressions and users, then the keyed events naming their groups (see
+    apply.lua)."""
     cells = _Cells(gen, partition, phases)
     groups: list[str | int] = []
     for hour, delta in deltas.hours.items():
         for quarter, cell in enumerate(delta.quarters):
             if cell.clicks or cell.impressions:
                 groups += [cells.group(hour, quarter), cell.clicks, cell.impressions, "\n".join(cell.users)]
+        for axis, cell in delta.axes.items():
+            if cell.clicks or cell.impressions:
+                groups += [cells.axis_group(hour, axis), cell.clicks, cell.impressions, "\n".join(cell.users)]
     keyed = "".join(
-        f"{k.stream_ms}\x1f{cells.keyed_group(k.hour, k.quarter, groups)}\x1f{_KIND[k.kind]}"
-        f"\x1f{k.user}\x1f{k.key}\x1e"
+        f"{k.stream_ms}\x1f{cells.keyed_groups(k, groups)}\x1f{_KIND[k.kind]}\x1f{k.user}\x1f{k.key}\x1e"
         for k in deltas.keyed
     )
-    return cells.cells, [*(c.token for c in cells.cells), len(groups) // 4, *groups, keyed]
+    axis_hours = [hour for hour, delta in deltas.hours.items() if delta.axes]
+    admit: list[str | int] = []
+    record: list[str | int] = []
+    for index, hour in enumerate(axis_hours, start=1):
+        for axis in deltas.hours[hour].axes:
+            dimension, _, value = axis.partition("=")
+            if value and value != NONE:
+                other = axis_of(dimension, OTHER)
+                mine, theirs = cells.axis_cell(hour, axis), cells.axis_cell(hour, other)
+                admit += [index, dimension, axis, mine, theirs, other]
+            else:
+                record += [index, axis]
+    axes = [max_values, len(admit) // 6, *admit, len(record) // 2, *record]
+    return cells.cells, axis_hours, [*(c.token for c in cells.cells), *axes, len(groups) // 4, *groups, keyed]
 
 
 class _Cells:
-    """The cells one apply touches, numbered from 1 in the order first named, and the groups (one per
-    quarter-hour: the quarter, its hour and its day rollups) that events go to."""
+    """The cells one apply touches, numbered from 1 in the order first named, and the groups that events
+    go to: one per quarter-hour (the quarter, its hour and its day rollups), and one per axis of an
+    hour (its axis cell)."""
 
     def __init__(self, gen: int | str, partition: int, phases: tuple[int, ...]) -> None:
         self._gen, self._partition, self._phases = gen, partition, phases
         self.cells: list[Cell] = []
-        self._index: dict[str, int] = {}
-        self._groups: dict[tuple[int, int], int] = {}
+        self._index: dict[tuple[str, str], int] = {}
+        self._groups: dict[tuple[int, int | str], int] = {}
 
-    def _cell(self, token: str) -> int:
-        found = self._index.get(token)
+    def _cell(self, token: str, axis: str = "") -> int:
+        found = self._index.get((token, axis))
         if found is None:
-            found = self._index[token] = len(self.cells) + 1
-            self.cells.append(Cell(self._gen, self._partition, token))
+            found = self._index[(token, axis)] = len(self.cells) + 1
+            self.cells.append(Cell(self._gen, self._partition, token, axis))
         return found
+
+    def axis_cell(self, hour: int, axis: str) -> int:
+        return self._cell(hour_token(hour), axis)
 
     def group(self, hour: int, quarter: int) -> str:
         """The cell numbers of the quarter-hour's group, joined for the script; it becomes the next group."""
@@ -561,10 +618,23 @@ class _Cells:
         tokens = [quarter_token(hour, quarter), hour_token(hour), *day_tokens(hour, quarter, self._phases)]
         return ",".join(str(self._cell(token)) for token in tokens)
 
-    def keyed_group(self, hour: int, quarter: int, groups: list[str | int]) -> int:
-        """The group number of a keyed event's quarter-hour, adding an empty group when it has none."""
-        found = self._groups.get((hour, quarter))
+    def axis_group(self, hour: int, axis: str) -> str:
+        """The one cell of the hour's axis group; it becomes the next group."""
+        self._groups[(hour, axis)] = len(self._groups) + 1
+        return str(self.axis_cell(hour, axis))
+
+    def keyed_groups(self, k: Keyed, groups: list[str | int]) -> str:
+        """The groups a keyed event counts in (its quarter-hour's, its axes'), joined for the script;
+        an empty group is added for each that has none yet."""
+        found = self._groups.get((k.hour, k.quarter))
         if found is None:
-            groups += [self.group(hour, quarter), 0, 0, ""]
-            found = self._groups[(hour, quarter)]
-        return found
+            groups += [self.group(k.hour, k.quarter), 0, 0, ""]
+            found = self._groups[(k.hour, k.quarter)]
+        numbers = [found]
+        for axis in k.axes:
+            number = self._groups.get((k.hour, axis))
+            if number is None:
+                groups += [self.axis_group(k.hour, axis), 0, 0, ""]
+                number = self._groups[(k.hour, axis)]
+            numbers.append(number)
+        return ",".join(map(str, numbers))

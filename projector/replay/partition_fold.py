@@ -152,6 +152,7 @@ async def fold_hour(
             prefix=settings.subject_prefix,
             partitions=settings.partitions,
             after=watermark,
+            dimensions=settings.dimension_names,
         )
         if done.unknown is not None:
             raise ReplayRefused(

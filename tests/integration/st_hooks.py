@@ -1,7 +1,8 @@
 """schemathesis hooks (loaded through SCHEMATHESIS_HOOKS) for the two rules the OpenAPI document states
 in prose because JSON Schema cannot: a POST's timestamp is at most the future skew ahead of the server's
 clock, and a range lies within the bucket limit (in a local zone, also where the zone's offset is on
-a quarter-hour; a `to` at or before `from` is an empty range, answered as such). A schema-valid case that
+a quarter-hour; a `to` at or before `from` is an empty range, answered as such); and a read filters by
+one dimension at a time. A schema-valid case that
 breaks one is moved inside it (it stays schema-valid), and ranges are kept to a day's worth of buckets
 so the run stays short; everything else is sent as generated."""
 
@@ -18,11 +19,13 @@ import schemathesis
 
 from api.ranges import parse_range
 from contract.hours import HOUR_MS, MAX_TIMESTAMP_MS
+from deploy.settings import Settings
 from server.failures import ParamError
 
 SKEW_ENV = "HOURGLASS_ST_FUTURE_SKEW_MS"
 BUCKETS_ENV = "HOURGLASS_ST_RANGE_MAX_BUCKETS"
 RANGE_BUCKETS = 24
+DIMENSIONS = frozenset(Settings().dimension_names)
 MODERN_MS = 1_700_000_000_000
 
 
@@ -85,6 +88,10 @@ def mend(case: Any) -> Any:
     elif case.method.upper() == "POST" and case.path == "/analytics" and case.query:
         if "timestamp" in case.query:
             case.query["timestamp"] = _in_skew(case.query["timestamp"])
+    elif case.method.upper() in ("GET", "HEAD") and case.path == "/analytics" and case.query:
+        # One filter at a time (the document says so in prose): a positive case keeps its first.
+        for name in [n for n in case.query if n in DIMENSIONS][1:]:
+            del case.query[name]
     elif case.path == "/analytics/range" and case.query:
         start, end = _int(case.query.get("from")), _int(case.query.get("to"))
         if start is None or end is None:

@@ -39,6 +39,8 @@ OPERATIONS = {
     "POST /analytics/batch",
     "GET /analytics/range",
     "HEAD /analytics/range",
+    "GET /analytics/breakdown",
+    "HEAD /analytics/breakdown",
 }
 
 
@@ -56,7 +58,11 @@ def test_every_answer_matches_the_document_and_none_is_a_5xx(
         (path, media): document["paths"][path]["get"]["responses"]["200"]["content"][media]["schema"][
             "pattern"
         ]
-        for path, media in (("/analytics", "text/plain"), ("/analytics/range", "text/csv"))
+        for path, media in (
+            ("/analytics", "text/plain"),
+            ("/analytics/range", "text/csv"),
+            ("/analytics/breakdown", "text/csv"),
+        )
     }
     # Ranges kept short: a long one can outlast the test server's Redis timeout (a 503).
     cases = st.one_of(*(op.as_strategy(generation_mode=mode).map(mend) for op in operations))
@@ -77,7 +83,12 @@ def test_every_answer_matches_the_document_and_none_is_a_5xx(
 def test_the_document_describes_each_operation_exactly(http_server: tuple[str, Settings]) -> None:
     base, _ = http_server
     document = httpx.get(f"{base}/schema").json()
-    assert set(document["paths"]) == {"/analytics", "/analytics/batch", "/analytics/range"}
+    assert set(document["paths"]) == {
+        "/analytics",
+        "/analytics/batch",
+        "/analytics/range",
+        "/analytics/breakdown",
+    }
     batch = document["paths"]["/analytics/batch"]["post"]
     assert set(batch["requestBody"]["content"]) == {"application/x-ndjson", "text/csv"}
     assert set(batch["responses"]) == {"200", "400", "413", "415", "429", "503"}
@@ -92,8 +103,21 @@ def test_the_document_describes_each_operation_exactly(http_server: tuple[str, S
     assert "&click" in post["description"]  # the shorthand is prose, not a parameter
     assert set(post["responses"]) == {"204", "400", "429", "503"}
     get = document["paths"]["/analytics"]["get"]
-    assert [p["name"] for p in get["parameters"]] == ["timestamp"]
-    assert set(get["responses"]) == {"200", "304", "400", "401", "503"}
+    assert [p["name"] for p in get["parameters"]] == [
+        "timestamp",
+        *sorted(dimensions, key=["campaign", "creative", "site"].index),
+    ]
+    assert set(get["responses"]) == {"200", "304", "400", "401", "409", "503"}
+    breakdown = document["paths"]["/analytics/breakdown"]["get"]
+    assert [(p["name"], p["required"]) for p in breakdown["parameters"]] == [
+        ("by", True),
+        ("timestamp", True),
+        ("sort", False),
+        ("top", False),
+    ]
+    assert breakdown["parameters"][0]["schema"]["enum"] == ["campaign", "creative", "site"]
+    assert breakdown["parameters"][3]["schema"]["maximum"] == 1000
+    assert set(breakdown["responses"]) == {"200", "400", "401", "409", "503"}
     ranges = document["paths"]["/analytics/range"]["get"]
     assert [(p["name"], p["required"]) for p in ranges["parameters"]] == [
         ("from", True),

@@ -1,6 +1,7 @@
 """The write path of the stored buckets: the live projector and a replay both write exactly the reference
-fold's hours, quarter-hours and day rollups (one per phase of the generation), counts equal and every
-HyperLogLog register equal to PFADD of the same users, with duplicates (keyed events) and late events."""
+fold's hours, quarter-hours and day rollups (one per phase of the generation), and each hour's axis cell
+of events without dimensions, counts equal and every HyperLogLog register equal to PFADD of the same
+users, with duplicates (keyed events) and late events."""
 
 from __future__ import annotations
 
@@ -101,7 +102,12 @@ async def stored(redis: Redis, keys: Keys, gen: int, partition: int) -> dict[str
 
 
 def as_stored(reference: dict[str, Cell]) -> dict[str, tuple[bytes, int, int]]:
-    return {token: (sketch(users), clicks, impr) for token, (users, clicks, impr) in reference.items()}
+    """The reference's cells as Redis holds them; no event here carries a dimension, so each hour also
+    has its axis cell of events without any (`<hour>:(none)`), equal to the hour."""
+    axes = {f"{t}:{layout.NONE}": cell for t, cell in reference.items() if len(t) == 10}
+    return {
+        token: (sketch(users), clicks, impr) for token, (users, clicks, impr) in {**reference, **axes}.items()
+    }
 
 
 @pytest.fixture

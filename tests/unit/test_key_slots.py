@@ -98,7 +98,7 @@ def audit_records(keys: Keys) -> list[str]:
     ]
 
 
-PRELUDE = source("cells")
+PRELUDES = [source(name) for name in ("cells", "users", "axes")]
 """What every cell script starts with (its own first line follows)."""
 
 
@@ -110,7 +110,9 @@ class Recorder:
     values: dict[str, Any] = field(default_factory=dict)
 
     def register_script(self, source: str) -> Any:
-        name = source.removeprefix(PRELUDE).splitlines()[0]
+        for prelude in PRELUDES:
+            source = source.removeprefix(prelude)
+        name = source.splitlines()[0]
 
         async def run(keys: list[str], args: list[Any], client: Any = None) -> Any:
             self.calls.append((name, list(keys), list(args)))

@@ -8,9 +8,12 @@ CELL_SCRIPTS = ("apply", "evict", "thaw", "restore", "swap_hour", "rebuild_day")
 """The scripts that write cells: each runs behind the cell header's prelude (cells.lua)."""
 
 
+PRELUDES = {"apply": ("cells", "users", "axes")}
+"""Scripts behind more than the cell header's prelude: the apply also adds users and admits values."""
+
+
 def source(name: str) -> str:
-    """The text of `<name>.lua` in this folder, behind the prelude when it writes cells."""
-    text = files(__name__).joinpath(f"{name}.lua").read_text()
-    if name in CELL_SCRIPTS:
-        return files(__name__).joinpath("cells.lua").read_text() + text
-    return text
+    """The text of `<name>.lua` in this folder, behind its preludes (cells.lua when it writes cells)."""
+    folder = files(__name__)
+    preludes = PRELUDES.get(name, ("cells",) if name in CELL_SCRIPTS else ())
+    return "".join(folder.joinpath(f"{part}.lua").read_text() for part in (*preludes, name))

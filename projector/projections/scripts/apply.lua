@@ -1,14 +1,17 @@
 -- Applies one partition's folded deltas and advances its watermark in one atomic step.
 -- Cells (cells.lua): the buckets the deltas touch (contract.buckets: hours, quarter-hours, day rollups).
--- Named keys: dedup (sorted set), dirty (sorted set), cold (hash), scratch (see add_users). The guard
--- checks the generation only when live (one being built is not live yet), the fence, the watermark.
+-- Named keys: dedup (sorted set), dirty (sorted set), cold (hash), scratch (see add_users), then the
+-- axes hash (contract.cells.AXES) of each hour with axis cells. The guard checks the generation only
+-- when live (one being built is not live yet), the fence, the watermark.
 -- Own ARGV: the new watermark, the dedup window ms, the newest stream ms of the deltas, one token per
---       cell, the group count and per group (one quarter-hour's events: its quarter, hour and day
---       rollups): its cell numbers joined by ",", its unkeyed clicks, impressions, users joined by "\n"
---       (user names hold no control characters), then the keyed events in one string (see below).
+--       cell (an axis cell: its hour's), the axes (see below), the group count and per group (one
+--       quarter-hour's events: its quarter, hour and day rollups; or one axis of an hour): its cell
+--       numbers joined by ",", its unkeyed clicks, impressions, users joined by "\n" (user names hold
+--       no control characters), then the keyed events in one string (see below).
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced;
 -- 4: some hours are cold (in the snapshot store, not in Redis), followed by their token, entry
--- watermark pairs. Nothing is written then: the caller thaws those hours and applies again.
+-- watermark pairs. Nothing is written then: the caller thaws those hours and applies again. Applied, it
+-- is followed by "<hour token> <dimension>", count pairs of new values that went to (other).
 local DEDUP, DIRTY, COLD, SCRATCH = named(1), named(2), named(3), named(4)
 local status, live, wm = guard()
 if status ~= 0 then return {status, wm, live} end
@@ -17,10 +20,12 @@ local window, newest = tonumber(ARGV[OWN + 1]), tonumber(ARGV[OWN + 2])
 local TOKENS = OWN + 2  -- the token of cell c is ARGV[TOKENS + c]
 -- Tokens: an hour is YYYYMMDDHH (10 characters), a quarter-hour YYYYMMDDHHMM (12), a day rollup dYYYYMMDDHHMM.
 if redis.call('HLEN', COLD) > 0 then
-  local cold = {4, wm, live}
+  local cold, asked = {4, wm, live}, {}
   for c = 1, CELLS do
     local token = ARGV[TOKENS + c]
-    if #token == 10 then  -- only hours go cold (with their quarter-hours); day rollups never do
+    -- Only hours go cold (with their quarter-hours and axes); day rollups never do.
+    if #token == 10 and not asked[token] then
+      asked[token] = true
       local at = redis.call('HGET', COLD, token)
       if at then
         cold[#cold + 1] = token
@@ -35,50 +40,22 @@ local clicks, impressions = {}, {}
 for c = 1, CELLS do
   clicks[c], impressions[c] = 0, 0
 end
--- Users into every cell of a group (PFADD is idempotent), in chunks (unpack() is limited by the Lua
--- stack). Many users go once into SCRATCH (dense, deleted before the script ends), then PFMERGE into
--- each cell that is dense or that they would push past the sparse limit (about 2 bytes a register;
--- hll-sparse-max-bytes is 3000 by default): PFADD into a sparse HyperLogLog scans it, the slow case.
--- The registers are PFADD's, and a cell left sparse takes PFADD and stays sparse.
-local MERGE_FROM, SPARSE_MAX, DENSE_EMPTY = 400, 3000, 'HYLL' .. string.rep('\0', 12 + 12288)
-local function add_users(targets, list, n)
-  local direct, merged, dense_only = targets, {}, true
-  if n >= MERGE_FROM then  -- few users cost little either way
-    direct = {}
-    for _, c in ipairs(targets) do
-      local key = users_of(c)
-      local dense = redis.call('GETRANGE', key, 4, 4) == '\0'
-      if dense or redis.call('STRLEN', key) + 2 * n > SPARSE_MAX then
-        merged[#merged + 1] = c
-        dense_only = dense_only and dense
-      else
-        direct[#direct + 1] = c
-      end
-    end
-    if #merged == 1 and dense_only then direct, merged = targets, {} end  -- one merge saves nothing
-  end
-  if #merged > 0 then redis.call('SET', SCRATCH, DENSE_EMPTY) end
-  for from = 1, n, CHUNK do
-    local upto = math.min(from + CHUNK - 1, n)
-    for _, c in ipairs(direct) do redis.call('PFADD', users_of(c), unpack(list, from, upto)) end
-    if #merged > 0 then redis.call('PFADD', SCRATCH, unpack(list, from, upto)) end
-  end
-  for _, c in ipairs(merged) do redis.call('PFMERGE', users_of(c), SCRATCH) end
-  if #merged > 0 then redis.call('DEL', SCRATCH) end
-end
 local function add_counts(targets, c_n, i_n)
   for _, c in ipairs(targets) do
     clicks[c] = clicks[c] + c_n
     impressions[c] = impressions[c] + i_n
   end
 end
-local arg = TOKENS + CELLS + 1
+local route, overflow, told, arg = admit_axes(TOKENS, TOKENS + CELLS + 1)
 local groups = tonumber(ARGV[arg])
 arg = arg + 1
 local targets = {}
 for g = 1, groups do
   local list = {}
-  for c in string.gmatch(ARGV[arg], '%d+') do list[#list + 1] = tonumber(c) end
+  for c in string.gmatch(ARGV[arg], '%d+') do
+    local n = tonumber(c)
+    list[#list + 1] = route[n] or n
+  end
   targets[g] = list
   -- One string instead of one argument per user: far cheaper to send than 100k arguments.
   local users, n = {}, 0
@@ -86,7 +63,7 @@ for g = 1, groups do
     n = n + 1
     users[n] = user
   end
-  if n > 0 then add_users(list, users, n) end
+  if n > 0 then add_users(list, users, n, SCRATCH) end
   add_counts(list, tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2]))
   arg = arg + 4
 end
@@ -94,13 +71,14 @@ end
 -- its user did not send its key within the window, measured on stream time, so live, rebuild and
 -- replay decide exactly alike. Scores are read in one ZMSCORE and writes grouped per group.
 -- Keyed events come as one string (arguments cost the client far more), per event "stream ms \31
--- group number (1-based) \31 c|i \31 user \31 key \30" (users and keys hold no control characters).
+-- its group numbers (1-based, joined by ",": its quarter-hour's, then its axes') \31 c|i \31 user \31
+-- key \30" (users and keys hold no control characters).
 local ats, kgroups, kinds, kusers, members = {}, {}, {}, {}, {}
 local keyed = 0
-for at, group, kind, user, key in string.gmatch(ARGV[arg] or '', '(%d+)\31(%d+)\31(%a)\31([^\31]*)\31([^\30]*)\30') do
+for at, group, kind, user, key in string.gmatch(ARGV[arg] or '', '(%d+)\31([%d,]+)\31(%a)\31([^\31]*)\31([^\30]*)\30') do
   keyed = keyed + 1
   ats[keyed] = tonumber(at)
-  kgroups[keyed] = tonumber(group)
+  kgroups[keyed] = group
   kinds[keyed] = kind
   kusers[keyed] = user
   members[keyed] = user .. '\n' .. key
@@ -123,13 +101,15 @@ if keyed > 0 then
       last[member] = at
       zadd[#zadd + 1] = at
       zadd[#zadd + 1] = member
-      local g = kgroups[i]
-      users[g] = users[g] or {}
-      table.insert(users[g], kusers[i])
-      if kinds[i] == 'c' then
-        kclicks[g] = (kclicks[g] or 0) + 1
-      else
-        kimpressions[g] = (kimpressions[g] or 0) + 1
+      for n in string.gmatch(kgroups[i], '%d+') do
+        local g = tonumber(n)
+        users[g] = users[g] or {}
+        table.insert(users[g], kusers[i])
+        if kinds[i] == 'c' then
+          kclicks[g] = (kclicks[g] or 0) + 1
+        else
+          kimpressions[g] = (kimpressions[g] or 0) + 1
+        end
       end
     end
   end
@@ -137,17 +117,18 @@ if keyed > 0 then
     redis.call('ZADD', DEDUP, unpack(zadd, c, math.min(c + CHUNK - 1, #zadd)))
   end
   for g, list in pairs(users) do
-    add_users(targets[g], list, #list)
+    add_users(targets[g], list, #list, SCRATCH)
     add_counts(targets[g], kclicks[g] or 0, kimpressions[g] or 0)
   end
 end
 -- The snapshot writer takes the hours and day rollups changed since its last cut (by which apply).
-local dirty = {}
+local dirty, marked = {}, {}
 for c = 1, CELLS do
   local token = ARGV[TOKENS + c]
   if clicks[c] > 0 then redis.call('HINCRBY', counts_of(c), 'clicks', clicks[c]) end
   if impressions[c] > 0 then redis.call('HINCRBY', counts_of(c), 'impressions', impressions[c]) end
-  if #token ~= 12 then
+  if #token ~= 12 and not marked[token] then
+    marked[token] = true
     dirty[#dirty + 1] = new_wm
     dirty[#dirty + 1] = token
   end
@@ -157,4 +138,9 @@ for c = 1, #dirty, CHUNK do
 end
 redis.call('ZREMRANGEBYSCORE', DEDUP, '-inf', '(' .. string.format('%d', newest - window))  -- past the window
 redis.call('SET', WATERMARK, new_wm)
-return {0, tonumber(new_wm), live}
+local applied = {0, tonumber(new_wm), live}
+for _, where in ipairs(told) do
+  applied[#applied + 1] = where
+  applied[#applied + 1] = overflow[where]
+end
+return applied

@@ -4,7 +4,8 @@
 -- being built) and the fence; the watermark must not exist yet.
 -- Own ARGV: op, watermark, then
 --       for "cells", per entry: its token, its number of cells, then per cell: HLL bytes ("" = none),
---       clicks, impressions (the entry goes to Redis);
+--       clicks, impressions (the entry goes to Redis; an hour's axes hash is marked "!partial": the
+--       snapshot store keeps no axis cells);
 --       for "cold", per hour: its token, its entry watermark, its number of cells (the hour stays in the
 --       store: only named here, its cells emptied);
 --       for "commit": dedup entries as score, member pairs.
@@ -18,6 +19,7 @@ if op == 'cells' then
   local c, a = 1, OWN + 2
   while a <= #ARGV do
     redis.call('HDEL', COLD, ARGV[a])
+    if #ARGV[a] == 10 then redis.call('HSET', axes_hash(c), '!partial', 1) end
     local n = tonumber(ARGV[a + 1])
     a = a + 2
     for _ = 1, n do

@@ -4,6 +4,7 @@
 -- the same order. Named keys: the live cold hash, the live dirty set. The guard checks the live
 -- generation and the fence the rebuild holds. Own ARGV: the hour token, the partition's watermark.
 -- The hour is in Redis afterwards (no longer cold) and marked changed, so the next snapshot takes it.
+-- Its axis cells and axes hash are swapped too.
 -- The day rollups overlapping the hour are rebuilt next (rebuild_day.lua), under the same fence.
 -- Returns 1 if swapped, 0 if the fence moved, -1 if the live generation is no longer the one rebuilt for.
 local status = guard()
@@ -19,6 +20,18 @@ for c = 1, half do
       redis.call('DEL', key_of(c, role))
     end
   end
+end
+drop_axes(1)
+local built, live_head = hour_head(half + 1), hour_head(1)
+for _, axis in ipairs(axis_fields(half + 1)) do
+  for _, role in ipairs({':users', ':counts'}) do
+    if redis.call('EXISTS', built .. axis .. role) == 1 then
+      redis.call('RENAME', built .. axis .. role, live_head .. axis .. role)
+    end
+  end
+end
+if redis.call('EXISTS', axes_hash(half + 1)) == 1 then
+  redis.call('RENAME', axes_hash(half + 1), axes_hash(1))
 end
 redis.call('HDEL', named(1), ARGV[OWN])
 redis.call('ZADD', named(2), ARGV[OWN + 1], ARGV[OWN])

@@ -1,6 +1,6 @@
 -- Brings cold hours back into Redis from their snapshot entries, with their quarter-hours, so late events
 -- add to them instead of starting them over. An hour is thawed only if the cold hash still names the
--- entry that was read.
+-- entry that was read. Its axis cells left with it for good: its axes hash is marked "!partial".
 -- Cells (cells.lua): each hour's cells (the hour, its quarter-hours), hour after hour. Named keys: cold,
 -- dirty. The guard checks the generation (unless it is being built), the fence and the watermark.
 -- Own ARGV: "mark" (mark each hour thawed changed, scored by the watermark) or "", then per hour: its
@@ -21,6 +21,7 @@ while a <= #ARGV do
       a = a + 3
     end
     redis.call('HDEL', COLD, token)
+    redis.call('HSET', axes_hash(first), '!partial', 1)
     if ARGV[OWN] == 'mark' then redis.call('ZADD', DIRTY, wm, token) end
     thawed = thawed + 1
   else

@@ -1,0 +1,160 @@
+"""What a breakdown or a filtered read asks for, and how a breakdown's rows are chosen and rendered
+(pure): GET /analytics/breakdown?by=<dimension>&timestamp=<ms>[&sort=][&top=], and the one-hour read
+GET /analytics?timestamp=<ms>&<dimension>=<value>."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import msgspec
+
+from contract.cells import NONE, OTHER, axis_of
+from server.failures import ParamError
+from server.params import parse_dimensions, parse_timestamp, single
+
+TOP_DEFAULT, TOP_MAX = 20, 1000
+BREAKDOWN_PARAMS = frozenset({"by", "timestamp", "sort", "top"})
+READ_PARAMS = frozenset({"timestamp", "from", "to", "granularity", "tz"})
+
+
+class Sort(enum.StrEnum):
+    UNIQUE_USERS = "unique_users"
+    CLICKS = "clicks"
+    IMPRESSIONS = "impressions"
+    CTR = "ctr"
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """One dimension's value: the events a filtered read counts."""
+
+    dimension: str
+    value: str
+
+    @property
+    def axis(self) -> str:
+        return axis_of(self.dimension, self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """A one-hour read of the events with one dimension's value."""
+
+    timestamp: int
+    only: Filter
+
+
+@dataclass(frozen=True, slots=True)
+class BreakdownQuery:
+    dimension: str
+    timestamp: int
+    sort: Sort = Sort.CLICKS
+    top: int = TOP_DEFAULT
+
+
+def parse_filter(query: dict[str, list[str]], dimensions: frozenset[str]) -> Filter | None:
+    """The filter a read's query names, if any (one dimension at most so far)."""
+    named = parse_dimensions(query, dimensions, READ_PARAMS)
+    if not named:
+        return None
+    if len(named) > 1:
+        raise ParamError(named[1][0], "filter by one dimension at a time")
+    return Filter(*named[0])
+
+
+def parse_breakdown(query: dict[str, list[str]], dimensions: frozenset[str]) -> BreakdownQuery:
+    """`by` a declared dimension, one hour by `timestamp`, `sort` and `top`; a ParamError names what is
+    wrong."""
+    by = single(query, "by")
+    declared = ", ".join(sorted(dimensions)) or "none"
+    if by is None:
+        raise ParamError("by", f"is required: a declared dimension ({declared})")
+    if by not in dimensions:
+        raise ParamError("by", f"{by[:40]!r} is not a declared dimension ({declared})")
+    if "from" in query or "to" in query:
+        raise ParamError("from", "a breakdown covers one hour (timestamp=) so far, not a range")
+    if parse_dimensions(query, dimensions, BREAKDOWN_PARAMS):
+        raise ParamError(by, "a breakdown takes no filter yet (no dimension pairs are kept)")
+    raw_sort = single(query, "sort")
+    try:
+        sort = Sort.CLICKS if raw_sort is None else Sort(raw_sort)
+    except ValueError:
+        names = "|".join(s.value for s in Sort)
+        raise ParamError("sort", f"must be one of {names}, got {(raw_sort or '')[:20]!r}") from None
+    raw_top = single(query, "top")
+    top = TOP_DEFAULT
+    if raw_top is not None:
+        if not (raw_top.isascii() and raw_top.isdigit()) or not 1 <= int(raw_top[:5]) <= TOP_MAX:
+            raise ParamError("top", f"must be a whole number from 1 to {TOP_MAX}, got {raw_top[:20]!r}")
+        top = int(raw_top)
+    return BreakdownQuery(by, parse_timestamp(query), sort, top)
+
+
+Row = tuple[int, int, int]
+"""(unique users, clicks, impressions)"""
+Counts = tuple[int, int]
+"""(clicks, impressions) of one value, summed over partitions."""
+
+
+def ctr(clicks: int, impressions: int) -> float | None:
+    """Clicks per impression; None without impressions."""
+    return clicks / impressions if impressions else None
+
+
+def chosen(q: BreakdownQuery, counts: dict[str, Counts], users: dict[str, int] | None = None) -> list[str]:
+    """The values shown: the `top` by the sort (unique users need `users`), ties by value."""
+
+    def key(value: str) -> tuple[float, str]:
+        clicks, impressions = counts[value]
+        if q.sort is Sort.CLICKS:
+            return (-clicks, value)
+        if q.sort is Sort.IMPRESSIONS:
+            return (-impressions, value)
+        if q.sort is Sort.CTR:
+            return (-(ctr(clicks, impressions) or 0.0), value)
+        return (-(users or {}).get(value, 0), value)
+
+    return sorted(counts, key=key)[: q.top]
+
+
+def value_axes(dimension: str, values: list[str]) -> list[str]:
+    """The axes read for the shown values, then (none) (with the events that carried no dimension at
+    all) and (other)."""
+    return [
+        *(axis_of(dimension, v) for v in values),
+        f"{axis_of(dimension, NONE)}|{NONE}",
+        axis_of(dimension, OTHER),
+    ]
+
+
+def render_csv(q: BreakdownQuery, rows: list[tuple[str, Row]], total: Row) -> bytes:
+    lines = [f"{q.dimension},unique_users,clicks,impressions,ctr"]
+    for name, (u, c, i) in [*rows, ("total", total)]:
+        rate = ctr(c, i)
+        lines.append(f"{name},{u},{c},{i},{'' if rate is None else f'{rate:.4f}'}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+class RowJSON(msgspec.Struct, frozen=True):
+    value: str
+    unique_users: int
+    clicks: int
+    impressions: int
+    ctr: float | None
+
+
+class BreakdownJSON(msgspec.Struct, frozen=True):
+    by: str
+    sort: str
+    rows: list[RowJSON]
+    total: RowJSON
+
+
+def render_json(q: BreakdownQuery, rows: list[tuple[str, Row]], total: Row) -> bytes:
+    def row(name: str, r: Row) -> RowJSON:
+        rate = ctr(r[1], r[2])
+        return RowJSON(name, r[0], r[1], r[2], None if rate is None else round(rate, 6))
+
+    body = BreakdownJSON(q.dimension, q.sort.value, [row(n, r) for n, r in rows], row("total", total))
+    return msgspec.json.encode(body)

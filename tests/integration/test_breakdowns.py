@@ -1,0 +1,140 @@
+"""Breakdowns against the real servers: per value of a dimension each click and impression counted
+exactly, unique users as the cells hold them, `(none)`, `(other)` past the bound (per hour and
+partition, in stream order), a filter equal to its row, the total equal to the unfiltered read, a
+full replay equal to live, a single-hour replay repairing a value, and a 409 for an hour whose
+breakdowns are not kept."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
+
+from contract.cells import Cell, CellLayout
+from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
+from contract.keys import Keys
+from deploy.settings import Settings
+from projector.replay.driver import replay
+from projector.replay.single_hour import replay_hour
+from tests.conftest import Server
+from tests.helpers import eventually, isolated_settings, settle
+
+BOUND = 3
+
+
+@pytest.fixture
+def settings(nats_server: Server, redis_server: Server) -> Settings:
+    return isolated_settings(nats_server.url, redis_server.url, dimension_max_values=BOUND)
+
+
+def workload(hour: int) -> list[tuple[str, str, dict[str, str]]]:
+    """(user, click|impression, dimensions) in the order they are sent."""
+    sent: list[tuple[str, str, dict[str, str]]] = []
+    for i in range(20):
+        sent.append((f"u{i}", "impression", {"campaign": "spring", "site": "a.com"}))
+        if i < 10:
+            sent.append((f"u{i}", "click", {"campaign": "spring", "creative": "c1"}))
+    for i in (1, 2, 3):
+        sent.append((f"u{i}", "click", {"campaign": "autumn"}))
+        sent.append((f"u{i + 20}", "impression", {"campaign": "autumn"}))
+    sent += [(f"s{i}", "impression", {"site": "x.com"}) for i in range(4)]  # no campaign
+    sent += [(f"n{i}", "click" if i % 2 else "impression", {}) for i in range(6)]  # no dimension at all
+    sent += [("flood", "impression", {"campaign": f"f{i}"}) for i in range(5)]  # past the bound
+    sent += [(f"u{i}", "impression", {"campaign": f"f{i}"}) for i in range(5)]
+    return sent
+
+
+def model(
+    sent: list[tuple[str, str, dict[str, str]]], partitions: int
+) -> dict[str, tuple[set[str], int, int]]:
+    """What each campaign row must hold: values admitted per partition in stream order, up to BOUND."""
+    admitted: dict[int, set[str]] = defaultdict(set)
+    rows: dict[str, tuple[set[str], int, int]] = defaultdict(lambda: (set(), 0, 0))
+    for user, kind, dims in sent:
+        value = dims.get("campaign", "(none)")
+        p = partition_of(user, partitions)
+        if value != "(none)" and value not in admitted[p]:
+            if len(admitted[p]) < BOUND:
+                admitted[p].add(value)
+            else:
+                value = "(other)"
+        users, clicks, impressions = rows[value]
+        rows[value] = (users | {user}, clicks + (kind == "click"), impressions + (kind == "impression"))
+    return rows
+
+
+def parse(body: str) -> dict[str, tuple[int, int, int]]:
+    lines = body.splitlines()
+    assert lines[0] == "campaign,unique_users,clicks,impressions,ctr"
+    return {name: (int(u), int(c), int(i)) for name, u, c, i, _ in (line.split(",") for line in lines[1:])}
+
+
+def matches(found: dict[str, tuple[int, int, int]], want: dict[str, tuple[set[str], int, int]]) -> bool:
+    for name in {*want, "(none)", "(other)"}:
+        users, clicks, impressions = want.get(name, (set(), 0, 0))
+        if found.get(name) != (len(users), clicks, impressions):
+            return False
+    return True
+
+
+async def test_each_value_counts_exactly_past_the_bound_as_other_and_a_replay_gives_the_same(
+    settings: Settings, client: httpx.AsyncClient, projector: None, nc: NATS, redis: Redis
+) -> None:
+    hour = hour_of(system_now_ms()) - 5
+    sent = workload(hour)
+    for n, (user, kind, dims) in enumerate(sent):
+        extra = "".join(f"&{k}={v}" for k, v in dims.items())
+        answer = await client.post(f"/analytics?timestamp={hour * HOUR_MS + n}&user={user}&{kind}{extra}")
+        assert answer.status_code == 204, answer.text
+    retried = await client.post(
+        f"/analytics?timestamp={hour * HOUR_MS}&user=u0&click&campaign=spring",
+        headers={"Idempotency-Key": "k1"},
+    )
+    again = await client.post(
+        f"/analytics?timestamp={hour * HOUR_MS}&user=u0&click&campaign=spring",
+        headers={"Idempotency-Key": "k1"},
+    )
+    assert retried.status_code == again.status_code == 204
+    sent.append(("u0", "click", {"campaign": "spring"}))  # once
+    want = model(sent, settings.partitions)
+    assert want["(other)"][2] > 0  # the bound is reached in some partition
+    url = f"/analytics/breakdown?by=campaign&timestamp={hour * HOUR_MS}&top=1000"
+
+    async def rows() -> dict[str, tuple[int, int, int]]:
+        return parse((await client.get(url)).text)
+
+    await eventually(rows, lambda found: matches(found, want), timeout=30)
+    await settle(nc, redis, settings)
+    live = await rows()
+    assert matches(live, want), live
+    unfiltered = (await client.get(f"/analytics?timestamp={hour * HOUR_MS}")).text
+    u, c, i = live["total"]
+    assert unfiltered == f"unique_users,{u}\nclicks,{c}\nimpressions,{i}\n"
+    assert (c, i) == (sum(v[1] for v in want.values()), sum(v[2] for v in want.values()))
+    spring = (await client.get(f"/analytics?timestamp={hour * HOUR_MS}&campaign=spring")).text
+    assert spring == "unique_users,{}\nclicks,{}\nimpressions,{}\n".format(*live["spring"])
+    top = parse((await client.get(f"/analytics/breakdown?by=campaign&timestamp={hour * HOUR_MS}&top=1")).text)
+    assert list(top) == ["spring", "(none)", "(other)", "total"]
+
+    await replay(settings, nc, redis)
+    assert await rows() == live
+
+    # A damaged value is rebuilt by a single-hour replay, which swaps the hour's axis cells with it.
+    keys, layout = Keys(settings.key_prefix), CellLayout(Keys(settings.key_prefix))
+    spring_p = partition_of("u0", settings.partitions)
+    gen = keys.live_generation(await redis.get(keys.generation(spring_p)))
+    await redis.hincrby(layout.counts(Cell(gen, spring_p, hour_token(hour), "campaign=spring")), "clicks", 7)
+    assert (await rows())["spring"] != live["spring"]
+    await replay_hour(settings, nc, redis, hour)
+    assert await rows() == live
+
+    # An hour whose axis cells are gone (as if counted before breakdowns) is a 409, never wrong rows.
+    for p in range(settings.partitions):
+        gen = keys.live_generation(await redis.get(keys.generation(p)))
+        await redis.delete(CellLayout(keys).axes(gen, p, hour))
+    gone = await client.get(url)
+    assert gone.status_code == 409, gone.text
+    assert "./just replay" in gone.text

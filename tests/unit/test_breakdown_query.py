@@ -1,0 +1,99 @@
+"""What a breakdown or a filtered read asks for, which rows it shows and how they read (pure)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from api.breakdown import (
+    BreakdownQuery,
+    Filter,
+    Filtered,
+    Sort,
+    chosen,
+    parse_breakdown,
+    render_csv,
+    render_json,
+)
+from api.ranges import RangeQuery, parse_read
+from server.failures import ParamError
+from server.params import parse_query
+
+DIMS = frozenset({"campaign", "creative", "site"})
+
+
+def breakdown(raw: str) -> BreakdownQuery:
+    return parse_breakdown(parse_query(raw.encode()), DIMS)
+
+
+def test_a_breakdown_defaults_to_the_top_twenty_by_clicks() -> None:
+    assert breakdown("by=campaign&timestamp=7200000") == BreakdownQuery(
+        "campaign", 7_200_000, Sort.CLICKS, 20
+    )
+    assert breakdown("by=site&timestamp=1&sort=ctr&top=1000").top == 1000
+
+
+@pytest.mark.parametrize(
+    ("raw", "param", "says"),
+    [
+        ("timestamp=1", "by", "is required"),
+        ("by=country&timestamp=1", "by", "not a declared dimension (campaign, creative, site)"),
+        ("by=campaign", "timestamp", "is required"),
+        ("by=campaign&timestamp=1&top=0", "top", "from 1 to 1000"),
+        ("by=campaign&timestamp=1&top=1001", "top", "from 1 to 1000"),
+        ("by=campaign&timestamp=1&top=ten", "top", "from 1 to 1000"),
+        ("by=campaign&timestamp=1&sort=users", "sort", "unique_users|clicks|impressions|ctr"),
+        ("by=campaign&from=1&to=2", "from", "one hour"),
+        ("by=creative&timestamp=1&campaign=x", "creative", "no filter yet"),
+        ("by=campaign&timestamp=1&Site=x", "Site", "did you mean site"),
+    ],
+)
+def test_a_bad_breakdown_is_a_400_naming_the_parameter(raw: str, param: str, says: str) -> None:
+    with pytest.raises(ParamError) as caught:
+        breakdown(raw)
+    assert caught.value.param == param
+    assert says in caught.value.problem
+
+
+def test_a_read_with_a_dimension_is_filtered_to_one_hour_and_one_value() -> None:
+    assert parse_read(b"timestamp=5&campaign=spring", 10, DIMS) == Filtered(5, Filter("campaign", "spring"))
+    assert parse_read(b"timestamp=5&campaign=spring", 10) == 5  # no dimensions declared: ignored
+    assert isinstance(parse_read(b"from=0&to=7200000", 10, DIMS), RangeQuery)
+    for raw, param in [
+        (b"from=0&to=7200000&campaign=x", "campaign"),
+        (b"timestamp=5&campaign=x&site=y", "site"),
+        (b"timestamp=5&campaign=a%20b", "campaign"),
+    ]:
+        with pytest.raises(ParamError) as caught:
+            parse_read(raw, 10, DIMS)
+        assert caught.value.param == param
+
+
+def test_rows_are_chosen_by_the_sort_ties_by_value() -> None:
+    counts = {"b": (5, 10), "a": (5, 50), "c": (1, 1), "d": (0, 0)}
+    q = BreakdownQuery("campaign", 0, top=3)
+    assert chosen(q, counts) == ["a", "b", "c"]
+    assert chosen(BreakdownQuery("campaign", 0, Sort.CTR), counts) == ["c", "b", "a", "d"]
+    assert chosen(BreakdownQuery("campaign", 0, Sort.IMPRESSIONS, 1), counts) == ["a"]
+    users = {"a": 1, "b": 9, "c": 3, "d": 0}
+    assert chosen(BreakdownQuery("campaign", 0, Sort.UNIQUE_USERS), counts, users) == ["b", "c", "a", "d"]
+
+
+def test_a_breakdown_reads_as_csv_with_ctr_or_as_json() -> None:
+    q = BreakdownQuery("campaign", 0)
+    rows = [("spring", (3, 1, 4)), ("(none)", (2, 0, 0)), ("(other)", (0, 0, 0))]
+    assert render_csv(q, rows, (5, 1, 4)) == (
+        b"campaign,unique_users,clicks,impressions,ctr\n"
+        b"spring,3,1,4,0.2500\n(none),2,0,0,\n(other),0,0,0,\ntotal,5,1,4,0.2500\n"
+    )
+    body = msgspec.json.decode(render_json(q, rows, (5, 1, 4)))
+    assert body["by"] == "campaign"
+    assert body["rows"][0] == {
+        "value": "spring",
+        "unique_users": 3,
+        "clicks": 1,
+        "impressions": 4,
+        "ctr": 0.25,
+    }
+    assert body["rows"][1]["ctr"] is None
+    assert body["total"]["value"] == "total"
