@@ -1,6 +1,6 @@
 """What a breakdown or a filtered read asks for, and how a breakdown's rows are chosen and rendered
-(pure): GET /analytics/breakdown?by=<dimension>&timestamp=<ms>[&sort=][&top=], and the one-hour read
-GET /analytics?timestamp=<ms>&<dimension>=<value>."""
+(pure): GET /analytics/breakdown?by=<dimension>&(timestamp=<ms>|from=<ms>&to=<ms>)[&sort=][&top=],
+and the one-hour read GET /analytics?timestamp=<ms>&<dimension>=<value>."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from dataclasses import dataclass
 import msgspec
 
 from contract.cells import NONE, OTHER, axis_of
+from contract.hours import HOUR_MS
 from server.failures import ParamError
-from server.params import parse_dimensions, parse_timestamp, single
+from server.params import parse_dimensions, parse_timestamp, parse_timestamp_param, single
 
 TOP_DEFAULT, TOP_MAX = 20, 1000
-BREAKDOWN_PARAMS = frozenset({"by", "timestamp", "sort", "top"})
+MAX_HOURS = 744
+"""The most hours one breakdown covers (31 days): each value's users are a union over every hour."""
+BREAKDOWN_PARAMS = frozenset({"by", "timestamp", "from", "to", "tz", "sort", "top"})
 READ_PARAMS = frozenset({"timestamp", "from", "to", "granularity", "tz"})
 
 
@@ -48,9 +51,11 @@ class Filtered:
 @dataclass(frozen=True, slots=True)
 class BreakdownQuery:
     dimension: str
-    timestamp: int
+    hours: range
+    """The UTC hours covered: the timestamp's, or those starting from `from`'s hour up to `to`."""
     sort: Sort = Sort.CLICKS
     top: int = TOP_DEFAULT
+    one_hour: bool = True
 
 
 def parse_filter(query: dict[str, list[str]], dimensions: frozenset[str]) -> Filter | None:
@@ -72,8 +77,8 @@ def parse_breakdown(query: dict[str, list[str]], dimensions: frozenset[str]) -> 
         raise ParamError("by", f"is required: a declared dimension ({declared})")
     if by not in dimensions:
         raise ParamError("by", f"{by[:40]!r} is not a declared dimension ({declared})")
-    if "from" in query or "to" in query:
-        raise ParamError("from", "a breakdown covers one hour (timestamp=) so far, not a range")
+    if single(query, "tz") not in (None, "", "UTC"):
+        raise ParamError("tz", "a breakdown's period is whole UTC hours from `from` to `to`; no zone yet")
     if parse_dimensions(query, dimensions, BREAKDOWN_PARAMS):
         raise ParamError(by, "a breakdown takes no filter yet (no dimension pairs are kept)")
     raw_sort = single(query, "sort")
@@ -88,7 +93,23 @@ def parse_breakdown(query: dict[str, list[str]], dimensions: frozenset[str]) -> 
         if not (raw_top.isascii() and raw_top.isdigit()) or not 1 <= int(raw_top[:5]) <= TOP_MAX:
             raise ParamError("top", f"must be a whole number from 1 to {TOP_MAX}, got {raw_top[:20]!r}")
         top = int(raw_top)
-    return BreakdownQuery(by, parse_timestamp(query), sort, top)
+    hours, one_hour = _hours(query)
+    return BreakdownQuery(by, hours, sort, top, one_hour)
+
+
+def _hours(query: dict[str, list[str]]) -> tuple[range, bool]:
+    """The timestamp's hour, or every UTC hour starting from `from`'s hour and before `to` (none when
+    `to` is at or before that hour's start, an empty period)."""
+    if "from" not in query and "to" not in query:
+        hour = parse_timestamp(query) // HOUR_MS
+        return range(hour, hour + 1), True
+    if single(query, "timestamp") is not None:
+        raise ParamError("timestamp", "give either timestamp, or from and to, not both")
+    first = parse_timestamp_param(query, "from") // HOUR_MS
+    end = -(-parse_timestamp_param(query, "to") // HOUR_MS)
+    if end - first > MAX_HOURS:
+        raise ParamError("to", f"a breakdown covers at most {MAX_HOURS} hours (31 days), got {end - first}")
+    return range(first, max(first, end)), False
 
 
 Row = tuple[int, int, int]

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import redis.exceptions
 from litestar.exceptions import ClientException, NotAuthorizedException
 
-from api.breakdown import Filtered, Sort, chosen, parse_breakdown, value_axes
+from api.breakdown import BreakdownQuery, Filtered, Sort, chosen, parse_breakdown, value_axes
 from api.breakdown import render_csv as render_breakdown_csv
 from api.breakdown import render_json as render_breakdown_json
 from api.cache import HourCache, View, cache_control
@@ -17,7 +17,7 @@ from api.ranges import RangeQuery, Row, parse_range, parse_read, render_csv, ren
 from api.reader import HourTotals, NotKept
 from api.tokens import ReadTokens
 from contract.cells import NONE, OTHER, axis_of
-from contract.hours import hour_of, hour_token
+from contract.hours import HOUR_MS, hour_of
 from server.answer import CSV, JSON, Answer
 from server.failures import Unavailable
 from server.params import parse_query
@@ -27,10 +27,10 @@ _R = TypeVar("_R")
 
 ReadBuckets = Callable[[Sequence[tuple[int, int]]], Awaitable[tuple[list[HourTotals], HourTotals]]]
 """Each row's totals and the range's, rows given as [start, end) in ms (api.range_read)."""
-AxisCounts = Callable[[int, str], Awaitable[dict[str, tuple[int, int]]]]
-"""Every axis of a dimension an hour has, with its clicks and impressions (api.reader)."""
-AxisTotals = Callable[[int, Sequence[str]], Awaitable[list[HourTotals]]]
-"""Each axis's totals in an hour (api.reader)."""
+AxisCounts = Callable[[Sequence[int], str], Awaitable[dict[str, tuple[int, int]]]]
+"""Every axis of a dimension some hours have, with its clicks and impressions (api.reader)."""
+AxisTotals = Callable[[Sequence[int], Sequence[str]], Awaitable[list[HourTotals]]]
+"""Each axis's totals over some hours (api.reader)."""
 REDIS_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -90,7 +90,7 @@ class Reads:
             return await self._range(asked, headers, self._answered)
         if isinstance(asked, Filtered):
             hour = hour_of(asked.timestamp)
-            (totals,) = await self._axes(self._axis_totals, hour, [asked.only.axis])
+            (totals,) = await self._axes(self._axis_totals, [hour], [asked.only.axis])
             view = View.of(hour, totals, self._staleness_s)
         else:
             view = await self.cache.view(hour_of(asked))
@@ -116,23 +116,19 @@ class Reads:
         if self._tokens is not None:
             self.authorize(headers)
         q = parse_breakdown(parse_query(scope["query_string"]), self._dimensions)
-        hour = hour_of(q.timestamp)
-        counts = await self._axes(self._axis_counts, hour, q.dimension)
-        values = {axis.partition("=")[2]: c for axis, c in counts.items()}
-        values = {v: c for v, c in values.items() if v not in (NONE, OTHER)}
-        if q.sort is Sort.UNIQUE_USERS:
-            every = sorted(values)
-            found = await self._axes(self._axis_totals, hour, [axis_of(q.dimension, v) for v in every])
-            shown = chosen(q, values, {v: t.unique_users for v, t in zip(every, found, strict=True)})
-        else:
-            shown = chosen(q, values)
-        found = await self._axes(self._axis_totals, hour, value_axes(q.dimension, shown))
-        rows = [
-            (name, (t.unique_users, t.clicks, t.impressions))
-            for name, t in zip([*shown, NONE, OTHER], found, strict=True)
-        ]
-        total = await self._fetch(hour)
-        whole = (total.unique_users, total.clicks, total.impressions)
+        hours = list(q.hours)
+        rows: list[tuple[str, Row]] = [(NONE, (0, 0, 0)), (OTHER, (0, 0, 0))]
+        whole: Row = (0, 0, 0)
+        if hours:
+            rows = await self._breakdown_rows(q, hours)
+            if q.one_hour:
+                total = await self._fetch(hours[0])
+            else:
+                try:
+                    _, total = await self._buckets([(hours[0] * HOUR_MS, (hours[-1] + 1) * HOUR_MS)])
+                except REDIS_ERRORS as exc:
+                    raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
+            whole = (total.unique_users, total.clicks, total.impressions)
         wants_json, _ = _negotiation(headers)
         if wants_json:
             body, media = render_breakdown_json(q, rows, whole), JSON
@@ -141,16 +137,33 @@ class Reads:
         self._breakdown_answered(200)
         return Answer.of(200, body, media, {"cache-control": self._cache_control, "vary": "Accept"})
 
-    async def _axes(self, read: Callable[[int, _T], Awaitable[_R]] | None, hour: int, what: _T) -> _R:
-        """An axis read of the hour; 409 when its axis cells are not kept, 503 when Redis is down."""
+    async def _breakdown_rows(self, q: BreakdownQuery, hours: list[int]) -> list[tuple[str, Row]]:
+        """The values shown (the `top` by the sort), then (none) and (other), over the hours."""
+        counts = await self._axes(self._axis_counts, hours, q.dimension)
+        values = {axis.partition("=")[2]: c for axis, c in counts.items()}
+        values = {v: c for v, c in values.items() if v not in (NONE, OTHER)}
+        if q.sort is Sort.UNIQUE_USERS:
+            every = sorted(values)
+            found = await self._axes(self._axis_totals, hours, [axis_of(q.dimension, v) for v in every])
+            shown = chosen(q, values, {v: t.unique_users for v, t in zip(every, found, strict=True)})
+        else:
+            shown = chosen(q, values)
+        found = await self._axes(self._axis_totals, hours, value_axes(q.dimension, shown))
+        names = [*shown, NONE, OTHER]
+        return [
+            (name, (t.unique_users, t.clicks, t.impressions)) for name, t in zip(names, found, strict=True)
+        ]
+
+    async def _axes(
+        self, read: Callable[[Sequence[int], _T], Awaitable[_R]] | None, hours: Sequence[int], what: _T
+    ) -> _R:
+        """An axis read of the hours; 409 when an hour's axis cells are not kept, 503 when Redis is down."""
         if read is None:
             raise Unavailable("Redis", "breakdowns are not connected")
         try:
-            return await read(hour, what)
+            return await read(hours, what)
         except NotKept as exc:
-            raise ClientException(
-                status_code=409, detail=f"no breakdowns of hour {hour_token(hour)}: {exc}"
-            ) from None
+            raise ClientException(status_code=409, detail=f"no breakdowns: {exc}") from None
         except REDIS_ERRORS as exc:
             raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
 

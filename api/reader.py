@@ -150,48 +150,47 @@ class Reader:
             sum(h.impressions for h in found) + sum(c.impressions for c in warm),
         )
 
-    async def axis_counts(self, hour: int, dimension: str) -> dict[str, tuple[int, int]]:
-        """Every axis of `dimension` the hour has, with its clicks and impressions over all partitions."""
+    async def axis_counts(self, hours: Sequence[int], dimension: str) -> dict[str, tuple[int, int]]:
+        """Every axis of `dimension` the hours have, with its clicks and impressions over the hours and
+        all partitions."""
         found: dict[str, tuple[int, int]] = {}
-        for answer in await self._axis_calls(hour, "counts", [dimension]):
+        for answer in await self._axis_calls(hours, "counts", [dimension]):
             for i in range(1, len(answer), 3):
                 axis = answer[i].decode() if isinstance(answer[i], bytes) else str(answer[i])
                 clicks, impressions = found.get(axis, (0, 0))
                 found[axis] = (clicks + int(answer[i + 1]), impressions + int(answer[i + 2]))
         return found
 
-    async def axis_totals(self, hour: int, axes: Sequence[str]) -> list[HourTotals]:
-        """Each axis's totals over all partitions ("a|b": the union of two); partitions hold disjoint
-        users, so unique users add up."""
+    async def axis_totals(self, hours: Sequence[int], axes: Sequence[str]) -> list[HourTotals]:
+        """Each axis's totals over the hours and all partitions ("a|b": the union of two): unique users
+        are a union over the hours, and add up over partitions, which hold disjoint users."""
         sums = [[0, 0, 0] for _ in axes]
-        for answer in await self._axis_calls(hour, "users", list(axes)):
+        for answer in await self._axis_calls(hours, "users", list(axes)):
             for row, at in zip(sums, range(1, len(answer), 3), strict=True):
                 for k in range(3):
                     row[k] += int(answer[at + k])
         return [HourTotals(*row) for row in sums]
 
-    async def _axis_calls(self, hour: int, mode: str, rest: list[str]) -> list[Any]:
-        token = hour_token(hour)
-        calls: list[tuple[list[str], list[str | int]]] = [
-            (
-                [self._keys.generation(p)],
-                [
-                    *(FIRST_GENERATION, token, self._keys.cold(GEN_PLACEHOLDER, p)),
-                    *(f"{self._cells.head(GEN_PLACEHOLDER, p)}{token}:", mode, *rest),
-                ],
-            )
-            for p in range(self._partitions)
-        ]
+    async def _axis_calls(self, hours: Sequence[int], mode: str, rest: list[str]) -> list[Any]:
+        tokens = [hour_token(h) for h in hours]
+        calls: list[tuple[list[str], list[str | int]]] = []
+        for p in range(self._partitions):
+            templates = [self._keys.cold(GEN_PLACEHOLDER, p), self._cells.head(GEN_PLACEHOLDER, p)]
+            args: list[str | int] = [FIRST_GENERATION, *templates, len(tokens), *tokens, mode, *rest]
+            calls.append(([self._keys.generation(p)], args))
         answers = await self._scripts(self._axes, calls)
-        states = {int(a[0]) for a in answers}
-        if 1 in states:
+        for answer in answers:
+            state = int(answer[0])
+            if state == 0:
+                continue
+            token = answer[1].decode() if isinstance(answer[1], bytes) else str(answer[1])
+            if state == 1:
+                raise NotKept(
+                    f"hour {token}'s breakdowns left Redis with it (older than ANALYTICS_HOT_HOURS, or "
+                    "brought back from the snapshot store, which keeps none)"
+                )
             raise NotKept(
-                "its breakdowns left Redis with it (older than ANALYTICS_HOT_HOURS, or brought back from "
-                "the snapshot store, which keeps none)"
-            )
-        if 2 in states:
-            raise NotKept(
-                "it was counted without breakdowns (before them, or with no ANALYTICS_DIMENSIONS); "
-                "./just replay builds them from the log"
+                f"hour {token} was counted without breakdowns (before them, or with no "
+                "ANALYTICS_DIMENSIONS); ./just replay builds them from the log"
             )
         return answers

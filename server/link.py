@@ -101,11 +101,11 @@ class Link:
         """A range's rows, each [start, end) in ms (api.range_read)."""
         return await self._redis_reader().spans(spans)
 
-    async def axis_counts(self, hour: int, dimension: str) -> dict[str, tuple[int, int]]:
-        return await self._redis_reader().axis_counts(hour, dimension)
+    async def axis_counts(self, hours: Sequence[int], dimension: str) -> dict[str, tuple[int, int]]:
+        return await self._redis_reader().axis_counts(hours, dimension)
 
-    async def axis_totals(self, hour: int, axes: Sequence[str]) -> list[HourTotals]:
-        return await self._redis_reader().axis_totals(hour, axes)
+    async def axis_totals(self, hours: Sequence[int], axes: Sequence[str]) -> list[HourTotals]:
+        return await self._redis_reader().axis_totals(hours, axes)
 
     def _redis_reader(self) -> Reader:
         if self._reader is None:

@@ -31,7 +31,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from api.breakdown import TOP_DEFAULT, TOP_MAX, BreakdownJSON, RowJSON, Sort
+from api.breakdown import MAX_HOURS, TOP_DEFAULT, TOP_MAX, BreakdownJSON, RowJSON, Sort
 from api.cache import HourJSON
 from api.ranges import BucketJSON, Granularity, RangeJSON, TotalJSON
 from contract.hours import MAX_TIMESTAMP_MS
@@ -323,12 +323,13 @@ _breakdown_csv = rf"^[a-z][a-z0-9_]*,unique_users,clicks,impressions,ctr\n({_bre
 class GetBreakdown(Operation):
     def __post_init__(self) -> None:
         self.summary = _head(
-            self, "Unique users, clicks and impressions of one UTC hour per value of a dimension"
+            self, "Unique users, clicks and impressions of one UTC hour or a period per value of a dimension"
         )
         self.description = (
             "A row per value of the dimension `by` (the `top` by `sort`, ties by value), then `(none)` "
             "(events without the dimension), `(other)` (values past `ANALYTICS_DIMENSION_MAX_VALUES` "
-            "in the hour) and `total` (the hour unfiltered: its unique users are the union). `ctr` is "
+            "in an hour) and `total` (unfiltered: its unique users are the union, as a range read's). "
+            "Each value's unique users are a union over the period's hours. `ctr` is "
             "clicks per impression, empty without impressions. CSV by default, JSON with `Accept: "
             f"application/json`. {_ranges}"
         )
@@ -338,7 +339,27 @@ class GetBreakdown(Operation):
                 Schema(type=OpenAPIType.STRING, enum=list(DEFAULTS.dimension_names)),
                 "A declared dimension (`ANALYTICS_DIMENSIONS`).",
             ),
-            _query("timestamp", TIMESTAMP, "Any moment of the hour, in milliseconds since the epoch (UTC)."),
+            _query(
+                "timestamp",
+                TIMESTAMP,
+                "One hour: any moment of it, in milliseconds since the epoch (UTC). Give either this, or "
+                "`from` and `to`.",
+                required=False,
+            ),
+            _query(
+                "from",
+                TIMESTAMP,
+                "A period: from the UTC hour containing this moment (ms) ...",
+                required=False,
+            ),
+            _query(
+                "to",
+                TIMESTAMP,
+                "... up to this moment (ms, exclusive): every UTC hour starting before it, at most "
+                f"{MAX_HOURS} (more is a 400 naming `to`); none when it is at or before `from`'s hour "
+                "(an empty period).",
+                required=False,
+            ),
             _query(
                 "sort",
                 Schema(type=OpenAPIType.STRING, enum=[s.value for s in Sort], default=Sort.CLICKS.value),
@@ -353,19 +374,26 @@ class GetBreakdown(Operation):
             ),
         ]
         self.responses = {
-            "200": OpenAPIResponse(
-                description="A row per value shown, then (none), (other) and total.",
-                headers={"Cache-Control": _validators["Cache-Control"]},
-                content={
-                    CSV: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, pattern=_breakdown_csv)),
-                    JSON: OpenAPIMediaType(schema=_breakdown_json),
-                },
+            "200": _table(
+                "A row per value shown, then (none), (other) and total.", _breakdown_csv, _breakdown_json
             ),
             "400": BAD_REQUEST,
             "401": UNAUTHORIZED,
             "409": NOT_KEPT,
             "503": UNAVAILABLE,
         }
+
+
+def _table(description: str, csv_pattern: str, json_schema: Schema) -> OpenAPIResponse:
+    """A 200 of rows: CSV by default, JSON with `Accept: application/json`."""
+    return OpenAPIResponse(
+        description=description,
+        headers={"Cache-Control": _validators["Cache-Control"]},
+        content={
+            CSV: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, pattern=csv_pattern)),
+            JSON: OpenAPIMediaType(schema=json_schema),
+        },
+    )
 
 
 def _head(operation: Operation, summary: str) -> str:
@@ -446,14 +474,7 @@ class GetRange(Operation):
             ),
         ]
         self.responses = {
-            "200": OpenAPIResponse(
-                description="A row per bucket, then the total.",
-                headers={"Cache-Control": _validators["Cache-Control"]},
-                content={
-                    CSV: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, pattern=_range_csv)),
-                    JSON: OpenAPIMediaType(schema=_range_json),
-                },
-            ),
+            "200": _table("A row per bucket, then the total.", _range_csv, _range_json),
             "400": BAD_REQUEST,
             "401": UNAUTHORIZED,
             "503": UNAVAILABLE,

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from contract.cells import NONE
 from contract.schema import Kind
 
 
@@ -38,6 +39,19 @@ class HourDelta:
     """The hour's unkeyed events again, per axis (contract.cells.axes_of), when dimensions are
     declared: in the order each axis first appears in the stream, keyed events' axes included (with
     nothing of theirs added), which is the order new values claim cells under the bound."""
+    plain: bool = False
+    """No event of the hour carries a dimension: its one axis, NONE, holds exactly the hour's events,
+    so it is not kept twice (its entry in `axes` stays empty, and the apply adds the NONE cell to the
+    hour's groups instead); `axis_cells` spells it out."""
+
+    def axis_cells(self) -> dict[str, CellDelta]:
+        """`axes`, with NONE's events spelled out when the hour is plain."""
+        if not self.plain:
+            return self.axes
+        whole = CellDelta()
+        for q in self.quarters:
+            whole.merge(q)
+        return {**self.axes, NONE: whole}
 
     @classmethod
     def of(cls, users: Iterable[str], clicks: int, impressions: int, quarter: int = 0) -> HourDelta:
@@ -61,8 +75,13 @@ class HourDelta:
         return sum(q.impressions for q in self.quarters)
 
     def merge(self, other: HourDelta) -> None:
+        if self.plain != other.plain and self.axes and other.axes:
+            self.axes, self.plain = self.axis_cells(), False
+            other = HourDelta(other.quarters, other.axis_cells())
         for mine, theirs in zip(self.quarters, other.quarters, strict=True):
             mine.merge(theirs)
+        if not self.axes:
+            self.plain = other.plain
         for axis, theirs in other.axes.items():
             self.axes.setdefault(axis, CellDelta()).merge(theirs)
 

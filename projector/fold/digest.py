@@ -21,7 +21,7 @@ from contract import schema
 from contract.buckets import QUARTER_MS, QUARTERS_PER_HOUR
 from contract.cells import NONE, axes_of
 from contract.hours import parse_subject
-from projector.fold.deltas import CellDelta, Deltas, Keyed
+from projector.fold.deltas import CellDelta, Deltas, HourDelta, Keyed
 from projector.fold.rules import Rejected, all_good, screen
 
 Decoder = Callable[[bytes], schema.AnyBatch]
@@ -163,7 +163,7 @@ def _fold(
         if unkeyed:
             _count(quarters, unkeyed)
         if dimensions:
-            _count_axes(deltas.hour(hour).axes, events, unkeyed, dimensions)
+            _count_axes(deltas.hour(hour), events, unkeyed, dimensions)
     if any_keyed:
         # In stream order, across hours: the first of a key within the window is the one that counts.
         keyed = deltas.keyed
@@ -191,17 +191,18 @@ def _count(quarters: tuple[CellDelta, ...], events: list[schema.Event]) -> None:
 
 
 def _count_axes(
-    axes: dict[str, CellDelta],
+    delta: HourDelta,
     events: list[schema.Event],
     unkeyed: list[schema.Event],
     dimensions: tuple[str, ...],
 ) -> None:
-    """An hour's events into its axis cells: those without dimensions into NONE at C speed, the others
-    one by one; every axis named in stream order, keyed events' too (the apply counts those)."""
+    """An hour's events into its axis cells: an hour with no dimension at all is plain (its NONE cell
+    is its quarters' union, spelled out by nobody); otherwise one by one, every axis named in stream
+    order, keyed events' too (the apply counts those)."""
+    axes = delta.axes
     if not any(map(_dims, events)):
-        bulk = axes.setdefault(NONE, CellDelta())
-        if unkeyed:
-            _add(bulk, unkeyed)
+        axes[NONE] = CellDelta()
+        delta.plain = True
         return
     counted = set(map(id, unkeyed))
     for event in events:

@@ -562,12 +562,15 @@ def apply_payload(
     token per cell, the bound and the axes (new values to admit, axes to record), the group count, per
     group its cells, clicks, impressions and users, then the keyed events naming their groups (see
     apply.lua)."""
-    cells = _Cells(gen, partition, phases)
+    plain = {hour for hour, delta in deltas.hours.items() if delta.plain}
+    cells = _Cells(gen, partition, phases, plain)
     groups: list[str | int] = []
     for hour, delta in deltas.hours.items():
         for quarter, cell in enumerate(delta.quarters):
             if cell.clicks or cell.impressions:
                 groups += [cells.group(hour, quarter), cell.clicks, cell.impressions, "\n".join(cell.users)]
+        if delta.plain:
+            continue  # its NONE cell is in each quarter-hour's group
         for axis, cell in delta.axes.items():
             if cell.clicks or cell.impressions:
                 groups += [cells.axis_group(hour, axis), cell.clicks, cell.impressions, "\n".join(cell.users)]
@@ -593,11 +596,11 @@ def apply_payload(
 
 class _Cells:
     """The cells one apply touches, numbered from 1 in the order first named, and the groups that events
-    go to: one per quarter-hour (the quarter, its hour and its day rollups), and one per axis of an
-    hour (its axis cell)."""
+    go to: one per quarter-hour (the quarter, its hour and its day rollups, and the NONE cell of a
+    plain hour), and one per axis of any other hour (its axis cell)."""
 
-    def __init__(self, gen: int | str, partition: int, phases: tuple[int, ...]) -> None:
-        self._gen, self._partition, self._phases = gen, partition, phases
+    def __init__(self, gen: int | str, partition: int, phases: tuple[int, ...], plain: set[int]) -> None:
+        self._gen, self._partition, self._phases, self._plain = gen, partition, phases, plain
         self.cells: list[Cell] = []
         self._index: dict[tuple[str, str], int] = {}
         self._groups: dict[tuple[int, int | str], int] = {}
@@ -616,7 +619,10 @@ class _Cells:
         """The cell numbers of the quarter-hour's group, joined for the script; it becomes the next group."""
         self._groups[(hour, quarter)] = len(self._groups) + 1
         tokens = [quarter_token(hour, quarter), hour_token(hour), *day_tokens(hour, quarter, self._phases)]
-        return ",".join(str(self._cell(token)) for token in tokens)
+        numbers = [self._cell(token) for token in tokens]
+        if hour in self._plain:  # its events without dimensions, all of them: its NONE cell too
+            numbers.append(self.axis_cell(hour, NONE))
+        return ",".join(map(str, numbers))
 
     def axis_group(self, hour: int, axis: str) -> str:
         """The one cell of the hour's axis group; it becomes the next group."""
@@ -631,7 +637,7 @@ class _Cells:
             groups += [self.group(k.hour, k.quarter), 0, 0, ""]
             found = self._groups[(k.hour, k.quarter)]
         numbers = [found]
-        for axis in k.axes:
+        for axis in () if k.hour in self._plain else k.axes:
             number = self._groups.get((k.hour, axis))
             if number is None:
                 groups += [self.axis_group(k.hour, axis), 0, 0, ""]

@@ -1,10 +1,10 @@
 """schemathesis hooks (loaded through SCHEMATHESIS_HOOKS) for the two rules the OpenAPI document states
 in prose because JSON Schema cannot: a POST's timestamp is at most the future skew ahead of the server's
 clock, and a range lies within the bucket limit (in a local zone, also where the zone's offset is on
-a quarter-hour; a `to` at or before `from` is an empty range, answered as such); and a read filters by
-one dimension at a time. A schema-valid case that
-breaks one is moved inside it (it stays schema-valid), and ranges are kept to a day's worth of buckets
-so the run stays short; everything else is sent as generated."""
+a quarter-hour; a `to` at or before `from` is an empty range, answered as such); a read filters by
+one dimension at a time; a breakdown covers one timestamp's hour or a period of at most 744 hours. A
+schema-valid case that breaks one is moved inside it (it stays schema-valid), and ranges are kept to a
+day's worth of buckets so the run stays short; everything else is sent as generated."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import schemathesis
 
+from api.breakdown import MAX_HOURS
 from api.ranges import parse_range
 from contract.hours import HOUR_MS, MAX_TIMESTAMP_MS
 from deploy.settings import Settings
@@ -92,6 +93,8 @@ def mend(case: Any) -> Any:
         # One filter at a time (the document says so in prose): a positive case keeps its first.
         for name in [n for n in case.query if n in DIMENSIONS][1:]:
             del case.query[name]
+    elif case.path == "/analytics/breakdown" and case.query is not None:
+        _period(case)
     elif case.path == "/analytics/range" and case.query:
         start, end = _int(case.query.get("from")), _int(case.query.get("to"))
         if start is None or end is None:
@@ -104,6 +107,17 @@ def mend(case: Any) -> Any:
         case.query["to"] = min(end, last)
         _local(case)
     return case
+
+
+def _period(case: Any) -> None:
+    """A breakdown's hours: one timestamp, or `from` and `to` within its limit (prose in the document)."""
+    start, end = _int(case.query.get("from")), _int(case.query.get("to"))
+    if "timestamp" in case.query or start is None or end is None:
+        case.query.pop("from", None)
+        case.query.pop("to", None)
+        case.query.setdefault("timestamp", MODERN_MS)
+        return
+    case.query["to"] = min(end, start // HOUR_MS * HOUR_MS + MAX_HOURS * HOUR_MS)
 
 
 def _local(case: Any) -> None:

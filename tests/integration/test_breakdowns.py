@@ -138,3 +138,35 @@ async def test_each_value_counts_exactly_past_the_bound_as_other_and_a_replay_gi
     gone = await client.get(url)
     assert gone.status_code == 409, gone.text
     assert "./just replay" in gone.text
+
+
+async def test_a_period_sums_each_values_counts_over_its_hours_and_unions_its_users(
+    client: httpx.AsyncClient, projector: None
+) -> None:
+    first = hour_of(system_now_ms()) - 8
+    sent = [
+        *((first, u, "click", "&campaign=x") for u in ("a", "b", "c")),
+        (first, "e", "impression", ""),
+        *((first + 1, u, "impression", "&campaign=x") for u in ("a", "b")),
+        (first + 1, "d", "click", "&campaign=y"),
+    ]
+    for n, (hour, user, kind, extra) in enumerate(sent):
+        answer = await client.post(f"/analytics?timestamp={hour * HOUR_MS + n}&user={user}&{kind}{extra}")
+        assert answer.status_code == 204, answer.text
+    period = f"from={first * HOUR_MS + 5}&to={(first + 2) * HOUR_MS}"
+    want = {"x": (3, 3, 2), "y": (1, 1, 0), "(none)": (1, 0, 1), "(other)": (0, 0, 0), "total": (5, 4, 3)}
+
+    async def rows() -> dict[str, tuple[int, int, int]]:
+        return parse((await client.get(f"/analytics/breakdown?by=campaign&{period}")).text)
+
+    assert await eventually(rows, lambda found: found == want, timeout=30) == want
+    ranged = (await client.get(f"/analytics/range?{period}")).text.splitlines()[-1]
+    assert ranged == "total,5,4,3"  # the period's total is the range read's: users a union
+    one = parse(
+        (await client.get(f"/analytics/breakdown?by=campaign&timestamp={(first + 1) * HOUR_MS}")).text
+    )
+    assert one["x"] == (2, 0, 2)
+    empty = await client.get(
+        f"/analytics/breakdown?by=campaign&from={first * HOUR_MS + 5}&to={first * HOUR_MS}"
+    )
+    assert parse(empty.text) == {"(none)": (0, 0, 0), "(other)": (0, 0, 0), "total": (0, 0, 0)}

@@ -111,12 +111,14 @@ def test_the_document_describes_each_operation_exactly(http_server: tuple[str, S
     breakdown = document["paths"]["/analytics/breakdown"]["get"]
     assert [(p["name"], p["required"]) for p in breakdown["parameters"]] == [
         ("by", True),
-        ("timestamp", True),
+        ("timestamp", False),
+        ("from", False),
+        ("to", False),
         ("sort", False),
         ("top", False),
     ]
     assert breakdown["parameters"][0]["schema"]["enum"] == ["campaign", "creative", "site"]
-    assert breakdown["parameters"][3]["schema"]["maximum"] == 1000
+    assert breakdown["parameters"][5]["schema"]["maximum"] == 1000
     assert set(breakdown["responses"]) == {"200", "400", "401", "409", "503"}
     ranges = document["paths"]["/analytics/range"]["get"]
     assert [(p["name"], p["required"]) for p in ranges["parameters"]] == [

@@ -15,7 +15,7 @@ from tests.faults.schedules import SCHEDULES
 
 pytestmark = pytest.mark.slow
 
-SECONDS = 12.0
+SECONDS = 20.0
 """How long each fault lasts here; the load runs before, during and after it."""
 
 IN_CI = ["projectors-from-redis"]

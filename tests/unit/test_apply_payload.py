@@ -76,3 +76,19 @@ def test_axes_get_cells_of_their_hour_new_values_are_offered_in_stream_order_wit
     # The keyed event counts in its quarter-hour's group and in its two axes' groups.
     groups = [str(g) for g in str(args[-1]).split("\x1f")[1].split(",")]
     assert len(groups) == 3
+
+
+def test_a_plain_hours_none_cell_rides_in_its_quarter_groups_and_its_users_are_sent_once() -> None:
+    delta = HourDelta.of({"ann", "bob"}, 1, 1)
+    delta.axes["(none)"], delta.plain = CellDelta(), True  # no event of the hour carries a dimension
+    keyed = [Keyed("k", "dan", 5, HOUR, Kind.CLICK, 2, ("(none)",))]
+    cells, axis_hours, args = apply_payload(7, 1, PHASES, Deltas({HOUR: delta}, keyed, 3), 50)
+    none = next(i for i, c in enumerate(cells, start=1) if c.axis == "(none)")
+    assert axis_hours == [HOUR]
+    at = len(cells)
+    assert args[at : at + 5] == [50, 0, 1, 1, "(none)"]  # nothing to admit; (none) recorded
+    rest = args[at + 5 :]
+    assert rest[0] == 2  # quarter 0 (unkeyed) and quarter 2 (keyed only): no group of (none) alone
+    for g in range(2):
+        assert str(none) in str(rest[1 + 4 * g]).split(",")
+    assert str(rest[-1]).split("\x1f")[1] == "2"  # the keyed event's quarter group, which holds (none)

@@ -26,11 +26,19 @@ def breakdown(raw: str) -> BreakdownQuery:
     return parse_breakdown(parse_query(raw.encode()), DIMS)
 
 
-def test_a_breakdown_defaults_to_the_top_twenty_by_clicks() -> None:
-    assert breakdown("by=campaign&timestamp=7200000") == BreakdownQuery(
-        "campaign", 7_200_000, Sort.CLICKS, 20
-    )
+def test_a_breakdown_defaults_to_the_top_twenty_by_clicks_of_the_timestamps_hour() -> None:
+    want = BreakdownQuery("campaign", range(2, 3), Sort.CLICKS, 20)
+    assert breakdown("by=campaign&timestamp=7200000") == want
     assert breakdown("by=site&timestamp=1&sort=ctr&top=1000").top == 1000
+
+
+def test_a_period_covers_every_utc_hour_starting_from_froms_hour_and_before_to() -> None:
+    hour = 3_600_000
+    q = breakdown(f"by=campaign&from={2 * hour + 5}&to={5 * hour + 1}")
+    assert (q.hours, q.one_hour) == (range(2, 6), False)
+    assert breakdown(f"by=campaign&from={2 * hour}&to={5 * hour}").hours == range(2, 5)
+    assert breakdown(f"by=campaign&from={2 * hour + 5}&to={2 * hour}").hours == range(2, 2)  # empty
+    assert len(breakdown(f"by=campaign&from=0&to={744 * hour}").hours) == 744
 
 
 @pytest.mark.parametrize(
@@ -43,7 +51,10 @@ def test_a_breakdown_defaults_to_the_top_twenty_by_clicks() -> None:
         ("by=campaign&timestamp=1&top=1001", "top", "from 1 to 1000"),
         ("by=campaign&timestamp=1&top=ten", "top", "from 1 to 1000"),
         ("by=campaign&timestamp=1&sort=users", "sort", "unique_users|clicks|impressions|ctr"),
-        ("by=campaign&from=1&to=2", "from", "one hour"),
+        ("by=campaign&from=1", "to", "is required"),
+        ("by=campaign&timestamp=1&from=1&to=2", "timestamp", "not both"),
+        (f"by=campaign&from=0&to={745 * 3_600_000}", "to", "at most 744 hours"),
+        ("by=campaign&from=0&to=1&tz=Asia/Kolkata", "tz", "whole UTC hours"),
         ("by=creative&timestamp=1&campaign=x", "creative", "no filter yet"),
         ("by=campaign&timestamp=1&Site=x", "Site", "did you mean site"),
     ],
@@ -71,16 +82,17 @@ def test_a_read_with_a_dimension_is_filtered_to_one_hour_and_one_value() -> None
 
 def test_rows_are_chosen_by_the_sort_ties_by_value() -> None:
     counts = {"b": (5, 10), "a": (5, 50), "c": (1, 1), "d": (0, 0)}
-    q = BreakdownQuery("campaign", 0, top=3)
+    hour = range(0, 1)
+    q = BreakdownQuery("campaign", hour, top=3)
     assert chosen(q, counts) == ["a", "b", "c"]
-    assert chosen(BreakdownQuery("campaign", 0, Sort.CTR), counts) == ["c", "b", "a", "d"]
-    assert chosen(BreakdownQuery("campaign", 0, Sort.IMPRESSIONS, 1), counts) == ["a"]
+    assert chosen(BreakdownQuery("campaign", hour, Sort.CTR), counts) == ["c", "b", "a", "d"]
+    assert chosen(BreakdownQuery("campaign", hour, Sort.IMPRESSIONS, 1), counts) == ["a"]
     users = {"a": 1, "b": 9, "c": 3, "d": 0}
-    assert chosen(BreakdownQuery("campaign", 0, Sort.UNIQUE_USERS), counts, users) == ["b", "c", "a", "d"]
+    assert chosen(BreakdownQuery("campaign", hour, Sort.UNIQUE_USERS), counts, users) == ["b", "c", "a", "d"]
 
 
 def test_a_breakdown_reads_as_csv_with_ctr_or_as_json() -> None:
-    q = BreakdownQuery("campaign", 0)
+    q = BreakdownQuery("campaign", range(0, 1))
     rows = [("spring", (3, 1, 4)), ("(none)", (2, 0, 0)), ("(other)", (0, 0, 0))]
     assert render_csv(q, rows, (5, 1, 4)) == (
         b"campaign,unique_users,clicks,impressions,ctr\n"

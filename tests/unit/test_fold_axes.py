@@ -57,9 +57,10 @@ def test_a_dimensions_values_and_none_sum_to_the_totals_without_dimensions(run: 
         assert [(q.users, q.clicks, q.impressions) for q in delta.quarters] == [
             (q.users, q.clicks, q.impressions) for q in bare.quarters
         ]
-        dimensionless = delta.axes.get(NONE)
+        axes = delta.axis_cells()
+        dimensionless = axes.get(NONE)
         for name in DECLARED:
-            cells = [c for axis, c in delta.axes.items() if axis.startswith(f"{name}=")]
+            cells = [c for axis, c in axes.items() if axis.startswith(f"{name}=")]
             if dimensionless is not None:
                 cells.append(dimensionless)
             assert sum(c.clicks for c in cells) == bare.clicks
@@ -76,8 +77,9 @@ def test_folding_in_two_parts_and_merging_equals_folding_whole(run: list[list[Ev
     for hour, delta in whole.hours.items():
         merged = first.hours[hour]
         assert list(merged.axes) == list(delta.axes)  # the order new values claim cells in
-        assert {a: (c.users, c.clicks, c.impressions) for a, c in merged.axes.items()} == {
-            a: (c.users, c.clicks, c.impressions) for a, c in delta.axes.items()
+        assert merged.plain == delta.plain
+        assert {a: (c.users, c.clicks, c.impressions) for a, c in merged.axis_cells().items()} == {
+            a: (c.users, c.clicks, c.impressions) for a, c in delta.axis_cells().items()
         }
     assert first.keyed + second.keyed == whole.keyed
 
