@@ -13,7 +13,7 @@ from api.breakdown import BreakdownQuery, Filtered, Sort, chosen, parse_breakdow
 from api.breakdown import render_csv as render_breakdown_csv
 from api.breakdown import render_json as render_breakdown_json
 from api.cache import HourCache, View, cache_control
-from api.ranges import RangeQuery, Row, parse_range, parse_read, render_csv, render_json
+from api.ranges import FilteredRange, RangeQuery, Row, parse_range_read, parse_read, render_csv, render_json
 from api.reader import HourTotals, NotKept
 from api.tokens import ReadTokens
 from contract.cells import NONE, OTHER, axis_of
@@ -22,6 +22,7 @@ from server.answer import CSV, JSON, Answer
 from server.failures import Unavailable
 from server.params import parse_query
 
+_H = TypeVar("_H")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -31,6 +32,8 @@ AxisCounts = Callable[[Sequence[int], str], Awaitable[dict[str, tuple[int, int]]
 """Every axis of a dimension some hours have, with its clicks and impressions (api.reader)."""
 AxisTotals = Callable[[Sequence[int], Sequence[str]], Awaitable[list[HourTotals]]]
 """Each axis's totals over some hours (api.reader)."""
+AxisRows = Callable[[Sequence[Sequence[int]], str], Awaitable[list[HourTotals]]]
+"""One axis's totals in each bucket of hours (api.reader)."""
 REDIS_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -62,6 +65,7 @@ class Reads:
         dimensions: frozenset[str] = frozenset(),
         axis_counts: AxisCounts | None = None,
         axis_totals: AxisTotals | None = None,
+        axis_rows: AxisRows | None = None,
         breakdown_answered: Callable[[int], None] = lambda _: None,
     ) -> None:
         """`hours`, `buckets` and the axis reads read Redis (or raise Unavailable while it is not
@@ -71,6 +75,7 @@ class Reads:
         self._dimensions = dimensions
         self._axis_counts = axis_counts
         self._axis_totals = axis_totals
+        self._axis_rows = axis_rows
         self._breakdown_answered = breakdown_answered
         self._buckets = buckets
         self._max_buckets = max_buckets
@@ -86,7 +91,7 @@ class Reads:
         if self._tokens is not None:
             self.authorize(headers)
         asked = parse_read(scope["query_string"], self._max_buckets, self._dimensions)
-        if isinstance(asked, RangeQuery):
+        if isinstance(asked, RangeQuery | FilteredRange):
             return await self._range(asked, headers, self._answered)
         if isinstance(asked, Filtered):
             hour = hour_of(asked.timestamp)
@@ -107,7 +112,7 @@ class Reads:
         headers = scope["headers"]
         if self._tokens is not None:
             self.authorize(headers)
-        asked = parse_range(parse_query(scope["query_string"]), self._max_buckets)
+        asked = parse_range_read(parse_query(scope["query_string"]), self._max_buckets, self._dimensions)
         return await self._range(asked, headers, self._range_answered)
 
     async def breakdown_answer(self, scope: Any) -> Answer:
@@ -154,9 +159,7 @@ class Reads:
             (name, (t.unique_users, t.clicks, t.impressions)) for name, t in zip(names, found, strict=True)
         ]
 
-    async def _axes(
-        self, read: Callable[[Sequence[int], _T], Awaitable[_R]] | None, hours: Sequence[int], what: _T
-    ) -> _R:
+    async def _axes(self, read: Callable[[_H, _T], Awaitable[_R]] | None, hours: _H, what: _T) -> _R:
         """An axis read of the hours; 409 when an hour's axis cells are not kept, 503 when Redis is down."""
         if read is None:
             raise Unavailable("Redis", "breakdowns are not connected")
@@ -189,11 +192,22 @@ class Reads:
             raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
 
     async def _range(
-        self, q: RangeQuery, headers: Iterable[tuple[bytes, bytes]], answered: Callable[[int], None]
+        self,
+        asked: RangeQuery | FilteredRange,
+        headers: Iterable[tuple[bytes, bytes]],
+        answered: Callable[[int], None],
     ) -> Answer:
+        q = asked.q if isinstance(asked, FilteredRange) else asked
         rows: list[Row] = []
         whole: Row = (0, 0, 0)
-        if q.spans:  # an empty range has nothing to read
+        if q.spans and isinstance(asked, FilteredRange):
+            buckets = [list(hours) for hours in q.buckets]
+            found = await self._axes(self._axis_rows, buckets, asked.only.axis)
+            every = [h for hours in buckets for h in hours]
+            (total,) = await self._axes(self._axis_totals, every, [asked.only.axis])
+            rows = [(t.unique_users, t.clicks, t.impressions) for t in found]
+            whole = (total.unique_users, total.clicks, total.impressions)
+        elif q.spans:  # an empty range has nothing to read
             try:
                 found, total = await self._buckets(q.spans)
             except REDIS_ERRORS as exc:

@@ -10,7 +10,7 @@ from functools import cached_property
 
 import msgspec
 
-from api.breakdown import Filtered, parse_filter
+from api.breakdown import MAX_HOURS, Filter, Filtered, parse_filter
 from api.local_time import labels, local_rows, utc_labels
 from contract.buckets import zone
 from contract.hours import HOUR_MS, hour_start
@@ -46,22 +46,43 @@ class RangeQuery:
 
 def parse_read(
     raw_query: bytes, max_buckets: int, dimensions: frozenset[str] = frozenset()
-) -> int | RangeQuery | Filtered:
-    """A GET's query: the timestamp of the hour it asks for, the range, or the hour and a filter; a
+) -> int | RangeQuery | FilteredRange | Filtered:
+    """A GET's query: the timestamp of the hour it asks for, the range, either filtered; a
     ParamError names what is wrong. The common `timestamp=<digits>` is read without building the query
     dict."""
     timestamp = timestamp_only(raw_query)
     if timestamp is not None:
         return timestamp
     query = parse_query(raw_query)
-    only = parse_filter(query, dimensions) if dimensions else None
     if "from" in query or "to" in query:
-        if only is not None:
-            raise ParamError(only.dimension, "a filter works on one hour (timestamp=) so far, not on a range")
-        return parse_range(query, max_buckets)
+        return parse_range_read(query, max_buckets, dimensions)
+    only = parse_filter(query, dimensions) if dimensions else None
     if only is not None:
         return Filtered(parse_timestamp(query), only)
     return parse_timestamp(query)
+
+
+@dataclass(frozen=True)
+class FilteredRange:
+    """A range of UTC hours or days, of the events with one dimension's value."""
+
+    q: RangeQuery
+    only: Filter
+
+
+def parse_range_read(
+    query: dict[str, list[str]], max_buckets: int, dimensions: frozenset[str] = frozenset()
+) -> RangeQuery | FilteredRange:
+    """A range, filtered when the query names a dimension (in UTC, over at most MAX_HOURS hours)."""
+    q = parse_range(query, max_buckets)
+    only = parse_filter(query, dimensions) if dimensions else None
+    if only is None:
+        return q
+    if q.tz not in UTC_NAMES:
+        raise ParamError("tz", "a filtered range is in UTC hours or days so far; no zone yet")
+    if sum(map(len, q.buckets)) > MAX_HOURS:
+        raise ParamError("to", f"a filtered range covers at most {MAX_HOURS} hours (31 days)")
+    return FilteredRange(q, only)
 
 
 def parse_range(query: dict[str, list[str]], max_buckets: int) -> RangeQuery:

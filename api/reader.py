@@ -154,7 +154,8 @@ class Reader:
         """Every axis of `dimension` the hours have, with its clicks and impressions over the hours and
         all partitions."""
         found: dict[str, tuple[int, int]] = {}
-        for answer in await self._axis_calls(hours, "counts", [dimension]):
+        (answers,) = await self._axis_calls([hours], "counts", [dimension])
+        for answer in answers:
             for i in range(1, len(answer), 3):
                 axis = answer[i].decode() if isinstance(answer[i], bytes) else str(answer[i])
                 clicks, impressions = found.get(axis, (0, 0))
@@ -164,21 +165,26 @@ class Reader:
     async def axis_totals(self, hours: Sequence[int], axes: Sequence[str]) -> list[HourTotals]:
         """Each axis's totals over the hours and all partitions ("a|b": the union of two): unique users
         are a union over the hours, and add up over partitions, which hold disjoint users."""
-        sums = [[0, 0, 0] for _ in axes]
-        for answer in await self._axis_calls(hours, "users", list(axes)):
-            for row, at in zip(sums, range(1, len(answer), 3), strict=True):
-                for k in range(3):
-                    row[k] += int(answer[at + k])
-        return [HourTotals(*row) for row in sums]
+        (answers,) = await self._axis_calls([hours], "users", list(axes))
+        return _summed(answers, len(axes))
 
-    async def _axis_calls(self, hours: Sequence[int], mode: str, rest: list[str]) -> list[Any]:
-        tokens = [hour_token(h) for h in hours]
+    async def axis_rows(self, buckets: Sequence[Sequence[int]], axis: str) -> list[HourTotals]:
+        """One axis's totals in each bucket of hours (a filtered range's rows), in one round trip."""
+        return [_summed(answers, 1)[0] for answers in await self._axis_calls(buckets, "users", [axis])]
+
+    async def _axis_calls(
+        self, hour_sets: Sequence[Sequence[int]], mode: str, rest: list[str]
+    ) -> list[list[Any]]:
+        """axes.lua over each set of hours in every partition, pipelined: per set, each partition's
+        answer; NotKept when an hour's axis cells are not in Redis."""
         calls: list[tuple[list[str], list[str | int]]] = []
-        for p in range(self._partitions):
-            templates = [self._keys.cold(GEN_PLACEHOLDER, p), self._cells.head(GEN_PLACEHOLDER, p)]
-            args: list[str | int] = [FIRST_GENERATION, *templates, len(tokens), *tokens, mode, *rest]
-            calls.append(([self._keys.generation(p)], args))
-        answers = await self._scripts(self._axes, calls)
+        for hours in hour_sets:
+            tokens = [hour_token(h) for h in hours]
+            for p in range(self._partitions):
+                templates = [self._keys.cold(GEN_PLACEHOLDER, p), self._cells.head(GEN_PLACEHOLDER, p)]
+                args: list[str | int] = [FIRST_GENERATION, *templates, len(tokens), *tokens, mode, *rest]
+                calls.append(([self._keys.generation(p)], args))
+        answers = await self._scripts(self._axes, calls) if calls else []
         for answer in answers:
             state = int(answer[0])
             if state == 0:
@@ -193,4 +199,15 @@ class Reader:
                 f"hour {token} was counted without breakdowns (before them, or with no "
                 "ANALYTICS_DIMENSIONS); ./just replay builds them from the log"
             )
-        return answers
+        n = self._partitions
+        return [answers[i : i + n] for i in range(0, len(answers), n)]
+
+
+def _summed(answers: list[Any], rows: int) -> list[HourTotals]:
+    """Rows of "users" answers (users, clicks, impressions after the state) summed over partitions."""
+    sums = [[0, 0, 0] for _ in range(rows)]
+    for answer in answers:
+        for row, at in zip(sums, range(1, len(answer), 3), strict=True):
+            for k in range(3):
+                row[k] += int(answer[at + k])
+    return [HourTotals(*row) for row in sums]

@@ -107,6 +107,9 @@ class Link:
     async def axis_totals(self, hours: Sequence[int], axes: Sequence[str]) -> list[HourTotals]:
         return await self._redis_reader().axis_totals(hours, axes)
 
+    async def axis_rows(self, buckets: Sequence[Sequence[int]], axis: str) -> list[HourTotals]:
+        return await self._redis_reader().axis_rows(buckets, axis)
+
     def _redis_reader(self) -> Reader:
         if self._reader is None:
             raise Unavailable("Redis", "not connected yet")

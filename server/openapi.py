@@ -472,10 +472,15 @@ class GetRange(Operation):
                 "about 1900) is a 400 naming `tz`.",
                 required=False,
             ),
+            *_filters(
+                "Count only the events with this value of the dimension; one filter at a time, on a UTC "
+                "range of at most 744 hours (else a 400 naming `tz` or `to`)."
+            ),
         ]
         self.responses = {
             "200": _table("A row per bucket, then the total.", _range_csv, _range_json),
             "400": BAD_REQUEST,
             "401": UNAUTHORIZED,
+            "409": NOT_KEPT,
             "503": UNAVAILABLE,
         }

@@ -59,6 +59,7 @@ class Services:
             dimensions=frozenset(settings.dimension_names),
             axis_counts=link.axis_counts,
             axis_totals=link.axis_totals,
+            axis_rows=link.axis_rows,
             breakdown_answered=metrics.counter("/analytics/breakdown", "GET"),
         )
         live = LiveHub(

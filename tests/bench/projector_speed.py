@@ -31,6 +31,11 @@ def main() -> None:
     parser.add_argument("--per-message", type=float, default=6.0, help="mean events a message")
     parser.add_argument("--keyed", type=float, default=0.1, help="share of events with an Idempotency-Key")
     parser.add_argument(
+        "--dimensions",
+        action="store_true",
+        help="events carry a campaign (of 1,000), a creative (10 per campaign) and a site (of 500)",
+    )
+    parser.add_argument(
         "--projectors", type=int, default=1, help="projector processes (they share the partitions)"
     )
     parser.add_argument(
@@ -87,7 +92,7 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "projector", "stream"], env=env, check=True, capture_output=True
         )
-        asyncio.run(fill_stream(settings, args.events, args.per_message, args.keyed))
+        asyncio.run(fill_stream(settings, args.events, args.per_message, args.keyed, args.dimensions))
         if args.base:
             replay_rounds(scratch, env, args.base, args.rounds, args.replay_processes[0], args.events)
             return

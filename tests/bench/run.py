@@ -208,11 +208,16 @@ async def _clicks(http: httpx.AsyncClient, ts: int) -> int:
 
 
 async def fill_stream(
-    settings: Settings, events: int, per_message: float = 1000, keyed_share: float = 0.0
+    settings: Settings,
+    events: int,
+    per_message: float = 1000,
+    keyed_share: float = 0.0,
+    dimensions: bool = False,
 ) -> float:
     """Append `events` synthetic events (95% one hour, 5% five earlier ones) in batches of
     `per_message` on average (batch sizes vary around it, as group commit's do), with a share of
-    them carrying an Idempotency-Key."""
+    them carrying an Idempotency-Key, and with `dimensions` a campaign (of 1,000), a creative (10 per
+    campaign) and a site (of 500) each."""
     nc = await nats.connect(settings.nats_url)
     await ensure_stream(nc, settings)
     js = nc.jetstream()
@@ -234,7 +239,15 @@ async def fill_stream(
         key = f"k{i}" if keyed_every and i % keyed_every == 0 else None
         subj = subject(settings.subject_prefix, hour_of(ts), partition_of(user, settings.partitions))
         buf = buffers.setdefault(subj, [])
-        buf.append(schema.Event(ts, user, kind, key))
+        dims: schema.Dimensions = ()
+        if dimensions:
+            campaign = (i * 31) % 1000
+            dims = (
+                ("campaign", f"cmp{campaign}"),
+                ("creative", f"cmp{campaign}-{i % 10}"),
+                ("site", f"s{i % 500}"),
+            )
+        buf.append(schema.Event(ts, user, kind, key, dims))
         if len(buf) >= sizes.setdefault(subj, size()):
             pending.append(await js.publish_async(subj, schema.encode(schema.batch_of(events=tuple(buf)))))
             buffers[subj] = []

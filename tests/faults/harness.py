@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 import nats
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import ServiceUnavailableError
 
 from contract import schema
@@ -42,6 +42,7 @@ from deploy.servers import (
     wait_for_port,
 )
 from deploy.settings import Settings
+from projector.log.ephemeral_read import delivered
 from server.app import create_app
 from tests.faults.digest import node_digest
 from tests.faults.lazyfs import LazyDisk
@@ -312,37 +313,35 @@ async def _read_on(
 
 async def logged_keys(settings: Settings, prefix: str) -> set[str]:
     """The Idempotency-Keys starting with `prefix` of every event the stream holds: what was logged,
-    to tell a loss in the log from a loss between the log and the projections."""
+    to tell a loss in the log from a loss between the log and the projections. Read as the audit reads
+    the log (`ephemeral_read.py`: a consumer that goes quiet after a heal is taken over)."""
     nc = await nats.connect(**settings.nats_options("faults-log"))
-    js = nc.jetstream()
-    found: set[str] = set()
     try:
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL)
         deadline = time.monotonic() + 60
         while True:
+            found: set[str] = set()
+            config = ConsumerConfig(
+                filter_subject=f"{settings.subject_prefix}.>", deliver_policy=DeliverPolicy.ALL
+            )
+            batches = delivered(nc, settings.stream_name, config, settings.pull_reader)
             try:
-                last = (await js.stream_info(settings.stream_name)).state.last_seq
-                sub = await js.pull_subscribe(
-                    f"{settings.subject_prefix}.>", stream=settings.stream_name, config=config
-                )
-                break
-            except (ServiceUnavailableError, nats.errors.TimeoutError):
+                async with contextlib.aclosing(batches):
+                    async for fetched in batches:
+                        for payload in fetched.payloads:
+                            with contextlib.suppress(Exception):  # a dead letter or a foreign message
+                                found |= {
+                                    e.key
+                                    for e in schema.decode(payload).events
+                                    if e.key and e.key.startswith(prefix)
+                                }
+                return found
+            except (ServiceUnavailableError, nats.errors.TimeoutError, TimeoutError):
                 # After a heal the meta leader may still be elected: JetStream answers 503 a while.
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.5)
-        seq = 0
-        while seq < last:
-            for msg in await sub.fetch(1000, timeout=10):
-                seq = msg.metadata.sequence.stream
-                with contextlib.suppress(Exception):  # a dead letter or a foreign message: not ours
-                    found |= {
-                        e.key for e in schema.decode(msg.data).events if e.key and e.key.startswith(prefix)
-                    }
-        await sub.unsubscribe()
     finally:
         await nc.close()
-    return found
 
 
 async def _settled_counts(settings: Settings, hours: list[int]) -> dict[int, int]:

@@ -1,10 +1,11 @@
-"""schemathesis hooks (loaded through SCHEMATHESIS_HOOKS) for the two rules the OpenAPI document states
-in prose because JSON Schema cannot: a POST's timestamp is at most the future skew ahead of the server's
-clock, and a range lies within the bucket limit (in a local zone, also where the zone's offset is on
-a quarter-hour; a `to` at or before `from` is an empty range, answered as such); a read filters by
-one dimension at a time; a breakdown covers one timestamp's hour or a period of at most 744 hours. A
-schema-valid case that breaks one is moved inside it (it stays schema-valid), and ranges are kept to a
-day's worth of buckets so the run stays short; everything else is sent as generated."""
+"""schemathesis hooks (loaded through SCHEMATHESIS_HOOKS) for the rules the OpenAPI document states in
+prose because JSON Schema cannot: a POST's timestamp is at most the future skew ahead of the server's
+clock; a range lies within the bucket limit (in a local zone, also where the zone's offset is on a
+quarter-hour; a `to` at or before `from` is an empty range, answered as such); a read filters by one
+dimension at a time (a range only in UTC); a breakdown covers one timestamp's hour or a period of at
+most 744 hours. A schema-valid case that breaks one is moved inside it (it stays schema-valid), and
+ranges are kept to a day's worth of buckets so the run stays short; everything else is sent as
+generated."""
 
 from __future__ import annotations
 
@@ -106,6 +107,12 @@ def mend(case: Any) -> Any:
         last = min(MAX_TIMESTAMP_MS, first + min(limit, RANGE_BUCKETS) * step)
         case.query["to"] = min(end, last)
         _local(case)
+    if case.path == "/analytics/range" and case.query:
+        # A filter works on UTC ranges, one at a time (the document says so in prose).
+        named = [n for n in case.query if n in DIMENSIONS]
+        utc = case.query.get("tz") in (None, "", "UTC")
+        for name in named if not utc else named[1:]:
+            del case.query[name]
     return case
 
 

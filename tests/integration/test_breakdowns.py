@@ -140,7 +140,7 @@ async def test_each_value_counts_exactly_past_the_bound_as_other_and_a_replay_gi
     assert "./just replay" in gone.text
 
 
-async def test_a_period_sums_each_values_counts_over_its_hours_and_unions_its_users(
+async def test_a_period_sums_each_values_counts_over_its_hours_and_unions_its_users_as_a_filtered_range_does(
     client: httpx.AsyncClient, projector: None
 ) -> None:
     first = hour_of(system_now_ms()) - 8
@@ -162,6 +162,8 @@ async def test_a_period_sums_each_values_counts_over_its_hours_and_unions_its_us
     assert await eventually(rows, lambda found: found == want, timeout=30) == want
     ranged = (await client.get(f"/analytics/range?{period}")).text.splitlines()[-1]
     assert ranged == "total,5,4,3"  # the period's total is the range read's: users a union
+    filtered = (await client.get(f"/analytics/range?{period}&campaign=x")).text.splitlines()
+    assert [line.split(",", 1)[1] for line in filtered[1:]] == ["3,3,0", "2,0,2", "3,3,2"]  # users a union
     one = parse(
         (await client.get(f"/analytics/breakdown?by=campaign&timestamp={(first + 1) * HOUR_MS}")).text
     )

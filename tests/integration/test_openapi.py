@@ -126,9 +126,10 @@ def test_the_document_describes_each_operation_exactly(http_server: tuple[str, S
         ("to", True),
         ("granularity", False),
         ("tz", False),
+        *((name, False) for name in ("campaign", "creative", "site")),
     ]
     assert "Asia/Kolkata" in ranges["parameters"][3]["schema"]["enum"]
-    assert set(ranges["responses"]) == {"200", "400", "401", "503"}
+    assert set(ranges["responses"]) == {"200", "400", "401", "409", "503"}
     assert set(ranges["responses"]["200"]["content"]) == {"text/csv", "application/json"}
 
 

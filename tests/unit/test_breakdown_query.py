@@ -15,7 +15,7 @@ from api.breakdown import (
     render_csv,
     render_json,
 )
-from api.ranges import RangeQuery, parse_read
+from api.ranges import FilteredRange, RangeQuery, parse_read
 from server.failures import ParamError
 from server.params import parse_query
 
@@ -66,12 +66,16 @@ def test_a_bad_breakdown_is_a_400_naming_the_parameter(raw: str, param: str, say
     assert says in caught.value.problem
 
 
-def test_a_read_with_a_dimension_is_filtered_to_one_hour_and_one_value() -> None:
+def test_a_read_with_a_dimension_is_filtered_to_one_value_of_an_hour_or_a_utc_range() -> None:
     assert parse_read(b"timestamp=5&campaign=spring", 10, DIMS) == Filtered(5, Filter("campaign", "spring"))
     assert parse_read(b"timestamp=5&campaign=spring", 10) == 5  # no dimensions declared: ignored
     assert isinstance(parse_read(b"from=0&to=7200000", 10, DIMS), RangeQuery)
+    ranged = parse_read(b"from=0&to=7200000&campaign=x", 10, DIMS)
+    assert isinstance(ranged, FilteredRange)
+    assert (ranged.q.buckets, ranged.only) == (((0,), (1,)), Filter("campaign", "x"))
     for raw, param in [
-        (b"from=0&to=7200000&campaign=x", "campaign"),
+        (b"from=0&to=7200000&campaign=x&tz=Asia/Tokyo", "tz"),
+        (f"from=0&to={745 * 3_600_000}&campaign=x".encode(), "to"),
         (b"timestamp=5&campaign=x&site=y", "site"),
         (b"timestamp=5&campaign=a%20b", "campaign"),
     ]:
