@@ -25,9 +25,26 @@ def readme_curl_block() -> str:
     return block
 
 
+WARM_UP_MS = 365 * DAY_MS
+"""1971-01-01T00: an hour no README line reads, for the write that shows a fresh stack takes writes."""
+
+
+async def takes_writes(base: str, timeout: float = 60) -> None:
+    """Polls until a POST is acknowledged: on a cluster stack just up, /readyz was 200 while the first
+    PubAck still timed out (a 503, "retry later"; seen in CI with the cores shared), and the README's
+    lines do not retry."""
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        await eventually(
+            lambda: http.post(f"/analytics?timestamp={WARM_UP_MS}&user=warm-up&impression"),
+            lambda r: r.status_code == 204,
+            timeout,
+        )
+
+
 async def run_readme_curl_lines(base: str) -> int:
-    """Runs the block with `localhost:8080` replaced by `base` and checks what it printed; returns the
-    block's own `$now` (milliseconds), the timestamp of its events."""
+    """Runs the block with `localhost:8080` replaced by `base` once the stack takes writes, and checks
+    what it printed; returns the block's own `$now` (milliseconds), the timestamp of its events."""
+    await takes_writes(base)
     script = readme_curl_block().replace("localhost:8080", base) + '\necho "readme-now=$now"\n'
     done = await asyncio.to_thread(
         subprocess.run, ["bash", "-ec", script], capture_output=True, text=True, timeout=60
