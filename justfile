@@ -131,7 +131,7 @@ bench-batch *args:
 bench-tail *args:
     {{python}} -m tests.bench.tail "$@"
 
-# Projector processes from a cold start, then replays, on a generated live-shaped stream: CPU per event of each engine (--events, --per-message, --projectors, --replay-processes; --base REV replays another commit back to back).
+# Projector processes from a cold start, then replays, on a generated live-shaped stream: CPU per event of each engine (--events, --per-message, --projectors, --replay-processes; --base REV replays another commit back to back, --against-no-dimensions this one without ANALYTICS_DIMENSIONS).
 bench-projector *args:
     {{python}} -m tests.bench.projector_speed "$@"
 

@@ -3,8 +3,8 @@
 -- KEYS: the partition's generation key. ARGV: the generation a missing key means, the partition's
 -- cold-hash template and its cell key head template (contract.cells: `...:g{gen}:`), each with {gen}
 -- where the generation goes, the number of hours and their tokens; then the mode and its arguments:
---   "counts", a dimension: every axis of it the hours' axes hashes name, each with its clicks and
---   impressions summed over the hours;
+--   "counts", a prefix ("campaign="): every axis starting with it the hours' axes hashes name, each
+--   with its clicks and impressions summed over the hours;
 --   "users", axes: each with PFCOUNT of its users over the hours (a union), and its clicks and
 --   impressions summed; an axis "a|b" is the union of the two.
 -- Returns {state, ...}: state 0 and the rows (axis, clicks, impressions for "counts"; users, clicks,
@@ -27,18 +27,24 @@ for i = 1, n do
 end
 local mode, at = ARGV[5 + n], 6 + n
 local found = {0}
+local function counted(raw)
+  local clicks, impressions = string.match(raw or '0 0', '(%d+) (%d+)')
+  return tonumber(clicks), tonumber(impressions)
+end
 if mode == 'counts' then
-  local prefix, order, sums = ARGV[at] .. '=', {}, {}
+  local prefix, order, sums = ARGV[at], {}, {}
   for _, hour in ipairs(hours) do
-    for _, field in ipairs(redis.call('HKEYS', hour .. 'axes')) do
+    local fields = redis.call('HGETALL', hour .. 'axes')
+    for f = 1, #fields, 2 do
+      local field = fields[f]
       if string.sub(field, 1, #prefix) == prefix then
-        local counts = redis.call('HMGET', hour .. field .. ':counts', 'clicks', 'impressions')
+        local clicks, impressions = counted(fields[f + 1])
         if not sums[field] then
           sums[field] = {0, 0}
           order[#order + 1] = field
         end
-        sums[field][1] = sums[field][1] + tonumber(counts[1] or '0')
-        sums[field][2] = sums[field][2] + tonumber(counts[2] or '0')
+        sums[field][1] = sums[field][1] + clicks
+        sums[field][2] = sums[field][2] + impressions
       end
     end
   end
@@ -54,9 +60,8 @@ for a = at, #ARGV do
   for axis in string.gmatch(ARGV[a], '[^|]+') do
     for _, hour in ipairs(hours) do
       users[#users + 1] = hour .. axis .. ':users'
-      local counts = redis.call('HMGET', hour .. axis .. ':counts', 'clicks', 'impressions')
-      clicks = clicks + tonumber(counts[1] or '0')
-      impressions = impressions + tonumber(counts[2] or '0')
+      local c, i = counted(redis.call('HGET', hour .. 'axes', axis))
+      clicks, impressions = clicks + c, impressions + i
     end
   end
   found[#found + 1] = #users > 0 and redis.call('PFCOUNT', unpack(users)) or 0

@@ -5,11 +5,12 @@ and the one-hour read GET /analytics?timestamp=<ms>&<dimension>=<value>."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
-from contract.cells import NONE, OTHER, axis_of
+from contract.cells import NONE, OTHER, axis_of, pair_axis
 from contract.hours import HOUR_MS
 from server.failures import ParamError
 from server.params import parse_dimensions, parse_timestamp, parse_timestamp_param, single
@@ -56,6 +57,15 @@ class BreakdownQuery:
     sort: Sort = Sort.CLICKS
     top: int = TOP_DEFAULT
     one_hour: bool = True
+    within: Filter | None = None
+    """Only the events with a value of another dimension, the first of a declared pair whose second is
+    `dimension` (`by=creative&campaign=x`)."""
+
+    def axis(self, value: str) -> str:
+        """The axis of one row's value (a pair's when the breakdown is `within` a value)."""
+        if self.within is None:
+            return axis_of(self.dimension, value)
+        return pair_axis(self.within.dimension, self.dimension, self.within.value, value)
 
 
 def parse_filter(query: dict[str, list[str]], dimensions: frozenset[str]) -> Filter | None:
@@ -68,9 +78,13 @@ def parse_filter(query: dict[str, list[str]], dimensions: frozenset[str]) -> Fil
     return Filter(*named[0])
 
 
-def parse_breakdown(query: dict[str, list[str]], dimensions: frozenset[str]) -> BreakdownQuery:
-    """`by` a declared dimension, one hour by `timestamp`, `sort` and `top`; a ParamError names what is
-    wrong."""
+def parse_breakdown(
+    query: dict[str, list[str]],
+    dimensions: frozenset[str],
+    pairs: frozenset[tuple[str, str]] = frozenset(),
+) -> BreakdownQuery:
+    """`by` a declared dimension, one hour by `timestamp` or a period, `sort`, `top`, and a filter by
+    the first dimension of a declared pair whose second is `by`; a ParamError names what is wrong."""
     by = single(query, "by")
     declared = ", ".join(sorted(dimensions)) or "none"
     if by is None:
@@ -79,8 +93,7 @@ def parse_breakdown(query: dict[str, list[str]], dimensions: frozenset[str]) -> 
         raise ParamError("by", f"{by[:40]!r} is not a declared dimension ({declared})")
     if single(query, "tz") not in (None, "", "UTC"):
         raise ParamError("tz", "a breakdown's period is whole UTC hours from `from` to `to`; no zone yet")
-    if parse_dimensions(query, dimensions, BREAKDOWN_PARAMS):
-        raise ParamError(by, "a breakdown takes no filter yet (no dimension pairs are kept)")
+    within = _within(by, parse_dimensions(query, dimensions, BREAKDOWN_PARAMS), pairs)
     raw_sort = single(query, "sort")
     try:
         sort = Sort.CLICKS if raw_sort is None else Sort(raw_sort)
@@ -94,7 +107,24 @@ def parse_breakdown(query: dict[str, list[str]], dimensions: frozenset[str]) -> 
             raise ParamError("top", f"must be a whole number from 1 to {TOP_MAX}, got {raw_top[:20]!r}")
         top = int(raw_top)
     hours, one_hour = _hours(query)
-    return BreakdownQuery(by, hours, sort, top, one_hour)
+    return BreakdownQuery(by, hours, sort, top, one_hour, within)
+
+
+def _within(by: str, named: Sequence[tuple[str, str]], pairs: frozenset[tuple[str, str]]) -> Filter | None:
+    """The filter of a breakdown: one value of a dimension declared as first of a pair with `by`."""
+    if not named:
+        return None
+    if len(named) > 1:
+        raise ParamError(named[1][0], "a breakdown takes one filter")
+    name, value = named[0]
+    if (name, by) not in pairs:
+        declared = ", ".join(f"{a}:{b}" for a, b in sorted(pairs)) or "none"
+        raise ParamError(
+            name,
+            f"a breakdown by {by} is filtered only by the first dimension of a declared pair with it "
+            f"(ANALYTICS_DIMENSION_PAIRS: {declared})",
+        )
+    return Filter(name, value)
 
 
 def _hours(query: dict[str, list[str]]) -> tuple[range, bool]:
@@ -139,14 +169,11 @@ def chosen(q: BreakdownQuery, counts: dict[str, Counts], users: dict[str, int] |
     return sorted(counts, key=key)[: q.top]
 
 
-def value_axes(dimension: str, values: list[str]) -> list[str]:
-    """The axes read for the shown values, then (none) (with the events that carried no dimension at
-    all) and (other)."""
-    return [
-        *(axis_of(dimension, v) for v in values),
-        f"{axis_of(dimension, NONE)}|{NONE}",
-        axis_of(dimension, OTHER),
-    ]
+def value_axes(q: BreakdownQuery, values: list[str]) -> list[str]:
+    """The axes read for the shown values, then (none) (unfiltered, with the events that carried no
+    dimension at all) and (other)."""
+    none = q.axis(NONE) if q.within else f"{q.axis(NONE)}|{NONE}"
+    return [*(q.axis(v) for v in values), none, q.axis(OTHER)]
 
 
 def render_csv(q: BreakdownQuery, rows: list[tuple[str, Row]], total: Row) -> bytes:

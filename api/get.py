@@ -16,7 +16,7 @@ from api.cache import HourCache, View, cache_control
 from api.ranges import FilteredRange, RangeQuery, Row, parse_range_read, parse_read, render_csv, render_json
 from api.reader import HourTotals, NotKept
 from api.tokens import ReadTokens
-from contract.cells import NONE, OTHER, axis_of
+from contract.cells import NONE, OTHER
 from contract.hours import HOUR_MS, hour_of
 from server.answer import CSV, JSON, Answer
 from server.failures import Unavailable
@@ -29,7 +29,7 @@ _R = TypeVar("_R")
 ReadBuckets = Callable[[Sequence[tuple[int, int]]], Awaitable[tuple[list[HourTotals], HourTotals]]]
 """Each row's totals and the range's, rows given as [start, end) in ms (api.range_read)."""
 AxisCounts = Callable[[Sequence[int], str], Awaitable[dict[str, tuple[int, int]]]]
-"""Every axis of a dimension some hours have, with its clicks and impressions (api.reader)."""
+"""Every axis starting with a prefix some hours have, with its clicks and impressions (api.reader)."""
 AxisTotals = Callable[[Sequence[int], Sequence[str]], Awaitable[list[HourTotals]]]
 """Each axis's totals over some hours (api.reader)."""
 AxisRows = Callable[[Sequence[Sequence[int]], str], Awaitable[list[HourTotals]]]
@@ -63,6 +63,7 @@ class Reads:
         range_answered: Callable[[int], None] = lambda _: None,
         *,
         dimensions: frozenset[str] = frozenset(),
+        pairs: frozenset[tuple[str, str]] = frozenset(),
         axis_counts: AxisCounts | None = None,
         axis_totals: AxisTotals | None = None,
         axis_rows: AxisRows | None = None,
@@ -73,6 +74,7 @@ class Reads:
         and `breakdown_answered` GET /analytics/breakdown's."""
         self._hours = hours
         self._dimensions = dimensions
+        self._pairs = pairs
         self._axis_counts = axis_counts
         self._axis_totals = axis_totals
         self._axis_rows = axis_rows
@@ -108,7 +110,7 @@ class Reads:
         return rendering.ok
 
     async def range_answer(self, scope: Any) -> Answer:
-        """GET /analytics/range: `from`, `to`, `granularity` and `tz`, nothing else."""
+        """GET /analytics/range: `from`, `to`, `granularity`, `tz` and a filter."""
         headers = scope["headers"]
         if self._tokens is not None:
             self.authorize(headers)
@@ -120,13 +122,15 @@ class Reads:
         headers = scope["headers"]
         if self._tokens is not None:
             self.authorize(headers)
-        q = parse_breakdown(parse_query(scope["query_string"]), self._dimensions)
+        q = parse_breakdown(parse_query(scope["query_string"]), self._dimensions, self._pairs)
         hours = list(q.hours)
         rows: list[tuple[str, Row]] = [(NONE, (0, 0, 0)), (OTHER, (0, 0, 0))]
         whole: Row = (0, 0, 0)
         if hours:
             rows = await self._breakdown_rows(q, hours)
-            if q.one_hour:
+            if q.within is not None:
+                (total,) = await self._axes(self._axis_totals, hours, [q.within.axis])
+            elif q.one_hour:
                 total = await self._fetch(hours[0])
             else:
                 try:
@@ -144,16 +148,17 @@ class Reads:
 
     async def _breakdown_rows(self, q: BreakdownQuery, hours: list[int]) -> list[tuple[str, Row]]:
         """The values shown (the `top` by the sort), then (none) and (other), over the hours."""
-        counts = await self._axes(self._axis_counts, hours, q.dimension)
-        values = {axis.partition("=")[2]: c for axis, c in counts.items()}
+        prefix = q.axis("")
+        counts = await self._axes(self._axis_counts, hours, prefix)
+        values = {axis[len(prefix) :]: c for axis, c in counts.items()}
         values = {v: c for v, c in values.items() if v not in (NONE, OTHER)}
         if q.sort is Sort.UNIQUE_USERS:
             every = sorted(values)
-            found = await self._axes(self._axis_totals, hours, [axis_of(q.dimension, v) for v in every])
+            found = await self._axes(self._axis_totals, hours, [q.axis(v) for v in every])
             shown = chosen(q, values, {v: t.unique_users for v, t in zip(every, found, strict=True)})
         else:
             shown = chosen(q, values)
-        found = await self._axes(self._axis_totals, hours, value_axes(q.dimension, shown))
+        found = await self._axes(self._axis_totals, hours, value_axes(q, shown))
         names = [*shown, NONE, OTHER]
         return [
             (name, (t.unique_users, t.clicks, t.impressions)) for name, t in zip(names, found, strict=True)

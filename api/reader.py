@@ -150,11 +150,11 @@ class Reader:
             sum(h.impressions for h in found) + sum(c.impressions for c in warm),
         )
 
-    async def axis_counts(self, hours: Sequence[int], dimension: str) -> dict[str, tuple[int, int]]:
-        """Every axis of `dimension` the hours have, with its clicks and impressions over the hours and
-        all partitions."""
+    async def axis_counts(self, hours: Sequence[int], prefix: str) -> dict[str, tuple[int, int]]:
+        """Every axis starting with `prefix` ("campaign=") the hours have, with its clicks and
+        impressions over the hours and all partitions."""
         found: dict[str, tuple[int, int]] = {}
-        (answers,) = await self._axis_calls([hours], "counts", [dimension])
+        (answers,) = await self._axis_calls([hours], "counts", [prefix])
         for answer in answers:
             for i in range(1, len(answer), 3):
                 axis = answer[i].decode() if isinstance(answer[i], bytes) else str(answer[i])

@@ -13,11 +13,13 @@ restore, swap_hour, rebuild_day) is called the same way, through `CellLayout.cal
 
 The scripts read that header through one shared prelude (projector/projections/scripts/cells.lua):
 they find a cell's keys by its number, never by position arithmetic of their own, and run one guard.
-A dimension is the one axis beyond time so far: a cell of an hour may also hold only the events with
-one dimension's value (`axis` "campaign=spring-sale"), those without it ("campaign=(none)"), those past
-the cardinality bound ("campaign=(other)"), or those carrying no dimension at all ("(none)"). Its keys
-follow the hour's (`...:<hour>:<axis>:users`), and the hour's axes hash (`...:<hour>:axes`) names
-every axis cell the hour has, so the scripts that move an hour (evict, swap) find them.
+A dimension is the one axis beyond time so far: an hour also counts its events per value of each
+dimension (`axis` "campaign=spring-sale"), those without it ("campaign=(none)"), those past the
+cardinality bound ("campaign=(other)"), and those carrying no dimension at all ("(none)"); a declared
+pair of dimensions is one more axis per event (`pair_axis`). An axis cell is lighter than a bucket's:
+its users are a HyperLogLog of its own (`...:<hour>:<axis>:users`), while its counters are one field of
+the hour's axes hash (`...:<hour>:axes`, field `<axis>`, value "<clicks> <impressions>"), so an apply
+reads and writes every value of an hour in two calls, and a breakdown reads an hour's counters in one.
 """
 
 from __future__ import annotations
@@ -45,9 +47,9 @@ NONE = "(none)"
 OTHER = "(other)"
 """The value every new value of a dimension counts under once the hour has its bound of values."""
 AXES = "axes"
-"""What follows an hour's token in the key of its axes hash: axis -> "1", and "#<dimension>" -> how
-many values of it have cells; "!partial" when the hour's axis cells are incomplete (it came back from
-the snapshot store, which keeps no axes)."""
+"""What follows an hour's token in the key of its axes hash: axis -> "<clicks> <impressions>", and
+"#<dimension>" -> how many values of it have cells; "!partial" when the hour's axis cells are
+incomplete (it came back from the snapshot store, which keeps no axes)."""
 
 
 def axis_of(dimension: str, value: str) -> str:
@@ -55,24 +57,48 @@ def axis_of(dimension: str, value: str) -> str:
     return f"{dimension}={value}"
 
 
-def axes_of(dims: Sequence[tuple[str, str]], declared: Sequence[str]) -> tuple[str, ...]:
-    """The axis cells one event counts in: one per declared dimension (its value, or NONE), or NONE
-    alone when it carries none of them."""
+def value_of(axis: str) -> str:
+    """The value of a dimension's axis ("campaign=x" -> "x"); NONE for the axis of no dimension."""
+    return axis.partition("=")[2] or NONE
+
+
+def axis_counts(raw: bytes | str | None) -> tuple[int, int]:
+    """(clicks, impressions) of an axes hash field's value (None: an axis with none)."""
+    if raw is None:
+        return 0, 0
+    clicks, _, impressions = (raw.decode() if isinstance(raw, bytes) else raw).partition(" ")
+    return int(clicks), int(impressions)
+
+
+def pair_axis(first: str, second: str, value: str, then: str) -> str:
+    """The axis of a declared pair of dimensions (`first` "campaign", `second` "creative"): the events
+    with `value` of the first and `then` of the second ("campaign+creative=spring-sale+c12"; `then`
+    NONE for those without the second, OTHER past the pair's bound). Values never hold "+"."""
+    return f"{first}+{second}={value}+{then}"
+
+
+def axes_of(
+    dims: Sequence[tuple[str, str]], declared: Sequence[str], pairs: Sequence[tuple[str, str]] = ()
+) -> tuple[str, ...]:
+    """The axis cells one event counts in: one per declared dimension (its value, or NONE), and one
+    per declared pair whose first dimension it carries; or NONE alone when it carries none of them."""
     given = dict(dims)
     if not any(name in given for name in declared):
         return (NONE,)
-    return tuple(axis_of(name, given.get(name, NONE)) for name in declared)
+    axes = [axis_of(name, given.get(name, NONE)) for name in declared]
+    for first, second in pairs:
+        if first in given:
+            axes.append(pair_axis(first, second, given[first], given.get(second, NONE)))
+    return tuple(axes)
 
 
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """One stored bucket (an hour, quarter-hour or day rollup token) of one partition in one generation,
-    of every event or (`axis`) of those of one dimension's value."""
+    """One stored bucket (an hour, quarter-hour or day rollup token) of one partition in one generation."""
 
     gen: int | str
     partition: int
     token: str
-    axis: str = ""
 
     @classmethod
     def of_hour(cls, gen: int | str, partition: int, hour: int) -> Cell:
@@ -92,13 +118,15 @@ class CellLayout:
     def keys_of(self, cell: Cell) -> tuple[str, ...]:
         """The cell's keys, in the order of ROLES."""
         head = f"{self.head(cell.gen, cell.partition)}{cell.token}:"
-        if cell.axis:
-            head = f"{head}{cell.axis}:"
         return tuple(head + role for role in ROLES)
 
     def axes(self, gen: int | str, partition: int, hour: int) -> str:
         """The hour's axes hash (AXES)."""
         return f"{self.head(gen, partition)}{hour_token(hour)}:{AXES}"
+
+    def axis_users(self, gen: int | str, partition: int, hour: int, axis: str) -> str:
+        """The HyperLogLog of the users of one axis of an hour (its counters are a field of `axes`)."""
+        return f"{self.head(gen, partition)}{hour_token(hour)}:{axis}:users"
 
     def users(self, cell: Cell) -> str:
         """The HyperLogLog of the cell's users."""

@@ -161,6 +161,28 @@ def dimension_names_problem(names: tuple[str, ...]) -> str | None:
     return None
 
 
+MAX_PAIRS = 4
+
+
+def pairs_problem(pairs: tuple[tuple[str, str], ...], declared: tuple[str, ...]) -> str | None:
+    """Why a declaration of dimension pairs (ANALYTICS_DIMENSION_PAIRS) is wrong, or None."""
+    if len(pairs) > MAX_PAIRS:
+        return f"at most {MAX_PAIRS} pairs, got {len(pairs)}"
+    known = ", ".join(declared) or "none"
+    for first, second in pairs:
+        shown = f"{first[:40]}:{second[:40]}"
+        if not first or not second:
+            return f"{shown!r} is not first:second"
+        for name in (first, second):
+            if name not in declared:
+                return f"{shown!r} names {name[:40]!r}, not a declared dimension ({known})"
+        if first == second:
+            return f"{shown!r} pairs a dimension with itself"
+    if len(set(pairs)) < len(pairs):
+        return "a pair is named twice"
+    return None
+
+
 def dims_problem(dims: Dimensions) -> str | None:
     """Why an event's dimensions break the rules ingest enforces, or None."""
     names = [name for name, _ in dims]

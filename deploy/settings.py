@@ -18,11 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from contract.buckets import day_phases, zone
-from contract.schema import dimension_names_problem
+from contract.schema import dimension_names_problem, pairs_problem
 from deploy.backoff import NatsLog
 from deploy.redis_nodes import NodeListError, RedisNode, parse_redis_nodes
 
 ENV_PREFIX = "ANALYTICS_"
+DEFAULT_PAIRS = "campaign:creative"
 
 
 class SettingsError(ValueError):
@@ -180,6 +181,12 @@ class Settings:
     value of each (GET /analytics/breakdown); events without any count once more, in one cell per hour.
     A change applies to generations built after it: run a replay."""
 
+    dimension_pairs: str = DEFAULT_PAIRS
+    """Pairs of declared dimensions (comma-separated "first:second", at most 4) kept together, so a
+    breakdown by the second can be filtered by a value of the first (`by=creative&campaign=x`). Each
+    adds one axis cell per event that carries its first dimension. The default, campaign:creative,
+    applies when both are declared; empty: none. A change applies to generations built after it."""
+
     dimension_max_values: int = 10_000
     """Distinct values of one dimension that get cells of their own per hour and partition; later new
     values count as `(other)` (a metric and one WARNING per hour and dimension). No total changes."""
@@ -323,6 +330,9 @@ class Settings:
         problem = dimension_names_problem(self.dimension_names)
         if problem is not None:
             raise SettingsError(f"ANALYTICS_DIMENSIONS={self.dimensions!r}: {problem}")
+        problem = pairs_problem(self.dimension_pair_names, self.dimension_names)
+        if problem is not None and self.dimension_pairs != DEFAULT_PAIRS:
+            raise SettingsError(f"ANALYTICS_DIMENSION_PAIRS={self.dimension_pairs!r}: {problem}")
         if self.pull_reader not in ("auto", "fast", "public"):
             raise SettingsError("ANALYTICS_PULL_READER must be auto, fast or public")
         self.redis_nodes()
@@ -342,6 +352,19 @@ class Settings:
     def dimension_names(self) -> tuple[str, ...]:
         """The declared dimensions, in the order ANALYTICS_DIMENSIONS names them."""
         return tuple(name.strip() for name in self.dimensions.split(",") if name.strip())
+
+    @property
+    def dimension_pair_names(self) -> tuple[tuple[str, str], ...]:
+        """The declared pairs (first, second), in the order ANALYTICS_DIMENSION_PAIRS names them; the
+        default's only when both of its dimensions are declared."""
+        pairs = []
+        for item in self.dimension_pairs.split(","):
+            first, _, second = item.strip().partition(":")
+            if first or second:
+                pairs.append((first.strip(), second.strip()))
+        if self.dimension_pairs == DEFAULT_PAIRS and pairs_problem(tuple(pairs), self.dimension_names):
+            return ()
+        return tuple(pairs)
 
     @property
     def day_phases(self) -> tuple[int, ...]:

@@ -101,8 +101,8 @@ class Link:
         """A range's rows, each [start, end) in ms (api.range_read)."""
         return await self._redis_reader().spans(spans)
 
-    async def axis_counts(self, hours: Sequence[int], dimension: str) -> dict[str, tuple[int, int]]:
-        return await self._redis_reader().axis_counts(hours, dimension)
+    async def axis_counts(self, hours: Sequence[int], prefix: str) -> dict[str, tuple[int, int]]:
+        return await self._redis_reader().axis_counts(hours, prefix)
 
     async def axis_totals(self, hours: Sequence[int], axes: Sequence[str]) -> list[HourTotals]:
         return await self._redis_reader().axis_totals(hours, axes)

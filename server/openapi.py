@@ -372,6 +372,12 @@ class GetBreakdown(Operation):
                 "How many values get a row.",
                 required=False,
             ),
+            *_filters(
+                "Only the events with this value: the first dimension of a pair declared in "
+                f"`ANALYTICS_DIMENSION_PAIRS` (default {DEFAULTS.dimension_pairs}) whose second is `by` "
+                "(`by=creative&campaign=spring-sale`); rows are then that value's pairs, and `total` is "
+                "its filtered read. Any other filter is a 400 naming the declared pairs."
+            ),
         ]
         self.responses = {
             "200": _table(

@@ -57,6 +57,7 @@ class Services:
             answered=metrics.counter("/analytics", "GET"),
             range_answered=metrics.counter("/analytics/range", "GET"),
             dimensions=frozenset(settings.dimension_names),
+            pairs=frozenset(settings.dimension_pair_names),
             axis_counts=link.axis_counts,
             axis_totals=link.axis_totals,
             axis_rows=link.axis_rows,

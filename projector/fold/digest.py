@@ -61,17 +61,18 @@ def digest(
     after: int = 0,
     decoder: Decoder = schema.decode,
     dimensions: tuple[str, ...] = (),
+    pairs: tuple[tuple[str, str], ...] = (),
 ) -> Digest:
     """Decode, screen and fold messages in stream order (`stamps`: when JetStream stored each, in ms),
-    folding nothing at or below stream seq `after`, and into axis cells too when `dimensions` are
-    declared. Stops in front of a batch of an unknown version."""
+    folding nothing at or below stream seq `after`, and into axis cells too when `dimensions` (and
+    `pairs` of them) are declared. Stops in front of a batch of an unknown version."""
     batches, rejected, unknown = _decode(payloads, decoder)
     kept, hours = _screen(subjects, batches, rejected, prefix, partitions)
     rejected.sort(key=_first)
     folded = [i for i in range(len(batches)) if seqs[i] > after]
     if not folded:
         return Digest(Deltas(), rejected, len(batches), unknown)
-    deltas = _fold(folded, batches, kept, hours, seqs, stamps, dimensions)
+    deltas = _fold(folded, batches, kept, hours, seqs, stamps, dimensions, pairs)
     return Digest(deltas, rejected, len(batches), unknown)
 
 
@@ -140,6 +141,7 @@ def _fold(
     seqs: Sequence[int],
     stamps: Sequence[int],
     dimensions: tuple[str, ...] = (),
+    pairs: tuple[tuple[str, str], ...] = (),
 ) -> Deltas:
     """The kept events of the `folded` messages, per quarter-hour (and per axis), at C speed where there
     are no keys (nor dimensions)."""
@@ -163,7 +165,7 @@ def _fold(
         if unkeyed:
             _count(quarters, unkeyed)
         if dimensions:
-            _count_axes(deltas.hour(hour), events, unkeyed, dimensions)
+            _count_axes(deltas.hour(hour), events, unkeyed, dimensions, pairs)
     if any_keyed:
         # In stream order, across hours: the first of a key within the window is the one that counts.
         keyed = deltas.keyed
@@ -172,7 +174,7 @@ def _fold(
             if mine and any(map(_key, mine)):
                 for event in compress(mine, map(_key, mine)):
                     quarter = event.ts // QUARTER_MS % QUARTERS_PER_HOUR
-                    axes = axes_of(event.dims, dimensions) if dimensions else ()
+                    axes = _axes_of(event.dims, dimensions, pairs) if dimensions else ()
                     keyed.append(Keyed(event.key, event.user, stamps[i], hours[i], event.kind, quarter, axes))  # type: ignore[arg-type]
     return deltas
 
@@ -195,6 +197,7 @@ def _count_axes(
     events: list[schema.Event],
     unkeyed: list[schema.Event],
     dimensions: tuple[str, ...],
+    pairs: tuple[tuple[str, str], ...],
 ) -> None:
     """An hour's events into its axis cells: an hour with no dimension at all is plain (its NONE cell
     is its quarters' union, spelled out by nobody); otherwise one by one, every axis named in stream
@@ -204,19 +207,31 @@ def _count_axes(
         axes[NONE] = CellDelta()
         delta.plain = True
         return
-    counted = set(map(id, unkeyed))
+    counted = unkeyed if unkeyed is events else set(map(id, unkeyed))
+    every = counted is events
     for event in events:
-        named = axes_of(event.dims, dimensions) if event.dims else (NONE,)
+        dims = event.dims
+        named = _axes_of(dims, dimensions, pairs) if dims else _NONE_ONLY
+        if not every and id(event) not in counted:
+            for axis in named:  # a keyed event's axes are named (in stream order), the apply counts it
+                if axis not in axes:
+                    axes[axis] = CellDelta()
+            continue
+        user, click = event.user, event.kind is schema.Kind.CLICK
         for axis in named:
             cell = axes.get(axis)
             if cell is None:
                 cell = axes[axis] = CellDelta()
-            if id(event) in counted:
-                cell.users.add(event.user)
-                if event.kind is schema.Kind.CLICK:
-                    cell.clicks += 1
-                else:
-                    cell.impressions += 1
+            cell.users.add(user)
+            if click:
+                cell.clicks += 1
+            else:
+                cell.impressions += 1
+
+
+_NONE_ONLY = (NONE,)
+_axes_of = lru_cache(maxsize=1 << 16)(axes_of)
+"""An event's axes, remembered: an hour's events repeat few combinations of values."""
 
 
 def _add(cell: CellDelta, events: list[schema.Event]) -> None:

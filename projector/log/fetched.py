@@ -128,4 +128,5 @@ def digest_fetched(
         after=after,
         decoder=decoder,
         dimensions=settings.dimension_names,
+        pairs=settings.dimension_pair_names,
     )

@@ -22,14 +22,14 @@ from contract.buckets import (
     phases_text,
     quarter_token,
 )
-from contract.cells import NONE, OTHER, Cell, CellLayout, axis_of
+from contract.cells import NONE, Cell, CellLayout
 from contract.hours import hour_token, parse_hour_token
 from contract.keys import FIRST_GENERATION, Keys
 from contract.schema import CellState, HourState, Kind
 from deploy.projections_client import ProjectionsClient
 from deploy.settings import Settings
 from projector import metrics
-from projector.fold.deltas import Deltas, Keyed
+from projector.fold.deltas import CellDelta, Deltas, Keyed
 from projector.projections.scripts import source
 
 log = logging.getLogger("projector")
@@ -559,88 +559,82 @@ def apply_payload(
 ) -> tuple[list[Cell], list[int], list[str | int]]:
     """The cells one apply touches, the hours whose axes hash it names (after the script's four named
     keys), and the script's own arguments after the header's watermark, window and newest time: one
-    token per cell, the bound and the axes (new values to admit, axes to record), the group count, per
-    group its cells, clicks, impressions and users, then the keyed events naming their groups (see
-    apply.lua)."""
-    plain = {hour for hour, delta in deltas.hours.items() if delta.plain}
-    cells = _Cells(gen, partition, phases, plain)
+    token per cell, the group count and per group its cells, clicks, impressions and users, then the
+    bound and each hour's axes, then the keyed events naming their group and axes (see apply.lua and
+    axes.lua)."""
+    cells = _Cells(gen, partition, phases)
     groups: list[str | int] = []
+    quarter_groups: dict[int, list[int]] = {}
     for hour, delta in deltas.hours.items():
         for quarter, cell in enumerate(delta.quarters):
             if cell.clicks or cell.impressions:
-                groups += [cells.group(hour, quarter), cell.clicks, cell.impressions, "\n".join(cell.users)]
-        if delta.plain:
-            continue  # its NONE cell is in each quarter-hour's group
-        for axis, cell in delta.axes.items():
-            if cell.clicks or cell.impressions:
-                groups += [cells.axis_group(hour, axis), cell.clicks, cell.impressions, "\n".join(cell.users)]
-    keyed = "".join(
-        f"{k.stream_ms}\x1f{cells.keyed_groups(k, groups)}\x1f{_KIND[k.kind]}\x1f{k.user}\x1f{k.key}\x1e"
-        for k in deltas.keyed
+                quarter_groups.setdefault(hour, []).append(cells.group(hour, quarter))
+                groups += [
+                    cells.group_cells(hour, quarter),
+                    cell.clicks,
+                    cell.impressions,
+                    "\n".join(cell.users),
+                ]
+    hour_axes = {hour: delta.axes for hour, delta in deltas.hours.items() if delta.axes}
+    for k in deltas.keyed:
+        if k.axes and any(axis not in hour_axes.get(k.hour, ()) for axis in k.axes):
+            # A single-hour rebuild's deltas hold its hour alone; other hours' keyed events lend keys.
+            known = hour_axes[k.hour] = dict(hour_axes.get(k.hour, {}))
+            for axis in k.axes:
+                known.setdefault(axis, CellDelta())
+    axis_hours = list(hour_axes)
+    entries: dict[tuple[int, str], int] = {}
+    axes: list[str | int] = [max_values, len(axis_hours)]
+    for hour in axis_hours:
+        plain = hour in deltas.hours and deltas.hours[hour].plain
+        # A plain hour's NONE axis is its quarter-hours' unkeyed events: named by group, not sent twice.
+        taken = ",".join(map(str, quarter_groups.get(hour, ()))) if plain else ""
+        parts = []
+        for axis, cell in hour_axes[hour].items():
+            entries[(hour, axis)] = len(entries) + 1
+            users, also = "\n".join(cell.users), taken if axis == NONE else ""
+            parts.append(f"{axis}\x1f{cell.clicks}\x1f{cell.impressions}\x1f{users}\x1f{also}\x1e")
+        axes += [hour_token(hour), "".join(parts)]
+    keyed = []
+    for k in deltas.keyed:
+        group = cells.keyed_group(k, groups)
+        named = ",".join(str(entries[(k.hour, axis)]) for axis in k.axes)
+        keyed.append(f"{k.stream_ms}\x1f{group}\x1f{named}\x1f{_KIND[k.kind]}\x1f{k.user}\x1f{k.key}\x1e")
+    return (
+        cells.cells,
+        axis_hours,
+        [*(c.token for c in cells.cells), len(groups) // 4, *groups, *axes, "".join(keyed)],
     )
-    axis_hours = [hour for hour, delta in deltas.hours.items() if delta.axes]
-    admit: list[str | int] = []
-    record: list[str | int] = []
-    for index, hour in enumerate(axis_hours, start=1):
-        for axis in deltas.hours[hour].axes:
-            dimension, _, value = axis.partition("=")
-            if value and value != NONE:
-                other = axis_of(dimension, OTHER)
-                mine, theirs = cells.axis_cell(hour, axis), cells.axis_cell(hour, other)
-                admit += [index, dimension, axis, mine, theirs, other]
-            else:
-                record += [index, axis]
-    axes = [max_values, len(admit) // 6, *admit, len(record) // 2, *record]
-    return cells.cells, axis_hours, [*(c.token for c in cells.cells), *axes, len(groups) // 4, *groups, keyed]
 
 
 class _Cells:
     """The cells one apply touches, numbered from 1 in the order first named, and the groups that events
-    go to: one per quarter-hour (the quarter, its hour and its day rollups, and the NONE cell of a
-    plain hour), and one per axis of any other hour (its axis cell)."""
+    go to: one per quarter-hour (the quarter, its hour and its day rollups)."""
 
-    def __init__(self, gen: int | str, partition: int, phases: tuple[int, ...], plain: set[int]) -> None:
-        self._gen, self._partition, self._phases, self._plain = gen, partition, phases, plain
+    def __init__(self, gen: int | str, partition: int, phases: tuple[int, ...]) -> None:
+        self._gen, self._partition, self._phases = gen, partition, phases
         self.cells: list[Cell] = []
-        self._index: dict[tuple[str, str], int] = {}
-        self._groups: dict[tuple[int, int | str], int] = {}
+        self._index: dict[str, int] = {}
+        self._groups: dict[tuple[int, int], int] = {}
 
-    def _cell(self, token: str, axis: str = "") -> int:
-        found = self._index.get((token, axis))
+    def _cell(self, token: str) -> int:
+        found = self._index.get(token)
         if found is None:
-            found = self._index[(token, axis)] = len(self.cells) + 1
-            self.cells.append(Cell(self._gen, self._partition, token, axis))
+            found = self._index[token] = len(self.cells) + 1
+            self.cells.append(Cell(self._gen, self._partition, token))
         return found
 
-    def axis_cell(self, hour: int, axis: str) -> int:
-        return self._cell(hour_token(hour), axis)
+    def group(self, hour: int, quarter: int) -> int:
+        """The number of the quarter-hour's group (the next one if it has none yet)."""
+        return self._groups.setdefault((hour, quarter), len(self._groups) + 1)
 
-    def group(self, hour: int, quarter: int) -> str:
-        """The cell numbers of the quarter-hour's group, joined for the script; it becomes the next group."""
-        self._groups[(hour, quarter)] = len(self._groups) + 1
+    def group_cells(self, hour: int, quarter: int) -> str:
+        """The cell numbers of the quarter-hour's group, joined for the script."""
         tokens = [quarter_token(hour, quarter), hour_token(hour), *day_tokens(hour, quarter, self._phases)]
-        numbers = [self._cell(token) for token in tokens]
-        if hour in self._plain:  # its events without dimensions, all of them: its NONE cell too
-            numbers.append(self.axis_cell(hour, NONE))
-        return ",".join(map(str, numbers))
+        return ",".join(str(self._cell(token)) for token in tokens)
 
-    def axis_group(self, hour: int, axis: str) -> str:
-        """The one cell of the hour's axis group; it becomes the next group."""
-        self._groups[(hour, axis)] = len(self._groups) + 1
-        return str(self.axis_cell(hour, axis))
-
-    def keyed_groups(self, k: Keyed, groups: list[str | int]) -> str:
-        """The groups a keyed event counts in (its quarter-hour's, its axes'), joined for the script;
-        an empty group is added for each that has none yet."""
-        found = self._groups.get((k.hour, k.quarter))
-        if found is None:
-            groups += [self.group(k.hour, k.quarter), 0, 0, ""]
-            found = self._groups[(k.hour, k.quarter)]
-        numbers = [found]
-        for axis in () if k.hour in self._plain else k.axes:
-            number = self._groups.get((k.hour, axis))
-            if number is None:
-                groups += [self.axis_group(k.hour, axis), 0, 0, ""]
-                number = self._groups[(k.hour, axis)]
-            numbers.append(number)
-        return ",".join(map(str, numbers))
+    def keyed_group(self, k: Keyed, groups: list[str | int]) -> int:
+        """The group a keyed event counts in (its quarter-hour's); an empty one is added if it has none."""
+        if (k.hour, k.quarter) not in self._groups:
+            groups += [self.group_cells(k.hour, k.quarter), 0, 0, ""]
+        return self.group(k.hour, k.quarter)

@@ -153,6 +153,7 @@ async def fold_hour(
             partitions=settings.partitions,
             after=watermark,
             dimensions=settings.dimension_names,
+            pairs=settings.dimension_pair_names,
         )
         if done.unknown is not None:
             raise ReplayRefused(

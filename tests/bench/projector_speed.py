@@ -71,6 +71,12 @@ def main() -> None:
         help="instead: ./just replay of this commit against this checkout's on the same stream, in "
         "alternating rounds (the first --replay-processes value; no projector run)",
     )
+    parser.add_argument(
+        "--against-no-dimensions",
+        action="store_true",
+        help="instead: ./just replay of this checkout with ANALYTICS_DIMENSIONS empty against with them "
+        "declared, on the same stream, in alternating rounds (use with --dimensions)",
+    )
     parser.add_argument("--rounds", type=int, default=4, help="rounds of each side with --base")
     args, rest = parser.parse_known_args()
     if args.redis_primaries:
@@ -93,8 +99,10 @@ def main() -> None:
             [sys.executable, "-m", "projector", "stream"], env=env, check=True, capture_output=True
         )
         asyncio.run(fill_stream(settings, args.events, args.per_message, args.keyed, args.dimensions))
-        if args.base:
-            replay_rounds(scratch, env, args.base, args.rounds, args.replay_processes[0], args.events)
+        if args.base or args.against_no_dimensions:
+            plain = {"ANALYTICS_DIMENSIONS": ""} if args.against_no_dimensions else None
+            processes = args.replay_processes[0]
+            replay_rounds(scratch, env, args.base, args.rounds, processes, args.events, plain)
             return
         started, before = time.perf_counter(), cpu(*servers)
         with contextlib.ExitStack() as running:

@@ -12,6 +12,7 @@ one untimed replay of each side comes first.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -27,9 +28,16 @@ from tests.bench.servers import Scratch
 
 
 def replay_rounds(
-    scratch: Scratch, env: dict[str, str], base: str, rounds: int, processes: int, events: int
+    scratch: Scratch,
+    env: dict[str, str],
+    base: str | None,
+    rounds: int,
+    processes: int,
+    events: int,
+    base_env: dict[str, str] | None = None,
 ) -> None:
-    """`rounds` pairs of replays, `base`'s and this checkout's, alternating which goes first."""
+    """`rounds` pairs of replays, `base`'s and this checkout's, alternating which goes first; with no
+    `base`, this checkout's twice, the base side with `base_env` added (e.g. no dimensions)."""
     redis = redis_lib.Redis.from_url(scratch.settings.redis_url)
     rates: dict[str, list[float]] = {"base": [], "head": []}
     shares: dict[str, list[tuple[float, float, float]]] = {"base": [], "head": []}
@@ -38,16 +46,17 @@ def replay_rounds(
     # source each time (PYTHONDONTWRITEBYTECODE) would weigh about a second a process, which no
     # installed deployment pays; so bytecode is written, by one untimed replay of each side first.
     env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    with checkout(base) as base_tree:
+    envs = {"base": {**env, **(base_env or {})}, "head": env}
+    with checkout(base) if base else contextlib.nullcontext(ROOT) as base_tree:
         trees = {"base": base_tree, "head": ROOT}
-        for tree in trees.values():
+        for name, tree in trees.items():
             redis.flushall()
-            _replay(tree, {**env, "ANALYTICS_REPLAY_PROCESSES": str(processes)})
+            _replay(tree, {**envs[name], "ANALYTICS_REPLAY_PROCESSES": str(processes)})
         for r in range(rounds):
             for name in ("base", "head") if r % 2 == 0 else ("head", "base"):
                 redis.flushall()
                 started, before = time.perf_counter(), cpu(*servers)
-                _replay(trees[name], {**env, "ANALYTICS_REPLAY_PROCESSES": str(processes)})
+                _replay(trees[name], {**envs[name], "ANALYTICS_REPLAY_PROCESSES": str(processes)})
                 took = time.perf_counter() - started
                 used = [(b - a) / events * 1e6 for a, b in zip(before, cpu(*servers), strict=True)]
                 rates[name].append(events / took)
@@ -62,9 +71,10 @@ def replay_rounds(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], text=True, capture_output=True
     )
     med = {name: statistics.median(found) for name, found in rates.items()}
+    against = base or " ".join(f"{k}={v!r}" for k, v in (base_env or {}).items())
     print(
         f"./just replay, ANALYTICS_REPLAY_PROCESSES={processes}, {events:,} events, medians of {rounds} "
-        f"alternating rounds: base {base} {med['base']:,.0f} events/s, this checkout "
+        f"alternating rounds: base {against} {med['base']:,.0f} events/s, this checkout "
         f"({head.stdout.strip()}, uncommitted changes included) {med['head']:,.0f} events/s, "
         f"head/base {med['head'] / med['base']:.3f}"
     )

@@ -1,8 +1,8 @@
 """Breakdowns against the real servers: per value of a dimension each click and impression counted
 exactly, unique users as the cells hold them, `(none)`, `(other)` past the bound (per hour and
 partition, in stream order), a filter equal to its row, the total equal to the unfiltered read, a
-full replay equal to live, a single-hour replay repairing a value, and a 409 for an hour whose
-breakdowns are not kept."""
+full replay equal to live, a single-hour replay repairing a value, a 409 for an hour whose
+breakdowns are not kept, and a breakdown by creative within one campaign (a declared pair)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
-from contract.cells import Cell, CellLayout
-from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
+from contract.cells import CellLayout, axis_counts
+from contract.hours import HOUR_MS, hour_of, partition_of, system_now_ms
 from contract.keys import Keys
 from deploy.settings import Settings
 from projector.replay.driver import replay
@@ -126,7 +126,9 @@ async def test_each_value_counts_exactly_past_the_bound_as_other_and_a_replay_gi
     keys, layout = Keys(settings.key_prefix), CellLayout(Keys(settings.key_prefix))
     spring_p = partition_of("u0", settings.partitions)
     gen = keys.live_generation(await redis.get(keys.generation(spring_p)))
-    await redis.hincrby(layout.counts(Cell(gen, spring_p, hour_token(hour), "campaign=spring")), "clicks", 7)
+    index = layout.axes(gen, spring_p, hour)
+    clicks, impressions = axis_counts(await redis.hget(index, "campaign=spring"))
+    await redis.hset(index, "campaign=spring", f"{clicks + 7} {impressions}")
     assert (await rows())["spring"] != live["spring"]
     await replay_hour(settings, nc, redis, hour)
     assert await rows() == live
@@ -172,3 +174,63 @@ async def test_a_period_sums_each_values_counts_over_its_hours_and_unions_its_us
         f"/analytics/breakdown?by=campaign&from={first * HOUR_MS + 5}&to={first * HOUR_MS}"
     )
     assert parse(empty.text) == {"(none)": (0, 0, 0), "(other)": (0, 0, 0), "total": (0, 0, 0)}
+
+
+def pair_model(
+    sent: list[tuple[str, str, dict[str, str]]], partitions: int, campaign: str
+) -> dict[str, tuple[set[str], int, int]]:
+    """The creative rows of one campaign: pairs admitted per partition in stream order up to BOUND
+    (over every campaign), later new pairs under the campaign's (other); no creative is (none)."""
+    admitted: dict[int, set[tuple[str, str]]] = defaultdict(set)
+    rows: dict[str, tuple[set[str], int, int]] = defaultdict(lambda: (set(), 0, 0))
+    for user, kind, dims in sent:
+        if "campaign" not in dims:
+            continue
+        pair, p = (dims["campaign"], dims.get("creative", "(none)")), partition_of(user, partitions)
+        if pair[1] != "(none)" and pair not in admitted[p]:
+            if len(admitted[p]) < BOUND:
+                admitted[p].add(pair)
+            else:
+                pair = (pair[0], "(other)")
+        if pair[0] == campaign:
+            users, clicks, impressions = rows[pair[1]]
+            rows[pair[1]] = (users | {user}, clicks + (kind == "click"), impressions + (kind == "impression"))
+    return rows
+
+
+async def test_a_breakdown_by_creative_within_a_campaign_counts_each_pair_and_totals_the_campaign(
+    settings: Settings, client: httpx.AsyncClient, projector: None
+) -> None:
+    hour = hour_of(system_now_ms()) - 3
+    sent: list[tuple[str, str, dict[str, str]]] = [
+        *((f"u{i}", "click", {"campaign": "spring", "creative": "c1"}) for i in range(5)),
+        *(
+            (f"u{i}", "impression", {"campaign": "spring", "creative": "c2", "site": "a"})
+            for i in range(3, 9)
+        ),
+        *((f"u{i}", "impression", {"campaign": "spring"}) for i in (10, 11)),
+        ("u20", "click", {"campaign": "autumn", "creative": "c1"}),
+        ("u21", "click", {"creative": "c1"}),  # no campaign: in no pair
+        *(("flood", "impression", {"campaign": "spring", "creative": f"f{i}"}) for i in range(5)),
+    ]
+    for n, (user, kind, dims) in enumerate(sent):
+        extra = "".join(f"&{k}={v}" for k, v in dims.items())
+        answer = await client.post(f"/analytics?timestamp={hour * HOUR_MS + n}&user={user}&{kind}{extra}")
+        assert answer.status_code == 204, answer.text
+    want = pair_model(sent, settings.partitions, "spring")
+    assert want["(other)"][2] > 0  # the bound is reached in the flood's partition
+    assert want["(none)"] == ({"u10", "u11"}, 0, 2)
+
+    async def rows() -> dict[str, tuple[int, int, int]]:
+        body = (
+            await client.get(f"/analytics/breakdown?by=creative&campaign=spring&timestamp={hour * HOUR_MS}")
+        ).text
+        return parse(body.replace("creative,unique", "campaign,unique", 1))
+
+    found = await eventually(rows, lambda found: matches(found, want), timeout=30)
+    spring = (await client.get(f"/analytics?timestamp={hour * HOUR_MS}&campaign=spring")).text
+    assert spring == "unique_users,{}\nclicks,{}\nimpressions,{}\n".format(*found["total"])
+    assert found["total"][1:] == (5, 13)
+    refused = await client.get(f"/analytics/breakdown?by=site&campaign=spring&timestamp={hour * HOUR_MS}")
+    assert refused.status_code == 400
+    assert "ANALYTICS_DIMENSION_PAIRS: campaign:creative" in refused.text

@@ -98,6 +98,16 @@ async def stored(redis: Redis, keys: Keys, gen: int, partition: int) -> dict[str
         hll = await redis.get(layout.CellLayout(keys).users(layout.Cell(gen, partition, token)))
         assert isinstance(hll, bytes), f"{token}: counts without users"
         found[token] = (registers(hll), int(counts.get(b"clicks", 0)), int(counts.get(b"impressions", 0)))
+    async for raw in redis.scan_iter(match=f"{head}*:{layout.AXES}", count=1000):
+        assert isinstance(raw, bytes)
+        hour = raw.decode()[len(head) : -len(layout.AXES) - 1]
+        for field, value in (await redis.hgetall(raw)).items():
+            axis = field.decode() if isinstance(field, bytes) else field
+            if axis[0] in "#!" or layout.axis_counts(value) == (0, 0):
+                continue  # no axis, or one named by keyed events that all were retries
+            hll = await redis.get(f"{head}{hour}:{axis}:users")
+            assert isinstance(hll, bytes), f"{hour}:{axis}: counts without users"
+            found[f"{hour}:{axis}"] = (registers(hll), *layout.axis_counts(value))
     return found
 
 

@@ -28,8 +28,7 @@ def test_cells_are_named_once_and_groups_name_the_quarter_its_hour_and_its_days(
     tokens = [str(t) for t in args[:count]]
     assert len(set(tokens)) == count
     assert cells == [Cell(7, 1, t) for t in tokens]
-    assert args[count : count + 3] == [50, 0, 0]  # the bound; no value to admit, no axis to record
-    rest = args[count + 3 :]
+    rest = args[count:]
     groups = int(rest[0])
     assert groups == 3  # quarters 0 and 3 (unkeyed), then quarter 2 (keyed only)
     named = []
@@ -46,15 +45,24 @@ def test_cells_are_named_once_and_groups_name_the_quarter_its_hour_and_its_days(
     assert named[1][1:3] == (0, 2)
     assert sorted(str(named[1][3]).split("\n")) == ["bob", "cid"]
     assert named[2][1:] == (0, 0, "")
-    assert rest[-1] == "5\x1f3\x1fc\x1fdan\x1fk\x1e6\x1f1\x1fi\x1fann\x1fk2\x1e"
+    assert rest[1 + 4 * groups :] == [
+        50,
+        0,
+        "5\x1f3\x1f\x1fc\x1fdan\x1fk\x1e6\x1f1\x1f\x1fi\x1fann\x1fk2\x1e",
+    ]
 
 
 def test_nothing_to_apply_names_no_cell() -> None:
     cells, axis_hours, args = apply_payload(1, 0, PHASES, Deltas(last_seq=9), max_values=50)
-    assert (cells, axis_hours, args) == ([], [], [50, 0, 0, 0, ""])
+    assert (cells, axis_hours, args) == ([], [], [0, 50, 0, ""])
 
 
-def test_axes_get_cells_of_their_hour_new_values_are_offered_in_stream_order_with_their_other() -> None:
+def entries(text: str | int) -> list[list[str]]:
+    """An hour's axes as the script reads them: axis, clicks, impressions, users, groups."""
+    return [entry.split("\x1f") for entry in str(text).split("\x1e") if entry]
+
+
+def test_an_hours_axes_go_in_one_string_in_stream_order_and_keyed_events_name_them_by_number() -> None:
     delta = HourDelta.of({"ann"}, 1, 0)
     delta.axes["campaign=b"] = CellDelta({"ann"}, 1, 0)
     delta.axes["campaign=a"] = CellDelta()  # a keyed event's axis: named, nothing unkeyed in it
@@ -62,33 +70,39 @@ def test_axes_get_cells_of_their_hour_new_values_are_offered_in_stream_order_wit
     keyed = [Keyed("k", "dan", 5, HOUR, Kind.CLICK, 0, ("campaign=a", "site=(none)"))]
     cells, axis_hours, args = apply_payload(7, 1, PHASES, Deltas({HOUR: delta}, keyed, 3), 50)
     assert axis_hours == [HOUR]
-    axis_cells = {c.axis: i for i, c in enumerate(cells, start=1) if c.axis}
-    assert set(axis_cells) == {"campaign=a", "campaign=b", "campaign=(other)", "site=(none)"}
-    assert all(c.token == hour_token(HOUR) for c in cells if c.axis)
-    at = len(cells)
-    other = axis_cells["campaign=(other)"]
-    assert args[at : at + 2] == [50, 2]
-    assert args[at + 2 : at + 14] == [
-        *(1, "campaign", "campaign=b", axis_cells["campaign=b"], other, "campaign=(other)"),
-        *(1, "campaign", "campaign=a", axis_cells["campaign=a"], other, "campaign=(other)"),
+    assert all(c.token != hour_token(HOUR) or c == Cell(7, 1, hour_token(HOUR)) for c in cells)
+    at = len(cells) + 1 + 4 * int(args[len(cells)])
+    assert args[at : at + 3] == [50, 1, hour_token(HOUR)]
+    assert entries(args[at + 3]) == [
+        ["campaign=b", "1", "0", "ann", ""],
+        ["campaign=a", "0", "0", "", ""],
+        ["site=(none)", "1", "0", "ann", ""],
     ]
-    assert args[at + 14 : at + 17] == [1, 1, "site=(none)"]
-    # The keyed event counts in its quarter-hour's group and in its two axes' groups.
-    groups = [str(g) for g in str(args[-1]).split("\x1f")[1].split(",")]
-    assert len(groups) == 3
+    # The keyed event counts in its quarter-hour's group and in axes 2 and 3.
+    assert str(args[-1]).split("\x1f")[1:3] == ["1", "2,3"]
 
 
-def test_a_plain_hours_none_cell_rides_in_its_quarter_groups_and_its_users_are_sent_once() -> None:
+def test_a_plain_hours_none_axis_takes_its_quarter_groups_so_its_users_are_sent_once() -> None:
     delta = HourDelta.of({"ann", "bob"}, 1, 1)
+    delta.merge(HourDelta.of({"cid"}, 1, 0, quarter=2))
     delta.axes["(none)"], delta.plain = CellDelta(), True  # no event of the hour carries a dimension
-    keyed = [Keyed("k", "dan", 5, HOUR, Kind.CLICK, 2, ("(none)",))]
+    keyed = [Keyed("k", "dan", 5, HOUR, Kind.CLICK, 3, ("(none)",))]
     cells, axis_hours, args = apply_payload(7, 1, PHASES, Deltas({HOUR: delta}, keyed, 3), 50)
-    none = next(i for i, c in enumerate(cells, start=1) if c.axis == "(none)")
     assert axis_hours == [HOUR]
-    at = len(cells)
-    assert args[at : at + 5] == [50, 0, 1, 1, "(none)"]  # nothing to admit; (none) recorded
-    rest = args[at + 5 :]
-    assert rest[0] == 2  # quarter 0 (unkeyed) and quarter 2 (keyed only): no group of (none) alone
-    for g in range(2):
-        assert str(none) in str(rest[1 + 4 * g]).split(",")
-    assert str(rest[-1]).split("\x1f")[1] == "2"  # the keyed event's quarter group, which holds (none)
+    groups = int(args[len(cells)])
+    assert groups == 3  # quarters 0 and 2 (unkeyed), then quarter 3 (keyed only)
+    at = len(cells) + 1 + 4 * groups
+    assert entries(args[at + 3]) == [["(none)", "0", "0", "", "1,2"]]
+    assert str(args[-1]).split("\x1f")[1:3] == ["3", "1"]
+
+
+def test_keyed_events_of_an_hour_outside_the_deltas_name_axes_of_their_own() -> None:
+    """A single-hour rebuild keeps its hour's deltas alone; other hours' keyed events still lend keys."""
+    keyed = [Keyed("k", "dan", 5, HOUR + 1, Kind.CLICK, 0, ("campaign=a", "site=(none)"))]
+    cells, axis_hours, args = apply_payload(
+        7, 1, PHASES, Deltas({HOUR: HourDelta.of({"ann"}, 1, 0)}, keyed, 3)
+    )
+    assert axis_hours == [HOUR + 1]
+    at = len(cells) + 1 + 4 * int(args[len(cells)])
+    assert entries(args[at + 3]) == [["campaign=a", "0", "0", "", ""], ["site=(none)", "0", "0", "", ""]]
+    assert str(args[-1]).split("\x1f")[2] == "1,2"

@@ -14,16 +14,18 @@ from api.breakdown import (
     parse_breakdown,
     render_csv,
     render_json,
+    value_axes,
 )
 from api.ranges import FilteredRange, RangeQuery, parse_read
 from server.failures import ParamError
 from server.params import parse_query
 
 DIMS = frozenset({"campaign", "creative", "site"})
+PAIRS = frozenset({("campaign", "creative")})
 
 
 def breakdown(raw: str) -> BreakdownQuery:
-    return parse_breakdown(parse_query(raw.encode()), DIMS)
+    return parse_breakdown(parse_query(raw.encode()), DIMS, PAIRS)
 
 
 def test_a_breakdown_defaults_to_the_top_twenty_by_clicks_of_the_timestamps_hour() -> None:
@@ -55,7 +57,9 @@ def test_a_period_covers_every_utc_hour_starting_from_froms_hour_and_before_to()
         ("by=campaign&timestamp=1&from=1&to=2", "timestamp", "not both"),
         (f"by=campaign&from=0&to={745 * 3_600_000}", "to", "at most 744 hours"),
         ("by=campaign&from=0&to=1&tz=Asia/Kolkata", "tz", "whole UTC hours"),
-        ("by=creative&timestamp=1&campaign=x", "creative", "no filter yet"),
+        ("by=site&timestamp=1&campaign=x", "campaign", "ANALYTICS_DIMENSION_PAIRS: campaign:creative"),
+        ("by=campaign&timestamp=1&creative=x", "creative", "first dimension of a declared pair"),
+        ("by=creative&timestamp=1&campaign=x&site=y", "site", "one filter"),
         ("by=campaign&timestamp=1&Site=x", "Site", "did you mean site"),
     ],
 )
@@ -64,6 +68,21 @@ def test_a_bad_breakdown_is_a_400_naming_the_parameter(raw: str, param: str, say
         breakdown(raw)
     assert caught.value.param == param
     assert says in caught.value.problem
+
+
+def test_a_breakdown_by_a_pairs_second_dimension_may_be_filtered_by_a_value_of_its_first() -> None:
+    q = breakdown("by=creative&timestamp=1&campaign=spring")
+    assert q.within == Filter("campaign", "spring")
+    assert q.axis("c12") == "campaign+creative=spring+c12"
+    assert value_axes(q, ["c12"]) == [
+        "campaign+creative=spring+c12",
+        "campaign+creative=spring+(none)",
+        "campaign+creative=spring+(other)",
+    ]
+    assert value_axes(breakdown("by=creative&timestamp=1"), []) == [
+        "creative=(none)|(none)",  # unfiltered, (none) also holds the events with no dimension at all
+        "creative=(other)",
+    ]
 
 
 def test_a_read_with_a_dimension_is_filtered_to_one_value_of_an_hour_or_a_utc_range() -> None:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contract import schema
-from contract.cells import NONE
+from contract.cells import NONE, value_of
 from contract.hours import HOUR_MS, subject
 from contract.schema import Event, Kind, batch_of
 from projector.fold.deltas import Deltas
@@ -16,6 +16,7 @@ from projector.fold.digest import digest
 HOUR = 490_000
 PREFIX = "analytics"
 DECLARED = ("campaign", "site")
+PAIRS = (("campaign", "site"),)
 
 dims = st.sampled_from(
     [
@@ -45,7 +46,10 @@ def folded(run: list[list[Event]], dimensions: tuple[str, ...] = DECLARED, start
         for b in messages
     ]
     seqs = list(range(start + 1, start + len(run) + 1))
-    return digest(subjects, payloads, seqs, seqs, prefix=PREFIX, partitions=1, dimensions=dimensions).deltas
+    pairs = PAIRS if dimensions else ()
+    return digest(
+        subjects, payloads, seqs, seqs, prefix=PREFIX, partitions=1, dimensions=dimensions, pairs=pairs
+    ).deltas
 
 
 @given(runs)
@@ -87,7 +91,24 @@ def test_folding_in_two_parts_and_merging_equals_folding_whole(run: list[list[Ev
 def test_a_keyed_event_names_its_axes_and_adds_nothing_to_them_itself() -> None:
     keyed = Event(HOUR * HOUR_MS, "ann", Kind.CLICK, "k", (("campaign", "spring"),))
     deltas = folded([[keyed]])
-    assert deltas.keyed[0].axes == ("campaign=spring", "site=(none)")
+    assert deltas.keyed[0].axes == ("campaign=spring", "site=(none)", "campaign+site=spring+(none)")
     axes = deltas.hours[HOUR].axes
-    assert list(axes) == ["campaign=spring", "site=(none)"]
+    assert list(axes) == ["campaign=spring", "site=(none)", "campaign+site=spring+(none)"]
     assert all((c.users, c.clicks, c.impressions) == (set(), 0, 0) for c in axes.values())
+
+
+@given(runs)
+def test_a_pairs_cells_of_one_first_value_sum_to_that_values_own_cell(run: list[list[Event]]) -> None:
+    for delta in folded(run).hours.values():
+        axes = delta.axis_cells()
+        pairs = {axis for axis in axes if axis.startswith("campaign+site=")}
+        for axis, cell in axes.items():
+            value = value_of(axis)
+            if not axis.startswith("campaign=") or value == NONE:
+                continue
+            mine = [axes[a] for a in pairs if a.startswith(f"campaign+site={value}+")]
+            assert sum(c.clicks for c in mine) == cell.clicks
+            assert sum(c.impressions for c in mine) == cell.impressions
+            assert set().union(*(c.users for c in mine)) == cell.users
+            pairs -= {a for a in pairs if a.startswith(f"campaign+site={value}+")}
+        assert pairs == set()  # none for events without a campaign

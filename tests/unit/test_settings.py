@@ -89,3 +89,27 @@ def test_a_bad_list_of_dimensions_is_refused_naming_the_variable(declared: str, 
         Settings.from_env({"ANALYTICS_DIMENSIONS": declared})
     assert why in str(refused.value)
     assert Settings.from_env({"ANALYTICS_DIMENSIONS": ""}).dimension_names == ()
+
+
+@pytest.mark.parametrize(
+    ("pairs", "why"),
+    [
+        ("campaign:country", "names 'country', not a declared dimension (campaign, creative, site)"),
+        ("campaign", "'campaign:' is not first:second"),
+        ("site:site", "pairs a dimension with itself"),
+        ("campaign:site,campaign:site", "a pair is named twice"),
+        ("campaign:site,site:creative,creative:site,site:campaign,campaign:creative", "at most 4 pairs"),
+    ],
+)
+def test_a_bad_list_of_dimension_pairs_is_refused_naming_the_variable(pairs: str, why: str) -> None:
+    with pytest.raises(SettingsError, match="ANALYTICS_DIMENSION_PAIRS") as refused:
+        Settings.from_env({"ANALYTICS_DIMENSION_PAIRS": pairs})
+    assert why in str(refused.value)
+
+
+def test_the_default_pair_applies_only_when_both_of_its_dimensions_are_declared() -> None:
+    assert Settings.from_env({}).dimension_pair_names == (("campaign", "creative"),)
+    assert Settings.from_env({"ANALYTICS_DIMENSIONS": "campaign,site"}).dimension_pair_names == ()
+    assert Settings.from_env({"ANALYTICS_DIMENSION_PAIRS": ""}).dimension_pair_names == ()
+    both = Settings.from_env({"ANALYTICS_DIMENSION_PAIRS": "site:campaign, campaign:creative"})
+    assert both.dimension_pair_names == (("site", "campaign"), ("campaign", "creative"))

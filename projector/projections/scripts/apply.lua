@@ -4,10 +4,10 @@
 -- axes hash (contract.cells.AXES) of each hour with axis cells. The guard checks the generation only
 -- when live (one being built is not live yet), the fence, the watermark.
 -- Own ARGV: the new watermark, the dedup window ms, the newest stream ms of the deltas, one token per
---       cell (an axis cell: its hour's), the axes (see below), the group count and per group (one
---       quarter-hour's events: its quarter, hour and day rollups; or one axis of an hour): its cell
---       numbers joined by ",", its unkeyed clicks, impressions, users joined by "\n" (user names hold
---       no control characters), then the keyed events in one string (see below).
+--       cell, the group count and per group (one quarter-hour's events: its quarter, hour and day
+--       rollups): its cell numbers joined by ",", its unkeyed clicks, impressions, users joined by
+--       "\n" (user names hold no control characters); then the axes (axes.lua), then the keyed events
+--       in one string (see below).
 -- Returns {status, watermark, generation}: 0 applied, 1 watermark moved, 2 generation moved, 3 fenced;
 -- 4: some hours are cold (in the snapshot store, not in Redis), followed by their token, entry
 -- watermark pairs. Nothing is written then: the caller thaws those hours and applies again. Applied, it
@@ -46,16 +46,13 @@ local function add_counts(targets, c_n, i_n)
     impressions[c] = impressions[c] + i_n
   end
 end
-local route, overflow, told, arg = admit_axes(TOKENS, TOKENS + CELLS + 1)
+local arg = TOKENS + CELLS + 1
 local groups = tonumber(ARGV[arg])
 arg = arg + 1
-local targets = {}
+local targets, group_users, group_counts = {}, {}, {}
 for g = 1, groups do
   local list = {}
-  for c in string.gmatch(ARGV[arg], '%d+') do
-    local n = tonumber(c)
-    list[#list + 1] = route[n] or n
-  end
+  for c in string.gmatch(ARGV[arg], '%d+') do list[#list + 1] = tonumber(c) end
   targets[g] = list
   -- One string instead of one argument per user: far cheaper to send than 100k arguments.
   local users, n = {}, 0
@@ -63,22 +60,28 @@ for g = 1, groups do
     n = n + 1
     users[n] = user
   end
-  if n > 0 then add_users(list, users, n, SCRATCH) end
-  add_counts(list, tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2]))
+  if n > 0 then add_users(users_keys(list), users, n, SCRATCH) end
+  group_users[g], group_counts[g] = users, {tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2])}
+  add_counts(list, group_counts[g][1], group_counts[g][2])
   arg = arg + 4
 end
+local max_values, axis_hours, axis_entries
+max_values, axis_hours, axis_entries, arg = read_axes(arg)
 -- A keyed event counts (its user and its click or impression, in every cell of its group) only if
 -- its user did not send its key within the window, measured on stream time, so live, rebuild and
 -- replay decide exactly alike. Scores are read in one ZMSCORE and writes grouped per group.
 -- Keyed events come as one string (arguments cost the client far more), per event "stream ms \31
--- its group numbers (1-based, joined by ",": its quarter-hour's, then its axes') \31 c|i \31 user \31
--- key \30" (users and keys hold no control characters).
-local ats, kgroups, kinds, kusers, members = {}, {}, {}, {}, {}
+-- its quarter-hour's group number \31 its axes' numbers (1-based in the order the axes argument
+-- names them, joined by ",") \31 c|i \31 user \31 key \30" (users and keys hold no control
+-- characters).
+local KEYED = '(%d+)\31(%d+)\31([%d,]*)\31(%a)\31([^\31]*)\31([^\30]*)\30'
+local ats, kgroups, kaxes, kinds, kusers, members = {}, {}, {}, {}, {}, {}
 local keyed = 0
-for at, group, kind, user, key in string.gmatch(ARGV[arg] or '', '(%d+)\31([%d,]+)\31(%a)\31([^\31]*)\31([^\30]*)\30') do
+for at, group, axes, kind, user, key in string.gmatch(ARGV[arg] or '', KEYED) do
   keyed = keyed + 1
   ats[keyed] = tonumber(at)
-  kgroups[keyed] = group
+  kgroups[keyed] = tonumber(group)
+  kaxes[keyed] = axes
   kinds[keyed] = kind
   kusers[keyed] = user
   members[keyed] = user .. '\n' .. key
@@ -101,26 +104,26 @@ if keyed > 0 then
       last[member] = at
       zadd[#zadd + 1] = at
       zadd[#zadd + 1] = member
-      for n in string.gmatch(kgroups[i], '%d+') do
-        local g = tonumber(n)
-        users[g] = users[g] or {}
-        table.insert(users[g], kusers[i])
-        if kinds[i] == 'c' then
-          kclicks[g] = (kclicks[g] or 0) + 1
-        else
-          kimpressions[g] = (kimpressions[g] or 0) + 1
-        end
+      local g = kgroups[i]
+      users[g] = users[g] or {}
+      table.insert(users[g], kusers[i])
+      if kinds[i] == 'c' then
+        kclicks[g] = (kclicks[g] or 0) + 1
+      else
+        kimpressions[g] = (kimpressions[g] or 0) + 1
       end
+      for e in string.gmatch(kaxes[i], '%d+') do axis_keyed(axis_entries[tonumber(e)], kusers[i], kinds[i]) end
     end
   end
   for c = 1, #zadd, CHUNK do  -- CHUNK is even, so score and member stay together
     redis.call('ZADD', DEDUP, unpack(zadd, c, math.min(c + CHUNK - 1, #zadd)))
   end
   for g, list in pairs(users) do
-    add_users(targets[g], list, #list, SCRATCH)
+    add_users(users_keys(targets[g]), list, #list, SCRATCH)
     add_counts(targets[g], kclicks[g] or 0, kimpressions[g] or 0)
   end
 end
+local overflow, told = write_axes(max_values, axis_hours, group_users, group_counts, SCRATCH)
 -- The snapshot writer takes the hours and day rollups changed since its last cut (by which apply).
 local dirty, marked = {}, {}
 for c = 1, CELLS do

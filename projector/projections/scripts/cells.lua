@@ -36,8 +36,9 @@ local function put_cell(c, hll, clicks, impressions)
   if tonumber(clicks) > 0 then redis.call('HSET', counts_of(c), 'clicks', clicks) end
   if tonumber(impressions) > 0 then redis.call('HSET', counts_of(c), 'impressions', impressions) end
 end
--- An hour's axis cells (contract.cells): their keys follow the hour cell's, `<hour>:<axis>:<role>`, and
--- the hour's axes hash `<hour>:axes` names each axis (fields starting with "#" or "!" are no axis).
+-- An hour's axis cells (contract.cells): their users follow the hour cell's key, `<hour>:<axis>:users`,
+-- and the hour's axes hash `<hour>:axes` holds each axis's counters (fields starting with "#" or "!"
+-- are no axis).
 local function hour_head(c) return string.sub(users_of(c), 1, -6) end  -- the hour cell's key, less 'users'
 local function axes_hash(c) return hour_head(c) .. 'axes' end
 local function axis_fields(c)
@@ -52,7 +53,7 @@ end
 local function drop_axes(c)
   local head = hour_head(c)
   for _, axis in ipairs(axis_fields(c)) do
-    redis.call('DEL', head .. axis .. ':users', head .. axis .. ':counts')
+    redis.call('DEL', head .. axis .. ':users')
   end
   redis.call('DEL', axes_hash(c))
 end

@@ -24,10 +24,8 @@ end
 drop_axes(1)
 local built, live_head = hour_head(half + 1), hour_head(1)
 for _, axis in ipairs(axis_fields(half + 1)) do
-  for _, role in ipairs({':users', ':counts'}) do
-    if redis.call('EXISTS', built .. axis .. role) == 1 then
-      redis.call('RENAME', built .. axis .. role, live_head .. axis .. role)
-    end
+  if redis.call('EXISTS', built .. axis .. ':users') == 1 then
+    redis.call('RENAME', built .. axis .. ':users', live_head .. axis .. ':users')
   end
 end
 if redis.call('EXISTS', axes_hash(half + 1)) == 1 then
