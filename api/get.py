@@ -4,12 +4,22 @@ at GET /analytics/range, the range's documented path)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import redis.exceptions
 from litestar.exceptions import ClientException, NotAuthorizedException
 
-from api.breakdown import BreakdownQuery, Filtered, Sort, chosen, parse_breakdown, value_axes
+from api.breakdown import (
+    BreakdownQuery,
+    Filter,
+    Filtered,
+    Sort,
+    chosen,
+    parse_breakdown,
+    parse_filter,
+    value_axes,
+)
 from api.breakdown import render_csv as render_breakdown_csv
 from api.breakdown import render_json as render_breakdown_json
 from api.cache import HourCache, View, cache_control
@@ -185,6 +195,17 @@ class Reads:
 
     def answered(self, status: int) -> None:
         self._answered(status)
+
+    def live_view(self, query_string: bytes) -> Callable[[int], Awaitable[bytes]] | None:
+        """What a live stream of this query pushes: None for the hour's totals (the hub's own view), or
+        the JSON of one value's (`/analytics/live?campaign=x`); a bad filter is a ParamError (400)."""
+        only = parse_filter(parse_query(query_string), self._dimensions)
+        return None if only is None else partial(self.filtered_json, only)
+
+    async def filtered_json(self, only: Filter, hour: int) -> bytes:
+        """The JSON of the hour's events with one value (a filtered live push)."""
+        (totals,) = await self._axes(self._axis_totals, [hour], [only.axis])
+        return View.of(hour, totals, self._staleness_s).json
 
     async def latest_json(self, hour: int) -> bytes:
         """The hour's JSON, waiting for a refresh a change notice started (what a live push sends)."""

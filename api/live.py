@@ -24,6 +24,10 @@ RETRY = ServerSentEventMessage(data=None, retry=2000, sep="\n").encode()
 HEARTBEAT = ServerSentEventMessage(data=None, comment="heartbeat", sep="\n").encode()
 
 
+View = Callable[[int], Awaitable[bytes]]
+"""What a stream pushes for an hour: its JSON (the hour's totals, or a filter's)."""
+
+
 class Full(Exception):
     """Every subscriber slot of this worker is taken."""
 
@@ -36,7 +40,7 @@ class LiveHub:
 
     def __init__(
         self,
-        view: Callable[[int], Awaitable[bytes]],
+        view: View,
         clock: Callable[[], int],
         max_subscribers: int = 100,
         heartbeat_s: float = 15.0,
@@ -67,19 +71,20 @@ class LiveHub:
         for wake in self._wakes:
             wake.set()
 
-    def subscribe(self) -> AsyncIterator[bytes]:
-        """A new stream, or Full. The slot is taken here, before the response starts."""
+    def subscribe(self, view: View | None = None) -> AsyncIterator[bytes]:
+        """A new stream of `view` (default: the hour's totals), or Full. The slot is taken here, before
+        the response starts."""
         if len(self._wakes) >= self.max_subscribers:
             raise Full
         wake = asyncio.Event()
         self._wakes.add(wake)
-        return self._stream(wake)
+        return self._stream(wake, view or self._view)
 
-    async def _stream(self, wake: asyncio.Event) -> AsyncIterator[bytes]:
+    async def _stream(self, wake: asyncio.Event, view: View) -> AsyncIterator[bytes]:
         try:
             yield RETRY
             hour = hour_of(self._clock())
-            yield _event(await self._view(hour))
+            yield _event(await view(hour))
             while not self.closing.is_set():
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
                 # (a client gone, a shutdown) when the event is set at the same moment.
@@ -94,7 +99,7 @@ class LiveHub:
                     continue
                 wake.clear()
                 hour = now_hour  # a new hour starts at zero: push it too
-                yield _event(await self._view(hour))
+                yield _event(await view(hour))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.min_interval_s):
                         await self.closing.wait()

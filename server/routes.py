@@ -65,12 +65,14 @@ async def analytics_options() -> Response[None]:
 
 @get("/analytics/live", include_in_schema=False)
 async def live(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Stream:
-    """Server-Sent Events of the current hour (not in the OpenAPI document: a stream that never ends is
-    no request/response pair). Framed by the hub; see `api/live.py` for why a `Stream`."""
+    """Server-Sent Events of the current hour, or of one value of it (`?campaign=x`; not in the OpenAPI
+    document: a stream that never ends is no request/response pair). Framed by the hub; see
+    `api/live.py` for why a `Stream`."""
     reads, hub = services.reads, services.live
     reads.authorize(request.scope["headers"])
+    view = reads.live_view(request.scope["query_string"])
     try:
-        events = hub.subscribe()
+        events = hub.subscribe(view)
     except Full:
         raise ServiceUnavailableException(
             detail=f"this worker already serves {hub.max_subscribers} live streams; retry later",

@@ -20,7 +20,7 @@ from contract.hours import HOUR_MS, hour_of, system_now_ms
 from deploy.settings import Settings
 from server.app import Clients, create_app
 from tests.conftest import Server
-from tests.helpers import isolated_settings, lifespan
+from tests.helpers import eventually, isolated_settings, lifespan
 from tests.integration.conftest import Projectors
 
 
@@ -131,6 +131,33 @@ async def test_a_live_stream_sends_the_current_hour_then_every_change(
         while chunk.startswith(b"data: ") and json.loads(chunk[6:])["clicks"] == 2:
             chunk = await asyncio.wait_for(live.chunks.get(), 2)
         assert chunk == b": heartbeat\n\n"
+
+
+async def test_a_filtered_live_stream_sends_only_its_values_events(
+    live_app: ASGIApp, client: httpx.AsyncClient, projectors: Projectors
+) -> None:
+    await projectors.start()
+    now = PINNED_MS
+    async with stream(live_app, "/analytics/live?campaign=spring") as live:
+        assert live.status == 200
+        assert (await live.next_event())["clicks"] == 0
+        for extra in ("&campaign=autumn", "", "&campaign=spring&site=a.com"):
+            answer = await client.post(f"/analytics?timestamp={now}&user=f{len(extra)}&click{extra}")
+            assert answer.status_code == 204
+
+        async def clicks() -> int:
+            return int((await client.get(f"/analytics?timestamp={now}")).text.splitlines()[1].split(",")[1])
+
+        while (last := await live.next_event(timeout=5.0))["clicks"] < 1:
+            pass
+        await eventually(clicks, lambda n: n >= 3, timeout=10)  # all three counted in the hour
+        with contextlib.suppress(TimeoutError):
+            while True:  # the last push once the hour stopped changing
+                last = await live.next_event(timeout=1.0)
+        assert (last["clicks"], last["unique_users"]) == (1, 1)
+    async with stream(live_app, "/analytics/live?campain=spring") as refused:
+        assert refused.status == 400
+        assert b"did you mean campaign" in await refused.chunks.get()
 
 
 async def test_live_subscribers_are_bounded_per_worker(live_app: ASGIApp) -> None:
