@@ -21,6 +21,7 @@ from projector.audit.verdict import (
     DayAudit,
     HourAudit,
     PartitionAudit,
+    axes_of,
     compare,
     counted_of,
     quarters_of,
@@ -61,7 +62,8 @@ class Auditor:
             if cut < len(seqs):
                 behind.append(f"p{p}: {len(seqs) - cut} message(s) past its watermark {wm}")
             columns = (subjects[:cut], payloads[:cut], seqs[:cut], stamps[:cut])
-            counted = await self._recount(p, hour, columns, quarters=bool(served[p].counted.quarters))
+            mine = served[p].counted
+            counted = await self._recount(p, hour, columns, bool(mine.quarters), mine.axes is not None)
             if counted is None:
                 why = f"p{p}: a message of a schema version this audit does not know; upgrade it"
                 return HourAudit(hour, (), why=why, unreadable=True)
@@ -82,18 +84,25 @@ class Auditor:
             self.redis, Keys(settings.key_prefix), self.snapshots, token, settings.partitions
         )
 
-    async def _recount(self, partition: int, hour: int, columns: Columns, quarters: bool) -> Counted | None:
-        """The hour's messages of one partition folded (with its quarter-hours when `quarters`); with
-        keyed events among them, folded again together with the messages that lend them their keys
-        (`keyed_span`, what a single-hour replay folds too)."""
+    async def _recount(
+        self, partition: int, hour: int, columns: Columns, quarters: bool, axes: bool
+    ) -> Counted | None:
+        """The hour's messages of one partition folded (with its quarter-hours when `quarters`, its axis
+        cells when `axes`); with keyed events among them, folded again together with the messages that
+        lend them their keys (`keyed_span`, what a single-hour replay folds too)."""
         settings = self.settings
         window_ms = int(settings.dedup_window_s * 1000)
         span = await keyed_span(self.nc, settings, partition, hour, columns)
         done = span.digest
         counted = counted_of(done, hour, window_ms)
-        if counted is None or not quarters:
-            return counted
-        return dataclasses.replace(counted, quarters=quarters_of(done, hour, window_ms))
+        if counted is None:
+            return None
+        if quarters:
+            counted = dataclasses.replace(counted, quarters=quarters_of(done, hour, window_ms))
+        if axes:
+            kept = axes_of(done, hour, window_ms, settings.dimension_max_values)
+            counted = dataclasses.replace(counted, axes=kept)
+        return counted
 
 
 async def hours_in_log(nc: NATS, settings: Settings) -> list[int]:

@@ -21,7 +21,7 @@ from contract.buckets import (
     parse_quarter_token,
     quarter_token,
 )
-from contract.cells import COUNTERS, Cell, CellLayout
+from contract.cells import COUNTERS, Cell, CellLayout, axis_counts
 from contract.hours import hour_token
 from contract.keys import Keys
 from contract.schema import CellState, HourState
@@ -86,8 +86,43 @@ async def _served(
             Counted(int(clicks or 0), int(impressions or 0), hll.registers(raw or b""))
             for raw, (clicks, impressions) in zip(cells[::2], cells[1::2], strict=True)
         ]
-        return Served(int(wm or 0), _hour(counted, split), "redis")
+        hour_cell = _hour(counted, split)
+        axes = await _axes(redis, layout, gen, p, hour, wm)
+        if axes is _MOVED:
+            continue  # an apply came between the two reads
+        if axes is not None:
+            hour_cell = dataclasses.replace(hour_cell, axes=axes)
+        return Served(int(wm or 0), hour_cell, "redis")
     raise Moved(f"the generation kept switching while p{p} of hour {token} was read")
+
+
+_MOVED: dict[str, Counted] = {}
+"""`_axes`'s answer when the watermark moved since the hour was read."""
+
+
+async def _axes(
+    redis: ProjectionsClient, layout: CellLayout, gen: int, p: int, hour: int, wm: bytes | None
+) -> dict[str, Counted] | None:
+    """The hour's axis cells at the watermark the hour was read at: None when it keeps none (counted
+    without dimensions, or back from the snapshot store), _MOVED when an apply came in between."""
+    index = layout.axes(gen, p, hour)
+    fields = await redis.hkeys(index)
+    axes = [f.decode() if isinstance(f, bytes) else str(f) for f in fields]
+    if not axes or "!partial" in axes:
+        return None
+    axes = [a for a in axes if a[0] not in "#!"]
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.get(layout.keys.watermark(gen, p))
+        pipe.hmget(index, axes)
+        for axis in axes:
+            pipe.get(layout.axis_users(gen, p, hour, axis))
+        now, counts, *users = await pipe.execute()
+    if now != wm:
+        return _MOVED
+    return {
+        axis: Counted(*axis_counts(raw), hll.registers(registers or b""))
+        for axis, raw, registers in zip(axes, counts, users, strict=True)
+    }
 
 
 def _hour(cells: list[Counted], quarters: bool) -> Counted:

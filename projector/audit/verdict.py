@@ -5,11 +5,12 @@ a day rollup compared with the union of its components."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from contract import hll
 from contract.buckets import QUARTERS_PER_HOUR, quarter_token
+from contract.cells import NONE, OTHER, axis_of
 from contract.hours import hour_token
 from contract.schema import Kind
 from projector.fold.deltas import CellDelta, HourDelta, Keyed
@@ -26,6 +27,8 @@ class Counted:
     registers: bytes
     quarters: tuple[Counted, ...] = ()
     """The hour's quarter-hours in order; empty when not compared (a generation from before them)."""
+    axes: Mapping[str, Counted] | None = None
+    """The hour's axis cells by axis (contract.cells); None when not compared (none are kept)."""
 
     @property
     def uniques(self) -> int:
@@ -99,6 +102,41 @@ def _counted(delta: HourDelta | CellDelta | None, keyed: Sequence[Keyed]) -> Cou
     return Counted(clicks, impressions, hll.sketch(users))
 
 
+def axes_of(done: Digest, hour: int, window_ms: int, max_values: int) -> dict[str, Counted]:
+    """The hour's axis cells as the apply keeps them: each axis's unkeyed events and the keyed ones
+    that count, a new value past the bound (values admitted in the order first named, as axes.lua
+    admits them) under its dimension's (other), a pair's under its first value's."""
+    delta = done.deltas.hours.get(hour)
+    axes = delta.axis_cells() if delta else {}
+    keyed = done.deltas.keyed
+    cells = {axis: CellDelta(set(cell.users), cell.clicks, cell.impressions) for axis, cell in axes.items()}
+    for event, counts in zip(keyed, counted_flags(keyed, window_ms), strict=True):
+        if counts and event.hour == hour:
+            for axis in event.axes:
+                cell = cells.setdefault(axis, CellDelta())
+                cell.users.add(event.user)
+                cell.clicks += event.kind is Kind.CLICK
+                cell.impressions += event.kind is not Kind.CLICK
+    kept: dict[str, CellDelta] = {}
+    admitted: dict[str, int] = {}
+    for axis, cell in cells.items():
+        target = _admitted(axis, admitted, max_values)
+        kept.setdefault(target, CellDelta()).merge(cell)
+    return {axis: Counted(c.clicks, c.impressions, hll.sketch(c.users)) for axis, c in kept.items()}
+
+
+def _admitted(axis: str, admitted: dict[str, int], max_values: int) -> str:
+    """The axis an axis counts in: itself, or its (other) once its dimension has the bound of values."""
+    family, _, value = axis.partition("=")
+    first, plus, second = value.rpartition("+")
+    if not value or value in (NONE, OTHER) or (plus and second in (NONE, OTHER)):
+        return axis
+    if admitted.get(family, 0) < max_values:
+        admitted[family] = admitted.get(family, 0) + 1
+        return axis
+    return f"{family}={first}+{OTHER}" if plus else axis_of(family, OTHER)
+
+
 def quarters_of(done: Digest, hour: int, window_ms: int) -> tuple[Counted, ...]:
     """The hour's four quarter-hours as the fold splits its events (by timestamp), its keyed events
     decided once over the whole run (a key refuses its retries across quarters and hours alike)."""
@@ -129,11 +167,16 @@ def compare(
     partition: int, log: Counted, served: Counted, source: str, hour: int | None = None
 ) -> PartitionAudit:
     """Counters exactly, the HyperLogLog register for register; with `hour`, and quarter-hours on both
-    sides, each quarter-hour the same way (named by its token)."""
+    sides, each quarter-hour the same way (named by its token); axis cells on both sides, each axis
+    the same way (named by its axis: `campaign=spring-sale`)."""
     differs = differences(f"p{partition}", log, served)
     if hour is not None and log.quarters and served.quarters:
         for q, (mine, theirs) in enumerate(zip(log.quarters, served.quarters, strict=True)):
             differs += differences(f"p{partition} quarter {quarter_token(hour, q)}", mine, theirs)
+    if log.axes is not None and served.axes is not None:
+        for axis in sorted({*log.axes, *served.axes}):
+            mine, theirs = log.axes.get(axis, EMPTY), served.axes.get(axis, EMPTY)
+            differs += differences(f"p{partition} {axis}", mine, theirs)
     verdict = Verdict.MISMATCH if differs else Verdict.OK
     return PartitionAudit(partition, log, served, source, verdict, tuple(differs))
 

@@ -166,7 +166,13 @@ def unsettled(keyed: Sequence[Keyed], hour: int, since: int, window_ms: int) -> 
 
 def fold(settings: Settings, columns: Columns) -> Digest:
     """`digest` of these messages for this configuration."""
-    return digest(*columns, prefix=settings.subject_prefix, partitions=settings.partitions)
+    return digest(
+        *columns,
+        prefix=settings.subject_prefix,
+        partitions=settings.partitions,
+        dimensions=settings.dimension_names,
+        pairs=settings.dimension_pair_names,
+    )
 
 
 def first_keyed_ms(done: Digest, hour: int) -> int | None:

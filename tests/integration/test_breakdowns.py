@@ -1,8 +1,9 @@
 """Breakdowns against the real servers: per value of a dimension each click and impression counted
 exactly, unique users as the cells hold them, `(none)`, `(other)` past the bound (per hour and
 partition, in stream order), a filter equal to its row, the total equal to the unfiltered read, a
-full replay equal to live, a single-hour replay repairing a value, a 409 for an hour whose
-breakdowns are not kept, and a breakdown by creative within one campaign (a declared pair)."""
+full replay equal to live, the audit naming a damaged value, a single-hour replay repairing it, a 409
+for an hour whose breakdowns are not kept, and a breakdown by creative within one campaign (a
+declared pair)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from contract.cells import CellLayout, axis_counts
 from contract.hours import HOUR_MS, hour_of, partition_of, system_now_ms
 from contract.keys import Keys
 from deploy.settings import Settings
+from projector.audit.auditor import Auditor
+from projector.audit.verdict import Verdict
 from projector.replay.driver import replay
 from projector.replay.single_hour import replay_hour
 from tests.conftest import Server
@@ -130,8 +133,13 @@ async def test_each_value_counts_exactly_past_the_bound_as_other_and_a_replay_gi
     clicks, impressions = axis_counts(await redis.hget(index, "campaign=spring"))
     await redis.hset(index, "campaign=spring", f"{clicks + 7} {impressions}")
     assert (await rows())["spring"] != live["spring"]
+    # The audit recounts every value from the log and names the damaged one, and only it.
+    audited = await (await Auditor.open(settings, nc, redis)).hour(hour)
+    assert audited.verdict is Verdict.MISMATCH
+    assert audited.differs == (f"p{spring_p} campaign=spring clicks: log {clicks}, served {clicks + 7}",)
     await replay_hour(settings, nc, redis, hour)
     assert await rows() == live
+    assert (await (await Auditor.open(settings, nc, redis)).hour(hour)).verdict is Verdict.OK
 
     # An hour whose axis cells are gone (as if counted before breakdowns) is a 409, never wrong rows.
     for p in range(settings.partitions):

@@ -2,7 +2,9 @@
 Valkey cluster of 3 primaries with replicas, both with ANALYTICS_DAY_ZONES=UTC,Asia/Kolkata: the same
 events give the same answers, every hour, a range by hour and by day, local hours and days in
 Asia/Kolkata (days from day rollups) and local days in Asia/Kathmandu (from hours and quarter-hours),
-after a full replay and after a single hour's replay; local rows match the truth of the workload."""
+breakdowns by campaign and by creative within a campaign (a declared pair) over the last hours,
+after a full replay and after a single hour's replay; local rows and breakdown rows match the truth
+of the workload."""
 
 from __future__ import annotations
 
@@ -161,14 +163,35 @@ async def answers(http: httpx.AsyncClient, truth: Truth) -> dict[str, str]:
         response = await http.get(f"/analytics/range?{query}", headers={"Accept": "application/json"})
         assert response.status_code == 200, response.text
         out[f"{tz} {granularity}"] = response.text
+    span = urlencode({"from": hot_tail(truth)[0] * HOUR_MS, "to": (hot_tail(truth)[-1] + 1) * HOUR_MS})
+    for name, query in (("by campaign", "by=campaign"), ("by creative in c1", "by=creative&campaign=c1")):
+        response = await http.get(f"/analytics/breakdown?{query}&{span}&top=1000")
+        assert response.status_code == 200, response.text
+        out[name] = response.text
     return out
 
 
-def exact(truth: Truth, local: dict[str, dict[str, Row]], got: dict[str, str]) -> bool:
-    """Clicks and impressions of every hour and of every local row and total as sent (unique users
-    are compared between stacks, and with `uniques_within_bound`)."""
+def hot_tail(truth: Truth) -> list[int]:
+    """The hours the breakdowns read: the last five, hot even when the older ones are cold."""
+    return truth.hours()[-5:]
+
+
+def exact(
+    truth: Truth, local: dict[str, dict[str, Row]], got: dict[str, str], by: dict[str, dict[str, Row]]
+) -> bool:
+    """Clicks and impressions of every hour, of every local row and total, and of every breakdown row
+    as sent (unique users are compared between stacks, and with `uniques_within_bound`)."""
     if any(parse_text(got[hour_token(h)])[1:] != truth.text(h)[1:] for h in truth.hours()):
         return False
+    for name, rows in by.items():
+        lines = [line.split(",") for line in got[name].splitlines()[1:]]
+        counted = {
+            value: (int(c), int(i)) for value, _, c, i, _ in lines if value not in ("(other)", "total")
+        }
+        if {k: v for k, v in counted.items() if v != (0, 0)} != {
+            value: (row.clicks, row.impressions) for value, row in rows.items()
+        }:
+            return False
     for name, rows in local.items():
         answer = json.loads(got[name])
         counted = {b["start"]: (b["clicks"], b["impressions"]) for b in answer["buckets"]}
@@ -200,9 +223,36 @@ def assert_uniques_within_bound(local: dict[str, dict[str, Row]], got: dict[str,
         assert near(answer["total"]["unique_users"], len(union)), (name, answer["total"], len(union))
 
 
+def dims_of(i: int) -> dict[str, str]:
+    """The dimensions of the i-th event: one campaign of five, a creative of it for most, a site for
+    some, none at all for a few."""
+    if i % 11 == 0:
+        return {}
+    campaign = f"c{i % 5}"
+    dims = {"campaign": campaign}
+    if i % 4:
+        dims["creative"] = f"{campaign}-k{i % 3}"
+    if i % 6 == 0:
+        dims["site"] = "s.example"
+    return dims
+
+
+def breakdown_truth(events: list[tuple[int, str, str]], hours: list[int]) -> dict[str, dict[str, Row]]:
+    """The campaign rows, and the creative rows of c1, of the events in `hours` (the axes' truth)."""
+    out: dict[str, dict[str, Row]] = {"by campaign": defaultdict(Row), "by creative in c1": defaultdict(Row)}
+    for i, (ts, user, kind) in enumerate(events):
+        if hour_of(ts) in hours:
+            dims = dims_of(i)
+            out["by campaign"][dims.get("campaign", "(none)")].add(user, kind)
+            if dims.get("campaign") == "c1":
+                out["by creative in c1"][dims.get("creative", "(none)")].add(user, kind)
+    return out
+
+
 async def post_all(http: httpx.AsyncClient, events: list[tuple[int, str, str]]) -> None:
     async def one(i: int, event: tuple[int, str, str]) -> None:
-        response = await http.post(post_path(*event), headers={"Idempotency-Key": f"eq-{i}"})
+        extra = "".join(f"&{k}={v}" for k, v in dims_of(i).items())
+        response = await http.post(post_path(*event) + extra, headers={"Idempotency-Key": f"eq-{i}"})
         assert response.status_code == 204, response.text
 
     for start in range(0, len(events), 50):
@@ -216,6 +266,7 @@ async def answers_through(
     truth, local = Truth(), local_truth(events)
     for event in events:
         truth.add(*event)
+    by = breakdown_truth(events, hot_tail(truth))
     seen = []
     async with processes(stack, log), httpx.AsyncClient(base_url=base(stack), timeout=10) as http:
         await post_all(http, events)
@@ -224,7 +275,7 @@ async def answers_through(
             await eventually(
                 lambda: cold_partitions(stack.admin, first), lambda n: n == stack.admin.partitions, 60
             )
-        seen.append(await eventually(lambda: answers(http, truth), lambda a: exact(truth, local, a), 60))
+        seen.append(await eventually(lambda: answers(http, truth), lambda a: exact(truth, local, a, by), 60))
         assert_uniques_within_bound(local, seen[0])
         await asyncio.to_thread(run, ["-m", "projector", "replay"], stack.projector)
         seen.append(await eventually(lambda: answers(http, truth), lambda a: a == seen[0], 30))

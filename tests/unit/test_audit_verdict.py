@@ -18,11 +18,13 @@ from projector.audit.verdict import (
     DayAudit,
     HourAudit,
     Verdict,
+    axes_of,
     check_day,
     compare,
     recount,
     union,
 )
+from projector.fold.digest import digest
 
 PARTS = 2
 HOUR = 490_000
@@ -254,3 +256,43 @@ def test_a_day_rollup_with_a_stray_user_or_a_wrong_count_is_named() -> None:
         "d202511241830  rollup clicks=3 impressions=4 uniques~4  components clicks=2"
     )
     assert found.line().splitlines()[0].endswith("  mismatch")
+
+
+def test_axes_are_recounted_as_the_apply_keeps_them_the_bound_in_the_order_values_are_first_named() -> None:
+    """With a bound of one value: the first campaign keeps its cell, the next goes to (other); the
+    first pair keeps its cell, the next goes to its campaign's (other); a retry of a key counts once."""
+    at = HOUR * HOUR_MS
+    sent = [
+        Event(at, "a", Kind.CLICK, None, (("campaign", "x"), ("creative", "k1"))),
+        Event(at + 1, "b", Kind.IMPRESSION, "key", (("campaign", "y"),)),
+        Event(at + 2, "b", Kind.IMPRESSION, "key", (("campaign", "y"),)),  # a retry
+        Event(at + 3, "c", Kind.CLICK, None, (("campaign", "x"), ("creative", "k2"))),
+        Event(at + 4, "d", Kind.IMPRESSION, None, ()),
+    ]
+    done = digest(
+        [subject(PREFIX, HOUR, 0)],
+        [schema.encode(batch_of(tuple(sent)))],
+        [1],
+        [at],
+        prefix=PREFIX,
+        partitions=1,
+        dimensions=("campaign", "creative"),
+        pairs=(("campaign", "creative"),),
+    )
+    got = {axis: (c.clicks, c.impressions, c.uniques) for axis, c in axes_of(done, HOUR, WINDOW, 1).items()}
+    assert got == {
+        "campaign=x": (2, 0, 2),
+        "campaign=(other)": (0, 1, 1),
+        "creative=k1": (1, 0, 1),
+        "creative=(other)": (1, 0, 1),
+        "creative=(none)": (0, 1, 1),
+        "(none)": (0, 1, 1),  # an event with no dimension at all
+        "campaign+creative=x+k1": (1, 0, 1),
+        "campaign+creative=x+(other)": (1, 0, 1),
+        "campaign+creative=y+(none)": (0, 1, 1),
+    }
+    served = dict(axes_of(done, HOUR, WINDOW, 1))
+    served["campaign=x"] = dataclasses.replace(served["campaign=x"], clicks=9)
+    log = Counted(0, 0, EMPTY.registers, axes=axes_of(done, HOUR, WINDOW, 1))
+    found = compare(0, log, Counted(0, 0, EMPTY.registers, axes=served), "redis", HOUR)
+    assert found.differs == ("p0 campaign=x clicks: log 2, served 9",)
