@@ -1,5 +1,6 @@
--- Reads hours' axis cells of ONE partition (a call per partition, pipelined: on a cluster a script
--- touches one slot), in the partition's live generation: what a filter and a breakdown read.
+-- Reads the axis cells of hours (and of quarter-hours of split hours) of ONE partition (a call per
+-- partition, pipelined: on a cluster a script touches one slot), in the partition's live generation:
+-- what a filter and a breakdown read.
 -- KEYS: the partition's generation key. ARGV: the generation a missing key means, the partition's
 -- cold-hash template and its cell key head template (contract.cells: `...:g{gen}:`), each with {gen}
 -- where the generation goes, the number of hours and their tokens; then the mode and its arguments:
@@ -10,7 +11,8 @@
 -- Returns {state, ...}: state 0 and the rows (axis, clicks, impressions for "counts"; users, clicks,
 -- impressions per asked axis for "users"); 1 and the hour token when an hour's axis cells are not all
 -- here (it is cold, or came back from the snapshot store, which keeps none); 2 and the token when an
--- hour has events but no axis cells (counted before breakdowns, or with no dimensions declared).
+-- hour (or quarter-hour) has events but no axis cells (counted before breakdowns, with no
+-- dimensions declared, or, for a quarter-hour, before its zone's day was kept).
 local gen = redis.call('GET', KEYS[1]) or ARGV[1]
 local function with_gen(template) return (string.gsub(template, '{gen}', gen)) end
 local cold, head = with_gen(ARGV[2]), with_gen(ARGV[3])
@@ -18,9 +20,10 @@ local n = tonumber(ARGV[4])
 local hours = {}
 for i = 1, n do
   local token = ARGV[4 + i]
+  local hour = string.sub(token, 1, 10)  -- a quarter-hour's (of a split hour) goes with its hour
   hours[i] = head .. token .. ':'
-  if redis.call('HEXISTS', cold, token) == 1 then return {1, token} end
-  if redis.call('HEXISTS', hours[i] .. 'axes', '!partial') == 1 then return {1, token} end
+  if redis.call('HEXISTS', cold, hour) == 1 then return {1, hour} end
+  if redis.call('HEXISTS', head .. hour .. ':axes', '!partial') == 1 then return {1, hour} end
   if redis.call('EXISTS', hours[i] .. 'axes') == 0 and redis.call('EXISTS', hours[i] .. 'counts') == 1 then
     return {2, token}
   end

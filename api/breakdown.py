@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import msgspec
 
+from api.local_time import local_rows
+from contract.buckets import DAY_MS, cover, parse_quarter_token, zone
 from contract.cells import NONE, OTHER, axis_of, pair_axis
-from contract.hours import HOUR_MS
+from contract.hours import HOUR_MS, hour_token
 from server.failures import ParamError
 from server.params import parse_dimensions, parse_timestamp, parse_timestamp_param, single
 
@@ -52,8 +54,12 @@ class Filtered:
 @dataclass(frozen=True, slots=True)
 class BreakdownQuery:
     dimension: str
-    hours: range
-    """The UTC hours covered: the timestamp's, or those starting from `from`'s hour up to `to`."""
+    cells: tuple[str, ...]
+    """The cells covered (`axis_cells`): the timestamp's hour, the UTC hours starting from `from`'s
+    hour up to `to`, or with `tz` the local days from `from`'s up to `to` (quarter-hours where a day
+    starts inside an hour); none for an empty period."""
+    span: tuple[int, int] | None
+    """The period's [start, end) in ms (None when empty): what its `total` row reads."""
     sort: Sort = Sort.CLICKS
     top: int = TOP_DEFAULT
     one_hour: bool = True
@@ -82,17 +88,18 @@ def parse_breakdown(
     query: dict[str, list[str]],
     dimensions: frozenset[str],
     pairs: frozenset[tuple[str, str]] = frozenset(),
+    split: frozenset[int] = frozenset(),
 ) -> BreakdownQuery:
-    """`by` a declared dimension, one hour by `timestamp` or a period, `sort`, `top`, and a filter by
-    the first dimension of a declared pair whose second is `by`; a ParamError names what is wrong."""
+    """`by` a declared dimension, one hour by `timestamp` or a period (in UTC hours, or with `tz` in
+    local days, which `split` hours must hold where one starts inside an hour), `sort`, `top`, and a
+    filter by the first dimension of a declared pair whose second is `by`; a ParamError names what is
+    wrong."""
     by = single(query, "by")
     declared = ", ".join(sorted(dimensions)) or "none"
     if by is None:
         raise ParamError("by", f"is required: a declared dimension ({declared})")
     if by not in dimensions:
         raise ParamError("by", f"{by[:40]!r} is not a declared dimension ({declared})")
-    if single(query, "tz") not in (None, "", "UTC"):
-        raise ParamError("tz", "a breakdown's period is whole UTC hours from `from` to `to`; no zone yet")
     within = _within(by, parse_dimensions(query, dimensions, BREAKDOWN_PARAMS), pairs)
     raw_sort = single(query, "sort")
     try:
@@ -106,8 +113,8 @@ def parse_breakdown(
         if not (raw_top.isascii() and raw_top.isdigit()) or not 1 <= int(raw_top[:5]) <= TOP_MAX:
             raise ParamError("top", f"must be a whole number from 1 to {TOP_MAX}, got {raw_top[:20]!r}")
         top = int(raw_top)
-    hours, one_hour = _hours(query)
-    return BreakdownQuery(by, hours, sort, top, one_hour, within)
+    cells, span, one_hour = _period(query, split)
+    return BreakdownQuery(by, cells, span, sort, top, one_hour, within)
 
 
 def _within(by: str, named: Sequence[tuple[str, str]], pairs: frozenset[tuple[str, str]]) -> Filter | None:
@@ -127,19 +134,59 @@ def _within(by: str, named: Sequence[tuple[str, str]], pairs: frozenset[tuple[st
     return Filter(name, value)
 
 
-def _hours(query: dict[str, list[str]]) -> tuple[range, bool]:
-    """The timestamp's hour, or every UTC hour starting from `from`'s hour and before `to` (none when
-    `to` is at or before that hour's start, an empty period)."""
+def _period(
+    query: dict[str, list[str]], split: frozenset[int]
+) -> tuple[tuple[str, ...], tuple[int, int] | None, bool]:
+    """The cells, the span and whether it is one hour: the timestamp's hour; or every UTC hour starting
+    from `from`'s hour and before `to`; or with `tz`, every local day starting from `from`'s day and
+    before `to`. Empty (no cells, no span) when `to` is at or before that hour's or day's start."""
     if "from" not in query and "to" not in query:
         hour = parse_timestamp(query) // HOUR_MS
-        return range(hour, hour + 1), True
+        return (hour_token(hour),), (hour * HOUR_MS, (hour + 1) * HOUR_MS), True
     if single(query, "timestamp") is not None:
         raise ParamError("timestamp", "give either timestamp, or from and to, not both")
-    first = parse_timestamp_param(query, "from") // HOUR_MS
-    end = -(-parse_timestamp_param(query, "to") // HOUR_MS)
-    if end - first > MAX_HOURS:
-        raise ParamError("to", f"a breakdown covers at most {MAX_HOURS} hours (31 days), got {end - first}")
-    return range(first, max(first, end)), False
+    start, end = parse_timestamp_param(query, "from"), parse_timestamp_param(query, "to")
+    name = single(query, "tz") or "UTC"
+    if name == "UTC":
+        first, last = start // HOUR_MS, -(-end // HOUR_MS)
+        if last - first > MAX_HOURS:
+            raise ParamError(
+                "to", f"a breakdown covers at most {MAX_HOURS} hours (31 days), got {last - first}"
+            )
+        if last <= first:
+            return (), None, False
+        return tuple(hour_token(h) for h in range(first, last)), (first * HOUR_MS, last * HOUR_MS), False
+    try:
+        tz = zone(name)
+    except ValueError as exc:
+        raise ParamError("tz", str(exc)) from None
+    too_long = ParamError("to", f"a breakdown covers at most {MAX_HOURS // 24} days")
+    if end - start > (MAX_HOURS + 48) * HOUR_MS:
+        raise too_long
+    try:
+        days = local_rows(name, tz, start, end, DAY_MS, MAX_HOURS // 24)
+    except ParamError as exc:
+        raise too_long if exc.param == "to" else exc from None
+    if not days:
+        return (), None, False
+    span = (days[0][0], days[-1][1])
+    return axis_cells(name, span, split), span, False
+
+
+def axis_cells(name: str, span: tuple[int, int], split: frozenset[int]) -> tuple[str, ...]:
+    """The cells whose axes hold [start, end): whole UTC hours, and the quarter-hours of an hour a kept
+    zone's day starts inside (`split`, contract.buckets.split_hours). ParamError naming `tz` when the
+    span starts or ends inside any other hour: no cells hold that part of it by value."""
+    cells = cover(*span)
+    for token in cells:
+        if len(token) > len(hour_token(0)) and parse_quarter_token(token)[0] % 24 not in split:
+            raise ParamError(
+                "tz",
+                f"{name[:60]!r} starts a day or hour inside a UTC hour ({token[8:10]}:{token[10:]} UTC); "
+                "breakdowns are kept per quarter-hour only in the hours a zone of ANALYTICS_DAY_ZONES "
+                "starts its days in: read its days, or add the zone there (and ./just replay)",
+            )
+    return tuple(cells)
 
 
 Row = tuple[int, int, int]

@@ -27,7 +27,7 @@ from api.ranges import FilteredRange, RangeQuery, Row, parse_range_read, parse_r
 from api.reader import HourTotals, NotKept
 from api.tokens import ReadTokens
 from contract.cells import NONE, OTHER
-from contract.hours import HOUR_MS, hour_of
+from contract.hours import HOUR_MS, hour_of, hour_token
 from server.answer import CSV, JSON, Answer
 from server.failures import Unavailable
 from server.params import parse_query
@@ -38,12 +38,13 @@ _R = TypeVar("_R")
 
 ReadBuckets = Callable[[Sequence[tuple[int, int]]], Awaitable[tuple[list[HourTotals], HourTotals]]]
 """Each row's totals and the range's, rows given as [start, end) in ms (api.range_read)."""
-AxisCounts = Callable[[Sequence[int], str], Awaitable[dict[str, tuple[int, int]]]]
-"""Every axis starting with a prefix some hours have, with its clicks and impressions (api.reader)."""
-AxisTotals = Callable[[Sequence[int], Sequence[str]], Awaitable[list[HourTotals]]]
-"""Each axis's totals over some hours (api.reader)."""
-AxisRows = Callable[[Sequence[Sequence[int]], str], Awaitable[list[HourTotals]]]
-"""One axis's totals in each bucket of hours (api.reader)."""
+AxisCounts = Callable[[Sequence[str], str], Awaitable[dict[str, tuple[int, int]]]]
+"""Every axis starting with a prefix some cells have (hour and quarter-hour tokens), with its clicks
+and impressions (api.reader)."""
+AxisTotals = Callable[[Sequence[str], Sequence[str]], Awaitable[list[HourTotals]]]
+"""Each axis's totals over some cells (api.reader)."""
+AxisRows = Callable[[Sequence[Sequence[str]], str], Awaitable[list[HourTotals]]]
+"""One axis's totals in each bucket of cells (api.reader)."""
 REDIS_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -74,6 +75,7 @@ class Reads:
         *,
         dimensions: frozenset[str] = frozenset(),
         pairs: frozenset[tuple[str, str]] = frozenset(),
+        split: frozenset[int] = frozenset(),
         axis_counts: AxisCounts | None = None,
         axis_totals: AxisTotals | None = None,
         axis_rows: AxisRows | None = None,
@@ -85,6 +87,7 @@ class Reads:
         self._hours = hours
         self._dimensions = dimensions
         self._pairs = pairs
+        self._split = split
         self._axis_counts = axis_counts
         self._axis_totals = axis_totals
         self._axis_rows = axis_rows
@@ -102,12 +105,12 @@ class Reads:
         headers = scope["headers"]
         if self._tokens is not None:
             self.authorize(headers)
-        asked = parse_read(scope["query_string"], self._max_buckets, self._dimensions)
+        asked = parse_read(scope["query_string"], self._max_buckets, self._dimensions, self._split)
         if isinstance(asked, RangeQuery | FilteredRange):
             return await self._range(asked, headers, self._answered)
         if isinstance(asked, Filtered):
             hour = hour_of(asked.timestamp)
-            (totals,) = await self._axes(self._axis_totals, [hour], [asked.only.axis])
+            (totals,) = await self._axes(self._axis_totals, [hour_token(hour)], [asked.only.axis])
             view = View.of(hour, totals, self._staleness_s)
         else:
             view = await self.cache.view(hour_of(asked))
@@ -124,7 +127,8 @@ class Reads:
         headers = scope["headers"]
         if self._tokens is not None:
             self.authorize(headers)
-        asked = parse_range_read(parse_query(scope["query_string"]), self._max_buckets, self._dimensions)
+        query = parse_query(scope["query_string"])
+        asked = parse_range_read(query, self._max_buckets, self._dimensions, self._split)
         return await self._range(asked, headers, self._range_answered)
 
     async def breakdown_answer(self, scope: Any) -> Answer:
@@ -132,19 +136,20 @@ class Reads:
         headers = scope["headers"]
         if self._tokens is not None:
             self.authorize(headers)
-        q = parse_breakdown(parse_query(scope["query_string"]), self._dimensions, self._pairs)
-        hours = list(q.hours)
+        query = parse_query(scope["query_string"])
+        q = parse_breakdown(query, self._dimensions, self._pairs, self._split)
+        cells = list(q.cells)
         rows: list[tuple[str, Row]] = [(NONE, (0, 0, 0)), (OTHER, (0, 0, 0))]
         whole: Row = (0, 0, 0)
-        if hours:
-            rows = await self._breakdown_rows(q, hours)
+        if q.span is not None:
+            rows = await self._breakdown_rows(q, cells)
             if q.within is not None:
-                (total,) = await self._axes(self._axis_totals, hours, [q.within.axis])
+                (total,) = await self._axes(self._axis_totals, cells, [q.within.axis])
             elif q.one_hour:
-                total = await self._fetch(hours[0])
+                total = await self._fetch(q.span[0] // HOUR_MS)
             else:
                 try:
-                    _, total = await self._buckets([(hours[0] * HOUR_MS, (hours[-1] + 1) * HOUR_MS)])
+                    _, total = await self._buckets([q.span])
                 except REDIS_ERRORS as exc:
                     raise Unavailable("Redis", f"{type(exc).__name__}: {exc}") from exc
             whole = (total.unique_users, total.clicks, total.impressions)
@@ -156,7 +161,7 @@ class Reads:
         self._breakdown_answered(200)
         return Answer.of(200, body, media, {"cache-control": self._cache_control, "vary": "Accept"})
 
-    async def _breakdown_rows(self, q: BreakdownQuery, hours: list[int]) -> list[tuple[str, Row]]:
+    async def _breakdown_rows(self, q: BreakdownQuery, hours: list[str]) -> list[tuple[str, Row]]:
         """The values shown (the `top` by the sort), then (none) and (other), over the hours."""
         prefix = q.axis("")
         counts = await self._axes(self._axis_counts, hours, prefix)
@@ -204,7 +209,7 @@ class Reads:
 
     async def filtered_json(self, only: Filter, hour: int) -> bytes:
         """The JSON of the hour's events with one value (a filtered live push)."""
-        (totals,) = await self._axes(self._axis_totals, [hour], [only.axis])
+        (totals,) = await self._axes(self._axis_totals, [hour_token(hour)], [only.axis])
         return View.of(hour, totals, self._staleness_s).json
 
     async def latest_json(self, hour: int) -> bytes:
@@ -227,9 +232,9 @@ class Reads:
         rows: list[Row] = []
         whole: Row = (0, 0, 0)
         if q.spans and isinstance(asked, FilteredRange):
-            buckets = [list(hours) for hours in q.buckets]
+            buckets = [list(cells) for cells in asked.cells]
             found = await self._axes(self._axis_rows, buckets, asked.only.axis)
-            every = [h for hours in buckets for h in hours]
+            every = [token for cells in buckets for token in cells]
             (total,) = await self._axes(self._axis_totals, every, [asked.only.axis])
             rows = [(t.unique_users, t.clicks, t.impressions) for t in found]
             whole = (total.unique_users, total.clicks, total.impressions)

@@ -10,7 +10,7 @@ from functools import cached_property
 
 import msgspec
 
-from api.breakdown import MAX_HOURS, Filter, Filtered, parse_filter
+from api.breakdown import MAX_HOURS, Filter, Filtered, axis_cells, parse_filter
 from api.local_time import labels, local_rows, utc_labels
 from contract.buckets import zone
 from contract.hours import HOUR_MS, hour_start
@@ -45,7 +45,10 @@ class RangeQuery:
 
 
 def parse_read(
-    raw_query: bytes, max_buckets: int, dimensions: frozenset[str] = frozenset()
+    raw_query: bytes,
+    max_buckets: int,
+    dimensions: frozenset[str] = frozenset(),
+    split: frozenset[int] = frozenset(),
 ) -> int | RangeQuery | FilteredRange | Filtered:
     """A GET's query: the timestamp of the hour it asks for, the range, either filtered; a
     ParamError names what is wrong. The common `timestamp=<digits>` is read without building the query
@@ -55,7 +58,7 @@ def parse_read(
         return timestamp
     query = parse_query(raw_query)
     if "from" in query or "to" in query:
-        return parse_range_read(query, max_buckets, dimensions)
+        return parse_range_read(query, max_buckets, dimensions, split)
     only = parse_filter(query, dimensions) if dimensions else None
     if only is not None:
         return Filtered(parse_timestamp(query), only)
@@ -64,25 +67,29 @@ def parse_read(
 
 @dataclass(frozen=True)
 class FilteredRange:
-    """A range of UTC hours or days, of the events with one dimension's value."""
+    """A range of hours or days, of the events with one dimension's value."""
 
     q: RangeQuery
     only: Filter
+    cells: tuple[tuple[str, ...], ...]
+    """Each row's cells (hours, and quarter-hours of split hours: api.breakdown.axis_cells)."""
 
 
 def parse_range_read(
-    query: dict[str, list[str]], max_buckets: int, dimensions: frozenset[str] = frozenset()
+    query: dict[str, list[str]],
+    max_buckets: int,
+    dimensions: frozenset[str] = frozenset(),
+    split: frozenset[int] = frozenset(),
 ) -> RangeQuery | FilteredRange:
-    """A range, filtered when the query names a dimension (in UTC, over at most MAX_HOURS hours)."""
+    """A range, filtered when the query names a dimension (over at most MAX_HOURS hours; in a zone,
+    rows whose edges fall inside UTC hours only where `split` keeps those hours per quarter-hour)."""
     q = parse_range(query, max_buckets)
     only = parse_filter(query, dimensions) if dimensions else None
     if only is None:
         return q
-    if q.tz not in UTC_NAMES:
-        raise ParamError("tz", "a filtered range is in UTC hours or days so far; no zone yet")
-    if sum(map(len, q.buckets)) > MAX_HOURS:
+    if q.spans and q.spans[-1][1] - q.spans[0][0] > MAX_HOURS * HOUR_MS:
         raise ParamError("to", f"a filtered range covers at most {MAX_HOURS} hours (31 days)")
-    return FilteredRange(q, only)
+    return FilteredRange(q, only, tuple(axis_cells(q.tz, span, split) for span in q.spans))
 
 
 def parse_range(query: dict[str, list[str]], max_buckets: int) -> RangeQuery:

@@ -150,7 +150,7 @@ class Reader:
             sum(h.impressions for h in found) + sum(c.impressions for c in warm),
         )
 
-    async def axis_counts(self, hours: Sequence[int], prefix: str) -> dict[str, tuple[int, int]]:
+    async def axis_counts(self, hours: Sequence[str], prefix: str) -> dict[str, tuple[int, int]]:
         """Every axis starting with `prefix` ("campaign=") the hours have, with its clicks and
         impressions over the hours and all partitions."""
         found: dict[str, tuple[int, int]] = {}
@@ -162,24 +162,25 @@ class Reader:
                 found[axis] = (clicks + int(answer[i + 1]), impressions + int(answer[i + 2]))
         return found
 
-    async def axis_totals(self, hours: Sequence[int], axes: Sequence[str]) -> list[HourTotals]:
+    async def axis_totals(self, hours: Sequence[str], axes: Sequence[str]) -> list[HourTotals]:
         """Each axis's totals over the hours and all partitions ("a|b": the union of two): unique users
         are a union over the hours, and add up over partitions, which hold disjoint users."""
         (answers,) = await self._axis_calls([hours], "users", list(axes))
         return _summed(answers, len(axes))
 
-    async def axis_rows(self, buckets: Sequence[Sequence[int]], axis: str) -> list[HourTotals]:
+    async def axis_rows(self, buckets: Sequence[Sequence[str]], axis: str) -> list[HourTotals]:
         """One axis's totals in each bucket of hours (a filtered range's rows), in one round trip."""
         return [_summed(answers, 1)[0] for answers in await self._axis_calls(buckets, "users", [axis])]
 
     async def _axis_calls(
-        self, hour_sets: Sequence[Sequence[int]], mode: str, rest: list[str]
+        self, hour_sets: Sequence[Sequence[str]], mode: str, rest: list[str]
     ) -> list[list[Any]]:
-        """axes.lua over each set of hours in every partition, pipelined: per set, each partition's
-        answer; NotKept when an hour's axis cells are not in Redis."""
+        """axes.lua over each set of cell tokens (hours, and quarter-hours of split hours) in every
+        partition, pipelined: per set, each partition's answer; NotKept when an hour's axis cells are
+        not in Redis."""
         calls: list[tuple[list[str], list[str | int]]] = []
         for hours in hour_sets:
-            tokens = [hour_token(h) for h in hours]
+            tokens = list(hours)
             for p in range(self._partitions):
                 templates = [self._keys.cold(GEN_PLACEHOLDER, p), self._cells.head(GEN_PLACEHOLDER, p)]
                 args: list[str | int] = [FIRST_GENERATION, *templates, len(tokens), *tokens, mode, *rest]
@@ -194,6 +195,12 @@ class Reader:
                 raise NotKept(
                     f"hour {token}'s breakdowns left Redis with it (older than ANALYTICS_HOT_HOURS, or "
                     "brought back from the snapshot store, which keeps none)"
+                )
+            if len(token) > len(hour_token(0)):
+                raise NotKept(
+                    f"quarter-hour {token} keeps no breakdowns of its own: the zone's day starts inside "
+                    "its hour, and the hour was counted before the zone was in ANALYTICS_DAY_ZONES; "
+                    "./just replay builds them from the log"
                 )
             raise NotKept(
                 f"hour {token} was counted without breakdowns (before them, or with no "

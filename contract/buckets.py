@@ -136,6 +136,12 @@ def phases_text(phases: Iterable[int]) -> str:
     return ",".join(str(p) for p in sorted(phases))
 
 
+def split_hours(phases: Iterable[int]) -> frozenset[int]:
+    """The hours of the UTC day (0-23) that a phase's day starts inside of (18 for Asia/Kolkata's
+    18:30): their breakdowns are kept per quarter-hour too, so those local days can be read exactly."""
+    return frozenset(phase // 60 for phase in phases if phase % 60)
+
+
 def parse_phases(raw: bytes | str | None) -> tuple[int, ...]:
     """Inverse of `phases_text`; a generation that recorded none has no day rollups."""
     if not raw:

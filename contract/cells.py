@@ -122,7 +122,11 @@ class CellLayout:
 
     def axes(self, gen: int | str, partition: int, hour: int) -> str:
         """The hour's axes hash (AXES)."""
-        return f"{self.head(gen, partition)}{hour_token(hour)}:{AXES}"
+        return self.axes_at(gen, partition, hour_token(hour))
+
+    def axes_at(self, gen: int | str, partition: int, token: str) -> str:
+        """The axes hash of an hour or (in a split hour, contract.buckets.split_hours) a quarter-hour."""
+        return f"{self.head(gen, partition)}{token}:{AXES}"
 
     def axis_users(self, gen: int | str, partition: int, hour: int, axis: str) -> str:
         """The HyperLogLog of the users of one axis of an hour (its counters are a field of `axes`)."""

@@ -101,13 +101,13 @@ class Link:
         """A range's rows, each [start, end) in ms (api.range_read)."""
         return await self._redis_reader().spans(spans)
 
-    async def axis_counts(self, hours: Sequence[int], prefix: str) -> dict[str, tuple[int, int]]:
+    async def axis_counts(self, hours: Sequence[str], prefix: str) -> dict[str, tuple[int, int]]:
         return await self._redis_reader().axis_counts(hours, prefix)
 
-    async def axis_totals(self, hours: Sequence[int], axes: Sequence[str]) -> list[HourTotals]:
+    async def axis_totals(self, hours: Sequence[str], axes: Sequence[str]) -> list[HourTotals]:
         return await self._redis_reader().axis_totals(hours, axes)
 
-    async def axis_rows(self, buckets: Sequence[Sequence[int]], axis: str) -> list[HourTotals]:
+    async def axis_rows(self, buckets: Sequence[Sequence[str]], axis: str) -> list[HourTotals]:
         return await self._redis_reader().axis_rows(buckets, axis)
 
     def _redis_reader(self) -> Reader:

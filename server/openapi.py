@@ -361,6 +361,15 @@ class GetBreakdown(Operation):
                 required=False,
             ),
             _query(
+                "tz",
+                Schema(type=OpenAPIType.STRING, enum=[*ZONES, ""], default="UTC"),
+                "A period of local days in this IANA zone instead: from the day holding `from` to the "
+                "last starting before `to`, at most 31. A zone whose days start inside a UTC hour "
+                "(Asia/Kolkata at 18:30 UTC) is read exactly when it is in `ANALYTICS_DAY_ZONES` (those "
+                "hours keep breakdowns per quarter-hour); any other such zone is a 400 naming `tz`.",
+                required=False,
+            ),
+            _query(
                 "sort",
                 Schema(type=OpenAPIType.STRING, enum=[s.value for s in Sort], default=Sort.CLICKS.value),
                 "What the rows are ordered by, largest first.",
@@ -479,8 +488,9 @@ class GetRange(Operation):
                 required=False,
             ),
             *_filters(
-                "Count only the events with this value of the dimension; one filter at a time, on a UTC "
-                "range of at most 744 hours (else a 400 naming `tz` or `to`)."
+                "Count only the events with this value of the dimension; one filter at a time, over at "
+                "most 744 hours; in a zone whose hours or days start inside UTC hours only where "
+                "`ANALYTICS_DAY_ZONES` keeps them per quarter-hour (else a 400 naming `tz` or `to`)."
             ),
         ]
         self.responses = {

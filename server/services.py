@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from api.get import Reads
 from api.live import LiveHub
 from api.tokens import ReadTokens
+from contract.buckets import split_hours
 from contract.schema import decode_changed
 from deploy.settings import Settings
 from ingest.post import Ingest
@@ -58,6 +59,7 @@ class Services:
             range_answered=metrics.counter("/analytics/range", "GET"),
             dimensions=frozenset(settings.dimension_names),
             pairs=frozenset(settings.dimension_pair_names),
+            split=split_hours(settings.day_phases),
             axis_counts=link.axis_counts,
             axis_totals=link.axis_totals,
             axis_rows=link.axis_rows,

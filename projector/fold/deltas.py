@@ -43,6 +43,9 @@ class HourDelta:
     """No event of the hour carries a dimension: its one axis, NONE, holds exactly the hour's events,
     so it is not kept twice (its entry in `axes` stays empty, and the apply adds the NONE cell to the
     hour's groups instead); `axis_cells` spells it out."""
+    quarter_axes: tuple[dict[str, CellDelta], ...] = ()
+    """The same per quarter-hour, for an hour a kept zone's day starts inside (a split hour, e.g.
+    18:00 UTC for Asia/Kolkata): a local day's breakdown reads its quarters. Empty for other hours."""
 
     def axis_cells(self) -> dict[str, CellDelta]:
         """`axes`, with NONE's events spelled out when the hour is plain."""
@@ -52,6 +55,15 @@ class HourDelta:
         for q in self.quarters:
             whole.merge(q)
         return {**self.axes, NONE: whole}
+
+    def quarter_axis_cells(self) -> tuple[dict[str, CellDelta], ...]:
+        """`quarter_axes`, with NONE's events spelled out per quarter when the hour is plain."""
+        if not self.plain or not self.quarter_axes:
+            return self.quarter_axes
+        return tuple(
+            {**axes, NONE: CellDelta(set(q.users), q.clicks, q.impressions)}
+            for axes, q in zip(self.quarter_axes, self.quarters, strict=True)
+        )
 
     @classmethod
     def of(cls, users: Iterable[str], clicks: int, impressions: int, quarter: int = 0) -> HourDelta:
@@ -76,14 +88,21 @@ class HourDelta:
 
     def merge(self, other: HourDelta) -> None:
         if self.plain != other.plain and self.axes and other.axes:
-            self.axes, self.plain = self.axis_cells(), False
-            other = HourDelta(other.quarters, other.axis_cells())
+            self.axes, self.quarter_axes = self.axis_cells(), self.quarter_axis_cells()
+            self.plain = False
+            other = HourDelta(other.quarters, other.axis_cells(), quarter_axes=other.quarter_axis_cells())
         for mine, theirs in zip(self.quarters, other.quarters, strict=True):
             mine.merge(theirs)
         if not self.axes:
             self.plain = other.plain
         for axis, theirs in other.axes.items():
             self.axes.setdefault(axis, CellDelta()).merge(theirs)
+        if other.quarter_axes:
+            if not self.quarter_axes:
+                self.quarter_axes = ({}, {}, {}, {})
+            for mine_q, theirs_q in zip(self.quarter_axes, other.quarter_axes, strict=True):
+                for axis, theirs in theirs_q.items():
+                    mine_q.setdefault(axis, CellDelta()).merge(theirs)
 
 
 class Keyed(NamedTuple):

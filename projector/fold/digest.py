@@ -62,17 +62,19 @@ def digest(
     decoder: Decoder = schema.decode,
     dimensions: tuple[str, ...] = (),
     pairs: tuple[tuple[str, str], ...] = (),
+    split: frozenset[int] = frozenset(),
 ) -> Digest:
     """Decode, screen and fold messages in stream order (`stamps`: when JetStream stored each, in ms),
     folding nothing at or below stream seq `after`, and into axis cells too when `dimensions` (and
-    `pairs` of them) are declared. Stops in front of a batch of an unknown version."""
+    `pairs` of them) are declared, per quarter-hour as well in hours whose hour of the UTC day is in
+    `split` (contract.buckets.split_hours). Stops in front of a batch of an unknown version."""
     batches, rejected, unknown = _decode(payloads, decoder)
     kept, hours = _screen(subjects, batches, rejected, prefix, partitions)
     rejected.sort(key=_first)
     folded = [i for i in range(len(batches)) if seqs[i] > after]
     if not folded:
         return Digest(Deltas(), rejected, len(batches), unknown)
-    deltas = _fold(folded, batches, kept, hours, seqs, stamps, dimensions, pairs)
+    deltas = _fold(folded, batches, kept, hours, seqs, stamps, dimensions, pairs, split)
     return Digest(deltas, rejected, len(batches), unknown)
 
 
@@ -142,6 +144,7 @@ def _fold(
     stamps: Sequence[int],
     dimensions: tuple[str, ...] = (),
     pairs: tuple[tuple[str, str], ...] = (),
+    split: frozenset[int] = frozenset(),
 ) -> Deltas:
     """The kept events of the `folded` messages, per quarter-hour (and per axis), at C speed where there
     are no keys (nor dimensions)."""
@@ -165,7 +168,7 @@ def _fold(
         if unkeyed:
             _count(quarters, unkeyed)
         if dimensions:
-            _count_axes(deltas.hour(hour), events, unkeyed, dimensions, pairs)
+            _count_axes(deltas.hour(hour), events, unkeyed, dimensions, pairs, hour % 24 in split)
     if any_keyed:
         # In stream order, across hours: the first of a key within the window is the one that counts.
         keyed = deltas.keyed
@@ -198,35 +201,54 @@ def _count_axes(
     unkeyed: list[schema.Event],
     dimensions: tuple[str, ...],
     pairs: tuple[tuple[str, str], ...],
+    split: bool,
 ) -> None:
-    """An hour's events into its axis cells: an hour with no dimension at all is plain (its NONE cell
-    is its quarters' union, spelled out by nobody); otherwise one by one, every axis named in stream
-    order, keyed events' too (the apply counts those)."""
+    """An hour's events into its axis cells (and, `split`, its quarter-hours' too): an hour with no
+    dimension at all is plain (its NONE cell is its quarters' union, spelled out by nobody); otherwise
+    one by one, every axis named in stream order, keyed events' too (the apply counts those)."""
     axes = delta.axes
     if not any(map(_dims, events)):
         axes[NONE] = CellDelta()
         delta.plain = True
+        if split:
+            delta.quarter_axes = (
+                {NONE: CellDelta()},
+                {NONE: CellDelta()},
+                {NONE: CellDelta()},
+                {NONE: CellDelta()},
+            )
         return
+    if split:
+        delta.quarter_axes = ({}, {}, {}, {})
     counted = unkeyed if unkeyed is events else set(map(id, unkeyed))
     every = counted is events
     for event in events:
         dims = event.dims
         named = _axes_of(dims, dimensions, pairs) if dims else _NONE_ONLY
-        if not every and id(event) not in counted:
-            for axis in named:  # a keyed event's axes are named (in stream order), the apply counts it
-                if axis not in axes:
-                    axes[axis] = CellDelta()
-            continue
-        user, click = event.user, event.kind is schema.Kind.CLICK
+        counts = every or id(event) in counted
+        _add_axes(axes, named, event, counts)
+        if split:
+            quarter = event.ts // QUARTER_MS % QUARTERS_PER_HOUR
+            _add_axes(delta.quarter_axes[quarter], named, event, counts)
+
+
+def _add_axes(axes: dict[str, CellDelta], named: tuple[str, ...], event: schema.Event, counts: bool) -> None:
+    """An event into its axis cells; a keyed one (not `counts`) only names them, in stream order."""
+    if not counts:
         for axis in named:
-            cell = axes.get(axis)
-            if cell is None:
-                cell = axes[axis] = CellDelta()
-            cell.users.add(user)
-            if click:
-                cell.clicks += 1
-            else:
-                cell.impressions += 1
+            if axis not in axes:
+                axes[axis] = CellDelta()
+        return
+    user, click = event.user, event.kind is schema.Kind.CLICK
+    for axis in named:
+        cell = axes.get(axis)
+        if cell is None:
+            cell = axes[axis] = CellDelta()
+        cell.users.add(user)
+        if click:
+            cell.clicks += 1
+        else:
+            cell.impressions += 1
 
 
 _NONE_ONLY = (NONE,)

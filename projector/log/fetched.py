@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from contract import schema
+from contract.buckets import split_hours
 from deploy.settings import Settings
 from projector.fold.digest import Decoder, Digest, digest
 
@@ -129,4 +130,5 @@ def digest_fetched(
         decoder=decoder,
         dimensions=settings.dimension_names,
         pairs=settings.dimension_pair_names,
+        split=split_hours(settings.day_phases),
     )

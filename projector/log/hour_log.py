@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from contract.buckets import split_hours
 from contract.hours import hour_token, parse_subject, partition_filter
 from deploy.settings import Settings
 from projector.fold.deltas import Keyed
@@ -172,6 +173,7 @@ def fold(settings: Settings, columns: Columns) -> Digest:
         partitions=settings.partitions,
         dimensions=settings.dimension_names,
         pairs=settings.dimension_pair_names,
+        split=split_hours(settings.day_phases),
     )
 
 

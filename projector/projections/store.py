@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from contract.buckets import (
     parse_phases,
     phases_text,
     quarter_token,
+    split_hours,
 )
 from contract.cells import NONE, Cell, CellLayout
 from contract.hours import hour_token, parse_hour_token
@@ -175,7 +176,7 @@ class ProjectionStore:
         `phases` (default: those recorded for `gen`, see `phases`), with the watermark, atomically."""
         if phases is None:
             phases = await self.phases(gen, partition)
-        cells, axis_hours, own = apply_payload(gen, partition, tuple(phases), deltas, self.max_values)
+        cells, axis_tokens, own = apply_payload(gen, partition, tuple(phases), deltas, self.max_values)
         keys, args = self.cells.call(
             gen,
             partition,
@@ -187,7 +188,7 @@ class ProjectionStore:
                 self.keys.dirty(gen, partition),
                 self.keys.cold(gen, partition),
                 self.keys.scratch(partition),
-                *(self.cells.axes(gen, partition, hour) for hour in axis_hours),
+                *(self.cells.axes_at(gen, partition, token) for token in axis_tokens),
             ],
             cells=cells,
         )
@@ -207,6 +208,8 @@ class ProjectionStore:
         """One WARNING per hour and dimension (per process) when new values start counting as (other)."""
         for where, values in overflowed:
             token, _, dimension = where.partition(" ")
+            if len(token) != len(hour_token(0)):
+                continue  # a split hour's quarter-hour: its hour tells
             metrics.DIMENSION_OVERFLOW.labels(dimension).inc(values)
             if where in self._overflow_told:
                 continue
@@ -556,55 +559,79 @@ _KIND = {Kind.CLICK: "c", Kind.IMPRESSION: "i"}
 
 def apply_payload(
     gen: int | str, partition: int, phases: tuple[int, ...], deltas: Deltas, max_values: int = 10_000
-) -> tuple[list[Cell], list[int], list[str | int]]:
-    """The cells one apply touches, the hours whose axes hash it names (after the script's four named
-    keys), and the script's own arguments after the header's watermark, window and newest time: one
-    token per cell, the group count and per group its cells, clicks, impressions and users, then the
-    bound and each hour's axes, then the keyed events naming their group and axes (see apply.lua and
-    axes.lua)."""
+) -> tuple[list[Cell], list[str], list[str | int]]:
+    """The cells one apply touches, the tokens (hours, and quarter-hours of split hours) whose axes
+    hash it names (after the script's four named keys), and the script's own arguments after the
+    header's watermark, window and newest time: one token per cell, the group count and per group its
+    cells, clicks, impressions and users, then the bound and each token's axes, then the keyed events
+    naming their group and axes (see apply.lua and axes.lua)."""
     cells = _Cells(gen, partition, phases)
     groups: list[str | int] = []
-    quarter_groups: dict[int, list[int]] = {}
+    quarter_groups: dict[tuple[int, int], int] = {}
     for hour, delta in deltas.hours.items():
         for quarter, cell in enumerate(delta.quarters):
             if cell.clicks or cell.impressions:
-                quarter_groups.setdefault(hour, []).append(cells.group(hour, quarter))
+                quarter_groups[(hour, quarter)] = cells.group(hour, quarter)
                 groups += [
                     cells.group_cells(hour, quarter),
                     cell.clicks,
                     cell.impressions,
                     "\n".join(cell.users),
                 ]
-    hour_axes = {hour: delta.axes for hour, delta in deltas.hours.items() if delta.axes}
+    split = split_hours(phases)
+    buckets: dict[str, dict[str, CellDelta]] = {}
+    taken: dict[str, str] = {}
+    """A plain hour's (or quarter's) NONE axis is its quarter-hours' unkeyed events: named by group,
+    not sent twice."""
+    for hour, delta in deltas.hours.items():
+        quarters = range(QUARTERS_PER_HOUR)
+        if delta.axes:
+            buckets[hour_token(hour)] = delta.axes
+            if delta.plain:
+                taken[hour_token(hour)] = _joined(quarter_groups.get((hour, q)) for q in quarters)
+        if delta.quarter_axes and hour % 24 in split:
+            for q, axes_q in enumerate(delta.quarter_axes):
+                buckets[quarter_token(hour, q)] = axes_q
+                if delta.plain:
+                    taken[quarter_token(hour, q)] = _joined([quarter_groups.get((hour, q))])
     for k in deltas.keyed:
-        if k.axes and any(axis not in hour_axes.get(k.hour, ()) for axis in k.axes):
-            # A single-hour rebuild's deltas hold its hour alone; other hours' keyed events lend keys.
-            known = hour_axes[k.hour] = dict(hour_axes.get(k.hour, {}))
-            for axis in k.axes:
-                known.setdefault(axis, CellDelta())
-    axis_hours = list(hour_axes)
-    entries: dict[tuple[int, str], int] = {}
-    axes: list[str | int] = [max_values, len(axis_hours)]
-    for hour in axis_hours:
-        plain = hour in deltas.hours and deltas.hours[hour].plain
-        # A plain hour's NONE axis is its quarter-hours' unkeyed events: named by group, not sent twice.
-        taken = ",".join(map(str, quarter_groups.get(hour, ()))) if plain else ""
+        for token in _keyed_tokens(k, buckets):
+            if any(axis not in buckets.get(token, ()) for axis in k.axes):
+                # A single-hour rebuild's deltas hold its hour alone; other hours' keyed events lend keys.
+                known = buckets[token] = dict(buckets.get(token, {}))
+                for axis in k.axes:
+                    known.setdefault(axis, CellDelta())
+    entries: dict[tuple[str, str], int] = {}
+    axes: list[str | int] = [max_values, len(buckets)]
+    for token, cells_of in buckets.items():
         parts = []
-        for axis, cell in hour_axes[hour].items():
-            entries[(hour, axis)] = len(entries) + 1
-            users, also = "\n".join(cell.users), taken if axis == NONE else ""
+        for axis, cell in cells_of.items():
+            entries[(token, axis)] = len(entries) + 1
+            users, also = "\n".join(cell.users), taken.get(token, "") if axis == NONE else ""
             parts.append(f"{axis}\x1f{cell.clicks}\x1f{cell.impressions}\x1f{users}\x1f{also}\x1e")
-        axes += [hour_token(hour), "".join(parts)]
+        axes += [token, "".join(parts)]
     keyed = []
     for k in deltas.keyed:
         group = cells.keyed_group(k, groups)
-        named = ",".join(str(entries[(k.hour, axis)]) for axis in k.axes)
+        named = ",".join(str(entries[(t, axis)]) for t in _keyed_tokens(k, buckets) for axis in k.axes)
         keyed.append(f"{k.stream_ms}\x1f{group}\x1f{named}\x1f{_KIND[k.kind]}\x1f{k.user}\x1f{k.key}\x1e")
     return (
         cells.cells,
-        axis_hours,
+        list(buckets),
         [*(c.token for c in cells.cells), len(groups) // 4, *groups, *axes, "".join(keyed)],
     )
+
+
+def _keyed_tokens(k: Keyed, buckets: dict[str, dict[str, CellDelta]]) -> list[str]:
+    """The tokens whose axes a keyed event names: its hour's, and its quarter's in a split hour."""
+    if not k.axes:
+        return []
+    quarter = quarter_token(k.hour, k.quarter)
+    return [hour_token(k.hour), quarter] if quarter in buckets else [hour_token(k.hour)]
+
+
+def _joined(groups: Iterable[int | None]) -> str:
+    return ",".join(str(g) for g in groups if g is not None)
 
 
 class _Cells:

@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from contract.buckets import split_hours
 from contract.hours import hour_token, partition_filter, system_now_ms
 from deploy.settings import Settings
 from projector.fold.deltas import Deltas
@@ -154,6 +155,7 @@ async def fold_hour(
             after=watermark,
             dimensions=settings.dimension_names,
             pairs=settings.dimension_pair_names,
+            split=split_hours(settings.day_phases),
         )
         if done.unknown is not None:
             raise ReplayRefused(

@@ -51,6 +51,8 @@ async def replay_hour(
                 snapshots = await open_snapshots(nc, redis_client, settings)
                 starts = await restore_if_compacted(settings, nc, snapshots, store, rebuilt, only_hour=hour)
                 found = await read_hour_log(nc, settings, hour)
+                for p in partitions:  # the live phases: a split hour's quarter-hours get axes as live's
+                    await store.record_phases(rebuilt, p, await store.phases(gens[p], p), live=False)
                 built = await asyncio.gather(
                     *(
                         fold_hour(

@@ -2,10 +2,11 @@
 prose because JSON Schema cannot: a POST's timestamp is at most the future skew ahead of the server's
 clock; a range lies within the bucket limit (in a local zone, also where the zone's offset is on a
 quarter-hour; a `to` at or before `from` is an empty range, answered as such); a read filters by one
-dimension at a time (a range only in UTC); a breakdown covers one timestamp's hour or a period of at
-most 744 hours. A schema-valid case that breaks one is moved inside it (it stays schema-valid), and
-ranges are kept to a day's worth of buckets so the run stays short; everything else is sent as
-generated."""
+dimension at a time (a range in a zone only where its hours or days start on UTC hours); a breakdown
+covers one timestamp's hour or a period of at most 744 hours (or 31 local days, in a zone whose days
+start on UTC hours), filtered only by the first dimension of a declared pair with `by`. A
+schema-valid case that breaks one is moved inside it (it stays schema-valid), and ranges are kept to
+a day's worth of buckets so the run stays short; everything else is sent as generated."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from typing import Any
 
 import schemathesis
 
-from api.breakdown import MAX_HOURS
-from api.ranges import parse_range
+from api.breakdown import parse_breakdown
+from api.ranges import parse_range, parse_range_read
+from contract.buckets import split_hours
 from contract.hours import HOUR_MS, MAX_TIMESTAMP_MS
 from deploy.settings import Settings
 from server.failures import ParamError
@@ -28,6 +30,8 @@ SKEW_ENV = "HOURGLASS_ST_FUTURE_SKEW_MS"
 BUCKETS_ENV = "HOURGLASS_ST_RANGE_MAX_BUCKETS"
 RANGE_BUCKETS = 24
 DIMENSIONS = frozenset(Settings().dimension_names)
+PAIRS = frozenset(Settings().dimension_pair_names)
+SPLIT = split_hours(Settings().day_phases)
 MODERN_MS = 1_700_000_000_000
 
 
@@ -108,23 +112,43 @@ def mend(case: Any) -> Any:
         case.query["to"] = min(end, last)
         _local(case)
     if case.path == "/analytics/range" and case.query:
-        # A filter works on UTC ranges, one at a time (the document says so in prose).
+        # A filter works one at a time, where the zone's rows start on UTC hours (prose in the document).
         named = [n for n in case.query if n in DIMENSIONS]
-        utc = case.query.get("tz") in (None, "", "UTC")
-        for name in named if not utc else named[1:]:
+        for name in named[1:]:
             del case.query[name]
+        if named and _refused(case, lambda q: parse_range_read(q, RANGE_BUCKETS, DIMENSIONS, SPLIT)):
+            del case.query[named[0]]
     return case
 
 
+def _refused(case: Any, parse: Any) -> bool:
+    """Whether parsing the case's query raises a ParamError (what the server answers 400 for)."""
+    try:
+        parse({k: [str(v)] for k, v in case.query.items()})
+    except ParamError:
+        return True
+    return False
+
+
 def _period(case: Any) -> None:
-    """A breakdown's hours: one timestamp, or `from` and `to` within its limit (prose in the document)."""
+    """A breakdown's hours: one timestamp, or `from` and `to` within its limit, in UTC or a zone whose
+    days start on UTC hours (31 days at most); a filter only by the first of a declared pair with `by`
+    (prose in the document)."""
+    named = [n for n in case.query if n in DIMENSIONS]
+    for name in named:
+        if (name, case.query.get("by")) not in PAIRS or name != named[0]:
+            del case.query[name]
     start, end = _int(case.query.get("from")), _int(case.query.get("to"))
     if "timestamp" in case.query or start is None or end is None:
         case.query.pop("from", None)
         case.query.pop("to", None)
+        case.query.pop("tz", None)
         case.query.setdefault("timestamp", MODERN_MS)
         return
-    case.query["to"] = min(end, start // HOUR_MS * HOUR_MS + MAX_HOURS * HOUR_MS)
+    case.query["to"] = min(end, start // HOUR_MS * HOUR_MS + 30 * 24 * HOUR_MS)
+    if _refused(case, lambda q: parse_breakdown(q, DIMENSIONS, PAIRS, SPLIT)):
+        case.query.pop("tz", None)
+        case.query["from"], case.query["to"] = MODERN_MS, MODERN_MS + HOUR_MS
 
 
 def _local(case: Any) -> None:

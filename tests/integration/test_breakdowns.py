@@ -8,12 +8,15 @@ declared pair)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
+from contract.buckets import DAY_MS
 from contract.cells import CellLayout, axis_counts
 from contract.hours import HOUR_MS, hour_of, partition_of, system_now_ms
 from contract.keys import Keys
@@ -30,7 +33,9 @@ BOUND = 3
 
 @pytest.fixture
 def settings(nats_server: Server, redis_server: Server) -> Settings:
-    return isolated_settings(nats_server.url, redis_server.url, dimension_max_values=BOUND)
+    return isolated_settings(
+        nats_server.url, redis_server.url, dimension_max_values=BOUND, day_zones="UTC,Asia/Kolkata"
+    )
 
 
 def workload(hour: int) -> list[tuple[str, str, dict[str, str]]]:
@@ -242,3 +247,39 @@ async def test_a_breakdown_by_creative_within_a_campaign_counts_each_pair_and_to
     refused = await client.get(f"/analytics/breakdown?by=site&campaign=spring&timestamp={hour * HOUR_MS}")
     assert refused.status_code == 400
     assert "ANALYTICS_DIMENSION_PAIRS: campaign:creative" in refused.text
+
+
+async def test_a_kolkata_day_by_campaign_counts_exactly_the_events_between_its_midnights(
+    settings: Settings, client: httpx.AsyncClient, projector: None, nc: NATS, redis: Redis
+) -> None:
+    """Asia/Kolkata's days start at 18:30 UTC, inside an hour: that hour keeps its breakdowns per
+    quarter-hour too (ANALYTICS_DAY_ZONES), so a local day by value is exact to the minute."""
+    midnight = (system_now_ms() // DAY_MS - 2) * DAY_MS + 18 * HOUR_MS + 30 * 60_000
+    sent = [
+        (midnight - 600_000, "a", "click", "k"),  # the day before
+        (midnight + 600_000, "b", "click", "k"),
+        (midnight + 3 * HOUR_MS, "c", "impression", "k"),
+        (midnight + DAY_MS - 300_000, "d", "click", "j"),
+        (midnight + DAY_MS + 300_000, "e", "click", "k"),  # the day after
+        (midnight + 3 * HOUR_MS, "f", "impression", ""),
+    ]
+    for ts, user, kind, campaign in sent:
+        extra = f"&campaign={campaign}" if campaign else ""
+        answer = await client.post(f"/analytics?timestamp={ts}&user={user}&{kind}{extra}")
+        assert answer.status_code == 204, answer.text
+    day = f"from={midnight + 1}&to={midnight + DAY_MS - 1}&tz=Asia/Kolkata"
+    want = {"k": (2, 1, 1), "j": (1, 1, 0), "(none)": (1, 0, 1), "(other)": (0, 0, 0), "total": (4, 2, 2)}
+
+    async def rows() -> dict[str, tuple[int, int, int]]:
+        return parse((await client.get(f"/analytics/breakdown?by=campaign&{day}")).text)
+
+    assert await eventually(rows, lambda found: found == want, timeout=30) == want
+    await settle(nc, redis, settings)
+    await replay_hour(settings, nc, redis, hour_of(midnight))  # swaps the hour's quarter-hours' axes too
+    assert await rows() == want
+    by_day = await client.get(f"/analytics/range?{day}&granularity=day&campaign=k")
+    local = datetime.fromtimestamp(midnight / 1000, ZoneInfo("Asia/Kolkata")).isoformat()
+    assert by_day.text.splitlines()[1:] == [f"{local},2,1,1", "total,2,1,1"], by_day.text
+    hours = await client.get(f"/analytics/range?{day}&granularity=hour&campaign=k")
+    assert hours.status_code == 400  # its local hours start inside UTC hours: not kept by value
+    assert "ANALYTICS_DAY_ZONES" in hours.text

@@ -114,11 +114,13 @@ def test_the_document_describes_each_operation_exactly(http_server: tuple[str, S
         ("timestamp", False),
         ("from", False),
         ("to", False),
+        ("tz", False),
         ("sort", False),
         ("top", False),
+        *((name, False) for name in ("campaign", "creative", "site")),
     ]
     assert breakdown["parameters"][0]["schema"]["enum"] == ["campaign", "creative", "site"]
-    assert breakdown["parameters"][5]["schema"]["maximum"] == 1000
+    assert breakdown["parameters"][6]["schema"]["maximum"] == 1000
     assert set(breakdown["responses"]) == {"200", "400", "401", "409", "503"}
     ranges = document["paths"]["/analytics/range"]["get"]
     assert [(p["name"], p["required"]) for p in ranges["parameters"]] == [

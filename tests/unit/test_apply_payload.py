@@ -69,7 +69,7 @@ def test_an_hours_axes_go_in_one_string_in_stream_order_and_keyed_events_name_th
     delta.axes["site=(none)"] = CellDelta({"ann"}, 1, 0)
     keyed = [Keyed("k", "dan", 5, HOUR, Kind.CLICK, 0, ("campaign=a", "site=(none)"))]
     cells, axis_hours, args = apply_payload(7, 1, PHASES, Deltas({HOUR: delta}, keyed, 3), 50)
-    assert axis_hours == [HOUR]
+    assert axis_hours == [hour_token(HOUR)]
     assert all(c.token != hour_token(HOUR) or c == Cell(7, 1, hour_token(HOUR)) for c in cells)
     at = len(cells) + 1 + 4 * int(args[len(cells)])
     assert args[at : at + 3] == [50, 1, hour_token(HOUR)]
@@ -88,7 +88,7 @@ def test_a_plain_hours_none_axis_takes_its_quarter_groups_so_its_users_are_sent_
     delta.axes["(none)"], delta.plain = CellDelta(), True  # no event of the hour carries a dimension
     keyed = [Keyed("k", "dan", 5, HOUR, Kind.CLICK, 3, ("(none)",))]
     cells, axis_hours, args = apply_payload(7, 1, PHASES, Deltas({HOUR: delta}, keyed, 3), 50)
-    assert axis_hours == [HOUR]
+    assert axis_hours == [hour_token(HOUR)]
     groups = int(args[len(cells)])
     assert groups == 3  # quarters 0 and 2 (unkeyed), then quarter 3 (keyed only)
     at = len(cells) + 1 + 4 * groups
@@ -102,7 +102,7 @@ def test_keyed_events_of_an_hour_outside_the_deltas_name_axes_of_their_own() -> 
     cells, axis_hours, args = apply_payload(
         7, 1, PHASES, Deltas({HOUR: HourDelta.of({"ann"}, 1, 0)}, keyed, 3)
     )
-    assert axis_hours == [HOUR + 1]
+    assert axis_hours == [hour_token(HOUR + 1)]
     at = len(cells) + 1 + 4 * int(args[len(cells)])
     assert entries(args[at + 3]) == [["campaign=a", "0", "0", "", ""], ["site=(none)", "0", "0", "", ""]]
     assert str(args[-1]).split("\x1f")[2] == "1,2"

@@ -38,7 +38,9 @@ events = st.builds(
 runs = st.lists(st.lists(events, min_size=1, max_size=6), max_size=8)
 
 
-def folded(run: list[list[Event]], dimensions: tuple[str, ...] = DECLARED, start: int = 0) -> Deltas:
+def folded(
+    run: list[list[Event]], dimensions: tuple[str, ...] = DECLARED, start: int = 0, split: bool = False
+) -> Deltas:
     messages = [sorted(batch, key=lambda e: e.ts) for batch in run]
     subjects = [subject(PREFIX, batch[0].ts // HOUR_MS, 0) for batch in messages]
     payloads = [
@@ -47,8 +49,17 @@ def folded(run: list[list[Event]], dimensions: tuple[str, ...] = DECLARED, start
     ]
     seqs = list(range(start + 1, start + len(run) + 1))
     pairs = PAIRS if dimensions else ()
+    hours = frozenset({HOUR % 24, (HOUR + 1) % 24}) if split else frozenset()
     return digest(
-        subjects, payloads, seqs, seqs, prefix=PREFIX, partitions=1, dimensions=dimensions, pairs=pairs
+        subjects,
+        payloads,
+        seqs,
+        seqs,
+        prefix=PREFIX,
+        partitions=1,
+        dimensions=dimensions,
+        pairs=pairs,
+        split=hours,
     ).deltas
 
 
@@ -112,3 +123,24 @@ def test_a_pairs_cells_of_one_first_value_sum_to_that_values_own_cell(run: list[
             assert set().union(*(c.users for c in mine)) == cell.users
             pairs -= {a for a in pairs if a.startswith(f"campaign+site={value}+")}
         assert pairs == set()  # none for events without a campaign
+
+
+@given(runs, st.integers(0, 8))
+def test_a_split_hours_quarter_axes_add_up_to_its_axes_whole_or_merged_in_two_parts(
+    run: list[list[Event]], cut: int
+) -> None:
+    """What a Kolkata day reads at its edges: each quarter-hour's axis cells, which together are the
+    hour's, however the run was cut into fetches (plain and dimensioned parts merged)."""
+    whole = folded(run, split=True)
+    merged = folded(run[:cut], split=True)
+    for hour, delta in folded(run[cut:], start=min(cut, len(run)), split=True).hours.items():
+        merged.hour(hour).merge(delta)
+    for deltas in (whole, merged):
+        for delta in deltas.hours.values():
+            quarters = delta.quarter_axis_cells()
+            assert len(quarters) == 4
+            for axis, cell in delta.axis_cells().items():
+                parts = [q[axis] for q in quarters if axis in q]
+                assert sum(c.clicks for c in parts) == cell.clicks
+                assert sum(c.impressions for c in parts) == cell.impressions
+                assert set().union(*(c.users for c in parts)) == cell.users

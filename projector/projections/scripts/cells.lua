@@ -49,7 +49,7 @@ local function axis_fields(c)
   end
   return found
 end
--- Deletes the axis cells of hour cell c, and its axes hash.
+-- Deletes the axis cells of cell c (an hour, or a quarter-hour of a split hour), and its axes hash.
 local function drop_axes(c)
   local head = hour_head(c)
   for _, axis in ipairs(axis_fields(c)) do

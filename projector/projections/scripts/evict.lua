@@ -13,7 +13,7 @@ local first = 1
 for a = OWN, #ARGV, 3 do
   local token, at, last = ARGV[a], ARGV[a + 1], first + tonumber(ARGV[a + 2]) - 1
   if not redis.call('ZSCORE', DIRTY, token) and redis.call('HEXISTS', COLD, token) == 0 then
-    drop_axes(first)
+    for c = first, last do drop_axes(c) end  -- the hour's, and its quarter-hours' in a split hour
     redis.call('DEL', keys_of(first, last))
     redis.call('HSET', COLD, token, at)
     moved = moved + 1
