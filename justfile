@@ -75,7 +75,7 @@ audit *args:
 inspect *args:
     @exec {{python}} -m projector inspect "$@"
 
-# The numbers with each row's audit verdict (--from ISO --to ISO [--granularity hour|day] [--tz ZONE] [--format csv|ndjson] [--out FILE]), or --raw: the retained events as NDJSON for ./just import.
+# The numbers with each row's audit verdict (--from ISO --to ISO [--granularity hour|day] [--tz ZONE] [--by DIMENSION] [--format csv|ndjson] [--out FILE]), or --raw: the retained events as NDJSON for ./just import.
 [no-exit-message]
 export *args:
     @exec {{python}} -m projector export "$@"

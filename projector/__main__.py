@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--tz", default="UTC", help="IANA time zone of the rows (and of times without an offset)"
     )
-    exp.add_argument("--by", help="a dimension (breakdowns are not built yet)")
+    exp.add_argument("--by", help="a declared dimension: each bucket's breakdown by it, a line per value")
     exp.add_argument("--format", default="csv", choices=["csv", "ndjson"])
     exp.add_argument(
         "--out", type=Path, help="a file (gzipped when it ends in .gz); default: standard output"

@@ -136,8 +136,9 @@ def _line(event: schema.Event) -> dict[str, Any]:
 
 async def export_numbers(redis: ProjectionsClient, settings: Settings, args: ExportArgs, url: str) -> int:
     """The range read's rows of [start, end) with an `audit` column; returns how many rows."""
-    if args.by is not None:
-        raise ExportError("--by needs breakdowns by dimension, which are not built yet (issue 28)")
+    if args.by is not None and args.by not in settings.dimension_names:
+        declared = ", ".join(settings.dimension_names) or "none"
+        raise ExportError(f"--by {args.by[:40]!r} is not a declared dimension ({declared})")
     if args.granularity not in ("hour", "day"):
         raise ExportError("--granularity must be hour or day")
     if args.format not in ("csv", "ndjson"):
@@ -149,6 +150,8 @@ async def export_numbers(redis: ProjectionsClient, settings: Settings, args: Exp
     rows = await _rows(settings, url, args, start, end)
     records = Records(redis, Keys(settings.key_prefix))
     verdicts = await _verdicts(records, [r["start_ms"] for r in rows], [r["end_ms"] for r in rows])
+    if args.by is not None:
+        return await _export_by(settings, url, args, rows, verdicts)
     with _output(args.out) as out:
         if args.format == "csv":
             out.write(f"{args.granularity},unique_users,clicks,impressions,audit\n".encode())
@@ -164,14 +167,64 @@ async def export_numbers(redis: ProjectionsClient, settings: Settings, args: Exp
     return len(rows)
 
 
+async def _export_by(
+    settings: Settings, url: str, args: ExportArgs, rows: list[dict[str, Any]], verdicts: list[str]
+) -> int:
+    """Each bucket's breakdown by `--by` (the breakdown read's rows: up to 1,000 values by clicks, then
+    (none), (other) and total), each line with the bucket's verdict; returns how many lines."""
+    async with _client(settings, url) as http:
+        with _output(args.out) as out:
+            if args.format == "csv":
+                out.write(
+                    f"{args.granularity},{args.by},unique_users,clicks,impressions,ctr,audit\n".encode()
+                )
+            written = 0
+            for row, verdict in zip(rows, verdicts, strict=True):
+                query: dict[str, str | int] = {"by": str(args.by), "top": 1000, "tz": args.tz}
+                query.update({"from": row["start_ms"], "to": row["end_ms"]})
+                found = await _get(http, url, "/analytics/breakdown", query)
+                for value in [*found["rows"], {**found["total"], "value": "total"}]:
+                    out.write(_by_line(args, row["start"], value, verdict))
+                    written += 1
+    return written
+
+
+def _by_line(args: ExportArgs, start: str, value: dict[str, Any], verdict: str) -> bytes:
+    if args.format == "csv":
+        ctr = "" if value["ctr"] is None else f"{value['ctr']:.4f}"
+        counts = f"{value['unique_users']},{value['clicks']},{value['impressions']}"
+        return f"{start},{value['value']},{counts},{ctr},{verdict}\n".encode()
+    fields = {k: v for k, v in value.items() if k != "value"}
+    return (
+        msgspec.json.encode({"start": start, str(args.by): value["value"], **fields, "audit": verdict})
+        + b"\n"
+    )
+
+
+def _client(settings: Settings, url: str) -> httpx.AsyncClient:
+    """A client of the running server, with the first read token when tokens are set."""
+    token = next((t.strip() for t in settings.read_tokens.split(",") if t.strip()), None)
+    headers = {"Accept": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    return httpx.AsyncClient(base_url=url, timeout=60, headers=headers)
+
+
+async def _get(http: httpx.AsyncClient, url: str, path: str, query: dict[str, str | int]) -> Any:
+    """One read's JSON; ExportError when the server cannot be reached or refuses."""
+    try:
+        answer = await http.get(path, params=query)
+    except httpx.TransportError as exc:
+        raise ExportError(f"the HTTP server at {url} cannot be reached ({exc}); is it running?") from None
+    if answer.status_code != 200:
+        raise ExportError(f"GET {path}: {answer.status_code} {answer.text.strip()}")
+    return answer.json()
+
+
 async def _rows(settings: Settings, url: str, args: ExportArgs, start: int, end: int) -> list[dict[str, Any]]:
     """Every bucket of [start, end), read in spans of at most the server's bucket limit."""
     step = HOUR_MS * (24 if args.granularity == "day" else 1)
     span = step * max(1, settings.range_max_buckets - 2)  # a local day may be 23 or 25 hours long
-    token = next((t.strip() for t in settings.read_tokens.split(",") if t.strip()), None)
-    headers = {"Accept": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     rows: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as http:
+    async with _client(settings, url) as http:
         at = start
         while at < end:
             upto = min(end, at + span)
@@ -181,15 +234,7 @@ async def _rows(settings: Settings, url: str, args: ExportArgs, start: int, end:
                 "granularity": args.granularity,
                 "tz": args.tz,
             }
-            try:
-                answer = await http.get("/analytics/range", params=query)
-            except httpx.TransportError as exc:
-                raise ExportError(
-                    f"the HTTP server at {url} cannot be reached ({exc}); is it running?"
-                ) from None
-            if answer.status_code != 200:
-                raise ExportError(f"GET /analytics/range: {answer.status_code} {answer.text.strip()}")
-            buckets = answer.json()["buckets"]
+            buckets = (await _get(http, url, "/analytics/range", query))["buckets"]
             for bucket in buckets:
                 first = dt.datetime.fromisoformat(bucket["start"].replace("Z", "+00:00"))
                 if first.tzinfo is None:  # a UTC day is a date

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gzip
 import json
 import os
@@ -23,7 +24,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 
 from api.reader import Reader
-from contract.hours import HOUR_MS, hour_of, hour_token, partition_of
+from contract.hours import HOUR_MS, hour_of, hour_token, partition_of, system_now_ms
 from contract.keys import Keys
 from deploy.projections_client import connect
 from deploy.servers import ROOT
@@ -292,6 +293,59 @@ async def test_an_export_is_the_range_read_with_verdicts_and_its_raw_events_rebu
     assert imported.returncode == 0, imported.stderr
     async with _projecting(second):
         await settled(second, lambda r: stored(r, second, hours), lambda got: got == want)
+
+
+async def test_an_export_by_campaign_gives_each_buckets_breakdown_rows_with_its_verdict(
+    http_server: tuple[str, Settings],
+) -> None:
+    base, settings = http_server
+    first = hour_of(system_now_ms()) - 3
+    events = [
+        {
+            "timestamp": (first + i % 2) * HOUR_MS + i,
+            "user": f"b{i % 7}",
+            "event": "click" if i % 4 else "impression",
+        }
+        | ({"campaign": f"c{i % 3}"} if i % 5 else {})
+        for i in range(60)
+    ]
+    window = ["--from", iso(first * HOUR_MS), "--to", iso((first + 2) * HOUR_MS)]
+    async with httpx.AsyncClient(base_url=base) as http, _projecting(settings):
+        answer = await http.post(
+            "/analytics/batch", content=body(events), headers={"Content-Type": "application/x-ndjson"}
+        )
+        assert answer.json()["accepted"] == len(events)
+        want = truth(events)
+        await settled(settings, lambda r: stored(r, settings, sorted(want)), lambda got: got == want)
+        served = [
+            (
+                await http.get(
+                    "/analytics/breakdown",
+                    params={"by": "campaign", "timestamp": hour * HOUR_MS, "top": 1000},
+                    headers={"Accept": "application/json"},
+                )
+            ).json()
+            for hour in (first, first + 1)
+        ]
+        exported = _run(["-m", "projector", "export", *window, "--by", "campaign", "--url", base], settings)
+    assert exported.returncode == 0, exported.stderr
+    lines = exported.stdout.splitlines()
+    assert lines[0] == "hour,campaign,unique_users,clicks,impressions,ctr,audit"
+    expected = []
+    for hour, found in zip((first, first + 1), served, strict=True):
+        for row in [*found["rows"], {**found["total"], "value": "total"}]:
+            ctr = "" if row["ctr"] is None else f"{row['ctr']:.4f}"
+            counts = f"{row['unique_users']},{row['clicks']},{row['impressions']}"
+            expected.append(f"{iso(hour * HOUR_MS)},{row['value']},{counts},{ctr},not yet audited")
+    assert lines[1:] == expected
+    assert sum(int(line.split(",")[3]) for line in lines[1:] if ",c" in line) == sum(
+        1 for i, e in enumerate(events) if i % 5 and e["event"] == "click"
+    )
+
+
+def iso(ms: int) -> str:
+    """The UTC hour label the range read gives (`1970-01-03T02:00:00Z`)."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @contextlib.asynccontextmanager

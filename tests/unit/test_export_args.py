@@ -16,7 +16,7 @@ from projector.cli.export_command import ExportArgs, ExportError, export_numbers
 @pytest.mark.parametrize(
     ("changes", "says"),
     [
-        ({"by": "campaign"}, "breakdowns by dimension, which are not built yet"),
+        ({"by": "country"}, r"--by 'country' is not a declared dimension \(campaign, creative, site\)"),
         ({"granularity": "week"}, "--granularity must be hour or day"),
         ({"format": "xml"}, "--format must be csv or ndjson"),
         ({"tz": "Mars/Olympus"}, "not an IANA time zone"),
