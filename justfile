@@ -180,3 +180,7 @@ image *args:
 [no-exit-message]
 compose *args:
     @PATH="$PATH:/usr/sbin:/sbin" CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/deploy/containers.conf}" exec .venv/bin/podman-compose "$@"
+
+# What breakdowns cost: a busy hour with and without dimensions (events/s, Redis CPU, memory per value), the bound under a flood, and breakdown reads over a day of 10,000 campaigns.
+bench-dimensions *args:
+    {{python}} -m tests.bench.dimensions "$@"

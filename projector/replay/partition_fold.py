@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from contract.buckets import split_hours
 from contract.hours import hour_token, partition_filter, system_now_ms
@@ -30,6 +31,14 @@ from projector.replay.reports import Built, ReplayRefused
 
 log = logging.getLogger("replay")
 T = TypeVar("T")
+
+TAKEOVERS = 4
+"""Fresh consumers that may take over a partition's read when one goes quiet with messages pending."""
+
+
+class _Stalled(Exception):
+    """The consumer delivered nothing for a while with messages pending (their count)."""
+
 
 REPLAY_FETCH = 1000
 """Messages per fetch (and at most `FETCH_MAX_BYTES`): many small live-written messages per apply."""
@@ -89,24 +98,36 @@ async def fold_partition(
     """
     js = nc.jetstream()
     last = (await js.stream_info(settings.stream_name)).state.last_seq
-    consumer = await js.add_consumer(
-        settings.stream_name,
-        ConsumerConfig(
-            filter_subject=partition_filter(settings.subject_prefix, partition),
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
-            opt_start_seq=after + 1 if after else None,
-            inactive_threshold=60.0,
-        ),
-    )
     fold = _Fold(settings, js, store, gen, partition, dead_letter_above, after, snapshots)
-    puller = Puller(nc, settings.stream_name, consumer.name, settings.pull_reader)
-    try:
-        await fold.run(puller, consumer.name, consumer.num_pending or 0)
-    finally:
-        await puller.close()
-        with contextlib.suppress(Exception):
-            await js.delete_consumer(settings.stream_name, consumer.name)
+    for takeover in range(TAKEOVERS + 1):
+        consumer = await js.add_consumer(
+            settings.stream_name,
+            ConsumerConfig(
+                filter_subject=partition_filter(settings.subject_prefix, partition),
+                ack_policy=AckPolicy.NONE,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if fold.through else DeliverPolicy.ALL,
+                opt_start_seq=fold.through + 1 if fold.through else None,
+                inactive_threshold=60.0,
+            ),
+        )
+        puller = Puller(nc, settings.stream_name, consumer.name, settings.pull_reader)
+        try:
+            await fold.run(puller, consumer.name, consumer.num_pending or 0)
+            break
+        except _Stalled as stalled:
+            if takeover == TAKEOVERS:
+                raise ReplayRefused(f"p{partition}: replay stalled with {stalled} messages left") from None
+            # A consumer can go quiet with messages pending (seen on a JetStream cluster in CI, as for
+            # the audit's reads): a fresh one takes over from the next message, each read once.
+            log.warning(
+                "p%d: the replay's consumer went quiet with %s messages left; a fresh one takes over",
+                partition,
+                stalled,
+            )
+        finally:
+            await puller.close()
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(settings.stream_name, consumer.name)
     if last > fold.watermark:
         fold.watermark = await _apply(store, gen, partition, fold.watermark, Deltas(last_seq=last))
     log.info(
@@ -187,7 +208,7 @@ class _Fold:
     ) -> None:
         self.settings, self.js, self.store, self.gen = settings, js, store, gen
         self.partition, self.dead_letter_above, self.snapshots = partition, dead_letter_above, snapshots
-        self.watermark = after
+        self.watermark = self.through = after  # through: the last sequence delivered (a takeover's start)
         self.messages = self.events = 0
 
     async def run(self, puller: Puller, consumer: str, pending: int) -> None:
@@ -197,17 +218,19 @@ class _Fold:
                 fetched = await puller.fetch(REPLAY_FETCH, 5.0)
             except TimeoutError:
                 # Never take a quiet moment for the end: ask the server what is left.
-                info = await self.js.consumer_info(self.settings.stream_name, consumer)
+                try:
+                    info = await self.js.consumer_info(self.settings.stream_name, consumer)
+                except NotFoundError:
+                    raise _Stalled(pending) from None  # it went away (a cut-off server's consumers do)
                 pending = info.num_pending or 0
                 stalls += 1
                 if pending and stalls > 5:
-                    raise ReplayRefused(
-                        f"p{self.partition}: replay stalled with {pending} messages left"
-                    ) from None
+                    raise _Stalled(pending) from None
                 continue
             stalls = 0
             for run in fetched.runs():
                 await self._take(run)
+            self.through = max(self.through, fetched.seqs[-1]) if fetched.seqs else self.through
             pending = fetched.pending
 
     async def _take(self, fetched: Fetched) -> None:

@@ -474,3 +474,78 @@ async def test_in_a_half_hour_zone_the_page_shows_local_labels_numbers_compariso
     pick = "//div[@class='ranges']/button[text()='48 h']"
     await asyncio.to_thread(browser.find_element(By.XPATH, pick).click)
     await shows_exactly(browser, events, "hour", 48)
+
+
+BY_ROWS = """
+return [...document.querySelectorAll('#by-rows tr')].map(tr => [...tr.cells].map(td => td.textContent));
+"""
+
+
+def by_rows(driver: webdriver.Chrome) -> list[list[str]]:
+    """The campaigns table: [campaign, unique users, clicks, impressions, CTR, clicks before, change]."""
+    return list(driver.execute_script(BY_ROWS))
+
+
+async def test_the_campaigns_table_shows_the_top_values_sorts_filters_the_charts_and_downloads(
+    server: str, browser: webdriver.Chrome, projecting: Projectors, downloads: Path
+) -> None:
+    """In the 48 h view (the browser in Asia/Kolkata, whose hours start inside UTC hours), the campaigns
+    of the UTC hours covering the period with their clicks in the previous period; a header sorts; a
+    campaign filters the charts and tables (in UTC hours, and says so); its CSV as shown."""
+    await clear_of_hour_end(margin_s=60)
+    now = hour_of(system_now_ms()) * HOUR_MS + 1
+    events = [
+        *((now, f"s{i}", "click", "spring") for i in range(3)),
+        (now, "s0", "impression", "spring"),
+        (now - HOUR_MS, "s3", "click", "spring"),
+        (now, "a0", "click", "autumn"),
+        *((now, f"w{i}", "impression", "winter") for i in range(2)),
+        *((now - HOUR_MS, f"n{i}", "impression", "") for i in range(2)),
+        *((now - 50 * HOUR_MS, f"a{i}", "click", "autumn") for i in (1, 2)),  # the previous period
+    ]
+    async with httpx.AsyncClient(base_url=server) as http:
+        for at, user, kind, campaign in events:
+            extra = f"&campaign={campaign}" if campaign else ""
+            assert (
+                await http.post(f"/analytics?timestamp={at}&user={user}&{kind}{extra}")
+            ).status_code == 204
+        await eventually(
+            functools.partial(http.get, f"/analytics?timestamp={now}"),
+            functools.partial(_answers, "unique_users,6\nclicks,4\nimpressions,3\n"),
+        )
+        await eventually(
+            functools.partial(http.get, f"/analytics?timestamp={now - 50 * HOUR_MS}"),
+            functools.partial(_answers, "unique_users,2\nclicks,2\n"),
+        )
+    await asyncio.to_thread(browser.get, server + "/")
+    want = [
+        ["spring", "4", "4", "1", "400.00%", "0", "n/a"],
+        ["autumn", "1", "1", "0", "", "2", "-50.0%"],
+        ["winter", "2", "0", "2", "0.00%", "0", "±0.0%"],
+        ["(none)", "2", "0", "2", "0.00%", "0", "±0.0%"],
+        ["(other)", "0", "0", "0", "", "0", "±0.0%"],
+        ["total", "9", "5", "5", "100.00%", "2", "+150.0%"],
+    ]
+    await until(browser, 20, lambda d: by_rows(d) == want)
+    period = browser.find_element(By.ID, "by-period").text
+    assert period.startswith("Top campaigns of the UTC hours")
+    assert "by clicks" in period
+    # Sorted by impressions: a click on the header reads the top again in that order.
+    await asyncio.to_thread(browser.find_element(By.XPATH, "//button[@data-sort='impressions']").click)
+    await until(browser, 10, lambda d: [r[0] for r in by_rows(d)][:3] == ["winter", "spring", "autumn"])
+    for old in await asyncio.to_thread(csv_files, downloads):
+        await asyncio.to_thread(old.unlink)
+    await asyncio.to_thread(browser.find_element(By.ID, "by-csv").click)
+    await until(browser, 10, lambda _: bool(csv_files(downloads)))
+    (saved,) = await asyncio.to_thread(csv_files, downloads)
+    lines = (await asyncio.to_thread(saved.read_bytes)).decode().split("\r\n")
+    assert lines[0] == "Campaign,Unique users,Clicks,Impressions,CTR,Clicks before,Change %"
+    assert lines[1:-1] == [",".join(r) for r in by_rows(browser)]
+    # A campaign filters the charts and the rows table: Kolkata's hours are read in UTC for it.
+    await asyncio.to_thread(browser.find_element(By.XPATH, "//td/button[text()='spring']").click)
+    await until(browser, 10, lambda d: cells(d).get(TOTAL) == ["4", "4", "1"])
+    assert heading(browser) == "Hour (UTC)"
+    assert browser.find_element(By.ID, "filter").is_displayed()
+    assert "Read in UTC" in browser.find_element(By.ID, "filter-note").text
+    await asyncio.to_thread(browser.find_element(By.ID, "clear").click)
+    await until(browser, 10, lambda d: cells(d).get(TOTAL) == ["9", "5", "5"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import msgspec
 import pytest
@@ -22,6 +23,7 @@ from deploy.settings import Settings
 from projector.fold.deltas import Deltas, HourDelta
 from projector.log.stream_config import ensure_stream
 from projector.projections.store import ProjectionStore
+from projector.replay import partition_fold
 from projector.replay.driver import replay
 from projector.replay.reports import ReplayRefused
 from tests.conftest import Server
@@ -168,3 +170,37 @@ async def test_a_replay_files_no_second_dead_letter_for_what_the_live_path_filed
 async def dead_letters(nc: NATS, settings: Settings) -> int:
     info = await nc.jetstream().stream_info(dead_letter_stream(settings.stream_name))
     return int(info.state.messages)
+
+
+class DeletesItsConsumer(ProjectionStore):
+    """A store whose first apply deletes the stream's consumers: the replay's read loses its consumer
+    mid-read, as readers of a JetStream server cut off from its peers do."""
+
+    nc: NATS | None = None
+    stream = ""
+
+    async def apply(self, *args: Any, **kwargs: Any) -> Any:
+        if self.nc is not None:
+            js, self.nc = self.nc.jetstream(), None
+            for info in await js.consumers_info(self.stream):
+                await js.delete_consumer(self.stream, info.name)
+        return await super().apply(*args, **kwargs)
+
+
+async def test_a_replay_whose_consumer_goes_away_reads_on_through_a_fresh_one_each_message_once(
+    nc: NATS, redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full replay in the container cluster stack was refused ("replay stalled with 74 messages
+    left") when its consumer went quiet; a fresh consumer now takes over from the next sequence."""
+    await ensure_stream(nc, settings)
+    users = [f"t{i}" for i in range(400) if partition_of(f"t{i}", settings.partitions) == 0][:30]
+    for user in users:
+        click = schema.Event(TS, user, schema.Kind.CLICK)
+        await publish(nc, settings, 0, schema.encode(schema.batch_of(events=(click,))))
+    monkeypatch.setattr(partition_fold, "REPLAY_FETCH", 10)  # several fetches: the loss falls mid-read
+    store = DeletesItsConsumer.from_settings(redis, settings)
+    assert isinstance(store, DeletesItsConsumer)
+    store.nc, store.stream = nc, settings.stream_name
+    built = await partition_fold.fold_partition(settings, nc, store, 1, 0, dead_letter_above=10**9)
+    assert (built.messages, built.events) == (len(users), len(users))
+    assert await hour(redis, settings) == HourTotals(len(users), len(users), 0)
