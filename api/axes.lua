@@ -36,20 +36,25 @@ local function counted(raw)
 end
 if mode == 'counts' then
   local prefix, order, sums = ARGV[at], {}, {}
+  -- The hash holds every dimension's and pair's axes: the server picks the prefix's (HSCAN's MATCH, in C;
+  -- values and names hold no glob character), so only those reach Lua.
   for _, hour in ipairs(hours) do
-    local fields = redis.call('HGETALL', hour .. 'axes')
-    for f = 1, #fields, 2 do
-      local field = fields[f]
-      if string.sub(field, 1, #prefix) == prefix then
+    local cursor = '0'
+    repeat
+      local page = redis.call('HSCAN', hour .. 'axes', cursor, 'MATCH', prefix .. '*', 'COUNT', 20000)
+      cursor = page[1]
+      local fields = page[2]
+      for f = 1, #fields, 2 do
+        local field = fields[f]
         local clicks, impressions = counted(fields[f + 1])
-        if not sums[field] then
-          sums[field] = {0, 0}
-          order[#order + 1] = field
+        local sum = sums[field]
+        if not sum then
+          sum = {0, 0}
+          sums[field], order[#order + 1] = sum, field
         end
-        sums[field][1] = sums[field][1] + clicks
-        sums[field][2] = sums[field][2] + impressions
+        sum[1], sum[2] = sum[1] + clicks, sum[2] + impressions
       end
-    end
+    until cursor == '0'
   end
   for _, field in ipairs(order) do
     found[#found + 1] = field
