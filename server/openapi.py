@@ -299,6 +299,13 @@ _ranges = (
 DIMENSION_VALUE_SCHEMA = Schema(type=OpenAPIType.STRING, pattern=f"^{DIMENSION_VALUE.pattern}$")
 
 
+def _zone(description: str) -> Parameter:
+    """The optional `tz` of a read: an IANA zone (or empty for UTC)."""
+    return _query(
+        "tz", Schema(type=OpenAPIType.STRING, enum=[*ZONES, ""], default="UTC"), description, required=False
+    )
+
+
 def _filters(description: str) -> list[Parameter]:
     return [
         _query(name, DIMENSION_VALUE_SCHEMA, description, required=False) for name in DEFAULTS.dimension_names
@@ -360,14 +367,11 @@ class GetBreakdown(Operation):
                 "(an empty period).",
                 required=False,
             ),
-            _query(
-                "tz",
-                Schema(type=OpenAPIType.STRING, enum=[*ZONES, ""], default="UTC"),
+            _zone(
                 "A period of local days in this IANA zone instead: from the day holding `from` to the "
                 "last starting before `to`, at most 31. A zone whose days start inside a UTC hour "
                 "(Asia/Kolkata at 18:30 UTC) is read exactly when it is in `ANALYTICS_DAY_ZONES` (those "
-                "hours keep breakdowns per quarter-hour); any other such zone is a 400 naming `tz`.",
-                required=False,
+                "hours keep breakdowns per quarter-hour); any other such zone is a 400 naming `tz`."
             ),
             _query(
                 "sort",
@@ -478,14 +482,11 @@ class GetRange(Operation):
                 "Hour or day buckets (of the zone `tz`); empty or absent: hour.",
                 required=False,
             ),
-            _query(
-                "tz",
-                Schema(type=OpenAPIType.STRING, enum=[*ZONES, ""], default="UTC"),
+            _zone(
                 "The IANA time zone whose local hours or days the buckets are (DST included: a 23 or "
                 "25-hour day, a repeated hour as two buckets); empty or absent: UTC. A range where "
                 "the zone's offset is not a whole number of quarter-hours (local mean time, before "
-                "about 1900) is a 400 naming `tz`.",
-                required=False,
+                "about 1900) is a 400 naming `tz`."
             ),
             *_filters(
                 "Count only the events with this value of the dimension; one filter at a time, over at "
