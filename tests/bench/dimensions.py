@@ -169,9 +169,7 @@ def main() -> None:
             for event in busy_hour(h, args.day_events, args.users, args.day_campaigns)
         )
         count, took, _ = asyncio.run(measured(dimensioned, scratch.redis_pid, day_events))
-        server_settings = dimensioned.replace(
-            http_port=free_port(), http_workers=1, read_staleness_s=0, redis_timeout_s=30
-        )
+        server_settings = dimensioned.replace(http_port=free_port(), http_workers=1, read_staleness_s=0)
         with process(
             [sys.executable, "-m", "server"], settings_env(server_settings), scratch.workdir / "server.log"
         ):
